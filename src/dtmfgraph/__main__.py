@@ -1,0 +1,3 @@
+from dtmfgraph.cli import main
+
+main()
