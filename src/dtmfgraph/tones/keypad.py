@@ -1,4 +1,4 @@
-"""The DTMF keypad: one table linking keys, Graph tone names, RFC 4733 events and Q.23 frequencies."""
+"""The DTMF keypad: one table of keys, Graph tone names, RFC 4733 events and Q.23 frequencies."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ _BY_EVENT: Final = {k.event: k for k in ALL_KEYS.values()}
 
 
 def key_info(key: str) -> Key:
-    """The entry for ``key`` (``0``-``9``, ``*``, ``#``, ``A``-``D``, ``F`` = flash; case-insensitive)."""
+    """The entry for ``key``: ``0``-``9``, ``*``, ``#``, ``A``-``D``, ``F`` = flash (any case)."""
     entry = ALL_KEYS.get(key.upper()) if len(key) == 1 else None
     if entry is None:
         raise UnknownKeyError(
@@ -90,7 +90,8 @@ def key_info(key: str) -> Key:
 
 
 def by_tone(tone: str) -> Key:
-    """The entry for a Graph tone name (``tone0``..``tone9``, ``star``, ``pound``, ``a``..``d``, ``flash``)."""
+    """The entry for a Graph tone name (``tone0``..``tone9``, ``star``, ``pound``, ``a``..``d``,
+    ``flash``)."""
     try:
         return _BY_TONE[tone]
     except KeyError:

@@ -14,7 +14,7 @@ DBM0_PEAK = 22786.0
 FADE_IN_MS = 1.0
 FADE_OUT_MS = 2.0
 MIN_RATE = 4000
-MAX_TONE_LEVEL_DBM0 = 3.14
+FULL_SCALE = 32767
 
 
 class SynthesisError(ValueError):
@@ -23,7 +23,7 @@ class SynthesisError(ValueError):
 
 def dbm0_to_peak(level_dbm0: float) -> float:
     """Peak int16 amplitude of a sine at ``level_dbm0``."""
-    return DBM0_PEAK * 10.0 ** (level_dbm0 / 20.0)
+    return float(DBM0_PEAK * 10.0 ** (level_dbm0 / 20.0))
 
 
 def _check(rate: int, tone_ms: float, gap_ms: float, level_dbm0: float, twist_db: float) -> None:
@@ -33,14 +33,18 @@ def _check(rate: int, tone_ms: float, gap_ms: float, level_dbm0: float, twist_db
         raise SynthesisError(f"tone_ms must be > 0, got {tone_ms!r}")
     if not gap_ms >= 0:
         raise SynthesisError(f"gap_ms must be >= 0, got {gap_ms!r}")
-    loudest = level_dbm0 + max(twist_db, 0.0)  # low tone at level_dbm0, high at level + twist
-    if loudest > MAX_TONE_LEVEL_DBM0:
+    # low tone at level_dbm0, high at level + twist; their peaks add up in the worst sample
+    combined = dbm0_to_peak(level_dbm0) + dbm0_to_peak(level_dbm0 + twist_db)
+    if combined > FULL_SCALE:
         raise SynthesisError(
-            f"tone level {loudest:.2f} dBm0 exceeds {MAX_TONE_LEVEL_DBM0} dBm0 (full scale)"
+            f"level {level_dbm0} dBm0 with twist {twist_db} dB is too loud: the two tones' combined"
+            f" peak {combined:.0f} exceeds int16 full scale {FULL_SCALE}"
         )
 
 
-def _tone_pair(key: Key, rate: int, n: int, level_dbm0: float, twist_db: float) -> npt.NDArray[np.float64]:
+def _tone_pair(
+    key: Key, rate: int, n: int, level_dbm0: float, twist_db: float
+) -> npt.NDArray[np.float64]:
     """One key's tone, ``n`` samples, float, with fades; no rounding."""
     if key.low_hz is None or key.high_hz is None:
         raise NoTonePairError(f"{key.tone} ({key.key}) has no tone pair and cannot be sent in-band")

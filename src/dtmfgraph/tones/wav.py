@@ -30,7 +30,7 @@ class Wav:
 
     @property
     def duration(self) -> float:
-        return self.samples.shape[1] / self.rate
+        return float(self.samples.shape[1] / self.rate)
 
 
 def _chunks(data: bytes) -> dict[bytes, bytes]:
