@@ -25,7 +25,9 @@ def fail(message: str) -> typer.Exit:
 def synth(
     keys: Annotated[str, typer.Argument(help="Keys to send: 0-9 * # A-D, e.g. '159#*D'.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="WAV file to write.")],
-    rate: Annotated[int, typer.Option(help="Sample rate in Hz (8000, 16000, 44100, 48000...).")] = 8000,
+    rate: Annotated[
+        int, typer.Option(help="Sample rate in Hz (8000, 16000, 44100, 48000...).")
+    ] = 8000,
     tone_ms: Annotated[float, typer.Option(help="Tone length per key, ms.")] = 100.0,
     gap_ms: Annotated[float, typer.Option(help="Silence between keys, ms.")] = 100.0,
     level: Annotated[float, typer.Option(help="Low-tone level in dBm0.")] = -10.0,
@@ -73,7 +75,9 @@ def _print_events(events: list[DigitEvent], channels: int, as_json: bool) -> Non
 
 
 def detect(
-    file: Annotated[Path, typer.Argument(help="WAV file (PCM, float, µ-law or A-law; any rate >= 8 kHz).")],
+    file: Annotated[
+        Path, typer.Argument(help="WAV file (PCM, float, µ-law or A-law; any rate >= 8 kHz).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of objects.")] = False,
 ) -> None:
     """Detect DTMF keys in a WAV file: prints key, start s, end s, level dBm0 per key."""
@@ -82,8 +86,12 @@ def detect(
 
 
 def demo(
-    keys: Annotated[str, typer.Argument(help="Keys to synthesise and detect back.")] = "0123456789*#ABCD",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Keep the WAV here.")] = None,
+    keys: Annotated[
+        str, typer.Argument(help="Keys to synthesise and detect back.")
+    ] = "0123456789*#ABCD",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Keep the WAV here.")
+    ] = None,
 ) -> None:
     """Synthesise KEYS to a WAV, detect them back, and show that they match."""
     target = output or Path(tempfile.mkdtemp(prefix="dtmfgraph-")) / "demo.wav"

@@ -91,7 +91,9 @@ def _as_codes(codes: npt.ArrayLike | bytes) -> Uint8Array:
         return np.frombuffer(codes, dtype=np.uint8)
     arr = np.asarray(codes)
     if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.integer) or arr.size and (arr.min() < 0 or arr.max() > 255):
+        if not np.issubdtype(arr.dtype, np.integer) or (
+            arr.size and (arr.min() < 0 or arr.max() > 255)
+        ):
             raise ValueError("G.711 codes must be integers 0..255")
         arr = arr.astype(np.uint8)
     return arr
