@@ -1,0 +1,93 @@
+"""Sans-I/O SIP for dtmfgraph: message codec, SDP offer/answer, transactions, dialogs, digest
+authentication and SIP INFO DTMF relay, driven by one :class:`UserAgent` object per address."""
+
+from dtmfgraph.sip.agent import ALLOWED_METHODS, UserAgent
+from dtmfgraph.sip.call import Call, CallState, Role
+from dtmfgraph.sip.counters import SipCounters
+from dtmfgraph.sip.dialog import Dialog, DialogState
+from dtmfgraph.sip.digest import Challenge, Credentials
+from dtmfgraph.sip.errors import (
+    DigestError,
+    SdpNegotiationError,
+    SdpParseError,
+    SipError,
+    SipParseError,
+    SipStateError,
+)
+from dtmfgraph.sip.events import (
+    CallEnded,
+    CallEstablished,
+    CallFailed,
+    CallRinging,
+    Event,
+    IncomingCall,
+    InfoDtmf,
+    ReInvite,
+    RequestCompleted,
+    RequestFailed,
+)
+from dtmfgraph.sip.headers import CSeq, Headers, Via
+from dtmfgraph.sip.message import SipMessage, SipRequest, SipResponse, parse_message
+from dtmfgraph.sip.sdp import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    AudioMedia,
+    Codec,
+    Direction,
+    SessionDescription,
+    audio_media,
+    build_answer,
+    build_offer,
+)
+from dtmfgraph.sip.transaction import SipTimers
+from dtmfgraph.sip.uri import NameAddr, SipUri
+
+__all__ = [
+    "ALLOWED_METHODS",
+    "PCMA",
+    "PCMU",
+    "TELEPHONE_EVENT",
+    "AudioMedia",
+    "CSeq",
+    "Call",
+    "CallEnded",
+    "CallEstablished",
+    "CallFailed",
+    "CallRinging",
+    "CallState",
+    "Challenge",
+    "Codec",
+    "Credentials",
+    "Dialog",
+    "DialogState",
+    "DigestError",
+    "Direction",
+    "Event",
+    "Headers",
+    "IncomingCall",
+    "InfoDtmf",
+    "NameAddr",
+    "ReInvite",
+    "RequestCompleted",
+    "RequestFailed",
+    "Role",
+    "SdpNegotiationError",
+    "SdpParseError",
+    "SessionDescription",
+    "SipCounters",
+    "SipError",
+    "SipMessage",
+    "SipParseError",
+    "SipRequest",
+    "SipResponse",
+    "SipStateError",
+    "SipTimers",
+    "SipUri",
+    "UserAgent",
+    "Via",
+    "audio_media",
+    "build_answer",
+    "build_offer",
+    "parse_message",
+]

@@ -1,0 +1,1118 @@
+"""The sans-I/O SIP user agent: calls, transactions, dialogs, timers and events in one object.
+
+Drive it like aioquic's QuicConnection: feed datagrams with :meth:`UserAgent.receive_datagram`,
+send what :meth:`UserAgent.datagrams_to_send` returns, re-arm one timer at
+:meth:`UserAgent.next_deadline` and call :meth:`UserAgent.handle_deadline` when it is due, and
+drain :meth:`UserAgent.next_event`. Time only ever comes in as ``now`` (seconds, any epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from dtmfgraph.sip import dtmf_relay
+from dtmfgraph.sip.call import Call, CallState, Role
+from dtmfgraph.sip.counters import SipCounters
+from dtmfgraph.sip.dialog import Dialog, DialogState
+from dtmfgraph.sip.digest import (
+    Credentials,
+    authorization,
+    choose_challenge,
+    parse_challenge,
+)
+from dtmfgraph.sip.errors import (
+    DigestError,
+    SdpNegotiationError,
+    SipError,
+    SipParseError,
+    SipStateError,
+)
+from dtmfgraph.sip.events import (
+    CallEnded,
+    CallEstablished,
+    CallFailed,
+    CallRinging,
+    Event,
+    IncomingCall,
+    InfoDtmf,
+    ReInvite,
+    RequestCompleted,
+    RequestFailed,
+)
+from dtmfgraph.sip.grammar import is_ip_address, quote
+from dtmfgraph.sip.headers import BRANCH_MAGIC_COOKIE, CSeq, Headers, Via
+from dtmfgraph.sip.message import (
+    REASON_PHRASES,
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    parse_message,
+    response_to,
+)
+from dtmfgraph.sip.sdp import (
+    SDP_CONTENT_TYPE,
+    Direction,
+    SessionDescription,
+    audio_media,
+    build_answer,
+    next_local_version,
+    with_direction,
+)
+from dtmfgraph.sip.transaction import (
+    Addr,
+    ClientKey,
+    ClientTransaction,
+    ServerKey,
+    ServerTransaction,
+    SipTimers,
+    Wire,
+    client_key,
+    server_key,
+)
+from dtmfgraph.sip.uri import NameAddr, SipUri
+
+ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+"""Methods we implement (sent in Allow)."""
+KNOWN_METHODS: Final = frozenset(
+    {"REGISTER", "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
+)
+"""Methods we know but do not allow (answered 405); anything else unknown gets 501."""
+ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF)
+
+Timed = ClientTransaction | ServerTransaction | Call
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What a client transaction is for, so its outcome reaches the right place."""
+
+    call: Call
+    purpose: str
+    """``invite``, ``reinvite``, ``cancel``, ``bye``, ``request`` or ``cleanup``."""
+    request_id: int | None = None
+    offer: SessionDescription | None = None
+
+
+class UserAgent:
+    """One SIP user agent on one UDP address: places and answers calls, sends INFO DTMF.
+
+    ``rng`` makes tags, branches, Call-IDs and cnonces reproducible in tests.
+    """
+
+    def __init__(
+        self,
+        local_host: str,
+        local_port: int,
+        user: str = "dtmfgraph",
+        *,
+        rng: random.Random | None = None,
+        timers: SipTimers | None = None,
+        display_name: str | None = None,
+        user_agent: str = "dtmfgraph",
+        outbound_proxy: Addr | None = None,
+    ) -> None:
+        self.local_host = local_host
+        self.local_port = local_port
+        self.user = user
+        self.display_name = display_name
+        self.user_agent = user_agent
+        self.outbound_proxy = outbound_proxy
+        self.timers = timers or SipTimers()
+        self.counters = SipCounters()
+        self._rng = rng or random.SystemRandom()
+        self._wire = Wire(self.counters)
+        self._events: deque[Event] = deque()
+        self._calls: dict[str, Call] = {}
+        self._client_tx: dict[ClientKey, ClientTransaction] = {}
+        self._pending: dict[ClientKey, _Pending] = {}
+        self._server_tx: dict[ServerKey, ServerTransaction] = {}
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._seq = itertools.count()
+        self._request_ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def uri(self) -> SipUri:
+        """Our own SIP URI (``sip:user@host:port``)."""
+        return SipUri(self.local_host, self.user, self.local_port)
+
+    @property
+    def contact(self) -> NameAddr:
+        """Our Contact value."""
+        return NameAddr(self.uri)
+
+    @property
+    def calls(self) -> dict[str, Call]:
+        """Live calls (and recently ended ones) by Call-ID."""
+        return dict(self._calls)
+
+    # ------------------------------------------------------------------ driver API
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Feed one UDP datagram that arrived from ``addr``."""
+        self.counters.datagrams_received += 1
+        if not data.strip(b"\r\n \t"):
+            return  # RFC 5626 keep-alive
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            self._answer_unparseable(exc, addr)
+            return
+        if isinstance(message, SipResponse):
+            self._on_response(message, now)
+        else:
+            self._on_request(message, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        """Datagrams to put on the wire, in order, with their destinations."""
+        del now
+        out, self._wire.queue = self._wire.queue, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_deadline` must next be called, or ``None``."""
+        while self._heap:
+            when, _, owner = self._heap[0]
+            if owner.next_deadline() == when:
+                return when
+            heapq.heappop(self._heap)
+        return None
+
+    def handle_deadline(self, now: float) -> None:
+        """Fire every timer due at ``now``."""
+        while self._heap and self._heap[0][0] <= now:
+            when, _, owner = heapq.heappop(self._heap)
+            if owner.next_deadline() != when:
+                continue
+            if isinstance(owner, ClientTransaction):
+                self._fire_client(owner, now)
+            elif isinstance(owner, ServerTransaction):
+                owner.handle_timer(now)
+                self._settle_server(owner)
+            else:
+                self._fire_call(owner, now)
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or ``None``."""
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ calls we place
+
+    def invite(
+        self,
+        target: str | SipUri,
+        sdp_offer: SessionDescription | None,
+        now: float,
+        *,
+        auth: Credentials | None = None,
+        timeout: float | None = None,
+        destination: Addr | None = None,
+    ) -> Call:
+        """Place a call. ``timeout`` bounds the wait for a final answer (CANCEL when it
+        runs out); ``destination`` overrides the address taken from the target URI."""
+        uri = SipUri.parse(target) if isinstance(target, str) else target
+        dest = destination or self.outbound_proxy
+        if dest is None:
+            if not is_ip_address(uri.host):
+                raise SipError(f"no DNS at this layer: give destination= for {uri.host!r}")
+            dest = uri.address
+        call_id = f"{self._token()}{self._token()}"
+        local = NameAddr(self.uri, self.display_name, {"tag": self._token()})
+        call = Call(call_id, Role.CALLER, local, NameAddr(uri), dest, credentials=auth)
+        call.local_sdp = sdp_offer
+        headers = Headers()
+        headers.add("Via", str(self._via()))
+        headers.add("Max-Forwards", "70")
+        headers.add("From", str(local))
+        headers.add("To", str(NameAddr(uri)))
+        headers.add("Call-ID", call_id)
+        headers.add("CSeq", str(CSeq(1, "INVITE")))
+        headers.add("Contact", str(self.contact))
+        self._common_headers(headers)
+        body = b""
+        if sdp_offer is not None:
+            headers.add("Content-Type", SDP_CONTENT_TYPE)
+            body = bytes(sdp_offer)
+        call.invite = SipRequest("INVITE", uri, headers, body)
+        if timeout is not None:
+            call.deadlines["dial"] = now + timeout
+        self._calls[call_id] = call
+        self._start_client(call.invite, dest, now, _Pending(call, "invite"))
+        self._arm(call)
+        return call
+
+    def cancel(self, call: Call, now: float) -> None:
+        """Cancel our ringing INVITE (sent once a provisional response has arrived)."""
+        call.require("cancel")
+        call.move_to(CallState.CANCELLING)
+        call.deadlines.pop("dial", None)
+        if call._provisional_seen:
+            self._send_cancel(call, now)
+        else:
+            call._cancel_requested = True
+        call.deadlines["cancel"] = now + self.timers.h
+        self._arm(call)
+
+    # ------------------------------------------------------------------ calls we receive
+
+    def ringing(self, call: Call, now: float, status: int = 180) -> None:
+        """Send a provisional response (180 Ringing, or 183) for an incoming call."""
+        call.require("ringing")
+        if not 101 <= status <= 199:
+            raise ValueError(f"not a ringing status: {status}")
+        self._respond_invite(call, status, now)
+
+    def answer(self, call: Call, sdp_answer: SessionDescription | None, now: float) -> None:
+        """Accept an incoming call with 200 OK (retransmitted until the ACK arrives)."""
+        call.require("answer")
+        if sdp_answer is not None:
+            call.local_sdp = next_local_version(call.local_sdp, sdp_answer)
+        assert call.dialog is not None and call.invite is not None
+        call.dialog.state = DialogState.CONFIRMED
+        self._respond_invite(call, 200, now, sdp=call.local_sdp)
+        call.move_to(CallState.ANSWERED)
+        self._start_2xx_retransmission(call, call.invite.cseq.seq, now)
+
+    def reject(self, call: Call, status: int, now: float, reason: str = "") -> None:
+        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603)."""
+        call.require("reject")
+        if not 300 <= status <= 699:
+            raise ValueError(f"not a rejection status: {status}")
+        self._respond_invite(call, status, now, reason=reason)
+        call.end_status = status
+        self._terminate(call, now)
+
+    # ------------------------------------------------------------------ established calls
+
+    def bye(self, call: Call, now: float) -> None:
+        """Hang up an answered call (as callee before the ACK: sent once it arrives)."""
+        call.require("bye")
+        if call.state is CallState.ANSWERED:
+            call.deadlines.pop("bye_after_ack", None)
+            call.deadlines["bye_after_ack"] = float("inf")
+            return
+        self._send_bye(call, now, "BYE")
+
+    def hangup(self, call: Call, now: float) -> None:
+        """End the call whatever its state: CANCEL, reject with 603, or BYE."""
+        if call.state in (CallState.CALLING, CallState.PROCEEDING):
+            self.cancel(call, now)
+        elif call.state is CallState.INCOMING:
+            self.reject(call, 603, now)
+        elif call.state in (CallState.ANSWERED, CallState.ESTABLISHED):
+            self.bye(call, now)
+
+    def send_info_dtmf(self, call: Call, key: str | int, duration_ms: int, now: float) -> int:
+        """Send one key as SIP INFO ``application/dtmf-relay``; returns the request id that
+        a later :class:`RequestCompleted` or :class:`RequestFailed` names."""
+        call.require("info")
+        body = dtmf_relay.encode_dtmf_relay(key, duration_ms)
+        return self._send_in_dialog(call, "INFO", now, body, dtmf_relay.DTMF_RELAY)
+
+    def options(self, call: Call, now: float) -> int:
+        """Send an in-dialog OPTIONS (a keep-alive probe); returns its request id."""
+        call.require("info")
+        return self._send_in_dialog(call, "OPTIONS", now)
+
+    def reinvite(self, call: Call, sdp: SessionDescription, now: float) -> int:
+        """Send a re-INVITE with a new offer (the session version is advanced for us)."""
+        call.require("reinvite")
+        if self._invite_in_flight(call):
+            raise SipStateError("an INVITE transaction is already in progress on this call")
+        offer = next_local_version(call.local_sdp, sdp)
+        return self._send_in_dialog(
+            call, "INVITE", now, bytes(offer), SDP_CONTENT_TYPE, purpose="reinvite", offer=offer
+        )
+
+    def hold(self, call: Call, now: float) -> int:
+        """Re-INVITE with our audio ``sendonly`` (``inactive`` if we were ``recvonly``)."""
+        current = self._local_direction(call)
+        direction = Direction.SENDONLY if current.sends else Direction.INACTIVE
+        return self.reinvite(call, with_direction(self._require_sdp(call), direction), now)
+
+    def resume(self, call: Call, now: float) -> int:
+        """Re-INVITE with our audio back to ``sendrecv``."""
+        return self.reinvite(call, with_direction(self._require_sdp(call), Direction.SENDRECV), now)
+
+    # ================================================================== internals: sending
+
+    def _token(self) -> str:
+        return f"{self._rng.getrandbits(64):016x}"
+
+    def _via(self) -> Via:
+        branch = BRANCH_MAGIC_COOKIE + self._token()
+        return Via(self.local_host, self.local_port, "UDP", {"branch": branch, "rport": None})
+
+    def _common_headers(self, headers: Headers) -> None:
+        headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        headers.add("User-Agent", self.user_agent)
+
+    def _arm(self, owner: Timed) -> None:
+        when = owner.next_deadline()
+        if when is not None and when != float("inf"):
+            heapq.heappush(self._heap, (when, next(self._seq), owner))
+
+    def _start_client(
+        self, request: SipRequest, dest: Addr, now: float, pending: _Pending
+    ) -> ClientTransaction:
+        tx = ClientTransaction(request, dest, self._wire, self.timers)
+        self._client_tx[tx.key] = tx
+        self._pending[tx.key] = pending
+        tx.start(now)
+        self._arm(tx)
+        return tx
+
+    def _send_in_dialog(
+        self,
+        call: Call,
+        method: str,
+        now: float,
+        body: bytes = b"",
+        content_type: str | None = None,
+        *,
+        purpose: str = "request",
+        offer: SessionDescription | None = None,
+    ) -> int:
+        dialog = self._require_dialog(call)
+        request = dialog.request(
+            method, self._via(), self.contact, body=body, content_type=content_type
+        )
+        self._common_headers(request.headers)
+        request_id = next(self._request_ids)
+        self._start_client(
+            request, dialog.next_hop(), now, _Pending(call, purpose, request_id, offer)
+        )
+        return request_id
+
+    def _send_cancel(self, call: Call, now: float) -> None:
+        invite = call.invite
+        assert invite is not None
+        headers = Headers()
+        headers.add("Via", invite.headers.get_list("Via")[0])
+        for route in invite.headers.get_raw("Route"):
+            headers.add("Route", route)
+        headers.add("Max-Forwards", "70")
+        headers.add("From", invite.headers.get("From") or "")
+        headers.add("To", invite.headers.get("To") or "")
+        headers.add("Call-ID", invite.call_id)
+        headers.add("CSeq", str(CSeq(invite.cseq.seq, "CANCEL")))
+        request = SipRequest("CANCEL", invite.uri, headers)
+        self._start_client(request, call.peer_addr, now, _Pending(call, "cancel"))
+
+    def _send_bye(self, call: Call, now: float, reason: str) -> None:
+        self._stop_2xx_retransmission(call)
+        call.deadlines.pop("bye_after_ack", None)
+        call.move_to(CallState.TERMINATING)
+        dialog = self._require_dialog(call)
+        request = dialog.request("BYE", self._via(), self.contact)
+        request.headers.add("User-Agent", self.user_agent)
+        self._start_client(request, dialog.next_hop(), now, _Pending(call, "bye", offer=None))
+        call._end_reason = reason
+
+    def _send_ack(self, call: Call, dialog: Dialog, invite: SipRequest, now: float) -> None:
+        """The end-to-end ACK for a 2xx: new branch, through the dialog's route set."""
+        ack = dialog.request("ACK", self._via(), self.contact, seq=invite.cseq.seq)
+        for name in ("Authorization", "Proxy-Authorization"):
+            for value in invite.headers.get_raw(name):
+                ack.headers.add(name, value)
+        data, dest = bytes(ack), dialog.next_hop()
+        self._wire.send(data, dest)
+        if dialog.id == (call.dialog.id if call.dialog else None):
+            call._ack = (data, dest)
+        del now
+
+    def _respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        now: float,
+        *,
+        reason: str = "",
+        to_tag: str | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> SipResponse:
+        if to_tag is None and status > 100 and tx.request.to.tag is None:
+            to_tag = self._token()
+        response = response_to(tx.request, status, reason, to_tag=to_tag, body=body)
+        for name, value in extra:
+            response.headers.add(name, value)
+        response.headers.add("Server", self.user_agent)
+        if content_type is not None:
+            response.headers.add("Content-Type", content_type)
+        tx.respond(response, now)
+        self._settle_server(tx)
+        return response
+
+    def _respond_invite(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        *,
+        reason: str = "",
+        sdp: SessionDescription | None = None,
+    ) -> None:
+        tx = call._server_tx
+        assert tx is not None and call.dialog is not None and call.invite is not None
+        extra: list[tuple[str, str]] = []
+        if status < 300:
+            extra += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
+            extra.append(("Contact", str(self.contact)))
+        if 200 <= status < 300:
+            extra.append(("Allow", ", ".join(ALLOWED_METHODS)))
+        body = bytes(sdp) if sdp is not None else b""
+        response = self._respond(
+            tx,
+            status,
+            now,
+            reason=reason,
+            to_tag=call.dialog.local_tag,
+            body=body,
+            content_type=SDP_CONTENT_TYPE if sdp is not None else None,
+            extra=tuple(extra),
+        )
+        if 200 <= status < 300:
+            call._ok = (bytes(response), tx.dest)
+
+    def _start_2xx_retransmission(self, call: Call, seq: int, now: float) -> None:
+        """RFC 3261 13.3.1.4: resend the 2xx at T1, 2T1... (capped at T2) until the ACK."""
+        call._ok_seq = seq
+        call._ok_interval = self.timers.t1
+        call.deadlines["ok"] = now + self.timers.t1
+        call.deadlines["ok_giveup"] = now + self.timers.h
+        self._arm(call)
+
+    def _stop_2xx_retransmission(self, call: Call) -> None:
+        call._ok = None
+        call.deadlines.pop("ok", None)
+        call.deadlines.pop("ok_giveup", None)
+
+    def _terminate(self, call: Call, now: float) -> None:
+        self._stop_2xx_retransmission(call)
+        call.move_to(CallState.TERMINATED)
+        call.deadlines["forget"] = now + self.timers.h
+        self._arm(call)
+
+    def _answer_unparseable(self, exc: SipParseError, addr: Addr) -> None:
+        request = exc.message
+        if isinstance(request, SipRequest) and request.method != "ACK":
+            try:
+                response = response_to(request, exc.status, to_tag=self._token())
+            except SipParseError:
+                pass
+            else:
+                detail = str(exc)[:200].encode("ascii", "replace").decode()
+                response.headers.add("Warning", f"399 {self.local_host} {quote(detail)}")
+                self._wire.send(bytes(response), addr)
+                self.counters.bad_requests_answered += 1
+                return
+        self.counters.malformed_dropped += 1
+
+    # ================================================================== internals: requests
+
+    def _on_request(self, request: SipRequest, addr: Addr, now: float) -> None:
+        if request.method == "ACK":
+            self._on_ack(request, now)
+            return
+        key = server_key(request)
+        existing = self._server_tx.get(key)
+        if existing is not None:
+            existing.receive_retransmission()
+            return
+        tx = ServerTransaction(request, addr, self._wire, self.timers)
+        self._server_tx[key] = tx
+        if request.method == "CANCEL":
+            self._on_cancel(request, tx, now)
+            return
+        required = request.headers.get_list("Require")
+        if required:
+            self._respond(tx, 420, now, extra=(("Unsupported", ", ".join(required)),))
+            return
+        if request.to.tag is not None:
+            self._on_in_dialog(request, tx, now)
+            return
+        if request.method == "INVITE":
+            self._on_new_invite(request, tx, addr, now)
+        elif request.method == "OPTIONS":
+            self._respond(tx, 200, now, extra=self._capabilities())
+        elif request.method in ("BYE", "INFO"):
+            self._respond(tx, 481, now)
+            self.counters.unknown_dialog += 1
+        else:
+            self._reject_method(request, tx, now)
+
+    def _capabilities(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Accept", ", ".join(ACCEPTED_TYPES)),
+            ("Contact", str(self.contact)),
+        )
+
+    def _reject_method(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        status = 405 if request.method in KNOWN_METHODS else 501
+        self._respond(tx, status, now, extra=(("Allow", ", ".join(ALLOWED_METHODS)),))
+
+    def _on_new_invite(
+        self, request: SipRequest, tx: ServerTransaction, addr: Addr, now: float
+    ) -> None:
+        if request.call_id in self._calls:
+            self._respond(tx, 482, now)  # same Call-ID, new branch, no To tag: merged/looped
+            return
+        if request.body and request.content_type != SDP_CONTENT_TYPE:
+            self._respond(tx, 415, now, extra=(("Accept", SDP_CONTENT_TYPE),))
+            return
+        offer: SessionDescription | None = None
+        try:
+            if request.body:
+                offer = SessionDescription.parse(request.body)
+            dialog = Dialog.as_uas(request, self._token())
+        except SipParseError as exc:
+            self._respond(tx, 400, now, reason=f"Bad Request ({exc})"[:120])
+            return
+        call = Call(request.call_id, Role.CALLEE, dialog.local, dialog.remote, addr)
+        call.state = CallState.INCOMING
+        call.dialog = dialog
+        call.remote_sdp = offer
+        call.invite = request
+        call._server_tx = tx
+        self._calls[call.call_id] = call
+        self._respond(tx, 100, now)
+        self._events.append(IncomingCall(call, request.from_, request.to, offer))
+
+    def _on_cancel(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        invite_tx = self._server_tx.get((*server_key(request)[:-1], "INVITE"))
+        if invite_tx is None:
+            self._respond(tx, 481, now)
+            self.counters.unknown_dialog += 1
+            return
+        self._respond(tx, 200, now)
+        call = self._calls.get(request.call_id)
+        if call is not None and call.state is CallState.INCOMING and not invite_tx.final_sent:
+            self._respond_invite(call, 487, now)
+            call.end_status = 487
+            self._terminate(call, now)
+            self._events.append(CallEnded(call, "cancelled", by_remote=True))
+
+    def _find_call(self, message: SipMessage) -> Call | None:
+        call = self._calls.get(message.call_id)
+        if call is None or call.dialog is None or call.is_over:
+            return None
+        if isinstance(message, SipRequest):
+            local, remote = message.to.tag, message.from_.tag
+        else:
+            local, remote = message.from_.tag, message.to.tag
+        if call.dialog.local_tag != local or call.dialog.remote_tag != (remote or ""):
+            return None
+        return call
+
+    def _on_ack(self, request: SipRequest, now: float) -> None:
+        tx = self._server_tx.get(server_key(request))
+        if tx is not None and tx.invite:
+            if tx.receive_ack(now):
+                self._arm(tx)
+            else:
+                self.counters.retransmissions_received += 1
+            return
+        call = self._find_call(request)
+        if call is None or call._ok is None or request.cseq.seq != call._ok_seq:
+            return  # ACK for nothing we wait on, or a retransmitted ACK: ignore
+        self._stop_2xx_retransmission(call)
+        if request.body and request.content_type == SDP_CONTENT_TYPE:
+            with contextlib.suppress(SipParseError):
+                call.remote_sdp = SessionDescription.parse(request.body)
+        if call.state is CallState.ANSWERED:
+            call.move_to(CallState.ESTABLISHED)
+            self._events.append(CallEstablished(call, call.remote_sdp))
+            if "bye_after_ack" in call.deadlines:
+                self._send_bye(call, now, "BYE")
+
+    def _on_in_dialog(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        call = self._find_call(request)
+        if call is None or call.dialog is None:
+            self._respond(tx, 481, now)
+            self.counters.unknown_dialog += 1
+            return
+        if not call.dialog.accept_remote_seq(request.cseq.seq):
+            self._respond(tx, 500, now, reason="CSeq Out Of Order")
+            return
+        method = request.method
+        if method == "BYE":
+            self._respond(tx, 200, now)
+            self._terminate(call, now)
+            self._events.append(CallEnded(call, "BYE", by_remote=True))
+        elif method == "INFO":
+            self._on_info(call, request, tx, now)
+        elif method == "INVITE":
+            self._on_reinvite(call, request, tx, now)
+        elif method == "OPTIONS":
+            self._respond(tx, 200, now, extra=self._capabilities())
+        else:
+            self._reject_method(request, tx, now)
+
+    def _on_info(self, call: Call, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        if not request.body:
+            self._respond(tx, 200, now)  # RFC 6086: an empty INFO is a probe
+            return
+        try:
+            signal = dtmf_relay.decode(request.content_type, request.body)
+        except dtmf_relay.DtmfBodyError as exc:
+            extra = (("Accept", ", ".join(dtmf_relay.CONTENT_TYPES)),) if exc.status == 415 else ()
+            self._respond(tx, exc.status, now, extra=extra)
+            return
+        self._respond(tx, 200, now)
+        self._events.append(InfoDtmf(call, signal.key, signal.duration_ms))
+
+    def _on_reinvite(
+        self, call: Call, request: SipRequest, tx: ServerTransaction, now: float
+    ) -> None:
+        assert call.dialog is not None
+        if self._invite_in_flight(call) or call._ok is not None:
+            self._respond(tx, 491, now)
+            return
+        if call.state is not CallState.ESTABLISHED:
+            self._respond(tx, 500, now, extra=(("Retry-After", "1"),))
+            return
+        offer: SessionDescription | None = None
+        answer: SessionDescription | None = None
+        try:
+            if request.body:
+                if request.content_type != SDP_CONTENT_TYPE:
+                    self._respond(tx, 415, now, extra=(("Accept", SDP_CONTENT_TYPE),))
+                    return
+                offer = SessionDescription.parse(request.body)
+                answer = self._answer_reoffer(call, offer)
+            else:
+                answer = call.local_sdp  # offerless re-INVITE: our current SDP is the offer
+        except SdpNegotiationError:
+            self._respond(tx, 488, now)
+            return
+        except SipParseError:
+            self._respond(tx, 400, now, reason="Bad SDP")
+            return
+        contacts = request.contacts
+        if contacts:
+            call.dialog.remote_target = contacts[0].uri  # target refresh (12.2.2)
+        if offer is not None:
+            call.remote_sdp = offer
+        call.local_sdp = answer
+        call._server_tx = tx
+        call.invite = request
+        self._respond_invite(call, 200, now, sdp=answer)
+        self._start_2xx_retransmission(call, request.cseq.seq, now)
+        media = audio_media(offer) if offer is not None else None
+        self._events.append(ReInvite(call, offer, answer, media.on_hold if media else False))
+
+    def _answer_reoffer(self, call: Call, offer: SessionDescription) -> SessionDescription:
+        local = call.local_sdp
+        ours = audio_media(local) if local is not None else None
+        if local is None or ours is None:
+            raise SdpNegotiationError("no local SDP to answer a re-INVITE from")
+        codecs = [c for c in ours.codecs if c.name.lower() != "telephone-event"]
+        answer = build_answer(
+            offer,
+            ours.address,
+            ours.port,
+            session_id=local.origin.session_id,
+            version=local.origin.version,
+            codecs=codecs,
+            ptime=ours.ptime,
+            username=local.origin.username,
+        )
+        return next_local_version(local, answer)
+
+    # ================================================================== internals: responses
+
+    def _on_response(self, response: SipResponse, now: float) -> None:
+        key = client_key(response)
+        tx = self._client_tx.get(key)
+        if tx is None:
+            if response.cseq.method == "INVITE" and 200 <= response.status < 300:
+                self._on_stray_2xx(response, now)
+            else:
+                self.counters.stray_responses += 1
+            return
+        pending = self._pending[key]
+        pass_up = tx.receive_response(response, now)
+        self._settle_client(tx)
+        if not pass_up:
+            return
+        purpose = pending.purpose
+        if purpose == "invite":
+            self._on_invite_response(pending.call, tx, response, now)
+        elif purpose == "reinvite":
+            self._on_reinvite_response(pending, tx, response, now)
+        elif purpose == "bye":
+            if response.status >= 200 and not self._retry_auth(pending, tx, response, now):
+                self._bye_done(pending.call, now)
+        elif (
+            purpose == "request"
+            and response.status >= 200
+            and not self._retry_auth(pending, tx, response, now)
+        ):
+            self._request_outcome(pending, tx.request, response, now)
+
+    def _on_invite_response(
+        self, call: Call, tx: ClientTransaction, response: SipResponse, now: float
+    ) -> None:
+        status = response.status
+        invite = tx.request
+        if status < 200:
+            call._provisional_seen = True
+            if call.state is CallState.CALLING:
+                call.move_to(CallState.PROCEEDING)
+            if status > 100 and response.to.tag and call.dialog is None and response.contacts:
+                call.dialog = Dialog.as_uac(invite, response)
+            sdp = self._sdp_of(response)
+            if sdp is not None:
+                call.remote_sdp = sdp
+            if call._cancel_requested:
+                call._cancel_requested = False
+                self._send_cancel(call, now)
+            if status > 100 and call.state is not CallState.CANCELLING:
+                self._events.append(CallRinging(call, status, response.reason, sdp))
+            return
+        if status < 300:
+            self._on_invite_2xx(call, invite, response, now)
+            return
+        call.deadlines.pop("dial", None)
+        call.deadlines.pop("cancel", None)
+        if status in (401, 407) and call.state is not CallState.CANCELLING:
+            failure = self._authorize_retry(call, invite, response, now, _Pending(call, "invite"))
+            if failure is None:
+                return
+            detail = failure
+        else:
+            detail = ""
+        call.end_status = status
+        already_reported = call.state is CallState.TERMINATED
+        if not already_reported:
+            self._terminate(call, now)
+            if not call._failure_reported:
+                self._events.append(CallFailed(call, status, response.reason, detail))
+
+    def _on_invite_2xx(
+        self, call: Call, invite: SipRequest, response: SipResponse, now: float
+    ) -> None:
+        if call.dialog is None or call.dialog.remote_tag != response.to.tag:
+            dialog = Dialog.as_uac(invite, response)
+        else:
+            dialog = call.dialog
+            dialog.update_from_response(response)
+        if call.state not in (CallState.CALLING, CallState.PROCEEDING):
+            # Answered after we cancelled or gave up: acknowledge, then hang up (15).
+            self._ack_and_bye(call, invite, response, now, dialog)
+            return
+        call.dialog = dialog
+        call.remote = dialog.remote
+        call._auth_attempts = 0
+        call.deadlines.pop("dial", None)
+        sdp = self._sdp_of(response)
+        if sdp is not None:
+            call.remote_sdp = sdp
+        self._send_ack(call, dialog, invite, now)
+        call.move_to(CallState.ESTABLISHED)
+        self._events.append(CallEstablished(call, call.remote_sdp))
+
+    def _ack_and_bye(
+        self, call: Call, invite: SipRequest, response: SipResponse, now: float, dialog: Dialog
+    ) -> None:
+        self._send_ack(call, dialog, invite, now)
+        if call.state is CallState.CANCELLING:
+            call.dialog = dialog
+            call.deadlines.pop("cancel", None)
+            self._send_bye(call, now, "cancelled")
+            return
+        bye = dialog.request("BYE", self._via(), self.contact)
+        self._start_client(bye, dialog.next_hop(), now, _Pending(call, "cleanup"))
+        del response
+
+    def _on_stray_2xx(self, response: SipResponse, now: float) -> None:
+        """A 2xx whose INVITE transaction is gone: ACK it again, or ACK and BYE a stray dialog."""
+        call = self._calls.get(response.call_id)
+        if call is None or call.role is not Role.CALLER or call.invite is None:
+            self.counters.stray_responses += 1
+            return
+        if response.cseq.seq != call.invite.cseq.seq:
+            self._resend_reinvite_ack(call, response)
+            return
+        self.counters.retransmissions_received += 1
+        if call.dialog is not None and response.to.tag == call.dialog.remote_tag and call._ack:
+            self._wire.send(*call._ack, retransmission=True)
+            return
+        self._ack_and_bye(call, call.invite, response, now, Dialog.as_uac(call.invite, response))
+
+    def _resend_reinvite_ack(self, call: Call, response: SipResponse) -> None:
+        if call._reack is not None and call._reack[0] == response.cseq.seq:
+            self.counters.retransmissions_received += 1
+            self._wire.send(call._reack[1], call._reack[2], retransmission=True)
+        else:
+            self.counters.stray_responses += 1
+
+    def _on_reinvite_response(
+        self, pending: _Pending, tx: ClientTransaction, response: SipResponse, now: float
+    ) -> None:
+        call = pending.call
+        status = response.status
+        if status < 200:
+            return
+        if status < 300:
+            dialog = self._require_dialog(call)
+            dialog.update_from_response(response)
+            ack = dialog.request("ACK", self._via(), self.contact, seq=tx.request.cseq.seq)
+            data, dest = bytes(ack), dialog.next_hop()
+            self._wire.send(data, dest)
+            call._reack = (tx.request.cseq.seq, data, dest)
+            sdp = self._sdp_of(response)
+            if sdp is not None:
+                call.remote_sdp = sdp
+            if pending.offer is not None:
+                call.local_sdp = pending.offer
+            call._auth_attempts = 0
+            assert pending.request_id is not None
+            self._events.append(
+                RequestCompleted(call, pending.request_id, "INVITE", status, response.reason, sdp)
+            )
+            return
+        if self._retry_auth(pending, tx, response, now):
+            return
+        self._request_outcome(pending, tx.request, response, now)
+
+    def _request_outcome(
+        self, pending: _Pending, request: SipRequest, response: SipResponse, now: float
+    ) -> None:
+        call = pending.call
+        assert pending.request_id is not None
+        if response.status < 300:
+            call._auth_attempts = 0
+            self._events.append(
+                RequestCompleted(
+                    call, pending.request_id, request.method, response.status, response.reason
+                )
+            )
+            return
+        self._events.append(
+            RequestFailed(
+                call, pending.request_id, request.method, response.status, response.reason
+            )
+        )
+        if response.status == 481 and not call.is_over:
+            # RFC 3261 12.2.1.2: the dialog is gone at the far end.
+            self._terminate(call, now)
+            self._events.append(CallEnded(call, "dialog does not exist", by_remote=True))
+
+    def _bye_done(self, call: Call, now: float) -> None:
+        if call.state is CallState.TERMINATING:
+            self._terminate(call, now)
+            if not call._failure_reported:
+                self._events.append(CallEnded(call, call._end_reason, by_remote=False))
+
+    def _retry_auth(
+        self, pending: _Pending, tx: ClientTransaction, response: SipResponse, now: float
+    ) -> bool:
+        """Resend an in-dialog request with credentials after 401/407; ``True`` if resent."""
+        if response.status not in (401, 407):
+            return False
+        failure = self._authorize_retry(pending.call, tx.request, response, now, pending)
+        if failure is None:
+            return True
+        if pending.purpose == "bye":
+            return False
+        assert pending.request_id is not None
+        self._events.append(
+            RequestFailed(
+                pending.call, pending.request_id, tx.request.method, response.status, failure
+            )
+        )
+        return True
+
+    def _authorize_retry(
+        self,
+        call: Call,
+        request: SipRequest,
+        response: SipResponse,
+        now: float,
+        pending: _Pending,
+    ) -> str | None:
+        """Resend ``request`` answering the challenge; returns why not, or ``None`` if sent."""
+        credentials = call.credentials
+        if credentials is None:
+            return "authentication required and no credentials were given"
+        proxy = response.status == 407
+        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        try:
+            challenges = [parse_challenge(v, proxy=proxy) for v in response.headers.get_raw(header)]
+            challenge = choose_challenge(challenges)
+        except DigestError as exc:
+            return f"cannot answer the challenge: {exc}"
+        if credentials.realm is not None and credentials.realm != challenge.realm:
+            return f"no credentials for realm {challenge.realm!r}"
+        if call._auth_attempts >= 1 and not challenge.stale:
+            return f"credentials rejected by realm {challenge.realm!r}"
+        if call._auth_attempts >= 3:
+            return "too many stale-nonce challenges"
+        call._auth_attempts += 1
+        count = call._nonce_counts.get(challenge.nonce, 0) + 1
+        call._nonce_counts[challenge.nonce] = count
+        value = authorization(
+            challenge,
+            credentials,
+            request.method,
+            str(request.uri),
+            cnonce=self._token(),
+            nonce_count=count,
+            body=request.body,
+        )
+        headers = request.headers.copy()
+        headers.remove("Via")
+        headers.remove("Authorization" if not proxy else "Proxy-Authorization")
+        new_headers = Headers([("Via", str(self._via()))])
+        if pending.purpose == "invite" or call.dialog is None:
+            seq = request.cseq.seq + 1
+            call.dialog = None  # an early dialog of the challenged INVITE is void
+        else:
+            call.dialog.local_seq += 1
+            seq = call.dialog.local_seq
+        for name, value_ in headers:
+            new_headers.add(name, str(CSeq(seq, request.method)) if name == "CSeq" else value_)
+        new_headers.add("Proxy-Authorization" if proxy else "Authorization", value)
+        new_request = SipRequest(request.method, request.uri, new_headers, request.body)
+        if pending.purpose == "invite":
+            call.invite = new_request
+        dest = call.peer_addr if call.dialog is None else call.dialog.next_hop()
+        self._start_client(new_request, dest, now, pending)
+        return None
+
+    # ================================================================== internals: timers
+
+    def _settle_client(self, tx: ClientTransaction) -> None:
+        if tx.terminated:
+            self._client_tx.pop(tx.key, None)
+            self._pending.pop(tx.key, None)
+        else:
+            self._arm(tx)
+
+    def _settle_server(self, tx: ServerTransaction) -> None:
+        if tx.terminated:
+            if self._server_tx.get(tx.key) is tx:
+                del self._server_tx[tx.key]
+        else:
+            self._arm(tx)
+
+    def _fire_client(self, tx: ClientTransaction, now: float) -> None:
+        timed_out = tx.handle_timer(now)
+        pending = self._pending.get(tx.key)
+        self._settle_client(tx)
+        if not timed_out or pending is None:
+            return
+        call = pending.call
+        if pending.purpose == "invite":
+            if call.state in (CallState.CALLING, CallState.PROCEEDING, CallState.CANCELLING):
+                reported = call._failure_reported
+                call.end_status = 408
+                self._terminate(call, now)
+                if not reported:
+                    self._events.append(
+                        CallFailed(
+                            call, 408, "Request Timeout", "no final response (Timer B)", True
+                        )
+                    )
+        elif pending.purpose == "bye":
+            self._bye_done(call, now)
+        elif pending.purpose in ("request", "reinvite") and pending.request_id is not None:
+            self._events.append(
+                RequestFailed(
+                    call, pending.request_id, tx.request.method, 408, "Request Timeout", True
+                )
+            )
+
+    def _fire_call(self, call: Call, now: float) -> None:
+        due = sorted(name for name, when in call.deadlines.items() if when <= now)
+        for name in due:
+            call.deadlines.pop(name, None)
+        for name in due:
+            if name == "ok" and call._ok is not None:
+                self._wire.send(*call._ok, retransmission=True)
+                call._ok_interval = min(2 * call._ok_interval, self.timers.t2)
+                call.deadlines["ok"] = now + call._ok_interval
+            elif name == "ok_giveup" and call._ok is not None:
+                self._stop_2xx_retransmission(call)
+                if call.state is CallState.ANSWERED:
+                    self._send_bye(call, now, "no ACK")
+            elif name == "dial" and call.state in (CallState.CALLING, CallState.PROCEEDING):
+                self._dial_timeout(call, now)
+            elif name == "cancel" and call.state is CallState.CANCELLING:
+                self._abandon_invite(call)
+                reported = call._failure_reported
+                call.end_status = 408
+                self._terminate(call, now)
+                if not reported:
+                    self._events.append(
+                        CallFailed(
+                            call, 408, "Request Timeout", "no final response to CANCEL", True
+                        )
+                    )
+            elif name == "forget" and self._calls.get(call.call_id) is call:
+                del self._calls[call.call_id]
+        self._arm(call)
+
+    def _dial_timeout(self, call: Call, now: float) -> None:
+        detail = "no answer before the dial timeout"
+        self._events.append(CallFailed(call, 408, "Request Timeout", detail, True))
+        call._failure_reported = True
+        if call._provisional_seen:
+            self.cancel(call, now)
+        else:
+            self._abandon_invite(call)
+            call.end_status = 408
+            self._terminate(call, now)
+
+    def _abandon_invite(self, call: Call) -> None:
+        for key, pending in list(self._pending.items()):
+            if pending.call is call and pending.purpose == "invite":
+                self._client_tx[key].terminate()
+                self._settle_client(self._client_tx[key])
+
+    # ================================================================== small helpers
+
+    def _invite_in_flight(self, call: Call) -> bool:
+        return any(
+            p.call is call and p.purpose == "reinvite" and not self._client_tx[k].terminated
+            for k, p in self._pending.items()
+        )
+
+    def _require_dialog(self, call: Call) -> Dialog:
+        if call.dialog is None:
+            raise SipStateError("the call has no dialog yet")
+        return call.dialog
+
+    def _require_sdp(self, call: Call) -> SessionDescription:
+        if call.local_sdp is None:
+            raise SipStateError("the call has no local SDP to modify")
+        return call.local_sdp
+
+    def _local_direction(self, call: Call) -> Direction:
+        media = audio_media(self._require_sdp(call))
+        return media.direction if media else Direction.SENDRECV
+
+    @staticmethod
+    def _sdp_of(message: SipMessage) -> SessionDescription | None:
+        if not message.body or message.content_type != SDP_CONTENT_TYPE:
+            return None
+        try:
+            return SessionDescription.parse(message.body)
+        except SipParseError:
+            return None
+
+
+def status_reason(status: int) -> str:
+    """The standard reason phrase of ``status`` (empty when unknown)."""
+    return REASON_PHRASES.get(status, "")

@@ -1,0 +1,31 @@
+"""Counters a user agent keeps about what it saw and did on the wire."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class SipCounters:
+    """Monotonic counts since the user agent was created."""
+
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    malformed_dropped: int = 0
+    """Datagrams that could not be parsed and could not be answered (or were responses)."""
+    bad_requests_answered: int = 0
+    """Unparseable requests answered with 400 (or 416/505)."""
+    retransmissions_sent: int = 0
+    """Requests and responses sent again by a retransmission timer."""
+    retransmissions_received: int = 0
+    """Requests or responses that matched a transaction as a retransmission."""
+    stray_responses: int = 0
+    """Responses that matched no transaction and no dialog."""
+    unknown_dialog: int = 0
+    """In-dialog requests answered 481."""
+    timeouts: int = 0
+    """Client transactions ended by Timer B or F."""
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return asdict(self)

@@ -1,0 +1,89 @@
+"""Digest authentication: RFC 2617 and RFC 7616 worked examples, challenge parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtmfgraph.sip.digest import (
+    Challenge,
+    Credentials,
+    authorization,
+    choose_challenge,
+    digest_response,
+    parse_auth_params,
+    parse_challenge,
+)
+from dtmfgraph.sip.errors import DigestError
+
+
+def test_rfc2617_worked_example() -> None:
+    # RFC 2617 section 3.5
+    challenge = parse_challenge(
+        'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+        'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+    )
+    creds = Credentials("Mufasa", "Circle Of Life")
+    response = digest_response(
+        challenge, creds, "GET", "/dir/index.html", cnonce="0a4f113b", nonce_count=1
+    )
+    assert response == "6629fae49393a05397450978507c4ef1"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
+def test_rfc7616_worked_examples(algorithm: str, expected: str) -> None:
+    # RFC 7616 section 3.9.1
+    challenge = parse_challenge(
+        f'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={algorithm}, '
+        'nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+        'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+    )
+    assert challenge.qop == ("auth", "auth-int")
+    creds = Credentials("Mufasa", "Circle of Life")
+    cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+    response = digest_response(challenge, creds, "GET", "/dir/index.html", cnonce=cnonce)
+    assert response == expected
+    header = authorization(challenge, creds, "GET", "/dir/index.html", cnonce=cnonce)
+    params = parse_auth_params(header.removeprefix("Digest "))
+    assert params["response"] == expected
+    assert params["nc"] == "00000001" and params["qop"] == "auth"
+    assert params["opaque"] == "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"
+    assert params["algorithm"] == algorithm
+
+
+def test_legacy_no_qop_response() -> None:
+    # RFC 2069 style: response = MD5(HA1:nonce:HA2)
+    import hashlib
+
+    challenge = Challenge("asterisk", "abc123")
+    creds = Credentials("alice", "secret")
+    ha1 = hashlib.md5(b"alice:asterisk:secret").hexdigest()
+    ha2 = hashlib.md5(b"INVITE:sip:bob@192.0.2.1").hexdigest()
+    expected = hashlib.md5(f"{ha1}:abc123:{ha2}".encode()).hexdigest()
+    assert digest_response(challenge, creds, "INVITE", "sip:bob@192.0.2.1") == expected
+    header = authorization(challenge, creds, "INVITE", "sip:bob@192.0.2.1")
+    assert "qop=" not in header and "nc=" not in header and "cnonce=" not in header
+
+
+def test_choose_prefers_sha256() -> None:
+    md5 = Challenge("r", "n1", "MD5", ("auth",))
+    sha = Challenge("r", "n2", "SHA-256", ("auth",))
+    odd = Challenge("r", "n3", "SHA-512-256", ("auth",))
+    assert choose_challenge([md5, odd, sha]) is sha
+    with pytest.raises(DigestError):
+        choose_challenge([odd])
+
+
+def test_stale_and_bad_challenges() -> None:
+    assert parse_challenge('Digest realm="r", nonce="n", stale=TRUE').stale
+    with pytest.raises(DigestError):
+        parse_challenge('Basic realm="r"')
+    with pytest.raises(DigestError):
+        parse_challenge('Digest realm="r"')
+    with pytest.raises(DigestError):
+        parse_challenge('Digest realm="r, nonce="n"')

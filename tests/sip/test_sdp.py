@@ -1,0 +1,179 @@
+"""SDP parse/serialize and the offer/answer choices (RFC 3264, RFC 4566)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtmfgraph.sip import (
+    PCMA,
+    PCMU,
+    Direction,
+    SdpNegotiationError,
+    SdpParseError,
+    SessionDescription,
+    audio_media,
+    build_answer,
+    build_offer,
+)
+from dtmfgraph.sip.sdp import Codec, next_local_version, with_direction
+
+
+def sdp(text: str) -> SessionDescription:
+    return SessionDescription.parse(text.strip().replace("\n", "\r\n") + "\r\n")
+
+
+def test_offer_on_the_wire() -> None:
+    offer = build_offer("192.0.2.10", 40000, session_id="4711", version=1)
+    assert bytes(offer) == (
+        b"v=0\r\n"
+        b"o=- 4711 1 IN IP4 192.0.2.10\r\n"
+        b"s=-\r\n"
+        b"c=IN IP4 192.0.2.10\r\n"
+        b"t=0 0\r\n"
+        b"m=audio 40000 RTP/AVP 0 8 101\r\n"
+        b"a=rtpmap:0 PCMU/8000\r\n"
+        b"a=rtpmap:8 PCMA/8000\r\n"
+        b"a=rtpmap:101 telephone-event/8000\r\n"
+        b"a=fmtp:101 0-16\r\n"
+        b"a=ptime:20\r\n"
+        b"a=sendrecv\r\n"
+    )
+    assert SessionDescription.parse(bytes(offer)) == offer
+
+
+def test_ipv6_offer() -> None:
+    offer = build_offer("::1", 40000, session_id="1")
+    text = bytes(offer).decode()
+    assert "o=- 1 1 IN IP6 ::1\r\n" in text and "c=IN IP6 ::1\r\n" in text
+    media = audio_media(SessionDescription.parse(text))
+    assert media is not None and media.address == "::1"
+
+
+def test_answer_picks_first_common_codec_in_offerer_order() -> None:
+    offer = sdp(
+        """
+v=0
+o=bob 1 1 IN IP4 198.51.100.1
+s=call
+c=IN IP4 198.51.100.1
+t=0 0
+m=audio 30000 RTP/AVP 18 8 0 96
+a=rtpmap:18 G729/8000
+a=rtpmap:96 telephone-event/8000
+a=fmtp:96 0-15
+"""
+    )
+    answer = build_answer(offer, "192.0.2.10", 40000, session_id="9")
+    m = audio_media(answer)
+    assert m is not None
+    assert m.codec == PCMA  # G729 unsupported; PCMA before PCMU in the offer
+    assert m.telephone_event_pt == 96  # the offerer's PT is kept
+    assert answer.media[0].formats == ("8", "96")
+    assert "a=rtpmap:96 telephone-event/8000\r\n" in answer.serialize()
+
+
+def test_answer_without_telephone_event_when_not_offered() -> None:
+    offer = build_offer("198.51.100.1", 30000, session_id="1", codecs=[PCMU], telephone_event=None)
+    answer = build_answer(offer, "192.0.2.10", 40000, session_id="9")
+    m = audio_media(answer)
+    assert m is not None and m.codec == PCMU and m.telephone_event_pt is None
+    assert "telephone-event" not in answer.serialize()
+
+
+def test_answer_honours_our_codec_list_and_dynamic_names() -> None:
+    offer = build_offer("198.51.100.1", 30000, session_id="1", codecs=[PCMU, PCMA])
+    answer = build_answer(offer, "192.0.2.10", 40000, session_id="9", codecs=[PCMA])
+    m = audio_media(answer)
+    assert m is not None and m.codec == PCMA
+
+
+def test_no_common_codec() -> None:
+    offer = build_offer("198.51.100.1", 30000, session_id="1", codecs=[Codec(18, "G729")])
+    with pytest.raises(SdpNegotiationError):
+        build_answer(offer, "192.0.2.10", 40000, session_id="9")
+
+
+def test_other_streams_are_refused_with_port_zero() -> None:
+    offer = sdp(
+        """
+v=0
+o=- 1 1 IN IP4 198.51.100.1
+s=-
+c=IN IP4 198.51.100.1
+t=0 0
+m=video 5000 RTP/AVP 31
+m=audio 30000 RTP/AVP 0
+"""
+    )
+    answer = build_answer(offer, "192.0.2.10", 40000, session_id="9")
+    assert [(m.media, m.port) for m in answer.media] == [("video", 0), ("audio", 40000)]
+
+
+@pytest.mark.parametrize(
+    ("offered", "address", "answered"),
+    [
+        ("sendrecv", "198.51.100.1", Direction.SENDRECV),
+        ("sendonly", "198.51.100.1", Direction.RECVONLY),
+        ("recvonly", "198.51.100.1", Direction.SENDONLY),
+        ("inactive", "198.51.100.1", Direction.INACTIVE),
+        ("sendrecv", "0.0.0.0", Direction.RECVONLY),
+        ("sendonly", "0.0.0.0", Direction.RECVONLY),
+    ],
+)
+def test_answer_direction(offered: str, address: str, answered: Direction) -> None:
+    offer = with_direction(build_offer(address, 30000, session_id="1"), Direction(offered))
+    answer = build_answer(offer, "192.0.2.10", 40000, session_id="9")
+    m = audio_media(answer)
+    assert m is not None and m.direction is answered
+    offered_media = audio_media(offer)
+    assert offered_media is not None
+    assert offered_media.on_hold is (offered in ("sendonly", "inactive") or address == "0.0.0.0")
+
+
+def test_session_version_increments_only_on_change() -> None:
+    first = build_offer("192.0.2.10", 40000, session_id="77", version=3)
+    same = build_offer("192.0.2.10", 40000, session_id="other", version=1)
+    assert next_local_version(first, same).origin.version == 3
+    assert next_local_version(first, same).origin.session_id == "77"
+    held = with_direction(same, Direction.SENDONLY)
+    assert next_local_version(first, held).origin.version == 4
+
+
+def test_media_level_connection_and_session_direction() -> None:
+    desc = sdp(
+        """
+v=0
+o=- 1 1 IN IP4 198.51.100.1
+s=-
+t=0 0
+a=recvonly
+m=audio 30000/2 RTP/AVP 0 101
+c=IN IP4 198.51.100.7/127
+a=rtpmap:101 telephone-event/8000
+"""
+    )
+    m = audio_media(desc)
+    assert m is not None
+    assert (m.address, m.port, m.direction, m.telephone_event_pt) == (
+        "198.51.100.7",
+        30000,
+        Direction.RECVONLY,
+        101,
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "o=- 1 1 IN IP4 1.2.3.4",
+        "v=0\r\ns=-",  # no o=
+        "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0",  # no c= for an active stream
+        "v=0\r\no=- 1 x IN IP4 1.2.3.4",
+        "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.4\r\nm=audio 70000 RTP/AVP 0",
+        "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nbogus",
+    ],
+)
+def test_bad_sdp(text: str) -> None:
+    with pytest.raises(SdpParseError):
+        SessionDescription.parse(text)
