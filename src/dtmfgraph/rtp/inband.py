@@ -1,0 +1,233 @@
+"""In-band DTMF detection for inbound streams: one detector per stream, or one bank for many.
+
+Both are fed G.711 payload bytes through ``push(codes, now)`` and call back
+``on_digit(key, start, end)`` with times on the caller's clock (the ``now`` given to the stream).
+
+- :class:`SoloInband` runs a single-channel :class:`~dtmfgraph.tones.Detector` on every push.
+- :class:`InbandBank` holds one ``Detector(channels=N)``. Each attached stream owns one
+  :class:`InbandChannel` and pushes its audio into that channel's buffer; once per frame slot
+  (:meth:`InbandBank.handle_deadline`) the bank takes one frame from every channel and feeds the
+  whole block to the detector in a single call, then hands each digit to its channel's owner.
+  A channel starts playing out once it holds ``prebuffer_ms`` of audio (absorbing arrival
+  jitter); when it runs dry it plays silence and buffers again; beyond ``max_buffer_ms`` the
+  oldest audio is dropped. Times reported through the bank are accurate to about one frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import numpy as np
+
+from dtmfgraph.tones import Detector, alaw_decode, ulaw_decode
+
+from .codec import CLOCK_RATE, Codec
+from .errors import BankFullError
+
+DigitSink: TypeAlias = Callable[[str, float, float], None]
+"""Called with ``(key, start, end)`` for each key the detector heard."""
+_REANCHOR_S: Final = 1.0
+_MAX_BLOCKS_PER_CALL: Final = 50
+
+
+class SoloInband:
+    """A single-channel detector fed on every push (for a stream without a bank)."""
+
+    def __init__(self, codec: Codec, on_digit: DigitSink) -> None:
+        self._codec = codec
+        self._on_digit = on_digit
+        self._detector = Detector(channels=1, rate=CLOCK_RATE)
+        self._origin: float | None = None
+        self._fed = 0
+
+    def push(self, codes: bytes, now: float) -> None:
+        """Feed audio that arrived at ``now`` and follows the previous push without a gap."""
+        n = len(codes)
+        if not n:
+            return
+        if self._origin is None:
+            self._origin = now - n / CLOCK_RATE
+        else:
+            drift = now - (self._origin + (self._fed + n) / CLOCK_RATE)
+            if abs(drift) > _REANCHOR_S:  # a long pause: keep reporting on the arrival clock
+                self._origin += drift
+        self._fed += n
+        block = self._codec.decode(codes).reshape(1, n)
+        for digit in self._detector.feed(block):
+            self._report(digit.key, digit.start, digit.end)
+
+    def flush(self) -> None:
+        """Report a digit still sounding at the end of the audio."""
+        if self._origin is None:
+            return
+        for digit in self._detector.flush():
+            self._report(digit.key, digit.start, digit.end)
+
+    def close(self) -> None:
+        self.flush()
+
+    def _report(self, key: str, start: float, end: float) -> None:
+        origin = self._origin if self._origin is not None else 0.0
+        self._on_digit(key, origin + start, origin + end)
+
+
+@dataclass(slots=True)
+class BankStats:
+    """Counters of an :class:`InbandBank`."""
+
+    blocks: int = 0
+    """Frame slots fed to the detector."""
+    underruns: int = 0
+    """Times a playing channel ran dry (silence played until it buffered again)."""
+    overflow_bytes: int = 0
+    """Audio dropped because a channel held more than ``max_buffer_ms``."""
+    digits: int = 0
+    """Digits handed to streams."""
+    discarded: int = 0
+    """Digits from a free channel, or that began before the channel's owner attached."""
+
+
+class InbandChannel:
+    """One stream's channel of an :class:`InbandBank` (from :meth:`InbandBank.attach`)."""
+
+    __slots__ = ("_bank", "buf", "codec", "on_digit", "playing", "silence", "since", "slot")
+
+    def __init__(self, bank: InbandBank, slot: int, codec: Codec, on_digit: DigitSink) -> None:
+        self._bank: InbandBank | None = bank
+        self.slot = slot
+        self.codec = codec
+        self.on_digit = on_digit
+        self.since = bank._tick * bank._ptime
+        """Detector time (s) when the owner attached: earlier digits are not its own."""
+        self.silence = codec.silence(bank._frame)
+        self.buf = bytearray()
+        self.playing = False
+
+    def push(self, codes: bytes, now: float) -> None:
+        """Append audio (payload bytes in the channel's codec) that arrived at ``now``."""
+        bank = self._bank
+        if bank is None:
+            return
+        buf = self.buf
+        buf += codes
+        excess = len(buf) - bank._max_buffer
+        if excess > 0:
+            del buf[:excess]
+            bank.stats.overflow_bytes += excess
+
+    def flush(self) -> None:
+        """Nothing to do: the bank plays the buffered audio out on its own clock."""
+
+    def close(self) -> None:
+        """Give the channel back to the bank; digits it still reports are discarded."""
+        bank = self._bank
+        if bank is not None:
+            self._bank = None
+            bank._detach(self.slot)
+
+
+class InbandBank:
+    """One multi-channel detector shared by up to ``channels`` inbound streams (sans-I/O).
+
+    ``start`` is when the first block is due; blocks are due every ``ptime_ms``. The driver calls
+    :meth:`handle_deadline` at (or after) :meth:`next_deadline`, before it polls the streams.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        start: float,
+        ptime_ms: int = 20,
+        prebuffer_ms: int = 40,
+        max_buffer_ms: int = 200,
+    ) -> None:
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if not 0 <= prebuffer_ms < max_buffer_ms:
+            raise ValueError("need 0 <= prebuffer_ms < max_buffer_ms")
+        self.channels = channels
+        self._detector = Detector(channels=channels, rate=CLOCK_RATE)
+        self._start = float(start)
+        self._ptime = ptime_ms / 1000.0
+        self._frame = CLOCK_RATE * ptime_ms // 1000
+        self._prebuffer = CLOCK_RATE * prebuffer_ms // 1000
+        self._max_buffer = max(CLOCK_RATE * max_buffer_ms // 1000, self._frame)
+        self._latency = prebuffer_ms / 1000.0
+        self._slots: list[InbandChannel | None] = [None] * channels
+        self._free = list(range(channels - 1, -1, -1))
+        self._idle = Codec.PCMU.silence(self._frame)
+        self._alaw = np.zeros(channels, dtype=bool)
+        self._tick = 0
+        self.stats = BankStats()
+
+    @property
+    def free(self) -> int:
+        """Channels not attached."""
+        return len(self._free)
+
+    def attach(self, codec: Codec, on_digit: DigitSink) -> InbandChannel:
+        """Take a free channel for a stream. Raises :class:`BankFullError`."""
+        if not self._free:
+            raise BankFullError(f"all {self.channels} in-band detector channels are taken")
+        slot = self._free.pop()
+        channel = InbandChannel(self, slot, codec, on_digit)
+        self._slots[slot] = channel
+        self._alaw[slot] = codec is Codec.PCMA
+        return channel
+
+    def _detach(self, slot: int) -> None:
+        if self._slots[slot] is not None:
+            self._slots[slot] = None
+            self._alaw[slot] = False
+            self._free.append(slot)
+
+    def next_deadline(self) -> float:
+        """When the next block is due."""
+        return self._start + self._tick * self._ptime
+
+    def handle_deadline(self, now: float) -> None:
+        """Feed every block due by ``now`` (at most 50 at once) and deliver the digits heard."""
+        fed = 0
+        while self._start + self._tick * self._ptime <= now + 1e-9:
+            if fed == _MAX_BLOCKS_PER_CALL:  # far behind: skip ahead rather than stall
+                self._tick = int((now - self._start) / self._ptime) + 1
+                break
+            self._feed_block()
+            fed += 1
+
+    def _feed_block(self) -> None:
+        frame = self._frame
+        rows = [self._idle] * self.channels
+        for slot, channel in enumerate(self._slots):
+            if channel is None:
+                continue
+            buf = channel.buf
+            if not channel.playing and len(buf) >= max(self._prebuffer, 1):
+                channel.playing = True
+            if channel.playing and len(buf) >= frame:
+                rows[slot] = bytes(buf[:frame])
+                del buf[:frame]
+            elif channel.playing:  # ran dry: play what is left, then buffer again
+                rows[slot] = bytes(buf) + channel.silence[len(buf) :]
+                buf.clear()
+                channel.playing = False
+                self.stats.underruns += 1
+            else:
+                rows[slot] = channel.silence
+        codes = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(self.channels, frame)
+        pcm = ulaw_decode(codes)
+        if self._alaw.any():
+            pcm = np.where(self._alaw[:, None], alaw_decode(codes), pcm)
+        self._tick += 1
+        self.stats.blocks += 1
+        for digit in self._detector.feed(pcm):
+            channel = self._slots[digit.channel]
+            if channel is None or digit.start < channel.since:
+                self.stats.discarded += 1
+                continue
+            self.stats.digits += 1
+            shift = self._start - self._latency + self._ptime
+            channel.on_digit(digit.key, shift + digit.start, shift + digit.end)

@@ -1,0 +1,168 @@
+"""InbandBank: one multi-channel detector shared by many inbound streams."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from dtmfgraph.rtp import (
+    BankFullError,
+    Codec,
+    InbandBank,
+    InboundStream,
+    KeyHeard,
+    OutboundStream,
+    RtpPacket,
+)
+
+from .drive import PTIME, run
+
+
+def _send(keys: str, codec: Codec, seed: int, **kw: object) -> list[tuple[float, bytes]]:
+    out = OutboundStream(start=0.0, codec=codec, rng=random.Random(seed))
+    out.send_dtmf(keys, method="inband", now=0.0, **kw)  # type: ignore[arg-type]
+    sent, _ = run(out, until=len(keys) * 0.2 + 0.3)
+    return [(s.at, s.data) for s in sent]
+
+
+def _drive(
+    bank: InbandBank,
+    streams: list[InboundStream],
+    feeds: list[list[tuple[float, bytes]]],
+    until: float,
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> list[list[KeyHeard]]:
+    """A pacer: each tick, deliver what arrived, run the bank once, then poll the streams."""
+    rng = random.Random(seed)
+    arrivals = sorted(
+        (t + 0.003 + rng.random() * jitter, i, d) for i, f in enumerate(feeds) for t, d in f
+    )
+    heard: list[list[KeyHeard]] = [[] for _ in streams]
+    j = 0
+    k = 0
+    while k * PTIME <= until:
+        now = k * PTIME
+        while j < len(arrivals) and arrivals[j][0] <= now:
+            t, i, d = arrivals[j]
+            streams[i].receive(d, t)
+            j += 1
+        if bank.next_deadline() <= now:
+            bank.handle_deadline(now)
+        for i, s in enumerate(streams):
+            d = s.next_deadline()
+            if d is not None and d <= now:
+                s.handle_deadline(now)
+            while (ev := s.next_event()) is not None:
+                heard[i].append(ev)
+        k += 1
+    return heard
+
+
+def test_attach_detach_and_full() -> None:
+    bank = InbandBank(2, start=0.0)
+    a = InboundStream(bank=bank)
+    InboundStream(bank=bank)
+    assert bank.free == 0
+    with pytest.raises(BankFullError):
+        InboundStream(bank=bank)
+    InboundStream(bank=bank, inband=False)  # takes no channel
+    a.close(0.0)
+    assert bank.free == 1
+    a.close(0.0)  # twice is harmless
+    InboundStream(bank=bank)
+    assert bank.free == 0
+
+
+def test_bank_feeds_one_block_per_tick_and_skips_ahead_when_far_behind() -> None:
+    bank = InbandBank(3, start=1.0)
+    assert bank.next_deadline() == 1.0
+    bank.handle_deadline(0.99)
+    assert bank.stats.blocks == 0
+    bank.handle_deadline(1.0)
+    assert bank.stats.blocks == 1 and bank.next_deadline() == pytest.approx(1.02)
+    bank.handle_deadline(1.1)
+    assert bank.stats.blocks == 6
+    bank.handle_deadline(100.0)  # a 99 s stall: at most 50 blocks, then skip
+    assert bank.stats.blocks == 56
+    assert bank.next_deadline() > 100.0
+
+
+def test_prebuffer_underrun_and_overflow() -> None:
+    bank = InbandBank(1, start=0.0, prebuffer_ms=40, max_buffer_ms=100)
+    channel = bank.attach(Codec.PCMU, lambda *a: None)
+    channel.push(b"\xff" * 160, 0.0)
+    bank.handle_deadline(0.0)  # 20 ms buffered: not playing yet
+    channel.push(b"\xff" * 160, 0.01)
+    bank.handle_deadline(0.02)  # 40 ms: plays one frame
+    bank.handle_deadline(0.04)  # plays the other
+    bank.handle_deadline(0.06)  # dry
+    assert bank.stats.underruns == 1
+    channel.push(b"\xff" * 1000, 0.07)
+    assert bank.stats.overflow_bytes == 200
+    channel.close()
+    assert bank.free == 1
+    channel.push(b"\xff" * 160, 0.08)  # closed: ignored
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.015])
+def test_streams_sharing_a_bank_each_hear_their_own_keys(jitter: float) -> None:
+    bank = InbandBank(8, start=0.0)
+    plan = [("159#", Codec.PCMU), ("*0AB", Codec.PCMA), ("", Codec.PCMU), ("D8C2", Codec.PCMU)]
+    streams = [InboundStream(codec=c, bank=bank) for _, c in plan]
+    feeds = [_send(keys or "1", c, seed=i) if keys else [] for i, (keys, c) in enumerate(plan)]
+    heard = _drive(bank, streams, feeds, until=1.5, jitter=jitter)
+    for (keys, _), h in zip(plan, heard, strict=True):
+        assert "".join(x.key for x in h) == keys
+        assert all(x.method == "inband" for x in h)
+    for h in heard[0]:
+        assert h.duration == pytest.approx(0.1, abs=0.03)
+    first = heard[0][0]
+    assert first.start == pytest.approx(0.0, abs=0.04)  # bank times: about one frame
+    assert bank.stats.digits == 12
+
+
+def test_bank_and_solo_agree() -> None:
+    bank = InbandBank(1, start=0.0)
+    banked = InboundStream(bank=bank)
+    solo = InboundStream()
+    feed = _send("3690", Codec.PCMU, seed=4)
+    hb, hs = _drive(bank, [banked, solo], [feed, feed], until=1.3)
+    assert [x.key for x in hb] == [x.key for x in hs] == list("3690")
+    for b, s in zip(hb, hs, strict=True):
+        assert b.start == pytest.approx(s.start, abs=0.04)
+
+
+def test_a_reused_channel_does_not_inherit_a_digit() -> None:
+    bank = InbandBank(1, start=0.0)
+    a = InboundStream(bank=bank)
+    feed = _send("5", Codec.PCMU, seed=1, tone_ms=300)
+    heard_a = _drive(bank, [a], [feed[:8]], until=0.18)  # close mid-tone
+    a.close(0.18)
+    b = InboundStream(bank=bank)
+    heard_b = _drive(bank, [b], [[]], until=0.6)
+    assert heard_a == [[]] and heard_b == [[]]
+
+
+def test_bank_is_much_cheaper_than_a_detector_per_stream() -> None:
+    """Audio for 1 s: one bank call per tick (500 streams) against a detector call per packet."""
+    ticks = 50
+    payloads = [RtpPacket(0, k, 160 * k, 7, b"\xff" * 160).serialize() for k in range(ticks)]
+
+    def cost_per_stream_tick(n: int, bank: InbandBank | None) -> float:
+        streams = [InboundStream(bank=bank) for _ in range(n)]
+        t = time.perf_counter()
+        for k in range(ticks):
+            now = k * PTIME
+            for s in streams:
+                s.receive(payloads[k], now)
+            if bank is not None:
+                bank.handle_deadline(now)
+        return (time.perf_counter() - t) / (n * ticks)
+
+    banked = cost_per_stream_tick(500, InbandBank(500, start=0.0))
+    solo = cost_per_stream_tick(20, None)
+    assert banked < solo / 5, f"bank {banked * 1e6:.1f} us vs solo {solo * 1e6:.1f} us"
+    assert banked < 40e-6, f"{banked * 1e6:.1f} us per stream-tick with the bank"
