@@ -71,7 +71,7 @@ def ours_streaming(audio: np.ndarray) -> int:
 def spandsp_streaming(audio: np.ndarray) -> int:
     found = 0
     for channel in audio:
-        rx = SpandspReceiver()
+        rx = SpandspReceiver(queued=True)
         row = np.ascontiguousarray(channel)
         for i in range(0, len(row), CHUNK):
             found += len(rx.feed(row[i : i + CHUNK]))

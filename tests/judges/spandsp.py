@@ -48,21 +48,35 @@ def available() -> bool:
 
 
 class SpandspReceiver:
-    """One spandsp ``dtmf_rx`` state (8 kHz int16 only). Digits come out in order, no timing."""
+    """One spandsp ``dtmf_rx`` state (8 kHz int16 only). Digits come out in order, no timing.
 
-    def __init__(self) -> None:
+    spandsp queues at most 128 digits between two reads of its queue, so by default digits are
+    taken by its callback as they are found (any amount of audio per :meth:`feed`);
+    ``queued=True`` uses the queue instead, as a media server feeding 20 ms chunks would.
+    """
+
+    def __init__(self, queued: bool = False) -> None:
         self._lib = library()
-        self._state = self._lib.dtmf_rx_init(None, _NULL_CALLBACK, None)
+        self._found: list[str] = []
+        self._callback = _NULL_CALLBACK if queued else _CALLBACK(self._on_digits)
+        self._state = self._lib.dtmf_rx_init(None, self._callback, None)
         if not self._state:
             raise RuntimeError("dtmf_rx_init failed")
+        self._queued = queued
         self._buf = ctypes.create_string_buffer(_QUEUE_MAX + 1)
 
+    def _on_digits(self, _user: object, digits: bytes, length: int) -> None:
+        self._found.append(digits[:length].decode("ascii"))
+
     def feed(self, samples: npt.NDArray[np.int16]) -> str:
-        """Feed int16 samples; return the digits completed so far (the queue is drained)."""
+        """Feed int16 samples; return the digits completed by them."""
         x = np.ascontiguousarray(samples, dtype=np.int16)
         self._lib.dtmf_rx(self._state, x.ctypes.data, len(x))
-        n = self._lib.dtmf_rx_get(self._state, self._buf, _QUEUE_MAX)
-        return self._buf.raw[:n].decode("ascii")
+        if self._queued:
+            n = self._lib.dtmf_rx_get(self._state, self._buf, _QUEUE_MAX)
+            return self._buf.raw[:n].decode("ascii")
+        found, self._found = "".join(self._found), []
+        return found
 
     def close(self) -> None:
         if self._state:
@@ -78,7 +92,7 @@ def spandsp_detect(samples: npt.NDArray[np.int16], chunk: int | None = None) -> 
 
     A trailing 100 ms of silence lets it finish a digit that ends at the last sample.
     """
-    rx = SpandspReceiver()
+    rx = SpandspReceiver(queued=chunk is not None)
     x = np.concatenate([np.asarray(samples, dtype=np.int16), np.zeros(800, np.int16)])
     if chunk is None:
         chunks: Iterable[npt.NDArray[np.int16]] = [x]

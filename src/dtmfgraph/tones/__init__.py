@@ -1,6 +1,6 @@
 """Pure DSP on numpy: the Q.23 keypad, DTMF synthesis, G.711 codecs and a Q.24 detector."""
 
-from .detector import Detector, detect
+from .detector import Detector, DetectorError, DetectorTypeError, detect
 from .events import DigitEvent
 from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .keypad import (
@@ -23,6 +23,8 @@ __all__ = [
     "FLASH",
     "KEYS",
     "Detector",
+    "DetectorError",
+    "DetectorTypeError",
     "DigitEvent",
     "Key",
     "KeypadError",
