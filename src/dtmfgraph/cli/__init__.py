@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import rtp, tones
+from . import rtp, serve, tones
 
 app = typer.Typer(
     name="dtmfgraph",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 tones.register(app)
 rtp.register(app)
+serve.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,71 @@
+"""Domain and HTTP errors -> the Graph error envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..graph import error_envelope, validation_message
+from ..service import (
+    AccessDeniedError,
+    InvalidRequestError,
+    NotAllowedError,
+    NotFoundError,
+    NotSupportedError,
+    ServiceError,
+)
+from .auth import AuthError
+
+log = logging.getLogger(__name__)
+
+_MAP: list[tuple[type[Exception], int, str]] = [
+    (NotFoundError, 404, "itemNotFound"),
+    (InvalidRequestError, 400, "invalidRequest"),
+    (NotAllowedError, 400, "notAllowed"),
+    (NotSupportedError, 400, "notSupported"),
+    (AccessDeniedError, 403, "accessDenied"),
+    (AuthError, 401, "unauthenticated"),
+]
+
+
+def graph_error(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    state = request.scope.get("state") or {}
+    body = error_envelope(
+        code,
+        message,
+        request_id=state.get("request_id", ""),
+        client_request_id=state.get("client_request_id"),
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    async def on_known(request: Request, exc: Exception) -> JSONResponse:
+        for typ, status, code in _MAP:
+            if isinstance(exc, typ):
+                return graph_error(request, status, code, str(exc))
+        return graph_error(request, 500, "generalException", "internal error")
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ValidationError)
+        return graph_error(request, 400, "invalidRequest", validation_message(exc))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return graph_error(
+                request, 404, "itemNotFound", f"Resource not found for {request.url.path}"
+            )
+        if exc.status_code == 405:
+            return graph_error(request, 405, "notAllowed", "Method not allowed on this resource")
+        return graph_error(request, exc.status_code, "invalidRequest", str(exc.detail))
+
+    app.add_exception_handler(ServiceError, on_known)
+    app.add_exception_handler(AuthError, on_known)
+    app.add_exception_handler(ValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

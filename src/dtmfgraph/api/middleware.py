@@ -1,0 +1,82 @@
+"""ASGI middleware: path normalisation (Graph URL quirks) and request ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..graph import error_envelope
+
+log = logging.getLogger(__name__)
+
+_SLASHES = re.compile(r"/{2,}")
+
+
+def normalise_path(path: str) -> str:
+    """Collapse ``//``; ``/app/calls`` -> ``/communications/calls``; drop ``microsoft.graph.``."""
+    path = _SLASHES.sub("/", path)
+    parts = path.split("/")
+    if len(parts) > 3 and parts[2] == "app" and parts[3] == "calls":
+        parts[2:4] = ["communications", "calls"]
+    parts = [p.removeprefix("microsoft.graph.") for p in parts]
+    out = "/".join(parts)
+    return out[:-1] if len(out) > 1 and out.endswith("/") else out
+
+
+class GraphMiddleware:
+    """Normalises the path and tags every response with ``request-id`` / ``client-request-id``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = normalise_path(scope["path"])
+        scope = dict(scope, path=path, raw_path=path.encode())
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request_id = str(uuid.uuid4())
+        client_id = headers.get("client-request-id")
+        state = dict(scope.get("state") or {})
+        state.update(request_id=request_id, client_request_id=client_id)
+        scope["state"] = state
+
+        started = False
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                extra = [(b"request-id", request_id.encode())]
+                if client_id is not None:
+                    extra.append((b"client-request-id", client_id.encode()))
+                message = dict(message, headers=[*message.get("headers", []), *extra])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), path)
+            if started:
+                raise
+            body = json.dumps(
+                error_envelope(
+                    "generalException",
+                    "An internal error occurred.",
+                    request_id=request_id,
+                    client_request_id=client_id,
+                )
+            ).encode()
+            await send_with_ids(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send_with_ids({"type": "http.response.body", "body": body})

@@ -1,0 +1,191 @@
+"""The Graph routes (mounted under ``/v1.0`` and ``/beta``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..graph import (
+    AnswerBody,
+    CancelMediaProcessingBody,
+    CreateCallBody,
+    RejectBody,
+    SendDtmfTonesBody,
+    SubscribeToToneBody,
+    WireModel,
+)
+from ..notify import call_resource, operation_resource
+from ..service import (
+    CallService,
+    DtmfMethod,
+    DtmfRequest,
+    InvalidRequestError,
+    NewCall,
+    Operation,
+    Principal,
+)
+from .auth import Authenticator
+
+M = TypeVar("M", bound=WireModel)
+
+
+def _service(request: Request) -> CallService:
+    svc: CallService = request.app.state.service
+    return svc
+
+
+def _principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    auth: Authenticator = request.app.state.authenticator
+    return auth.principal(authorization)
+
+
+Svc = Annotated[CallService, Depends(_service)]
+Who = Annotated[Principal, Depends(_principal)]
+RepeatId = Annotated[str | None, Header(alias="Repeatability-Request-ID")]
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"the body is not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    return data
+
+
+async def _body(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
+    data = await _json(request)
+    return model.model_validate(data), data
+
+
+def _base(request: Request) -> str:
+    version = request.url.path.split("/")[1]
+    return f"{request.app.state.base_url}/{version}"
+
+
+def _op_response(request: Request, call_id: str, op: Operation) -> JSONResponse:
+    loc = f"{_base(request)}/communications/calls/{call_id}/operations/{op.id}"
+    return JSONResponse(operation_resource(op), status_code=200, headers={"Location": loc})
+
+
+router = APIRouter()
+
+
+@router.post("/communications/calls", status_code=201)
+async def create_call(request: Request, svc: Svc, who: Who) -> JSONResponse:
+    body, raw = await _body(request, CreateCallBody)
+    call = await svc.create_call(
+        who,
+        NewCall(
+            callback_uri=body.callback_uri,
+            targets=body.targets,
+            tenant_id=body.tenant_id,
+            properties=raw,
+        ),
+    )
+    base = _base(request)
+    out = {"@odata.context": f"{base}/$metadata#communications/calls/$entity"}
+    out.update(call_resource(call))
+    return JSONResponse(
+        out, status_code=201, headers={"Location": f"{base}/communications/calls/{call.id}"}
+    )
+
+
+@router.get("/communications/calls/{call_id}")
+async def get_call(call_id: str, request: Request, svc: Svc, who: Who) -> JSONResponse:
+    call = await svc.get_call(who, call_id)
+    out = {"@odata.context": f"{_base(request)}/$metadata#communications/calls/$entity"}
+    out.update(call_resource(call))
+    return JSONResponse(out)
+
+
+@router.delete("/communications/calls/{call_id}", status_code=204)
+async def delete_call(call_id: str, svc: Svc, who: Who) -> Response:
+    await svc.hangup(who, call_id)
+    return Response(status_code=204)
+
+
+@router.post("/communications/calls/{call_id}/keepAlive")
+async def keep_alive(call_id: str, svc: Svc, who: Who) -> Response:
+    await svc.keep_alive(who, call_id)
+    return Response(status_code=200)
+
+
+@router.post("/communications/calls/{call_id}/answer", status_code=202)
+async def answer(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
+    body, _ = await _body(request, AnswerBody)
+    if "audio" not in body.accepted_modalities:
+        raise InvalidRequestError("acceptedModalities: must include 'audio'")
+    await svc.answer(who, call_id, body.callback_uri)
+    return Response(status_code=202)
+
+
+@router.post("/communications/calls/{call_id}/reject", status_code=202)
+async def reject(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
+    body, _ = await _body(request, RejectBody)
+    await svc.reject(who, call_id, body.reason)
+    return Response(status_code=202)
+
+
+@router.post("/communications/calls/{call_id}/sendDtmfTones")
+async def send_dtmf_tones(
+    call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
+) -> JSONResponse:
+    body, _ = await _body(request, SendDtmfTonesBody)
+    op = await svc.send_dtmf(
+        who,
+        call_id,
+        DtmfRequest(
+            tones=[t.value for t in body.tones],
+            delay_ms=body.delay_between_tones_ms,
+            tone_ms=body.tone_duration_ms,
+            method=DtmfMethod(body.dtmf_method.value),
+            client_context=body.client_context,
+            repeat_key=repeat,
+        ),
+    )
+    return _op_response(request, call_id, op)
+
+
+@router.post("/communications/calls/{call_id}/cancelMediaProcessing")
+async def cancel_media_processing(
+    call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
+) -> JSONResponse:
+    body, _ = await _body(request, CancelMediaProcessingBody)
+    op = await svc.cancel_media(who, call_id, body.client_context, repeat)
+    return _op_response(request, call_id, op)
+
+
+@router.post("/communications/calls/{call_id}/subscribeToTone")
+async def subscribe_to_tone(
+    call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
+) -> JSONResponse:
+    body, _ = await _body(request, SubscribeToToneBody)
+    op = await svc.subscribe_to_tone(who, call_id, body.client_context, repeat)
+    return _op_response(request, call_id, op)
+
+
+@router.get("/communications/calls/{call_id}/operations")
+async def list_operations(call_id: str, request: Request, svc: Svc, who: Who) -> JSONResponse:
+    ops = await svc.list_operations(who, call_id)
+    return JSONResponse(
+        {
+            "@odata.context": f"{_base(request)}/$metadata#communications/calls('{call_id}')"
+            "/operations",
+            "value": [operation_resource(o) for o in ops],
+        }
+    )
+
+
+@router.get("/communications/calls/{call_id}/operations/{op_id}")
+async def get_operation(call_id: str, op_id: str, svc: Svc, who: Who) -> JSONResponse:
+    return JSONResponse(operation_resource(await svc.get_operation(who, call_id, op_id)))

@@ -1,0 +1,114 @@
+"""Request bodies as pydantic v2 models: camelCase on the wire, snake_case in Python, open types.
+
+Graph types are open: unknown properties are kept (``extra="allow"``) and never rejected.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+CLIENT_CONTEXT_MAX = 256
+
+Modality = Literal["audio", "video", "videoBasedScreenSharing", "data"]
+
+
+def _audio_only() -> list[Modality]:
+    return ["audio"]
+
+
+class ToneName(StrEnum):
+    """Graph ``tone`` enum (17 values, RFC 4733 event numbering)."""
+
+    TONE0 = "tone0"
+    TONE1 = "tone1"
+    TONE2 = "tone2"
+    TONE3 = "tone3"
+    TONE4 = "tone4"
+    TONE5 = "tone5"
+    TONE6 = "tone6"
+    TONE7 = "tone7"
+    TONE8 = "tone8"
+    TONE9 = "tone9"
+    STAR = "star"
+    POUND = "pound"
+    A = "a"
+    B = "b"
+    C = "c"
+    D = "d"
+    FLASH = "flash"
+
+
+class DtmfMethodName(StrEnum):
+    """Extension ``dtmfMethod``: how keys are carried."""
+
+    AUTO = "auto"
+    RFC4733 = "rfc4733"
+    SIPINFO = "sipinfo"
+    INBAND = "inband"
+
+
+class WireModel(BaseModel):
+    """Base of all wire models: camelCase aliases, open (extra properties kept)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True
+    )
+
+
+class _WithClientContext(WireModel):
+    client_context: str | None = Field(default=None, max_length=CLIENT_CONTEXT_MAX)
+
+
+class SendDtmfTonesBody(_WithClientContext):
+    """``POST .../sendDtmfTones``; ``toneDurationMs`` and ``dtmfMethod`` are our extensions."""
+
+    tones: list[ToneName] = Field(min_length=1)
+    delay_between_tones_ms: int | None = None
+    tone_duration_ms: int | None = None
+    dtmf_method: DtmfMethodName = DtmfMethodName.AUTO
+
+
+class CancelMediaProcessingBody(_WithClientContext):
+    """``POST .../cancelMediaProcessing``."""
+
+
+class SubscribeToToneBody(_WithClientContext):
+    """``POST .../subscribeToTone``."""
+
+
+class CreateCallBody(WireModel):
+    """``POST /communications/calls``: validated parts; the whole body is kept as open data."""
+
+    callback_uri: str = Field(min_length=1)
+    targets: list[dict[str, Any]] = Field(min_length=1)
+    requested_modalities: list[Modality] = Field(default_factory=_audio_only)
+    source: dict[str, Any] | None = None
+    media_config: dict[str, Any] | None = None
+    tenant_id: str | None = None
+
+    @field_validator("requested_modalities")
+    @classmethod
+    def _audio_required(cls, value: list[Modality]) -> list[Modality]:
+        if "audio" not in value:
+            raise ValueError("must include 'audio': DTMF needs an audio call")
+        return value
+
+
+class AnswerBody(WireModel):
+    """``POST .../answer``."""
+
+    callback_uri: str | None = None
+    accepted_modalities: list[Modality] = Field(default_factory=_audio_only)
+    media_config: dict[str, Any] | None = None
+    participant_capacity: int | None = None
+
+
+class RejectBody(WireModel):
+    """``POST .../reject``."""
+
+    reason: Literal["none", "busy", "forbidden"] = "none"
+    callback_uri: str | None = None

@@ -1,0 +1,91 @@
+"""The outbox dispatcher: POSTs stored notifications in order per call, at least once.
+
+Each call's notifications go one at a time (the next only after the previous was delivered or
+given up); different calls go concurrently. A failed or timed-out POST is retried with
+exponential backoff; after ``max_attempts`` the row is kept as ``dead`` with its last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+
+import httpx
+
+from ..store import OutboxItem, SqlRepository
+from .render import notification_batch
+from .signer import CallbackSigner
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        repo: SqlRepository,
+        signer: CallbackSigner,
+        *,
+        timeout_s: float = 5.0,
+        max_attempts: int = 10,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+    ) -> None:
+        self._repo = repo
+        self._signer = signer
+        self._timeout = timeout_s
+        self._max_attempts = max_attempts
+        self._b0 = backoff_initial_s
+        self._bmax = backoff_max_s
+        self._wake = asyncio.Event()
+        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+
+    def wake(self) -> None:
+        """Something was committed to the outbox: look now."""
+        self._wake.set()
+
+    def backoff(self, attempts: int) -> float:
+        base = min(self._bmax, self._b0 * 2.0 ** max(attempts - 1, 0))
+        return base * (1 + random.random() * 0.1)  # jitter, not crypto
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                items = await self._repo.due_notifications(time.time())
+            except Exception:
+                log.exception("outbox: reading due notifications failed")
+                items = []
+            if items:
+                await asyncio.gather(*(self._deliver(i) for i in items))
+                continue
+            nxt = await self._repo.next_notification_at()
+            wait = 1.0 if nxt is None else min(max(nxt - time.time(), 0.005), 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        body = json.dumps(notification_batch(item.event), separators=(",", ":"))
+        token = self._signer.token(audience=item.app_id, call_id=item.call_id)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        error: str | None = None
+        try:
+            resp = await self._client.post(item.callback_uri, content=body, headers=headers)
+            if not 200 <= resp.status_code < 300:
+                error = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            await self._repo.mark_delivered(item.id)
+            return
+        attempts = item.attempts + 1
+        retry_at = None if attempts >= self._max_attempts else time.time() + self.backoff(attempts)
+        if retry_at is None:
+            log.warning("outbox: giving up on notification %s: %s", item.id, error)
+        await self._repo.mark_failed_attempt(item.id, error=error, retry_at=retry_at)
+
+    async def close(self) -> None:
+        await self._client.aclose()

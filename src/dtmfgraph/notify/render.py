@@ -1,0 +1,89 @@
+"""Domain snapshots -> Graph JSON: call and operation resources, ``commsNotifications``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..graph import odata_type
+from ..service.model import Call, Event, EventKind, Operation, snapshot_call, snapshot_operation
+
+
+def _result(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if d is None else {"@odata.type": odata_type("resultInfo"), **d}
+
+
+def operation_json(snap: dict[str, Any]) -> dict[str, Any]:
+    """A ``commsOperation`` (subtype by kind) from ``snapshot_operation``."""
+    out: dict[str, Any] = {
+        "@odata.type": odata_type(snap["kind"]),
+        "id": snap["id"],
+        "status": snap["status"],
+        "clientContext": snap["clientContext"],
+        "resultInfo": _result(snap["resultInfo"]),
+    }
+    if snap["kind"] == "sendDtmfTonesOperation":
+        out["completionReason"] = snap["completionReason"]
+    return out
+
+
+def call_json(snap: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
+    """A ``call`` from ``snapshot_call``; ``full=False`` gives the short notification form."""
+    out: dict[str, Any] = {}
+    if full:
+        out.update({k: v for k, v in snap["properties"].items() if not k.startswith("@odata")})
+        out.update(
+            {
+                "direction": snap["direction"],
+                "callbackUri": snap["callbackUri"],
+                "tenantId": snap["tenantId"],
+                "myParticipantId": snap["id"],
+            }
+        )
+    out["@odata.type"] = odata_type("call")
+    out["id"] = snap["id"]
+    out["state"] = snap["state"]
+    out["resultInfo"] = _result(snap["resultInfo"])
+    if snap["lastTone"] is not None:
+        out["toneInfo"] = {
+            "@odata.type": odata_type("toneInfo"),
+            "sequenceId": snap["toneSeq"],
+            "tone": snap["lastTone"],
+        }
+    return out
+
+
+def call_resource(call: Call) -> dict[str, Any]:
+    return call_json(snapshot_call(call))
+
+
+def operation_resource(op: Operation) -> dict[str, Any]:
+    return operation_json(snapshot_operation(op))
+
+
+def notification_batch(event: Event) -> dict[str, Any]:
+    """The ``commsNotifications`` body POSTed to the callbackUri for one event."""
+    call_url = f"/communications/calls/{event.call_id}"
+    if event.kind is EventKind.OPERATION_DELETED:
+        assert event.operation is not None
+        change, url = "deleted", f"{call_url}/operations/{event.operation['id']}"
+        data = operation_json(event.operation)
+    else:
+        change = {
+            EventKind.CALL_CREATED: "created",
+            EventKind.CALL_DELETED: "deleted",
+        }.get(event.kind, "updated")
+        url = call_url
+        data = call_json(event.call, full=event.kind is EventKind.CALL_CREATED)
+        if event.kind is not EventKind.TONE:
+            data.pop("toneInfo", None)
+    return {
+        "@odata.type": odata_type("commsNotifications"),
+        "value": [
+            {
+                "@odata.type": odata_type("commsNotification"),
+                "changeType": change,
+                "resourceUrl": url,
+                "resourceData": data,
+            }
+        ],
+    }

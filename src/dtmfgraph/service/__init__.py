@@ -1,0 +1,62 @@
+"""The domain service: calls, operations, the per-call media queue, tones, keep-alive.
+
+Works with its own dataclasses and enums (``model``); wire models stay in ``dtmfgraph.graph``.
+The media is pluggable (``media.MediaBackend``); ``loopback.LoopbackMedia`` simulates a far end.
+"""
+
+from .calls import (
+    ROLE_INITIATE,
+    ROLE_MEDIA,
+    CallService,
+    DtmfRequest,
+    Limits,
+    NewCall,
+    Principal,
+    ServiceConfig,
+    check_callback_uri,
+)
+from .errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    NotAllowedError,
+    NotFoundError,
+    NotSupportedError,
+    ServiceError,
+)
+from .loopback import LoopbackCall, LoopbackIncoming, LoopbackMedia
+from .media import MediaBackend, MediaCall
+from .model import Call, CallState, DtmfMethod, Event, EventKind, Operation, OpKind, OpStatus
+from .repository import Repository, UnitOfWork
+
+__all__ = [
+    "ROLE_INITIATE",
+    "ROLE_MEDIA",
+    "AccessDeniedError",
+    "Call",
+    "CallService",
+    "CallState",
+    "DtmfMethod",
+    "DtmfRequest",
+    "Event",
+    "EventKind",
+    "InvalidRequestError",
+    "Limits",
+    "LoopbackCall",
+    "LoopbackIncoming",
+    "LoopbackMedia",
+    "MediaBackend",
+    "MediaCall",
+    "NewCall",
+    "NotAllowedError",
+    "NotFoundError",
+    "NotSupportedError",
+    "OpKind",
+    "OpStatus",
+    "Operation",
+    "Principal",
+    "Repository",
+    "ServiceConfig",
+    "ServiceError",
+    "UnitOfWork",
+    "check_callback_uri",
+]

@@ -1,0 +1,773 @@
+"""``CallService``: calls, the per-call media queue, operation lifecycle, tones, keep-alive.
+
+Concurrency model: each live call has one ``asyncio.Lock``; every state change of that call and
+the events it causes are written in one transaction while holding it, so notifications are
+ordered per call. DTMF operations of a call run one at a time from a FIFO queue in a worker task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    NotAllowedError,
+    NotFoundError,
+    NotSupportedError,
+)
+from .media import (
+    CallEndedError,
+    DialError,
+    EndKind,
+    EndReason,
+    IncomingCall,
+    MediaBackend,
+    MediaCall,
+)
+from .model import (
+    Call,
+    CallState,
+    CompletionReason,
+    Direction,
+    DtmfMethod,
+    Event,
+    EventKind,
+    Operation,
+    OpKind,
+    OpStatus,
+    ResultInfo,
+    Results,
+    now,
+    snapshot_call,
+    snapshot_operation,
+)
+from .repository import Repository, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+ROLE_INITIATE = "Calls.Initiate.All"
+ROLE_MEDIA = "Calls.AccessMedia.All"
+
+TONE_TO_KEY = {f"tone{i}": str(i) for i in range(10)} | {
+    "star": "*",
+    "pound": "#",
+    "a": "A",
+    "b": "B",
+    "c": "C",
+    "d": "D",
+    "flash": "!",
+}
+KEY_TO_TONE = {v: k for k, v in TONE_TO_KEY.items()} | {"F": "flash"}
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Our choices where Graph is silent (documented in docs/api.md)."""
+
+    max_tones: int = 100
+    delay_min_ms: int = 40
+    delay_max_ms: int = 10_000
+    delay_default_ms: int = 100
+    tone_min_ms: int = 40
+    tone_max_ms: int = 2_000
+    tone_default_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    sip_trunk_uri: str = "sip:{number}@127.0.0.1:5060"
+    callback_allowed_hosts: tuple[str, ...] = ()
+    incoming_tenant_id: str = "00000000-0000-0000-0000-000000000000"
+    incoming_app_id: str = "dtmfgraph-dev-app"
+    incoming_callback_uri: str | None = None
+    incoming_answer_timeout_s: float = 15.0
+    keepalive_timeout_s: float = 2700.0
+    dial_timeout_s: float = 60.0
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str
+    app_id: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfRequest:
+    tones: list[str]
+    delay_ms: int | None = None
+    tone_ms: int | None = None
+    method: DtmfMethod = DtmfMethod.AUTO
+    client_context: str | None = None
+    repeat_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    callback_uri: str
+    targets: list[dict[str, Any]]
+    tenant_id: str | None
+    properties: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Live:
+    """Runtime state of a call that this process owns."""
+
+    call_id: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    media: MediaCall | None = None
+    incoming: IncomingCall | None = None
+    queue: deque[str] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    current: tuple[str, asyncio.Task[None]] | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    forced_result: ResultInfo | None = None
+    ending: bool = False
+    last_keepalive: float = field(default_factory=now)
+
+
+def map_end(reason: EndReason) -> ResultInfo:
+    """Media end reason -> Graph resultInfo."""
+    if reason.kind is EndKind.LOCAL_BYE:
+        return Results.ENDED_BY_APP
+    if reason.kind is EndKind.REMOTE_BYE:
+        return Results.ENDED_BY_REMOTE
+    if reason.kind is EndKind.TIMEOUT:
+        return Results.MEDIA_LOST
+    return Results.MEDIA_ERROR
+
+
+def map_dial_error(err: DialError) -> ResultInfo:
+    """Final SIP response of a failed dial -> Graph resultInfo (see docs/api.md)."""
+    s = err.sip_status
+    if s in (404, 604):
+        return Results.NOT_FOUND
+    if s in (408, 0) and "route" not in err.reason:
+        return Results.NO_SIGNALLING
+    if s in (480, 486, 600, 603):
+        return ResultInfo(480, 10076, f"The callee could not be reached (SIP {s} {err.reason}).")
+    return Results.NO_ROUTE
+
+
+def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
+    """https only, except loopback hosts and hosts on the allow-list (http allowed there)."""
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidRequestError(f"callbackUri: {uri!r} is not an absolute http(s) URL")
+    if parts.scheme == "https":
+        return
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback and host not in allowed_hosts:
+        raise InvalidRequestError(
+            f"callbackUri: must be an https URL (http is allowed only for loopback and "
+            f"allow-listed hosts), got {uri!r}"
+        )
+
+
+class CallService:
+    """The domain service behind the Graph API."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        media: MediaBackend,
+        config: ServiceConfig,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._repo = repo
+        self._media = media
+        self._cfg = config
+        self._on_commit = on_commit
+        self._live: dict[str, _Live] = {}
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover after a restart (media is gone: end what was live), then start media."""
+        async with self._unit() as uow:
+            for call in await uow.unfinished_calls():
+                await self._finish_call(uow, call, Results.RESTART_LOST)
+        self._media.start(self._on_incoming)
+        self._spawn(self._keepalive_watchdog())
+
+    async def close(self) -> None:
+        for task in list(self._bg):
+            task.cancel()
+        for live in list(self._live.values()):
+            for task in list(live.tasks):
+                task.cancel()
+        await asyncio.gather(*self._bg, return_exceptions=True)
+        await self._media.close()
+
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Any], live: _Live | None = None
+    ) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        bucket = live.tasks if live is not None else self._bg
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    @contextlib.asynccontextmanager
+    async def _unit(self) -> AsyncIterator[UnitOfWork]:
+        async with self._repo.unit() as uow:
+            yield uow
+        self._on_commit()
+
+    # --- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _require(p: Principal, role: str) -> None:
+        if role not in p.roles:
+            raise AccessDeniedError(f"this action requires the application role {role}")
+
+    async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
+        call = await uow.get_call(call_id)
+        if call is None or call.tenant_id != p.tenant_id or call.app_id != p.app_id:
+            raise NotFoundError(f"call {call_id} was not found")
+        return call
+
+    async def _emit(
+        self, uow: UnitOfWork, call: Call, kind: EventKind, op: Operation | None = None
+    ) -> None:
+        event = Event(kind, call.id, snapshot_call(call), snapshot_operation(op) if op else None)
+        await uow.add_event(event, callback_uri=call.callback_uri, app_id=call.app_id)
+
+    def _resolve_target(self, targets: list[dict[str, Any]]) -> str:
+        identity = targets[0].get("identity")
+        if not isinstance(identity, dict):
+            raise InvalidRequestError("targets[0].identity: is required")
+        entries = {k: v for k, v in identity.items() if isinstance(v, dict)}
+        for name, ident in entries.items():
+            ident_id = str(ident.get("id") or "")
+            if ident_id.lower().startswith(("sip:", "sips:")):
+                return ident_id
+            if name == "phone" and E164.match(ident_id):
+                return self._cfg.sip_trunk_uri.replace("{number}", ident_id)
+        raise InvalidRequestError(
+            "targets[0].identity: no dialable id: give phone.id as an E.164 number "
+            "(e.g. +14255550100) or any identity id as a sip:/sips: URI"
+        )
+
+    # --- calls ----------------------------------------------------------------------------
+    async def create_call(self, p: Principal, new: NewCall) -> Call:
+        self._require(p, ROLE_INITIATE)
+        check_callback_uri(new.callback_uri, self._cfg.callback_allowed_hosts)
+        if new.tenant_id and new.tenant_id != p.tenant_id:
+            raise InvalidRequestError("tenantId: does not match the caller's tenant")
+        target = self._resolve_target(new.targets)
+        call = Call(
+            id=str(uuid.uuid4()),
+            tenant_id=p.tenant_id,
+            app_id=p.app_id,
+            direction=Direction.OUTGOING,
+            state=CallState.ESTABLISHING,
+            callback_uri=new.callback_uri,
+            target_uri=target,
+            properties=new.properties,
+        )
+        live = _Live(call.id)
+        self._live[call.id] = live
+        async with live.lock, self._unit() as uow:
+            await uow.insert_call(call)
+            await self._emit(uow, call, EventKind.CALL_UPDATED)
+        self._spawn(self._dial(live, target), live)
+        return call
+
+    async def _dial(self, live: _Live, target: str) -> None:
+        try:
+            media = await self._media.dial(target, timeout=self._cfg.dial_timeout_s)
+        except DialError as err:
+            async with live.lock, self._unit() as uow:
+                call = await uow.get_call(live.call_id)
+                if call is not None and call.state != CallState.TERMINATED:
+                    await self._finish_call(uow, call, map_dial_error(err))
+            self._live.pop(live.call_id, None)
+            return
+        await self._established(live, media)
+
+    async def _established(self, live: _Live, media: MediaCall) -> None:
+        async with live.lock:
+            live.media = media
+            async with self._unit() as uow:
+                call = await uow.get_call(live.call_id)
+                if call is None or call.ended:
+                    await media.hangup()
+                    return
+                call.state = CallState.ESTABLISHED
+                await uow.update_call(call)
+                await self._emit(uow, call, EventKind.CALL_UPDATED)
+                ops = await uow.list_operations(call.id)
+                if live.queue and not live.current:
+                    first = next((o for o in ops if o.id == live.queue[0]), None)
+                    if first is not None and first.status is OpStatus.NOT_STARTED:
+                        first.status = OpStatus.RUNNING
+                        await uow.update_operation(first)
+        self._spawn(self._worker(live), live)
+        self._spawn(self._listen(live, media), live)
+        self._spawn(self._watch_end(live, media), live)
+        live.wake.set()
+
+    async def get_call(self, p: Principal, call_id: str) -> Call:
+        async with self._repo.unit() as uow:
+            return await self._owned(uow, p, call_id)
+
+    async def hangup(self, p: Principal, call_id: str) -> None:
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._repo.unit() as uow:
+                call = await self._owned(uow, p, call_id)
+            raise NotFoundError(f"call {call.id} has already ended")
+        media: MediaCall | None = None
+        async with live.lock, self._unit() as uow:
+            call = await self._owned(uow, p, call_id)
+            if call.ended:
+                raise NotFoundError(f"call {call_id} has already ended")
+            call.state = CallState.TERMINATING
+            await uow.update_call(call)
+            await self._emit(uow, call, EventKind.CALL_UPDATED)
+            media = live.media
+            if media is None:  # still dialling, or incoming and never answered
+                for task in list(live.tasks):
+                    task.cancel()
+                if live.incoming is not None:
+                    await live.incoming.reject(603)
+                await self._finish_call(uow, call, Results.ENDED_BY_APP)
+                self._live.pop(call_id, None)
+        if media is not None:
+            await media.hangup()
+
+    async def keep_alive(self, p: Principal, call_id: str) -> None:
+        self._require(p, ROLE_INITIATE)
+        async with self._unit() as uow:
+            call = await self._owned(uow, p, call_id)
+            if call.state is CallState.TERMINATED or call_id not in self._live:
+                raise NotFoundError(f"call {call_id} has ended")
+            call.last_keepalive_at = now()
+            await uow.update_call(call)
+        self._live[call_id].last_keepalive = call.last_keepalive_at
+
+    async def _finish_call(self, uow: UnitOfWork, call: Call, result: ResultInfo) -> None:
+        """End every unfinished operation (failed), then the call (terminated) with ``result``."""
+        for op in await uow.list_operations(call.id):
+            if not op.finished:
+                op.status = OpStatus.FAILED
+                op.result_info = result
+                if op.kind is OpKind.SEND_DTMF:
+                    op.completion_reason = CompletionReason.UNKNOWN
+                await uow.update_operation(op)
+                await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
+        call.state = CallState.TERMINATED
+        call.result_info = result
+        await uow.update_call(call)
+        await self._emit(uow, call, EventKind.CALL_DELETED)
+
+    async def _watch_end(self, live: _Live, media: MediaCall) -> None:
+        reason = await media.ended
+        live.ending = True
+        current = live.current
+        if current is not None:
+            current[1].cancel()
+            await asyncio.wait([current[1]])
+        async with live.lock, self._unit() as uow:
+            call = await uow.get_call(live.call_id)
+            if call is not None and call.state is not CallState.TERMINATED:
+                await self._finish_call(uow, call, live.forced_result or map_end(reason))
+        self._live.pop(live.call_id, None)
+        me = asyncio.current_task()
+        for task in list(live.tasks):
+            if task is not me:
+                task.cancel()
+
+    async def _keepalive_watchdog(self) -> None:
+        timeout = self._cfg.keepalive_timeout_s
+        while True:
+            await asyncio.sleep(min(max(timeout / 4, 0.05), 30.0))
+            t = now()
+            for live in list(self._live.values()):
+                if live.media is not None and not live.ending and t - live.last_keepalive > timeout:
+                    live.forced_result = Results.KEEPALIVE_TIMEOUT
+                    await live.media.hangup()
+
+    # --- incoming -------------------------------------------------------------------------
+    async def _on_incoming(self, inc: IncomingCall) -> None:
+        if self._cfg.incoming_callback_uri is None:
+            log.warning("incoming call from %s rejected: no incoming_callback_uri", inc.caller)
+            await inc.reject(480)
+            return
+        caller = {"@odata.type": "#microsoft.graph.identitySet"}
+        ident = {"id": inc.caller, "displayName": inc.caller}
+        caller["phone" if E164.match(inc.caller) else "user"] = ident  # type: ignore[assignment]
+        call = Call(
+            id=str(uuid.uuid4()),
+            tenant_id=self._cfg.incoming_tenant_id,
+            app_id=self._cfg.incoming_app_id,
+            direction=Direction.INCOMING,
+            state=CallState.INCOMING,
+            callback_uri=self._cfg.incoming_callback_uri,
+            target_uri=inc.callee,
+            properties={
+                "source": {
+                    "@odata.type": "#microsoft.graph.participantInfo",
+                    "identity": caller,
+                },
+                "targets": [
+                    {
+                        "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+                        "identity": {
+                            "@odata.type": "#microsoft.graph.identitySet",
+                            "user": {"id": inc.callee},
+                        },
+                    }
+                ],
+                "requestedModalities": ["audio"],
+            },
+        )
+        live = _Live(call.id, incoming=inc)
+        self._live[call.id] = live
+        async with live.lock, self._unit() as uow:
+            await uow.insert_call(call)
+            await self._emit(uow, call, EventKind.CALL_CREATED)
+        self._spawn(self._answer_timeout(live), live)
+
+    async def _answer_timeout(self, live: _Live) -> None:
+        await asyncio.sleep(self._cfg.incoming_answer_timeout_s)
+        async with live.lock:
+            if live.media is not None or live.incoming is None:
+                return
+            await live.incoming.reject(480)
+            async with self._unit() as uow:
+                call = await uow.get_call(live.call_id)
+                if call is not None and call.state is CallState.INCOMING:
+                    await self._finish_call(uow, call, Results.ANSWER_TIMEOUT)
+        self._live.pop(live.call_id, None)
+
+    async def _incoming_live(self, p: Principal, call_id: str) -> tuple[_Live, IncomingCall]:
+        async with self._repo.unit() as uow:
+            call = await self._owned(uow, p, call_id)
+        live = self._live.get(call_id)
+        if call.state is not CallState.INCOMING or live is None or live.incoming is None:
+            raise NotAllowedError(f"call {call_id} is {call.state.value}, not incoming")
+        return live, live.incoming
+
+    async def answer(self, p: Principal, call_id: str, callback_uri: str | None) -> None:
+        self._require(p, ROLE_INITIATE)
+        if callback_uri is not None:
+            check_callback_uri(callback_uri, self._cfg.callback_allowed_hosts)
+        live, inc = await self._incoming_live(p, call_id)
+        if callback_uri is not None:
+            async with live.lock, self._unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                call.callback_uri = callback_uri
+                await uow.update_call(call)
+        live.last_keepalive = now()
+        media = await inc.answer()
+        await self._established(live, media)
+
+    async def reject(self, p: Principal, call_id: str, reason: str) -> None:
+        self._require(p, ROLE_INITIATE)
+        live, inc = await self._incoming_live(p, call_id)
+        await inc.reject({"busy": 486, "forbidden": 403}.get(reason, 603))
+        async with live.lock, self._unit() as uow:
+            call = await self._owned(uow, p, call_id)
+            await self._finish_call(uow, call, Results.REJECTED)
+        for task in list(live.tasks):
+            task.cancel()
+        self._live.pop(call_id, None)
+
+    # --- operations -----------------------------------------------------------------------
+    async def list_operations(self, p: Principal, call_id: str) -> list[Operation]:
+        async with self._repo.unit() as uow:
+            await self._owned(uow, p, call_id)
+            return await uow.list_operations(call_id)
+
+    async def get_operation(self, p: Principal, call_id: str, op_id: str) -> Operation:
+        async with self._repo.unit() as uow:
+            await self._owned(uow, p, call_id)
+            op = await uow.get_operation(call_id, op_id)
+        if op is None:
+            raise NotFoundError(f"operation {op_id} was not found on call {call_id}")
+        return op
+
+    def _validate_dtmf(self, req: DtmfRequest) -> tuple[int, int]:
+        lim = self._cfg.limits
+        if not req.tones:
+            raise InvalidRequestError("tones: must contain at least one tone")
+        if len(req.tones) > lim.max_tones:
+            raise InvalidRequestError(
+                f"tones: at most {lim.max_tones} tones per request, got {len(req.tones)}"
+            )
+        for i, tone in enumerate(req.tones):
+            if tone not in TONE_TO_KEY:
+                raise InvalidRequestError(f"tones[{i}]: {tone!r} is not a Graph tone")
+        delay = lim.delay_default_ms if req.delay_ms is None else req.delay_ms
+        if not lim.delay_min_ms <= delay <= lim.delay_max_ms:
+            raise InvalidRequestError(
+                f"delayBetweenTonesMs: must be between {lim.delay_min_ms} and "
+                f"{lim.delay_max_ms}, got {delay}"
+            )
+        tone_ms = lim.tone_default_ms if req.tone_ms is None else req.tone_ms
+        if not lim.tone_min_ms <= tone_ms <= lim.tone_max_ms:
+            raise InvalidRequestError(
+                f"toneDurationMs: must be between {lim.tone_min_ms} and {lim.tone_max_ms}, "
+                f"got {tone_ms}"
+            )
+        return delay, tone_ms
+
+    @staticmethod
+    def _resolve_method(media: MediaCall | None, asked: DtmfMethod, tones: list[str]) -> DtmfMethod:
+        method = asked
+        if media is not None:
+            if asked is DtmfMethod.AUTO:
+                method = (
+                    DtmfMethod.RFC4733
+                    if media.can_send_rfc4733
+                    else DtmfMethod.SIPINFO
+                    if media.can_send_sipinfo
+                    else DtmfMethod.INBAND
+                )
+            elif asked is DtmfMethod.RFC4733 and not media.can_send_rfc4733:
+                raise NotSupportedError("dtmfMethod: rfc4733 was not negotiated on this call")
+            elif asked is DtmfMethod.SIPINFO and not media.can_send_sipinfo:
+                raise NotSupportedError("dtmfMethod: sipinfo was not negotiated on this call")
+        if method is DtmfMethod.INBAND and "flash" in tones:
+            raise InvalidRequestError(
+                "tones: 'flash' cannot be sent in-band (it has no tone pair); this call can only "
+                "carry in-band audio"
+                if asked is DtmfMethod.AUTO
+                else "tones: 'flash' cannot be sent with dtmfMethod 'inband'"
+            )
+        return method
+
+    async def send_dtmf(self, p: Principal, call_id: str, req: DtmfRequest) -> Operation:
+        self._require(p, ROLE_INITIATE)
+        delay, tone_ms = self._validate_dtmf(req)
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._repo.unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                if req.repeat_key and (found := await uow.find_repeat(call_id, req.repeat_key)):
+                    return found
+            raise NotAllowedError(f"call {call_id} is {call.state.value}")
+        async with live.lock:
+            async with self._unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                if req.repeat_key and (found := await uow.find_repeat(call_id, req.repeat_key)):
+                    return found
+                if call.state not in (CallState.ESTABLISHING, CallState.ESTABLISHED):
+                    raise NotAllowedError(f"call {call_id} is {call.state.value}")
+                method = self._resolve_method(live.media, req.method, req.tones)
+                idle = call.state is CallState.ESTABLISHED and not live.queue and not live.current
+                op = Operation(
+                    id=str(uuid.uuid4()),
+                    call_id=call_id,
+                    kind=OpKind.SEND_DTMF,
+                    status=OpStatus.RUNNING if idle else OpStatus.NOT_STARTED,
+                    client_context=req.client_context,
+                    tones=list(req.tones),
+                    delay_ms=delay,
+                    tone_ms=tone_ms,
+                    method=method,
+                    repeat_key=req.repeat_key,
+                )
+                await uow.insert_operation(op)
+            live.queue.append(op.id)
+            live.wake.set()
+        return op
+
+    async def _worker(self, live: _Live) -> None:
+        media = live.media
+        assert media is not None
+        while True:
+            while not live.queue:
+                live.wake.clear()
+                await live.wake.wait()
+            async with live.lock:
+                op_id = live.queue.popleft()
+                async with self._unit() as uow:
+                    op = await uow.get_operation(live.call_id, op_id)
+                    if op is None or op.finished:
+                        continue
+                    if op.status is not OpStatus.RUNNING:
+                        op.status = OpStatus.RUNNING
+                        await uow.update_operation(op)
+                try:
+                    method = self._resolve_method(media, op.method or DtmfMethod.AUTO, op.tones)
+                except (InvalidRequestError, NotSupportedError) as exc:
+                    await self._fail_unsendable(live, op, str(exc))
+                    continue
+                keys = "".join(TONE_TO_KEY[t] for t in op.tones)
+                send = asyncio.ensure_future(
+                    media.send_dtmf(
+                        keys, method=method.value, tone_ms=op.tone_ms, gap_ms=op.delay_ms
+                    )
+                )
+                live.current = (op_id, send)
+            try:
+                await asyncio.wait([send])
+            except asyncio.CancelledError:
+                send.cancel()
+                raise
+            async with live.lock:
+                live.current = None
+                if send.cancelled() or live.ending:
+                    continue  # cancel or the end of the call has written the outcome
+                if send.exception() is not None:
+                    if isinstance(send.exception(), CallEndedError):
+                        continue
+                    log.error("sendDtmf failed", exc_info=send.exception())
+                async with self._unit() as uow:
+                    op = await uow.get_operation(live.call_id, op_id)
+                    call = await uow.get_call(live.call_id)
+                    if op is None or call is None or op.finished:
+                        continue
+                    if send.exception() is None:
+                        op.status = OpStatus.COMPLETED
+                        op.completion_reason = CompletionReason.COMPLETED_SUCCESSFULLY
+                        op.result_info = Results.OK
+                    else:
+                        op.status = OpStatus.FAILED
+                        op.completion_reason = CompletionReason.UNKNOWN
+                        op.result_info = Results.MEDIA_ERROR
+                    await uow.update_operation(op)
+                    await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
+                    if live.queue:
+                        nxt = await uow.get_operation(live.call_id, live.queue[0])
+                        if nxt is not None and nxt.status is OpStatus.NOT_STARTED:
+                            nxt.status = OpStatus.RUNNING
+                            await uow.update_operation(nxt)
+
+    async def _fail_unsendable(self, live: _Live, op: Operation, message: str) -> None:
+        """An operation queued before the call was set up asks for what it cannot carry."""
+        async with self._unit() as uow:
+            call = await uow.get_call(live.call_id)
+            if call is None:
+                return
+            op.status = OpStatus.FAILED
+            op.completion_reason = CompletionReason.UNKNOWN
+            op.result_info = ResultInfo(400, 0, message)
+            await uow.update_operation(op)
+            await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
+
+    async def cancel_media(
+        self, p: Principal, call_id: str, client_context: str | None, repeat_key: str | None
+    ) -> Operation:
+        self._require(p, ROLE_INITIATE)
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._repo.unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                    return found
+            raise NotAllowedError(f"call {call_id} is {call.state.value}")
+        async with live.lock:
+            async with self._repo.unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                    return found
+            current = live.current
+            if current is not None:
+                current[1].cancel()
+                await asyncio.wait([current[1]])
+            cancelled_ids = list(live.queue)
+            live.queue.clear()
+            if current is not None and current[1].cancelled():
+                cancelled_ids.insert(0, current[0])
+            async with self._unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                for op_id in cancelled_ids:
+                    op = await uow.get_operation(call_id, op_id)
+                    if op is None or op.finished:
+                        continue
+                    op.status = OpStatus.COMPLETED
+                    op.completion_reason = CompletionReason.MEDIA_OPERATION_CANCELED
+                    op.result_info = Results.CANCELED
+                    await uow.update_operation(op)
+                    await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
+                cancel_op = Operation(
+                    id=str(uuid.uuid4()),
+                    call_id=call_id,
+                    kind=OpKind.CANCEL_MEDIA,
+                    status=OpStatus.COMPLETED,
+                    client_context=client_context,
+                    result_info=Results.OK,
+                    repeat_key=repeat_key,
+                )
+                await uow.insert_operation(cancel_op)
+        return cancel_op
+
+    async def subscribe_to_tone(
+        self, p: Principal, call_id: str, client_context: str | None, repeat_key: str | None
+    ) -> Operation:
+        self._require(p, ROLE_MEDIA)
+        live = self._live.get(call_id)
+        async with self._unit() as uow:
+            call = await self._owned(uow, p, call_id)
+            if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                return found
+            if live is None or call.ended:
+                raise NotAllowedError(f"call {call_id} is {call.state.value}")
+            call.tone_subscribed = True
+            await uow.update_call(call)
+            op = Operation(
+                id=str(uuid.uuid4()),
+                call_id=call_id,
+                kind=OpKind.SUBSCRIBE_TONE,
+                status=OpStatus.COMPLETED,
+                client_context=client_context,
+                result_info=Results.OK,
+                repeat_key=repeat_key,
+            )
+            await uow.insert_operation(op)
+        return op
+
+    async def _listen(self, live: _Live, media: MediaCall) -> None:
+        async for info in media.keys_heard():
+            tone = KEY_TO_TONE.get(info.key.upper())
+            if tone is None:
+                continue
+            async with live.lock, self._unit() as uow:
+                call = await uow.get_call(live.call_id)
+                if call is None or not call.tone_subscribed or call.ended:
+                    continue
+                call.tone_seq += 1
+                call.last_tone = tone
+                await uow.update_call(call)
+                await self._emit(uow, call, EventKind.TONE)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
+
+
+__all__ = [
+    "ROLE_INITIATE",
+    "ROLE_MEDIA",
+    "CallService",
+    "DtmfRequest",
+    "Limits",
+    "NewCall",
+    "Principal",
+    "ServiceConfig",
+    "check_callback_uri",
+    "map_dial_error",
+    "map_end",
+]

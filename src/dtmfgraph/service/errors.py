@@ -1,0 +1,27 @@
+"""Domain errors; the API maps each to a Graph error code and HTTP status."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of the service errors."""
+
+
+class NotFoundError(ServiceError):
+    """Unknown call or operation, or one that belongs to another tenant/app (never revealed)."""
+
+
+class InvalidRequestError(ServiceError):
+    """The request is well-formed JSON but asks for something invalid."""
+
+
+class NotAllowedError(ServiceError):
+    """The call's state does not allow the action (e.g. answer on an outgoing call)."""
+
+
+class NotSupportedError(ServiceError):
+    """The action is valid but not possible on this call (e.g. rfc4733 not negotiated)."""
+
+
+class AccessDeniedError(ServiceError):
+    """The caller lacks the role the action requires."""

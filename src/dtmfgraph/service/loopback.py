@@ -1,0 +1,191 @@
+"""``LoopbackMedia``: a deterministic in-process far end for tests and demos.
+
+Dialling ``sip:USER@host`` answers at once, except these USER names, which fail like SIP would:
+``busy`` (486), ``decline`` (603), ``nobody`` (404), ``noanswer`` (408 after the timeout),
+``noroute`` (no final response). A ``;dtmf=`` URI parameter lists what the far end negotiates
+(``rfc4733``, ``sipinfo``; default both): ``;dtmf=inband`` leaves only in-band audio.
+
+Each key takes ``(tone_ms + gap_ms) * speed`` milliseconds; the last key has no trailing gap.
+The far end records every key it heard, with the method, in ``LoopbackCall.heard``; it can
+hang up (``remote_hangup``) and press keys (``press``). ``incoming`` simulates an incoming call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .media import (
+    CallEndedError,
+    DialError,
+    EndKind,
+    EndReason,
+    KeyHeardInfo,
+    MediaCall,
+    OnIncoming,
+)
+
+_FAILURES = {"busy": (486, "Busy Here"), "decline": (603, "Decline"), "nobody": (404, "Not Found")}
+
+
+def _user_and_params(uri: str) -> tuple[str, dict[str, str]]:
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    head, *params = rest.split(";")
+    user = head.split("@", 1)[0] if "@" in head else ""
+    kv = {}
+    for p in params:
+        k, _, v = p.partition("=")
+        kv[k.lower()] = v
+    return user.lower(), kv
+
+
+class LoopbackCall:
+    """One simulated call: this side's ``MediaCall`` and the far end's controls."""
+
+    def __init__(self, remote: str, *, rfc4733: bool, sipinfo: bool, speed: float) -> None:
+        self.remote = remote
+        self.speed = speed
+        self._rfc4733 = rfc4733
+        self._sipinfo = sipinfo
+        self.heard: list[tuple[str, str]] = []
+        self.ended: asyncio.Future[EndReason] = asyncio.get_running_loop().create_future()
+        self._pressed: asyncio.Queue[KeyHeardInfo | None] = asyncio.Queue()
+
+    @property
+    def can_send_rfc4733(self) -> bool:
+        return self._rfc4733
+
+    @property
+    def can_send_sipinfo(self) -> bool:
+        return self._sipinfo
+
+    @property
+    def heard_keys(self) -> str:
+        return "".join(k for k, _ in self.heard)
+
+    def _end(self, reason: EndReason) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
+            self._pressed.put_nowait(None)
+
+    async def _wait(self, seconds: float) -> None:
+        await asyncio.wait([self.ended], timeout=max(seconds, 0.0))
+        if self.ended.done():
+            raise CallEndedError(f"the call ended ({self.ended.result().kind})")
+
+    async def _tone(self, key: str, method: str, seconds: float) -> None:
+        await self._wait(seconds)
+        self.heard.append((key, method))
+
+    async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None:
+        for i, key in enumerate(keys):
+            if self.ended.done():
+                raise CallEndedError("the call has ended")
+            task = asyncio.ensure_future(self._tone(key, method, tone_ms / 1000 * self.speed))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await task  # a key that has started is finished: stop at the key boundary
+                raise
+            if i < len(keys) - 1:
+                await self._wait(gap_ms / 1000 * self.speed)
+
+    async def keys_heard(self) -> AsyncIterator[KeyHeardInfo]:
+        while True:
+            item = await self._pressed.get()
+            if item is None:
+                return
+            yield item
+
+    async def hangup(self) -> None:
+        self._end(EndReason(EndKind.LOCAL_BYE))
+
+    # --- far-end controls -------------------------------------------------------------------
+    def remote_hangup(self) -> None:
+        """The far end sends BYE."""
+        self._end(EndReason(EndKind.REMOTE_BYE))
+
+    def media_failure(self) -> None:
+        """The media path dies (e.g. RTP timeout)."""
+        self._end(EndReason(EndKind.MEDIA_ERROR, detail="RTP timeout"))
+
+    def press(self, keys: str, method: str = "rfc4733") -> None:
+        """The far end presses ``keys``; this side hears them in order."""
+        for key in keys:
+            self._pressed.put_nowait(KeyHeardInfo(key, method, time.time()))
+
+
+@dataclass
+class LoopbackIncoming:
+    """A simulated incoming call waiting for answer or reject."""
+
+    caller: str
+    callee: str
+    speed: float
+    calls: list[LoopbackCall] = field(default_factory=list)
+    outcome: asyncio.Future[LoopbackCall | int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    async def answer(self) -> MediaCall:
+        call = LoopbackCall(self.caller, rfc4733=True, sipinfo=True, speed=self.speed)
+        self.calls.append(call)
+        if not self.outcome.done():
+            self.outcome.set_result(call)
+        return call
+
+    async def reject(self, sip_status: int) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(sip_status)
+
+
+class LoopbackMedia:
+    """The loopback ``MediaBackend``."""
+
+    def __init__(self, *, speed: float = 1.0, answer_delay_s: float = 0.01) -> None:
+        self.speed = speed
+        self.answer_delay_s = answer_delay_s
+        self.calls: list[LoopbackCall] = []
+        self.incoming_calls: list[LoopbackIncoming] = []
+        self._on_incoming: OnIncoming | None = None
+        self._ids = itertools.count(1)
+        self.dialled: asyncio.Queue[LoopbackCall] | None = None
+
+    def start(self, on_incoming: OnIncoming) -> None:
+        self._on_incoming = on_incoming
+        self.dialled = asyncio.Queue()
+
+    async def dial(self, target: str, *, timeout: float) -> MediaCall:
+        user, params = _user_and_params(target)
+        await asyncio.sleep(self.answer_delay_s)
+        if user in _FAILURES:
+            raise DialError(*_FAILURES[user])
+        if user == "noanswer":
+            await asyncio.sleep(timeout)
+            raise DialError(408, "Request Timeout")
+        if user == "noroute":
+            raise DialError(0, "no route to the target")
+        methods = params.get("dtmf", "rfc4733,sipinfo").split(",")
+        call = LoopbackCall(
+            target, rfc4733="rfc4733" in methods, sipinfo="sipinfo" in methods, speed=self.speed
+        )
+        self.calls.append(call)
+        if self.dialled is not None:
+            self.dialled.put_nowait(call)
+        return call
+
+    async def incoming(self, caller: str, callee: str) -> LoopbackIncoming:
+        """Simulate an incoming call; the service is told through its callback."""
+        if self._on_incoming is None:
+            raise RuntimeError("the media backend has not been started")
+        inc = LoopbackIncoming(caller, callee, self.speed, self.calls)
+        self.incoming_calls.append(inc)
+        await self._on_incoming(inc)
+        return inc
+
+    async def close(self) -> None:
+        for call in self.calls:
+            call._end(EndReason(EndKind.MEDIA_ERROR, detail="media backend closed"))

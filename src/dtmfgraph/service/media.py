@@ -1,0 +1,114 @@
+"""The media backend protocol: what the service needs from a phone.
+
+The real SIP phone (``dtmfgraph.media.Phone``) implements these; ``LoopbackMedia`` is the
+in-process simulation used by tests and demos.
+
+``MediaBackend``
+    ``start(on_incoming)`` is called once by the service; the backend calls
+    ``on_incoming(IncomingCall)`` for each new incoming call (an awaitable callback).
+    ``dial(target, timeout=)`` places a call to a ``sip:``/``sips:`` URI and returns a
+    ``MediaCall`` once it is answered, or raises ``DialError`` with the final SIP status
+    (0 when there was no final response, e.g. a timeout or no route). ``close()`` ends all.
+
+``MediaCall``
+    ``send_dtmf(keys, method=, tone_ms=, gap_ms=)``: ``keys`` are keypad characters
+    (``0-9 * # A-D``, and ``!`` for flash); ``method`` is ``rfc4733``, ``sipinfo`` or ``inband``
+    (never ``auto``: the service resolves it from ``can_send_*``). Returns when the last
+    packet of the last key has left; raises ``CallEndedError`` if the call ends first;
+    cancellable with asyncio cancel, which stops at a key boundary (a key that has started is
+    finished, so the far end never hears half a key).
+    ``keys_heard()``: async iterator of ``KeyHeardInfo`` for keys received from the far end;
+    it ends when the call ends.
+    ``hangup()``: sends BYE (idempotent). ``ended``: a future resolved with the ``EndReason``
+    (local BYE, remote BYE, media error, timeout).
+    ``can_send_rfc4733``/``can_send_sipinfo``: what the SDP/SIP negotiation allows; in-band
+    audio is always possible (``flash`` has no in-band form).
+
+``IncomingCall``
+    ``caller``/``callee`` URIs; ``answer()`` returns the ``MediaCall``; ``reject(sip_status)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class EndKind(StrEnum):
+    LOCAL_BYE = "localBye"
+    REMOTE_BYE = "remoteBye"
+    MEDIA_ERROR = "mediaError"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class EndReason:
+    kind: EndKind
+    sip_status: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHeardInfo:
+    key: str
+    method: str
+    time: float
+
+
+class MediaBackendError(Exception):
+    """Base of the media backend errors."""
+
+
+class DialError(MediaBackendError):
+    """The call could not be set up; ``sip_status`` is the final response (0: none)."""
+
+    def __init__(self, sip_status: int, reason: str) -> None:
+        super().__init__(f"SIP {sip_status}: {reason}" if sip_status else reason)
+        self.sip_status = sip_status
+        self.reason = reason
+
+
+class CallEndedError(MediaBackendError):
+    """The call ended while an operation was using it."""
+
+
+class MediaCall(Protocol):
+    ended: asyncio.Future[EndReason]
+
+    @property
+    def can_send_rfc4733(self) -> bool: ...
+
+    @property
+    def can_send_sipinfo(self) -> bool: ...
+
+    async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None: ...
+
+    def keys_heard(self) -> AsyncIterator[KeyHeardInfo]: ...
+
+    async def hangup(self) -> None: ...
+
+
+class IncomingCall(Protocol):
+    @property
+    def caller(self) -> str: ...
+
+    @property
+    def callee(self) -> str: ...
+
+    async def answer(self) -> MediaCall: ...
+
+    async def reject(self, sip_status: int) -> None: ...
+
+
+OnIncoming = Callable[[IncomingCall], Awaitable[None]]
+
+
+class MediaBackend(Protocol):
+    def start(self, on_incoming: OnIncoming) -> None: ...
+
+    async def dial(self, target: str, *, timeout: float) -> MediaCall: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,183 @@
+"""The domain: calls, operations, results and the events that become notifications."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class CallState(StrEnum):
+    INCOMING = "incoming"
+    ESTABLISHING = "establishing"
+    ESTABLISHED = "established"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+class Direction(StrEnum):
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+
+
+class OpKind(StrEnum):
+    """Operation kinds; the value is the Graph type name."""
+
+    SEND_DTMF = "sendDtmfTonesOperation"
+    CANCEL_MEDIA = "cancelMediaProcessingOperation"
+    SUBSCRIBE_TONE = "subscribeToToneOperation"
+
+
+class OpStatus(StrEnum):
+    NOT_STARTED = "notStarted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class CompletionReason(StrEnum):
+    UNKNOWN = "unknown"
+    COMPLETED_SUCCESSFULLY = "completedSuccessfully"
+    MEDIA_OPERATION_CANCELED = "mediaOperationCanceled"
+
+
+class DtmfMethod(StrEnum):
+    AUTO = "auto"
+    RFC4733 = "rfc4733"
+    SIPINFO = "sipinfo"
+    INBAND = "inband"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultInfo:
+    code: int
+    subcode: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "subcode": self.subcode, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ResultInfo | None:
+        if d is None:
+            return None
+        return cls(int(d["code"]), int(d["subcode"]), str(d["message"]))
+
+
+class Results:
+    """The result codes we emit (Graph's own codes; see docs/api.md for the SIP mapping)."""
+
+    OK = ResultInfo(200, 0, "Action completed successfully.")
+    CANCELED = ResultInfo(400, 8508, "Action failed, the operation was cancelled.")
+    ENDED_BY_APP = ResultInfo(200, 7000, "The call was ended by the application.")
+    ENDED_BY_REMOTE = ResultInfo(200, 4097, "The call was ended by the other participant.")
+    CONVERSATION_ENDED = ResultInfo(200, 5001, "The conversation has ended.")
+    KEEPALIVE_TIMEOUT = ResultInfo(408, 8537, "The call was ended: no keepAlive for too long.")
+    ANSWER_TIMEOUT = ResultInfo(408, 1106, "The incoming call was not answered in time.")
+    NO_SIGNALLING = ResultInfo(408, 10057, "No signalling from the callee endpoints.")
+    NOT_FOUND = ResultInfo(480, 10037, "No callee endpoints found.")
+    UNREACHABLE = ResultInfo(480, 10076, "The callee could not be reached.")
+    NO_ROUTE = ResultInfo(480, 10134, "The call cannot be routed.")
+    MEDIA_LOST = ResultInfo(410, 301005, "Media connectivity failure.")
+    MEDIA_ERROR = ResultInfo(500, 1005, "Server connectivity error with the media.")
+    RESTART_LOST = ResultInfo(
+        500, 1005, "The call's media was lost when the service restarted; the call was ended."
+    )
+    REJECTED = ResultInfo(200, 7000, "The incoming call was rejected by the application.")
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(slots=True)
+class Call:
+    """A call as the service sees it. ``properties`` is the open Graph data kept verbatim."""
+
+    id: str
+    tenant_id: str
+    app_id: str
+    direction: Direction
+    state: CallState
+    callback_uri: str
+    target_uri: str | None
+    properties: dict[str, Any] = field(default_factory=dict)
+    result_info: ResultInfo | None = None
+    tone_subscribed: bool = False
+    tone_seq: int = 0
+    last_tone: str | None = None
+    created_at: float = field(default_factory=now)
+    last_keepalive_at: float = field(default_factory=now)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in (CallState.TERMINATING, CallState.TERMINATED)
+
+
+@dataclass(slots=True)
+class Operation:
+    """One commsOperation of a call."""
+
+    id: str
+    call_id: str
+    kind: OpKind
+    status: OpStatus
+    client_context: str | None = None
+    completion_reason: CompletionReason | None = None
+    result_info: ResultInfo | None = None
+    tones: list[str] = field(default_factory=list)
+    delay_ms: int = 0
+    tone_ms: int = 0
+    method: DtmfMethod | None = None
+    repeat_key: str | None = None
+    created_at: float = field(default_factory=now)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (OpStatus.COMPLETED, OpStatus.FAILED)
+
+
+class EventKind(StrEnum):
+    CALL_CREATED = "callCreated"
+    CALL_UPDATED = "callUpdated"
+    CALL_DELETED = "callDeleted"
+    OPERATION_DELETED = "operationDeleted"
+    TONE = "tone"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the application must be told; stored in the outbox with the state change.
+
+    ``call`` and ``operation`` are snapshots in plain-JSON form (see ``snapshot_*``)."""
+
+    kind: EventKind
+    call_id: str
+    call: dict[str, Any]
+    operation: dict[str, Any] | None = None
+
+
+def snapshot_call(call: Call) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "state": call.state.value,
+        "direction": call.direction.value,
+        "callbackUri": call.callback_uri,
+        "tenantId": call.tenant_id,
+        "resultInfo": call.result_info.to_dict() if call.result_info else None,
+        "toneSeq": call.tone_seq,
+        "lastTone": call.last_tone,
+        "properties": call.properties,
+    }
+
+
+def snapshot_operation(op: Operation) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "kind": op.kind.value,
+        "status": op.status.value,
+        "clientContext": op.client_context,
+        "completionReason": op.completion_reason.value if op.completion_reason else None,
+        "resultInfo": op.result_info.to_dict() if op.result_info else None,
+    }

@@ -1,0 +1,36 @@
+"""What the service needs from persistence; ``dtmfgraph.store`` implements it."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from .model import Call, Event, Operation
+
+
+class UnitOfWork(Protocol):
+    """One transaction: state changes and the events they cause commit together."""
+
+    async def get_call(self, call_id: str) -> Call | None: ...
+
+    async def insert_call(self, call: Call) -> None: ...
+
+    async def update_call(self, call: Call) -> None: ...
+
+    async def get_operation(self, call_id: str, op_id: str) -> Operation | None: ...
+
+    async def list_operations(self, call_id: str) -> list[Operation]: ...
+
+    async def find_repeat(self, call_id: str, repeat_key: str) -> Operation | None: ...
+
+    async def insert_operation(self, op: Operation) -> None: ...
+
+    async def update_operation(self, op: Operation) -> None: ...
+
+    async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None: ...
+
+    async def unfinished_calls(self) -> list[Call]: ...
+
+
+class Repository(Protocol):
+    def unit(self) -> AbstractAsyncContextManager[UnitOfWork]: ...

@@ -1,0 +1,279 @@
+"""``SqlRepository``: the service's repository and the notification outbox on SQLAlchemy (async)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..service.model import (
+    Call,
+    CallState,
+    CompletionReason,
+    Direction,
+    DtmfMethod,
+    Event,
+    EventKind,
+    Operation,
+    OpKind,
+    OpStatus,
+    ResultInfo,
+)
+from .tables import calls, operations, outbox
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    call_id: str
+    app_id: str
+    callback_uri: str
+    event: Event
+    attempts: int
+
+
+def _call_row(c: Call) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "tenant_id": c.tenant_id,
+        "app_id": c.app_id,
+        "direction": c.direction.value,
+        "state": c.state.value,
+        "callback_uri": c.callback_uri,
+        "target_uri": c.target_uri,
+        "properties": c.properties,
+        "result_info": c.result_info.to_dict() if c.result_info else None,
+        "tone_subscribed": c.tone_subscribed,
+        "tone_seq": c.tone_seq,
+        "last_tone": c.last_tone,
+        "created_at": c.created_at,
+        "last_keepalive_at": c.last_keepalive_at,
+    }
+
+
+def _call(r: sa.Row[Any]) -> Call:
+    m = r._mapping
+    return Call(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        app_id=m["app_id"],
+        direction=Direction(m["direction"]),
+        state=CallState(m["state"]),
+        callback_uri=m["callback_uri"],
+        target_uri=m["target_uri"],
+        properties=dict(m["properties"]),
+        result_info=ResultInfo.from_dict(m["result_info"]),
+        tone_subscribed=bool(m["tone_subscribed"]),
+        tone_seq=int(m["tone_seq"]),
+        last_tone=m["last_tone"],
+        created_at=float(m["created_at"]),
+        last_keepalive_at=float(m["last_keepalive_at"]),
+    )
+
+
+def _op_row(o: Operation) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "call_id": o.call_id,
+        "kind": o.kind.value,
+        "status": o.status.value,
+        "client_context": o.client_context,
+        "completion_reason": o.completion_reason.value if o.completion_reason else None,
+        "result_info": o.result_info.to_dict() if o.result_info else None,
+        "tones": o.tones,
+        "delay_ms": o.delay_ms,
+        "tone_ms": o.tone_ms,
+        "method": o.method.value if o.method else None,
+        "repeat_key": o.repeat_key,
+        "created_at": o.created_at,
+    }
+
+
+def _op(r: sa.Row[Any]) -> Operation:
+    m = r._mapping
+    return Operation(
+        id=m["id"],
+        call_id=m["call_id"],
+        kind=OpKind(m["kind"]),
+        status=OpStatus(m["status"]),
+        client_context=m["client_context"],
+        completion_reason=CompletionReason(m["completion_reason"])
+        if m["completion_reason"]
+        else None,
+        result_info=ResultInfo.from_dict(m["result_info"]),
+        tones=list(m["tones"]),
+        delay_ms=int(m["delay_ms"]),
+        tone_ms=int(m["tone_ms"]),
+        method=DtmfMethod(m["method"]) if m["method"] else None,
+        repeat_key=m["repeat_key"],
+        created_at=float(m["created_at"]),
+    )
+
+
+def _event_json(e: Event) -> dict[str, Any]:
+    d = asdict(e)
+    d["kind"] = e.kind.value
+    return d
+
+
+def _event(d: dict[str, Any]) -> Event:
+    return Event(EventKind(d["kind"]), d["call_id"], d["call"], d.get("operation"))
+
+
+class SqlUnit:
+    """One transaction (implements ``service.repository.UnitOfWork``)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._c = conn
+
+    async def get_call(self, call_id: str) -> Call | None:
+        r = (await self._c.execute(sa.select(calls).where(calls.c.id == call_id))).first()
+        return _call(r) if r else None
+
+    async def insert_call(self, call: Call) -> None:
+        await self._c.execute(calls.insert().values(_call_row(call)))
+
+    async def update_call(self, call: Call) -> None:
+        await self._c.execute(calls.update().where(calls.c.id == call.id).values(_call_row(call)))
+
+    async def unfinished_calls(self) -> list[Call]:
+        q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value)
+        return [_call(r) for r in await self._c.execute(q)]
+
+    async def get_operation(self, call_id: str, op_id: str) -> Operation | None:
+        q = sa.select(operations).where(operations.c.id == op_id, operations.c.call_id == call_id)
+        r = (await self._c.execute(q)).first()
+        return _op(r) if r else None
+
+    async def list_operations(self, call_id: str) -> list[Operation]:
+        q = sa.select(operations).where(operations.c.call_id == call_id).order_by(operations.c.seq)
+        return [_op(r) for r in await self._c.execute(q)]
+
+    async def find_repeat(self, call_id: str, repeat_key: str) -> Operation | None:
+        q = sa.select(operations).where(
+            operations.c.call_id == call_id, operations.c.repeat_key == repeat_key
+        )
+        r = (await self._c.execute(q)).first()
+        return _op(r) if r else None
+
+    async def insert_operation(self, op: Operation) -> None:
+        await self._c.execute(operations.insert().values({**_op_row(op), "seq": time.time_ns()}))
+
+    async def update_operation(self, op: Operation) -> None:
+        await self._c.execute(
+            operations.update().where(operations.c.id == op.id).values(_op_row(op))
+        )
+
+    async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None:
+        t = time.time()
+        await self._c.execute(
+            outbox.insert().values(
+                call_id=event.call_id,
+                app_id=app_id,
+                callback_uri=callback_uri,
+                event=_event_json(event),
+                state=PENDING,
+                attempts=0,
+                next_attempt_at=t,
+                created_at=t,
+            )
+        )
+
+
+class SqlRepository:
+    """Calls, operations and the outbox in one database (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url))
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[SqlUnit]:
+        async with self.engine.begin() as conn:
+            yield SqlUnit(conn)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # --- outbox ---------------------------------------------------------------------------
+    @staticmethod
+    def _first_pending_of_its_call() -> sa.ColumnElement[bool]:
+        o2 = outbox.alias("o2")
+        first = (
+            sa.select(sa.func.min(o2.c.id))
+            .where(o2.c.call_id == outbox.c.call_id, o2.c.state == PENDING)
+            .scalar_subquery()
+        )
+        return sa.and_(outbox.c.state == PENDING, outbox.c.id == first)
+
+    async def due_notifications(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """The first pending notification of each call, where it is due."""
+        q = (
+            sa.select(outbox)
+            .where(self._first_pending_of_its_call(), outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [
+            OutboxItem(
+                id=int(r.id),
+                call_id=r.call_id,
+                app_id=r.app_id,
+                callback_uri=r.callback_uri,
+                event=_event(r.event),
+                attempts=int(r.attempts),
+            )
+            for r in rows
+        ]
+
+    async def next_notification_at(self) -> float | None:
+        """When the next call's head-of-line notification is due (later rows wait for it)."""
+        q = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(
+            self._first_pending_of_its_call()
+        )
+        async with self.engine.connect() as conn:
+            v = (await conn.execute(q)).scalar()
+        return float(v) if v is not None else None
+
+    async def mark_delivered(self, item_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id)
+                .values(state=DELIVERED, delivered_at=time.time(), attempts=outbox.c.attempts + 1)
+            )
+
+    async def mark_failed_attempt(
+        self, item_id: int, *, error: str, retry_at: float | None
+    ) -> None:
+        """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``)."""
+        values: dict[str, Any] = {"attempts": outbox.c.attempts + 1, "last_error": error[:2000]}
+        if retry_at is None:
+            values["state"] = DEAD
+        else:
+            values["next_attempt_at"] = retry_at
+        async with self.engine.begin() as conn:
+            await conn.execute(outbox.update().where(outbox.c.id == item_id).values(values))
+
+    async def outbox_rows(self, call_id: str | None = None) -> list[dict[str, Any]]:
+        """Every outbox row (for diagnostics and tests)."""
+        q = sa.select(outbox).order_by(outbox.c.id)
+        if call_id is not None:
+            q = q.where(outbox.c.call_id == call_id)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_size": 10, "max_overflow": 10}

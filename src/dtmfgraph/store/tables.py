@@ -1,0 +1,62 @@
+"""The schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create and evolve it."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("app_id", sa.String(128), nullable=False),
+    sa.Column("direction", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False, index=True),
+    sa.Column("callback_uri", sa.Text, nullable=False),
+    sa.Column("target_uri", sa.Text, nullable=True),
+    sa.Column("properties", sa.JSON, nullable=False),
+    sa.Column("result_info", sa.JSON, nullable=True),
+    sa.Column("tone_subscribed", sa.Boolean, nullable=False, default=False),
+    sa.Column("tone_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Column("last_tone", sa.String(16), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_keepalive_at", sa.Float, nullable=False),
+)
+
+operations = sa.Table(
+    "operations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("call_id", sa.String(64), sa.ForeignKey("calls.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("client_context", sa.String(256), nullable=True),
+    sa.Column("completion_reason", sa.String(32), nullable=True),
+    sa.Column("result_info", sa.JSON, nullable=True),
+    sa.Column("tones", sa.JSON, nullable=False),
+    sa.Column("delay_ms", sa.Integer, nullable=False),
+    sa.Column("tone_ms", sa.Integer, nullable=False),
+    sa.Column("method", sa.String(16), nullable=True),
+    sa.Column("repeat_key", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("call_id", "repeat_key", name="uq_operations_repeat"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("call_id", sa.String(64), nullable=False, index=True),
+    sa.Column("app_id", sa.String(128), nullable=False),
+    sa.Column("callback_uri", sa.Text, nullable=False),
+    sa.Column("event", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+)

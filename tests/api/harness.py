@@ -1,0 +1,187 @@
+"""Real servers for the API tests: the service on uvicorn, a webhook receiver, SDK clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import uvicorn
+from kiota_abstractions.authentication import (
+    AccessTokenProvider,
+    AllowedHostsValidator,
+    BaseBearerTokenAuthenticationProvider,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dtmfgraph.api import create_app, mint_token
+from dtmfgraph.service import LoopbackMedia
+from dtmfgraph.settings import Settings
+
+SECRET = "test-secret-" + "x" * 40
+TENANT = "11111111-1111-1111-1111-111111111111"
+APP = "22222222-2222-2222-2222-222222222222"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serve_in_task(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    else:
+        raise RuntimeError("server did not start")
+    return server, task
+
+
+async def stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP webhook receiver: records every commsNotification POSTed to /cb."""
+
+    port: int = field(default_factory=free_port)
+    up: bool = True
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    auth_headers: list[str] = field(default_factory=list)
+    refused: int = 0
+    _new: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cb"
+
+    async def _cb(self, request: Request) -> Response:
+        if not self.up:
+            self.refused += 1
+            return Response(status_code=503)
+        self.batches.append(json.loads(await request.body()))
+        self.auth_headers.append(request.headers.get("authorization", ""))
+        self._new.set()
+        return Response(status_code=202)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/cb", self._cb, methods=["POST"])])
+
+    @property
+    def notes(self) -> list[dict[str, Any]]:
+        return [n for b in self.batches for n in b["value"]]
+
+    def for_call(self, call_id: str) -> list[dict[str, Any]]:
+        return [
+            n for n in self.notes if n["resourceUrl"].startswith(f"/communications/calls/{call_id}")
+        ]
+
+    async def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, count: int = 1
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [n for n in self.notes if pred(n)]
+            if len(found) >= count:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for notifications; have {self.notes}")
+            self._new.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new.wait(), left)
+
+    def verify_jwt(self, header: str, audience: str) -> dict[str, Any]:
+        assert header.startswith("Bearer ")
+        claims: dict[str, Any] = jwt.decode(
+            header[7:], SECRET, algorithms=["HS256"], audience=audience, issuer="dtmfgraph"
+        )
+        return claims
+
+
+class StaticToken(AccessTokenProvider):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_authorization_token(
+        self, uri: str, additional_authentication_context: dict[str, Any] | None = None
+    ) -> str:
+        return self.token
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return AllowedHostsValidator([])
+
+
+@dataclass
+class Service:
+    settings: Settings
+    media: LoopbackMedia
+    app: Any
+
+    @property
+    def base(self) -> str:
+        return self.settings.effective_base_url()
+
+    def token(self, **kw: Any) -> str:
+        kw.setdefault("tenant_id", TENANT)
+        kw.setdefault("app_id", APP)
+        return mint_token(self.settings, **kw)
+
+    def sdk(self, version: str = "v1.0", token: str | None = None) -> Any:
+        if version == "v1.0":
+            from msgraph import GraphRequestAdapter, GraphServiceClient
+        else:
+            from msgraph_beta import GraphRequestAdapter, GraphServiceClient  # type: ignore[no-redef]
+        auth = BaseBearerTokenAuthenticationProvider(
+            StaticToken(self.token() if token is None else token)
+        )
+        adapter = GraphRequestAdapter(auth)
+        adapter.base_url = f"{self.base}/{version}"
+        return GraphServiceClient(request_adapter=adapter)
+
+
+def make_settings(tmp: Path, db_url: str, port: int, **over: Any) -> Settings:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "data_dir": tmp,
+        "database_url": db_url,
+        "jwt_hs256_secret": SECRET,
+        "loopback_speed": 0.05,
+        "notify_backoff_initial_s": 0.05,
+        "notify_backoff_max_s": 0.3,
+        "notify_max_attempts": 50,
+        "notify_timeout_s": 2.0,
+    }
+    base.update(over)
+    return Settings(**base)
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings, media: LoopbackMedia) -> AsyncIterator[Service]:
+    app = create_app(settings, media)
+    server, task = await serve_in_task(app, settings.port)
+    try:
+        yield Service(settings, media, app)
+    finally:
+        await stop(server, task)
