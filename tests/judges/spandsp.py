@@ -13,8 +13,9 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int)
-_NULL_CALLBACK = ctypes.cast(None, _CALLBACK)
+CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int)
+"""spandsp's digits callback: (user data, digits, count)."""
+_NULL_CALLBACK = ctypes.cast(None, CALLBACK)
 _QUEUE_MAX = 128
 
 
@@ -29,7 +30,7 @@ def library() -> ctypes.CDLL:
         raise SpandspMissingError("libspandsp not found: apt-get install libspandsp2")
     lib = ctypes.CDLL(name)
     lib.dtmf_rx_init.restype = ctypes.c_void_p
-    lib.dtmf_rx_init.argtypes = [ctypes.c_void_p, _CALLBACK, ctypes.c_void_p]
+    lib.dtmf_rx_init.argtypes = [ctypes.c_void_p, CALLBACK, ctypes.c_void_p]
     lib.dtmf_rx.restype = ctypes.c_int
     lib.dtmf_rx.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     lib.dtmf_rx_get.restype = ctypes.c_size_t
@@ -58,7 +59,7 @@ class SpandspReceiver:
     def __init__(self, queued: bool = False) -> None:
         self._lib = library()
         self._found: list[str] = []
-        self._callback = _NULL_CALLBACK if queued else _CALLBACK(self._on_digits)
+        self._callback = _NULL_CALLBACK if queued else CALLBACK(self._on_digits)
         self._state = self._lib.dtmf_rx_init(None, self._callback, None)
         if not self._state:
             raise RuntimeError("dtmf_rx_init failed")
