@@ -147,8 +147,8 @@ def main() -> None:
             f"Machine: {machine()}; one core (BLAS limited to one thread); process CPU time, "
             f"best of runs. Audio: {args.seconds:g} s per channel of DTMF keys at -10 dBm0 over "
             "noise, channels shifted in time. spandsp 0.0.6 via ctypes at its leanest (one "
-            "`dtmf_rx` call per 160-sample chunk straight from the array, digits by callback), one state per "
-            "channel; ours one `Detector(channels=N)` fed (N, 160) blocks. "
+            "`dtmf_rx` call per 160-sample chunk straight from the array, digits by callback), "
+            "one state per channel; ours one `Detector(channels=N)` fed (N, 160) blocks. "
             "Ratio = spandsp time / our time (higher is better for us). "
             "Run: `.venv/bin/python bench/detector.py`.",
             "",
