@@ -116,7 +116,7 @@ def send(
     bind: Annotated[
         str | None,
         typer.Option(
-            help="Local address to send from [default: any address of the target's family]."
+            help="Local address to send from (default: any address of the target's family)."
         ),
     ] = None,
     tail_ms: Annotated[
@@ -223,7 +223,7 @@ def listen(
         bool, typer.Option("--json", help="One JSON object per key instead of text.")
     ] = False,
     duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds [default: until Ctrl-C].")
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
     ] = None,
     count: Annotated[int | None, typer.Option(help="Stop after this many keys.")] = None,
 ) -> None:

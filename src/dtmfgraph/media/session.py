@@ -1,0 +1,329 @@
+"""One RTP media session: a UDP endpoint, an outbound stream on the shared pacer, an inbound stream.
+
+``await session.send_dtmf("123#")`` returns when the last packet of those keys has left the socket;
+``async for key in session.keys()`` yields every key heard (RFC 4733 events or in-band tones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from dtmfgraph.rtp import (
+    Codec,
+    DtmfJob,
+    InbandBank,
+    InboundStats,
+    InboundStream,
+    JobFinished,
+    JobStarted,
+    KeyHeard,
+    OutboundStream,
+)
+
+from .pacer import Outbound, Pacer
+from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
+
+Method: TypeAlias = Literal["rfc4733", "inband"]
+JobEvent: TypeAlias = JobStarted | JobFinished
+
+
+class NoRemoteError(MediaError):
+    """Keys were to be sent before the session knew where to send them."""
+
+
+class SessionClosedError(MediaError):
+    """The session was closed (before or while keys were being sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfSending:
+    """A DTMF job in flight: ``done`` resolves to the job once its last packet has been sent."""
+
+    job: DtmfJob
+    done: asyncio.Future[DtmfJob]
+
+
+_CLOSED = object()
+
+
+class RtpSession:
+    """A full-duplex RTP session on one UDP socket, paced by a shared :class:`Pacer`.
+
+    Make one with :meth:`open`. Outbound media (silence when idle, as a phone does) starts once
+    the remote address is known: given at open, set later with :meth:`set_remote`, or latched
+    from the first datagram received when ``latch`` is on (symmetric RTP).
+    """
+
+    def __init__(
+        self,
+        pacer: Pacer,
+        endpoint: UdpEndpoint,
+        *,
+        codec: Codec = Codec.PCMU,
+        event_pt: int | None = 101,
+        ptime_ms: int = 20,
+        send: bool = True,
+        inbound: InboundStream | None = None,
+        remote: Address | None = None,
+        latch: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        if send:
+            pacer.check_ptime(ptime_ms)
+        self._pacer = pacer
+        self._loop = asyncio.get_running_loop()
+        self.endpoint = endpoint
+        self.codec = codec
+        self.event_pt = event_pt
+        self.ptime_ms = ptime_ms
+        self._send = send
+        self._rng = rng
+        self.inbound = inbound
+        self.outbound: OutboundStream | None = None
+        self._entry: Outbound | None = None
+        self.remote: Address | None = None
+        self.latch = latch
+        self._jobs: dict[int, tuple[DtmfJob, asyncio.Future[DtmfJob]]] = {}
+        self._keys: asyncio.Queue[KeyHeard | object] = asyncio.Queue()
+        self._closed = False
+        self.on_job_event: Callable[[JobEvent], None] | None = None
+        """Optional observer of every job started / finished (called on the pacer's tick)."""
+        endpoint.on_datagram = self._on_datagram
+        if inbound is not None:
+            pacer.add_inbound(inbound, self._on_key_event)
+        if remote is not None:
+            self.set_remote(remote)
+
+    @classmethod
+    async def open(
+        cls,
+        pacer: Pacer,
+        *,
+        host: str = "127.0.0.1",
+        port: int | PortRange = 0,
+        remote: Address | None = None,
+        codec: Codec = Codec.PCMU,
+        event_pt: int | None = 101,
+        ptime_ms: int = 20,
+        send: bool = True,
+        receive: bool = True,
+        inband: bool = True,
+        bank: InbandBank | None = None,
+        latch: bool | None = None,
+        rng: random.Random | None = None,
+    ) -> RtpSession:
+        """Bind a UDP endpoint on ``host`` (a port, a :class:`PortRange`, or 0 for any) and start.
+
+        ``send``: pace an outbound stream (silence, then DTMF on demand) to ``remote``.
+        ``receive``: hear keys; ``inband`` also runs the tone detector on the audio, on a
+        channel of ``bank`` if given (see :class:`~dtmfgraph.media.InbandBanks`), else its own.
+        ``latch`` (default: on when ``remote`` is not given) sends back to the first sender heard.
+        """
+        endpoint = await open_udp_endpoint(host, port)
+        inbound: InboundStream | None = None
+        try:
+            inbound = (
+                InboundStream(codec=codec, event_pt=event_pt, inband=inband, bank=bank)
+                if receive
+                else None
+            )
+            return cls(
+                pacer,
+                endpoint,
+                codec=codec,
+                event_pt=event_pt,
+                ptime_ms=ptime_ms,
+                send=send,
+                inbound=inbound,
+                remote=remote,
+                latch=remote is None if latch is None else latch,
+                rng=rng,
+            )
+        except BaseException:
+            if inbound is not None:
+                pacer.remove_inbound(inbound)
+                inbound.close(pacer.time())
+            await endpoint.close()
+            raise
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def local_address(self) -> Address:
+        return self.endpoint.local_address
+
+    def set_remote(self, remote: Address) -> None:
+        """Send to ``remote`` from now on; the first call starts the outbound stream on the grid."""
+        self._check_open()
+        self.remote = remote
+        if not self._send:
+            return
+        if self._entry is not None:
+            self._entry.addr = remote
+            return
+        if self.endpoint.closed:
+            raise SessionClosedError("the session's socket is closed")
+        self.outbound = OutboundStream(
+            start=self._pacer.start_time(),
+            codec=self.codec,
+            event_pt=self.event_pt,
+            ptime_ms=self.ptime_ms,
+            rng=self._rng,
+        )
+        # Straight to the socket: one C call per packet. A packet the kernel cannot take now is
+        # dropped by the pacer (late media is useless), never queued.
+        self._entry = self._pacer.add_outbound(self.outbound, self.endpoint.sock.sendto, remote)
+
+    # -- sending --------------------------------------------------------------------------------
+    def start_dtmf(
+        self,
+        keys: str,
+        *,
+        method: Method = "rfc4733",
+        tone_ms: int = 100,
+        gap_ms: int = 100,
+        volume: int = 10,
+    ) -> DtmfSending:
+        """Queue ``keys`` (FIFO after earlier jobs) and return at once; see :meth:`send_dtmf`.
+
+        Raises ``ValueError`` (from the RTP layer) for bad keys, ``flash`` in-band, or RFC 4733
+        without a telephone-event payload type; :class:`NoRemoteError` before a remote is known.
+        """
+        self._check_open()
+        stream, entry = self.outbound, self._entry
+        if stream is None or entry is None:
+            if not self._send:
+                raise MediaError("this session was opened with send=False")
+            raise NoRemoteError("no remote address yet: call set_remote() or wait for a peer")
+        job = stream.send_dtmf(
+            keys,
+            method=method,
+            tone_ms=tone_ms,
+            gap_ms=gap_ms,
+            volume=volume,
+            now=self._pacer.time(),
+        )
+        done: asyncio.Future[DtmfJob] = self._loop.create_future()
+        self._jobs[job.id] = (job, done)
+        entry.on_event = self._on_job_event
+        return DtmfSending(job, done)
+
+    async def send_dtmf(
+        self,
+        keys: str,
+        *,
+        method: Method = "rfc4733",
+        tone_ms: int = 100,
+        gap_ms: int = 100,
+        volume: int = 10,
+    ) -> DtmfJob:
+        """Send ``keys`` and return the finished job once its last packet has left.
+
+        Cancelling the awaiting task cancels the job: it stops at the next key boundary.
+        """
+        sending = self.start_dtmf(
+            keys, method=method, tone_ms=tone_ms, gap_ms=gap_ms, volume=volume
+        )
+        try:
+            return await asyncio.shield(sending.done)
+        except asyncio.CancelledError:
+            if not sending.done.done():
+                self.cancel(sending.job)
+            raise
+
+    def cancel(self, job: DtmfJob) -> None:
+        """Stop ``job`` at its next key boundary (its ``done`` future still resolves)."""
+        if self.outbound is not None and not job.done:
+            self.outbound.cancel(job, self._pacer.time())
+
+    def _on_job_event(self, event: object) -> None:
+        if isinstance(event, JobFinished):
+            item = self._jobs.pop(event.job.id, None)
+            if item is not None and not item[1].done():
+                item[1].set_result(event.job)
+            if not self._jobs and self._entry is not None and self.on_job_event is None:
+                self._entry.on_event = None  # idle: the pacer stops polling our events
+        if self.on_job_event is not None and isinstance(event, (JobStarted, JobFinished)):
+            self.on_job_event(event)
+
+    # -- receiving ------------------------------------------------------------------------------
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        if self.remote is None and self.latch and not self._closed:
+            self.set_remote((addr[0], addr[1]))
+        inbound = self.inbound
+        if inbound is None:
+            return
+        inbound.receive(data, self._loop.time())
+        event = inbound.next_event()
+        while event is not None:
+            self._keys.put_nowait(event)
+            event = inbound.next_event()
+
+    def _on_key_event(self, event: object) -> None:
+        if isinstance(event, KeyHeard):
+            self._keys.put_nowait(event)
+
+    async def keys(self) -> AsyncIterator[KeyHeard]:
+        """Every key heard, in order, until the session closes. One consumer at a time."""
+        while True:
+            item = await self._keys.get()
+            if item is _CLOSED:
+                self._keys.put_nowait(_CLOSED)  # let a later iterator end too
+                return
+            assert isinstance(item, KeyHeard)
+            yield item
+
+    async def next_key(self, timeout: float | None = None) -> KeyHeard:
+        """The next key heard; ``TimeoutError`` after ``timeout`` s; raises on close."""
+        item = await asyncio.wait_for(self._keys.get(), timeout)
+        if item is _CLOSED:
+            self._keys.put_nowait(_CLOSED)
+            raise SessionClosedError("session closed")
+        assert isinstance(item, KeyHeard)
+        return item
+
+    @property
+    def stats(self) -> InboundStats | None:
+        return self.inbound.stats if self.inbound is not None else None
+
+    # -- lifetime -------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError("session closed")
+
+    async def close(self) -> None:
+        """Stop sending and receiving, fail jobs still in flight, close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.outbound is not None:
+            self._pacer.remove_outbound(self.outbound)
+        inbound = self.inbound
+        if inbound is not None:
+            self._pacer.remove_inbound(inbound)
+            inbound.close(self._loop.time())  # flushes a key still sounding, frees a bank channel
+            event = inbound.next_event()
+            while event is not None:
+                self._keys.put_nowait(event)
+                event = inbound.next_event()
+        for _, done in self._jobs.values():
+            if not done.done():
+                done.set_exception(SessionClosedError("session closed before the keys were sent"))
+                done.exception()  # retrieved: no "never retrieved" warning if nobody awaits it
+        self._jobs.clear()
+        self._keys.put_nowait(_CLOSED)
+        self.endpoint.on_datagram = None
+        await self.endpoint.close()
+
+    async def __aenter__(self) -> RtpSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,235 @@
+"""RtpSession send -> listen between two of our own endpoints over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dtmfgraph.media import (
+    InbandBanks,
+    MediaError,
+    NoRemoteError,
+    Pacer,
+    PortRange,
+    PortRangeExhaustedError,
+    RtpSession,
+    SessionClosedError,
+)
+from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard
+
+from .helpers import free_udp_port
+
+ALL = "0123456789*#ABCD"
+
+
+async def _heard(session: RtpSession, n: int, timeout: float = 10.0) -> list[KeyHeard]:
+    return [await session.next_key(timeout) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("method", "codec", "host"),
+    [
+        ("rfc4733", Codec.PCMU, "127.0.0.1"),
+        ("inband", Codec.PCMU, "127.0.0.1"),
+        ("inband", Codec.PCMA, "127.0.0.1"),
+        ("rfc4733", Codec.PCMA, "::1"),
+        ("inband", Codec.PCMU, "::1"),
+    ],
+)
+async def test_send_to_listen(method: str, codec: Codec, host: str) -> None:
+    pacer = Pacer()
+    b = await RtpSession.open(pacer, host=host, codec=codec, send=False)
+    a = await RtpSession.open(pacer, host=host, codec=codec, remote=b.local_address, receive=False)
+    keys = ALL + ("F" if method == "rfc4733" else "")
+    t0 = pacer.time()
+    job = await a.send_dtmf(keys, method=method, tone_ms=80, gap_ms=80)  # type: ignore[arg-type]
+    assert job.done and not job.cancelled and job.keys_sent == len(keys)
+    # returned once the last packet was due and sent: 17 keys x 160 ms
+    assert pacer.time() - t0 >= (len(keys) - 1) * 0.160
+    assert job.finished_at is not None and job.finished_at <= pacer.time()
+    heard = await _heard(b, len(keys))
+    assert "".join(k.key for k in heard) == keys
+    assert {k.method for k in heard} == {method}
+    assert {k.ssrc for k in heard} == {a.outbound.ssrc}  # type: ignore[union-attr]
+    for k in heard:
+        assert 0.05 <= k.duration <= 0.12, k
+    await a.close()
+    await b.close()
+    assert b.stats is not None and b.stats.dropped == 0
+    pacer.close()
+
+
+async def test_full_duplex_with_latching() -> None:
+    """b does not know a's address: it latches on a's stream and answers on the same socket."""
+    pacer = Pacer()
+    b = await RtpSession.open(pacer)  # no remote: latch
+    a = await RtpSession.open(pacer, remote=b.local_address)
+    await a.send_dtmf("12", method="rfc4733")
+    assert [k.key for k in await _heard(b, 2)] == ["1", "2"]
+    assert b.remote == a.local_address
+    await b.send_dtmf("#9", method="inband")
+    assert [k.key for k in await _heard(a, 2)] == ["#", "9"]
+    await a.close()
+    await b.close()
+    pacer.close()
+
+
+async def test_jobs_are_fifo_and_report_started_and_finished() -> None:
+    pacer = Pacer()
+    b = await RtpSession.open(pacer, send=False)
+    a = await RtpSession.open(pacer, remote=b.local_address, receive=False)
+    seen: list[tuple[str, int]] = []
+    a.on_job_event = lambda ev: seen.append(
+        ("started" if isinstance(ev, JobStarted) else "finished", ev.job.id)
+    )
+    # in-band after events: 250 ms apart, or the receiver takes "3" for the echo of an event
+    first = a.start_dtmf("12", tone_ms=60, gap_ms=250)
+    second = a.start_dtmf("34", method="inband", tone_ms=60, gap_ms=60)
+    j1, j2 = await asyncio.gather(first.done, second.done)
+    assert j1.finished_at is not None and j2.started_at is not None
+    assert j1.finished_at < j2.started_at
+    assert seen == [
+        ("started", j1.id),
+        ("finished", j1.id),
+        ("started", j2.id),
+        ("finished", j2.id),
+    ]
+    assert "".join(k.key for k in await _heard(b, 4)) == "1234"
+    await a.close()
+    await b.close()
+    pacer.close()
+
+
+async def test_cancelling_the_awaiting_task_stops_at_a_key_boundary() -> None:
+    pacer = Pacer()
+    b = await RtpSession.open(pacer, send=False)
+    a = await RtpSession.open(pacer, remote=b.local_address, receive=False)
+    sending = a.start_dtmf("0123456789", tone_ms=100, gap_ms=100)
+    task = asyncio.create_task(a.send_dtmf("99"))
+    await asyncio.sleep(0.01)
+    task.cancel()  # the queued job is dropped before it starts
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.35)
+    a.cancel(sending.job)
+    job = await asyncio.wait_for(sending.done, 2)
+    assert job.cancelled and 1 <= job.keys_sent < 10
+    heard = []
+    with pytest.raises(TimeoutError):
+        while True:
+            heard.append((await b.next_key(0.5)).key)
+    assert "".join(heard) == "0123456789"[: job.keys_sent]
+    await a.close()
+    await b.close()
+    pacer.close()
+
+
+async def test_errors() -> None:
+    pacer = Pacer()
+    lone = await RtpSession.open(pacer)  # no remote yet
+    with pytest.raises(NoRemoteError):
+        await lone.send_dtmf("1")
+    rx_only = await RtpSession.open(pacer, send=False)
+    with pytest.raises(MediaError, match="send=False"):
+        rx_only.start_dtmf("1")
+    a = await RtpSession.open(pacer, remote=rx_only.local_address, receive=False)
+    with pytest.raises(ValueError, match="unknown DTMF key"):
+        a.start_dtmf("1X")
+    with pytest.raises(ValueError, match="flash"):
+        a.start_dtmf("1F", method="inband")
+    no_events = await RtpSession.open(pacer, remote=rx_only.local_address, event_pt=None)
+    with pytest.raises(DtmfJobError, match="telephone-event"):
+        no_events.start_dtmf("1")
+    with pytest.raises(ValueError, match="not a multiple"):
+        await RtpSession.open(Pacer(tick=0.020), ptime_ms=30, remote=rx_only.local_address)
+    # closing fails the jobs in flight
+    sending = a.start_dtmf("123456")
+    await asyncio.sleep(0.05)
+    await a.close()
+    with pytest.raises(SessionClosedError):
+        await sending.done
+    with pytest.raises(SessionClosedError):
+        a.start_dtmf("1")
+    await rx_only.close()
+    with pytest.raises(SessionClosedError):  # after the keys heard before closing
+        while True:
+            await rx_only.next_key(1)
+    assert [k async for k in rx_only.keys()] == []  # noqa: SIM118 (an async iterator, not a dict)
+    for s in (lone, no_events):
+        await s.close()
+    pacer.close()
+
+
+async def test_sessions_from_a_port_range_and_exhaustion() -> None:
+    pacer = Pacer()
+    base = free_udp_port() & ~1
+    ports = PortRange(base, base + 7, even=True)
+    sessions = []
+    try:
+        for _ in range(4):
+            sessions.append(await RtpSession.open(pacer, port=ports))
+    except PortRangeExhaustedError:
+        pytest.skip("someone else holds a port of the range")  # raced by another test process
+    assert sorted(s.local_address[1] for s in sessions) == [base, base + 2, base + 4, base + 6]
+    with pytest.raises(PortRangeExhaustedError, match="even ports only"):
+        await RtpSession.open(pacer, port=ports)
+    await sessions[0].close()
+    again = await RtpSession.open(pacer, port=ports)  # the freed port is reused
+    assert again.local_address[1] == sessions[0].local_address[1]
+    for s in [*sessions[1:], again]:
+        await s.close()
+    pacer.close()
+
+
+async def test_many_sessions_with_shared_inband_banks() -> None:
+    pacer = Pacer()
+    banks = InbandBanks(pacer, channels=16)
+    receivers = [await RtpSession.open(pacer, send=False, bank=banks.bank()) for _ in range(40)]
+    assert len(banks.banks) == 3 and banks.in_use == 40
+    senders = [
+        await RtpSession.open(pacer, remote=r.local_address, receive=False) for r in receivers
+    ]
+    keys = [f"{i % 10}{i * 7 % 10}#" for i in range(40)]
+    await asyncio.gather(
+        *(
+            s.send_dtmf(k, method="inband", tone_ms=70, gap_ms=70)
+            for s, k in zip(senders, keys, strict=True)
+        )
+    )
+    heard = await asyncio.gather(*(_heard(r, 3) for r in receivers))
+    assert ["".join(k.key for k in h) for h in heard] == keys
+    assert all(k.method == "inband" for h in heard for k in h)
+    for s in senders + receivers:
+        await s.close()
+    assert banks.in_use == 0
+    banks.close()
+    pacer.close()
+
+
+async def test_job_finished_future_resolves_after_the_last_packet_left() -> None:
+    pacer = Pacer()
+    got: list[tuple[float, bytes]] = []
+    b = await RtpSession.open(pacer, send=False)
+    loop = asyncio.get_running_loop()
+    inner = b.endpoint.on_datagram
+    assert inner is not None
+
+    def tap(data: bytes, addr: tuple[str, int]) -> None:
+        got.append((loop.time(), data))
+        inner(data, addr)
+
+    b.endpoint.on_datagram = tap
+    a = await RtpSession.open(pacer, remote=b.local_address, receive=False)
+    events: list[object] = []
+    a.on_job_event = events.append
+    await a.send_dtmf("5", tone_ms=60)
+    await asyncio.sleep(0)  # datagrams already in b's socket are read on the next loop turn
+    await asyncio.sleep(0)
+    end_packets = [t for t, d in got if d[1] & 0x7F == 101 and d[13] & 0x80]
+    assert len(end_packets) == 3
+    finished = [e for e in events if isinstance(e, JobFinished)]
+    assert len(finished) == 1
+    await a.close()
+    await b.close()
+    pacer.close()
