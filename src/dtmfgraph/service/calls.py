@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..tones.keypad import ALL_KEYS
 from .errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -59,16 +60,9 @@ log = logging.getLogger(__name__)
 ROLE_INITIATE = "Calls.Initiate.All"
 ROLE_MEDIA = "Calls.AccessMedia.All"
 
-TONE_TO_KEY = {f"tone{i}": str(i) for i in range(10)} | {
-    "star": "*",
-    "pound": "#",
-    "a": "A",
-    "b": "B",
-    "c": "C",
-    "d": "D",
-    "flash": "!",
-}
-KEY_TO_TONE = {v: k for k, v in TONE_TO_KEY.items()} | {"F": "flash"}
+TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
+"""Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
+KEY_TO_TONE = {entry.key: entry.tone for entry in ALL_KEYS.values()}
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 
 

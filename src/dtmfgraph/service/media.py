@@ -12,11 +12,12 @@ in-process simulation used by tests and demos.
 
 ``MediaCall``
     ``send_dtmf(keys, method=, tone_ms=, gap_ms=)``: ``keys`` are keypad characters
-    (``0-9 * # A-D``, and ``!`` for flash); ``method`` is ``rfc4733``, ``sipinfo`` or ``inband``
-    (never ``auto``: the service resolves it from ``can_send_*``). Returns when the last
-    packet of the last key has left; raises ``CallEndedError`` if the call ends first;
-    cancellable with asyncio cancel, which stops at a key boundary (a key that has started is
-    finished, so the far end never hears half a key).
+    (``0-9 * # A-D``, and ``F`` for flash, as in ``dtmfgraph.tones.ALL_KEYS``); ``method`` is
+    ``rfc4733``, ``sipinfo`` or ``inband`` (never ``auto``: the service resolves it from
+    ``can_send_*``). Returns when the last packet of the last key has left; raises
+    ``CallEndedError`` if the call ends first; cancellable with asyncio cancel, which stops
+    at a key boundary (a key that has started is finished, so the far end never hears half a
+    key).
     ``keys_heard()``: async iterator of ``KeyHeardInfo`` for keys received from the far end;
     it ends when the call ends.
     ``hangup()``: sends BYE (idempotent). ``ended``: a future resolved with the ``EndReason``
