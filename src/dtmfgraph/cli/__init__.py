@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import rtp, serve, tones
+from . import rtp, serve, sip, tones
 
 app = typer.Typer(
     name="dtmfgraph",
@@ -15,6 +15,7 @@ app = typer.Typer(
 tones.register(app)
 rtp.register(app)
 serve.register(app)
+sip.register(app)
 
 
 def main() -> None:

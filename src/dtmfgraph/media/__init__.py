@@ -1,8 +1,25 @@
-"""asyncio drivers for the sans-I/O cores: UDP endpoints, one shared pacer clock, RTP sessions."""
+"""asyncio drivers for the sans-I/O cores: UDP endpoints, one shared pacer clock, RTP sessions,
+and the SIP :class:`Phone` that places and answers calls and presses keys in them."""
 
 from .banks import InbandBanks
 from .pacer import Clocked, Outbound, PacedStream, Pacer, PacerStats
+from .phone import (
+    CallEnd,
+    CallEndedError,
+    DialError,
+    DialTimeoutError,
+    DtmfError,
+    DtmfResult,
+    DtmfSendError,
+    EndReason,
+    HeardKey,
+    IncomingInvite,
+    Phone,
+    PhoneCall,
+    PhoneError,
+)
 from .session import DtmfSending, NoRemoteError, RtpSession, SessionClosedError
+from .sip_transport import SipTransport
 from .udp import (
     Address,
     MediaError,
@@ -16,19 +33,33 @@ from .udp import (
 
 __all__ = [
     "Address",
+    "CallEnd",
+    "CallEndedError",
     "Clocked",
+    "DialError",
+    "DialTimeoutError",
+    "DtmfError",
+    "DtmfResult",
+    "DtmfSendError",
     "DtmfSending",
+    "EndReason",
+    "HeardKey",
     "InbandBanks",
+    "IncomingInvite",
     "MediaError",
     "NoRemoteError",
     "Outbound",
     "PacedStream",
     "Pacer",
     "PacerStats",
+    "Phone",
+    "PhoneCall",
+    "PhoneError",
     "PortRange",
     "PortRangeExhaustedError",
     "RtpSession",
     "SessionClosedError",
+    "SipTransport",
     "UdpEndpoint",
     "bind_udp",
     "open_udp_endpoint",

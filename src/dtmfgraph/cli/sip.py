@@ -1,0 +1,395 @@
+"""``dtmfgraph call`` and ``dtmfgraph answer``: real SIP calls over UDP that press and hear keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import resource
+import signal
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from ..media import MediaError
+from ..media.phone import (
+    CallEndedError,
+    DialError,
+    DtmfError,
+    DtmfSendError,
+    HeardKey,
+    IncomingInvite,
+    Phone,
+    PhoneCall,
+)
+from ..sip import SipError, SipUri
+from ..tones import KeypadError, parse_keys
+
+EXIT_BAD_INPUT = 2
+EXIT_CALL_FAILED = 1
+
+
+class MethodName(enum.StrEnum):
+    auto = "auto"
+    rfc4733 = "rfc4733"
+    sipinfo = "sipinfo"
+    inband = "inband"
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error to stderr and return the exit to raise (status 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _ports(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise fail(f"--rtp-ports {text!r}: expected FIRST-LAST, e.g. 20000-29999") from None
+    if not 1024 <= first <= last <= 65535 or last - first < 1:
+        raise fail(f"--rtp-ports {text!r}: need 1024 <= FIRST < LAST <= 65535")
+    return first, last
+
+
+def _emit(as_json: bool, text: str, **fields: Any) -> None:
+    typer.echo(json.dumps(fields) if as_json else text)
+    sys.stdout.flush()
+
+
+# -- call ---------------------------------------------------------------------------------------
+async def _call(
+    uri: str,
+    keys: str,
+    method: MethodName,
+    tone_ms: int,
+    gap_ms: int,
+    host: str,
+    sip_port: int,
+    rtp_ports: tuple[int, int],
+    timeout: float,
+    listen: float,
+    as_json: bool,
+) -> int:
+    phone = await Phone.start(host, sip_port, rtp_ports)
+    status = 0
+    try:
+        _emit(as_json, f"calling {uri} from {phone.uri}", event="calling", uri=uri)
+        began = time.monotonic()
+        try:
+            call = await phone.dial(uri, timeout=timeout)
+        except DialError as exc:
+            _emit(
+                as_json,
+                f"call failed: {exc}",
+                event="failed",
+                status=exc.status,
+                reason=exc.reason,
+                detail=exc.detail,
+                timed_out=exc.timed_out,
+            )
+            return EXIT_CALL_FAILED
+        te = call.telephone_event_pt
+        codec = call.codec.name if call.codec is not None else "?"
+        _emit(
+            as_json,
+            f"answered in {time.monotonic() - began:.3f} s: {codec}, "
+            + (f"telephone-event PT {te}" if te is not None else "no telephone-event"),
+            event="answered",
+            codec=codec,
+            telephone_event_pt=te,
+        )
+        heard: list[HeardKey] = []
+        collector = asyncio.create_task(_collect(call, heard, as_json))
+        try:
+            if keys:
+                result = await call.send_dtmf(
+                    keys, method=method.value, tone_ms=tone_ms, gap_ms=gap_ms
+                )
+                _emit(
+                    as_json,
+                    f"sent {result.keys} by {result.method} in {result.elapsed:.3f} s",
+                    event="sent",
+                    keys=result.keys,
+                    method=result.method,
+                    keys_sent=result.keys_sent,
+                    seconds=round(result.elapsed, 4),
+                )
+            if listen > 0:
+                with contextlib.suppress(CallEndedError):
+                    await asyncio.wait_for(call.wait_ended(), listen)
+        except (CallEndedError, DtmfSendError) as exc:
+            _emit(as_json, f"send failed: {exc}", event="send_failed", error=str(exc))
+            status = EXIT_CALL_FAILED
+        except TimeoutError:
+            pass
+        end = await call.hangup()
+        await asyncio.sleep(0)
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        _emit(
+            as_json,
+            f"call ended: {end}",
+            event="ended",
+            reason=end.reason.value,
+            detail=end.detail,
+            keys_heard="".join(k.key for k in heard),
+        )
+    finally:
+        await phone.close()
+    return status
+
+
+async def _collect(call: PhoneCall, heard: list[HeardKey], as_json: bool) -> None:
+    async for key in call.keys_heard():
+        heard.append(key)
+        _emit(
+            as_json,
+            f"heard {key.key} by {key.method}",
+            event="key",
+            key=key.key,
+            method=key.method,
+            at=round(key.at, 4),
+        )
+
+
+def call(
+    uri: Annotated[str, typer.Argument(help="Who to call: sip:user@IP:PORT (an IP, no DNS).")],
+    send: Annotated[
+        str, typer.Option("--send", help="Keys to press: 0-9 * # A-D, F = flash.")
+    ] = "",
+    method: Annotated[
+        MethodName,
+        typer.Option(
+            help="rfc4733, sipinfo, inband, or auto (RFC 4733 if negotiated, else in-band)."
+        ),
+    ] = MethodName.auto,
+    tone_ms: Annotated[int, typer.Option(help="Tone length per key, ms.")] = 100,
+    gap_ms: Annotated[int, typer.Option(help="Pause between keys, ms.")] = 100,
+    host: Annotated[str, typer.Option(help="Local address for SIP and RTP.")] = "127.0.0.1",
+    sip_port: Annotated[int, typer.Option(help="Local SIP port (0 picks a free one).")] = 0,
+    rtp_ports: Annotated[str, typer.Option(help="Local RTP port range.")] = "20000-29999",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 30.0,
+    listen: Annotated[
+        float, typer.Option(help="Seconds to stay on the line after sending, hearing keys.")
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Call URI, press KEYS, hang up, and print what happened (exit 1 if the call failed)."""
+    try:
+        SipUri.parse(uri)
+    except SipError as exc:
+        raise fail(f"bad SIP URI {uri!r}: {exc}") from None
+    if send:
+        try:
+            parsed = parse_keys(send)
+        except KeypadError as exc:
+            raise fail(str(exc)) from None
+        if method is MethodName.inband and any(not k.has_tones for k in parsed):
+            raise fail("flash (F) has no tones: it cannot be sent in-band")
+    if not 1 <= tone_ms <= 600_000:
+        raise fail(f"--tone-ms {tone_ms}: must be 1-600000")
+    if not 0 <= gap_ms <= 600_000:
+        raise fail(f"--gap-ms {gap_ms}: must be 0-600000")
+    if not 0 <= sip_port <= 65535:
+        raise fail(f"--sip-port {sip_port}: must be 0-65535")
+    if timeout <= 0:
+        raise fail(f"--timeout {timeout}: must be > 0")
+    if listen < 0:
+        raise fail(f"--listen {listen}: must be >= 0")
+    ports = _ports(rtp_ports)
+    try:
+        code = asyncio.run(
+            _call(
+                uri, send, method, tone_ms, gap_ms, host, sip_port, ports, timeout, listen, as_json
+            )
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except DtmfError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot bind {host}:{sip_port}: {exc.strerror or exc}") from None
+    except (MediaError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+# -- answer -------------------------------------------------------------------------------------
+class _Answerer:
+    def __init__(self, phone: Phone, as_json: bool, count: int | None, hangup_after: float | None):
+        self.phone = phone
+        self.as_json = as_json
+        self.count = count
+        self.hangup_after = hangup_after
+        self.answered = 0
+        self.ended = 0
+        self.keys = 0
+        self.failed = 0
+        self.done = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def on_incoming(self, invite: IncomingInvite) -> None:
+        if self.count is not None and self.answered >= self.count:
+            invite.reject(486, "Busy Here")
+            return
+        self.answered += 1
+        try:
+            call = await invite.answer()
+        except (MediaError, ValueError) as exc:
+            self.failed += 1
+            _emit(
+                self.as_json, f"cannot answer {invite.caller}: {exc}", event="error", error=str(exc)
+            )
+            self._count_end()
+            return
+        _emit(
+            self.as_json,
+            f"answered {call.remote_uri} ({call.call_id})",
+            event="answered",
+            call=call.call_id,
+            caller=call.remote_uri,
+            codec=call.codec.name if call.codec is not None else None,
+            telephone_event_pt=call.telephone_event_pt,
+        )
+        task = asyncio.ensure_future(self._serve(call))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, call: PhoneCall) -> None:
+        keys: list[str] = []
+        hanger = None
+        if self.hangup_after is not None:
+            hanger = asyncio.get_running_loop().call_later(
+                self.hangup_after, lambda: asyncio.ensure_future(call.hangup())
+            )
+        async for key in call.keys_heard():
+            keys.append(key.key)
+            self.keys += 1
+            _emit(
+                self.as_json,
+                f"{call.call_id[:12]}  {key.key}  {key.method:<7}  {key.at:.3f}",
+                event="key",
+                call=call.call_id,
+                key=key.key,
+                method=key.method,
+                at=round(key.at, 4),
+                duration_ms=None if key.duration is None else round(key.duration * 1000, 1),
+            )
+        if hanger is not None:
+            hanger.cancel()
+        end = call.ended
+        assert end is not None
+        _emit(
+            self.as_json,
+            f"{call.call_id[:12]}  ended: {end}  keys: {''.join(keys)}",
+            event="ended",
+            call=call.call_id,
+            reason=end.reason.value,
+            detail=end.detail,
+            keys="".join(keys),
+        )
+        self._count_end()
+
+    def _count_end(self) -> None:
+        self.ended += 1
+        if self.count is not None and self.ended >= self.count:
+            self.done.set()
+
+
+async def _answer(
+    host: str,
+    port: int,
+    rtp_ports: tuple[int, int],
+    count: int | None,
+    duration: float | None,
+    hangup_after: float | None,
+    as_json: bool,
+) -> None:
+    phone = await Phone.start(host, port, rtp_ports)
+    answerer = _Answerer(phone, as_json, count, hangup_after)
+    phone.on_incoming = answerer.on_incoming
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, answerer.done.set)
+    cpu0, wall0 = _cpu_seconds(), time.monotonic()
+    typer.echo(f"listening on {phone.uri}", err=True)
+    if as_json:
+        _emit(True, "", event="ready", uri=phone.uri)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answerer.done.wait(), duration)
+    finally:
+        await phone.close()
+        if answerer.tasks:
+            await asyncio.gather(*answerer.tasks, return_exceptions=True)
+        cpu, wall = _cpu_seconds() - cpu0, time.monotonic() - wall0
+        counters = phone.ua.counters
+        _emit(
+            as_json,
+            f"answered {answerer.answered} calls, {answerer.ended} ended, heard {answerer.keys} "
+            f"keys; cpu {cpu:.2f} s in {wall:.2f} s; refused {phone.calls_refused}; "
+            f"malformed dropped {counters.malformed_dropped}, "
+            f"400s {counters.bad_requests_answered}",
+            event="summary",
+            answered=answerer.answered,
+            ended=answerer.ended,
+            failed=answerer.failed,
+            keys=answerer.keys,
+            cpu_s=round(cpu, 3),
+            wall_s=round(wall, 3),
+            malformed_dropped=counters.malformed_dropped,
+            bad_requests_answered=counters.bad_requests_answered,
+            retransmissions_sent=counters.retransmissions_sent,
+        )
+
+
+def answer(
+    port: Annotated[int, typer.Option(help="SIP port to listen on (0 picks a free one).")] = 5060,
+    host: Annotated[str, typer.Option(help="Local address for SIP and RTP.")] = "127.0.0.1",
+    rtp_ports: Annotated[str, typer.Option(help="Local RTP port range.")] = "20000-29999",
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many calls have ended.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds [default: until Ctrl-C].")
+    ] = None,
+    hangup_after: Annotated[
+        float | None, typer.Option(help="Hang up each call after this many seconds.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Answer every call on PORT and print each key heard (rfc4733, sipinfo or inband)."""
+    if not 0 <= port <= 65535:
+        raise fail(f"--port {port}: must be 0-65535")
+    if count is not None and count <= 0:
+        raise fail(f"--count {count}: must be > 0")
+    if duration is not None and duration <= 0:
+        raise fail(f"--duration {duration}: must be > 0")
+    if hangup_after is not None and hangup_after <= 0:
+        raise fail(f"--hangup-after {hangup_after}: must be > 0")
+    ports = _ports(rtp_ports)
+    try:
+        asyncio.run(_answer(host, port, ports, count, duration, hangup_after, as_json))
+    except KeyboardInterrupt:
+        return
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (MediaError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``call`` and ``answer`` to ``app``."""
+    app.command()(call)
+    app.command()(answer)

@@ -1,0 +1,1092 @@
+"""A SIP phone: places and answers real calls over UDP, sends and hears DTMF in them.
+
+```python
+phone = await Phone.start(sip_host="127.0.0.1", sip_port=5060)
+call = await phone.dial("sip:alice@127.0.0.1:5070", timeout=10)
+await call.send_dtmf("1234#")                    # method="auto": RFC 4733, else in-band
+async for key in call.keys_heard(): ...          # rfc4733 / sipinfo / inband
+await call.hangup()
+await phone.close()
+```
+
+SIP runs on the sans-I/O :class:`~dtmfgraph.sip.UserAgent` behind a
+:class:`~dtmfgraph.media.sip_transport.SipTransport`; each call's RTP is an
+:class:`~dtmfgraph.media.RtpSession` on the phone's one :class:`~dtmfgraph.media.Pacer`, and
+in-band detection runs on shared detector banks (:class:`~dtmfgraph.media.InbandBanks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from dtmfgraph.rtp import Codec as RtpCodec
+from dtmfgraph.rtp import DtmfJob, DtmfJobError, InboundStream
+from dtmfgraph.sip import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    AudioMedia,
+    CallEnded,
+    CallEstablished,
+    CallFailed,
+    CallRinging,
+    CallState,
+    Credentials,
+    Event,
+    IncomingCall,
+    InfoDtmf,
+    ReInvite,
+    RequestCompleted,
+    RequestFailed,
+    SdpNegotiationError,
+    SessionDescription,
+    SipError,
+    SipTimers,
+    UserAgent,
+    audio_media,
+    build_answer,
+    build_offer,
+)
+from dtmfgraph.sip import Call as SipCall
+from dtmfgraph.sip import Codec as SdpCodec
+from dtmfgraph.tones import KeypadError, parse_keys
+
+from .banks import InbandBanks
+from .pacer import Pacer
+from .session import RtpSession, SessionClosedError
+from .sip_transport import SipTransport
+from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
+
+logger = logging.getLogger(__name__)
+
+SendMethod: TypeAlias = Literal["auto", "rfc4733", "sipinfo", "inband"]
+"""How :meth:`PhoneCall.send_dtmf` puts keys into the call (``auto``: see the method)."""
+HeardMethod: TypeAlias = Literal["rfc4733", "sipinfo", "inband"]
+SEND_METHODS: tuple[SendMethod, ...] = ("auto", "rfc4733", "sipinfo", "inband")
+_CODECS = {"PCMU": (PCMU, RtpCodec.PCMU), "PCMA": (PCMA, RtpCodec.PCMA)}
+_BYE_WAIT = 5.0
+"""How long :meth:`PhoneCall.hangup` waits for the far end's answer to our BYE (it retries)."""
+
+
+# ---------------------------------------------------------------------------------- errors
+class PhoneError(MediaError):
+    """Base of the errors a :class:`Phone` raises."""
+
+
+class DialError(PhoneError):
+    """A call we placed did not get through: rejected (4xx-6xx), timed out, or never sent."""
+
+    def __init__(
+        self,
+        uri: str,
+        status: int,
+        reason: str,
+        detail: str = "",
+        *,
+        timed_out: bool = False,
+    ) -> None:
+        self.uri = uri
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.timed_out = timed_out
+        text = f"call to {uri} failed: {status} {reason}".rstrip()
+        super().__init__(f"{text} ({detail})" if detail else text)
+
+
+class DialTimeoutError(DialError, TimeoutError):
+    """Nobody answered in time (no final response before the dial timeout or Timer B)."""
+
+
+class CallEndedError(PhoneError):
+    """The call is over (or ended while keys were being sent); ``end`` says how."""
+
+    def __init__(
+        self, end: CallEnd, what: str = "", *, keys_sent: int = 0, keys_left: int = 0
+    ) -> None:
+        self.end = end
+        self.keys_sent = keys_sent
+        self.keys_left = keys_left
+        head = f"{what}: " if what else ""
+        super().__init__(f"{head}call ended ({end})")
+
+
+class DtmfError(PhoneError, ValueError):
+    """Keys or a method that cannot be sent in this call (bad key, flash in-band, no RFC 4733)."""
+
+
+class DtmfSendError(PhoneError):
+    """The peer refused a key (a SIP INFO answered with an error, or timed out)."""
+
+    def __init__(self, message: str, *, status: int, keys_sent: int, keys_left: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.keys_sent = keys_sent
+        self.keys_left = keys_left
+
+
+# ---------------------------------------------------------------------------------- values
+class EndReason(enum.StrEnum):
+    """Why a call is over."""
+
+    LOCAL_BYE = "local-bye"
+    """We hung up (BYE, or CANCEL of a call still ringing)."""
+    REMOTE_BYE = "remote-bye"
+    """The far end hung up (BYE)."""
+    CANCELLED = "cancelled"
+    """The caller gave up before we answered (CANCEL)."""
+    REJECTED = "rejected"
+    """The call never got through: refused with a final error response."""
+    TIMEOUT = "timeout"
+    """No answer in time (dial timeout, Timer B), or no ACK for our 200 OK."""
+    ERROR = "error"
+    """The dialog broke (481 Call/Transaction Does Not Exist, ...)."""
+    PHONE_CLOSED = "phone-closed"
+    """The phone was closed under the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """How and when a call ended. ``at`` is wall-clock time (``time.time()``)."""
+
+    reason: EndReason
+    detail: str
+    by_remote: bool
+    at: float
+    status: int | None = None
+
+    def __str__(self) -> str:
+        text = self.reason.value
+        if self.status is not None:
+            text += f" {self.status}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+@dataclass(frozen=True, slots=True)
+class HeardKey:
+    """One key heard in a call, reported once, when it is over.
+
+    ``at`` is wall-clock time of its start (``time.time()`` scale), ``monotonic`` the same
+    instant on the event loop's clock; ``duration`` in seconds (for SIP INFO: the duration the
+    peer announced, ``None`` when it gave none).
+    """
+
+    key: str
+    method: HeardMethod
+    at: float
+    monotonic: float
+    duration: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfResult:
+    """What a :meth:`PhoneCall.send_dtmf` did. Times on the event loop's clock."""
+
+    keys: str
+    method: Literal["rfc4733", "sipinfo", "inband"]
+    keys_sent: int
+    keys_left: int
+    cancelled: bool
+    started_at: float
+    finished_at: float
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished_at - self.started_at
+
+
+IncomingHandler: TypeAlias = Callable[["IncomingInvite"], Awaitable[None] | None]
+
+
+def _rtp_codec(codec: SdpCodec | None) -> RtpCodec | None:
+    if codec is None:
+        return None
+    pair = _CODECS.get(codec.name.upper())
+    return pair[1] if pair is not None and codec.clock_rate == 8000 else None
+
+
+def _sdp_codecs(names: Sequence[str]) -> list[SdpCodec]:
+    out: list[SdpCodec] = []
+    for name in names:
+        pair = _CODECS.get(name.upper())
+        if pair is None:
+            raise ValueError(f"unsupported codec {name!r}: PCMU and PCMA are supported")
+        out.append(pair[0])
+    if not out:
+        raise ValueError("at least one codec is needed")
+    return out
+
+
+# ---------------------------------------------------------------------------------- calls
+class PhoneCall:
+    """One call of a :class:`Phone` (placed by :meth:`Phone.dial` or answered).
+
+    Read ``ended`` (``None`` while the call lives), ``codec``, ``telephone_event_pt``; send
+    keys with :meth:`send_dtmf`, hear them with :meth:`keys_heard`, end with :meth:`hangup`.
+    """
+
+    def __init__(
+        self,
+        phone: Phone,
+        sip: SipCall,
+        direction: Literal["outbound", "inbound"],
+        endpoint: UdpEndpoint,
+        remote_uri: str,
+    ) -> None:
+        self.phone = phone
+        self.sip = sip
+        self.direction = direction
+        self.remote_uri = remote_uri
+        self.session: RtpSession | None = None
+        self.codec: RtpCodec | None = None
+        self.telephone_event_pt: int | None = None
+        self.ended: CallEnd | None = None
+        self.last_dtmf: DtmfResult | None = None
+        """The outcome of the latest send, also when it was cancelled by asyncio."""
+        self._endpoint: UdpEndpoint | None = endpoint
+        loop = phone.loop
+        self._loop = loop
+        self._established: asyncio.Future[None] = loop.create_future()
+        self._ended: asyncio.Future[CallEnd] = loop.create_future()
+        self._keys: asyncio.Queue[HeardKey | None] = asyncio.Queue()
+        self._requests: dict[int, asyncio.Future[int]] = {}
+        self._send_lock = asyncio.Lock()
+        self._cancel_send = False
+        self._rtp_job: DtmfJob | None = None
+        self._hanging_up = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        state = str(self.ended) if self.ended else self.sip.state.value
+        return f"PhoneCall({self.direction} {self.remote_uri}, {state})"
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def call_id(self) -> str:
+        return self.sip.call_id
+
+    @property
+    def local_rtp(self) -> Address | None:
+        """Our RTP address (host, port)."""
+        if self.session is not None:
+            return self.session.local_address
+        return self._endpoint.local_address if self._endpoint is not None else None
+
+    @property
+    def media(self) -> AudioMedia | None:
+        """The peer's audio stream as its SDP describes it."""
+        return self.sip.media
+
+    @property
+    def established(self) -> bool:
+        """The dialog is confirmed (and not over)."""
+        return self._established.done() and self.ended is None
+
+    @property
+    def can_send_rfc4733(self) -> bool:
+        """telephone-event was negotiated (so ``auto`` means RFC 4733)."""
+        return self.telephone_event_pt is not None and self.ended is None
+
+    @property
+    def can_send_sipinfo(self) -> bool:
+        """The dialog can carry INFO (any live call: the peer may still refuse it)."""
+        return self.ended is None and self.sip.state in (CallState.ANSWERED, CallState.ESTABLISHED)
+
+    async def wait_established(self, timeout: float | None = None) -> None:
+        """Until the dialog is confirmed (the ACK of our 200 arrived, for calls we answered)."""
+        await asyncio.wait_for(asyncio.shield(self._established), timeout)
+
+    async def wait_ended(self, timeout: float | None = None) -> CallEnd:
+        """Until the call is over; returns how it ended."""
+        return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+
+    def _check_live(self, what: str) -> None:
+        if self.ended is not None:
+            raise CallEndedError(self.ended, what)
+
+    # -- sending DTMF -------------------------------------------------------------------------
+    def resolve_method(self, method: SendMethod) -> Literal["rfc4733", "sipinfo", "inband"]:
+        """The method ``method`` means in this call (``auto``: RFC 4733 if negotiated, else
+        in-band)."""
+        if method == "auto":
+            return "rfc4733" if self.telephone_event_pt is not None else "inband"
+        if method not in SEND_METHODS:
+            raise DtmfError(f"unknown DTMF method {method!r}: use {', '.join(SEND_METHODS)}")
+        return method
+
+    async def send_dtmf(
+        self,
+        keys: str,
+        *,
+        method: SendMethod = "auto",
+        tone_ms: int = 100,
+        gap_ms: int = 100,
+        volume: int = 10,
+    ) -> DtmfResult:
+        """Press ``keys`` (``0-9 * # A-D``, ``F`` = flash) and return once the last one has left.
+
+        ``rfc4733``: telephone-event packets (needs telephone-event in the SDP). ``sipinfo``:
+        one INFO ``application/dtmf-relay`` per key (``Duration`` = ``tone_ms``), each waited
+        for (its 200, and ``tone_ms + gap_ms`` before the next key). ``inband``: G.711 tones.
+        ``auto``: ``rfc4733`` when telephone-event was negotiated, else ``inband``.
+
+        Sends on one call run one after another. Cancelling the awaiting task, or
+        :meth:`cancel_dtmf`, stops at the next key boundary; the result (or ``last_dtmf``)
+        tells how many keys were left. Raises :class:`DtmfError` for keys or a method this
+        call cannot carry, :class:`CallEndedError` if the call is or goes down (naming why),
+        :class:`DtmfSendError` if the peer refuses an INFO.
+        """
+        resolved = self.resolve_method(method)
+        try:
+            parsed = parse_keys(keys)
+        except KeypadError as exc:
+            raise DtmfError(str(exc)) from None
+        text = "".join(k.key for k in parsed)
+        if resolved == "inband" and any(not k.has_tones for k in parsed):
+            raise DtmfError("flash (F) has no tones: it cannot be sent in-band")
+        if resolved == "rfc4733" and self.telephone_event_pt is None:
+            raise DtmfError("the peer did not accept telephone-event: RFC 4733 is not possible")
+        self._check_live("cannot send DTMF")
+        async with self._send_lock:
+            self._check_live("cannot send DTMF")
+            self._cancel_send = False
+            if resolved == "sipinfo":
+                return await self._send_info(text, tone_ms, gap_ms)
+            return await self._send_rtp(text, resolved, tone_ms, gap_ms, volume)
+
+    def cancel_dtmf(self) -> None:
+        """Stop the send in progress at its next key boundary (no-op when none runs)."""
+        self._cancel_send = True
+        job = self._rtp_job
+        if job is not None and self.session is not None:
+            self.session.cancel(job)
+
+    async def _send_rtp(
+        self,
+        keys: str,
+        method: Literal["rfc4733", "inband"],
+        tone_ms: int,
+        gap_ms: int,
+        volume: int,
+    ) -> DtmfResult:
+        session = self.session
+        if session is None:
+            raise DtmfError("this call has no media stream to send keys in")
+        try:
+            sending = session.start_dtmf(
+                keys, method=method, tone_ms=tone_ms, gap_ms=gap_ms, volume=volume
+            )
+        except DtmfJobError as exc:
+            raise DtmfError(str(exc)) from None
+        except SessionClosedError:
+            self._check_live("cannot send DTMF")
+            raise
+        job = sending.job
+        self._rtp_job = job
+        try:
+            await asyncio.shield(sending.done)
+        except asyncio.CancelledError:
+            session.cancel(job)  # a key already sounding is finished: count it once it is
+            provisional = self._record_rtp(job, method)
+
+            def settle(_: object) -> None:
+                if self.last_dtmf is provisional:
+                    self._record_rtp(job, method)
+
+            sending.done.add_done_callback(settle)
+            raise
+        except SessionClosedError:
+            end = self.ended or self._end_now(EndReason.ERROR, "media stream closed")
+            raise CallEndedError(
+                end,
+                f"sending {keys!r} stopped after {job.keys_sent} key(s)",
+                keys_sent=job.keys_sent,
+                keys_left=job.keys_left,
+            ) from None
+        finally:
+            self._rtp_job = None
+        return self._record_rtp(job, method)
+
+    def _record_rtp(self, job: DtmfJob, method: Literal["rfc4733", "inband"]) -> DtmfResult:
+        now = self._loop.time()
+        result = DtmfResult(
+            job.keys,
+            method,
+            job.keys_sent,
+            job.keys_left,
+            job.cancelled,
+            job.started_at if job.started_at is not None else job.queued_at,
+            job.finished_at if job.finished_at is not None else now,
+        )
+        self.last_dtmf = result
+        return result
+
+    async def _send_info(self, keys: str, tone_ms: int, gap_ms: int) -> DtmfResult:
+        if not 1 <= tone_ms <= 600_000 or not 0 <= gap_ms <= 600_000:
+            raise DtmfError("tone_ms must be 1..600000 and gap_ms 0..600000")
+        loop = self._loop
+        started = loop.time()
+        sent = 0
+        cancelled = False
+
+        def record() -> DtmfResult:
+            result = DtmfResult(
+                keys, "sipinfo", sent, len(keys) - sent, cancelled, started, loop.time()
+            )
+            self.last_dtmf = result
+            return result
+
+        try:
+            for index, key in enumerate(keys):
+                if self._cancel_send:
+                    cancelled = True
+                    break
+                self._check_live("cannot send DTMF")
+                key_start = loop.time()
+                try:
+                    request_id = self.phone.ua.send_info_dtmf(self.sip, key, tone_ms, key_start)
+                except SipError as exc:
+                    end = self.ended or self._end_now(EndReason.ERROR, str(exc))
+                    raise CallEndedError(end, "INFO not possible") from None
+                answer: asyncio.Future[int] = loop.create_future()
+                self._requests[request_id] = answer
+                self.phone.transport.kick()
+                sent += 1  # the key has left; a refusal takes it back
+                try:
+                    status = await answer
+                finally:
+                    self._requests.pop(request_id, None)
+                if status >= 300:
+                    sent -= 1
+                    record()
+                    raise DtmfSendError(
+                        f"INFO for key {key!r} refused: {status}",
+                        status=status,
+                        keys_sent=sent,
+                        keys_left=len(keys) - sent,
+                    )
+                if index + 1 < len(keys):
+                    await self._sleep_until(key_start + (tone_ms + gap_ms) / 1000)
+        except asyncio.CancelledError:
+            cancelled = True
+            record()
+            raise
+        except CallEndedError as exc:
+            record()
+            raise CallEndedError(
+                exc.end,
+                f"sending {keys!r} by SIP INFO stopped after {sent} key(s)",
+                keys_sent=sent,
+                keys_left=len(keys) - sent,
+            ) from None
+        return record()
+
+    async def _sleep_until(self, when: float) -> None:
+        delay = when - self._loop.time()
+        if delay <= 0:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ended), delay)
+        except TimeoutError:
+            return
+        assert self.ended is not None
+        raise CallEndedError(self.ended)
+
+    # -- hearing DTMF -------------------------------------------------------------------------
+    async def keys_heard(self) -> AsyncIterator[HeardKey]:
+        """Every key heard in this call, once each, in order, until the call is over.
+
+        One consumer at a time: keys are delivered to whoever iterates.
+        """
+        while True:
+            item = await self._keys.get()
+            if item is None:
+                self._keys.put_nowait(None)  # a later iterator ends too
+                return
+            yield item
+
+    async def next_key(self, timeout: float | None = None) -> HeardKey:
+        """The next key heard (``TimeoutError`` after ``timeout``; :class:`CallEndedError` when
+        the call is over and every key was taken)."""
+        item = await asyncio.wait_for(self._keys.get(), timeout)
+        if item is None:
+            self._keys.put_nowait(None)
+            assert self.ended is not None
+            raise CallEndedError(self.ended, "no more keys")
+        return item
+
+    def _heard(self, key: str, method: HeardMethod, start: float, duration: float | None) -> None:
+        wall = time.time() - (self._loop.time() - start)
+        self._keys.put_nowait(HeardKey(key, method, wall, start, duration))
+
+    async def _forward_keys(self, session: RtpSession) -> None:
+        async for heard in session.keys():
+            self._heard(heard.key, heard.method, heard.start, heard.duration)
+        self._keys.put_nowait(None)
+
+    # -- hanging up ---------------------------------------------------------------------------
+    async def hangup(self, timeout: float = _BYE_WAIT) -> CallEnd:
+        """End the call (BYE; CANCEL or 603 before it is set up) and return how it ended.
+
+        Returns at once if it is already over; waits at most ``timeout`` for the far end.
+        """
+        if self.ended is not None:
+            return self.ended
+        self._hanging_up = True
+        ua = self.phone.ua
+        try:
+            ua.hangup(self.sip, self._loop.time())
+        except SipError as exc:
+            logger.debug("hangup of %s: %s", self.call_id, exc)
+        self.phone.transport.kick()
+        if self.sip.is_over and self.ended is None:
+            self._finish(EndReason.LOCAL_BYE, "hung up", by_remote=False)
+        try:
+            return await self.wait_ended(timeout)
+        except TimeoutError:
+            return self._end_now(EndReason.LOCAL_BYE, "hung up (no answer to BYE)")
+
+    def _end_now(self, reason: EndReason, detail: str) -> CallEnd:
+        self._finish(reason, detail, by_remote=False)
+        assert self.ended is not None
+        return self.ended
+
+    # -- driven by the phone ------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, CallEstablished):
+            self._on_established(event.sdp)
+        elif isinstance(event, CallRinging):
+            logger.debug("%s: %d %s", self.call_id, event.status, event.reason)
+        elif isinstance(event, CallFailed):
+            self._on_failed(event)
+        elif isinstance(event, CallEnded):
+            self._on_ended(event)
+        elif isinstance(event, InfoDtmf):
+            duration = event.duration_ms / 1000 if event.duration_ms is not None else None
+            self._heard(event.key, "sipinfo", self._loop.time(), duration)
+        elif isinstance(event, (RequestCompleted, RequestFailed)):
+            self._answer_request(event.request_id, event.status)
+        elif isinstance(event, ReInvite):
+            self._on_reinvite()
+
+    def _answer_request(self, request_id: int, status: int) -> None:
+        future = self._requests.get(request_id)
+        if future is not None and not future.done():
+            future.set_result(status)
+
+    def _on_established(self, sdp: SessionDescription | None) -> None:
+        if self.session is None and self.ended is None:
+            try:
+                self._start_media()
+            except (MediaError, ValueError) as exc:
+                logger.warning("%s: no media: %s", self.call_id, exc)
+                if not self._established.done():
+                    error = DialError(self.remote_uri, 488, "Not Acceptable Here", str(exc))
+                    self._established.set_exception(error)
+                    self._established.exception()
+                self._hangup_soon(EndReason.ERROR, f"media setup failed: {exc}")
+                return
+        elif self.session is not None and sdp is not None:
+            self._on_reinvite()  # an answer in the ACK (offerless INVITE)
+        if not self._established.done():
+            self._established.set_result(None)
+
+    def _on_reinvite(self) -> None:
+        media = self.sip.media
+        session = self.session
+        if media is None or session is None or session.closed or media.port == 0:
+            return
+        remote = (media.address, media.port)
+        if remote != session.remote and not media.on_hold:
+            session.set_remote(remote)
+
+    def _start_media(self) -> None:
+        """Make the RTP session once both SDPs are known (negotiated codec and event PT)."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            raise MediaError("no RTP socket")
+        local = audio_media(self.sip.local_sdp) if self.sip.local_sdp is not None else None
+        remote = self.sip.media
+        if remote is None:
+            raise MediaError("the peer's SDP has no usable audio stream")
+        if self.direction == "outbound":
+            codec = _rtp_codec(remote.codec)  # the answerer's choice
+            event_pt = remote.telephone_event_pt
+        else:
+            codec = _rtp_codec(local.codec if local is not None else None)
+            event_pt = local.telephone_event_pt if local is not None else None
+        if codec is None:
+            raise MediaError(f"no G.711 codec negotiated (peer chose {remote.codec})")
+        if event_pt == codec.payload_type:
+            event_pt = None
+        phone = self.phone
+        bank = phone.banks.bank() if phone.banks is not None else None
+        inbound = InboundStream(codec=codec, event_pt=event_pt, inband=True, bank=bank)
+        target = None if remote.on_hold or remote.port == 0 else (remote.address, remote.port)
+        session = RtpSession(
+            phone.pacer,
+            endpoint,
+            codec=codec,
+            event_pt=event_pt,
+            inbound=inbound,
+            remote=target,
+            latch=target is None,
+            rng=phone.rng,
+        )
+        self._endpoint = None
+        self.session = session
+        self.codec = codec
+        self.telephone_event_pt = event_pt
+        self._spawn(self._forward_keys(session))
+
+    def _on_failed(self, event: CallFailed) -> None:
+        reason = EndReason.TIMEOUT if event.timed_out else EndReason.REJECTED
+        if self._hanging_up and not event.timed_out:
+            reason = EndReason.LOCAL_BYE
+        error_cls = DialTimeoutError if event.timed_out else DialError
+        error = error_cls(
+            self.remote_uri, event.status, event.reason, event.detail, timed_out=event.timed_out
+        )
+        if not self._established.done():
+            self._established.set_exception(error)
+            self._established.exception()
+        detail = f"{event.status} {event.reason}" + (f" ({event.detail})" if event.detail else "")
+        self._finish(reason, detail, by_remote=not event.timed_out, status=event.status)
+
+    def _on_ended(self, event: CallEnded) -> None:
+        text = event.reason
+        if event.by_remote:
+            if text == "cancelled":
+                reason, detail = EndReason.CANCELLED, "the caller cancelled"
+            elif text == "BYE":
+                reason, detail = EndReason.REMOTE_BYE, "the far end hung up (BYE)"
+            else:
+                reason, detail = EndReason.ERROR, text
+        elif text == "no ACK":
+            reason, detail = EndReason.TIMEOUT, "no ACK for our 200 OK"
+        elif self._hanging_up:
+            reason, detail = EndReason.LOCAL_BYE, "hung up"
+        else:
+            reason, detail = EndReason.ERROR, text
+        if not self._established.done():
+            error = CallEndedError(
+                CallEnd(reason, detail, event.by_remote, time.time()), "call setup"
+            )
+            self._established.set_exception(error)
+            self._established.exception()
+        self._finish(reason, detail, by_remote=event.by_remote)
+
+    def _hangup_soon(self, reason: EndReason, detail: str) -> None:
+        with contextlib.suppress(SipError):
+            self.phone.ua.hangup(self.sip, self._loop.time())
+        self._finish(reason, detail, by_remote=False)
+
+    def _finish(
+        self, reason: EndReason, detail: str, *, by_remote: bool, status: int | None = None
+    ) -> None:
+        """Record the end once, fail what waits on the call, release its media."""
+        if self.ended is not None:
+            return
+        end = CallEnd(reason, detail, by_remote, time.time(), status)
+        self.ended = end
+        self._ended.set_result(end)
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(CallEndedError(end))
+                future.exception()
+        self._requests.clear()
+        if not self._established.done():
+            self._established.set_exception(CallEndedError(end, "call setup"))
+            self._established.exception()
+        self.phone._forget(self)
+        session, endpoint = self.session, self._endpoint
+        self._endpoint = None
+        if session is not None:
+            self._spawn(session.close())  # its key forwarder then ends the key stream
+        else:
+            self._keys.put_nowait(None)
+            if endpoint is not None:
+                self._spawn(endpoint.close())
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        self.phone._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self.phone._tasks.discard)
+
+    async def _drain(self) -> None:
+        """Wait for the call's background work (media close, key forwarding) to finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class IncomingInvite:
+    """A call ringing at the phone: :meth:`answer` it or :meth:`reject` it."""
+
+    def __init__(self, phone: Phone, sip: SipCall, event: IncomingCall) -> None:
+        self.phone = phone
+        self.sip = sip
+        self.caller = str(event.caller.uri)
+        self.callee = str(event.callee.uri)
+        self.offer = event.offer
+        self.call: PhoneCall | None = None
+        self.ended: CallEnd | None = None
+
+    def __repr__(self) -> str:
+        return f"IncomingInvite(from {self.caller} to {self.callee})"
+
+    @property
+    def call_id(self) -> str:
+        return self.sip.call_id
+
+    @property
+    def pending(self) -> bool:
+        """Still ringing: neither answered, rejected nor cancelled."""
+        return self.sip.state is CallState.INCOMING and self.ended is None
+
+    def ring(self) -> None:
+        """Send 180 Ringing."""
+        if self.pending:
+            self.phone.ua.ringing(self.sip, self.phone.loop.time())
+            self.phone.transport.kick()
+
+    def reject(self, status: int = 486, reason: str = "") -> None:
+        """Refuse the call (486 Busy Here by default; 300-699)."""
+        if not self.pending:
+            return
+        self.phone.ua.reject(self.sip, status, self.phone.loop.time(), reason)
+        self.phone.transport.kick()
+        self.ended = CallEnd(EndReason.REJECTED, f"rejected with {status}", False, time.time())
+        self.phone._incoming.pop(self.call_id, None)
+
+    async def answer(
+        self, *, codecs: Sequence[str] = ("PCMU", "PCMA"), telephone_event: bool = True
+    ) -> PhoneCall:
+        """Answer with 200 OK: the first of the caller's codecs we take, telephone-event if it
+        offered it (and ``telephone_event``). Media starts at once; returns the call."""
+        if self.call is not None:
+            return self.call
+        if not self.pending:
+            raise CallEndedError(
+                self.ended or CallEnd(EndReason.ERROR, "not ringing", False, time.time()),
+                "cannot answer",
+            )
+        phone = self.phone
+        ours = _sdp_codecs(codecs)
+        endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
+        if not self.pending:  # cancelled while we were binding
+            await endpoint.close()
+            raise CallEndedError(
+                self.ended or CallEnd(EndReason.CANCELLED, "", True, time.time()), "cannot answer"
+            )
+        port = endpoint.local_address[1]
+        session_id = str(phone.rng.getrandbits(48))
+        try:
+            if self.offer is not None:
+                sdp = build_answer(
+                    self.offer,
+                    phone.sdp_host,
+                    port,
+                    session_id=session_id,
+                    codecs=ours,
+                    telephone_event=telephone_event,
+                )
+            else:
+                sdp = build_offer(
+                    phone.sdp_host,
+                    port,
+                    session_id=session_id,
+                    codecs=ours,
+                    telephone_event=TELEPHONE_EVENT if telephone_event else None,
+                )
+        except SdpNegotiationError as exc:
+            await endpoint.close()
+            self.reject(488, "Not Acceptable Here")
+            raise PhoneError(f"cannot answer {self.caller}: {exc}") from None
+        call = PhoneCall(phone, self.sip, "inbound", endpoint, self.caller)
+        self.call = call
+        phone._register(call)
+        phone._incoming.pop(self.call_id, None)
+        phone.ua.answer(self.sip, sdp, phone.loop.time())
+        if self.offer is not None:
+            try:
+                call._start_media()
+            except (MediaError, ValueError) as exc:
+                call._hangup_soon(EndReason.ERROR, f"media setup failed: {exc}")
+                phone.transport.kick()
+                raise PhoneError(f"cannot answer {self.caller}: {exc}") from None
+        phone.transport.kick()
+        return call
+
+    def _cancelled(self, event: CallEnded) -> None:
+        self.ended = CallEnd(EndReason.CANCELLED, event.reason, event.by_remote, time.time())
+
+
+# ---------------------------------------------------------------------------------- phone
+class Phone:
+    """A SIP phone on one UDP address. Make it with :meth:`start`, end it with :meth:`close`.
+
+    Set :attr:`on_incoming` to a function (plain or ``async``) taking an
+    :class:`IncomingInvite`: it answers or rejects. With no handler, calls are refused (480).
+    """
+
+    def __init__(
+        self,
+        *,
+        rtp_host: str,
+        rtp_ports: PortRange,
+        sdp_host: str,
+        pacer: Pacer,
+        own_pacer: bool,
+        shared_detector: bool,
+        rng: random.Random,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.rtp_host = rtp_host
+        self.rtp_ports = rtp_ports
+        self.sdp_host = sdp_host
+        self.pacer = pacer
+        self._own_pacer = own_pacer
+        self.banks: InbandBanks | None = InbandBanks(pacer) if shared_detector else None
+        self.rng = rng
+        self.on_incoming: IncomingHandler | None = None
+        self._transport: SipTransport | None = None
+        self._calls: dict[str, PhoneCall] = {}
+        self._incoming: dict[str, IncomingInvite] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Media work of calls (closing sessions, forwarding keys)."""
+        self._handlers: set[asyncio.Task[None]] = set()
+        """Running ``on_incoming`` handlers."""
+        self._closed = False
+        self.calls_placed = 0
+        self.calls_answered = 0
+        self.calls_refused = 0
+
+    @classmethod
+    async def start(
+        cls,
+        sip_host: str = "127.0.0.1",
+        sip_port: int = 5060,
+        rtp_ports: tuple[int, int] | PortRange = (20000, 29999),
+        *,
+        user: str = "dtmfgraph",
+        rtp_host: str | None = None,
+        sdp_host: str | None = None,
+        pacer: Pacer | None = None,
+        shared_detector: bool = True,
+        timers: SipTimers | None = None,
+        rng: random.Random | None = None,
+    ) -> Phone:
+        """Bind the SIP socket on ``sip_host:sip_port`` (0 = any free port) and start.
+
+        RTP sockets are taken from ``rtp_ports`` (even ports) on ``rtp_host`` (default: the SIP
+        host); ``sdp_host`` is the address written into SDP (default: the RTP host, which must
+        then be a concrete address, not 0.0.0.0). ``pacer``: share one with other media users.
+        """
+        ports = rtp_ports if isinstance(rtp_ports, PortRange) else PortRange(*rtp_ports, even=True)
+        rtp = rtp_host or sip_host
+        advertised = sdp_host or rtp
+        if advertised in ("0.0.0.0", "::"):
+            raise ValueError("give sdp_host: a wildcard address cannot go into SDP")
+        own = pacer is None
+        phone = cls(
+            rtp_host=rtp,
+            rtp_ports=ports,
+            sdp_host=advertised,
+            pacer=pacer if pacer is not None else Pacer(),
+            own_pacer=own,
+            shared_detector=shared_detector,
+            rng=rng or random.SystemRandom(),
+        )
+        sip_advertised = sdp_host or sip_host
+
+        def make_ua(address: Address) -> UserAgent:
+            return UserAgent(sip_advertised, address[1], user, rng=rng, timers=timers)
+
+        try:
+            phone._transport = await SipTransport.open(
+                sip_host, sip_port, make_ua, phone._on_sip_event
+            )
+        except BaseException:
+            if own:
+                phone.pacer.close()
+            raise
+        return phone
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def transport(self) -> SipTransport:
+        if self._transport is None:
+            raise RuntimeError("the phone is not started")
+        return self._transport
+
+    @property
+    def ua(self) -> UserAgent:
+        return self.transport.ua
+
+    @property
+    def sip_address(self) -> Address:
+        """The bound SIP (host, port)."""
+        return self.transport.local_address
+
+    @property
+    def uri(self) -> str:
+        """Our SIP URI, e.g. ``sip:dtmfgraph@127.0.0.1:5060``."""
+        return str(self.ua.uri)
+
+    @property
+    def calls(self) -> list[PhoneCall]:
+        """Calls that are not over."""
+        return list(self._calls.values())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- placing calls ------------------------------------------------------------------------
+    async def dial(
+        self,
+        uri: str,
+        *,
+        timeout: float = 30.0,
+        auth: tuple[str, str] | Credentials | None = None,
+        codecs: Sequence[str] = ("PCMU", "PCMA"),
+        telephone_event: bool = True,
+        destination: Address | None = None,
+    ) -> PhoneCall:
+        """Call ``uri`` and return once it is answered (the 200 OK has been ACKed).
+
+        Raises :class:`DialError` (``status``, ``reason``) when refused, and
+        :class:`DialTimeoutError` when nobody answers within ``timeout`` seconds. ``codecs``
+        and ``telephone_event`` shape our SDP offer. Cancelling the awaiting task CANCELs.
+        """
+        if self._closed:
+            raise PhoneError("the phone is closed")
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        ours = _sdp_codecs(codecs)
+        credentials = Credentials(*auth) if isinstance(auth, tuple) else auth
+        endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
+        offer = build_offer(
+            self.sdp_host,
+            endpoint.local_address[1],
+            session_id=str(self.rng.getrandbits(48)),
+            codecs=ours,
+            telephone_event=TELEPHONE_EVENT if telephone_event else None,
+        )
+        try:
+            sip = self.ua.invite(
+                uri,
+                offer,
+                self.loop.time(),
+                auth=credentials,
+                timeout=timeout,
+                destination=destination,
+            )
+        except (SipError, ValueError) as exc:
+            await endpoint.close()
+            raise DialError(uri, 0, "not sent", str(exc)) from None
+        call = PhoneCall(self, sip, "outbound", endpoint, uri)
+        self._register(call)
+        self.calls_placed += 1
+        self.transport.kick()
+        try:
+            await asyncio.shield(call._established)
+        except asyncio.CancelledError:
+            call._hanging_up = True
+            if not sip.is_over:
+                self.ua.hangup(sip, self.loop.time())
+                self.transport.kick()
+            call._finish(EndReason.LOCAL_BYE, "dial cancelled", by_remote=False)
+            raise
+        return call
+
+    # -- SIP events ---------------------------------------------------------------------------
+    def _register(self, call: PhoneCall) -> None:
+        self._calls[call.call_id] = call
+
+    def _forget(self, call: PhoneCall) -> None:
+        if self._calls.get(call.call_id) is call:
+            del self._calls[call.call_id]
+
+    def _on_sip_event(self, event: Event) -> None:
+        call_id = event.call.call_id
+        if isinstance(event, IncomingCall):
+            self._on_incoming(event)
+            return
+        call = self._calls.get(call_id)
+        if call is not None and call.sip is event.call:
+            call._on_event(event)
+            return
+        invite = self._incoming.get(call_id)
+        if invite is not None and isinstance(event, CallEnded):
+            invite._cancelled(event)
+            del self._incoming[call_id]
+
+    def _on_incoming(self, event: IncomingCall) -> None:
+        invite = IncomingInvite(self, event.call, event)
+        handler = self.on_incoming
+        if handler is None or self._closed:
+            self.calls_refused += 1
+            self.ua.reject(event.call, 480, self.loop.time(), "Temporarily Unavailable")
+            return
+        self._incoming[invite.call_id] = invite
+        try:
+            result = handler(invite)
+        except Exception:
+            logger.exception("on_incoming handler failed")
+            invite.reject(500, "Server Internal Error")
+            return
+        if inspect.isawaitable(result):
+            self._spawn_handler(invite, result)
+
+    def _spawn_handler(self, invite: IncomingInvite, awaitable: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await awaitable
+            except Exception:
+                logger.exception("on_incoming handler failed")
+                invite.reject(500, "Server Internal Error")
+
+        task = asyncio.ensure_future(run())
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    # -- lifetime -----------------------------------------------------------------------------
+    async def close(self, timeout: float = 2.0) -> None:
+        """Hang up every call (waiting at most ``timeout`` for the far ends), then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        for invite in list(self._incoming.values()):
+            invite.reject(480, "Temporarily Unavailable")
+        calls = list(self._calls.values())
+        if calls:
+            await asyncio.gather(*(c.hangup(timeout) for c in calls), return_exceptions=True)
+        for call in calls:
+            call._finish(EndReason.PHONE_CLOSED, "the phone was closed", by_remote=False)
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, *self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            await self._transport.close()
+        if self.banks is not None:
+            self.banks.close()
+        if self._own_pacer:
+            self.pacer.close()
+
+    async def __aenter__(self) -> Phone:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,210 @@
+"""The asyncio driver of a sans-I/O :class:`~dtmfgraph.sip.UserAgent` on one UDP socket.
+
+Shaped like aioquic's ``QuicConnectionProtocol``: every datagram goes to
+``ua.receive_datagram(data, addr, now)``; then (and after every timer and every API call made
+through :meth:`SipTransport.kick`) what the agent wants sent is sent, its events are handed to
+``on_event``, and one ``loop.call_at`` timer is re-armed at ``ua.next_deadline()``. ``now`` is
+the event loop's clock (the same clock the RTP pacer uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from dtmfgraph.sip import Event, UserAgent
+
+from .udp import Address, bind_udp
+
+logger = logging.getLogger(__name__)
+
+EventHandler = Callable[[Event], None]
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """What the driver itself counted (the agent's own counters are in ``ua.counters``)."""
+
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    send_errors: int = 0
+    """``sendto`` failures and ICMP errors reported by the socket (peer not listening...)."""
+    agent_errors: int = 0
+    """Datagrams or timers on which the agent raised: logged, counted, never fatal."""
+    handler_errors: int = 0
+    """Events whose handler raised: logged, counted, never fatal."""
+
+
+class SipTransport(asyncio.DatagramProtocol):
+    """Feeds one :class:`UserAgent` from a UDP socket and one timer. Make it with :meth:`open`."""
+
+    def __init__(self, ua_factory: Callable[[Address], UserAgent], on_event: EventHandler) -> None:
+        self._ua_factory = ua_factory
+        self._ua: UserAgent | None = None
+        self.on_event = on_event
+        self.stats = TransportStats()
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flushing = False
+        self._again = False
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self.local_address: Address = ("", 0)
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        ua_factory: Callable[[Address], UserAgent],
+        on_event: EventHandler,
+    ) -> SipTransport:
+        """Bind ``host:port`` (0 = any free port), then make the agent for the bound address."""
+        sock = bind_udp(host, port)
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: cls(ua_factory, on_event), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return protocol
+
+    @property
+    def ua(self) -> UserAgent:
+        """The user agent this transport drives."""
+        if self._ua is None:
+            raise RuntimeError("the SIP transport is not connected")
+        return self._ua
+
+    def time(self) -> float:
+        """The clock given to the agent as ``now``."""
+        return self._loop.time()
+
+    # -- asyncio.DatagramProtocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        sockname = transport.get_extra_info("sockname")
+        self.local_address = (str(sockname[0]), int(sockname[1]))
+        self._ua = self._ua_factory(self.local_address)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
+        ua = self._ua
+        if ua is None:
+            return
+        self.stats.datagrams_in += 1
+        peer = (str(addr[0]), int(addr[1]))
+        try:
+            ua.receive_datagram(data, peer, self._loop.time())
+        except Exception:  # the agent must not take the phone down with it
+            self.stats.agent_errors += 1
+            logger.exception("SIP agent failed on a datagram from %s:%d", *peer)
+        self.kick()
+
+    def error_received(self, exc: Exception) -> None:
+        self.stats.send_errors += 1
+        logger.debug("SIP socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    # -- driving ------------------------------------------------------------------------------
+    def kick(self) -> None:
+        """Send what the agent queued, hand out its events, re-arm the timer.
+
+        Call it after every API call on the agent. Re-entrant: an event handler that calls the
+        agent and kicks again just makes the running loop go round once more.
+        """
+        if self._flushing:
+            self._again = True
+            return
+        ua = self._ua
+        if ua is None:
+            return
+        self._flushing = True
+        try:
+            while True:
+                self._again = False
+                self._send(ua)
+                event = ua.next_event()
+                while event is not None:
+                    try:
+                        self.on_event(event)
+                    except Exception:
+                        self.stats.handler_errors += 1
+                        logger.exception("SIP event handler failed on %r", event)
+                    self._send(ua)
+                    event = ua.next_event()
+                if not self._again:
+                    break
+        finally:
+            self._flushing = False
+        self._rearm(ua)
+
+    def _send(self, ua: UserAgent) -> None:
+        datagrams = ua.datagrams_to_send(self._loop.time())
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        for data, addr in datagrams:
+            try:
+                transport.sendto(data, addr)
+            except OSError as exc:
+                self.stats.send_errors += 1
+                logger.debug("SIP sendto %s failed: %s", addr, exc)
+            else:
+                self.stats.datagrams_out += 1
+
+    def _rearm(self, ua: UserAgent) -> None:
+        deadline = ua.next_deadline()
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None and not self.closed:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        ua = self._ua
+        if ua is None:
+            return
+        try:
+            # asyncio may fire a hair early: never hand the agent a time before its deadline.
+            deadline = ua.next_deadline()
+            now = self._loop.time()
+            if deadline is not None:
+                now = max(now, deadline)
+            ua.handle_deadline(now)
+        except Exception:
+            self.stats.agent_errors += 1
+            logger.exception("SIP agent failed on a timer")
+        self.kick()
+
+    # -- lifetime -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed.done() or self._transport is None or self._transport.is_closing()
+
+    async def close(self) -> None:
+        """Close the socket (queued datagrams are sent first) and stop the timer."""
+        if self._ua is not None and self._transport is not None:
+            self._send(self._ua)
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.close()
+        await self._closed

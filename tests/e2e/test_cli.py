@@ -1,0 +1,110 @@
+"""``dtmfgraph call`` and ``dtmfgraph answer`` as real processes, against baresip and each other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..judges.baresip import Baresip
+from ..judges.sipp import free_udp_port
+
+# The commands as the lead wires them into ``dtmfgraph``; run through the module so these tests
+# do not depend on that wiring.
+SIP_CLI = [sys.executable, "-m", "dtmfgraph"]
+
+
+async def _run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *SIP_CLI, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_call_sends_keys_to_baresip(tmp_path: Path) -> None:
+    async with Baresip(tmp_path / "bs") as bs:
+        code, out, err = await _run("call", bs.uri, "--send", "159#", "--method", "rfc4733")
+        assert code == 0, err
+        await bs.wait_for(lambda b: b.rfc4733_keys() == "159#", 5, "keys 159#")
+        code, out2, err = await _run(
+            "call", bs.uri, "--send", "26", "--method", "sipinfo", "--json"
+        )
+        assert code == 0, err
+        await bs.wait_for(lambda b: b.info_keys() == "26", 5, "INFO keys 26")
+    assert "answered" in out and "sent 159# by rfc4733" in out and "local-bye" in out
+    events = [json.loads(line) for line in out2.splitlines()]
+    assert [e["event"] for e in events] == ["calling", "answered", "sent", "ended"]
+    assert events[2]["method"] == "sipinfo" and events[2]["keys_sent"] == 2
+
+
+async def test_call_to_nobody_fails_with_the_reason() -> None:
+    port = free_udp_port()
+    code, out, _ = await _run("call", f"sip:x@127.0.0.1:{port}", "--send", "1", "--timeout", "1")
+    assert code == 1
+    assert "call failed" in out and "408" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["call", "sip:a@127.0.0.1:5999", "--send", "12X"], "unknown DTMF key"),
+        (["call", "nonsense", "--send", "1"], "bad SIP URI"),
+        (["call", "sip:a@127.0.0.1:5999", "--send", "F", "--method", "inband"], "flash"),
+        (["call", "sip:a@127.0.0.1:5999", "--tone-ms", "0"], "--tone-ms"),
+        (["call", "sip:a@127.0.0.1:5999", "--timeout", "-1"], "--timeout"),
+        (["answer", "--port", "70000"], "--port"),
+        (["answer", "--count", "0"], "--count"),
+        (["answer", "--rtp-ports", "x"], "--rtp-ports"),
+    ],
+)
+async def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    code, _, err = await _run(*args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+async def test_answer_prints_the_keys_of_our_own_call() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *SIP_CLI,
+        "answer",
+        "--port",
+        "0",
+        "--count",
+        "1",
+        "--json",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        code, _, err = await _run(
+            "call",
+            ready["uri"].replace("dtmfgraph@", "bob@"),
+            "--send",
+            "4*",
+            "--method",
+            "inband",
+            "--listen",
+            "0.3",
+        )
+        assert code == 0, err
+        rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    events: list[dict[str, Any]] = [json.loads(line) for line in rest.decode().splitlines()]
+    keys = [(e["key"], e["method"]) for e in events if e["event"] == "key"]
+    assert keys == [("4", "inband"), ("*", "inband")]
+    ended = [e for e in events if e["event"] == "ended"]
+    assert len(ended) == 1 and ended[0]["reason"] == "remote-bye" and ended[0]["keys"] == "4*"
+    assert events[-1]["event"] == "summary" and events[-1]["answered"] == 1
