@@ -20,22 +20,23 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import select
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- pacing:begin -->", "<!-- pacing:end -->"
 KEYS = "1234567890"
 SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33
@@ -83,21 +84,6 @@ def big_rcvbuf(sock: socket.socket, size: int = 256 << 20) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, numpy {np.__version__}"
-    )
 
 
 # -- the timestamping receiver (child process) ----------------------------------------------------
@@ -203,7 +189,7 @@ def set_realtime(on: bool) -> None:
 
 def bench_send(n: int, method: str = "rfc4733", realtime: bool = False) -> SendResult:
     raise_fd_limit()
-    out = Path(f"/tmp/dtmfgraph-pacing-{os.getpid()}-{n}.npz")
+    out = Path(tempfile.gettempdir()) / f"dtmfgraph-pacing-{os.getpid()}-{n}.npz"
     child = subprocess.Popen(
         [sys.executable, __file__, "--_receiver", str(out)], stdout=subprocess.PIPE, text=True
     )
@@ -400,19 +386,6 @@ def table(sends: list[SendResult], recvs: list[ReceiveResult]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    section = f"{BEGIN}\n## Pacing (`bench/pacing.py`)\n\n{text}\n{END}"
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + section + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--streams", default="100,1000,2000", help="comma-separated N values")
@@ -459,7 +432,7 @@ def main() -> None:
     text = table(sends, recvs)
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section("pacing", f"## Pacing (`bench/pacing.py`)\n\n{text}")
 
 
 if __name__ == "__main__":
