@@ -1,8 +1,8 @@
 """baresip 1.0 as a real far-end phone for end-to-end tests (Debian ``baresip-core``).
 
 One :class:`Baresip` runs one ``baresip -f <dir>`` with a config directory generated under a
-test's ``tmp_path`` (see the project's judges spec (``docs/judges.md``) for why each line is there), on free
-loopback ports, and talks to it over ``ctrl_tcp`` (netstring-framed JSON): it collects every
+test's ``tmp_path`` (facts of the Debian 1.0 build in ``docs/judges.md``), on free loopback
+ports, and talks to it over ``ctrl_tcp`` (netstring-framed JSON): it collects every
 event (``CALL_ESTABLISHED``, ``CALL_DTMF_START``, ``CALL_CLOSED``...) and sends commands
 (``dial``, ``sndcode``, ``hangup``, ``quit``). Its stdout goes to a file (searched as bytes:
 baresip writes a status line without a newline). With ``record=True`` the ``sndfile`` module
