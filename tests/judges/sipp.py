@@ -1,6 +1,7 @@
 """sipp 3.6 as a real SIP caller and load generator (Debian ``sip-tester``).
 
-:func:`dtmf_scenario` writes our DTMF scenario (``docs/judges.md``): INVITE offering ``0 8 101`` with telephone-event, ACK, RFC 2833 keys replayed from the captures sipp ships
+:func:`dtmf_scenario` writes our DTMF scenario (``docs/judges.md``): INVITE offering
+``0 8 101`` with telephone-event, ACK, RFC 2833 keys replayed from the captures sipp ships
 (``play_pcap_audio``, sent to the media address of our SDP answer), keys as in-dialog SIP INFO
 ``application/dtmf-relay``, then BYE. :func:`run_sipp` runs it (asyncio subprocess, so the
 phone under test keeps running in the same loop); exit status 0 means every call passed.
