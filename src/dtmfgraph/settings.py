@@ -40,10 +40,19 @@ class Settings(BaseSettings):
     callback_allowed_hosts: list[str] = Field(default_factory=list)
 
     # Media
-    media: str = "loopback"
-    sip_trunk_uri: str = Field(
-        default="sip:{number}@127.0.0.1:5060",
-        description="Template for E.164 targets; {number} is the number with its '+'.",
+    media: str = Field(default="sip", description="sip (real calls) or loopback (simulated).")
+    sip_host: str = Field(default="127.0.0.1", description="Address the SIP/RTP sockets bind.")
+    sip_port: int = Field(default=5060, ge=0, le=65535, description="SIP UDP port (0: any).")
+    rtp_ports: str = Field(default="20000-29999", description="RTP port range FIRST-LAST.")
+    sip_public_host: str | None = Field(
+        default=None, description="Address written into SDP/Contact; default sip_host."
+    )
+    sip_trunk_uri: str | None = Field(
+        default=None,
+        description=(
+            "Where E.164 targets go: a template with {number} (the number with its '+'), "
+            "e.g. sip:{number}@192.0.2.10:5060, or just the trunk's host[:port]."
+        ),
     )
     loopback_speed: float = Field(default=1.0, gt=0, description="Loopback time scale.")
 
@@ -62,6 +71,19 @@ class Settings(BaseSettings):
     notify_max_attempts: int = 10
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
+
+    def sip_trunk_template(self) -> str | None:
+        """``sip_trunk_uri`` as a ``{number}`` template (a bare host[:port] becomes
+        ``sip:{number}@host[:port]``); ``None`` when no trunk is configured."""
+        trunk = (self.sip_trunk_uri or "").strip()
+        if not trunk:
+            return None
+        if "{number}" in trunk:
+            return trunk
+        scheme, sep, rest = trunk.partition(":")
+        if sep and scheme.lower() in ("sip", "sips"):
+            return f"{scheme.lower()}:{{number}}@{rest.rpartition('@')[2]}"
+        return f"sip:{{number}}@{trunk}"
 
     def effective_database_url(self) -> str:
         if self.database_url:

@@ -135,6 +135,8 @@ def _start_serve(tmp: Path, db_url: str, port: int) -> subprocess.Popen[bytes]:
         str(tmp),
         "--database-url",
         db_url,
+        "--media",
+        "loopback",
         "--loopback-speed",
         "0.2",
     ]

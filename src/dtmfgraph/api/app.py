@@ -8,18 +8,26 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
+from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from . import errors, loopback, routes
 from .auth import Authenticator
 from .middleware import GraphMiddleware
 
+LOOPBACK_TRUNK = "sip:{number}@127.0.0.1"
+"""Where E.164 targets go on the loopback backend when no trunk is configured (it answers all)."""
 
-def service_config(settings: Settings) -> ServiceConfig:
+
+def service_config(settings: Settings, media: MediaBackend | None = None) -> ServiceConfig:
+    trunk = settings.sip_trunk_template()
+    if trunk is None and isinstance(media, LoopbackMedia):
+        trunk = LOOPBACK_TRUNK
     return ServiceConfig(
-        sip_trunk_uri=settings.sip_trunk_uri,
+        sip_trunk_uri=trunk,
         callback_allowed_hosts=tuple(h.lower() for h in settings.callback_allowed_hosts),
         incoming_tenant_id=settings.incoming_tenant_id,
         incoming_app_id=settings.incoming_app_id,
@@ -31,12 +39,25 @@ def service_config(settings: Settings) -> ServiceConfig:
     )
 
 
+def build_media(settings: Settings) -> MediaBackend:
+    """The media backend ``settings.media`` names: ``sip`` (a ``SipMedia`` on ``sip_host``,
+    ``sip_port``, ``rtp_ports``; not yet bound) or ``loopback``."""
+    if settings.media == "loopback":
+        return LoopbackMedia(speed=settings.loopback_speed)
+    if settings.media == "sip":
+        return SipMedia(
+            sip_host=settings.sip_host,
+            sip_port=settings.sip_port,
+            rtp_ports=PortRange.parse(settings.rtp_ports, even=True),
+            public_host=settings.sip_public_host,
+        )
+    raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
+
+
 def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI:
-    """The Graph API app; ``media`` defaults to ``LoopbackMedia(speed=settings.loopback_speed)``."""
+    """The Graph API app; ``media`` defaults to :func:`build_media` of ``settings``."""
     if media is None:
-        if settings.media != "loopback":
-            raise ValueError(f"media backend {settings.media!r} is not available yet")
-        media = LoopbackMedia(speed=settings.loopback_speed)
+        media = build_media(settings)
     authenticator = Authenticator(settings)
     secret = settings.effective_callback_secret()
     signer = CallbackSigner(
@@ -60,7 +81,9 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             backoff_initial_s=settings.notify_backoff_initial_s,
             backoff_max_s=settings.notify_backoff_max_s,
         )
-        service = CallService(repo, media, service_config(settings), on_commit=dispatcher.wake)
+        service = CallService(
+            repo, media, service_config(settings, media), on_commit=dispatcher.wake
+        )
         await service.start()
         app.state.repo = repo
         app.state.service = service

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +52,30 @@ def serve(
         str | None,
         typer.Option(help="e.g. postgresql+asyncpg://user@127.0.0.1/db (default: SQLite file)."),
     ] = None,
-    media: Annotated[str, typer.Option(help="Media backend: loopback (sip: coming).")] = "loopback",
+    media: Annotated[
+        str | None,
+        typer.Option(help="Media backend: sip (real SIP calls, the default) or loopback (demo)."),
+    ] = None,
+    sip_host: Annotated[
+        str | None, typer.Option(help="Address for SIP and RTP (default 127.0.0.1).")
+    ] = None,
+    sip_port: Annotated[
+        int | None, typer.Option(help="SIP UDP port (default 5060; 0 = any free port).")
+    ] = None,
+    rtp_ports: Annotated[
+        str | None, typer.Option(help="RTP port range FIRST-LAST (default 20000-29999).")
+    ] = None,
+    sip_public_host: Annotated[
+        str | None,
+        typer.Option(help="Address written into SDP and Contact (needed with --sip-host 0.0.0.0)."),
+    ] = None,
+    sip_trunk: Annotated[
+        str | None,
+        typer.Option(
+            help="Where E.164 targets go: HOST[:PORT] (sip:+E164@HOST[:PORT]) or a URI "
+            "template with {number}."
+        ),
+    ] = None,
     loopback_speed: Annotated[
         float | None, typer.Option(help="Loopback time scale (0.1 = ten times faster).")
     ] = None,
@@ -68,18 +93,19 @@ def serve(
         float | None, typer.Option(help="Seconds without keepAlive before a call ends.")
     ] = None,
 ) -> None:
-    """Run the Graph calls API (uvicorn)."""
-    # imported here so that other dtmfgraph commands do not pay for the web stack
-    import uvicorn  # noqa: PLC0415
-
-    from ..api import create_app, mint_token  # noqa: PLC0415
-
-    updates: dict[str, object] = {"media": media}
+    """Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation)."""
+    updates: dict[str, object] = {}
     for key, value in {
         "host": host,
         "port": port,
         "data_dir": data_dir,
         "database_url": database_url,
+        "media": media,
+        "sip_host": sip_host,
+        "sip_port": sip_port,
+        "rtp_ports": rtp_ports,
+        "sip_public_host": sip_public_host,
+        "sip_trunk_uri": sip_trunk,
         "loopback_speed": loopback_speed,
         "callback_allowed_hosts": callback_allow_host,
         "incoming_callback_uri": incoming_callback_uri,
@@ -90,16 +116,63 @@ def serve(
     if no_auth:
         updates["auth_enabled"] = False
     settings = Settings().model_copy(update=updates)
-    if media != "loopback":
-        typer.echo(f"error: media backend {media!r} is not available yet (use loopback)", err=True)
+    if settings.media not in ("sip", "loopback"):
+        typer.echo(
+            f"error: unknown media backend {settings.media!r} (use sip or loopback)", err=True
+        )
         raise typer.Exit(2)
     if not settings.auth_enabled and not _is_loopback(settings.host):
         typer.echo("error: --no-auth is allowed only on a loopback address", err=True)
         raise typer.Exit(2)
     settings = _ensure_secret(settings)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    # imported here so that other dtmfgraph commands do not pay for the web stack
+    import uvicorn  # noqa: PLC0415
+
+    from ..api import build_media, create_app, mint_token  # noqa: PLC0415
+    from ..service.sip_media import SipMedia  # noqa: PLC0415
+
+    try:
+        media = build_media(settings)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        if isinstance(media, SipMedia):
+            try:
+                await media.open()
+            except (OSError, ValueError) as exc:
+                typer.echo(
+                    f"error: cannot start SIP on {settings.sip_host}:{settings.sip_port}: {exc}",
+                    err=True,
+                )
+                raise typer.Exit(2) from None
+            sip_host, sip_port = media.sip_address
+            typer.echo(f"dtmfgraph: SIP on {media.uri} (UDP {sip_host}:{sip_port})", err=True)
+            trunk = settings.sip_trunk_template()
+            typer.echo(
+                f"dtmfgraph: E.164 targets go to {trunk}"
+                if trunk
+                else "dtmfgraph: no --sip-trunk: targets must be sip: URIs",
+                err=True,
+            )
+        else:
+            typer.echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
+        _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
+        app = create_app(settings, media)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+        await uvicorn.Server(config).serve()
+    finally:
+        await media.close()
+
+
+def _print_banner(settings: Settings, mint: Callable[[Settings], str], *, real_sip: bool) -> None:
     base = settings.effective_base_url()
     if settings.auth_enabled:
-        token = mint_token(settings)
+        token = mint(settings)
         typer.echo(f"dtmfgraph: Graph API on {base}/v1.0 and {base}/beta", err=True)
         typer.echo(f"token (24 h, dev app):\n{token}\n", err=True)
         auth_header = f'-H "Authorization: Bearer {token}" '
@@ -111,16 +184,18 @@ def serve(
             err=True,
         )
         auth_header = ""
+    if real_sip and settings.sip_trunk_template() is None:
+        target = '{"user":{"id":"sip:alice@127.0.0.1:5070"}}'
+    else:
+        target = '{"phone":{"id":"+14255550100"}}'
     typer.echo(
         "example:\n"
         f"  curl -s {auth_header}-H 'Content-Type: application/json' "
         f"{base}/v1.0/communications/calls "
         '-d \'{"callbackUri":"http://127.0.0.1:9000/cb","requestedModalities":["audio"],'
-        '"targets":[{"identity":{"phone":{"id":"+14255550100"}}}]}\'\n',
+        f'"targets":[{{"identity":{target}}}]}}\'\n',
         err=True,
     )
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
 def token(

@@ -741,6 +741,8 @@ class IncomingInvite:
         self.offer = event.offer
         self.call: PhoneCall | None = None
         self.ended: CallEnd | None = None
+        self.on_cancelled: Callable[[CallEnd], None] | None = None
+        """Called when the caller gives up (CANCEL) before the call is answered or rejected."""
 
     def __repr__(self) -> str:
         return f"IncomingInvite(from {self.caller} to {self.callee})"
@@ -830,6 +832,8 @@ class IncomingInvite:
 
     def _cancelled(self, event: CallEnded) -> None:
         self.ended = CallEnd(EndReason.CANCELLED, event.reason, event.by_remote, time.time())
+        if self.on_cancelled is not None:
+            self.on_cancelled(self.ended)
 
 
 # ---------------------------------------------------------------------------------- phone

@@ -34,7 +34,9 @@ from .media import (
     EndReason,
     IncomingCall,
     MediaBackend,
+    MediaBackendError,
     MediaCall,
+    MediaSetupError,
 )
 from .model import (
     Call,
@@ -81,7 +83,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    sip_trunk_uri: str = "sip:{number}@127.0.0.1:5060"
+    sip_trunk_uri: str | None = None
+    """Template for E.164 targets (``{number}``); ``None``: only ``sip:`` targets."""
     callback_allowed_hosts: tuple[str, ...] = ()
     incoming_tenant_id: str = "00000000-0000-0000-0000-000000000000"
     incoming_app_id: str = "dtmfgraph-dev-app"
@@ -147,6 +150,8 @@ def map_end(reason: EndReason) -> ResultInfo:
 
 def map_dial_error(err: DialError) -> ResultInfo:
     """Final SIP response of a failed dial -> Graph resultInfo (see docs/api.md)."""
+    if isinstance(err, MediaSetupError):
+        return Results.MEDIA_ERROR
     s = err.sip_status
     if s in (404, 604):
         return Results.NOT_FOUND
@@ -198,7 +203,7 @@ class CallService:
         async with self._unit() as uow:
             for call in await uow.unfinished_calls():
                 await self._finish_call(uow, call, Results.RESTART_LOST)
-        self._media.start(self._on_incoming)
+        await self._media.start(self._on_incoming)
         self._spawn(self._keepalive_watchdog())
 
     async def close(self) -> None:
@@ -254,6 +259,12 @@ class CallService:
             if ident_id.lower().startswith(("sip:", "sips:")):
                 return ident_id
             if name == "phone" and E164.match(ident_id):
+                if self._cfg.sip_trunk_uri is None:
+                    raise InvalidRequestError(
+                        f"targets[0].identity.phone.id: {ident_id} is a phone number but no SIP "
+                        "trunk is configured (dtmfgraph serve --sip-trunk HOST[:PORT]); give a "
+                        "sip: URI as the id to call an endpoint directly"
+                    )
                 return self._cfg.sip_trunk_uri.replace("{number}", ident_id)
         raise InvalidRequestError(
             "targets[0].identity: no dialable id: give phone.id as an E.164 number "
@@ -440,6 +451,23 @@ class CallService:
             await uow.insert_call(call)
             await self._emit(uow, call, EventKind.CALL_CREATED)
         self._spawn(self._answer_timeout(live), live)
+        self._spawn(self._caller_gave_up(live, inc), live)
+
+    async def _caller_gave_up(self, live: _Live, inc: IncomingCall) -> None:
+        """The caller hangs up while the call is still ``incoming``: it ends 200/4097."""
+        await inc.cancelled
+        async with live.lock:
+            if live.media is not None or live.incoming is None:
+                return
+            async with self._unit() as uow:
+                call = await uow.get_call(live.call_id)
+                if call is not None and call.state is CallState.INCOMING:
+                    await self._finish_call(uow, call, Results.ENDED_BY_REMOTE)
+        self._live.pop(live.call_id, None)
+        me = asyncio.current_task()
+        for task in list(live.tasks):
+            if task is not me:
+                task.cancel()
 
     async def _answer_timeout(self, live: _Live) -> None:
         await asyncio.sleep(self._cfg.incoming_answer_timeout_s)
@@ -472,7 +500,19 @@ class CallService:
                 call.callback_uri = callback_uri
                 await uow.update_call(call)
         live.last_keepalive = now()
-        media = await inc.answer()
+        try:
+            media = await inc.answer()
+        except MediaBackendError as exc:
+            gone = isinstance(exc, CallEndedError)
+            async with live.lock, self._unit() as uow:
+                call = await self._owned(uow, p, call_id)
+                if not call.ended:
+                    result = Results.ENDED_BY_REMOTE if gone else Results.MEDIA_ERROR
+                    await self._finish_call(uow, call, result)
+            for task in list(live.tasks):
+                task.cancel()
+            self._live.pop(call_id, None)
+            raise NotAllowedError(f"call {call_id} could not be answered: {exc}") from exc
         await self._established(live, media)
 
     async def reject(self, p: Principal, call_id: str, reason: str) -> None:
@@ -530,13 +570,8 @@ class CallService:
         method = asked
         if media is not None:
             if asked is DtmfMethod.AUTO:
-                method = (
-                    DtmfMethod.RFC4733
-                    if media.can_send_rfc4733
-                    else DtmfMethod.SIPINFO
-                    if media.can_send_sipinfo
-                    else DtmfMethod.INBAND
-                )
+                # as the Phone's own "auto": telephone-events when negotiated, else audio
+                method = DtmfMethod.RFC4733 if media.can_send_rfc4733 else DtmfMethod.INBAND
             elif asked is DtmfMethod.RFC4733 and not media.can_send_rfc4733:
                 raise NotSupportedError("dtmfMethod: rfc4733 was not negotiated on this call")
             elif asked is DtmfMethod.SIPINFO and not media.can_send_sipinfo:
@@ -594,6 +629,8 @@ class CallService:
                 live.wake.clear()
                 await live.wake.wait()
             async with live.lock:
+                if live.ending or media.ended.done():
+                    return  # the call is over: _watch_end fails what is still queued
                 op_id = live.queue.popleft()
                 async with self._unit() as uow:
                     op = await uow.get_operation(live.call_id, op_id)
@@ -625,7 +662,7 @@ class CallService:
                     continue  # cancel or the end of the call has written the outcome
                 if send.exception() is not None:
                     if isinstance(send.exception(), CallEndedError):
-                        continue
+                        return  # the call is over: _watch_end writes every outcome
                     log.error("sendDtmf failed", exc_info=send.exception())
                 async with self._unit() as uow:
                     op = await uow.get_operation(live.call_id, op_id)

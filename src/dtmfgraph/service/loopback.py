@@ -7,7 +7,8 @@ Dialling ``sip:USER@host`` answers at once, except these USER names, which fail 
 
 Each key takes ``(tone_ms + gap_ms) * speed`` milliseconds; the last key has no trailing gap.
 The far end records every key it heard, with the method, in ``LoopbackCall.heard``; it can
-hang up (``remote_hangup``) and press keys (``press``). ``incoming`` simulates an incoming call.
+hang up (``remote_hangup``) and press keys (``press``). ``incoming`` simulates an incoming call
+(whose caller can give up before the answer: ``LoopbackIncoming.cancel``).
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ class LoopbackIncoming:
     outcome: asyncio.Future[LoopbackCall | int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    cancelled: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def cancel(self) -> None:
+        """The caller gives up before the call is answered (SIP CANCEL)."""
+        if not self.outcome.done() and not self.cancelled.done():
+            self.cancelled.set_result(None)
 
     async def answer(self) -> MediaCall:
         call = LoopbackCall(self.caller, rfc4733=True, sipinfo=True, speed=self.speed)
@@ -154,7 +163,7 @@ class LoopbackMedia:
         self._ids = itertools.count(1)
         self.dialled: asyncio.Queue[LoopbackCall] | None = None
 
-    def start(self, on_incoming: OnIncoming) -> None:
+    async def start(self, on_incoming: OnIncoming) -> None:
         self._on_incoming = on_incoming
         self.dialled = asyncio.Queue()
 

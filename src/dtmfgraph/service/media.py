@@ -4,11 +4,13 @@ The real SIP phone (``dtmfgraph.media.Phone``) implements these; ``LoopbackMedia
 in-process simulation used by tests and demos.
 
 ``MediaBackend``
-    ``start(on_incoming)`` is called once by the service; the backend calls
+    ``await start(on_incoming)`` is called once by the service (a backend that binds sockets
+    does it here, if it has not already); the backend calls
     ``on_incoming(IncomingCall)`` for each new incoming call (an awaitable callback).
     ``dial(target, timeout=)`` places a call to a ``sip:``/``sips:`` URI and returns a
     ``MediaCall`` once it is answered, or raises ``DialError`` with the final SIP status
-    (0 when there was no final response, e.g. a timeout or no route). ``close()`` ends all.
+    (0 when there was no final response, e.g. no route; 408 for a dial timeout), or
+    ``MediaSetupError`` when the local media could not be set up. ``close()`` ends all.
 
 ``MediaCall``
     ``send_dtmf(keys, method=, tone_ms=, gap_ms=)``: ``keys`` are keypad characters
@@ -26,7 +28,9 @@ in-process simulation used by tests and demos.
     audio is always possible (``flash`` has no in-band form).
 
 ``IncomingCall``
-    ``caller``/``callee`` URIs; ``answer()`` returns the ``MediaCall``; ``reject(sip_status)``.
+    ``caller``/``callee`` URIs; ``cancelled``: a future resolved when the caller gives up
+    before an answer or a reject; ``answer()`` returns the ``MediaCall`` (``CallEndedError`` if the
+    caller has gone, ``MediaSetupError`` if our media failed); ``reject(sip_status)``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class DialError(MediaBackendError):
         self.reason = reason
 
 
+class MediaSetupError(DialError):
+    """Our own media could not be set up (no RTP port, socket error): not the far end's fault."""
+
+
 class CallEndedError(MediaBackendError):
     """The call ended while an operation was using it."""
 
@@ -99,6 +107,9 @@ class IncomingCall(Protocol):
     @property
     def callee(self) -> str: ...
 
+    @property
+    def cancelled(self) -> asyncio.Future[None]: ...
+
     async def answer(self) -> MediaCall: ...
 
     async def reject(self, sip_status: int) -> None: ...
@@ -108,7 +119,7 @@ OnIncoming = Callable[[IncomingCall], Awaitable[None]]
 
 
 class MediaBackend(Protocol):
-    def start(self, on_incoming: OnIncoming) -> None: ...
+    async def start(self, on_incoming: OnIncoming) -> None: ...
 
     async def dial(self, target: str, *, timeout: float) -> MediaCall: ...
 

@@ -1,0 +1,250 @@
+"""``SipMedia``: the service's media backend on real SIP calls (``dtmfgraph.media.Phone``).
+
+It adapts the phone to the protocols of :mod:`dtmfgraph.service.media`:
+
+* ``dial`` -> ``Phone.dial``; ``DialTimeoutError`` becomes ``DialError(408)``, any other
+  ``DialError`` keeps its final SIP status; an INVITE that could not be sent (status 0, e.g. a
+  host name) says ``no route``; a local RTP/socket failure raises ``MediaSetupError``.
+* ``PhoneCall`` end reasons -> ``EndKind``: ``local-bye`` -> ``LOCAL_BYE``, ``remote-bye`` ->
+  ``REMOTE_BYE``, ``timeout`` (no ACK for our 200 OK) -> ``TIMEOUT``, anything else (a broken
+  dialog, media that could not be set up, the phone closed under the call) -> ``MEDIA_ERROR``.
+* keys go out and come in as keypad characters (``F`` = flash); ``HeardKey`` -> ``KeyHeardInfo``.
+* an asyncio cancel of ``send_dtmf`` stops at a key boundary: RFC 4733 / in-band finish the key
+  that is sounding before the cancel returns; a SIP INFO that has left is the whole key.
+* incoming INVITEs get 180 Ringing and are handed to the service; ``reject(status)`` answers
+  with that final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from ..media.phone import CallEnd, DtmfResult, IncomingInvite, Phone, PhoneCall
+from ..media.phone import CallEndedError as PhoneCallEndedError
+from ..media.phone import DialError as PhoneDialError
+from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
+from ..media.phone import EndReason as PhoneEndReason
+from ..media.udp import Address, MediaError, PortRange
+from .media import (
+    CallEndedError,
+    DialError,
+    EndKind,
+    EndReason,
+    KeyHeardInfo,
+    MediaCall,
+    MediaSetupError,
+    OnIncoming,
+)
+
+log = logging.getLogger(__name__)
+
+_END_KINDS = {
+    PhoneEndReason.LOCAL_BYE: EndKind.LOCAL_BYE,
+    PhoneEndReason.REMOTE_BYE: EndKind.REMOTE_BYE,
+    PhoneEndReason.TIMEOUT: EndKind.TIMEOUT,
+}
+_CANCEL_GRACE_S = 1.0
+"""How long past the sounding key a cancelled RTP send may take to reach its key boundary."""
+
+
+def map_call_end(end: CallEnd) -> EndReason:
+    """How a ``PhoneCall`` ended -> the service's ``EndReason``."""
+    kind = _END_KINDS.get(end.reason, EndKind.MEDIA_ERROR)
+    return EndReason(kind, end.status or 0, str(end))
+
+
+class SipMediaCall:
+    """One live ``PhoneCall`` as a ``MediaCall``."""
+
+    def __init__(self, call: PhoneCall) -> None:
+        self.call = call
+        # what was negotiated, kept once the call is over (a send then raises CallEndedError)
+        self._rfc4733 = call.telephone_event_pt is not None
+        self._sipinfo = call.can_send_sipinfo
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[EndReason] = loop.create_future()
+        self._watch = asyncio.ensure_future(self._watch_end())
+
+    def __repr__(self) -> str:
+        return f"SipMediaCall({self.call!r})"
+
+    async def _watch_end(self) -> None:
+        end = await self.call.wait_ended()
+        if not self.ended.done():
+            self.ended.set_result(map_call_end(end))
+
+    @property
+    def can_send_rfc4733(self) -> bool:
+        return self._rfc4733
+
+    @property
+    def can_send_sipinfo(self) -> bool:
+        return self._sipinfo
+
+    async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None:
+        if method not in ("rfc4733", "sipinfo", "inband"):
+            raise ValueError(f"unknown DTMF method {method!r}")
+        send = asyncio.ensure_future(
+            self.call.send_dtmf(
+                keys,
+                method=method,  # type: ignore[arg-type]  # checked above
+                tone_ms=tone_ms,
+                gap_ms=gap_ms,
+            )
+        )
+        try:
+            await asyncio.shield(send)
+        except asyncio.CancelledError:
+            await self._stop_at_key_boundary(send, method, tone_ms)
+            raise
+        except PhoneCallEndedError as exc:
+            raise CallEndedError(str(exc)) from exc
+
+    async def _stop_at_key_boundary(
+        self, send: asyncio.Task[DtmfResult], method: str, tone_ms: int
+    ) -> None:
+        if send.done():
+            return
+        if method == "sipinfo":  # a sent INFO is the whole key: nothing is left sounding
+            send.cancel()
+        else:
+            self.call.cancel_dtmf()  # the job ends once the key that is sounding is over
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(send), tone_ms / 1000 + _CANCEL_GRACE_S)
+        if not send.done():
+            send.cancel()
+
+    async def keys_heard(self) -> AsyncIterator[KeyHeardInfo]:
+        async for heard in self.call.keys_heard():
+            yield KeyHeardInfo(heard.key, heard.method, heard.at)
+
+    async def hangup(self) -> None:
+        await self.call.hangup()
+
+
+class SipIncoming:
+    """A ringing ``IncomingInvite`` as an ``IncomingCall``."""
+
+    def __init__(self, invite: IncomingInvite) -> None:
+        self.invite = invite
+        self._cancelled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        invite.on_cancelled = self._on_cancelled
+
+    def _on_cancelled(self, _end: CallEnd) -> None:
+        if not self._cancelled.done():
+            self._cancelled.set_result(None)
+
+    @property
+    def cancelled(self) -> asyncio.Future[None]:
+        return self._cancelled
+
+    @property
+    def caller(self) -> str:
+        return self.invite.caller
+
+    @property
+    def callee(self) -> str:
+        return self.invite.callee
+
+    async def answer(self) -> MediaCall:
+        try:
+            call = await self.invite.answer()
+        except PhoneCallEndedError as exc:
+            raise CallEndedError(f"the caller is gone: {exc}") from exc
+        except (MediaError, ValueError) as exc:
+            raise MediaSetupError(0, f"cannot answer: {exc}") from exc
+        return SipMediaCall(call)
+
+    async def reject(self, sip_status: int) -> None:
+        self.invite.reject(sip_status)
+
+
+class SipMedia:
+    """The ``MediaBackend`` of ``dtmfgraph serve --media sip``: one ``Phone`` on one address.
+
+    ``open()`` binds the SIP socket (``sip_port=0``: any free port; ``sip_address`` then tells
+    which); ``start(on_incoming)`` opens it if needed and starts taking calls.
+    """
+
+    def __init__(
+        self,
+        *,
+        sip_host: str = "127.0.0.1",
+        sip_port: int = 5060,
+        rtp_ports: PortRange | tuple[int, int] = (20000, 29999),
+        public_host: str | None = None,
+        user: str = "dtmfgraph",
+    ) -> None:
+        self.sip_host = sip_host
+        self.sip_port = sip_port
+        self.rtp_ports = rtp_ports
+        self.public_host = public_host
+        self.user = user
+        self.phone: Phone | None = None
+        self._on_incoming: OnIncoming | None = None
+
+    async def open(self) -> Phone:
+        """Bind the SIP socket and start the phone (idempotent)."""
+        if self.phone is None:
+            self.phone = await Phone.start(
+                self.sip_host,
+                self.sip_port,
+                self.rtp_ports,
+                user=self.user,
+                sdp_host=self.public_host,
+            )
+        return self.phone
+
+    @property
+    def sip_address(self) -> Address:
+        """The bound SIP (host, port)."""
+        if self.phone is None:
+            raise RuntimeError("the SIP media backend is not open")
+        return self.phone.sip_address
+
+    @property
+    def uri(self) -> str:
+        """Our SIP URI (where callers reach the service)."""
+        if self.phone is None:
+            raise RuntimeError("the SIP media backend is not open")
+        return self.phone.uri
+
+    async def start(self, on_incoming: OnIncoming) -> None:
+        phone = await self.open()
+        self._on_incoming = on_incoming
+        phone.on_incoming = self._incoming
+
+    async def _incoming(self, invite: IncomingInvite) -> None:
+        handler = self._on_incoming
+        if handler is None:
+            invite.reject(480, "Temporarily Unavailable")
+            return
+        invite.ring()
+        await handler(SipIncoming(invite))
+
+    async def dial(self, target: str, *, timeout: float) -> MediaCall:
+        phone = await self.open()
+        try:
+            call = await phone.dial(target, timeout=timeout)
+        except PhoneDialTimeoutError as exc:
+            raise DialError(408, f"Request Timeout (no answer in {timeout:g} s)") from exc
+        except PhoneDialError as exc:
+            if exc.status == 0:
+                raise DialError(0, f"no route to {target}: {exc.detail or exc.reason}") from exc
+            raise DialError(exc.status, exc.reason) from exc
+        except PhoneCallEndedError as exc:
+            raise DialError(0, f"the call ended during setup: {exc}") from exc
+        except (MediaError, OSError, ValueError) as exc:
+            raise MediaSetupError(0, f"local media failure: {exc}") from exc
+        return SipMediaCall(call)
+
+    async def close(self) -> None:
+        phone, self.phone = self.phone, None
+        if phone is not None:
+            await phone.close()
+
+
+__all__ = ["SipIncoming", "SipMedia", "SipMediaCall", "map_call_end"]
