@@ -124,6 +124,9 @@ async def _call(
                     keys_sent=result.keys_sent,
                     seconds=round(result.elapsed, 4),
                 )
+                # the pause after the last key goes out too (as audio), before any hang-up: a
+                # far end's detector needs that silence to hear the last in-band key end
+                await asyncio.sleep(gap_ms / 1000)
             if listen > 0:
                 with contextlib.suppress(CallEndedError):
                     await asyncio.wait_for(call.wait_ended(), listen)
