@@ -193,3 +193,28 @@ def test_long_tone_is_one_digit() -> None:
     events = detect(synthesize("#", tone_ms=5000))
     assert [e.key for e in events] == ["#"]
     assert events[0].duration == pytest.approx(5.0, abs=0.02)
+
+
+def test_many_channels_with_random_chunk_sizes_match_single_channel_runs() -> None:
+    """Feeds of varying length (0 to several half-blocks) switch the detector's buffers and
+    carry state between them; every channel must still match a one-channel run."""
+    channels = 6
+    length = 8000 * 3
+    block = np.stack([np.pad(r, (0, max(0, length - len(r))))[:length]
+                      for r in (_signal(40 + c) for c in range(channels))])  # fmt: skip
+    rng = np.random.default_rng(7)
+    det = Detector(channels=channels)
+    multi: list[DigitEvent] = []
+    i = 0
+    while i < length:
+        n = int(rng.choice([0, 1, 30, 51, 60, 102, 160, 250, 400, 1000]))
+        multi += det.feed(block[:, i : i + n])
+        i += n
+    multi += det.flush()
+    single = sorted(
+        (DigitEvent(e.key, e.start, e.end, e.level_dbm0, c)
+         for c in range(channels) for e in detect(block[c])),
+        key=lambda e: (e.end, e.channel),
+    )  # fmt: skip
+    assert multi == single
+    assert len(multi) >= channels * 10

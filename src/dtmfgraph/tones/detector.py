@@ -10,23 +10,14 @@ end of a :meth:`Detector.feed` is carried to the next call as a small per-channe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from .events import DigitEvent
-from .filterbank import (
-    CARRY,
-    KEY_FREQS,
-    KEY_TABLE,
-    NATIVE_RATE,
-    TOLERANCE,
-    BlockHits,
-    HalfBlocks,
-    filter_bank,
-)
+from .filterbank import KEY_FREQS, KEY_TABLE, NATIVE_RATE, RECORD_FIELDS, TOLERANCE, filter_bank
+from .stream import BlockStream
 
 MIN_HITS: Final = 4
 """Hit blocks a digit needs: a tone of >= 40 ms always gives 4, one of <= 29 ms at most 3."""
@@ -39,6 +30,12 @@ _START_LEAD: Final = 0.3
 _END_LAG: Final = 2.3
 """A digit ends this many half-blocks after the start of its last hit block."""
 
+Records = npt.NDArray[np.float64]
+"""Hit or digit records, float64 ``fields x n``: one row per field of :data:`RECORD_FIELDS`."""
+CHANNEL, KEY, FIRST, LAST, HITS, LEVEL, DEV_LOW, DEV_HIGH = range(len(RECORD_FIELDS))
+_KEY_NAMES: Final = np.array(KEY_TABLE, dtype=object)
+_DIGIT_LIMIT: Final = TOLERANCE + DIGIT_TOLERANCE_HZ / KEY_FREQS  # per key: low, high
+
 
 class DetectorError(ValueError):
     """Bad detector parameters or input."""
@@ -46,33 +43,6 @@ class DetectorError(ValueError):
 
 class DetectorTypeError(DetectorError, TypeError):
     """Input samples of a type the detector cannot read (not a real numeric array)."""
-
-
-I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
-
-
-@dataclass(slots=True)
-class _Digits:
-    """Per-digit (or per-channel open digit) aggregates; ``key`` < 0 means no digit."""
-
-    channel: I64
-    key: I64
-    first: I64
-    last: I64
-    hits: I64
-    level: F64
-    dev_low: F64
-    dev_high: F64
-
-    @classmethod
-    def empty(cls, channels: int) -> _Digits:
-        z = np.zeros(channels, dtype=np.int64)
-        f = np.zeros(channels, dtype=np.float64)
-        return cls(np.arange(channels), z - 1, z.copy(), z.copy(), z.copy(), f, f.copy(), f.copy())
-
-    def take(self, index: npt.NDArray[np.intp]) -> _Digits:
-        return _Digits(*(getattr(self, name)[index] for name in self.__slots__))
 
 
 class Detector:
@@ -91,29 +61,27 @@ class Detector:
             raise DetectorError(f"rate must be an integer >= {NATIVE_RATE} Hz, got {rate!r}")
         self.channels = int(channels)
         self.rate = int(rate)
-        self._bank = filter_bank(self.rate)
-        self._pending = np.zeros((self.channels, 0), dtype=np.float32)
-        self._carry = HalfBlocks.zeros(self.channels, CARRY)
+        self._stream = BlockStream(filter_bank(self.rate), self.channels)
+        self._half_seconds = self._stream.bank.half / self.rate
         self._halves = 0  # half-blocks analysed so far; block k is half-blocks k and k + 1
-        self._open = _Digits.empty(self.channels)
+        self._open: Records = np.empty((len(RECORD_FIELDS), 0))
+        """The digit still sounding in each channel that has one, sorted by channel."""
 
     def feed(self, block: npt.ArrayLike) -> list[DigitEvent]:
         """Analyse the next ``n`` samples of every channel; return the digits that ended."""
-        x = self._check(block)
-        frames = self._frames(x)
-        if frames is None:
+        hits, blocks = self._stream.hits(self._check(block))
+        if blocks == 0:
             return []
-        half = self._bank.transform(frames, self._carry)
-        self._carry = half.tail(CARRY)
-        hits = self._bank.hits(half)
         first_block = self._halves - 1
-        self._halves += half.energy.shape[1] - CARRY
-        return self._track(hits, first_block, self._halves - 2)
+        self._halves += blocks
+        if hits.shape[1] == 0 and self._open.shape[1] == 0:
+            return []
+        hits[FIRST:HITS] += first_block  # block numbers from the first sample
+        return self._track(hits, self._halves - 2)
 
     def flush(self) -> list[DigitEvent]:
         """End every digit still sounding and report it; the detector stays usable."""
-        open_ = self._open.take(np.flatnonzero(self._open.key >= 0))
-        self._open = _Digits.empty(self.channels)
+        open_, self._open = self._open, self._open[:, :0]
         return self._events(open_)
 
     def _check(self, block: npt.ArrayLike) -> npt.NDArray[np.generic]:
@@ -128,96 +96,76 @@ class Detector:
             )
         return x
 
-    def _frames(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32] | None:
-        """Whole half-blocks (``channels * m x half``, float32); keeps the rest for later."""
-        half = self._bank.half
-        kept = self._pending.shape[1]
-        m = (kept + x.shape[1]) // half
-        used = m * half - kept
-        if m == 0:
-            self._pending = np.concatenate([self._pending, x.astype(np.float32)], axis=1)
-            return None
-        frames = np.empty((self.channels, m * half), dtype=np.float32)
-        frames[:, :kept] = self._pending
-        frames[:, kept:] = x[:, :used]
-        self._pending = x[:, used:].astype(np.float32)
-        return frames.reshape(-1, half)
-
-    def _track(self, hits: BlockHits, first_block: int, last_block: int) -> list[DigitEvent]:
-        """Merge the new hits into digits; return those that ended, keep the open ones."""
-        open_ = self._open.take(np.flatnonzero(self._open.key >= 0))
-        block = hits.block.astype(np.int64) + first_block
-        ones = np.ones(len(block), dtype=np.int64)
-        parts = _Digits(
-            channel=np.concatenate([open_.channel, hits.channel]),
-            key=np.concatenate([open_.key, hits.key]),
-            first=np.concatenate([open_.first, block]),
-            last=np.concatenate([open_.last, block]),
-            hits=np.concatenate([open_.hits, ones]),
-            level=np.concatenate([open_.level, hits.level]),
-            dev_low=np.concatenate([open_.dev_low, hits.dev_low]),
-            dev_high=np.concatenate([open_.dev_high, hits.dev_high]),
-        )
-        if len(parts.key) == 0:
+    def _track(self, hits: Records, last_block: int) -> list[DigitEvent]:
+        """Merge the new hits (sorted by channel, then block) into digits; return those that
+        ended, keep the open ones."""
+        open_ = self._open
+        if hits.shape[1] == 0:  # open digits (one per channel) end after END_MISSES misses
+            digits = open_
+            still_open = last_block - digits[LAST] < END_MISSES
+        else:
+            if open_.shape[1] == 0:
+                parts = hits
+            else:  # each channel's open digit goes before its new hits
+                parts = np.empty((len(RECORD_FIELDS), open_.shape[1] + hits.shape[1]))
+                at = np.searchsorted(hits[CHANNEL], open_[CHANNEL])
+                at += np.arange(len(at))
+                is_hit = np.ones(parts.shape[1], dtype=bool)
+                is_hit[at] = False
+                parts[:, at] = open_
+                parts[:, is_hit] = hits
+            digits = _merge(parts)
+            channel = digits[CHANNEL]
+            still_open = last_block - digits[LAST] < END_MISSES
+            still_open[:-1] &= channel[1:] != channel[:-1]  # only a channel's last digit
+        if still_open.all():
+            self._open = digits
             return []
-        parts = parts.take(np.lexsort((parts.first, parts.channel)))
-        digits = _merge(parts)
-        last_in_channel = np.append(digits.channel[1:] != digits.channel[:-1], True)
-        still_open = last_in_channel & (last_block - digits.last < END_MISSES)
-        self._open = _Digits.empty(self.channels)
-        carried = digits.take(np.flatnonzero(still_open))
-        for name in _Digits.__slots__:
-            getattr(self._open, name)[carried.channel] = getattr(carried, name)
-        return self._events(digits.take(np.flatnonzero(~still_open)))
+        self._open = digits.take(still_open.nonzero()[0], axis=1)
+        return self._events(digits.take((~still_open).nonzero()[0], axis=1))
 
-    def _events(self, digits: _Digits) -> list[DigitEvent]:
+    def _events(self, digits: Records) -> list[DigitEvent]:
         """The digits that pass the digit-level tests, as events in time order."""
-        hits = np.maximum(digits.hits, 1)
-        ok = digits.hits >= MIN_HITS
-        freqs = KEY_FREQS[digits.key]
-        limit = TOLERANCE + DIGIT_TOLERANCE_HZ / freqs
-        ok &= np.abs(digits.dev_low / hits) <= limit[:, 0]
-        ok &= np.abs(digits.dev_high / hits) <= limit[:, 1]
-        half = self._bank.half / self.rate
-        start = np.maximum((digits.first - _START_LEAD) * half, 0.0)
-        end = (digits.last + _END_LAG) * half
-        level = np.round(digits.level / hits, 2)
-        keep = np.flatnonzero(ok)
-        events = [
-            DigitEvent(KEY_TABLE[k], s, e, lv, c)
-            for k, s, e, lv, c in zip(
-                digits.key[keep].tolist(),
-                start[keep].tolist(),
-                end[keep].tolist(),
-                level[keep].tolist(),
-                digits.channel[keep].tolist(),
-                strict=True,
+        if digits.shape[1] == 0:
+            return []
+        key = digits[KEY].astype(np.intp)
+        hits = digits[HITS]
+        limit = _DIGIT_LIMIT[key]
+        ok = hits >= MIN_HITS
+        ok &= np.abs(digits[DEV_LOW] / hits) <= limit[:, 0]
+        ok &= np.abs(digits[DEV_HIGH] / hits) <= limit[:, 1]
+        keep = ok.nonzero()[0]
+        digits, key, hits = digits.take(keep, axis=1), key[keep], hits[keep]
+        start = np.maximum((digits[FIRST] - _START_LEAD) * self._half_seconds, 0.0)
+        end = (digits[LAST] + _END_LAG) * self._half_seconds
+        order = np.lexsort((digits[CHANNEL], end))
+        return list(
+            map(
+                DigitEvent,
+                _KEY_NAMES[key[order]].tolist(),
+                start[order].tolist(),
+                end[order].tolist(),
+                np.round(digits[LEVEL, order] / hits[order], 2).tolist(),
+                digits[CHANNEL, order].astype(np.intp).tolist(),
             )
-        ]
-        events.sort(key=lambda e: (e.end, e.channel))
-        return events
+        )
 
 
-def _merge(parts: _Digits) -> _Digits:
+def _merge(parts: Records) -> Records:
     """Join time-sorted parts (per channel) of one key with fewer than END_MISSES misses between."""
-    new = np.ones(len(parts.key), dtype=bool)
-    new[1:] = (
-        (parts.channel[1:] != parts.channel[:-1])
-        | (parts.key[1:] != parts.key[:-1])
-        | (parts.first[1:] - parts.last[:-1] > END_MISSES)
-    )
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], len(new)) - 1
-    return _Digits(
-        channel=parts.channel[starts],
-        key=parts.key[starts],
-        first=parts.first[starts],
-        last=parts.last[ends],
-        hits=np.add.reduceat(parts.hits, starts),
-        level=np.add.reduceat(parts.level, starts),
-        dev_low=np.add.reduceat(parts.dev_low, starts),
-        dev_high=np.add.reduceat(parts.dev_high, starts),
-    )
+    new = np.empty(parts.shape[1], dtype=bool)
+    new[0] = True
+    np.not_equal(parts[CHANNEL, 1:], parts[CHANNEL, :-1], out=new[1:])
+    new[1:] |= parts[KEY, 1:] != parts[KEY, :-1]
+    new[1:] |= parts[FIRST, 1:] - parts[LAST, :-1] > END_MISSES
+    starts = new.nonzero()[0]
+    if len(starts) == len(new):
+        return parts
+    digits = parts.take(starts, axis=1)
+    digits[LAST, :-1] = parts[LAST, starts[1:] - 1]
+    digits[LAST, -1] = parts[LAST, -1]
+    digits[HITS:] = np.add.reduceat(parts[HITS:], starts, axis=1)
+    return digits
 
 
 def detect(samples: npt.ArrayLike, rate: int = NATIVE_RATE) -> list[DigitEvent]:

@@ -1,24 +1,28 @@
 """Block analysis for the DTMF detector: which key, if any, sounds in each analysis block.
 
 The signal of every channel is cut into *half-blocks* of ``L`` samples (51 at 8 kHz, 6.375 ms).
-One matrix product gives the DFT of every half-block at the eight Q.23 frequencies. An analysis
-*block* is two consecutive half-blocks (102 samples, 12.75 ms) with a hop of one half-block, so
-each half-block is transformed once and the block's DFT is the sum of its halves' (the second
-one phase-rotated). From the two halves we also get, for free:
+One matrix product gives, for every half-block, its DFT at the eight Q.23 frequencies and its
+DFT under the cosine term of a Hann window. An analysis *block* is two consecutive half-blocks
+(102 samples, 12.75 ms) with a hop of one half-block, so each half-block is transformed once and
+the block's DFT is the sum of its halves' (the second one phase-rotated). From the two halves we
+also get:
 
-* the phase advance of each tone between the halves, i.e. its true frequency (unambiguous within
-  ``rate / 2L`` = ±78 Hz), which enforces the Q.24 frequency tolerance that a 102-sample filter
-  bank alone cannot;
+* the phase advance of each tone between the Hann-windowed previous block and this one, i.e. its
+  true frequency (unambiguous within ``rate / 2L`` = ±78 Hz), which enforces the Q.24 frequency
+  tolerance that a 102-sample filter bank alone cannot (a block's Hann spectrum is a sum of its
+  halves' DFTs and cosine DFTs, as the window's cosine changes sign between the halves);
 * the tone's power in each half: a block is a hit only if the tone fills it, so a hit does not
   depend on the level and durations can be judged by counting hits.
 
-Everything is vectorised over channels and blocks; blocks that fail the cheap energy tests are
-dropped before the finer ones.
+Everything is vectorised over channels and blocks: :meth:`FilterBank.screen` runs cheap energy
+tests on every block, :meth:`FilterBank.refine` the fine ones on the survivors only. Per-block
+arrays are laid out ``quantity x n`` so that every numpy operation runs one long inner loop;
+buffers live in a :class:`Workspace` reused across calls of the same shape.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from functools import cache
 from typing import Final
 
@@ -29,7 +33,9 @@ from .keypad import HIGH_HZ, KEYS, LOW_HZ
 from .synth import DBM0_PEAK
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
+Index = npt.NDArray[np.intp]
 
 NATIVE_RATE: Final = 8000
 CARRY: Final = 2
@@ -61,7 +67,7 @@ MAX_DEVIATION: Final = 0.025
 _PREFILTER_SHARE: Final = 0.5
 """Energy share for the cheap first pass, before the frequency-error correction of the powers."""
 
-KEY_FREQS: Final[npt.NDArray[np.float64]] = np.array([[lo, hi] for lo in LOW_HZ for hi in HIGH_HZ])
+KEY_FREQS: Final[F64] = np.array([[lo, hi] for lo in LOW_HZ for hi in HIGH_HZ])
 """Low and high frequency of each entry of :data:`KEY_TABLE`."""
 KEY_TABLE: Final[tuple[str, ...]] = tuple(
     next(k.key for k in KEYS.values() if k.low_hz == lo and k.high_hz == hi)
@@ -70,69 +76,10 @@ KEY_TABLE: Final[tuple[str, ...]] = tuple(
 )
 """Key of the pair (low index ``i``, high index ``j``) at ``4 * i + j``."""
 
-
-@dataclass(frozen=True, slots=True)
-class BlockHits:
-    """The hit blocks of one analysis call, sorted by channel then block.
-
-    ``channel`` and ``block`` locate the hit (``block`` counts from the call's first block);
-    ``key`` indexes :data:`KEY_TABLE`; ``level`` is the mean per-tone level in dBm0;
-    ``dev_low``/``dev_high`` are the tones' relative frequency errors.
-    """
-
-    channel: npt.NDArray[np.intp]
-    block: npt.NDArray[np.intp]
-    key: npt.NDArray[np.intp]
-    level: F32
-    dev_low: F32
-    dev_high: F32
-
-
-@dataclass(frozen=True, slots=True)
-class HalfBlocks:
-    """Per-half-block analysis of ``channels`` signals, arrays shaped ``channels x halves ...``.
-
-    ``rect``: DFT at the 8 frequencies; ``hann``: the DFTs with the first half of a 102-sample
-    Hann window (8) and with its second half, time origin one half-block earlier (8);
-    ``energy``: sum of squares; ``groups``: ``|rect|^2`` summed over the low and the high group.
-    """
-
-    rect: C64
-    hann: C64
-    energy: F32
-    groups: F32
-
-    @classmethod
-    def empty(cls, channels: int, halves: int) -> HalfBlocks:
-        return cls(
-            np.empty((channels, halves, 8), dtype=np.complex64),
-            np.empty((channels, halves, 16), dtype=np.complex64),
-            np.empty((channels, halves), dtype=np.float32),
-            np.empty((channels, halves, 2), dtype=np.float32),
-        )
-
-    @classmethod
-    def zeros(cls, channels: int, halves: int) -> HalfBlocks:
-        return cls(
-            np.zeros((channels, halves, 8), dtype=np.complex64),
-            np.zeros((channels, halves, 16), dtype=np.complex64),
-            np.zeros((channels, halves), dtype=np.float32),
-            np.zeros((channels, halves, 2), dtype=np.float32),
-        )
-
-    def tail(self, halves: int) -> HalfBlocks:
-        """The last ``halves`` half-blocks (copied)."""
-        return HalfBlocks(
-            self.rect[:, -halves:].copy(),
-            self.hann[:, -halves:].copy(),
-            self.energy[:, -halves:].copy(),
-            self.groups[:, -halves:].copy(),
-        )
-
-
-def _fields(h: HalfBlocks) -> tuple[C64, C64, F32, F32]:
-    return h.rect, h.hann, h.energy, h.groups
-
+RECORD_FIELDS: Final = ("channel", "key", "first", "last", "hits", "level", "dev_low", "dev_high")
+"""Columns of a hit or digit record (float64 rows): channel, key (index into :data:`KEY_TABLE`),
+first and last hit block, number of hits, and the sums over the hits of the mean per-tone level
+(dBm0) and of the two tones' relative frequency errors."""
 
 _SINGLE_THREAD_MNK: Final = 262_144
 """OpenBLAS runs a product of at most this many multiply-adds on one thread. Larger ones it
@@ -140,14 +87,27 @@ splits over threads that spin-wait: a large slowdown (measured 5-10x) when the c
 and little gain when idle for products this thin."""
 
 
-def _product(
-    frames: F32, matrix: F32, out: npt.NDArray[np.float32] | None = None
-) -> npt.NDArray[np.float32]:
-    """``frames @ matrix`` in row chunks small enough for OpenBLAS to stay single-threaded."""
+def _blas_is_single_threaded() -> bool:
+    """Whether BLAS was told (before numpy loaded it) to use one thread, or has one core."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip() == "1":
+            return True
+    return len(os.sched_getaffinity(0)) == 1 if hasattr(os, "sched_getaffinity") else False
+
+
+_UNCHUNKED: Final = _blas_is_single_threaded()
+
+
+def _product(frames: F32, matrix: F32, out: F32 | None = None) -> F32:
+    """``frames @ matrix`` (into ``out``), in row chunks small enough for OpenBLAS to stay on
+    one thread (one call when BLAS is single-threaded anyway)."""
+    rows = frames.shape[0]
     if out is None:
-        out = np.empty((frames.shape[0], matrix.shape[1]), dtype=np.float32)
+        out = np.empty((rows, matrix.shape[1]), dtype=np.float32)
     step = max(1, _SINGLE_THREAD_MNK // (matrix.shape[0] * matrix.shape[1]))
-    for i in range(0, frames.shape[0], step):
+    if _UNCHUNKED or rows <= step:
+        return np.matmul(frames, matrix, out=out)
+    for i in range(0, rows, step):
         np.matmul(frames[i : i + step], matrix, out=out[i : i + step])
     return out
 
@@ -162,6 +122,58 @@ def half_block(rate: int) -> int:
     return max(1, round(HALF_BLOCK_8K * rate / NATIVE_RATE))
 
 
+class Workspace:
+    """Buffers for one analysis call: ``channels`` channels (``C``), ``m`` new half-blocks each.
+
+    ``frames`` holds the new half-blocks (``C m x half``). ``spectra`` holds, per half-block,
+    its DFT at the 8 frequencies and its DFT under the Hann window's cosine term, as 16
+    complex64 values stored as (re, im) float32 pairs; it has ``CARRY * C + C m`` rows: first
+    the :data:`CARRY` half-blocks kept from the previous call (row ``2 c + h`` for channel
+    ``c``), then the new ones (row ``2 C + c m + i``), so that the new part is one contiguous
+    matrix for BLAS. ``power`` (``3 x C m``: the DFT's ``|X|^2`` summed over the low and over
+    the high group, and the sum of squares) covers the new half-blocks, ``carried_power`` (``3
+    x C x CARRY``) the kept ones. Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is
+    made of the channel's half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column
+    ``k`` of ``rows`` is (row of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
+    """
+
+    def __init__(self, half: int, channels: int, m: int) -> None:
+        self.channels, self.m = channels, m
+        top = CARRY * channels
+        self.top = top
+        self.frames = np.empty((channels * m, half), dtype=np.float32)
+        self.spectra = np.zeros((top + channels * m, 32), dtype=np.float32)
+        self.power = np.empty((3, channels * m), dtype=np.float32)
+        self.carried_power = np.zeros((3, channels, CARRY), dtype=np.float32)
+        self.squares = np.empty((channels * m, 16), dtype=np.float32)
+        self.block_power = np.empty((3, channels * m), dtype=np.float32)
+        self.scratch = np.empty((2, channels * m), dtype=np.float32)
+        self.candidate = np.empty((2, channels * m), dtype=bool)
+        k = np.arange(channels * m)
+        c, j = np.divmod(k, m)
+        carried = [np.where(j >= 2 - h, top + k - 2 + h, CARRY * c + j + h) for h in range(3)]
+        self.rows: Index = np.stack([*carried, c, j])
+
+    def keep_tail(self) -> None:
+        """Move each channel's last :data:`CARRY` half-blocks to the kept rows."""
+        c, m, top = self.channels, self.m, self.top
+        power = self.power.reshape(3, c, m)
+        kept = self.spectra[:top].reshape(c, CARRY, 32)
+        if m >= CARRY:
+            kept[:] = self.spectra[top:].reshape(c, m, 32)[:, -CARRY:]
+            self.carried_power[:] = power[..., -CARRY:]
+            return
+        kept[:, 0] = kept[:, 1]  # m == 1: shift by one half-block
+        kept[:, 1] = self.spectra[top:]
+        self.carried_power[..., 0] = self.carried_power[..., 1]
+        self.carried_power[..., 1] = power[..., 0]
+
+    def carry_from(self, other: Workspace) -> None:
+        """Copy the kept half-blocks of ``other`` (same channels) into this workspace."""
+        self.spectra[: self.top] = other.spectra[: other.top]
+        self.carried_power[:] = other.carried_power
+
+
 class FilterBank:
     """DFT of half-blocks at the eight DTMF frequencies, and the per-block hit tests."""
 
@@ -172,20 +184,28 @@ class FilterBank:
         freqs = np.asarray(FREQS)
         n = np.arange(self.half)
         local = np.exp(-2j * np.pi * np.outer(n, freqs) / rate)
-        shifted = np.exp(-2j * np.pi * np.outer(n + self.half, freqs) / rate)
-        hann = np.sin(np.pi * (np.arange(self.block) + 0.5) / self.block) ** 2
-        windowed = np.concatenate(
-            [hann[: self.half, None] * local, hann[self.half :, None] * shifted], axis=1
-        )
-        # Interleaved (re, im) columns: a product viewed as complex64 is the DFT.
-        self.rect_matrix: F32 = _real_columns(local)
-        self.hann_matrix: F32 = _real_columns(windowed)
-        self.rotation: C64 = np.exp(-2j * np.pi * freqs * self.half / rate).astype(np.complex64)
+        # A 102-sample Hann window is 1/2 - cos(2 pi (n + 1/2) / 102) / 2; the cosine changes
+        # sign between the block's halves. With C the half-block DFT under that cosine, a
+        # block's Hann spectrum is (R1 - C1 + rotation (R2 + C2)) / 2 from its halves'.
+        cosine = np.cos(2.0 * np.pi * (n + 0.5) / self.block)
+        # Interleaved (re, im) columns: a product viewed as complex64 is the DFTs.
+        self.matrix: F32 = _real_columns(np.concatenate([local, cosine[:, None] * local], 1))
+        rotation = np.exp(-2j * np.pi * freqs * self.half / rate)
+        self.rotation: C64 = rotation.astype(np.complex64)
+        # Complex multiplication by the rotation, as a real matrix on (re, im) columns.
+        self.rotation_matrix = np.zeros((16, 16), dtype=np.float32)
+        for b, r in enumerate(rotation):
+            self.rotation_matrix[2 * b : 2 * b + 2, 2 * b : 2 * b + 2] = [
+                [r.real, r.imag],
+                [-r.imag, r.real],
+            ]
+        self.group_power = np.zeros((16, 2), dtype=np.float32)
+        self.group_power[:8, 0] = self.group_power[8:, 1] = 1.0
         self.freqs32 = freqs.astype(np.float32)
-        self.hz_per_radian = np.float32(rate / (2.0 * np.pi * self.half))
-        self.block_limit = (TOLERANCE + BLOCK_TOLERANCE_HZ / freqs).astype(np.float32)
-        self.group_sum = np.zeros((16, 2), dtype=np.float32)
-        self.group_sum[:8, 0] = self.group_sum[8:, 1] = 1.0
+        hz_per_radian = rate / (2.0 * np.pi * self.half)
+        self.deviation_per_radian = (hz_per_radian / freqs).astype(np.float32)
+        block_limit = TOLERANCE + BLOCK_TOLERANCE_HZ / freqs
+        self.angle_limit = (block_limit / self.deviation_per_radian).astype(np.float32)
         full_scale = (DBM0_PEAK * self.block / 2.0) ** 2  # |X|^2 of a 0 dBm0 tone at its bin
         # Cheap tests on the sum over a block's two halves of their squared group DFTs, which
         # is at least half the block's |X|^2 (block DFT power -> tone energy is 2 / N).
@@ -193,144 +213,172 @@ class FilterBank:
         self.prefilter = np.float32(_PREFILTER_SHARE * self.block / 4.0)
         self.zero_dbm0 = DBM0_PEAK**2 / 2.0  # mean power of a 0 dBm0 sine
         self.min_tone = np.float32(self.zero_dbm0 * 10.0 ** (MIN_LEVEL_DBM0 / 10.0))
-        self.tone_to_energy = np.float32(self.block)  # tone of mean power p: energy p N
+        # A tone of mean power p has energy p N in a block: the share test is
+        # (p_low + p_high) >= ENERGY_SHARE / N * energy.
+        self.share_per_energy = np.float32(ENERGY_SHARE / self.block)
         self.dominance = np.float32(10.0 ** (DOMINANCE_DB / 10.0))
         self.balance = np.float32(10.0 ** (BALANCE_DB / 10.0))
         self.normal_twist = np.float32(10.0 ** (NORMAL_TWIST_DB / 10.0))
         self.reverse_twist = np.float32(10.0 ** (-REVERSE_TWIST_DB / 10.0))
         self.kernel_coef, self.kernel_phase = _kernel_table(rate, self.half)
 
-    def transform(self, frames: F32, carry: HalfBlocks) -> HalfBlocks:
-        """Analyse the half-blocks in ``frames`` (``channels * m x half``) and return them
-        after the ``carry`` half-blocks of the previous call."""
-        channels, kept = carry.energy.shape
-        m = frames.shape[0] // channels
-        out = HalfBlocks.empty(channels, kept + m)
-        for dest, src in zip(_fields(out), _fields(carry), strict=True):
-            dest[:, :kept] = src
-        rect = out.rect.view(np.float32)
-        hann = out.hann.view(np.float32)
-        if channels == 1:  # whole-file case: write in place, no copy
-            _product(frames, self.rect_matrix, rect[0, kept:])
-            _product(frames, self.hann_matrix, hann[0, kept:])
-            np.einsum("ij,ij->i", frames, frames, out=out.energy[0, kept:])
-            np.matmul(np.square(rect[0, kept:]), self.group_sum, out=out.groups[0, kept:])
-        else:
-            rect[:, kept:] = _product(frames, self.rect_matrix).reshape(channels, m, 16)
-            hann[:, kept:] = _product(frames, self.hann_matrix).reshape(channels, m, 32)
-            out.energy[:, kept:] = np.einsum("ij,ij->i", frames, frames).reshape(channels, m)
-            out.groups[:, kept:] = np.square(rect[:, kept:]) @ self.group_sum
+    def transform(self, ws: Workspace) -> None:
+        """DFTs, group powers and energy of the new half-blocks in ``ws.frames``."""
+        spectra = _product(ws.frames, self.matrix, ws.spectra[ws.top :])
+        squares = np.square(spectra[:, :16], out=ws.squares)
+        ws.power[:2] = _product(squares, self.group_power).T
+        np.einsum("ij,ij->i", ws.frames, ws.frames, out=ws.power[2])
+
+    def screen(self, ws: Workspace) -> Index:
+        """Cheap necessary conditions on every block; flat indices ``c m + j`` of the survivors.
+
+        From per-half-block sums: ``|X + Y|^2 <= 2 (|X|^2 + |Y|^2)`` for the block's DFT ``X + Y``
+        from its halves, so both groups must pass the level floor and hold a share of the energy.
+        """
+        low, high, energy = _block_sums(ws.power, ws.carried_power, ws.m, ws.block_power)
+        level, share = ws.scratch
+        passes, also = ws.candidate
+        np.minimum(low, high, out=level)
+        np.greater(level, self.min_power_half, out=passes)
+        np.add(low, high, out=level)
+        np.multiply(energy, self.prefilter, out=share)
+        np.greater(level, share, out=also)
+        passes &= also
+        return passes.nonzero()[0]
+
+    def refine(self, ws: Workspace, candidates: Index) -> F64:
+        """The fine tests on the ``candidates`` blocks; the hits as records (``fields x n``,
+        see :data:`RECORD_FIELDS`; ``first`` = ``last`` = the block within this call).
+
+        Arrays here are ``... x n`` (one column per candidate) so that every numpy operation
+        runs one long inner loop.
+        """
+        rows = ws.rows.take(candidates, axis=1)  # 5 x n
+        tones, ok = self._winners(ws, rows)
+        keep = ok.nonzero()[0]
+        if len(keep) < 0.75 * len(ok):  # drop the losers when that saves work
+            rows, tones = rows.take(keep, axis=1), tones.take(keep, axis=1)
+            candidates, ok = candidates[keep], ok[keep]
+        rect, angle = self._phase_advance(ws, rows, tones)
+        in_band = np.abs(angle) <= self.angle_limit[tones]
+        ok &= in_band[0] & in_band[1]
+        deviation = angle * self.deviation_per_radian[tones]
+        key = tones[0] * 4 + tones[1] - 4
+        power, det2 = self._unmix(rect[1:], key, tones, deviation)  # tone x half x n, * det2
+        passed, total = self._power_tests(power, det2, ws.block_power[2, candidates])
+        keep = (ok & passed).nonzero()[0]
+        det4 = np.square(det2[keep], dtype=np.float64)
+        out = np.empty((len(RECORD_FIELDS), len(keep)))
+        out[0] = rows[3, keep]
+        out[1] = key[keep]
+        out[2] = out[3] = rows[4, keep]
+        out[4] = 1.0
+        out[5] = total[0, keep]
+        out[5] *= total[1, keep]
+        out[5] /= det4 * self.zero_dbm0**2
+        np.log10(out[5], out=out[5])
+        out[5] *= 5.0
+        out[6:8] = deviation.take(keep, axis=1)
         return out
 
-    def hits(self, half: HalfBlocks) -> BlockHits:
-        """Test every block of every channel.
+    def _winners(self, ws: Workspace, rows: Index) -> tuple[Index, npt.NDArray[np.bool_]]:
+        """Strongest bin of each group in the block's DFT (``2 x n``, 0..7) and whether each
+        beats the other bins of its group by :data:`DOMINANCE_DB`."""
+        block = _product(ws.spectra.take(rows[2], axis=0)[:, :16], self.rotation_matrix)
+        block += ws.spectra.take(rows[1], axis=0)[:, :16]
+        parts = np.square(block, out=block)
+        power = (parts[:, 0::2] + parts[:, 1::2]).T.copy().reshape(2, 4, -1)
+        top = np.maximum.reduce(power, axis=1)  # group x bin x n
+        power *= self.dominance
+        near = (power >= top[:, None]).view(np.int8)  # the winner, and bins within 6 dB
+        ok = np.add.reduce(near, axis=1, dtype=np.int8) == 1
+        tones = np.add.reduce(near * _BIN_NUMBER, axis=1)  # the only near bin where ok
+        np.minimum(tones, 3, out=tones)  # a valid bin anyway
+        tones += _GROUP_FIRST_BIN
+        return tones, ok[0] & ok[1]
 
-        ``half`` holds the half-blocks in order, starting with the last :data:`CARRY` ones of
-        the previous call. Block ``j`` is made of half-blocks ``j + 1`` and ``j + 2``.
-        """
-        _channels, halves = half.energy.shape
-        blocks = halves - CARRY
-        # Cheap necessary conditions on all blocks, from per-half-block sums:
-        # |X + Y|^2 <= 2 (|X|^2 + |Y|^2) for the block's DFT X + Y from its halves.
-        groups = (half.groups[:, 1:-1] + half.groups[:, 2:]).reshape(-1, 2)
-        low, high = groups[:, 0], groups[:, 1]
-        block_energy = (half.energy[:, 1:-1] + half.energy[:, 2:]).reshape(-1)
-        candidate = np.minimum(low, high) > self.min_power_half
-        candidate &= low + high > self.prefilter * block_energy
-        index = np.flatnonzero(candidate)
-        channel, block = np.divmod(index, blocks)
-        return self._refine(channel, block, half, channel * halves + block, block_energy[index])
+    def _phase_advance(self, ws: Workspace, rows: Index, tones: Index) -> tuple[C64, F32]:
+        """The DFTs of the candidates' three half-blocks at their tones (``3 x tone x n``), and
+        each tone's phase advance (radians, ``2 x n``) from the Hann-windowed block before this
+        one to this one, beyond the nominal frequency's."""
+        # Complex index, half-block x (DFT, cosine DFT) x tone x n (grouped so that every
+        # operation broadcasts over whole rows of n).
+        where = (rows[:3] * 16)[:, None, None] + (_COSINE_OFFSET + tones)
+        values = ws.spectra.view(np.complex64).take(where)
+        rect, cos = values[:, 0], values[:, 1]
+        rotation = self.rotation[tones]
+        # Hann spectra (times 2) of the block before (halves 0, 1) and this one (1, 2).
+        hann = (rect[1:] + cos[1:]) * rotation
+        hann += rect[:2]
+        hann -= cos[:2]
+        cross = hann[1] * hann[0].conj()
+        cross *= rotation
+        return rect, np.arctan2(cross.imag, cross.real)
 
-    def _refine(
-        self,
-        channel: npt.NDArray[np.intp],
-        block: npt.NDArray[np.intp],
-        half: HalfBlocks,
-        row: npt.NDArray[np.intp],
-        block_energy: F32,
-    ) -> BlockHits:
-        """The fine tests on the candidate blocks. A block's half-blocks are rows ``row + 1``
-        and ``row + 2`` of the flattened ``half`` arrays (``row``: the one before)."""
-        n = len(channel)
-        rect = half.rect.reshape(-1, 8)
-        spectrum = half.hann.reshape(-1, 16)
-        full = rect[row + 1] + rect[row + 2] * self.rotation
-        power = full.real**2 + full.imag**2
-        rows = np.arange(n)[:, None]
-        tones = np.stack([np.argmax(power[:, :4], axis=1), np.argmax(power[:, 4:], axis=1) + 4], 1)
-        # Each tone must beat the other bins of its group.
-        winner = power[rows, tones]
-        power[rows, tones] = 0.0
-        runner_up = np.stack(
-            [
-                np.maximum(
-                    np.maximum(power[:, 0], power[:, 1]), np.maximum(power[:, 2], power[:, 3])
-                ),
-                np.maximum(
-                    np.maximum(power[:, 4], power[:, 5]), np.maximum(power[:, 6], power[:, 7])
-                ),
-            ],
-            axis=1,
-        )
-        dominant = winner > self.dominance * runner_up
-        ok = dominant[:, 0] & dominant[:, 1]
-
-        r0, r1, r2 = row[:, None], row[:, None] + 1, row[:, None] + 2
-        # Frequency: phase advance between the Hann-windowed previous block and this one.
-        hann_prev = spectrum[r0, tones] + spectrum[r1, tones + 8]
-        hann_this = spectrum[r1, tones] + spectrum[r2, tones + 8]
-        cross = hann_this * np.conj(hann_prev) * self.rotation[tones]
-        deviation = np.angle(cross) * self.hz_per_radian / self.freqs32[tones]
-        in_band = np.abs(deviation) <= self.block_limit[tones]
-        ok &= in_band[:, 0] & in_band[:, 1]
-
-        halves = np.stack([rect[r1, tones], rect[r2, tones]], axis=1)  # n x half x tone
-        low, high = self._unmix(halves, tones, deviation)  # |a|^2 in each half
-        for amp2 in (low, high):
-            ok &= (amp2[:, 0] <= self.balance * amp2[:, 1]) & (
-                amp2[:, 1] <= self.balance * amp2[:, 0]
-            )
-        p_low = low[:, 0] + low[:, 1]  # mean power of the tone (a tone A sin has A^2 / 2)
-        p_high = high[:, 0] + high[:, 1]
-        ok &= np.minimum(p_low, p_high) > self.min_tone
-        ok &= (p_low + p_high) * self.tone_to_energy >= ENERGY_SHARE * block_energy
-        twist = p_low / (p_high + np.float32(1e-20))
-        ok &= (twist <= self.normal_twist) & (twist >= self.reverse_twist)
-
-        keep = np.flatnonzero(ok)
-        level = 5.0 * np.log10(p_low[keep] * p_high[keep] / self.zero_dbm0**2)
-        return BlockHits(
-            channel=channel[keep],
-            block=block[keep],
-            key=tones[keep, 0] * 4 + tones[keep, 1] - 4,
-            level=level.astype(np.float32),
-            dev_low=deviation[keep, 0],
-            dev_high=deviation[keep, 1],
-        )
-
-    def _unmix(self, halves: C64, tones: npt.NDArray[np.intp], deviation: F32) -> tuple[F32, F32]:
-        """Separate the two tones in each half-block; return their ``|a|^2`` (``n x half`` each).
+    def _unmix(self, rect: C64, key: Index, tones: Index, deviation: F32) -> tuple[F32, F32]:
+        """Separate the two tones in each half-block; from ``rect`` (``half x tone x n``)
+        return their ``|a|^2`` times ``det^2`` (``tone x half x n``), and ``det^2``.
 
         A 51-sample window leaks each tone into the other's bin by up to -14 dB. With the
         tones' true frequencies known (from ``deviation``), the bins are a 2 x 2 linear mix
-        of the tones' complex amplitudes ``a`` (a tone ``A cos`` has ``|a| = A / 2``); solve it.
-        The leakage kernels are quadratics in the frequency offset, fitted at construction.
+        ``x = M a`` of the tones' complex amplitudes ``a`` (a tone ``A cos`` has ``|a| = A / 2``).
+        ``M`` is ``[[D00, D01 P], [D10 conj(P), D11]]``: real Dirichlet kernels ``D`` (quadratics
+        in the frequency offset, fitted at construction) and one unit phase ``P`` per key, so
+        ``det M`` is real and ``a = adj(M) x / det``; the tests only compare powers, so the
+        division by ``det^2`` is left to them.
         """
-        hz = np.clip(deviation, -MAX_DEVIATION, MAX_DEVIATION) * self.freqs32[tones]
-        d = hz[:, [0, 1, 0, 1]]  # the tone of each kernel m00, m01, m10, m11
-        key = tones[:, 0] * 4 + tones[:, 1] - 4
-        coef = self.kernel_coef[key]  # n x 3 x 4
-        mix = (coef[:, 0] + d * (coef[:, 1] + d * coef[:, 2])) * self.kernel_phase[key]
-        m00, m01, m10, m11 = (mix[:, i : i + 1] for i in range(4))
-        det = m00 * m11 - m01 * m10
-        x_low, x_high = halves[..., 0], halves[..., 1]
-        a_low = (m11 * x_low - m01 * x_high) / det
-        a_high = (m00 * x_high - m10 * x_low) / det
-        return _abs2(a_low), _abs2(a_high)
+        hz = np.minimum(deviation, MAX_DEVIATION)
+        np.maximum(hz, -MAX_DEVIATION, out=hz)
+        hz *= self.freqs32[tones]
+        coef = self.kernel_coef.take(key, axis=0).T.reshape(3, 4, -1)  # 3 x 4 x n (view)
+        d = hz[_KERNEL_TONE]  # the tone of each kernel m00, m01, m10, m11
+        kernel = d * coef[2]
+        kernel += coef[1]
+        kernel *= d
+        kernel += coef[0]
+        d00, d01, d10, d11 = kernel
+        low = rect[:, 0]
+        high = rect[:, 1] * self.kernel_phase[key]
+        amp = np.empty((2, 2, len(key)), dtype=np.complex64)  # tone x half x n, times det
+        np.multiply(low, d11, out=amp[0])
+        amp[0] -= high * d01
+        np.multiply(high, d00, out=amp[1])
+        amp[1] -= low * d10
+        parts = np.square(amp.view(np.float32))
+        det = d00 * d11
+        det -= d01 * d10
+        return parts[..., 0::2] + parts[..., 1::2], np.square(det, out=det)
+
+    def _power_tests(self, power: F32, det2: F32, energy: F32) -> tuple[npt.NDArray[np.bool_], F32]:
+        """Balance, level, energy share and twist on ``power`` (``|a|^2 det^2``, tone x half
+        x n), for blocks of ``energy``; also each tone's mean power times ``det2``."""
+        first, second = power[:, 0], power[:, 1]
+        balanced = np.maximum(first, second) <= self.balance * np.minimum(first, second)
+        ok = balanced[0] & balanced[1]
+        total = first + second  # per tone: 2 |a|^2 det^2 = mean power times det^2
+        low, high = total
+        ok &= np.minimum(low, high) > self.min_tone * det2
+        energy = energy * det2
+        energy *= self.share_per_energy
+        ok &= low + high >= energy
+        ok &= low <= self.normal_twist * high
+        ok &= low >= self.reverse_twist * high
+        return ok, total
 
 
-def _abs2(a: C64) -> F32:
-    return a.real**2 + a.imag**2
+_BIN_NUMBER: Final[Index] = np.arange(4, dtype=np.intp)[:, None]
+_GROUP_FIRST_BIN: Final[Index] = np.array([[0], [4]], dtype=np.intp)
+_COSINE_OFFSET: Final[Index] = np.array([0, 8], dtype=np.intp)[:, None, None]
+"""Column offset (complex) of the DFT and of the cosine DFT in a row of the spectra."""
+_KERNEL_TONE: Final[Index] = np.array([0, 1, 0, 1], dtype=np.intp)
+
+
+def _block_sums(new: F32, kept: F32, m: int, out: F32) -> F32:
+    """Per block (``... x C m``), the sum over its two half-blocks of ``new`` (``... x C m``),
+    the first block of each channel taking its first half from ``kept`` (``... x C x CARRY``)."""
+    np.add(new[..., :-1], new[..., 1:], out=out[..., 1:])
+    np.add(kept[..., -1], new[..., ::m], out=out[..., ::m])
+    return out
 
 
 @cache
@@ -346,11 +394,12 @@ def _kernel_table(rate: int, half: int) -> tuple[F32, C64]:
     rate)`` = Dirichlet(d) * phase(d); the part of the phase that depends on ``d`` is common to a
     tone's column of the mix, so it only rotates the solution and is left out. For each key and
     kernel (m00, m01, m10, m11: bin low/low/high/high, tone low/high/low/high) this returns the
-    quadratic coefficients in ``d`` (Hz) of the real Dirichlet kernel, ``16 x 3 x 4`` (constant
-    term first), and the constant phases, ``16 x 4``.
+    quadratic coefficients in ``d`` (Hz) of the real Dirichlet kernel, ``16 x 12`` (three
+    groups of four, constant term first), and the constant phase ``P`` of m01 (m10's is its
+    conjugate, m00's and m11's are 1), ``16``.
     """
     coef = np.zeros((16, 3, 4))
-    phase = np.zeros((16, 4), dtype=np.complex128)
+    phase = np.zeros(16, dtype=np.complex128)
     for key in range(16):
         pair = (LOW_HZ[key // 4], HIGH_HZ[key % 4])
         for k, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
@@ -361,5 +410,5 @@ def _kernel_table(rate: int, half: int) -> tuple[F32, C64]:
             small = np.abs(s) < 1e-12
             dirichlet = np.where(small, half, np.sin(theta * half / 2) / np.where(small, 1.0, s))
             coef[key, :, k] = np.polyfit(d, dirichlet, 2)[::-1]
-            phase[key, k] = np.exp(1j * np.pi * (f_tone - f_bin) * (half - 1) / rate)
-    return coef.astype(np.float32), phase.astype(np.complex64)
+        phase[key] = np.exp(1j * np.pi * (pair[1] - pair[0]) * (half - 1) / rate)
+    return coef.reshape(16, 12).astype(np.float32), phase.astype(np.complex64)
