@@ -29,20 +29,42 @@ from tests.judges.spandsp import CALLBACK as SPANDSP_CALLBACK
 from tests.judges.spandsp import library
 
 from _report import machine, markdown_table, write_section
-from dtmfgraph.tones import Detector, detect, synthesize
+from dtmfgraph.tones import Detector, dbm0_to_peak, detect, synthesize
 
 RATE = 8000
 CHUNK = 160
 
 
-def base_signal(seconds: float, seed: int = 1) -> np.ndarray:
-    """Keys 0-9*#A-D at -10 dBm0 (70 ms on, 80 ms off) over white noise at about -50 dBm0."""
+def dense_signal(seconds: float, seed: int = 1) -> np.ndarray:
+    """Worst case: keys 0-9*#A-D at -10 dBm0 (70 ms on, 80 ms off) back to back, light noise."""
     rng = np.random.default_rng(seed)
     keys = synthesize("0123456789*#ABCD", tone_ms=70, gap_ms=80)
     reps = int(np.ceil(seconds * RATE / len(keys)))
     x = np.tile(keys, reps)[: int(seconds * RATE)].astype(np.float64)
     x += rng.normal(0, 50, len(x))
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def speech_signal(seconds: float, seed: int = 1) -> np.ndarray:
+    """A call: espeak-ng speech at about -20 dBm0, with 4 keys (100 ms on/off) every 4 s."""
+    from tests.tones.talkoff import speech
+
+    rng = np.random.default_rng(seed)
+    talk = np.concatenate(speech()).astype(np.float64)
+    start = int(rng.integers(0, len(talk) - int(seconds * RATE)))
+    x = talk[start : start + int(seconds * RATE)].copy()
+    x *= dbm0_to_peak(-20.0) / np.sqrt(2) / max(np.sqrt(np.mean(x**2)), 1.0)
+    burst = synthesize("1590", tone_ms=100, gap_ms=100)
+    for at in range(RATE, len(x) - len(burst), 4 * RATE):
+        x[at : at + len(burst)] = burst
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+PROFILES = {"speech": speech_signal, "dense": dense_signal}
+PROFILE_TEXT = {
+    "speech": "a call: espeak-ng speech at about -20 dBm0 with 4 keys (100 ms on/off) every 4 s",
+    "dense": "worst case: DTMF keys at -10 dBm0, 70 ms on / 80 ms off, back to back, light noise",
+}
 
 
 def channels_of(base: np.ndarray, n: int, seed: int = 2) -> np.ndarray:
@@ -103,20 +125,15 @@ def per_core(ns_per_sample: float) -> float:
     return 1e9 / (ns_per_sample * RATE)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="audio per channel")
-    parser.add_argument("--channels", default="1,100,1000,10000")
-    parser.add_argument("--file-seconds", type=float, default=120.0)
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    args = parser.parse_args()
-
-    base = base_signal(args.seconds)
+def channel_table(profile: str, seconds: float, counts: list[int]) -> list[list[str]]:
+    """Streaming throughput, ours vs spandsp, for each channel count; printed as it goes."""
+    base = PROFILES[profile](seconds)
     expected_per_channel = spandsp_whole(base)
     rows: list[list[str]] = []
+    print(f"{profile}: {PROFILE_TEXT[profile]}")
     print(f"{'channels':>8} {'ours ns/s':>10} {'spandsp ns/s':>13} {'ours ch/core':>13} "
           f"{'spandsp ch/core':>16} {'ratio':>6}")  # fmt: skip
-    for n in (int(c) for c in args.channels.split(",")):
+    for n in counts:
         audio = channels_of(base, n)
         samples = audio.size
         repeat = 3 if n <= 1000 else 1
@@ -127,17 +144,42 @@ def main() -> None:
         print(f"{n:>8} {ours:>10.2f} {theirs:>13.2f} {per_core(ours):>13,.0f} "
               f"{per_core(theirs):>16,.0f} {ratio:>6.2f}  (digits: ours {found}, "
               f"spandsp ~{expected_per_channel * n})")  # fmt: skip
-        rows.append([f"{n:,}", f"{ours:.2f}", f"{theirs:.2f}", f"{per_core(ours):,.0f}",
+        rows.append([profile, f"{n:,}", f"{ours:.2f}", f"{theirs:.2f}", f"{per_core(ours):,.0f}",
                      f"{per_core(theirs):,.0f}", f"**{ratio:.2f}x**"])  # fmt: skip
+    return rows
 
-    whole = base_signal(args.file_seconds, seed=3)
-    ours_file = cpu_seconds(lambda: detect(whole, RATE), 5) / len(whole) * 1e9
-    theirs_file = cpu_seconds(lambda: spandsp_whole(whole), 5) / len(whole) * 1e9
+
+def file_row(profile: str, seconds: float) -> list[str]:
+    """One channel, a whole file at once, ours vs spandsp."""
+    whole = PROFILES[profile](seconds, seed=3)
+    ours = cpu_seconds(lambda: detect(whole, RATE), 5) / len(whole) * 1e9
+    theirs = cpu_seconds(lambda: spandsp_whole(whole), 5) / len(whole) * 1e9
     n_ours, n_theirs = len(detect(whole, RATE)), spandsp_whole(whole)
-    print(f"whole file ({args.file_seconds:.0f} s, 1 channel): ours {ours_file:.2f} ns/sample, "
-          f"spandsp {theirs_file:.2f} ns/sample, ratio {theirs_file / ours_file:.2f} "
+    print(f"whole file ({profile}, {seconds:.0f} s, 1 channel): ours {ours:.2f} ns/sample, "
+          f"spandsp {theirs:.2f} ns/sample, ratio {theirs / ours:.2f} "
           f"(digits: ours {n_ours}, spandsp {n_theirs})")  # fmt: skip
+    return [
+        profile,
+        f"{seconds:.0f} s",
+        f"{ours:.2f}",
+        f"{theirs:.2f}",
+        f"**{theirs / ours:.2f}x**",
+    ]
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="audio per channel")
+    parser.add_argument("--channels", default="1,100,1000,10000")
+    parser.add_argument("--profiles", default="speech,dense", help="audio: speech, dense")
+    parser.add_argument("--file-seconds", type=float, default=120.0)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.channels.split(",")]
+    profiles = args.profiles.split(",")
+
+    rows = [row for p in profiles for row in channel_table(p, args.seconds, counts)]
+    files = [file_row(p, args.file_seconds) for p in profiles]
     if args.no_write:
         return
     body = "\n".join(
@@ -145,15 +187,17 @@ def main() -> None:
             "## DTMF detector throughput: dtmfgraph vs libspandsp",
             "",
             f"Machine: {machine()}; one core (BLAS limited to one thread); process CPU time, "
-            f"best of runs. Audio: {args.seconds:g} s per channel of DTMF keys at -10 dBm0 over "
-            "noise, channels shifted in time. spandsp 0.0.6 via ctypes at its leanest (one "
-            "`dtmf_rx` call per 160-sample chunk straight from the array, digits by callback), "
-            "one state per channel; ours one `Detector(channels=N)` fed (N, 160) blocks. "
-            "Ratio = spandsp time / our time (higher is better for us). "
-            "Run: `.venv/bin/python bench/detector.py`.",
+            f"best of runs; {args.seconds:g} s of audio per channel, channels shifted in time. "
+            "spandsp 0.0.6 via ctypes at its leanest (one `dtmf_rx` call per 160-sample chunk "
+            "straight from the array, digits by callback), one state per channel; ours one "
+            "`Detector(channels=N)` fed (N, 160) blocks. Ratio = spandsp time / our time "
+            "(higher is better for us). Run: `.venv/bin/python bench/detector.py`.",
+            "",
+            *(f"- `{p}`: {PROFILE_TEXT[p]}" for p in profiles),
             "",
             markdown_table(
                 [
+                    "audio",
                     "channels",
                     "ours ns/sample",
                     "spandsp ns/sample",
@@ -164,9 +208,11 @@ def main() -> None:
                 rows,
             ),
             "",
-            f"One channel, a whole {args.file_seconds:.0f} s file at once: ours "
-            f"{ours_file:.2f} ns/sample, spandsp {theirs_file:.2f} ns/sample "
-            f"(ratio **{theirs_file / ours_file:.2f}x**).",
+            "One channel given a whole file at once, both sides:",
+            "",
+            markdown_table(
+                ["audio", "length", "ours ns/sample", "spandsp ns/sample", "ours/spandsp"], files
+            ),
             "",
             "Targets: at >= 1,000 channels at least 4x spandsp; one channel with a whole file not "
             "slower than spandsp (ratio >= 1).",
