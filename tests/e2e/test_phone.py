@@ -108,6 +108,25 @@ async def test_phone_to_phone_all_methods_and_bad_keys(phone: Phone) -> None:
         await callee.close()
 
 
+@pytest.mark.parametrize("gap_ms", [0, 20])
+async def test_last_inband_key_is_heard_when_the_caller_hangs_up_at_once(
+    phone: Phone, gap_ms: int
+) -> None:
+    """A far end that hangs up right after its last in-band key: we still hear that key."""
+    callee, answered = await _pair(phone)
+    try:
+        call = await phone.dial(f"sip:bob@127.0.0.1:{callee.sip_address[1]}", timeout=5)
+        far = await asyncio.wait_for(answered, 5)
+        await call.send_dtmf("0123456789*#ABCD", method="inband", tone_ms=50, gap_ms=gap_ms)
+        await call.hangup()
+        heard = [k async for k in far.keys_heard()]
+        assert "".join(k.key for k in heard) == "0123456789*#ABCD"
+        assert {k.method for k in heard} == {"inband"}
+        assert far.ended is not None and far.ended.reason is EndReason.REMOTE_BYE
+    finally:
+        await callee.close()
+
+
 async def test_malformed_sip_is_answered_400_or_dropped(phone: Phone) -> None:
     host, port = phone.sip_address
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

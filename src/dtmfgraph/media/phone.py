@@ -74,6 +74,9 @@ HeardMethod: TypeAlias = Literal["rfc4733", "sipinfo", "inband"]
 SEND_METHODS: tuple[SendMethod, ...] = ("auto", "rfc4733", "sipinfo", "inband")
 _CODECS = {"PCMU": (PCMU, RtpCodec.PCMU), "PCMA": (PCMA, RtpCodec.PCMA)}
 _BYE_WAIT = 5.0
+INBAND_DRAIN = 0.15
+"""Seconds a call keeps hearing after the far end hung up: the in-band detector's buffer (40 ms)
+plus the silence it needs to end a key (about 40 ms), with margin."""
 """How long :meth:`PhoneCall.hangup` waits for the far end's answer to our BYE (it retries)."""
 
 
@@ -711,7 +714,9 @@ class PhoneCall:
         session, endpoint = self.session, self._endpoint
         self._endpoint = None
         if session is not None:
-            self._spawn(session.close())  # its key forwarder then ends the key stream
+            # its key forwarder then ends the key stream; after a remote hang-up, keep hearing
+            # briefly so an in-band key that ended just before the BYE is still reported
+            self._spawn(session.close(drain=INBAND_DRAIN if by_remote else 0.0))
         else:
             self._keys.put_nowait(None)
             if endpoint is not None:

@@ -298,14 +298,21 @@ class RtpSession:
         if self._closed:
             raise SessionClosedError("session closed")
 
-    async def close(self) -> None:
-        """Stop sending and receiving, fail jobs still in flight, close the socket."""
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop sending and receiving, fail jobs still in flight, close the socket.
+
+        With ``drain`` (seconds), sending stops at once but hearing goes on that long first, so
+        in-band audio already received (buffered for the detector) is still heard through to
+        the end of its last key — what a far end that hangs up right after a key needs.
+        """
         if self._closed:
             return
         self._closed = True
         if self.outbound is not None:
             self._pacer.remove_outbound(self.outbound)
         inbound = self.inbound
+        if inbound is not None and drain > 0:
+            await asyncio.sleep(drain)
         if inbound is not None:
             self._pacer.remove_inbound(inbound)
             inbound.close(self._loop.time())  # flushes a key still sounding, frees a bank channel
