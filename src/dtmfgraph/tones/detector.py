@@ -15,7 +15,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from .events import DigitEvent
+from .events import DigitEvent, build_events
 from .filterbank import KEY_FREQS, KEY_TABLE, NATIVE_RATE, RECORD_FIELDS, TOLERANCE, filter_bank
 from .stream import BlockStream
 
@@ -139,15 +139,12 @@ class Detector:
         start = np.maximum((digits[FIRST] - _START_LEAD) * self._half_seconds, 0.0)
         end = (digits[LAST] + _END_LAG) * self._half_seconds
         order = np.lexsort((digits[CHANNEL], end))
-        return list(
-            map(
-                DigitEvent,
-                _KEY_NAMES[key[order]].tolist(),
-                start[order].tolist(),
-                end[order].tolist(),
-                np.round(digits[LEVEL, order] / hits[order], 2).tolist(),
-                digits[CHANNEL, order].astype(np.intp).tolist(),
-            )
+        return build_events(
+            _KEY_NAMES[key[order]].tolist(),
+            start[order].tolist(),
+            end[order].tolist(),
+            np.round(digits[LEVEL, order] / hits[order], 2).tolist(),
+            digits[CHANNEL, order].astype(np.intp).tolist(),
         )
 
 

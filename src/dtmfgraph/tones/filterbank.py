@@ -125,53 +125,95 @@ def half_block(rate: int) -> int:
 class Workspace:
     """Buffers for one analysis call: ``channels`` channels (``C``), ``m`` new half-blocks each.
 
-    ``frames`` holds the new half-blocks (``C m x half``). ``spectra`` holds, per half-block,
-    its DFT at the 8 frequencies and its DFT under the Hann window's cosine term, as 16
-    complex64 values stored as (re, im) float32 pairs; it has ``CARRY * C + C m`` rows: first
-    the :data:`CARRY` half-blocks kept from the previous call (row ``2 c + h`` for channel
-    ``c``), then the new ones (row ``2 C + c m + i``), so that the new part is one contiguous
-    matrix for BLAS. ``power`` (``3 x C m``: the DFT's ``|X|^2`` summed over the low and over
-    the high group, and the sum of squares) covers the new half-blocks, ``carried_power`` (``3
-    x C x CARRY``) the kept ones. Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is
-    made of the channel's half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column
-    ``k`` of ``rows`` is (row of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
+    ``frames`` (set by the caller for each call) holds the new half-blocks (``C m x half``);
+    ``carried_frames`` and ``carried_m`` say where the :data:`CARRY` half-blocks kept from the
+    previous call are: kept half-block ``h`` of channel ``c`` is row ``c carried_m + carried_m -
+    CARRY + h`` of ``carried_frames`` (the previous call's frames, not copied). ``spectra``
+    holds, per half-block, its DFT at the 8 frequencies as 8 complex64 values stored as (re, im)
+    float32 pairs; it has ``CARRY * C + C m`` rows: first the kept half-blocks (row ``2 c + h``
+    for channel ``c``), then the new ones (row ``2 C + c m + i``), so that the new part is one
+    contiguous matrix for BLAS. ``power`` (``5 x C m``: the DFT's ``|X|^2`` summed over the low
+    and over the high group, the sum of squares, and the largest ``|X|^2`` of the low and of the
+    high group) covers the new half-blocks, ``carried_power`` (``5 x C x CARRY``) the kept ones.
+    Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is made of the channel's
+    half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column ``k`` of ``rows`` is (row
+    of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
     """
 
     def __init__(self, half: int, channels: int, m: int) -> None:
         self.channels, self.m = channels, m
         top = CARRY * channels
         self.top = top
-        self.frames = np.empty((channels * m, half), dtype=np.float32)
-        self.spectra = np.zeros((top + channels * m, 32), dtype=np.float32)
-        self.power = np.empty((3, channels * m), dtype=np.float32)
-        self.carried_power = np.zeros((3, channels, CARRY), dtype=np.float32)
+        self._frame_buffers = [np.zeros((channels * m, half), dtype=np.float32) for _ in "ab"]
+        self.frames = self._frame_buffers[0]
+        self.carried_frames = np.zeros((top, half), dtype=np.float32)
+        self.carried_m = CARRY
+        self.spectra = np.zeros((top + channels * m, 16), dtype=np.float32)
+        self.power = np.empty((_POWERS, channels * m), dtype=np.float32)
+        self.carried_power = np.zeros((_POWERS, channels, CARRY), dtype=np.float32)
         self.squares = np.empty((channels * m, 16), dtype=np.float32)
-        self.block_power = np.empty((3, channels * m), dtype=np.float32)
+        self.bins = np.empty((channels * m, 8), dtype=np.float32)
+        self.bins_t = np.empty((8, channels * m), dtype=np.float32)
+        self.block_power = np.empty((_POWERS, channels * m), dtype=np.float32)
         self.scratch = np.empty((2, channels * m), dtype=np.float32)
         self.candidate = np.empty((2, channels * m), dtype=bool)
+        self.needed = np.zeros(top + channels * m, dtype=bool)
+        self.position = np.zeros(top + channels * m, dtype=np.intp)
+        self.identity = np.arange(top + channels * m)
+        self.cos_spectra = np.zeros((top + channels * m, 16), dtype=np.float32)
+        self.cos_all = False  # cos_spectra computed for all the new half-blocks in this call
+        self.carried_cos = False  # cos_spectra valid for the kept half-blocks
         k = np.arange(channels * m)
         c, j = np.divmod(k, m)
         carried = [np.where(j >= 2 - h, top + k - 2 + h, CARRY * c + j + h) for h in range(3)]
         self.rows: Index = np.stack([*carried, c, j])
 
+    def fresh_frames(self) -> F32:
+        """Point ``frames`` at a buffer that does not hold the kept half-blocks; return it."""
+        a, b = self._frame_buffers
+        self.frames = b if a is self.carried_frames else a
+        return self.frames
+
     def keep_tail(self) -> None:
         """Move each channel's last :data:`CARRY` half-blocks to the kept rows."""
         c, m, top = self.channels, self.m, self.top
-        power = self.power.reshape(3, c, m)
-        kept = self.spectra[:top].reshape(c, CARRY, 32)
+        power = self.power.reshape(_POWERS, c, m)
+        kept = self.spectra[:top].reshape(c, CARRY, 16)
         if m >= CARRY:
-            kept[:] = self.spectra[top:].reshape(c, m, 32)[:, -CARRY:]
+            kept[:] = self.spectra[top:].reshape(c, m, 16)[:, -CARRY:]
             self.carried_power[:] = power[..., -CARRY:]
+            self.carried_frames, self.carried_m = self.frames, m
+            self.carried_cos, self.cos_all = self.cos_all, False
+            if self.carried_cos:
+                cos = self.cos_spectra
+                cos[:top].reshape(c, CARRY, 16)[:] = cos[top:].reshape(c, m, 16)[:, -CARRY:]
             return
+        self.carried_cos = self.cos_all = False
         kept[:, 0] = kept[:, 1]  # m == 1: shift by one half-block
         kept[:, 1] = self.spectra[top:]
         self.carried_power[..., 0] = self.carried_power[..., 1]
         self.carried_power[..., 1] = power[..., 0]
+        frames = np.empty((c, CARRY, self.frames.shape[1]), dtype=np.float32)
+        frames[:, 0] = self.carried_raw(np.arange(1, top, CARRY))
+        frames[:, 1] = self.frames
+        self.carried_frames, self.carried_m = frames.reshape(top, -1), CARRY
+
+    def carried_raw(self, rows: Index) -> F32:
+        """The samples of kept half-blocks (rows ``2 c + h`` of ``spectra``)."""
+        c, h = np.divmod(rows, CARRY)
+        c *= self.carried_m
+        c += h
+        c += self.carried_m - CARRY
+        return self.carried_frames.take(c, axis=0)
 
     def carry_from(self, other: Workspace) -> None:
-        """Copy the kept half-blocks of ``other`` (same channels) into this workspace."""
+        """Take over the kept half-blocks of ``other`` (same channels)."""
         self.spectra[: self.top] = other.spectra[: other.top]
         self.carried_power[:] = other.carried_power
+        self.carried_frames, self.carried_m = other.carried_frames, other.carried_m
+        self.carried_cos = other.carried_cos
+        if self.carried_cos:
+            self.cos_spectra[: self.top] = other.cos_spectra[: other.top]
 
 
 class FilterBank:
@@ -189,7 +231,8 @@ class FilterBank:
         # block's Hann spectrum is (R1 - C1 + rotation (R2 + C2)) / 2 from its halves'.
         cosine = np.cos(2.0 * np.pi * (n + 0.5) / self.block)
         # Interleaved (re, im) columns: a product viewed as complex64 is the DFTs.
-        self.matrix: F32 = _real_columns(np.concatenate([local, cosine[:, None] * local], 1))
+        self.matrix: F32 = _real_columns(local)
+        self.cosine_matrix: F32 = _real_columns(cosine[:, None] * local)
         rotation = np.exp(-2j * np.pi * freqs * self.half / rate)
         self.rotation: C64 = rotation.astype(np.complex64)
         # Complex multiplication by the rotation, as a real matrix on (re, im) columns.
@@ -199,8 +242,8 @@ class FilterBank:
                 [r.real, r.imag],
                 [-r.imag, r.real],
             ]
-        self.group_power = np.zeros((16, 2), dtype=np.float32)
-        self.group_power[:8, 0] = self.group_power[8:, 1] = 1.0
+        self.bin_power = np.zeros((16, 8), dtype=np.float32)  # (re^2, im^2) -> |X|^2
+        self.bin_power[np.arange(16), np.arange(16) // 2] = 1.0
         self.freqs32 = freqs.astype(np.float32)
         hz_per_radian = rate / (2.0 * np.pi * self.half)
         self.deviation_per_radian = (hz_per_radian / freqs).astype(np.float32)
@@ -221,21 +264,38 @@ class FilterBank:
         self.normal_twist = np.float32(10.0 ** (NORMAL_TWIST_DB / 10.0))
         self.reverse_twist = np.float32(10.0 ** (-REVERSE_TWIST_DB / 10.0))
         self.kernel_coef, self.kernel_phase = _kernel_table(rate, self.half)
+        # Screen on the groups' largest bins. A hit needs |a_low|^2 + |a_high|^2 summed over the
+        # halves >= ENERGY_SHARE * energy / N (the power test, ``a`` the unmixed amplitudes,
+        # ``a = M^-1 x`` with ``x`` the half-block DFT at the two tones' bins and ``M`` the
+        # kernel matrix at the block's frequency errors). Since |x|^2 = |M a|^2 >= s^2 |a|^2
+        # for ``s`` the smallest singular value of ``M``, and each of |x_low|^2, |x_high|^2 is at
+        # most its group's largest bin power in that half, a hit needs the sum over the halves
+        # of the two groups' largest bin powers >= s_min^2 ENERGY_SHARE energy / N, ``s_min``
+        # over all keys and the frequency errors a hit allows (in_band). A 0.9 margin covers the
+        # grid and float32 rounding.
+        self.max_share = np.float32(
+            0.9 * ENERGY_SHARE * _min_singular_value(self.kernel_coef, rate) ** 2 / self.block
+        )
 
     def transform(self, ws: Workspace) -> None:
         """DFTs, group powers and energy of the new half-blocks in ``ws.frames``."""
         spectra = _product(ws.frames, self.matrix, ws.spectra[ws.top :])
-        squares = np.square(spectra[:, :16], out=ws.squares)
-        ws.power[:2] = _product(squares, self.group_power).T
-        np.einsum("ij,ij->i", ws.frames, ws.frames, out=ws.power[2])
+        squares = np.square(spectra, out=ws.squares)
+        bins = ws.bins_t.reshape(2, 4, -1)  # group x bin x C m
+        np.copyto(ws.bins_t, _product(squares, self.bin_power, ws.bins).T)
+        power = ws.power
+        np.add.reduce(bins, axis=1, out=power[:2])
+        np.maximum.reduce(bins, axis=1, out=power[3:])
+        np.einsum("ij,ij->i", ws.frames, ws.frames, out=power[2])
 
     def screen(self, ws: Workspace) -> Index:
         """Cheap necessary conditions on every block; flat indices ``c m + j`` of the survivors.
 
         From per-half-block sums: ``|X + Y|^2 <= 2 (|X|^2 + |Y|^2)`` for the block's DFT ``X + Y``
-        from its halves, so both groups must pass the level floor and hold a share of the energy.
+        from its halves, so both groups must pass the level floor and hold a share of the energy;
+        and the groups' largest bins must hold ``max_share`` of it (see ``__init__``).
         """
-        low, high, energy = _block_sums(ws.power, ws.carried_power, ws.m, ws.block_power)
+        low, high, energy = _block_sums(ws.power, ws.carried_power, ws.m, ws.block_power)[:3]
         level, share = ws.scratch
         passes, also = ws.candidate
         np.minimum(low, high, out=level)
@@ -243,6 +303,11 @@ class FilterBank:
         np.add(low, high, out=level)
         np.multiply(energy, self.prefilter, out=share)
         np.greater(level, share, out=also)
+        passes &= also
+        largest = ws.block_power[3:]
+        np.add(largest[0], largest[1], out=level)
+        np.multiply(energy, self.max_share, out=share)
+        np.greater_equal(level, share, out=also)
         passes &= also
         return passes.nonzero()[0]
 
@@ -259,7 +324,7 @@ class FilterBank:
         if len(keep) < 0.75 * len(ok):  # drop the losers when that saves work
             rows, tones = rows.take(keep, axis=1), tones.take(keep, axis=1)
             candidates, ok = candidates[keep], ok[keep]
-        rect, angle = self._phase_advance(ws, rows, tones)
+        rect, angle = self._phase_advance(ws, rows, tones, self._cosine(ws, rows))
         in_band = np.abs(angle) <= self.angle_limit[tones]
         ok &= in_band[0] & in_band[1]
         deviation = angle * self.deviation_per_radian[tones]
@@ -284,8 +349,8 @@ class FilterBank:
     def _winners(self, ws: Workspace, rows: Index) -> tuple[Index, npt.NDArray[np.bool_]]:
         """Strongest bin of each group in the block's DFT (``2 x n``, 0..7) and whether each
         beats the other bins of its group by :data:`DOMINANCE_DB`."""
-        block = _product(ws.spectra.take(rows[2], axis=0)[:, :16], self.rotation_matrix)
-        block += ws.spectra.take(rows[1], axis=0)[:, :16]
+        block = _product(ws.spectra.take(rows[2], axis=0), self.rotation_matrix)
+        block += ws.spectra.take(rows[1], axis=0)
         parts = np.square(block, out=block)
         power = (parts[:, 0::2] + parts[:, 1::2]).T.copy().reshape(2, 4, -1)
         top = np.maximum.reduce(power, axis=1)  # group x bin x n
@@ -297,15 +362,41 @@ class FilterBank:
         tones += _GROUP_FIRST_BIN
         return tones, ok[0] & ok[1]
 
-    def _phase_advance(self, ws: Workspace, rows: Index, tones: Index) -> tuple[C64, F32]:
+    def _cosine(self, ws: Workspace, rows: Index) -> tuple[C64, Index]:
+        """The cosine DFTs of the half-blocks the candidates need (``rows[:3]``), as 8 complex64
+        per half-block, and each row's place in that array. Computed only for the needed ones
+        when they are few; else for all the new half-blocks (no gathering) and the needed kept
+        ones."""
+        needed = ws.needed
+        needed[:] = False
+        needed[rows[:3]] = True
+        which = needed.nonzero()[0]
+        kept = int(np.searchsorted(which, ws.top))
+        if len(which) > _GATHER_SHARE * len(needed):
+            cos = ws.cos_spectra
+            _product(ws.frames, self.cosine_matrix, cos[ws.top :])
+            ws.cos_all = True
+            if kept and not ws.carried_cos:
+                cos[which[:kept]] = _product(ws.carried_raw(which[:kept]), self.cosine_matrix)
+            return cos.view(np.complex64), ws.identity
+        frames = np.empty((len(which), self.half), dtype=np.float32)
+        frames[:kept] = ws.carried_raw(which[:kept])
+        ws.frames.take(which[kept:] - ws.top, axis=0, out=frames[kept:])
+        ws.position[which] = np.arange(len(which))
+        return _product(frames, self.cosine_matrix).view(np.complex64), ws.position
+
+    def _phase_advance(
+        self, ws: Workspace, rows: Index, tones: Index, cosine: tuple[C64, Index]
+    ) -> tuple[C64, F32]:
         """The DFTs of the candidates' three half-blocks at their tones (``3 x tone x n``), and
         each tone's phase advance (radians, ``2 x n``) from the Hann-windowed block before this
         one to this one, beyond the nominal frequency's."""
-        # Complex index, half-block x (DFT, cosine DFT) x tone x n (grouped so that every
-        # operation broadcasts over whole rows of n).
-        where = (rows[:3] * 16)[:, None, None] + (_COSINE_OFFSET + tones)
-        values = ws.spectra.view(np.complex64).take(where)
-        rect, cos = values[:, 0], values[:, 1]
+        # Complex index, half-block x tone x n (grouped so that every operation broadcasts
+        # over whole rows of n).
+        half_rows = rows[:3, None]
+        rect = ws.spectra.view(np.complex64).take(half_rows * 8 + tones)
+        cos_spectra, position = cosine
+        cos = cos_spectra.take(position[half_rows] * 8 + tones)
         rotation = self.rotation[tones]
         # Hann spectra (times 2) of the block before (halves 0, 1) and this one (1, 2).
         hann = (rect[1:] + cos[1:]) * rotation
@@ -368,8 +459,10 @@ class FilterBank:
 
 _BIN_NUMBER: Final[Index] = np.arange(4, dtype=np.intp)[:, None]
 _GROUP_FIRST_BIN: Final[Index] = np.array([[0], [4]], dtype=np.intp)
-_COSINE_OFFSET: Final[Index] = np.array([0, 8], dtype=np.intp)[:, None, None]
-"""Column offset (complex) of the DFT and of the cosine DFT in a row of the spectra."""
+_GATHER_SHARE: Final = 0.4
+"""Above this share of half-blocks needed, the cosine DFTs are computed for all the new ones."""
+_POWERS: Final = 5
+"""Rows of ``Workspace.power``: low and high group power, energy, largest low and high bin."""
 _KERNEL_TONE: Final[Index] = np.array([0, 1, 0, 1], dtype=np.intp)
 
 
@@ -379,6 +472,28 @@ def _block_sums(new: F32, kept: F32, m: int, out: F32) -> F32:
     np.add(new[..., :-1], new[..., 1:], out=out[..., 1:])
     np.add(kept[..., -1], new[..., ::m], out=out[..., ::m])
     return out
+
+
+def _min_singular_value(coef: F32, rate: int) -> float:
+    """Smallest singular value of the kernel matrix ``[[D00, D01], [D10, D11]]`` (the mix up to
+    unit phases, which do not change singular values) over all keys and the frequency errors a
+    hit block allows (each tone within TOLERANCE + BLOCK_TOLERANCE_HZ, clipped as in unmixing)."""
+    table = coef.astype(np.float64).reshape(16, 3, 4)
+    grid = np.linspace(-1.0, 1.0, 81)
+    worst = np.inf
+    for key in range(16):
+        pair = KEY_FREQS[key]
+        limit = np.minimum(TOLERANCE + BLOCK_TOLERANCE_HZ / pair, MAX_DEVIATION) * pair
+        d_low, d_high = np.meshgrid(grid * limit[0], grid * limit[1], indexing="ij")
+        d = (d_low, d_high, d_low, d_high)  # the tone of m00, m01, m10, m11
+        m = [
+            table[key, 0, i] + (table[key, 1, i] + table[key, 2, i] * d[i]) * d[i] for i in range(4)
+        ]
+        squares = m[0] ** 2 + m[1] ** 2 + m[2] ** 2 + m[3] ** 2
+        det = m[0] * m[3] - m[1] * m[2]
+        small = (squares - np.sqrt(np.maximum(squares**2 - 4.0 * det**2, 0.0))) / 2.0
+        worst = min(worst, float(np.sqrt(np.maximum(small, 0.0)).min()))
+    return worst
 
 
 @cache

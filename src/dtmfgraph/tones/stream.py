@@ -55,7 +55,7 @@ class BlockStream:
             return None
         ws = self._workspace(m)
         used = m * half - kept
-        frames = ws.frames.reshape(self.channels, m * half)
+        frames = ws.fresh_frames().reshape(self.channels, m * half)
         frames[:, :kept] = self._pending[:, :kept]
         frames[:, kept:] = x[:, :used]
         self._kept = n - used
