@@ -29,19 +29,20 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+def write_section(name: str, body: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section between ``<!-- name:begin -->`` and ``<!-- name:end -->``
+    of ``doc`` (docs/benchmarks.md by default)."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = DOC.read_text() if DOC.exists() else TITLE
+    text = doc.read_text() if doc.exists() else TITLE
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = (
         pattern.sub(lambda _: block, text)
         if pattern.search(text)
         else f"{text.rstrip()}\n\n{block}\n"
     )
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
