@@ -218,3 +218,33 @@ def test_many_channels_with_random_chunk_sizes_match_single_channel_runs() -> No
     )  # fmt: skip
     assert multi == single
     assert len(multi) >= channels * 10
+
+
+def test_dense_channels_match_single_channel_runs() -> None:
+    """Back-to-back digits in every channel (most blocks are candidates, so the cosine DFTs
+    are computed for all half-blocks and the next calls skip finding the needed ones), then
+    silence (back to the gathered path): same events as each channel alone."""
+    channels = 5
+    keys = synthesize(KEYS * 2, tone_ms=60, gap_ms=50)
+    silence = np.zeros(8000, dtype=np.int16)
+    base = np.concatenate([keys.astype(np.int16), silence, keys.astype(np.int16)])
+    block = np.stack([np.roll(base, 37 * c) for c in range(channels)])
+    det = Detector(channels=channels)
+    multi = _stream(det, block, 160)
+    single = sorted(
+        (DigitEvent(e.key, e.start, e.end, e.level_dbm0, c)
+         for c in range(channels) for e in detect(block[c])),
+        key=lambda e: (e.end, e.channel),
+    )  # fmt: skip
+    assert multi == single
+    assert len(multi) == channels * 4 * len(KEYS)
+
+
+def test_build_events_matches_the_constructor() -> None:
+    from dtmfgraph.tones.events import build_events
+
+    made = build_events(["1", "#"], [0.5, 1.0], [0.6, 1.25], [-3.5, -20.0], [0, 7])
+    assert made == [DigitEvent("1", 0.5, 0.6, -3.5, 0), DigitEvent("#", 1.0, 1.25, -20.0, 7)]
+    assert build_events([], [], [], [], []) == []
+    with pytest.raises(ValueError):
+        build_events(["1"], [0.5], [0.6], [-3.5], [])

