@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -29,15 +32,37 @@ class Settings(BaseSettings):
     jwt_issuer: str = "dtmfgraph"
     jwt_audience: str = "dtmfgraph"
     jwt_hs256_secret: str | None = None
-    jwt_rs256_public_key: str | None = Field(default=None, description="PEM text.")
+    jwt_rs256_public_key: str | None = Field(
+        default=None, description="PEM text of the RS256 public key that verifies API tokens."
+    )
+    jwt_rs256_public_key_file: Path | None = Field(
+        default=None, description="A PEM file with that key (instead of jwt_rs256_public_key)."
+    )
 
     # Signing of callbacks
     callback_issuer: str = "dtmfgraph"
     callback_signing_secret: str | None = Field(
         default=None, description="HS256 secret for callback JWTs; default jwt_hs256_secret."
     )
-    callback_rs256_private_key: str | None = Field(default=None, description="PEM text.")
-    callback_allowed_hosts: list[str] = Field(default_factory=list)
+    callback_rs256_private_key: str | None = Field(
+        default=None, description="PEM text of the RS256 private key that signs callbacks."
+    )
+    callback_rs256_private_key_file: Path | None = Field(
+        default=None, description="A PEM file with that key (instead of the text)."
+    )
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts allowed as http:// callbackUri (comma-separated or a JSON list).",
+    )
+
+    # Monitoring
+    metrics_bearer_token: str | None = Field(
+        default=None,
+        description=(
+            "Bearer token /metrics requires. Without one, /metrics is open when the server "
+            "listens on a loopback address and refused (403) otherwise."
+        ),
+    )
 
     # Media
     media: str = Field(default="sip", description="sip (real calls) or loopback (simulated).")
@@ -72,6 +97,30 @@ class Settings(BaseSettings):
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
 
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [h.strip() for h in text.split(",") if h.strip()]
+        return value
+
+    def rs256_public_key_pem(self) -> str | None:
+        """The API's RS256 public key (PEM text), from the text or the file setting."""
+        return _pem(
+            self.jwt_rs256_public_key, self.jwt_rs256_public_key_file, "jwt_rs256_public_key"
+        )
+
+    def callback_private_key_pem(self) -> str | None:
+        """The callbacks' RS256 private key (PEM text), from the text or the file setting."""
+        return _pem(
+            self.callback_rs256_private_key,
+            self.callback_rs256_private_key_file,
+            "callback_rs256_private_key",
+        )
+
     def sip_trunk_template(self) -> str | None:
         """``sip_trunk_uri`` as a ``{number}`` template (a bare host[:port] becomes
         ``sip:{number}@host[:port]``); ``None`` when no trunk is configured."""
@@ -85,6 +134,16 @@ class Settings(BaseSettings):
             return f"{scheme.lower()}:{{number}}@{rest.rpartition('@')[2]}"
         return f"sip:{{number}}@{trunk}"
 
+    def listens_on_loopback(self) -> bool:
+        """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+        host = self.host.strip().strip("[]").lower()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -97,3 +156,14 @@ class Settings(BaseSettings):
 
     def effective_callback_secret(self) -> str | None:
         return self.callback_signing_secret or self.jwt_hs256_secret
+
+
+def _pem(text: str | None, path: Path | None, name: str) -> str | None:
+    if text and path:
+        raise ValueError(f"set {name} or {name}_file, not both")
+    if path is None:
+        return text or None
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{name}_file: cannot read {str(path)!r}: {exc.strerror}") from None

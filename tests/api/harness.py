@@ -39,8 +39,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def serve_in_task(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+async def serve_in_task(
+    app: Any, port: int, host: str = "127.0.0.1"
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -65,6 +67,8 @@ class Receiver:
     """A real HTTP webhook receiver: records every commsNotification POSTed to /cb."""
 
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    """The host in ``url`` (the receiver listens where the test starts it)."""
     up: bool = True
     batches: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
@@ -73,7 +77,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cb"
+        return f"http://{self.host}:{self.port}/cb"
 
     async def _cb(self, request: Request) -> Response:
         if not self.up:

@@ -81,7 +81,12 @@ def test_callback_policy() -> None:
     check_callback_uri("http://[::1]:9/cb", ())
     check_callback_uri("http://localhost/cb", ())
     check_callback_uri("http://bot.lan/cb", ("bot.lan",))
-    for bad in ("http://bot.example.com/cb", "ftp://127.0.0.1/x", "not a url"):
+    for bad in (
+        "http://bot.example.com/cb",
+        "http://127.0.0.2/cb",
+        "ftp://127.0.0.1/x",
+        "not a url",
+    ):
         with pytest.raises(InvalidRequestError):
             check_callback_uri(bad, ())
 

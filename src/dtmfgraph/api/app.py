@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
@@ -14,12 +15,16 @@ from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceC
 from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
-from . import errors, loopback, routes
+from . import errors, loopback, openapi, routes
 from .auth import Authenticator
+from .metrics import HttpMetricsMiddleware, Metrics
+from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
 
 LOOPBACK_TRUNK = "sip:{number}@127.0.0.1"
 """Where E.164 targets go on the loopback backend when no trunk is configured (it answers all)."""
+JWKS_PATH = "/.well-known/dtmfgraph/jwks.json"
+"""Where the public key that verifies callback JWTs is published (a JSON Web Key Set)."""
 
 
 def service_config(settings: Settings, media: MediaBackend | None = None) -> ServiceConfig:
@@ -55,7 +60,9 @@ def build_media(settings: Settings) -> MediaBackend:
 
 
 def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI:
-    """The Graph API app; ``media`` defaults to :func:`build_media` of ``settings``."""
+    """The Graph API app; ``media`` defaults to :func:`build_media` of ``settings``.
+
+    Raises ``ValueError`` for a configuration it cannot run with (no key, a bad PEM, ...)."""
     if media is None:
         media = build_media(settings)
     authenticator = Authenticator(settings)
@@ -63,8 +70,10 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     signer = CallbackSigner(
         issuer=settings.callback_issuer,
         hs256_secret=secret,
-        rs256_private_key=settings.callback_rs256_private_key,
+        rs256_private_key=settings.callback_private_key_pem(),
     )
+    metrics = Metrics()
+    config = service_config(settings, media)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,10 +89,9 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             max_attempts=settings.notify_max_attempts,
             backoff_initial_s=settings.notify_backoff_initial_s,
             backoff_max_s=settings.notify_backoff_max_s,
+            observer=metrics,
         )
-        service = CallService(
-            repo, media, service_config(settings, media), on_commit=dispatcher.wake
-        )
+        service = CallService(repo, media, config, on_commit=dispatcher.wake, observer=metrics)
         await service.start()
         app.state.repo = repo
         app.state.service = service
@@ -108,10 +116,20 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.state.authenticator = authenticator
     app.state.media = media
     app.state.base_url = settings.effective_base_url()
+    app.state.signer = signer
+    app.state.metrics = metrics
     errors.install(app)
     app.include_router(routes.router, prefix="/v1.0")
     app.include_router(routes.router, prefix="/beta")
+    app.include_router(metrics_router)
     if isinstance(media, LoopbackMedia):
         app.include_router(loopback.router)
-    app.add_middleware(GraphMiddleware)
+
+    @app.get(JWKS_PATH, include_in_schema=False)
+    async def jwks() -> JSONResponse:
+        return JSONResponse(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    openapi.install(app, config.limits)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(GraphMiddleware)  # outermost: it normalises the path first
     return app

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ..service import ROLE_INITIATE, ROLE_MEDIA, Principal
 from ..settings import Settings
@@ -21,19 +25,51 @@ class AuthError(Exception):
     """No or invalid credentials (401 ``unauthenticated``)."""
 
 
+def load_rs256_public_key(pem: str, name: str = "jwt_rs256_public_key") -> RSAPublicKey:
+    """Parse a PEM RSA public key (a bare key or an X.509 certificate), naming ``name`` on error."""
+    data = pem.strip().encode()
+    try:
+        if b"CERTIFICATE" in data:
+            key: object = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not a PEM public key or certificate ({exc})") from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError(f"{name}: RS256 needs an RSA key, got {type(key).__name__}")
+    return key
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Authenticator:
-    """Verifies issuer, audience, signature (HS256 secret or RS256 public key) and lifetime."""
+    """Verifies bearer JWTs: signature, issuer, audience, lifetime, then ``tid`` and ``appid``.
+
+    Keys: an HS256 secret, an RS256 public key, or both (each token is checked with the key of
+    the algorithm in its header; no other algorithm is accepted)."""
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.auth_enabled
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
-        if settings.jwt_rs256_public_key:
-            self._key, self._alg = settings.jwt_rs256_public_key, "RS256"
-        else:
-            self._key, self._alg = settings.jwt_hs256_secret or "", "HS256"
-        if self.enabled and not self._key:
-            raise ValueError("auth is enabled but no JWT key is configured")
+        self._keys: dict[str, Any] = {}
+        pem = settings.rs256_public_key_pem()
+        if pem:
+            self._keys["RS256"] = load_rs256_public_key(pem)
+        if settings.jwt_hs256_secret:
+            self._keys["HS256"] = settings.jwt_hs256_secret
+        if self.enabled and not self._keys:
+            raise ValueError(
+                "auth is enabled but no JWT key is configured "
+                "(jwt_hs256_secret, jwt_rs256_public_key or jwt_rs256_public_key_file)"
+            )
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return tuple(self._keys)
 
     def principal(self, authorization: str | None) -> Principal:
         if not self.enabled:
@@ -41,27 +77,78 @@ class Authenticator:
         if not authorization:
             raise AuthError("Access token is empty.")
         scheme, _, token = authorization.partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError("The Authorization header must be 'Bearer <token>'.")
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=[self._alg],
-                audience=self._audience,
-                issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"Access token validation failure: {exc}.") from None
+        claims = self._verify(token)
         tid = claims.get("tid")
+        if not isinstance(tid, str) or not tid:
+            raise AuthError(
+                "Access token validation failure: the 'tid' (tenant id) claim is missing."
+            )
         app = claims.get("appid") or claims.get("azp")
-        if not isinstance(tid, str) or not isinstance(app, str):
-            raise AuthError("Access token validation failure: 'tid' and 'appid'/'azp' required.")
+        if not isinstance(app, str) or not app:
+            raise AuthError(
+                "Access token validation failure: the 'appid' (or 'azp') application id claim "
+                "is missing."
+            )
         roles = claims.get("roles") or []
         if not isinstance(roles, list):
             raise AuthError("Access token validation failure: 'roles' must be a list.")
         return Principal(tenant_id=tid, app_id=app, roles=frozenset(str(r) for r in roles))
+
+    def _verify(self, token: str) -> dict[str, Any]:
+        fail = "Access token validation failure"
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError(f"{fail}: the token is not a well-formed JWT.") from None
+        alg = header.get("alg")
+        if alg not in self._keys:
+            accepted = " or ".join(self._keys)
+            raise AuthError(
+                f"{fail}: the token is signed with {_short(alg)}; this service accepts {accepted}."
+            )
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._keys[alg],
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("Access token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError(f"{fail}: the token is not valid yet (nbf/iat).") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(
+                f"{fail}: the {alg} signature does not match the configured key."
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"{fail}: the '{exc.claim}' claim is missing.") from None
+        except jwt.InvalidIssuerError:
+            got = _unverified(token).get("iss")
+            raise AuthError(
+                f"{fail}: issuer {_short(got)} is not the expected {self._issuer!r}."
+            ) from None
+        except jwt.InvalidAudienceError:
+            got = _unverified(token).get("aud")
+            raise AuthError(
+                f"{fail}: audience {_short(got)} is not the expected {self._audience!r}."
+            ) from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"{fail}: {exc}.") from None
+        return claims
+
+
+def _unverified(token: str) -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return out
 
 
 def mint_token(

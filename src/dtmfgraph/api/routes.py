@@ -28,6 +28,7 @@ from ..service import (
     Principal,
 )
 from .auth import Authenticator
+from .openapi import request_body
 
 M = TypeVar("M", bound=WireModel)
 
@@ -80,7 +81,11 @@ def _op_response(request: Request, call_id: str, op: Operation) -> JSONResponse:
 router = APIRouter()
 
 
-@router.post("/communications/calls", status_code=201)
+@router.post(
+    "/communications/calls",
+    status_code=201,
+    openapi_extra=request_body(CreateCallBody, required=True),
+)
 async def create_call(request: Request, svc: Svc, who: Who) -> JSONResponse:
     body, raw = await _body(request, CreateCallBody)
     call = await svc.create_call(
@@ -120,7 +125,11 @@ async def keep_alive(call_id: str, svc: Svc, who: Who) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/communications/calls/{call_id}/answer", status_code=202)
+@router.post(
+    "/communications/calls/{call_id}/answer",
+    status_code=202,
+    openapi_extra=request_body(AnswerBody, required=False),
+)
 async def answer(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
     body, _ = await _body(request, AnswerBody)
     if "audio" not in body.accepted_modalities:
@@ -129,14 +138,21 @@ async def answer(call_id: str, request: Request, svc: Svc, who: Who) -> Response
     return Response(status_code=202)
 
 
-@router.post("/communications/calls/{call_id}/reject", status_code=202)
+@router.post(
+    "/communications/calls/{call_id}/reject",
+    status_code=202,
+    openapi_extra=request_body(RejectBody, required=False),
+)
 async def reject(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
     body, _ = await _body(request, RejectBody)
     await svc.reject(who, call_id, body.reason)
     return Response(status_code=202)
 
 
-@router.post("/communications/calls/{call_id}/sendDtmfTones")
+@router.post(
+    "/communications/calls/{call_id}/sendDtmfTones",
+    openapi_extra=request_body(SendDtmfTonesBody, required=True),
+)
 async def send_dtmf_tones(
     call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
 ) -> JSONResponse:
@@ -156,7 +172,10 @@ async def send_dtmf_tones(
     return _op_response(request, call_id, op)
 
 
-@router.post("/communications/calls/{call_id}/cancelMediaProcessing")
+@router.post(
+    "/communications/calls/{call_id}/cancelMediaProcessing",
+    openapi_extra=request_body(CancelMediaProcessingBody, required=False),
+)
 async def cancel_media_processing(
     call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
 ) -> JSONResponse:
@@ -165,7 +184,10 @@ async def cancel_media_processing(
     return _op_response(request, call_id, op)
 
 
-@router.post("/communications/calls/{call_id}/subscribeToTone")
+@router.post(
+    "/communications/calls/{call_id}/subscribeToTone",
+    openapi_extra=request_body(SubscribeToToneBody, required=False),
+)
 async def subscribe_to_tone(
     call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
 ) -> JSONResponse:

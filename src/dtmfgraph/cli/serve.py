@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import secrets
 from collections.abc import Callable
@@ -15,28 +14,47 @@ import typer
 from ..settings import Settings
 
 SECRET_FILE = "jwt-secret"
+CALLBACK_KEY_FILE = "callback-key.pem"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _ensure_secret(settings: Settings) -> Settings:
-    """Use the configured HS256 secret, or one kept in ``data_dir`` (created on first use)."""
-    if settings.jwt_hs256_secret or settings.jwt_rs256_public_key:
+    """Keys to run with: the configured HS256 secret, or one kept in ``data_dir`` (created on
+    first use) unless API tokens are RS256. With RS256 tokens and no callback key configured,
+    callbacks are signed RS256 with a key kept in ``data_dir`` (created on first use)."""
+    from ..api.auth import load_rs256_public_key  # noqa: PLC0415
+
+    public_pem = settings.rs256_public_key_pem()
+    if public_pem:
+        load_rs256_public_key(public_pem)  # a bad key is refused before anything is written
+    if settings.jwt_hs256_secret:
         return settings
-    path = settings.data_dir / SECRET_FILE
+    if not public_pem:
+        path = settings.data_dir / SECRET_FILE
+        if not path.exists():
+            _write_private(path, secrets.token_urlsafe(48))
+        return settings.model_copy(update={"jwt_hs256_secret": path.read_text().strip()})
+    if settings.callback_signing_secret or settings.callback_private_key_pem():
+        return settings
+    path = settings.data_dir / CALLBACK_KEY_FILE
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
-    return settings.model_copy(update={"jwt_hs256_secret": path.read_text().strip()})
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_private(path, pem.decode())
+    return settings.model_copy(update={"callback_rs256_private_key_file": path})
 
 
 DataDir = Annotated[
@@ -82,6 +100,14 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without a token (loopback only).")
     ] = False,
+    jwt_rs256_public_key_file: Annotated[
+        Path | None,
+        typer.Option(help="PEM public key (or certificate) that verifies RS256 API tokens."),
+    ] = None,
+    callback_rs256_private_key_file: Annotated[
+        Path | None,
+        typer.Option(help="PEM RSA private key that signs callbacks RS256 (published as JWKS)."),
+    ] = None,
     callback_allow_host: Annotated[
         list[str] | None,
         typer.Option(help="Host allowed as an http:// callbackUri (repeatable)."),
@@ -110,6 +136,8 @@ def serve(
         "callback_allowed_hosts": callback_allow_host,
         "incoming_callback_uri": incoming_callback_uri,
         "keepalive_timeout_s": keepalive_timeout,
+        "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
+        "callback_rs256_private_key_file": callback_rs256_private_key_file,
     }.items():
         if value is not None:
             updates[key] = value
@@ -121,10 +149,19 @@ def serve(
             f"error: unknown media backend {settings.media!r} (use sip or loopback)", err=True
         )
         raise typer.Exit(2)
-    if not settings.auth_enabled and not _is_loopback(settings.host):
-        typer.echo("error: --no-auth is allowed only on a loopback address", err=True)
+    if not settings.auth_enabled and not settings.listens_on_loopback():
+        typer.echo(
+            f"error: --no-auth (auth_enabled=false) is allowed only on a loopback address "
+            f"(127.0.0.1, ::1, localhost), not {settings.host!r}: anyone who can reach the "
+            "server could place calls. Listen on 127.0.0.1, or keep authentication on.",
+            err=True,
+        )
         raise typer.Exit(2)
-    settings = _ensure_secret(settings)
+    try:
+        settings = _ensure_secret(settings)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     asyncio.run(_serve(settings))
 
 
@@ -137,6 +174,7 @@ async def _serve(settings: Settings) -> None:
 
     try:
         media = build_media(settings)
+        app = create_app(settings, media)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -162,7 +200,6 @@ async def _serve(settings: Settings) -> None:
         else:
             typer.echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
         _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
-        app = create_app(settings, media)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
         await uvicorn.Server(config).serve()
     finally:
@@ -171,19 +208,34 @@ async def _serve(settings: Settings) -> None:
 
 def _print_banner(settings: Settings, mint: Callable[[Settings], str], *, real_sip: bool) -> None:
     base = settings.effective_base_url()
-    if settings.auth_enabled:
+    typer.echo(f"dtmfgraph: Graph API on {base}/v1.0 and {base}/beta", err=True)
+    if settings.auth_enabled and settings.jwt_hs256_secret:
         token = mint(settings)
-        typer.echo(f"dtmfgraph: Graph API on {base}/v1.0 and {base}/beta", err=True)
         typer.echo(f"token (24 h, dev app):\n{token}\n", err=True)
         auth_header = f'-H "Authorization: Bearer {token}" '
+    elif settings.auth_enabled:
+        typer.echo(
+            f"dtmfgraph: API tokens are RS256 (iss {settings.jwt_issuer!r}, "
+            f"aud {settings.jwt_audience!r}, claims tid and appid)",
+            err=True,
+        )
+        auth_header = '-H "Authorization: Bearer $TOKEN" '
     else:
         typer.secho(
-            "WARNING: AUTHENTICATION IS DISABLED: anyone on this machine can place calls.",
+            "WARNING: AUTHENTICATION IS DISABLED (--no-auth): every request is accepted as the "
+            "dev app, without a token. Anyone and anything on this machine can place calls "
+            "and press keys in them. Never use this beyond local development.",
             fg=typer.colors.RED,
             bold=True,
             err=True,
         )
         auth_header = ""
+    typer.echo(
+        f"dtmfgraph: callbacks signed {'RS256' if settings.callback_private_key_pem() else 'HS256'}"
+        f"; verification keys (JWKS) at {base}/.well-known/dtmfgraph/jwks.json; "
+        f"metrics at {base}/metrics",
+        err=True,
+    )
     if real_sip and settings.sip_trunk_template() is None:
         target = '{"user":{"id":"sip:alice@127.0.0.1:5070"}}'
     else:
@@ -215,11 +267,20 @@ def token(
     settings = Settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
-    settings = _ensure_secret(settings)
-    roles = tuple(role) if role else ("Calls.Initiate.All", "Calls.AccessMedia.All")
-    typer.echo(
-        mint_token(settings, tenant_id=tenant, app_id=app_id, roles=roles, lifetime_s=lifetime)
-    )
+    try:
+        settings = _ensure_secret(settings)
+        roles = tuple(role) if role else ("Calls.Initiate.All", "Calls.AccessMedia.All")
+        text = mint_token(
+            settings, tenant_id=tenant, app_id=app_id, roles=roles, lifetime_s=lifetime
+        )
+    except ValueError as exc:
+        typer.echo(
+            f"error: {exc} (the service verifies RS256 tokens: mint them with your issuer's "
+            "private key)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    typer.echo(text)
 
 
 def register(app: typer.Typer) -> None:

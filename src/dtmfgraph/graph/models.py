@@ -60,16 +60,29 @@ class WireModel(BaseModel):
 
 
 class _WithClientContext(WireModel):
-    client_context: str | None = Field(default=None, max_length=CLIENT_CONTEXT_MAX)
+    client_context: str | None = Field(
+        default=None,
+        max_length=CLIENT_CONTEXT_MAX,
+        description="Echoed in the operation and its notification.",
+    )
 
 
 class SendDtmfTonesBody(_WithClientContext):
     """``POST .../sendDtmfTones``; ``toneDurationMs`` and ``dtmfMethod`` are our extensions."""
 
-    tones: list[ToneName] = Field(min_length=1)
-    delay_between_tones_ms: int | None = None
-    tone_duration_ms: int | None = None
-    dtmf_method: DtmfMethodName = DtmfMethodName.AUTO
+    tones: list[ToneName] = Field(min_length=1, description="The keys to press, in order.")
+    delay_between_tones_ms: int | None = Field(
+        default=None, description="Silence between two tones, in milliseconds."
+    )
+    tone_duration_ms: int | None = Field(
+        default=None, description="Extension: how long each tone sounds, in milliseconds."
+    )
+    dtmf_method: DtmfMethodName = Field(
+        default=DtmfMethodName.AUTO,
+        description=(
+            "Extension: how keys are carried. auto: RFC 4733 when negotiated, else in-band."
+        ),
+    )
 
 
 class CancelMediaProcessingBody(_WithClientContext):

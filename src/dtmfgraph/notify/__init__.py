@@ -1,6 +1,6 @@
 """Notifications: rendering to Graph JSON, signing, and the outbox dispatcher."""
 
-from .outbox import Dispatcher
+from .outbox import DeliveryObserver, Dispatcher
 from .render import (
     call_json,
     call_resource,
@@ -12,6 +12,7 @@ from .signer import CallbackSigner
 
 __all__ = [
     "CallbackSigner",
+    "DeliveryObserver",
     "Dispatcher",
     "call_json",
     "call_resource",

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from typing import Literal, Protocol
 
 import httpx
 
@@ -21,6 +22,16 @@ from .render import notification_batch
 from .signer import CallbackSigner
 
 log = logging.getLogger(__name__)
+
+Outcome = Literal["delivered", "retried", "dead"]
+
+
+class DeliveryObserver(Protocol):
+    """Told about each delivery attempt (``dtmfgraph.api.metrics`` implements it)."""
+
+    def attempt(self, outcome: Outcome, seconds: float) -> None:
+        """One POST ended: delivered, failed and to be retried, or failed for good (dead);
+        ``seconds`` is how long the POST took (to its answer, error or timeout)."""
 
 
 class Dispatcher:
@@ -33,6 +44,7 @@ class Dispatcher:
         max_attempts: int = 10,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 60.0,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self._repo = repo
         self._signer = signer
@@ -40,6 +52,7 @@ class Dispatcher:
         self._max_attempts = max_attempts
         self._b0 = backoff_initial_s
         self._bmax = backoff_max_s
+        self._observer = observer
         self._wake = asyncio.Event()
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
 
@@ -72,20 +85,31 @@ class Dispatcher:
         token = self._signer.token(audience=item.app_id, call_id=item.call_id)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         error: str | None = None
+        started = time.perf_counter()
         try:
             resp = await self._client.post(item.callback_uri, content=body, headers=headers)
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        took = time.perf_counter() - started
         if error is None:
             await self._repo.mark_delivered(item.id)
+            self._observe("delivered", took)
             return
         attempts = item.attempts + 1
         retry_at = None if attempts >= self._max_attempts else time.time() + self.backoff(attempts)
         if retry_at is None:
             log.warning("outbox: giving up on notification %s: %s", item.id, error)
         await self._repo.mark_failed_attempt(item.id, error=error, retry_at=retry_at)
+        self._observe("retried" if retry_at is not None else "dead", took)
+
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.attempt(outcome, seconds)
+            except Exception:
+                log.exception("outbox: the delivery observer failed")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 import uuid
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from jwt.algorithms import RSAAlgorithm
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwk_thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 SHA-256 thumbprint of an RSA JWK (used as its ``kid``)."""
+    members = {k: jwk[k] for k in ("e", "kty", "n")}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return _b64url(hashlib.sha256(canonical).digest())
+
+
+def load_rs256_private_key(pem: str, name: str = "callback_rs256_private_key") -> RSAPrivateKey:
+    """Parse an unencrypted PEM RSA private key, naming the setting ``name`` on error."""
+    try:
+        key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError(f"{name}: RS256 needs an RSA key, got {type(key).__name__}")
+    if key.key_size < 2048:
+        raise ValueError(f"{name}: the RSA key has {key.key_size} bits; use at least 2048")
+    return key
 
 
 class CallbackSigner:
     """Mints one short-lived JWT per callback: ``iss`` the service, ``aud`` the app id.
 
-    RS256 with a private key when one is configured (receivers verify with the public key),
-    otherwise HS256 with the shared callback secret."""
+    RS256 with a private key when one is configured: the header names the key (``kid``, its
+    RFC 7638 thumbprint) and :meth:`jwks` publishes the public half, so receivers verify
+    without sharing a secret. Otherwise HS256 with the shared callback secret (and an empty
+    key set: a secret is never published)."""
 
     def __init__(
         self, *, issuer: str, hs256_secret: str | None = None, rs256_private_key: str | None = None
@@ -20,8 +53,22 @@ class CallbackSigner:
         if hs256_secret is None and rs256_private_key is None:
             raise ValueError("callbacks need a signing key: a secret or an RS256 private key")
         self.issuer = issuer
-        self._key = rs256_private_key or hs256_secret or ""
-        self.algorithm = "RS256" if rs256_private_key else "HS256"
+        self._jwk: dict[str, Any] | None = None
+        self.kid: str | None = None
+        self._key: RSAPrivateKey | str
+        if rs256_private_key:
+            private = load_rs256_private_key(rs256_private_key)
+            jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+            self.kid = jwk_thumbprint(jwk)
+            self._jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid}
+            self._jwk.update(n=jwk["n"], e=jwk["e"])
+            self._key, self.algorithm = private, "RS256"
+        else:
+            self._key, self.algorithm = hs256_secret or "", "HS256"
+
+    def jwks(self) -> dict[str, Any]:
+        """The JSON Web Key Set receivers verify callbacks with (empty for HS256)."""
+        return {"keys": [] if self._jwk is None else [dict(self._jwk)]}
 
     def token(self, *, audience: str, call_id: str, lifetime_s: int = 600) -> str:
         t = int(time.time())
@@ -34,4 +81,5 @@ class CallbackSigner:
             "jti": str(uuid.uuid4()),
             "callId": call_id,
         }
-        return jwt.encode(claims, self._key, algorithm=self.algorithm)
+        headers = {"kid": self.kid} if self.kid else None
+        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)

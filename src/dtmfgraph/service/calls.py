@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..tones.keypad import ALL_KEYS
@@ -95,6 +94,30 @@ class ServiceConfig:
     limits: Limits = field(default_factory=Limits)
 
 
+class Observer(Protocol):
+    """What the service reports for monitoring (``dtmfgraph.api.metrics`` implements it).
+
+    Calls come after the change is committed; they must be cheap and never raise."""
+
+    def operation_finished(
+        self, kind: OpKind, status: OpStatus, reason: CompletionReason | None
+    ) -> None: ...
+
+    def dtmf_keys_sent(self, method: DtmfMethod, count: int) -> None: ...
+
+
+class NullObserver:
+    """An :class:`Observer` that ignores everything."""
+
+    def operation_finished(
+        self, kind: OpKind, status: OpStatus, reason: CompletionReason | None
+    ) -> None:
+        return None
+
+    def dtmf_keys_sent(self, method: DtmfMethod, count: int) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     tenant_id: str
@@ -162,6 +185,11 @@ def map_dial_error(err: DialError) -> ResultInfo:
     return Results.NO_ROUTE
 
 
+LOOPBACK_CALLBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Hosts that may take plain-http callbacks without being allow-listed (the rest of 127/8 must
+be listed like any other host)."""
+
+
 def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
     """https only, except loopback hosts and hosts on the allow-list (http allowed there)."""
     parts = urlsplit(uri)
@@ -170,10 +198,7 @@ def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
         raise InvalidRequestError(f"callbackUri: {uri!r} is not an absolute http(s) URL")
     if parts.scheme == "https":
         return
-    loopback = host == "localhost"
-    with contextlib.suppress(ValueError):
-        loopback = loopback or ipaddress.ip_address(host).is_loopback
-    if not loopback and host not in allowed_hosts:
+    if host not in LOOPBACK_CALLBACK_HOSTS and host not in allowed_hosts:
         raise InvalidRequestError(
             f"callbackUri: must be an https URL (http is allowed only for loopback and "
             f"allow-listed hosts), got {uri!r}"
@@ -189,11 +214,14 @@ class CallService:
         media: MediaBackend,
         config: ServiceConfig,
         on_commit: Callable[[], None] = lambda: None,
+        observer: Observer | None = None,
     ) -> None:
         self._repo = repo
         self._media = media
         self._cfg = config
         self._on_commit = on_commit
+        self._observer: Observer = observer or NullObserver()
+        self._finished: dict[int, list[Operation]] = {}
         self._live: dict[str, _Live] = {}
         self._bg: set[asyncio.Task[Any]] = set()
 
@@ -227,9 +255,30 @@ class CallService:
 
     @contextlib.asynccontextmanager
     async def _unit(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction that may emit events; after its commit the outbox is woken and the
+        operations it finished are reported to the observer."""
+        finished: list[Operation] = []
         async with self._repo.unit() as uow:
-            yield uow
+            self._finished[id(uow)] = finished
+            try:
+                yield uow
+            finally:
+                del self._finished[id(uow)]
         self._on_commit()
+        for op in finished:
+            self._report_finished(op)
+
+    def _report_finished(self, op: Operation) -> None:
+        with contextlib.suppress(Exception):
+            self._observer.operation_finished(op.kind, op.status, op.completion_reason)
+
+    def _note_finished(self, uow: UnitOfWork, op: Operation) -> None:
+        """``op`` ended in this transaction (reported once it commits)."""
+        pending = self._finished.get(id(uow))
+        if pending is not None:
+            pending.append(op)
+        else:  # a transaction not opened by _unit(): report at once
+            self._report_finished(op)
 
     # --- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -248,6 +297,8 @@ class CallService:
     ) -> None:
         event = Event(kind, call.id, snapshot_call(call), snapshot_operation(op) if op else None)
         await uow.add_event(event, callback_uri=call.callback_uri, app_id=call.app_id)
+        if kind is EventKind.OPERATION_DELETED and op is not None:
+            self._note_finished(uow, op)
 
     def _resolve_target(self, targets: list[dict[str, Any]]) -> str:
         identity = targets[0].get("identity")
@@ -645,6 +696,7 @@ class CallService:
                     await self._fail_unsendable(live, op, str(exc))
                     continue
                 keys = "".join(TONE_TO_KEY[t] for t in op.tones)
+                sent_before = media.dtmf_keys_sent
                 send = asyncio.ensure_future(
                     media.send_dtmf(
                         keys, method=method.value, tone_ms=op.tone_ms, gap_ms=op.delay_ms
@@ -656,6 +708,8 @@ class CallService:
             except asyncio.CancelledError:
                 send.cancel()
                 raise
+            finally:
+                self._count_keys(method, media.dtmf_keys_sent - sent_before)
             async with live.lock:
                 live.current = None
                 if send.cancelled() or live.ending:
@@ -684,6 +738,11 @@ class CallService:
                         if nxt is not None and nxt.status is OpStatus.NOT_STARTED:
                             nxt.status = OpStatus.RUNNING
                             await uow.update_operation(nxt)
+
+    def _count_keys(self, method: DtmfMethod, count: int) -> None:
+        if count > 0:
+            with contextlib.suppress(Exception):
+                self._observer.dtmf_keys_sent(method, count)
 
     async def _fail_unsendable(self, live: _Live, op: Operation, message: str) -> None:
         """An operation queued before the call was set up asks for what it cannot carry."""
@@ -742,6 +801,7 @@ class CallService:
                     repeat_key=repeat_key,
                 )
                 await uow.insert_operation(cancel_op)
+                self._note_finished(uow, cancel_op)
         return cancel_op
 
     async def subscribe_to_tone(
@@ -767,6 +827,7 @@ class CallService:
                 repeat_key=repeat_key,
             )
             await uow.insert_operation(op)
+            self._note_finished(uow, op)
         return op
 
     async def _listen(self, live: _Live, media: MediaCall) -> None:
@@ -796,6 +857,8 @@ __all__ = [
     "DtmfRequest",
     "Limits",
     "NewCall",
+    "NullObserver",
+    "Observer",
     "Principal",
     "ServiceConfig",
     "check_callback_uri",

@@ -64,6 +64,10 @@ class LoopbackCall:
         return self._sipinfo
 
     @property
+    def dtmf_keys_sent(self) -> int:
+        return len(self.heard)
+
+    @property
     def heard_keys(self) -> str:
         return "".join(k for k, _ in self.heard)
 

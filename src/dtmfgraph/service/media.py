@@ -24,6 +24,8 @@ in-process simulation used by tests and demos.
     it ends when the call ends.
     ``hangup()``: sends BYE (idempotent). ``ended``: a future resolved with the ``EndReason``
     (local BYE, remote BYE, media error, timeout).
+    ``dtmf_keys_sent``: how many keys have left on this call so far (whole keys, counted
+    when ``send_dtmf`` returns, raises or is cancelled; a refused SIP INFO is not counted).
     ``can_send_rfc4733``/``can_send_sipinfo``: what the SDP/SIP negotiation allows; in-band
     audio is always possible (``flash`` has no in-band form).
 
@@ -92,6 +94,9 @@ class MediaCall(Protocol):
 
     @property
     def can_send_sipinfo(self) -> bool: ...
+
+    @property
+    def dtmf_keys_sent(self) -> int: ...
 
     async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None: ...
 

@@ -64,6 +64,7 @@ class SipMediaCall:
         # what was negotiated, kept once the call is over (a send then raises CallEndedError)
         self._rfc4733 = call.telephone_event_pt is not None
         self._sipinfo = call.can_send_sipinfo
+        self._keys_sent = 0
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[EndReason] = loop.create_future()
         self._watch = asyncio.ensure_future(self._watch_end())
@@ -84,6 +85,24 @@ class SipMediaCall:
     def can_send_sipinfo(self) -> bool:
         return self._sipinfo
 
+    @property
+    def dtmf_keys_sent(self) -> int:
+        return self._keys_sent
+
+    def _count(self, send: asyncio.Task[DtmfResult]) -> None:
+        """Add the keys that ``send`` got out (whatever way it ended) to ``dtmf_keys_sent``."""
+        if not send.done():
+            return
+        if send.cancelled():
+            last = self.call.last_dtmf  # a cancelled SIP INFO send records what had left
+            self._keys_sent += last.keys_sent if last is not None and last.cancelled else 0
+            return
+        exc = send.exception()
+        if exc is None:
+            self._keys_sent += send.result().keys_sent
+        else:
+            self._keys_sent += int(getattr(exc, "keys_sent", 0))
+
     async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None:
         if method not in ("rfc4733", "sipinfo", "inband"):
             raise ValueError(f"unknown DTMF method {method!r}")
@@ -99,9 +118,15 @@ class SipMediaCall:
             await asyncio.shield(send)
         except asyncio.CancelledError:
             await self._stop_at_key_boundary(send, method, tone_ms)
+            self._count(send)
             raise
         except PhoneCallEndedError as exc:
+            self._count(send)
             raise CallEndedError(str(exc)) from exc
+        except Exception:
+            self._count(send)
+            raise
+        self._count(send)
 
     async def _stop_at_key_boundary(
         self, send: asyncio.Task[DtmfResult], method: str, tone_ms: int

@@ -264,6 +264,25 @@ class SqlRepository:
         async with self.engine.begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == item_id).values(values))
 
+    # --- monitoring -----------------------------------------------------------------------
+    async def calls_by_state(self) -> dict[str, int]:
+        """How many calls are in each state (every node's calls: the database's view)."""
+        q = sa.select(calls.c.state, sa.func.count()).group_by(calls.c.state)
+        async with self.engine.connect() as conn:
+            return {str(state): int(n) for state, n in await conn.execute(q)}
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        """Outbox rows not delivered, by state: ``pending`` (waiting or being retried), ``dead``."""
+        q = (
+            sa.select(outbox.c.state, sa.func.count())
+            .where(outbox.c.state.in_([PENDING, DEAD]))
+            .group_by(outbox.c.state)
+        )
+        counts = {PENDING: 0, DEAD: 0}
+        async with self.engine.connect() as conn:
+            counts.update({str(state): int(n) for state, n in await conn.execute(q)})
+        return counts
+
     async def outbox_rows(self, call_id: str | None = None) -> list[dict[str, Any]]:
         """Every outbox row (for diagnostics and tests)."""
         q = sa.select(outbox).order_by(outbox.c.id)

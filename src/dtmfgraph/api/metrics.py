@@ -1,0 +1,194 @@
+"""Prometheus metrics: ``GET /metrics`` (text exposition format) and what feeds it.
+
+Counters count what this process did (sum them across nodes); the ``calls`` and
+``outbox_backlog`` gauges are read from the database at each scrape, so every node reports the
+whole deployment's value (take ``max``, not ``sum``, across nodes). Names and labels are listed
+in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..notify.outbox import Outcome
+from ..service import AccessDeniedError, CallState, DtmfMethod, OpKind, OpStatus
+from ..service.model import CompletionReason
+from ..settings import Settings
+from ..store import SqlRepository
+from .auth import AuthError
+
+WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+UNMATCHED = "unmatched"
+"""The ``route`` label of requests that matched no route (404s), to bound cardinality."""
+
+
+class Metrics:
+    """One registry per app (several apps may live in one process, e.g. in tests)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.calls = Gauge(
+            "dtmfgraph_calls",
+            "Calls in the database by state (whole deployment, read at scrape time).",
+            ["state"],
+            registry=r,
+        )
+        self.operations = Counter(
+            "dtmfgraph_operations_finished",
+            "Operations that reached a final status, by kind, status and completion reason "
+            "(completion_reason is empty for operations other than sendDtmfTones).",
+            ["kind", "status", "completion_reason"],
+            registry=r,
+        )
+        self.keys = Counter(
+            "dtmfgraph_dtmf_keys_sent",
+            "DTMF keys that have left on calls, by method (rfc4733, sipinfo, inband).",
+            ["method"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "dtmfgraph_notifications",
+            "Callback POST attempts by outcome: delivered (2xx), retried (failed, will be "
+            "retried), dead (failed for the last time, kept as dead).",
+            ["outcome"],
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "dtmfgraph_outbox_backlog",
+            "Notifications not delivered, by state: pending (due or waiting for a retry) and "
+            "dead (whole deployment, read at scrape time).",
+            ["state"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "dtmfgraph_webhook_delivery_seconds",
+            "Duration of each callback POST (to its answer, error or timeout), by outcome.",
+            ["outcome"],
+            buckets=WEBHOOK_BUCKETS,
+            registry=r,
+        )
+        self.http = Counter(
+            "dtmfgraph_http_requests",
+            "HTTP requests served, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        for state in CallState:
+            self.calls.labels(state.value)
+        for kind in OpKind:
+            for status in (OpStatus.COMPLETED, OpStatus.FAILED):
+                reasons = list(CompletionReason) if kind is OpKind.SEND_DTMF else [None]
+                for reason in reasons:
+                    self.operations.labels(kind.value, status.value, _reason(reason))
+        for method in (DtmfMethod.RFC4733, DtmfMethod.SIPINFO, DtmfMethod.INBAND):
+            self.keys.labels(method.value)
+        for outcome in ("delivered", "retried", "dead"):
+            self.notifications.labels(outcome)
+            self.webhook_seconds.labels(outcome)
+
+    # service.Observer
+    def operation_finished(
+        self, kind: OpKind, status: OpStatus, reason: CompletionReason | None
+    ) -> None:
+        self.operations.labels(kind.value, status.value, _reason(reason)).inc()
+
+    def dtmf_keys_sent(self, method: DtmfMethod, count: int) -> None:
+        self.keys.labels(method.value).inc(count)
+
+    # notify.DeliveryObserver
+    def attempt(self, outcome: Outcome, seconds: float) -> None:
+        self.notifications.labels(outcome).inc()
+        self.webhook_seconds.labels(outcome).observe(seconds)
+
+    async def refresh(self, repo: SqlRepository) -> None:
+        """Read the database gauges."""
+        by_state = await repo.calls_by_state()
+        for state in CallState:
+            self.calls.labels(state.value).set(by_state.get(state.value, 0))
+        for row_state, n in (await repo.outbox_backlog()).items():
+            self.outbox.labels(row_state).set(n)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _reason(reason: CompletionReason | None) -> str:
+    return "" if reason is None else reason.value
+
+
+class HttpMetricsMiddleware:
+    """Counts every HTTP request by method, route template (``/v1.0/communications/calls/
+    {call_id}``, never the raw path) and final status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_and_see(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            route = route_template(scope.get("route"), scope["path"])
+            self.metrics.http.labels(scope["method"], route, str(status)).inc()
+
+
+def route_template(route: object, path: str) -> str:
+    """The matched route's template with the prefix it was included under, e.g.
+    ``/v1.0/communications/calls/{call_id}`` (FastAPI hands over the route without the prefix
+    of ``include_router``); :data:`UNMATCHED` when no route matched."""
+    template = getattr(route, "path", None)
+    regex = getattr(route, "path_regex", None)
+    if not isinstance(template, str) or not isinstance(regex, re.Pattern):
+        return UNMATCHED
+    prefix = ""
+    for part in path.split("/")[1:]:
+        if regex.match(path[len(prefix) :]):
+            return prefix + template
+        prefix += "/" + part
+    return template
+
+
+def check_access(settings: Settings, authorization: str | None) -> None:
+    """``/metrics`` access: with ``metrics_bearer_token`` that token is required; without
+    one, the endpoint is open on a loopback listener and refused on any other."""
+    expected = settings.metrics_bearer_token
+    if expected:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), expected.encode()
+        ):
+            raise AuthError("/metrics needs 'Authorization: Bearer <metrics_bearer_token>'.")
+        return
+    if not settings.listens_on_loopback():
+        raise AccessDeniedError(
+            "/metrics is open only on a loopback listener; set metrics_bearer_token "
+            "(DTMFGRAPH_METRICS_BEARER_TOKEN) to scrape it from elsewhere"
+        )
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    check_access(request.app.state.settings, request.headers.get("authorization"))
+    m: Metrics = request.app.state.metrics
+    await m.refresh(request.app.state.repo)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,172 @@
+"""``dtmfgraph serve`` as a user runs it (subprocess): --no-auth rules, RS256 key files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import jwt
+
+from dtmfgraph.notify import CallbackSigner
+
+from .harness import APP, free_port
+from .test_auth_rs256 import claims, rsa_pair, verify_with_jwks
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DTMFGRAPH_")}
+    env.update(extra)
+    return env
+
+
+def run_serve(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dtmfgraph", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or _env(),
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_no_auth_refused_off_loopback(tmp_path: Path) -> None:
+    for host in ("0.0.0.0", "::", "192.0.2.10"):
+        done = run_serve(
+            "--no-auth", "--host", host, "--media", "loopback", "--data-dir", str(tmp_path)
+        )
+        assert done.returncode == 2, (host, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(
+            "error: --no-auth (auth_enabled=false) is allowed only on a loopback address"
+        ), done.stderr
+        assert repr(host) in lines[0]
+    # the same through the environment
+    done = run_serve(
+        "--host",
+        "0.0.0.0",
+        "--media",
+        "loopback",
+        "--data-dir",
+        str(tmp_path),
+        env=_env(DTMFGRAPH_AUTH_ENABLED="false"),
+    )
+    assert done.returncode == 2 and "allowed only on a loopback address" in done.stderr
+    assert not (tmp_path / "dtmfgraph.sqlite3").exists()  # refused before anything started
+
+
+@contextmanager
+def serving(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
+    """``dtmfgraph serve`` on a free port; yields (base URL, its stderr file)."""
+    port = free_port()
+    log = tmp / f"serve-{port}.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dtmfgraph",
+                "serve",
+                "--port",
+                str(port),
+                "--media",
+                "loopback",
+                "--data-dir",
+                str(tmp),
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env or _env(),
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                httpx.get(f"{base}/openapi.json", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield base, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_no_auth_on_loopback_warns_loudly(tmp_path: Path) -> None:
+    with serving(tmp_path, "--no-auth", "--host", "127.0.0.1") as (base, log):
+        text = log.read_text()
+        assert "WARNING: AUTHENTICATION IS DISABLED (--no-auth)" in text, text
+        assert "token (24 h" not in text
+        resp = httpx.post(
+            f"{base}/v1.0/communications/calls",
+            json={
+                "callbackUri": "http://127.0.0.1:9/cb",
+                "targets": [{"identity": {"phone": {"id": "+14255550100"}}}],
+            },
+        )
+        assert resp.status_code == 201, resp.text  # no token needed
+
+
+def test_rs256_key_files_through_the_cli(tmp_path: Path) -> None:
+    pub = tmp_path / "api.pem"
+    pub.write_text(rsa_pair("api")[1])
+    with serving(tmp_path, "--jwt-rs256-public-key-file", str(pub)) as (base, log):
+        text = log.read_text()
+        assert "API tokens are RS256" in text and "callbacks signed RS256" in text, text
+        # no callback key configured: one was made in the data dir, private to its owner
+        key_file = tmp_path / "callback-key.pem"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        token = jwt.encode(claims(), rsa_pair("api")[0], algorithm="RS256")
+        resp = httpx.post(
+            f"{base}/v1.0/communications/calls",
+            headers={"Authorization": f"Bearer {token}"},
+            json={
+                "callbackUri": "http://127.0.0.1:9/cb",
+                "targets": [{"identity": {"phone": {"id": "+14255550100"}}}],
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        jwks = httpx.get(f"{base}/.well-known/dtmfgraph/jwks.json").json()
+        assert len(jwks["keys"]) == 1
+    # a callback token signed with that key verifies against what was published
+    signer = CallbackSigner(issuer="dtmfgraph", rs256_private_key=key_file.read_text())
+    assert signer.jwks() == jwks
+    header = "Bearer " + signer.token(audience=APP, call_id="c1")
+    with serving(tmp_path, "--jwt-rs256-public-key-file", str(pub)) as (base, _):
+        seen = asyncio.run(verify_with_jwks(base, header, audience=APP))  # same key on restart
+    assert seen["callId"] == "c1"
+
+
+def test_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    done = run_serve("--media", "loopback", "--jwt-rs256-public-key-file", str(bad), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: jwt_rs256_public_key: not a PEM public key"), done.stderr
+    done = run_serve(
+        "--media", "loopback", "--jwt-rs256-public-key-file", str(tmp_path / "none"), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: jwt_rs256_public_key_file: cannot read"), done.stderr
+    assert list(tmp_path.iterdir()) == [bad]  # nothing was written

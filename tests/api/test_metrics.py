@@ -1,0 +1,217 @@
+"""``GET /metrics``: drive calls and operations through the API, scrape, check the deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import ServiceFactory
+from .harness import Receiver, Service
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+CALL = "/v1.0/communications/calls/{call_id}"
+
+
+async def scrape(svc: Service, **headers: str) -> Samples:
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{svc.base}/metrics", headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain; version=")
+    out: Samples = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def val(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def eventually(
+    svc: Service, check: Callable[[Samples], bool], timeout: float = 10
+) -> Samples:
+    """Scrape until ``check`` holds (counters of delivery move just after the receiver sees it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = await scrape(svc)
+        if check(samples):
+            return samples
+        assert time.monotonic() < deadline, "metrics did not reach the expected values"
+        await asyncio.sleep(0.05)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return val(after, name, **labels) - val(before, name, **labels)
+
+
+async def test_metrics_follow_a_call(svc: Service, receiver: Receiver) -> None:
+    before = await scrape(svc)
+    assert val(before, "dtmfgraph_calls", state="established") == 0
+    headers = {"Authorization": f"Bearer {svc.token()}"}
+    async with httpx.AsyncClient(base_url=f"{svc.base}/v1.0", headers=headers) as http:
+        resp = await http.post(
+            "/communications/calls",
+            json={
+                "callbackUri": receiver.url,
+                "targets": [{"identity": {"user": {"id": "sip:bob@127.0.0.1"}}}],
+            },
+        )
+        cid = resp.json()["id"]
+        await receiver.wait_for(lambda n: n["resourceData"].get("state") == "established")
+        mid = await scrape(svc)
+        assert val(mid, "dtmfgraph_calls", state="established") == 1
+
+        # one send that completes: 3 keys by SIP INFO
+        ok = (
+            await http.post(
+                f"/communications/calls/{cid}/sendDtmfTones",
+                json={"tones": ["tone1", "star", "pound"], "dtmfMethod": "sipinfo"},
+            )
+        ).json()
+        await receiver.wait_for(lambda n: n["resourceData"].get("id") == ok["id"])
+        # one long RFC 4733 send, cancelled part-way
+        long = (
+            await http.post(
+                f"/communications/calls/{cid}/sendDtmfTones",
+                json={"tones": ["tone2"] * 60, "dtmfMethod": "rfc4733"},
+            )
+        ).json()
+        await asyncio.sleep(0.1)
+        cancel = await http.post(f"/communications/calls/{cid}/cancelMediaProcessing", json={})
+        assert cancel.status_code == 200
+        await receiver.wait_for(lambda n: n["resourceData"].get("id") == long["id"])
+        assert (await http.get("/communications/calls/nope")).status_code == 404
+        assert (await http.delete(f"/communications/calls/{cid}")).status_code == 204
+        notes = await receiver.wait_for(lambda n: True, count=6)
+
+    heard = svc.media.calls[0].heard
+    rfc4733 = sum(1 for _, m in heard if m == "rfc4733")
+    assert 0 < rfc4733 < 60
+    assert sum(1 for _, m in heard if m == "sipinfo") == 3
+    assert len(notes) == 6  # establishing, established, 2 operation ends, terminating, terminated
+
+    after = await eventually(
+        svc,
+        lambda s: (
+            delta(before, s, "dtmfgraph_notifications_total", outcome="delivered") >= 6
+            and val(s, "dtmfgraph_outbox_backlog", state="pending") == 0
+        ),
+    )
+    d = lambda name, **labels: delta(before, after, name, **labels)  # noqa: E731
+    # calls by state (from the database)
+    assert val(after, "dtmfgraph_calls", state="terminated") == 1
+    assert val(after, "dtmfgraph_calls", state="established") == 0
+    # operations by kind and final status
+    send = "sendDtmfTonesOperation"
+    assert (
+        d(
+            "dtmfgraph_operations_finished_total",
+            kind=send,
+            status="completed",
+            completion_reason="completedSuccessfully",
+        )
+        == 1
+    )
+    assert (
+        d(
+            "dtmfgraph_operations_finished_total",
+            kind=send,
+            status="completed",
+            completion_reason="mediaOperationCanceled",
+        )
+        == 1
+    )
+    assert (
+        d(
+            "dtmfgraph_operations_finished_total",
+            kind="cancelMediaProcessingOperation",
+            status="completed",
+            completion_reason="",
+        )
+        == 1
+    )
+    assert d("dtmfgraph_operations_finished_total", kind=send, status="failed",
+             completion_reason="unknown") == 0  # fmt: skip
+    # keys by method: exactly what the far end heard
+    assert d("dtmfgraph_dtmf_keys_sent_total", method="sipinfo") == 3
+    assert d("dtmfgraph_dtmf_keys_sent_total", method="rfc4733") == rfc4733
+    assert d("dtmfgraph_dtmf_keys_sent_total", method="inband") == 0
+    # notifications and their latency
+    assert d("dtmfgraph_notifications_total", outcome="delivered") == 6
+    assert d("dtmfgraph_notifications_total", outcome="retried") == 0
+    assert d("dtmfgraph_notifications_total", outcome="dead") == 0
+    assert d("dtmfgraph_webhook_delivery_seconds_count", outcome="delivered") == 6
+    assert d("dtmfgraph_webhook_delivery_seconds_sum", outcome="delivered") > 0
+    assert d("dtmfgraph_webhook_delivery_seconds_bucket", outcome="delivered", le="+Inf") == 6
+    assert val(after, "dtmfgraph_outbox_backlog", state="pending") == 0
+    # HTTP requests by route template and status
+    http_total = "dtmfgraph_http_requests_total"
+    assert d(http_total, method="POST", route="/v1.0/communications/calls", status="201") == 1
+    assert d(http_total, method="POST", route=CALL + "/sendDtmfTones", status="200") == 2
+    assert d(http_total, method="POST", route=CALL + "/cancelMediaProcessing", status="200") == 1
+    assert d(http_total, method="GET", route=CALL, status="404") == 1
+    assert d(http_total, method="DELETE", route=CALL, status="204") == 1
+    assert d(http_total, method="GET", route="/metrics", status="200") >= 2
+
+
+async def test_metrics_retries_dead_and_backlog(
+    service_factory: ServiceFactory, receiver: Receiver
+) -> None:
+    receiver.up = False  # answers 503
+    async with service_factory(notify_max_attempts=2) as svc:
+        headers = {"Authorization": f"Bearer {svc.token()}"}
+        async with httpx.AsyncClient(base_url=f"{svc.base}/v1.0", headers=headers) as http:
+            resp = await http.post(
+                "/communications/calls",
+                json={
+                    "callbackUri": receiver.url,
+                    "targets": [{"identity": {"user": {"id": "sip:bob@127.0.0.1"}}}],
+                },
+            )
+            assert resp.status_code == 201
+        # establishing, then established: each tried twice, then given up
+        # (a scrape reads the database gauges first: wait for both views to agree)
+        after = await eventually(
+            svc,
+            lambda s: (
+                val(s, "dtmfgraph_notifications_total", outcome="dead") >= 2
+                and val(s, "dtmfgraph_outbox_backlog", state="dead") >= 2
+            ),
+        )
+        rows = await svc.app.state.repo.outbox_rows()
+        dead = sum(1 for r in rows if r["state"] == "dead")
+        assert val(after, "dtmfgraph_notifications_total", outcome="dead") == dead == 2
+        assert val(after, "dtmfgraph_notifications_total", outcome="retried") == 2
+        assert val(after, "dtmfgraph_notifications_total", outcome="delivered") == 0
+        assert val(after, "dtmfgraph_webhook_delivery_seconds_count", outcome="dead") == 2
+        assert val(after, "dtmfgraph_outbox_backlog", state="dead") == 2
+        assert val(after, "dtmfgraph_outbox_backlog", state="pending") == 0
+        assert receiver.refused == 4
+
+
+async def test_metrics_access(service_factory: ServiceFactory) -> None:
+    async with service_factory(metrics_bearer_token="scrape-me") as svc:
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(f"{svc.base}/metrics")
+            assert resp.status_code == 401
+            assert resp.json()["error"]["code"] == "unauthenticated"
+            resp = await http.get(f"{svc.base}/metrics", headers=_bearer("wrong"))
+            assert resp.status_code == 401
+        await scrape(svc, **_bearer("scrape-me"))
+    # listening beyond loopback with no metrics token: refused
+    async with service_factory(host="0.0.0.0") as svc:
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(f"http://127.0.0.1:{svc.settings.port}/metrics")
+        assert resp.status_code == 403
+        err: dict[str, Any] = resp.json()["error"]
+        assert err["code"] == "accessDenied" and "metrics_bearer_token" in err["message"]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
