@@ -77,6 +77,10 @@ def silent_wav(path: Path, seconds: float) -> Path:
     return path
 
 
+class BaresipStartError(RuntimeError):
+    """baresip exited before it was ready."""
+
+
 @dataclass
 class BaresipEvent:
     type: str
@@ -174,6 +178,19 @@ class Baresip:
 
     # -- lifetime ------------------------------------------------------------------------------
     async def start(self, timeout: float = 10.0) -> None:
+        """Start baresip; with ports picked here, retry on fresh ports if it dies at start (a
+        port found free can be taken by another process before baresip binds it)."""
+        auto_ports = not (self.sip_port or self.ctrl_port)
+        for attempt in range(3):
+            try:
+                await self._start_once(timeout)
+                return
+            except BaresipStartError:
+                if not auto_ports or attempt == 2:
+                    raise
+                self.sip_port = self.ctrl_port = 0
+
+    async def _start_once(self, timeout: float) -> None:
         exe = require_baresip()
         self.sip_port = self.sip_port or free_port()
         self.ctrl_port = self.ctrl_port or free_port(socket.SOCK_STREAM)
@@ -191,7 +208,7 @@ class Baresip:
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
-                raise RuntimeError(
+                raise BaresipStartError(
                     f"baresip exited at start:\n{self.stdout().decode(errors='replace')}"
                 )
             try:
