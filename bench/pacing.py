@@ -43,12 +43,14 @@ SO_RCVBUFFORCE = 33
 TS = struct.Struct("qq")
 NOTES = """
 Notes:
-- The target (1,000 streams on one core, p99 <= 2 ms, nothing lost) is met with the sender at
-  real-time priority (SCHED_FIFO, as a media server is usually run); at normal priority on this
-  shared 2-core VM (other test suites running, plus the receiver process) the scheduler, not the
-  pacer, decides the tail: p50 stays ~1 ms, p99 grows with contention. Nothing was lost in any
-  run; deadlines are absolute with catch-up, so lateness never accumulates (drift is asserted
-  in tests/media/test_pacer.py).
+- Python's cyclic garbage collector made most late packets: a full collection walks every object
+  alive in the process (numpy and the rest of the start-up heap: ~10 ms). The pacer freezes the
+  start-up heap once (`settle_heap`: `gc.collect()` then `gc.freeze()`), so collections only see
+  objects made since; at 1,000 streams that took p99 from 7-14 ms to about 2 ms here. What is left
+  of the tail is the OS scheduler (the sender shares 2 cores with the receiver process): p99
+  varies by about +-1 ms from run to run, at normal and at real-time (SCHED_FIFO) priority
+  alike. Nothing was lost in any run; deadlines are absolute with catch-up, so lateness never
+  accumulates (drift is asserted in tests/media/test_pacer.py).
 - Cost per packet on the send side is ~8-9 µs of CPU: the loopback `sendto` syscall alone is ~3.8 µs
   on this machine, `OutboundStream.packets_due` ~1 µs, the pacer ~2 µs. One core saturates near
   2,000 streams (87-89 % CPU): there the tail grows even at real-time priority.

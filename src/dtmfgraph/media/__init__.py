@@ -2,7 +2,7 @@
 and the SIP :class:`Phone` that places and answers calls and presses keys in them."""
 
 from .banks import InbandBanks
-from .pacer import Clocked, Outbound, PacedStream, Pacer, PacerStats
+from .pacer import Clocked, Outbound, PacedStream, Pacer, PacerStats, settle_heap
 from .phone import (
     CallEnd,
     CallEndedError,
@@ -64,4 +64,5 @@ __all__ = [
     "bind_udp",
     "open_udp_endpoint",
     "parse_address",
+    "settle_heap",
 ]
