@@ -28,15 +28,16 @@ from dtmfgraph.api import create_app, mint_token
 from dtmfgraph.service import LoopbackMedia
 from dtmfgraph.settings import Settings
 
+from ..judges.ports import free_port as _free_port
+
 SECRET = "test-secret-" + "x" * 40
 TENANT = "11111111-1111-1111-1111-111111111111"
 APP = "22222222-2222-2222-2222-222222222222"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free TCP port on 127.0.0.1."""
+    return _free_port(socket.SOCK_STREAM)
 
 
 async def serve_in_task(

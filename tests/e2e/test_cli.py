@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ..judges.baresip import Baresip
-from ..judges.sipp import free_udp_port
+from ..judges.ports import free_udp_port
 
 # The commands as the lead wires them into ``dtmfgraph``; run through the module so these tests
 # do not depend on that wiring.

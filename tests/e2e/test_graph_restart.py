@@ -22,7 +22,7 @@ from dtmfgraph.api import mint_token
 
 from ..api.harness import APP, SECRET, TENANT, Receiver, free_port, make_settings
 from ..judges.baresip import Baresip
-from ..judges.baresip import free_port as free_udp_port
+from ..judges.ports import free_udp_port
 from .test_graph_sip import receiver  # noqa: F401  (the webhook receiver fixture)
 
 DTMFGRAPH = str(Path(sys.executable).with_name("dtmfgraph"))

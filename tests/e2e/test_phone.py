@@ -18,7 +18,7 @@ from dtmfgraph.media.phone import (
     PhoneCall,
 )
 
-from ..judges.sipp import free_udp_port
+from ..judges.ports import free_udp_port
 
 
 async def test_peer_that_never_answers_times_out(phone: Phone) -> None:

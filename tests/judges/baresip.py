@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -30,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from dtmfgraph.tones.wav import encode_wav, parse_wav
+
+from .ports import free_port, free_udp_run
 
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 MISSING = (
@@ -45,31 +46,10 @@ def require_baresip() -> str:
     return exe
 
 
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now (for UDP or TCP)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def free_udp_range(size: int = 40, host: str = "127.0.0.1") -> tuple[int, int]:
     """A run of ``size`` UDP ports that are all free now (baresip picks its RTP port in it)."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(42000, 60000 - size) & ~1
-        socks: list[socket.socket] = []
-        try:
-            for port in range(first, first + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((host, port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return first, first + size - 1
-    raise RuntimeError("no free UDP port range found")
+    first = free_udp_run(size, 42000, 60000, host)
+    return first, first + size - 1
 
 
 def silent_wav(path: Path, seconds: float) -> Path:

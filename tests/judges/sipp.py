@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from .ports import free_udp_port, free_udp_run
 
 PCAP_DIR = Path("/usr/share/sip-tester")
 MISSING = (
@@ -39,30 +39,9 @@ def dtmf_pcap(key: str) -> Path:
     return path
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def free_media_port(host: str = "127.0.0.1", span: int = 4) -> int:
     """An even port with ``span`` free ports from it (sipp's ``-mp`` takes a few)."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(30000, 42000) & ~1
-        socks: list[socket.socket] = []
-        try:
-            for port in range(first, first + span):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((host, port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return first
-    raise RuntimeError("no free media port range found")
+    return free_udp_run(span, 30000, 42000, host)
 
 
 _HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>

@@ -8,7 +8,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -24,12 +23,6 @@ TSHARK_MISSING = (
     "tshark is not installed: run the test command, which installs the judges "
     "(apt-get install -y --no-install-recommends tshark)"
 )
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

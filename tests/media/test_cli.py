@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import free_udp_port
+from ..judges.ports import free_udp_port
 
 _VENV_EXE = Path(sys.executable).with_name("dtmfgraph")
 DTMFGRAPH = [str(_VENV_EXE)] if _VENV_EXE.exists() else [shutil.which("dtmfgraph") or "dtmfgraph"]

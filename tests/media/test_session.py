@@ -18,7 +18,7 @@ from dtmfgraph.media import (
 )
 from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard
 
-from .helpers import free_udp_port
+from ..judges.ports import free_udp_port
 
 ALL = "0123456789*#ABCD"
 

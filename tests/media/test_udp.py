@@ -15,7 +15,7 @@ from dtmfgraph.media import (
     parse_address,
 )
 
-from .helpers import free_udp_port
+from ..judges.ports import free_udp_port
 
 
 def _free_block(n: int, host: str = "127.0.0.1") -> int:
