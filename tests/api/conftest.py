@@ -18,8 +18,6 @@ from .harness import (
     free_port,
     make_settings,
     running_service,
-    serve_in_task,
-    stop,
 )
 
 PG_DSN = os.environ.get("DTMFGRAPH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -54,16 +52,6 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield f"{base}/{name}"
     finally:
         await _drop_pg_db(name)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    server, task = await serve_in_task(r.app(), r.port)
-    try:
-        yield r
-    finally:
-        await stop(server, task)
 
 
 ServiceFactory = Callable[..., AbstractAsyncContextManager[Service]]

@@ -56,16 +56,6 @@ def code(note: Note) -> tuple[int, int]:
     return info["code"], info["subcode"]
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    server, task = await serve_in_task(r.app(), r.port)
-    try:
-        yield r
-    finally:
-        await stop(server, task)
-
-
 SipService = Service
 """``tests/api``'s running-service handle; here ``media`` is the ``SipMedia``."""
 
