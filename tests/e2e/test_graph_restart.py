@@ -23,7 +23,6 @@ from dtmfgraph.api import mint_token
 from ..api.harness import APP, SECRET, TENANT, Receiver, free_port, make_settings
 from ..judges.baresip import Baresip
 from ..judges.ports import free_udp_port
-from .test_graph_sip import receiver  # noqa: F401  (the webhook receiver fixture)
 
 DTMFGRAPH = str(Path(sys.executable).with_name("dtmfgraph"))
 LONG = ["tone2"] * 50
@@ -71,7 +70,7 @@ async def ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"dtmfgraph serve did not come up:\n{log.read_text()}")
 
 
-async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:  # noqa: F811
+async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
     port, sip_port = free_port(), free_udp_port()
     base = f"http://127.0.0.1:{port}"
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'graph.sqlite3'}"
