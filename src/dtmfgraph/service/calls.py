@@ -791,17 +791,9 @@ class CallService:
                     op.result_info = Results.CANCELED
                     await uow.update_operation(op)
                     await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
-                cancel_op = Operation(
-                    id=str(uuid.uuid4()),
-                    call_id=call_id,
-                    kind=OpKind.CANCEL_MEDIA,
-                    status=OpStatus.COMPLETED,
-                    client_context=client_context,
-                    result_info=Results.OK,
-                    repeat_key=repeat_key,
+                cancel_op = await self._completed_operation(
+                    uow, call_id, OpKind.CANCEL_MEDIA, client_context, repeat_key
                 )
-                await uow.insert_operation(cancel_op)
-                self._note_finished(uow, cancel_op)
         return cancel_op
 
     async def subscribe_to_tone(
@@ -817,17 +809,32 @@ class CallService:
                 raise NotAllowedError(f"call {call_id} is {call.state.value}")
             call.tone_subscribed = True
             await uow.update_call(call)
-            op = Operation(
-                id=str(uuid.uuid4()),
-                call_id=call_id,
-                kind=OpKind.SUBSCRIBE_TONE,
-                status=OpStatus.COMPLETED,
-                client_context=client_context,
-                result_info=Results.OK,
-                repeat_key=repeat_key,
+            op = await self._completed_operation(
+                uow, call_id, OpKind.SUBSCRIBE_TONE, client_context, repeat_key
             )
-            await uow.insert_operation(op)
-            self._note_finished(uow, op)
+        return op
+
+    async def _completed_operation(
+        self,
+        uow: UnitOfWork,
+        call_id: str,
+        kind: OpKind,
+        client_context: str | None,
+        repeat_key: str | None,
+    ) -> Operation:
+        """Store an operation that is done as soon as it is made (cancel, subscribeToTone):
+        ``completed`` with 200/0, and no notification (Graph sends none for those)."""
+        op = Operation(
+            id=str(uuid.uuid4()),
+            call_id=call_id,
+            kind=kind,
+            status=OpStatus.COMPLETED,
+            client_context=client_context,
+            result_info=Results.OK,
+            repeat_key=repeat_key,
+        )
+        await uow.insert_operation(op)
+        self._note_finished(uow, op)
         return op
 
     async def _listen(self, live: _Live, media: MediaCall) -> None:
