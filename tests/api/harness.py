@@ -190,3 +190,10 @@ async def running_service(settings: Settings, media: LoopbackMedia) -> AsyncIter
         yield Service(settings, media, app)
     finally:
         await stop(server, task)
+
+
+def trail(notes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Each notification as (changeType, call state or operation id), in arrival order."""
+    return [
+        (n["changeType"], n["resourceData"].get("state") or n["resourceData"]["id"]) for n in notes
+    ]

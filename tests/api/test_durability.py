@@ -16,7 +16,16 @@ import httpx
 from dtmfgraph.api import mint_token
 
 from .conftest import ServiceFactory
-from .harness import APP, SECRET, TENANT, Receiver, Service, free_port, make_settings
+from .harness import (
+    APP,
+    SECRET,
+    TENANT,
+    Receiver,
+    Service,
+    free_port,
+    make_settings,
+    trail,
+)
 
 
 def _auth(svc: Service) -> dict[str, str]:
@@ -204,10 +213,7 @@ async def test_restart_after_kill_9(db_url: str, tmp_path: Path, receiver: Recei
     finally:
         proc.kill()
         proc.wait(10)
-    seen = [
-        (n["changeType"], n["resourceData"].get("state") or n["resourceData"]["id"]) for n in notes
-    ]
-    assert seen == [
+    assert trail(notes) == [
         ("updated", "establishing"),
         ("updated", "established"),
         ("deleted", done),

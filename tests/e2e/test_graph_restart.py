@@ -20,7 +20,7 @@ import httpx
 
 from dtmfgraph.api import mint_token
 
-from ..api.harness import APP, SECRET, TENANT, Receiver, free_port, make_settings
+from ..api.harness import APP, SECRET, TENANT, Receiver, free_port, make_settings, trail
 from ..judges.baresip import Baresip
 from ..judges.ports import free_udp_port
 
@@ -132,10 +132,7 @@ async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait(10)
-    seen = [
-        (n["changeType"], n["resourceData"].get("state") or n["resourceData"]["id"]) for n in notes
-    ]
-    assert seen == [
+    assert trail(notes) == [
         ("updated", "establishing"),
         ("updated", "established"),
         ("deleted", done),

@@ -28,7 +28,9 @@ def free_udp_run(size: int, low: int, high: int, host: str = "127.0.0.1") -> int
         socks: list[socket.socket] = []
         try:
             for port in range(first, first + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(
+                    socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+                )
                 socks.append(s)
                 s.bind((host, port))
         except OSError:

@@ -15,34 +15,11 @@ from dtmfgraph.media import (
     parse_address,
 )
 
-from ..judges.ports import free_udp_port
-
-
-def _free_block(n: int, host: str = "127.0.0.1") -> int:
-    """A base port with ``n`` consecutive free ports above it (even), probed by binding."""
-    for _ in range(200):
-        base = free_udp_port(host) & ~1
-        if base + n > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket(
-                    socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
-                )
-                socks.append(s)
-                s.bind((host, p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free block of ports")
+from ..judges.ports import free_udp_port, free_udp_run
 
 
 def test_port_range_allocates_each_port_once_then_fails_clearly() -> None:
-    base = _free_block(4)
+    base = free_udp_run(4, 30000, 60000)
     ports = PortRange(base, base + 3)
     socks = [bind_udp("127.0.0.1", ports) for _ in range(4)]
     try:
@@ -61,7 +38,7 @@ def test_port_range_allocates_each_port_once_then_fails_clearly() -> None:
 
 
 def test_even_ports_only() -> None:
-    base = _free_block(6)
+    base = free_udp_run(6, 30000, 60000)
     ports = PortRange(base + 1, base + 5, even=True)  # even ports base+2, base+4
     assert len(ports) == 2
     socks = [bind_udp("127.0.0.1", ports) for _ in range(2)]
@@ -75,7 +52,7 @@ def test_even_ports_only() -> None:
 
 
 def test_ports_taken_by_someone_else_are_skipped() -> None:
-    base = _free_block(3)
+    base = free_udp_run(3, 30000, 60000)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     squatter.bind(("127.0.0.1", base))
     try:
