@@ -64,8 +64,10 @@ class Detector:
         self._stream = BlockStream(filter_bank(self.rate), self.channels)
         self._half_seconds = self._stream.bank.half / self.rate
         self._halves = 0  # half-blocks analysed so far; block k is half-blocks k and k + 1
-        self._open: Records = np.empty((len(RECORD_FIELDS), 0))
-        """The digit still sounding in each channel that has one, sorted by channel."""
+        self._state: Records = np.zeros((len(RECORD_FIELDS), self.channels))
+        """The digit sounding in each channel (column ``c``; key -1: none)."""
+        self._state[CHANNEL] = np.arange(self.channels)
+        self._state[KEY] = -1.0
 
     def feed(self, block: npt.ArrayLike) -> list[DigitEvent]:
         """Analyse the next ``n`` samples of every channel; return the digits that ended."""
@@ -74,15 +76,16 @@ class Detector:
             return []
         first_block = self._halves - 1
         self._halves += blocks
-        if hits.shape[1] == 0 and self._open.shape[1] == 0:
-            return []
         hits[FIRST:HITS] += first_block  # block numbers from the first sample
-        return self._track(hits, self._halves - 2)
+        return self._events(self._track(hits, self._halves - 2))
 
     def flush(self) -> list[DigitEvent]:
         """End every digit still sounding and report it; the detector stays usable."""
-        open_, self._open = self._open, self._open[:, :0]
-        return self._events(open_)
+        state = self._state
+        sounding = (state[KEY] >= 0).nonzero()[0]
+        digits = state.take(sounding, axis=1)
+        state[KEY, sounding] = -1.0
+        return self._events(digits)
 
     def _check(self, block: npt.ArrayLike) -> npt.NDArray[np.generic]:
         x = np.asarray(block)
@@ -96,33 +99,60 @@ class Detector:
             )
         return x
 
-    def _track(self, hits: Records, last_block: int) -> list[DigitEvent]:
-        """Merge the new hits (sorted by channel, then block) into digits; return those that
-        ended, keep the open ones."""
-        open_ = self._open
-        if hits.shape[1] == 0:  # open digits (one per channel) end after END_MISSES misses
-            digits = open_
-            still_open = last_block - digits[LAST] < END_MISSES
-        else:
-            if open_.shape[1] == 0:
-                parts = hits
-            else:  # each channel's open digit goes before its new hits
-                parts = np.empty((len(RECORD_FIELDS), open_.shape[1] + hits.shape[1]))
-                at = np.searchsorted(hits[CHANNEL], open_[CHANNEL])
-                at += np.arange(len(at))
-                is_hit = np.ones(parts.shape[1], dtype=bool)
-                is_hit[at] = False
-                parts[:, at] = open_
-                parts[:, is_hit] = hits
-            digits = _merge(parts)
-            channel = digits[CHANNEL]
-            still_open = last_block - digits[LAST] < END_MISSES
-            still_open[:-1] &= channel[1:] != channel[:-1]  # only a channel's last digit
-        if still_open.all():
-            self._open = digits
-            return []
-        self._open = digits.take(still_open.nonzero()[0], axis=1)
-        return self._events(digits.take((~still_open).nonzero()[0], axis=1))
+    def _track(self, hits: Records, last_block: int) -> Records:
+        """Merge the new hits (sorted by channel, then block) into the sounding digits; return
+        the digits that ended (in no particular order).
+
+        Per channel, a hit continues the digit of the hit before it (or the channel's sounding
+        digit, for its first hit in this call) if it has the same key and at most
+        :data:`END_MISSES` blocks lie between; otherwise it starts a new digit and the one
+        before ends. A channel's last digit ends once :data:`END_MISSES` blocks have passed
+        without a hit.
+        """
+        state = self._state
+        ended: list[Records] = []
+        if hits.shape[1]:
+            channel = hits[CHANNEL].astype(np.intp)
+            key = hits[KEY]
+            head = np.empty(len(channel), dtype=bool)  # a channel's first hit in this call
+            head[0] = True
+            np.not_equal(channel[1:], channel[:-1], out=head[1:])
+            heads = head.nonzero()[0]
+            head_channel = channel.take(heads)
+            before = np.empty((2, len(channel)))  # key and last block of the hit before
+            before[:, 1:] = hits[KEY : LAST + 1 : LAST - KEY, :-1]
+            before[:, heads] = state[KEY : LAST + 1 : LAST - KEY].take(head_channel, axis=1)
+            new = key != before[0]
+            new |= hits[FIRST] - before[1] > END_MISSES
+            replaced = head_channel.compress(new.take(heads) & (before[0].take(heads) >= 0))
+            if len(replaced):
+                ended.append(state.take(replaced, axis=1))
+            starts = (new | head).nonzero()[0]
+            digits = hits.take(starts, axis=1)
+            if len(starts) < len(channel):
+                digits[HITS:] = np.add.reduceat(hits[HITS:], starts, axis=1)
+                digits[LAST, :-1] = hits[LAST].take(starts[1:] - 1)
+                digits[LAST, -1] = hits[LAST, -1]
+            going_on = (head & ~new).take(starts).nonzero()[0]  # continue a sounding digit
+            if len(going_on):
+                on = channel.take(starts.take(going_on))
+                digits[FIRST, going_on] = state[FIRST].take(on)
+                digits[HITS:, going_on] += state[HITS:].take(on, axis=1)
+            last = np.empty(len(starts), dtype=bool)  # a channel's last digit
+            last[-1] = True
+            np.take(head, starts[1:], out=last[:-1])
+            if not last.all():
+                ended.append(digits.compress(~last, axis=1))
+            state[:, digits[CHANNEL, last].astype(np.intp)] = digits.compress(last, axis=1)
+        timed_out = state[LAST] <= last_block - END_MISSES
+        timed_out &= state[KEY] >= 0
+        if timed_out.any():
+            out = timed_out.nonzero()[0]
+            ended.append(state.take(out, axis=1))
+            state[KEY, out] = -1.0
+        if len(ended) == 1:
+            return ended[0]
+        return np.concatenate(ended, axis=1) if ended else _NO_DIGITS
 
     def _events(self, digits: Records) -> list[DigitEvent]:
         """The digits that pass the digit-level tests, as events in time order."""
@@ -148,21 +178,7 @@ class Detector:
         )
 
 
-def _merge(parts: Records) -> Records:
-    """Join time-sorted parts (per channel) of one key with fewer than END_MISSES misses between."""
-    new = np.empty(parts.shape[1], dtype=bool)
-    new[0] = True
-    np.not_equal(parts[CHANNEL, 1:], parts[CHANNEL, :-1], out=new[1:])
-    new[1:] |= parts[KEY, 1:] != parts[KEY, :-1]
-    new[1:] |= parts[FIRST, 1:] - parts[LAST, :-1] > END_MISSES
-    starts = new.nonzero()[0]
-    if len(starts) == len(new):
-        return parts
-    digits = parts.take(starts, axis=1)
-    digits[LAST, :-1] = parts[LAST, starts[1:] - 1]
-    digits[LAST, -1] = parts[LAST, -1]
-    digits[HITS:] = np.add.reduceat(parts[HITS:], starts, axis=1)
-    return digits
+_NO_DIGITS: Final[Records] = np.empty((len(RECORD_FIELDS), 0))
 
 
 def detect(samples: npt.ArrayLike, rate: int = NATIVE_RATE) -> list[DigitEvent]:

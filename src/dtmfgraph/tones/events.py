@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from itertools import repeat
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class DigitEvent:
-    """One detected key.
+class DigitEvent(NamedTuple):
+    """One detected key (an immutable named tuple).
 
     ``start``/``end`` are seconds from the first sample fed to the channel; ``level_dbm0`` is the
     mean level of the two tones (per tone, dBm0); ``channel`` is the row of the fed block.
@@ -27,11 +24,7 @@ class DigitEvent:
         return self.end - self.start
 
 
-_NEW = object.__new__
-_consume: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
-_SET_KEY, _SET_START, _SET_END, _SET_LEVEL, _SET_CHANNEL = (
-    DigitEvent.__dict__[name].__set__ for name in ("key", "start", "end", "level_dbm0", "channel")
-)
+_NEW = tuple.__new__
 
 
 def build_events(
@@ -41,19 +34,11 @@ def build_events(
     levels: list[float],
     channels: list[int],
 ) -> list[DigitEvent]:
-    """``DigitEvent``s from parallel lists, built through the slots directly: the same objects
-    as the constructor's (which sets frozen fields the slow way), in ~50 % of the time (the
-    fields are set by ``map`` over the slot setters, without a Python-level loop)."""
+    """``DigitEvent``s from parallel lists: the same objects as the constructor's, made by
+    ``map`` over zipped fields without a Python-level call per event (~0.1 us each)."""
     n = len(keys)
     if not n == len(starts) == len(ends) == len(levels) == len(channels):
         raise ValueError("build_events: lists of different lengths")
-    out = list(map(_NEW, repeat(DigitEvent, n)))
-    for setter, values in (
-        (_SET_KEY, keys),
-        (_SET_START, starts),
-        (_SET_END, ends),
-        (_SET_LEVEL, levels),
-        (_SET_CHANNEL, channels),
-    ):
-        _consume(map(setter, out, values))
-    return out
+    return list(
+        map(_NEW, repeat(DigitEvent, n), zip(keys, starts, ends, levels, channels, strict=True))
+    )

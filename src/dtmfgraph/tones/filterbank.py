@@ -138,40 +138,71 @@ class Workspace:
     Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is made of the channel's
     half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column ``k`` of ``rows`` is (row
     of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
+
+    A workspace made ``like`` another shares its stores (the kept rows, ``carried_power`` and
+    the per-half-block scratch) when they have room, so that alternating between workspaces
+    (160-sample feeds bring 3 or 4 half-blocks) copies nothing; stores get room for one more
+    half-block per channel than the workspace that makes them.
     """
 
-    def __init__(self, half: int, channels: int, m: int) -> None:
+    _store_rows: int
+    """Rows of the stores behind ``spectra`` and the other per-half-block arrays."""
+
+    def __init__(self, half: int, channels: int, m: int, like: Workspace | None = None) -> None:
         self.channels, self.m = channels, m
         top = CARRY * channels
         self.top = top
-        self._frame_buffers = [np.zeros((channels * m, half), dtype=np.float32) for _ in "ab"]
-        self.frames = self._frame_buffers[0]
+        rows = top + channels * m
+        if like is None or like._store_rows < rows:  # room for one more half-block per channel
+            like = None
+            self._store_rows = rows + channels
+            self._spectra_store = np.empty((self._store_rows, 16), dtype=np.float32)
+            self._spectra_store[:top] = 0.0  # the kept half-blocks start silent
+            self._cos_store = np.empty((self._store_rows, 16), dtype=np.float32)
+            self._needed_store = np.empty(self._store_rows, dtype=bool)
+            self._position_store = np.empty(self._store_rows, dtype=np.intp)
+            self.carried_power = np.zeros((_POWERS, channels, CARRY), dtype=np.float32)
+        else:  # share the kept rows (and scratch) with ``like``: switching needs no copy
+            self._store_rows = like._store_rows
+            self._spectra_store, self._cos_store = like._spectra_store, like._cos_store
+            self._needed_store, self._position_store = like._needed_store, like._position_store
+            self.carried_power = like.carried_power
+        self.spectra = self._spectra_store[:rows]
+        self.cos_spectra = self._cos_store[:rows]
+        self.needed = self._needed_store[:rows]
+        self.position = self._position_store[:rows]
+        self.frames = np.empty((channels * m, half), dtype=np.float32)
+        self._frame_buffers = [self.frames]  # a second one is made when first needed
         self.carried_frames = np.zeros((top, half), dtype=np.float32)
         self.carried_m = CARRY
-        self.spectra = np.zeros((top + channels * m, 16), dtype=np.float32)
         self.power = np.empty((_POWERS, channels * m), dtype=np.float32)
-        self.carried_power = np.zeros((_POWERS, channels, CARRY), dtype=np.float32)
         self.squares = np.empty((channels * m, 16), dtype=np.float32)
-        self.bins = np.empty((channels * m, 8), dtype=np.float32)
         self.bins_t = np.empty((8, channels * m), dtype=np.float32)
         self.block_power = np.empty((_POWERS, channels * m), dtype=np.float32)
         self.scratch = np.empty((2, channels * m), dtype=np.float32)
         self.candidate = np.empty((2, channels * m), dtype=bool)
-        self.needed = np.zeros(top + channels * m, dtype=bool)
-        self.position = np.zeros(top + channels * m, dtype=np.intp)
-        self.cos_spectra = np.zeros((top + channels * m, 16), dtype=np.float32)
         self.cos_all = False  # cos_spectra computed for all the new half-blocks in this call
         self.dense = False  # the last call needed most half-blocks: compute all cosine DFTs
         self.carried_cos = False  # cos_spectra valid for the kept half-blocks
-        k = np.arange(channels * m)
-        c, j = np.divmod(k, m)
-        carried = [np.where(j >= 2 - h, top + k - 2 + h, CARRY * c + j + h) for h in range(3)]
-        self.rows: Index = np.stack([*carried, c, j])
+        self.rows: Index = np.empty((5, channels * m), dtype=np.intp)
+        channel = np.arange(channels)
+        self.rows[3].reshape(channels, m)[:] = channel[:, None]
+        self.rows[4].reshape(channels, m)[:] = np.arange(m)
+        for h in range(3):  # the new rows; a channel's first blocks start in the kept ones
+            row = self.rows[h]
+            np.add(np.arange(channels * m), top - 2 + h, out=row)
+            for j in range(min(2 - h, m)):
+                np.add(CARRY * channel, j + h, out=row[j::m])
 
     def fresh_frames(self) -> F32:
         """Point ``frames`` at a buffer that does not hold the kept half-blocks; return it."""
-        a, b = self._frame_buffers
-        self.frames = b if a is self.carried_frames else a
+        a = self._frame_buffers[0]
+        if a is not self.carried_frames:
+            self.frames = a
+        else:
+            if len(self._frame_buffers) == 1:
+                self._frame_buffers.append(np.empty_like(a))
+            self.frames = self._frame_buffers[1]
         return self.frames
 
     def keep_tail(self) -> None:
@@ -208,10 +239,12 @@ class Workspace:
 
     def carry_from(self, other: Workspace) -> None:
         """Take over the kept half-blocks of ``other`` (same channels)."""
-        self.spectra[: self.top] = other.spectra[: other.top]
-        self.carried_power[:] = other.carried_power
         self.carried_frames, self.carried_m = other.carried_frames, other.carried_m
         self.carried_cos = other.carried_cos
+        if self._spectra_store is other._spectra_store:
+            return
+        self.spectra[: self.top] = other.spectra[: other.top]
+        self.carried_power[:] = other.carried_power
         if self.carried_cos:
             self.cos_spectra[: self.top] = other.cos_spectra[: other.top]
 
@@ -242,8 +275,6 @@ class FilterBank:
                 [r.real, r.imag],
                 [-r.imag, r.real],
             ]
-        self.bin_power = np.zeros((16, 8), dtype=np.float32)  # (re^2, im^2) -> |X|^2
-        self.bin_power[np.arange(16), np.arange(16) // 2] = 1.0
         self.freqs32 = freqs.astype(np.float32)
         hz_per_radian = rate / (2.0 * np.pi * self.half)
         self.deviation_per_radian = (hz_per_radian / freqs).astype(np.float32)
@@ -280,9 +311,9 @@ class FilterBank:
     def transform(self, ws: Workspace) -> None:
         """DFTs, group powers and energy of the new half-blocks in ``ws.frames``."""
         spectra = _product(ws.frames, self.matrix, ws.spectra[ws.top :])
-        squares = np.square(spectra, out=ws.squares)
+        squares = np.square(spectra, out=ws.squares).T  # (re^2, im^2) x C m
+        np.add(squares[0::2], squares[1::2], out=ws.bins_t)  # |X|^2, bin x C m
         bins = ws.bins_t.reshape(2, 4, -1)  # group x bin x C m
-        np.copyto(ws.bins_t, _product(squares, self.bin_power, ws.bins).T)
         power = ws.power
         np.add.reduce(bins, axis=1, out=power[:2])
         np.maximum.reduce(bins, axis=1, out=power[3:])
@@ -353,13 +384,19 @@ class FilterBank:
         block = _product(ws.spectra.take(rows[2], axis=0), self.rotation_matrix)
         block += ws.spectra.take(rows[1], axis=0)
         parts = np.square(block, out=block)
-        power = _product(parts, self.bin_power).T.copy().reshape(2, 4, -1)  # re^2 + im^2
+        parts = np.ascontiguousarray(parts.T)  # (re^2, im^2) x n
+        power = np.add(parts[0::2], parts[1::2]).reshape(2, 4, -1)  # re^2 + im^2
         top = np.maximum.reduce(power, axis=1)  # group x bin x n
         power *= self.dominance
         near = (power >= top[:, None]).view(np.int8)  # the winner, and bins within 6 dB
         ok = np.add.reduce(near, axis=1, dtype=np.int8) == 1
-        tones = np.add.reduce(near * _BIN_NUMBER, axis=1)  # the only near bin where ok
-        np.minimum(tones, 3, out=tones)  # a valid bin anyway
+        # The only near bin where ok (1 n1 + 2 n2 + 3 n3), and a valid bin anyway.
+        number = near[:, 2] + near[:, 3]
+        number += number
+        number += near[:, 1]
+        number += near[:, 3]
+        np.minimum(number, 3, out=number)
+        tones = number.astype(np.intp)
         tones += _GROUP_FIRST_BIN
         return tones, ok[0] & ok[1]
 
@@ -474,7 +511,6 @@ class FilterBank:
         return ok, total
 
 
-_BIN_NUMBER: Final[Index] = np.arange(4, dtype=np.intp)[:, None]
 _GROUP_FIRST_BIN: Final[Index] = np.array([[0], [4]], dtype=np.intp)
 _GATHER_SHARE: Final = 0.4
 """Above this share of half-blocks needed, the cosine DFTs are computed for all the new ones."""

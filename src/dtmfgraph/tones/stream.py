@@ -66,7 +66,7 @@ class BlockStream:
         """The buffers for ``m`` new half-blocks per channel, with the carry in place."""
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = Workspace(self.bank.half, self.channels, m)
+            ws = Workspace(self.bank.half, self.channels, m, like=self._last)
             if self.channels * m <= _CACHED_ROWS:
                 if len(self._workspaces) >= _WORKSPACES:
                     stale = next(w for w in self._workspaces.values() if w is not self._last)
