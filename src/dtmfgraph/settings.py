@@ -80,6 +80,14 @@ class Settings(BaseSettings):
         ),
     )
     loopback_speed: float = Field(default=1.0, gt=0, description="Loopback time scale.")
+    media_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Seconds without RTP from the far end after which a SIP call is hung up and ends "
+            "410/301005 (not while the far end holds it); 0: never."
+        ),
+    )
 
     # Incoming calls: who owns them and where they are announced
     incoming_tenant_id: str = "00000000-0000-0000-0000-000000000000"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 
 from dtmfgraph.notify import CallbackSigner
 
@@ -170,3 +171,24 @@ def test_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: jwt_rs256_public_key_file: cannot read"), done.stderr
     assert list(tmp_path.iterdir()) == [bad]  # nothing was written
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--media-timeout", "-1"],
+            "error: --media-timeout: Input should be greater than or equal",
+        ),
+        (["--sip-port", "70000"], "error: --sip-port: Input should be less than or equal to 65535"),
+        (["--loopback-speed", "0"], "error: --loopback-speed: Input should be greater than 0"),
+    ],
+)
+def test_out_of_range_option_is_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = run_serve(*args, "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith(message), done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything started

@@ -9,7 +9,6 @@ events, its stdout, its recording of our audio) is the judge of what went into t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from ..api.harness import Receiver, Service, free_port, make_settings, serve_in_
 from ..api.sdkhelp import ALL_KEYS, context_body, dtmf_body, new_call, sdk_mod
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.baresip import free_port as free_udp_port
-from ..judges.sipp import require_sipp
+from ..judges.sipp import sipp_uas
 
 Note = dict[str, Any]
 LONG = "1234567890" * 4
@@ -368,19 +367,8 @@ async def test_sip_refusal_maps_to_result_info(
     reason: str,
     want: tuple[int, int],
 ) -> None:
-    exe = require_sipp()
-    port = free_udp_port()
-    scenario = tmp_path / "uas.xml"
-    scenario.write_text(UAS_REJECT.format(status=status, reason=reason))
-    sipp = await asyncio.create_subprocess_exec(
-        *[exe, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-m", "1"],
-        *["-nostdin", "-timeout", "10s", "-timeout_error"],
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    scenario = UAS_REJECT.format(status=status, reason=reason)
+    async with sipp_uas(tmp_path, scenario, timeout_s=10) as (port, sipp):
         client = svc.sdk("v1.0")
         target = f"sip:bob@127.0.0.1:{port}"
         call = await client.communications.calls.post(new_call("v1.0", receiver.url, target))
@@ -396,10 +384,31 @@ async def test_sip_refusal_maps_to_result_info(
         assert ev(got.state) == "terminated"
         _, err = await asyncio.wait_for(sipp.communicate(), 10)
         assert sipp.returncode == 0, err.decode(errors="replace")
+
+
+async def test_far_end_without_media_ends_410_301005(tmp_path: Path, receiver: Receiver) -> None:
+    """sipp's built-in UAS answers and then sends no RTP at all: after the media timeout the
+    service hangs up (sipp gets our BYE and exits 0) and the call ends 410/301005."""
+    service, server, task = await start_sip_service(tmp_path / "svc", receiver, media_timeout_s=1.0)
+    try:
+        async with sipp_uas(tmp_path / "sipp") as (port, sipp):
+            client = service.sdk("v1.0")
+            target = f"sip:bob@127.0.0.1:{port}"
+            call = await client.communications.calls.post(new_call("v1.0", receiver.url, target))
+            await receiver.wait_for(is_call_state(call.id, "established"), timeout=8)
+            [end] = await receiver.wait_for(
+                lambda n: n["changeType"] == "deleted" and n["resourceUrl"] == call_url(call.id),
+                timeout=8,
+            )
+            assert code(end) == (410, 301005)
+            assert end["resourceData"]["state"] == "terminated"
+            got = await client.communications.calls.by_call_id(call.id).get()
+            assert ev(got.state) == "terminated"
+            assert got.result_info.code == 410 and got.result_info.subcode == 301005
+            _, err = await asyncio.wait_for(sipp.communicate(), 10)
+            assert sipp.returncode == 0, err.decode(errors="replace")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            sipp.kill()
-        await sipp.wait()
+        await stop(server, task)
 
 
 async def test_unroutable_target_is_480_10134(svc: SipService, receiver: Receiver) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +80,16 @@ _HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv response="200" rtd="true" rrs="true"/>
-  <send>
+"""
+
+_ACK = """  <send>
     <![CDATA[
       ACK [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: {cseq} ACK
       Contact: sip:sipp@[local_ip]:[local_port]
       Max-Forwards: 70
       Content-Length: 0
@@ -152,7 +155,7 @@ def dtmf_scenario(
 ) -> str:
     """A UAC scenario: INVITE, ACK, each of ``rfc2833_keys`` replayed as RTP, each of
     ``info_keys`` as an INFO (waiting for its 200), ``hold_ms`` of pause, BYE."""
-    parts = [_HEAD.format(name=name)]
+    parts = [_HEAD.format(name=name), _ACK.format(cseq=1)]
     parts += [_PCAP.format(path=dtmf_pcap(key), pause=pcap_pause_ms) for key in rfc2833_keys]
     cseq = 2
     for key in info_keys:
@@ -161,6 +164,69 @@ def dtmf_scenario(
     if hold_ms:
         parts.append(f'  <pause milliseconds="{hold_ms}"/>\n')
     parts.append(_TAIL.format(cseq=cseq))
+    return "".join(parts)
+
+
+_REINVITE_INACTIVE = """  <send retrans="500">
+    <![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=inactive
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+"""
+
+_AWAIT_BYE = """  <recv request="BYE" timeout="{timeout_ms}"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def silent_caller_scenario(*, hold_first: bool = False, bye_after_ms: int | None = None) -> str:
+    """A UAC scenario that never sends RTP: INVITE, ACK, then (``hold_first``) a re-INVITE
+    that holds the call (``a=inactive``); then either its own BYE after ``bye_after_ms`` or,
+    when that is ``None``, it waits up to 10 s for the far end's BYE and answers it 200."""
+    parts = [_HEAD.format(name="dtmfgraph silent caller"), _ACK.format(cseq=1)]
+    cseq = 2
+    if hold_first:
+        parts += [_REINVITE_INACTIVE, _ACK.format(cseq=2)]
+        cseq = 3
+    if bye_after_ms is None:
+        parts.append(_AWAIT_BYE.format(timeout_ms=10_000))
+    else:
+        parts.append(f'  <pause milliseconds="{bye_after_ms}"/>\n')
+        parts.append(_TAIL.format(cseq=cseq))
     return "".join(parts)
 
 
@@ -245,3 +311,35 @@ async def run_sipp(
         err.decode(errors="replace"),
         loop.time() - began,
     )
+
+
+@contextlib.asynccontextmanager
+async def sipp_uas(
+    workdir: Path, scenario: str | None = None, *, timeout_s: int = 15
+) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+    """sipp answering one call on a free port: its built-in ``uas`` scenario (answers with SDP,
+    sends no RTP, waits for BYE) or ``scenario`` (XML text). Yields (port, process); killed on
+    exit if still running. ``await proc.communicate()`` and a 0 exit mean the call passed."""
+    exe = require_sipp()
+    port = free_udp_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if scenario is None:
+        which = ["-sn", "uas"]
+    else:
+        path = workdir / "uas.xml"
+        path.write_text(scenario)
+        which = ["-sf", str(path)]
+    proc = await asyncio.create_subprocess_exec(
+        *[exe, *which, "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin"],
+        *["-timeout", f"{timeout_s}s", "-timeout_error"],
+        cwd=workdir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield port, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

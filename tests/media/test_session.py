@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -16,7 +17,7 @@ from dtmfgraph.media import (
     RtpSession,
     SessionClosedError,
 )
-from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard
+from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard, RtpPacket
 
 from ..judges.ports import free_udp_port
 
@@ -231,5 +232,24 @@ async def test_job_finished_future_resolves_after_the_last_packet_left() -> None
     finished = [e for e in events if isinstance(e, JobFinished)]
     assert len(finished) == 1
     await a.close()
+    await b.close()
+    pacer.close()
+
+
+async def test_last_heard_counts_rtp_only() -> None:
+    """The clock a media timeout is judged on: RTP from the far end moves it, garbage does not."""
+    pacer = Pacer()
+    b = await RtpSession.open(pacer, codec=Codec.PCMU, send=False)
+    started = b.last_heard
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.sendto(b"\x00not rtp at all", b.local_address)
+        await asyncio.sleep(0.1)
+        assert b.stats is not None and b.stats.malformed == 1
+        assert b.last_heard == started
+        packet = RtpPacket(payload_type=0, sequence=1, timestamp=160, ssrc=7, payload=b"\xff" * 160)
+        peer.sendto(packet.serialize(), b.local_address)
+        await asyncio.sleep(0.1)
+        assert b.stats.received == 2 and b.stats.malformed == 1
+        assert b.last_heard > started
     await b.close()
     pacer.close()

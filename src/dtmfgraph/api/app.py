@@ -55,6 +55,7 @@ def build_media(settings: Settings) -> MediaBackend:
             sip_port=settings.sip_port,
             rtp_ports=PortRange.parse(settings.rtp_ports, even=True),
             public_host=settings.sip_public_host,
+            media_timeout=settings.media_timeout_s,
         )
     raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
 

@@ -10,8 +10,30 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from ..settings import Settings
+
+_OPTION_OF = {
+    "host": "--host",
+    "port": "--port",
+    "data_dir": "--data-dir",
+    "database_url": "--database-url",
+    "media": "--media",
+    "sip_host": "--sip-host",
+    "sip_port": "--sip-port",
+    "rtp_ports": "--rtp-ports",
+    "sip_public_host": "--sip-public-host",
+    "sip_trunk_uri": "--sip-trunk",
+    "loopback_speed": "--loopback-speed",
+    "callback_allowed_hosts": "--callback-allow-host",
+    "incoming_callback_uri": "--incoming-callback-uri",
+    "keepalive_timeout_s": "--keepalive-timeout",
+    "media_timeout_s": "--media-timeout",
+    "jwt_rs256_public_key_file": "--jwt-rs256-public-key-file",
+    "callback_rs256_private_key_file": "--callback-rs256-private-key-file",
+}
+"""The ``serve`` option behind each setting, for error messages."""
 
 SECRET_FILE = "jwt-secret"
 CALLBACK_KEY_FILE = "callback-key.pem"
@@ -118,6 +140,13 @@ def serve(
     keepalive_timeout: Annotated[
         float | None, typer.Option(help="Seconds without keepAlive before a call ends.")
     ] = None,
+    media_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without RTP from the far end before a SIP call is hung up "
+            "(410/301005; default 30; 0 = never)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation)."""
     updates: dict[str, object] = {}
@@ -136,6 +165,7 @@ def serve(
         "callback_allowed_hosts": callback_allow_host,
         "incoming_callback_uri": incoming_callback_uri,
         "keepalive_timeout_s": keepalive_timeout,
+        "media_timeout_s": media_timeout,
         "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
         "callback_rs256_private_key_file": callback_rs256_private_key_file,
     }.items():
@@ -143,7 +173,14 @@ def serve(
             updates[key] = value
     if no_auth:
         updates["auth_enabled"] = False
-    settings = Settings().model_copy(update=updates)
+    try:
+        settings = Settings(**updates)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = str(error["loc"][0]) if error["loc"] else "settings"
+        option = _OPTION_OF.get(where, where)
+        typer.echo(f"error: {option}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
     if settings.media not in ("sip", "loopback"):
         typer.echo(
             f"error: unknown media backend {settings.media!r} (use sip or loopback)", err=True

@@ -4,6 +4,7 @@ and the SIP :class:`Phone` that places and answers calls and presses keys in the
 from .banks import InbandBanks
 from .pacer import Clocked, Outbound, PacedStream, Pacer, PacerStats, settle_heap
 from .phone import (
+    DEFAULT_MEDIA_TIMEOUT,
     CallEnd,
     CallEndedError,
     DialError,
@@ -32,6 +33,7 @@ from .udp import (
 )
 
 __all__ = [
+    "DEFAULT_MEDIA_TIMEOUT",
     "Address",
     "CallEnd",
     "CallEndedError",

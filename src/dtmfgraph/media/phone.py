@@ -74,10 +74,14 @@ HeardMethod: TypeAlias = Literal["rfc4733", "sipinfo", "inband"]
 SEND_METHODS: tuple[SendMethod, ...] = ("auto", "rfc4733", "sipinfo", "inband")
 _CODECS = {"PCMU": (PCMU, RtpCodec.PCMU), "PCMA": (PCMA, RtpCodec.PCMA)}
 _BYE_WAIT = 5.0
+"""How long :meth:`PhoneCall.hangup` waits for the far end's answer to our BYE (it retries)."""
 INBAND_DRAIN = 0.15
 """Seconds a call keeps hearing after the far end hung up: the in-band detector's buffer (40 ms)
 plus the silence it needs to end a key (about 40 ms), with margin."""
-"""How long :meth:`PhoneCall.hangup` waits for the far end's answer to our BYE (it retries)."""
+DEFAULT_MEDIA_TIMEOUT = 30.0
+"""Seconds without RTP from the far end after which a call is hung up (``EndReason.
+MEDIA_TIMEOUT``). A phone sends a packet every 20 ms, silence included, so half a minute of
+nothing means the far end is gone (crashed, unplugged, its NAT binding lost) without a BYE."""
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -155,6 +159,9 @@ class EndReason(enum.StrEnum):
     """The dialog broke (481 Call/Transaction Does Not Exist, ...)."""
     PHONE_CLOSED = "phone-closed"
     """The phone was closed under the call."""
+    MEDIA_TIMEOUT = "media-timeout"
+    """No RTP from the far end for the phone's ``media_timeout`` (it is gone without a BYE, or
+    its media cannot reach us): we hung up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,6 +657,31 @@ class PhoneCall:
         self.codec = codec
         self.telephone_event_pt = event_pt
         self._spawn(self._forward_keys(session))
+        if phone.media_timeout:
+            self._spawn(self._watch_media(session, phone.media_timeout))
+
+    async def _watch_media(self, session: RtpSession, timeout: float) -> None:
+        """Hang up when the far end has sent no RTP for ``timeout`` seconds, unless its SDP
+        holds the call (``sendonly``, ``recvonly``, ``inactive`` or address 0.0.0.0: silence may
+        be meant); the clock restarts when the hold ends."""
+        step = min(1.0, timeout / 4.0)
+        while self.ended is None and not session.closed:
+            await asyncio.sleep(step)
+            if self.ended is not None or session.closed:
+                return
+            now = self._loop.time()
+            media = self.sip.media
+            if media is not None and (media.on_hold or not media.direction.sends):
+                session.last_heard = now  # held: silence is expected, and starts anew after
+                continue
+            silent = now - session.last_heard
+            if silent >= timeout:
+                logger.warning("%s: no RTP for %.1f s: hanging up", self.call_id, silent)
+                self.phone.media_timeouts += 1
+                self._hangup_soon(
+                    EndReason.MEDIA_TIMEOUT, f"no RTP from the far end for {silent:.1f} s"
+                )
+                return
 
     def _on_failed(self, event: CallFailed) -> None:
         reason = EndReason.TIMEOUT if event.timed_out else EndReason.REJECTED
@@ -689,8 +721,10 @@ class PhoneCall:
         self._finish(reason, detail, by_remote=event.by_remote)
 
     def _hangup_soon(self, reason: EndReason, detail: str) -> None:
+        """Send BYE (or CANCEL / 603) now, without waiting for the answer, and end the call."""
         with contextlib.suppress(SipError):
             self.phone.ua.hangup(self.sip, self._loop.time())
+        self.phone.transport.kick()  # the UA only queues the request: send it now
         self._finish(reason, detail, by_remote=False)
 
     def _finish(
@@ -859,6 +893,7 @@ class Phone:
         own_pacer: bool,
         shared_detector: bool,
         rng: random.Random,
+        media_timeout: float | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.rtp_host = rtp_host
@@ -877,9 +912,13 @@ class Phone:
         self._handlers: set[asyncio.Task[None]] = set()
         """Running ``on_incoming`` handlers."""
         self._closed = False
+        self.media_timeout = media_timeout or None
+        """Seconds without RTP from the far end after which a call is hung up (None: never)."""
         self.calls_placed = 0
         self.calls_answered = 0
         self.calls_refused = 0
+        self.media_timeouts = 0
+        """Calls hung up for want of RTP."""
 
     @classmethod
     async def start(
@@ -895,13 +934,18 @@ class Phone:
         shared_detector: bool = True,
         timers: SipTimers | None = None,
         rng: random.Random | None = None,
+        media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
     ) -> Phone:
         """Bind the SIP socket on ``sip_host:sip_port`` (0 = any free port) and start.
 
         RTP sockets are taken from ``rtp_ports`` (even ports) on ``rtp_host`` (default: the SIP
         host); ``sdp_host`` is the address written into SDP (default: the RTP host, which must
         then be a concrete address, not 0.0.0.0). ``pacer``: share one with other media users.
+        ``media_timeout``: hang up a call whose far end has sent no RTP for this many seconds
+        (not while its SDP holds the call); ``None`` or 0: never.
         """
+        if media_timeout is not None and media_timeout < 0:
+            raise ValueError(f"media_timeout must be >= 0 seconds, got {media_timeout}")
         ports = rtp_ports if isinstance(rtp_ports, PortRange) else PortRange(*rtp_ports, even=True)
         rtp = rtp_host or sip_host
         advertised = sdp_host or rtp
@@ -916,6 +960,7 @@ class Phone:
             own_pacer=own,
             shared_detector=shared_detector,
             rng=rng or random.SystemRandom(),
+            media_timeout=media_timeout,
         )
         sip_advertised = sdp_host or sip_host
 

@@ -90,6 +90,9 @@ class RtpSession:
         self._jobs: dict[int, tuple[DtmfJob, asyncio.Future[DtmfJob]]] = {}
         self._keys: asyncio.Queue[KeyHeard | object] = asyncio.Queue()
         self._closed = False
+        self.last_heard = self._loop.time()
+        """Event-loop time of the last RTP packet received (of the session's start before any):
+        the clock a media timeout is judged on. Datagrams that are not RTP do not count."""
         self.on_job_event: Callable[[JobEvent], None] | None = None
         """Optional observer of every job started / finished (called on the pacer's tick)."""
         endpoint.on_datagram = self._on_datagram
@@ -254,9 +257,14 @@ class RtpSession:
         if self.remote is None and self.latch and not self._closed:
             self.set_remote((addr[0], addr[1]))
         inbound = self.inbound
+        now = self._loop.time()
         if inbound is None:
+            self.last_heard = now
             return
-        inbound.receive(data, self._loop.time())
+        malformed = inbound.stats.malformed
+        inbound.receive(data, now)
+        if inbound.stats.malformed == malformed:
+            self.last_heard = now
         event = inbound.next_event()
         while event is not None:
             self._keys.put_nowait(event)

@@ -22,7 +22,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from ..media.phone import CallEnd, DtmfResult, IncomingInvite, Phone, PhoneCall
+from ..media.phone import (
+    DEFAULT_MEDIA_TIMEOUT,
+    CallEnd,
+    DtmfResult,
+    IncomingInvite,
+    Phone,
+    PhoneCall,
+)
 from ..media.phone import CallEndedError as PhoneCallEndedError
 from ..media.phone import DialError as PhoneDialError
 from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
@@ -45,6 +52,7 @@ _END_KINDS = {
     PhoneEndReason.LOCAL_BYE: EndKind.LOCAL_BYE,
     PhoneEndReason.REMOTE_BYE: EndKind.REMOTE_BYE,
     PhoneEndReason.TIMEOUT: EndKind.TIMEOUT,
+    PhoneEndReason.MEDIA_TIMEOUT: EndKind.TIMEOUT,
 }
 _CANCEL_GRACE_S = 1.0
 """How long past the sounding key a cancelled RTP send may take to reach its key boundary."""
@@ -202,7 +210,9 @@ class SipMedia:
         rtp_ports: PortRange | tuple[int, int] = (20000, 29999),
         public_host: str | None = None,
         user: str = "dtmfgraph",
+        media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
     ) -> None:
+        self.media_timeout = media_timeout
         self.sip_host = sip_host
         self.sip_port = sip_port
         self.rtp_ports = rtp_ports
@@ -220,6 +230,7 @@ class SipMedia:
                 self.rtp_ports,
                 user=self.user,
                 sdp_host=self.public_host,
+                media_timeout=self.media_timeout,
             )
         return self.phone
 
