@@ -2,7 +2,9 @@
 
 Nothing the API acknowledged is lost: after the restart the call is `terminated` with a
 resultInfo saying its media was lost, the running and the queued sendDtmfTones end `failed`,
-and every notification (queued while the receiver was down) is delivered in order.
+and every notification (queued while the receiver was down) is delivered in order. The far end
+is not left in a dead call: the new process sends it a BYE from the dialog recorded when the
+call was established.
 """
 
 from __future__ import annotations
@@ -115,8 +117,11 @@ async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             heard = bs.rfc4733_keys()
+            assert not bs.of_type("CALL_CLOSED")  # baresip cannot know we died
             proc = start_serve(tmp_path, db_url, port, sip_port, log)
             await ready(base, proc, log)
+            # the new process hangs up the far end from the dialog recorded at establishment
+            await bs.wait_event("CALL_CLOSED", 5)
             call = (await http.get(f"/communications/calls/{cid}")).json()
             assert call["state"] == "terminated"
             assert (call["resultInfo"]["code"], call["resultInfo"]["subcode"]) == (500, 1005)

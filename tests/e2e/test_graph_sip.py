@@ -413,12 +413,24 @@ async def test_far_end_without_media_ends_410_301005(tmp_path: Path, receiver: R
 
 async def test_unroutable_target_is_480_10134(svc: SipService, receiver: Receiver) -> None:
     client = svc.sdk("v1.0")
-    target = "sip:bob@pbx.example.invalid"  # a host name: no DNS in the phone
+    target = "sip:bob@pbx.example.invalid"  # a host name that does not resolve
     call = await client.communications.calls.post(new_call("v1.0", receiver.url, target))
     [end] = await receiver.wait_for(
         lambda n: n["changeType"] == "deleted" and n["resourceUrl"] == call_url(call.id)
     )
     assert code(end) == (480, 10134)
+    assert "cannot resolve 'pbx.example.invalid'" in end["resourceData"]["resultInfo"]["message"]
+
+
+async def test_host_name_target_reaches_baresip(
+    tmp_path: Path, svc: SipService, receiver: Receiver
+) -> None:
+    async with Baresip(tmp_path / "bs") as bs:
+        target = bs.uri.replace("@127.0.0.1:", "@localhost:")
+        client, call = await place_call(svc, receiver, "v1.0", target)
+        await bs.wait_event("CALL_ESTABLISHED", 5)
+        await client.communications.calls.by_call_id(call.id).delete()
+        await bs.wait_event("CALL_CLOSED", 5)
 
 
 async def test_e164_target_without_trunk_is_refused(svc: SipService, receiver: Receiver) -> None:

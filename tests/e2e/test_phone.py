@@ -62,10 +62,33 @@ async def test_rejected_call_raises_with_status(phone: Phone) -> None:
 
 
 async def test_bad_target_is_a_dial_error(phone: Phone) -> None:
-    with pytest.raises(DialError, match="not sent"):
+    with pytest.raises(DialError, match=r"cannot resolve 'example\.invalid'") as info:
         await phone.dial("sip:bob@example.invalid", timeout=1)
+    assert info.value.status == 0 and "not sent" in str(info.value)
     with pytest.raises(DialError):
         await phone.dial("not a uri", timeout=1)
+    assert phone.calls == []
+
+
+async def test_host_name_target_is_resolved(phone: Phone) -> None:
+    """A target named by host name goes to the name's address (A/AAAA, as RFC 3263 does when
+    the URI has a port); the Request-URI keeps the name."""
+    callee = await Phone.start("127.0.0.1", 0)
+    seen: list[str] = []
+
+    async def on_incoming(invite: IncomingInvite) -> None:
+        seen.append(str(invite.sip.invite.uri))  # type: ignore[union-attr]
+        await invite.answer()
+
+    callee.on_incoming = on_incoming
+    try:
+        port = callee.sip_address[1]
+        call = await phone.dial(f"sip:bob@localhost:{port}", timeout=5)
+        assert call.established and call.sip.peer_addr == ("127.0.0.1", port)
+        assert seen == [f"sip:bob@localhost:{port}"]
+        assert (await call.hangup()).reason is EndReason.LOCAL_BYE
+    finally:
+        await callee.close()
 
 
 async def _pair(phone: Phone) -> tuple[Phone, asyncio.Future[PhoneCall]]:

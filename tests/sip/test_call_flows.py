@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -20,6 +21,7 @@ from dtmfgraph.sip import (
     ReInvite,
     RequestCompleted,
     RequestFailed,
+    SipParseError,
     SipRequest,
     SipResponse,
     SipStateError,
@@ -30,6 +32,7 @@ from dtmfgraph.sip import (
     build_offer,
     parse_message,
 )
+from dtmfgraph.sip.agent import RESTORE_SEQ_GAP
 from dtmfgraph.sip.call import Call
 from dtmfgraph.sip.message import response_to
 
@@ -689,3 +692,43 @@ def test_deterministic_with_seeded_rng() -> None:
         return [d for d, _ in ua.datagrams_to_send(0.0)]
 
     assert run() == run()
+
+
+@pytest.mark.parametrize("side", ["caller", "callee"])
+def test_restored_call_after_a_restart_is_hung_up(side: str) -> None:
+    """An agent that went away (crash, restart) can still BYE its established calls from the
+    record it kept: a new agent on the same address restores the call and hangs it up; the far
+    end takes the BYE (200, not 481), although its CSeq jumped."""
+    net, a, b = setup()
+    ringing, early = dial(net, a, b)
+    assert a.call_record(ringing) is None and b.call_record(early) is None  # not confirmed yet
+    a.hangup(ringing, net.now)
+    net.flush()
+    net.take(a), net.take(b)
+    call, inc = connect(net, a, b)
+    ours, theirs, other = (call, inc, b) if side == "caller" else (inc, call, a)
+    agent = a if side == "caller" else b
+    record = json.loads(json.dumps(agent.call_record(ours)))  # as stored in the database
+    assert record["role"] == side and record["dialog"]["call_id"] == ours.call_id
+    seq = ours.dialog.local_seq  # type: ignore[union-attr]
+    addr = net.addr(agent)
+    fresh = net.add(*addr, "restarted", seed=9)  # the new process, same SIP address
+    with pytest.raises(SipParseError):
+        fresh.restore({"role": side, "peer": ["127.0.0.1", 1], "dialog": {"call_id": "x"}})
+    restored = fresh.restore(record)
+    with pytest.raises(SipStateError):
+        fresh.restore(record)
+    assert restored.state is CallState.ESTABLISHED
+    fresh.bye(restored, net.now)
+    net.flush()
+    bye = next(s.message for s in net.log if s.first_line.startswith("BYE"))
+    assert isinstance(bye, SipRequest)
+    assert bye.call_id == ours.call_id and bye.cseq.seq == seq + RESTORE_SEQ_GAP + 1
+    assert bye.from_.tag == ours.dialog.local_tag  # type: ignore[union-attr]
+    assert bye.to.tag == ours.dialog.remote_tag  # type: ignore[union-attr]
+    assert net.lines()[-1] == "SIP/2.0 200 OK"
+    [ended] = [e for e in net.take(other) if isinstance(e, CallEnded)]
+    assert ended.by_remote and ended.reason == "BYE" and theirs.is_over
+    [done] = [e for e in net.take(fresh) if isinstance(e, CallEnded)]
+    assert not done.by_remote and restored.is_over
+    assert agent.call_record(ours) is not None  # the old agent never knew (it was gone)

@@ -167,7 +167,9 @@ async def _collect(call: PhoneCall, heard: list[HeardKey], as_json: bool) -> Non
 
 
 def call(
-    uri: Annotated[str, typer.Argument(help="Who to call: sip:user@IP:PORT (an IP, no DNS).")],
+    uri: Annotated[
+        str, typer.Argument(help="Who to call: sip:user@HOST:PORT (an IP, or a name to resolve).")
+    ],
     send: Annotated[
         str, typer.Option("--send", help="Keys to press: 0-9 * # A-D, F = flash.")
     ] = "",

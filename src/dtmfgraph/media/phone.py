@@ -23,10 +23,11 @@ import enum
 import inspect
 import logging
 import random
+import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from dtmfgraph.rtp import Codec as RtpCodec
 from dtmfgraph.rtp import DtmfJob, DtmfJobError, InboundStream
@@ -58,6 +59,8 @@ from dtmfgraph.sip import (
 )
 from dtmfgraph.sip import Call as SipCall
 from dtmfgraph.sip import Codec as SdpCodec
+from dtmfgraph.sip.grammar import is_ip_address
+from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
 
 from .banks import InbandBanks
@@ -73,6 +76,8 @@ SendMethod: TypeAlias = Literal["auto", "rfc4733", "sipinfo", "inband"]
 HeardMethod: TypeAlias = Literal["rfc4733", "sipinfo", "inband"]
 SEND_METHODS: tuple[SendMethod, ...] = ("auto", "rfc4733", "sipinfo", "inband")
 _CODECS = {"PCMU": (PCMU, RtpCodec.PCMU), "PCMA": (PCMA, RtpCodec.PCMA)}
+_RESOLVE_WAIT = 5.0
+"""Longest wait for the resolver to name a target host's address (within the dial timeout)."""
 _BYE_WAIT = 5.0
 """How long :meth:`PhoneCall.hangup` waits for the far end's answer to our BYE (it retries)."""
 INBAND_DRAIN = 0.15
@@ -300,6 +305,12 @@ class PhoneCall:
     def established(self) -> bool:
         """The dialog is confirmed (and not over)."""
         return self._established.done() and self.ended is None
+
+    def recovery_record(self) -> dict[str, Any] | None:
+        """What :meth:`Phone.end_recorded_call` of a later process needs to hang this call
+        up if this process dies under it (JSON-safe; keep it with the call's state): ``None``
+        until the call is established, and once it is over."""
+        return self.phone.ua.call_record(self.sip) if self.ended is None else None
 
     @property
     def can_send_rfc4733(self) -> bool:
@@ -1030,6 +1041,8 @@ class Phone:
             raise ValueError("timeout must be > 0")
         ours = _sdp_codecs(codecs)
         credentials = Credentials(*auth) if isinstance(auth, tuple) else auth
+        if destination is None and self.ua.outbound_proxy is None:
+            destination = await self._resolve(uri, min(timeout, _RESOLVE_WAIT))
         endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
         offer = build_offer(
             self.sdp_host,
@@ -1064,6 +1077,31 @@ class Phone:
             call._finish(EndReason.LOCAL_BYE, "dial cancelled", by_remote=False)
             raise
         return call
+
+    async def _resolve(self, uri: str, timeout: float) -> Address | None:
+        """Where a target whose host is a name goes: its first address (A/AAAA, through the
+        system's resolver) of our SIP socket's family, at the URI's port or 5060. ``None`` for
+        an IP literal or a URI the UA rejects itself. No NAPTR/SRV (RFC 3263) lookups."""
+        try:
+            target = SipUri.parse(uri)
+        except SipError:
+            return None
+        if is_ip_address(target.host):
+            return None
+        family = socket.AF_INET6 if ":" in self.sip_address[0] else socket.AF_INET
+        port = target.port or 5060
+        try:
+            found = await asyncio.wait_for(
+                self.loop.getaddrinfo(target.host, port, family=family, type=socket.SOCK_DGRAM),
+                timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise DialError(uri, 0, "not sent", f"cannot resolve {target.host!r}: {why}") from None
+        if not found:
+            raise DialError(uri, 0, "not sent", f"{target.host!r} has no address")
+        host, resolved_port = found[0][4][:2]
+        return (str(host), int(resolved_port))
 
     # -- SIP events ---------------------------------------------------------------------------
     def _register(self, call: PhoneCall) -> None:
@@ -1117,6 +1155,22 @@ class Phone:
         task.add_done_callback(self._handlers.discard)
 
     # -- lifetime -----------------------------------------------------------------------------
+    def end_recorded_call(self, record: Mapping[str, Any]) -> bool:
+        """Hang up (BYE) a call an earlier process established and recorded
+        (:meth:`PhoneCall.recovery_record`) before it died: the far end never heard. The BYE
+        goes out at once and is retransmitted as any BYE; its answer is not awaited. Returns
+        whether it was sent (``False``, logged, for a record that is not one or a call that is
+        live here)."""
+        try:
+            call = self.ua.restore(record)
+            self.ua.bye(call, self.loop.time())
+        except SipError as exc:
+            logger.warning("cannot hang up a recorded call: %s", exc)
+            return False
+        self.transport.kick()
+        logger.info("%s: sent BYE for the call recorded before a restart", call.call_id)
+        return True
+
     async def close(self, timeout: float = 2.0) -> None:
         """Hang up every call (waiting at most ``timeout`` for the far ends), then stop."""
         if self._closed:

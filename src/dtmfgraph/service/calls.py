@@ -182,7 +182,10 @@ def map_dial_error(err: DialError) -> ResultInfo:
         return Results.NO_SIGNALLING
     if s in (480, 486, 600, 603):
         return ResultInfo(480, 10076, f"The callee could not be reached (SIP {s} {err.reason}).")
-    return Results.NO_ROUTE
+    why = f"SIP {s} {err.reason}" if s else err.reason
+    if not why:
+        return Results.NO_ROUTE
+    return ResultInfo(480, 10134, f"The call cannot be routed ({why}).")
 
 
 LOOPBACK_CALLBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -227,11 +230,19 @@ class CallService:
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Recover after a restart (media is gone: end what was live), then start media."""
+        """Recover after a restart: the media of what was live died with the last process, so
+        end those calls; start the media; then hang up the far ends those calls had (they
+        never heard), from the records kept when the calls were established."""
+        orphans: list[tuple[str, dict[str, Any]]] = []
         async with self._unit() as uow:
             for call in await uow.unfinished_calls():
+                if call.media_record is not None:
+                    orphans.append((call.id, call.media_record))
                 await self._finish_call(uow, call, Results.RESTART_LOST)
         await self._media.start(self._on_incoming)
+        for call_id, record in orphans:
+            if self._media.end_recorded(record):
+                log.info("call %s: hung up the far end left from before the restart", call_id)
         self._spawn(self._keepalive_watchdog())
 
     async def close(self) -> None:
@@ -368,6 +379,7 @@ class CallService:
                     await media.hangup()
                     return
                 call.state = CallState.ESTABLISHED
+                call.media_record = media.recovery_record()
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
                 ops = await uow.list_operations(call.id)
@@ -432,6 +444,7 @@ class CallService:
                 await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
         call.state = CallState.TERMINATED
         call.result_info = result
+        call.media_record = None
         await uow.update_call(call)
         await self._emit(uow, call, EventKind.CALL_DELETED)
 

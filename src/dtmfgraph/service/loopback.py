@@ -18,6 +18,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .media import (
     CallEndedError,
@@ -58,6 +59,9 @@ class LoopbackCall:
     @property
     def can_send_rfc4733(self) -> bool:
         return self._rfc4733
+
+    def recovery_record(self) -> dict[str, Any] | None:
+        return None  # a simulated far end dies with the process
 
     @property
     def can_send_sipinfo(self) -> bool:
@@ -198,6 +202,10 @@ class LoopbackMedia:
         self.incoming_calls.append(inc)
         await self._on_incoming(inc)
         return inc
+
+    def end_recorded(self, record: dict[str, Any]) -> bool:
+        del record
+        return False
 
     async def close(self) -> None:
         for call in self.calls:

@@ -41,7 +41,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class EndKind(StrEnum):
@@ -104,6 +104,8 @@ class MediaCall(Protocol):
 
     async def hangup(self) -> None: ...
 
+    def recovery_record(self) -> dict[str, Any] | None: ...
+
 
 class IncomingCall(Protocol):
     @property
@@ -127,5 +129,7 @@ class MediaBackend(Protocol):
     async def start(self, on_incoming: OnIncoming) -> None: ...
 
     async def dial(self, target: str, *, timeout: float) -> MediaCall: ...
+
+    def end_recorded(self, record: dict[str, Any]) -> bool: ...
 
     async def close(self) -> None: ...

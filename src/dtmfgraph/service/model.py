@@ -109,6 +109,9 @@ class Call:
     last_tone: str | None = None
     created_at: float = field(default_factory=now)
     last_keepalive_at: float = field(default_factory=now)
+    media_record: dict[str, Any] | None = None
+    """What the media backend needs to hang up the far end after a restart of the service
+    (for SIP: the dialog); set when the call is established, cleared when it ends."""
 
     @property
     def ended(self) -> bool:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ..media.phone import (
     DEFAULT_MEDIA_TIMEOUT,
@@ -88,6 +89,9 @@ class SipMediaCall:
     @property
     def can_send_rfc4733(self) -> bool:
         return self._rfc4733
+
+    def recovery_record(self) -> dict[str, Any] | None:
+        return self.call.recovery_record()
 
     @property
     def can_send_sipinfo(self) -> bool:
@@ -276,6 +280,13 @@ class SipMedia:
         except (MediaError, OSError, ValueError) as exc:
             raise MediaSetupError(0, f"local media failure: {exc}") from exc
         return SipMediaCall(call)
+
+    def end_recorded(self, record: dict[str, Any]) -> bool:
+        """BYE a call that an earlier run established and recorded (see ``recovery_record``);
+        the backend must be started."""
+        if self.phone is None:
+            raise RuntimeError("the SIP media backend is not open")
+        return self.phone.end_recorded_call(record)
 
     async def close(self) -> None:
         phone, self.phone = self.phone, None

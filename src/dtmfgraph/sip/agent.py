@@ -13,8 +13,9 @@ import heapq
 import itertools
 import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from dtmfgraph.sip import dtmf_relay
 from dtmfgraph.sip.call import Call, CallState, Role
@@ -84,6 +85,11 @@ KNOWN_METHODS: Final = frozenset(
 )
 """Methods we know but do not allow (answered 405); anything else unknown gets 501."""
 ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF)
+
+RESTORE_SEQ_GAP: Final = 1000
+"""How far :meth:`UserAgent.restore` moves a recorded dialog's local CSeq: past the requests
+(INFO keys, re-INVITEs) sent after the record was taken. RFC 3261 12.2.2: a UAS accepts a CSeq
+higher than the last by more than one."""
 
 Timed = ClientTransaction | ServerTransaction | Call
 
@@ -299,6 +305,36 @@ class UserAgent:
             call.deadlines["bye_after_ack"] = float("inf")
             return
         self._send_bye(call, now, "BYE")
+
+    def call_record(self, call: Call) -> dict[str, Any] | None:
+        """What :meth:`restore` needs to hang up this call from another process (after a
+        crash or restart of this one): our role, the peer's address and the confirmed dialog,
+        as JSON-safe data; ``None`` before the dialog is confirmed or once the call is over."""
+        dialog = call.dialog
+        if dialog is None or dialog.state is not DialogState.CONFIRMED or call.is_over:
+            return None
+        host, port = call.peer_addr
+        return {"role": call.role.value, "peer": [host, port], "dialog": dialog.to_record()}
+
+    def restore(self, record: Mapping[str, Any]) -> Call:
+        """An established call rebuilt from :meth:`call_record` data taken by an earlier run,
+        so that it can be hung up (:meth:`bye`): its far end never learnt that we went away.
+        Its local CSeq moves :data:`RESTORE_SEQ_GAP` ahead. Raises ``SipParseError`` for bad
+        data, ``SipStateError`` for a call this agent already has."""
+        dialog = Dialog.from_record(record.get("dialog", {}), seq_gap=RESTORE_SEQ_GAP)
+        try:
+            role = Role(record["role"])
+            host, port = record["peer"]
+            peer = (str(host), int(port))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SipParseError(f"not a call record: {exc!r}") from exc
+        if dialog.call_id in self._calls:
+            raise SipStateError(f"call {dialog.call_id} is already live here")
+        call = Call(dialog.call_id, role, dialog.local, dialog.remote, peer)
+        call.dialog = dialog
+        call.state = CallState.ESTABLISHED
+        self._calls[call.call_id] = call
+        return call
 
     def hangup(self, call: Call, now: float) -> None:
         """End the call whatever its state: CANCEL, reject with 603, or BYE."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from dtmfgraph.sip.errors import SipParseError
 from dtmfgraph.sip.headers import CSeq, Headers, Via
 from dtmfgraph.sip.message import SipRequest, SipResponse
-from dtmfgraph.sip.uri import NameAddr, SipUri, Uri
+from dtmfgraph.sip.uri import NameAddr, SipUri, Uri, parse_uri
 
 
 class DialogState(enum.StrEnum):
@@ -88,6 +90,41 @@ class Dialog:
             request.cseq.seq,
             DialogState.EARLY,
         )
+
+    def to_record(self) -> dict[str, Any]:
+        """The dialog as JSON-safe data (strings, ints), enough to send requests in it later,
+        from another process: :meth:`from_record` reads it back, confirmed."""
+        return {
+            "call_id": self.call_id,
+            "local_tag": self.local_tag,
+            "remote_tag": self.remote_tag,
+            "local": str(self.local),
+            "remote": str(self.remote),
+            "remote_target": str(self.remote_target),
+            "route_set": [str(route) for route in self.route_set],
+            "local_seq": self.local_seq,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, seq_gap: int = 0) -> Dialog:
+        """A confirmed dialog from :meth:`to_record` data; the local CSeq moves ``seq_gap``
+        ahead (requests sent after the record was taken used some). Raises ``SipParseError``
+        for data that is not such a record."""
+        try:
+            return cls(
+                str(record["call_id"]),
+                str(record["local_tag"]),
+                str(record["remote_tag"]),
+                NameAddr.parse(str(record["local"])),
+                NameAddr.parse(str(record["remote"])),
+                parse_uri(str(record["remote_target"])),
+                [NameAddr.parse(str(route)) for route in record["route_set"]],
+                int(record["local_seq"]) + seq_gap,
+                None,
+                DialogState.CONFIRMED,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SipParseError(f"not a dialog record: {exc!r}") from exc
 
     def update_from_response(self, response: SipResponse) -> None:
         """Confirm an early dialog with a 2xx; take its route set and target (12.1.2)."""

@@ -55,6 +55,7 @@ def _call_row(c: Call) -> dict[str, Any]:
         "last_tone": c.last_tone,
         "created_at": c.created_at,
         "last_keepalive_at": c.last_keepalive_at,
+        "media_record": c.media_record,
     }
 
 
@@ -75,6 +76,7 @@ def _call(r: sa.Row[Any]) -> Call:
         last_tone=m["last_tone"],
         created_at=float(m["created_at"]),
         last_keepalive_at=float(m["last_keepalive_at"]),
+        media_record=dict(m["media_record"]) if m["media_record"] else None,
     )
 
 

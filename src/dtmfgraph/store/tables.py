@@ -23,6 +23,7 @@ calls = sa.Table(
     sa.Column("last_tone", sa.String(16), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_keepalive_at", sa.Float, nullable=False),
+    sa.Column("media_record", sa.JSON, nullable=True),
 )
 
 operations = sa.Table(

@@ -1,0 +1,45 @@
+"""The schema migrations on both databases: a database made by an older dtmfgraph (revision
+0001, no ``calls.media_record``) upgrades in place and keeps its calls."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dtmfgraph.service.model import Call, CallState, Direction
+from dtmfgraph.store.migrate import upgrade
+from dtmfgraph.store.sql import SqlRepository
+
+
+async def test_upgrade_from_0001_keeps_calls_and_adds_media_record(db_url: str) -> None:
+    repo = SqlRepository(db_url)
+    try:
+        await upgrade(repo.engine, "0001")
+        async with repo.engine.begin() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in sa.inspect(c).get_columns("calls")}
+            )
+            assert "media_record" not in columns
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO calls (id, tenant_id, app_id, direction, state, callback_uri,"
+                    " target_uri, properties, result_info, tone_subscribed, tone_seq, last_tone,"
+                    " created_at, last_keepalive_at) VALUES ('old', 't', 'a', 'outgoing',"
+                    " 'established', 'http://127.0.0.1:9/cb', NULL, '{}', NULL, false, 0, NULL,"
+                    " 1.0, 1.0)"
+                )
+            )
+        await upgrade(repo.engine)
+        async with repo.unit() as uow:
+            [old] = await uow.unfinished_calls()
+            assert (old.id, old.state, old.media_record) == ("old", CallState.ESTABLISHED, None)
+            record = {"role": "caller", "peer": ["127.0.0.1", 5070], "dialog": {"call_id": "x"}}
+            new = Call(
+                "new", "t", "a", Direction.OUTGOING, CallState.ESTABLISHED, "http://x", None,
+                media_record=record,
+            )  # fmt: skip
+            await uow.insert_call(new)
+        async with repo.unit() as uow:
+            got = await uow.get_call("new")
+            assert got is not None and got.media_record == record
+    finally:
+        await repo.close()
