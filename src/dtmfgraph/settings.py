@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
+import certifi
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -49,6 +51,13 @@ class Settings(BaseSettings):
     )
     callback_rs256_private_key_file: Path | None = Field(
         default=None, description="A PEM file with that key (instead of the text)."
+    )
+    callback_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of CA certificates trusted for https callbackUri receivers, in addition "
+            "to the public ones (certifi): for receivers with a private CA."
+        ),
     )
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -128,6 +137,20 @@ class Settings(BaseSettings):
             self.callback_rs256_private_key_file,
             "callback_rs256_private_key",
         )
+
+    def callback_tls_context(self) -> ssl.SSLContext:
+        """How https callbacks are verified: the public CAs (certifi), plus ``callback_ca_file``.
+        Raises ``ValueError`` naming the file when it cannot be read as PEM certificates."""
+        context = ssl.create_default_context(cafile=certifi.where())
+        path = self.callback_ca_file
+        if path is not None:
+            try:
+                context.load_verify_locations(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"callback_ca_file: cannot read {str(path)!r} as PEM CA certificates: {exc}"
+                ) from None
+        return context
 
     def sip_trunk_template(self) -> str | None:
         """``sip_trunk_uri`` as a ``{number}`` template (a bare host[:port] becomes

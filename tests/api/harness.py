@@ -41,9 +41,10 @@ def free_port() -> int:
 
 
 async def serve_in_task(
-    app: Any, port: int, host: str = "127.0.0.1"
+    app: Any, port: int, host: str = "127.0.0.1", **tls: Any
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    """``app`` on uvicorn in a task; ``tls``: uvicorn's ``ssl_certfile`` / ``ssl_keyfile``."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **tls)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -70,6 +71,8 @@ class Receiver:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     """The host in ``url`` (the receiver listens where the test starts it)."""
+    scheme: str = "http"
+    """``https`` when the test serves it with TLS."""
     up: bool = True
     batches: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
@@ -78,7 +81,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/cb"
+        return f"{self.scheme}://{self.host}:{self.port}/cb"
 
     async def _cb(self, request: Request) -> Response:
         if not self.up:

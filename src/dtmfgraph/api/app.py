@@ -75,6 +75,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     )
     metrics = Metrics()
     config = service_config(settings, media)
+    callback_tls = settings.callback_tls_context()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +92,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             backoff_initial_s=settings.notify_backoff_initial_s,
             backoff_max_s=settings.notify_backoff_max_s,
             observer=metrics,
+            verify=callback_tls,
         )
         service = CallService(repo, media, config, on_commit=dispatcher.wake, observer=metrics)
         await service.start()

@@ -27,6 +27,7 @@ _OPTION_OF = {
     "sip_trunk_uri": "--sip-trunk",
     "loopback_speed": "--loopback-speed",
     "callback_allowed_hosts": "--callback-allow-host",
+    "callback_ca_file": "--callback-ca-file",
     "incoming_callback_uri": "--incoming-callback-uri",
     "keepalive_timeout_s": "--keepalive-timeout",
     "media_timeout_s": "--media-timeout",
@@ -130,6 +131,10 @@ def serve(
         Path | None,
         typer.Option(help="PEM RSA private key that signs callbacks RS256 (published as JWKS)."),
     ] = None,
+    callback_ca_file: Annotated[
+        Path | None,
+        typer.Option(help="PEM CA certificates trusted for https callbacks (a private CA)."),
+    ] = None,
     callback_allow_host: Annotated[
         list[str] | None,
         typer.Option(help="Host allowed as an http:// callbackUri (repeatable)."),
@@ -163,6 +168,7 @@ def serve(
         "sip_trunk_uri": sip_trunk,
         "loopback_speed": loopback_speed,
         "callback_allowed_hosts": callback_allow_host,
+        "callback_ca_file": callback_ca_file,
         "incoming_callback_uri": incoming_callback_uri,
         "keepalive_timeout_s": keepalive_timeout,
         "media_timeout_s": media_timeout,

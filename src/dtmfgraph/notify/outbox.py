@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from typing import Literal, Protocol
 
@@ -45,6 +46,7 @@ class Dispatcher:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 60.0,
         observer: DeliveryObserver | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._repo = repo
         self._signer = signer
@@ -54,7 +56,7 @@ class Dispatcher:
         self._bmax = backoff_max_s
         self._observer = observer
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify)
 
     def wake(self) -> None:
         """Something was committed to the outbox: look now."""
