@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import ssl
 from pathlib import Path
 from typing import Annotated, Any
@@ -108,6 +109,23 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = 45 * 60.0
     dial_timeout_s: float = 60.0
 
+    # Several nodes on one PostgreSQL database
+    node_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description=(
+            "This node's name among the nodes sharing the database: the owner of the calls it "
+            "carries. Default: host name and API port. Keep it across restarts."
+        ),
+    )
+    node_heartbeat_s: float = Field(default=5.0, gt=0)
+    node_dead_after_s: float = Field(
+        default=20.0, gt=0, description="No heartbeat for this long: another node ends its calls."
+    )
+    node_forward_timeout_s: float = Field(
+        default=15.0, gt=0, description="How long a request forwarded to a call's node may take."
+    )
+
     # Outbox delivery
     notify_timeout_s: float = 5.0
     notify_max_attempts: int = 10
@@ -137,6 +155,10 @@ class Settings(BaseSettings):
             self.callback_rs256_private_key_file,
             "callback_rs256_private_key",
         )
+
+    def effective_node_id(self) -> str:
+        """``node_id``, or the host name and the API port (stable across restarts)."""
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
 
     def callback_tls_context(self) -> ssl.SSLContext:
         """How https callbacks are verified: the public CAs (certifi), plus ``callback_ca_file``.

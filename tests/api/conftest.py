@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from dtmfgraph.service import LoopbackMedia
@@ -17,28 +14,16 @@ from .harness import (
     Service,
     free_port,
     make_settings,
+    pg_database,
     running_service,
 )
 
-PG_DSN = os.environ.get("DTMFGRAPH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-
-async def _fresh_pg_db() -> str:
-    name = f"dtmfgraph_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def _drop_pg_db(name: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+@pytest.fixture
+async def pg() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (its URL) for a test that needs that database."""
+    async with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,12 +31,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'graph.sqlite3'}"
         return
-    name = await _fresh_pg_db()
-    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        await _drop_pg_db(name)
+    async with pg_database() as url:
+        yield url
 
 
 ServiceFactory = Callable[..., AbstractAsyncContextManager[Service]]

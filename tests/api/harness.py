@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import jwt
 import uvicorn
 from kiota_abstractions.authentication import (
@@ -200,3 +203,42 @@ def trail(notes: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [
         (n["changeType"], n["resourceData"].get("state") or n["resourceData"]["id"]) for n in notes
     ]
+
+
+PG_DSN = os.environ.get("DTMFGRAPH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+"""The machine's PostgreSQL (``scripts/test`` starts it); each test makes its own database."""
+
+
+async def fresh_pg_db() -> str:
+    """A new, empty PostgreSQL database; its name."""
+    name = f"dtmfgraph_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_pg_db(name: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def pg_url(name: str) -> str:
+    """The SQLAlchemy URL of database ``name`` on the test PostgreSQL."""
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+@contextlib.asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for one test: its SQLAlchemy URL; dropped afterwards."""
+    name = await fresh_pg_db()
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_db(name)

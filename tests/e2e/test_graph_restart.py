@@ -31,13 +31,22 @@ LONG = ["tone2"] * 50
 
 
 def start_serve(
-    tmp: Path, db_url: str, port: int, sip_port: int, log: Path
+    tmp: Path,
+    db_url: str,
+    port: int,
+    sip_port: int,
+    log: Path,
+    *args: str,
+    **env_over: str,
 ) -> subprocess.Popen[bytes]:
+    """``dtmfgraph serve --media sip`` as a subprocess; ``args`` are more options,
+    ``env_over`` more ``DTMFGRAPH_*`` variables."""
     env = dict(
         os.environ,
         DTMFGRAPH_JWT_HS256_SECRET=SECRET,
         DTMFGRAPH_NOTIFY_BACKOFF_INITIAL_S="0.05",
         DTMFGRAPH_NOTIFY_BACKOFF_MAX_S="0.3",
+        **env_over,
     )
     cmd = [
         DTMFGRAPH,
@@ -54,6 +63,7 @@ def start_serve(
         "127.0.0.1",
         "--sip-port",
         str(sip_port),
+        *args,
     ]
     with log.open("ab") as err:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)

@@ -17,6 +17,7 @@ from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from . import errors, loopback, openapi, routes
 from .auth import Authenticator
+from .forward import Forwarder, Router, Routing, asyncpg_dsn
 from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
@@ -40,6 +41,9 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
         incoming_answer_timeout_s=settings.incoming_answer_timeout_s,
         keepalive_timeout_s=settings.keepalive_timeout_s,
         dial_timeout_s=settings.dial_timeout_s,
+        node_id=settings.effective_node_id(),
+        node_heartbeat_s=settings.node_heartbeat_s,
+        node_dead_after_s=settings.node_dead_after_s,
         limits=Limits(),
     )
 
@@ -77,6 +81,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     config = service_config(settings, media)
     callback_tls = settings.callback_tls_context()
 
+    routing = Routing()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.effective_database_url()
@@ -93,6 +99,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             backoff_max_s=settings.notify_backoff_max_s,
             observer=metrics,
             verify=callback_tls,
+            node=config.node_id,
         )
         service = CallService(repo, media, config, on_commit=dispatcher.wake, observer=metrics)
         await service.start()
@@ -100,9 +107,21 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         app.state.service = service
         app.state.dispatcher = dispatcher
         task = asyncio.create_task(dispatcher.run())
+        forwarder: Forwarder | None = None
+        if url.startswith("postgresql"):  # several nodes may share this database
+            forwarder = Forwarder(
+                app, asyncpg_dsn(url), config.node_id, timeout_s=settings.node_forward_timeout_s
+            )
+            await forwarder.start()
+            routing.forwarder, routing.engine = forwarder, repo.engine
+            routing.dead_after_s = settings.node_dead_after_s
+        app.state.forwarder = forwarder
         try:
             yield
         finally:
+            routing.forwarder = None
+            if forwarder is not None:
+                await forwarder.close()
             await service.close()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -133,6 +152,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         return JSONResponse(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
     openapi.install(app, config.limits)
+    app.add_middleware(Router, routing=routing)  # after the path is normalised, before the app
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(GraphMiddleware)  # outermost: it normalises the path first
     return app

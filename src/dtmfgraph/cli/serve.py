@@ -31,6 +31,7 @@ _OPTION_OF = {
     "incoming_callback_uri": "--incoming-callback-uri",
     "keepalive_timeout_s": "--keepalive-timeout",
     "media_timeout_s": "--media-timeout",
+    "node_id": "--node-id",
     "jwt_rs256_public_key_file": "--jwt-rs256-public-key-file",
     "callback_rs256_private_key_file": "--callback-rs256-private-key-file",
 }
@@ -145,6 +146,13 @@ def serve(
     keepalive_timeout: Annotated[
         float | None, typer.Option(help="Seconds without keepAlive before a call ends.")
     ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            help="This node's name when several share one PostgreSQL database (default: "
+            "HOST:PORT). Keep it across restarts."
+        ),
+    ] = None,
     media_timeout: Annotated[
         float | None,
         typer.Option(
@@ -172,6 +180,7 @@ def serve(
         "incoming_callback_uri": incoming_callback_uri,
         "keepalive_timeout_s": keepalive_timeout,
         "media_timeout_s": media_timeout,
+        "node_id": node_id,
         "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
         "callback_rs256_private_key_file": callback_rs256_private_key_file,
     }.items():

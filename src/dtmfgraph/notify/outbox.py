@@ -47,8 +47,11 @@ class Dispatcher:
         backoff_max_s: float = 60.0,
         observer: DeliveryObserver | None = None,
         verify: ssl.SSLContext | bool = True,
+        node: str = "",
     ) -> None:
         self._repo = repo
+        self._node = node
+        self._lease = 2.0 * timeout_s + 5.0  # a claim outlives its POST
         self._signer = signer
         self._timeout = timeout_s
         self._max_attempts = max_attempts
@@ -67,18 +70,23 @@ class Dispatcher:
         return base * (1 + random.random() * 0.1)  # jitter, not crypto
 
     async def run(self) -> None:
+        """Deliver what is due, forever; a failing database or receiver is logged and
+        retried, never the end of the loop."""
         while True:
             self._wake.clear()
+            wait = 1.0
             try:
-                items = await self._repo.due_notifications(time.time())
+                items = await self._repo.due_notifications(
+                    time.time(), node=self._node, lease_s=self._lease
+                )
+                if items:
+                    await asyncio.gather(*(self._deliver(i) for i in items))
+                    continue
+                nxt = await self._repo.next_notification_at()
+                if nxt is not None:
+                    wait = min(max(nxt - time.time(), 0.005), 1.0)
             except Exception:
-                log.exception("outbox: reading due notifications failed")
-                items = []
-            if items:
-                await asyncio.gather(*(self._deliver(i) for i in items))
-                continue
-            nxt = await self._repo.next_notification_at()
-            wait = 1.0 if nxt is None else min(max(nxt - time.time(), 0.005), 1.0)
+                log.exception("outbox: a delivery round failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 

@@ -91,6 +91,11 @@ class ServiceConfig:
     incoming_answer_timeout_s: float = 15.0
     keepalive_timeout_s: float = 2700.0
     dial_timeout_s: float = 60.0
+    node_id: str = "dtmfgraph"
+    """This process's name among the nodes sharing the database (the owner of its calls)."""
+    node_heartbeat_s: float = 5.0
+    node_dead_after_s: float = 20.0
+    """A node with no heartbeat for this long is gone: another node ends its calls."""
     limits: Limits = field(default_factory=Limits)
 
 
@@ -230,20 +235,48 @@ class CallService:
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Recover after a restart: the media of what was live died with the last process, so
-        end those calls; start the media; then hang up the far ends those calls had (they
-        never heard), from the records kept when the calls were established."""
-        orphans: list[tuple[str, dict[str, Any]]] = []
+        """Recover after a restart: the media of this node's calls died with its last run
+        (and so did that of calls of nodes that stopped beating), so end those calls; start the
+        media; then hang up the far ends those calls had (they never heard), from the records
+        kept when the calls were established. Then beat, and reap the calls of nodes that die
+        later."""
         async with self._unit() as uow:
-            for call in await uow.unfinished_calls():
-                if call.media_record is not None:
-                    orphans.append((call.id, call.media_record))
-                await self._finish_call(uow, call, Results.RESTART_LOST)
+            await uow.node_alive(self._cfg.node_id, now(), started=True)
+        records = await self._end_orphans(own=True)
         await self._media.start(self._on_incoming)
-        for call_id, record in orphans:
-            if self._media.end_recorded(record):
-                log.info("call %s: hung up the far end left from before the restart", call_id)
+        self._hang_up_orphans(records)
         self._spawn(self._keepalive_watchdog())
+        self._spawn(self._heartbeat())
+
+    async def _end_orphans(self, *, own: bool) -> list[tuple[str, dict[str, Any]]]:
+        """End the calls whose node is gone (``own``: and this node's from its last run) and
+        free the notifications those nodes had claimed; return the calls' media records."""
+        records: list[tuple[str, dict[str, Any]]] = []
+        dead_before = now() - self._cfg.node_dead_after_s
+        async with self._unit() as uow:
+            await uow.release_claims(self._cfg.node_id, dead_before, own=own)
+            for call in await uow.orphaned_calls(self._cfg.node_id, dead_before, own=own):
+                if call.media_record is not None:
+                    records.append((call.id, call.media_record))
+                log.warning("call %s: its node %s is gone; ending it", call.id, call.node_id)
+                await self._finish_call(uow, call, Results.RESTART_LOST)
+        return records
+
+    def _hang_up_orphans(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        for call_id, record in records:
+            if self._media.end_recorded(record):
+                log.info("call %s: hung up the far end its gone node left", call_id)
+
+    async def _heartbeat(self) -> None:
+        """Tell the other nodes this one is alive; end the calls of nodes that are not."""
+        while True:
+            await asyncio.sleep(self._cfg.node_heartbeat_s)
+            try:
+                async with self._unit() as uow:
+                    await uow.node_alive(self._cfg.node_id, now())
+                self._hang_up_orphans(await self._end_orphans(own=False))
+            except Exception:
+                log.exception("node heartbeat failed")
 
     async def close(self) -> None:
         for task in list(self._bg):
@@ -346,6 +379,7 @@ class CallService:
             app_id=p.app_id,
             direction=Direction.OUTGOING,
             state=CallState.ESTABLISHING,
+            node_id=self._cfg.node_id,
             callback_uri=new.callback_uri,
             target_uri=target,
             properties=new.properties,
@@ -490,6 +524,7 @@ class CallService:
             app_id=self._cfg.incoming_app_id,
             direction=Direction.INCOMING,
             state=CallState.INCOMING,
+            node_id=self._cfg.node_id,
             callback_uri=self._cfg.incoming_callback_uri,
             target_uri=inc.callee,
             properties={

@@ -112,6 +112,8 @@ class Call:
     media_record: dict[str, Any] | None = None
     """What the media backend needs to hang up the far end after a restart of the service
     (for SIP: the dialog); set when the call is established, cleared when it ends."""
+    node_id: str | None = None
+    """The node (``dtmfgraph serve`` process) whose media carries the call."""
 
     @property
     def ended(self) -> bool:

@@ -24,7 +24,7 @@ from ..service.model import (
     OpStatus,
     ResultInfo,
 )
-from .tables import calls, operations, outbox
+from .tables import calls, nodes, operations, outbox
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
@@ -56,6 +56,7 @@ def _call_row(c: Call) -> dict[str, Any]:
         "created_at": c.created_at,
         "last_keepalive_at": c.last_keepalive_at,
         "media_record": c.media_record,
+        "node_id": c.node_id,
     }
 
 
@@ -77,6 +78,7 @@ def _call(r: sa.Row[Any]) -> Call:
         created_at=float(m["created_at"]),
         last_keepalive_at=float(m["last_keepalive_at"]),
         media_record=dict(m["media_record"]) if m["media_record"] else None,
+        node_id=m["node_id"],
     )
 
 
@@ -149,6 +151,48 @@ class SqlUnit:
         q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value)
         return [_call(r) for r in await self._c.execute(q)]
 
+    async def node_alive(self, node_id: str, now: float, *, started: bool = False) -> None:
+        """Record that ``node_id`` is alive at ``now`` (``started``: it just started)."""
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if started:
+            values["started_at"] = now
+        done = await self._c.execute(nodes.update().where(nodes.c.id == node_id).values(values))
+        if done.rowcount == 0:
+            await self._c.execute(
+                nodes.insert().values(id=node_id, started_at=now, heartbeat_at=now)
+            )
+
+    async def orphaned_calls(self, me: str, dead_before: float, *, own: bool) -> list[Call]:
+        """Unfinished calls whose node is gone: a node with no heartbeat since
+        ``dead_before``, or not known; with ``own``, also ``me``'s (from its previous run) and
+        calls with no node (made before nodes were recorded). On PostgreSQL the rows are locked
+        and rows another node has locked are skipped, so one node takes each orphan."""
+        alive = sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
+        gone = sa.and_(calls.c.node_id.is_not(None), calls.c.node_id.not_in(alive))
+        if own:
+            gone = sa.or_(gone, calls.c.node_id.is_(None))
+        else:
+            gone = sa.and_(gone, calls.c.node_id != me)
+        q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value, gone)
+        if self._c.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return [_call(r) for r in await self._c.execute(q)]
+
+    async def release_claims(self, me: str, dead_before: float, *, own: bool) -> int:
+        """Free the outbox rows that gone nodes had claimed (and, with ``own``, those of
+        ``me``'s previous run), so that their notifications go out now rather than when the
+        claims lapse; returns how many."""
+        alive = sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
+        gone: sa.ColumnElement[bool] = outbox.c.claimed_by.not_in(alive)
+        if not own:
+            gone = sa.and_(gone, outbox.c.claimed_by != me)
+        done = await self._c.execute(
+            outbox.update()
+            .where(outbox.c.state == PENDING, outbox.c.claimed_until.is_not(None), gone)
+            .values(claimed_until=None)
+        )
+        return int(done.rowcount or 0)
+
     async def get_operation(self, call_id: str, op_id: str) -> Operation | None:
         q = sa.select(operations).where(operations.c.id == op_id, operations.c.call_id == call_id)
         r = (await self._c.execute(q)).first()
@@ -215,16 +259,30 @@ class SqlRepository:
         )
         return sa.and_(outbox.c.state == PENDING, outbox.c.id == first)
 
-    async def due_notifications(self, now: float, limit: int = 100) -> list[OutboxItem]:
-        """The first pending notification of each call, where it is due."""
+    async def due_notifications(
+        self, now: float, limit: int = 100, *, node: str = "", lease_s: float = 30.0
+    ) -> list[OutboxItem]:
+        """Claim the first pending notification of each call, where it is due and no other
+        node holds it, for ``node`` until ``now + lease_s`` (delivering or failing it ends
+        the claim; a node that dies lets its claims lapse). On PostgreSQL the candidate rows
+        are locked and rows another node is claiming are skipped: each goes to one node."""
+        free = sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now)
         q = (
             sa.select(outbox)
-            .where(self._first_pending_of_its_call(), outbox.c.next_attempt_at <= now)
+            .where(self._first_pending_of_its_call(), outbox.c.next_attempt_at <= now, free)
             .order_by(outbox.c.id)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
             rows = (await conn.execute(q)).all()
+            if rows:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id.in_([r.id for r in rows]))
+                    .values(claimed_by=node, claimed_until=now + lease_s)
+                )
         return [
             OutboxItem(
                 id=int(r.id),
@@ -238,10 +296,13 @@ class SqlRepository:
         ]
 
     async def next_notification_at(self) -> float | None:
-        """When the next call's head-of-line notification is due (later rows wait for it)."""
-        q = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(
-            self._first_pending_of_its_call()
+        """When the next call's head-of-line notification is due (later rows wait for it), or
+        its claim by another node lapses."""
+        claimed = sa.and_(
+            outbox.c.claimed_until.is_not(None), outbox.c.claimed_until > outbox.c.next_attempt_at
         )
+        when = sa.case((claimed, outbox.c.claimed_until), else_=outbox.c.next_attempt_at)
+        q = sa.select(sa.func.min(when)).where(self._first_pending_of_its_call())
         async with self.engine.connect() as conn:
             v = (await conn.execute(q)).scalar()
         return float(v) if v is not None else None
@@ -251,14 +312,23 @@ class SqlRepository:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.id == item_id)
-                .values(state=DELIVERED, delivered_at=time.time(), attempts=outbox.c.attempts + 1)
+                .values(
+                    state=DELIVERED,
+                    delivered_at=time.time(),
+                    attempts=outbox.c.attempts + 1,
+                    claimed_until=None,
+                )
             )
 
     async def mark_failed_attempt(
         self, item_id: int, *, error: str, retry_at: float | None
     ) -> None:
         """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``)."""
-        values: dict[str, Any] = {"attempts": outbox.c.attempts + 1, "last_error": error[:2000]}
+        values: dict[str, Any] = {
+            "attempts": outbox.c.attempts + 1,
+            "last_error": error[:2000],
+            "claimed_until": None,
+        }
         if retry_at is None:
             values["state"] = DEAD
         else:

@@ -24,6 +24,15 @@ calls = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_keepalive_at", sa.Float, nullable=False),
     sa.Column("media_record", sa.JSON, nullable=True),
+    sa.Column("node_id", sa.String(128), nullable=True, index=True),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
 operations = sa.Table(
@@ -60,4 +69,6 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_until", sa.Float, nullable=True),
 )

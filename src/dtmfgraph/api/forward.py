@@ -1,0 +1,281 @@
+"""Several nodes on one PostgreSQL database: a request about a live call goes to its node.
+
+A call's SIP dialog and RTP live in the node (``dtmfgraph serve`` process) that placed or
+answered it; any node can read every call from the database, but only the owner can send its
+keys, cancel, subscribe, answer, reject or hang up. :class:`Forwarder` carries such a request
+(method, path, query, the ``Authorization`` and ``Content-Type`` headers, body) over
+PostgreSQL ``NOTIFY`` to the owner's channel; the owner runs it through its own app, exactly as
+if it had arrived there (authentication included), and ``NOTIFY``s the response (status,
+``Content-Type`` and ``Location``, body) back to the asking node's channel. :class:`Router` is
+the ASGI middleware that decides: a state-changing request (POST, PATCH, DELETE) under
+``/communications/calls/{id}`` whose call another live node owns is forwarded; everything else
+(reads, new calls, calls of this node or of gone nodes) is handled here.
+
+No cluster protocol of our own: the database is the only thing the nodes share. A ``NOTIFY``
+payload is at most 8,000 bytes, far above these requests and responses; one that does not fit
+gets a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..graph import error_envelope
+from ..store.tables import calls, nodes
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+FORWARDED_HEADER = "x-dtmfgraph-forwarded-by"
+"""Set on a request a node runs for another one (so it is never forwarded again)."""
+_CALL_PATH = re.compile(r"^/(?:v1\.0|beta)/communications/calls/([^/]+)(?:/|$)")
+_PAYLOAD_MAX = 7900
+"""Bytes a ``NOTIFY`` payload may have (PostgreSQL's limit is 8,000)."""
+_KEPT_REQUEST_HEADERS = ("authorization", "content-type", "client-request-id")
+_KEPT_RESPONSE_HEADERS = ("content-type", "location")
+
+
+def channel_of(node_id: str) -> str:
+    """The ``LISTEN`` channel of ``node_id`` (a valid identifier whatever the node's name)."""
+    return "dtmfgraph_" + hashlib.sha256(node_id.encode()).hexdigest()[:40]
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A SQLAlchemy ``postgresql+asyncpg://`` URL as the plain DSN asyncpg takes."""
+    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
+
+
+class ForwardError(Exception):
+    """The owner could not be asked, or did not answer in time."""
+
+
+class Forwarder:
+    """Requests to and from the other nodes over ``LISTEN``/``NOTIFY`` (PostgreSQL only)."""
+
+    def __init__(self, app: ASGIApp, dsn: str, node_id: str, *, timeout_s: float = 15.0) -> None:
+        self._app = app
+        self._dsn = dsn
+        self.node_id = node_id
+        self.channel = channel_of(node_id)
+        self._timeout = timeout_s
+        self._conn: asyncpg.Connection | None = None
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.forwarded = 0
+        """Requests this node sent to others."""
+        self.served = 0
+        """Requests this node ran for others."""
+
+    async def start(self) -> None:
+        self._conn = await asyncpg.connect(self._dsn)
+        await self._conn.add_listener(self.channel, self._on_notify)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ForwardError("this node is shutting down"))
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    async def forward(self, owner: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Run ``request`` on node ``owner``; its response (``status``, ``headers``, ``body``)."""
+        conn = self._conn
+        if conn is None:
+            raise ForwardError("forwarding is not running")
+        rid = uuid.uuid4().hex
+        payload = json.dumps({"kind": "request", "id": rid, "reply": self.channel, **request})
+        if len(payload.encode()) > _PAYLOAD_MAX:
+            raise ForwardError("the request is too large to forward to the call's node")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        try:
+            await conn.execute("SELECT pg_notify($1, $2)", channel_of(owner), payload)
+            self.forwarded += 1
+            return await asyncio.wait_for(future, self._timeout)
+        except TimeoutError:
+            raise ForwardError(
+                f"node {owner!r}, which carries this call, did not answer in {self._timeout:g} s"
+            ) from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            kind = message["kind"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("forward: dropped a malformed notification (%d bytes)", len(payload))
+            return
+        if kind == "response":
+            future = self._waiting.get(str(message.get("id")))
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        if kind == "request":
+            task = asyncio.ensure_future(self._serve(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, message: dict[str, Any]) -> None:
+        """Run another node's request through this node's app and send back the response."""
+        try:
+            headers = {str(k): str(v) for k, v in dict(message["headers"]).items()}
+            headers[FORWARDED_HEADER] = str(message.get("from", "?"))
+            transport = httpx.ASGITransport(app=self._app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+                r = await client.request(
+                    str(message["method"]),
+                    str(message["path"]),
+                    params=str(message.get("query", "")),
+                    headers=headers,
+                    content=str(message.get("body", "")).encode(),
+                )
+            response = {
+                "status": r.status_code,
+                "headers": {k: r.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in r.headers},
+                "body": r.text,
+            }
+        except Exception as exc:  # answer anyway: the asking node is waiting
+            log.exception("forward: serving a request for another node failed")
+            response = {
+                "status": 500,
+                "headers": {"content-type": "application/json"},
+                "body": json.dumps(_envelope("generalException", f"forwarded: {exc}")),
+            }
+        self.served += 1
+        reply = json.dumps({"kind": "response", "id": message.get("id"), **response})
+        if len(reply.encode()) > _PAYLOAD_MAX:
+            reply = json.dumps(
+                {
+                    "kind": "response",
+                    "id": message.get("id"),
+                    "status": 500,
+                    "headers": {"content-type": "application/json"},
+                    "body": json.dumps(
+                        _envelope("generalException", "the response is too large to forward")
+                    ),
+                }
+            )
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_notify($1, $2)", str(message["reply"]), reply)
+
+
+class Routing:
+    """What :class:`Router` needs, set once the app has started (PostgreSQL only)."""
+
+    def __init__(self) -> None:
+        self.forwarder: Forwarder | None = None
+        self.engine: AsyncEngine | None = None
+        self.dead_after_s = 20.0
+
+
+class Router:
+    """ASGI middleware: a state-changing request about a call another live node owns is
+    forwarded to it (see the module docstring). Inactive until ``routing.forwarder`` is set."""
+
+    def __init__(self, app: ASGIApp, routing: Routing) -> None:
+        self.app = app
+        self.routing = routing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        forwarder = self.routing.forwarder
+        match = _CALL_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if (
+            forwarder is None
+            or match is None
+            or scope["method"] not in ("POST", "PATCH", "DELETE")
+            or any(k.decode().lower() == FORWARDED_HEADER for k, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        owner = await self._live_owner(match.group(1))
+        if owner is None or owner == forwarder.node_id:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        headers = {
+            k.decode().lower(): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k.decode().lower() in _KEPT_REQUEST_HEADERS
+        }
+        request = {
+            "from": forwarder.node_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "headers": headers,
+            "body": body.decode("utf-8", errors="replace"),
+        }
+        try:
+            response = await forwarder.forward(owner, request)
+            status = int(response["status"])
+            out_headers = dict(response.get("headers", {}))
+            out_body = str(response.get("body", "")).encode()
+        except ForwardError as exc:
+            status = 503
+            out_headers = {"content-type": "application/json"}
+            out_body = json.dumps(_envelope("serviceNotAvailable", str(exc))).encode()
+        raw = [(k.encode(), str(v).encode()) for k, v in out_headers.items()]
+        raw.append((b"content-length", str(len(out_body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": out_body})
+
+    async def _live_owner(self, call_id: str) -> str | None:
+        """The node carrying ``call_id`` if it is another one that is alive, else ``None``."""
+        engine = self.routing.engine
+        if engine is None:
+            return None
+        q = (
+            sa.select(calls.c.node_id, nodes.c.heartbeat_at)
+            .select_from(calls.outerjoin(nodes, nodes.c.id == calls.c.node_id))
+            .where(calls.c.id == call_id, calls.c.state != "terminated")
+        )
+        async with engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None or row.node_id is None or row.heartbeat_at is None:
+            return None
+        if row.heartbeat_at < time.time() - self.routing.dead_after_s:
+            return None
+        return str(row.node_id)
+
+
+def _envelope(code: str, message: str) -> dict[str, Any]:
+    return error_envelope(code, message, request_id=str(uuid.uuid4()), client_request_id=None)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
