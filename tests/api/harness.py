@@ -159,16 +159,7 @@ class Service:
         return mint_token(self.settings, **kw)
 
     def sdk(self, version: str = "v1.0", token: str | None = None) -> Any:
-        if version == "v1.0":
-            from msgraph import GraphRequestAdapter, GraphServiceClient
-        else:
-            from msgraph_beta import GraphRequestAdapter, GraphServiceClient  # type: ignore[no-redef]
-        auth = BaseBearerTokenAuthenticationProvider(
-            StaticToken(self.token() if token is None else token)
-        )
-        adapter = GraphRequestAdapter(auth)
-        adapter.base_url = f"{self.base}/{version}"
-        return GraphServiceClient(request_adapter=adapter)
+        return sdk_client(self.base, self.token() if token is None else token, version)
 
 
 def make_settings(tmp: Path, db_url: str, port: int, **over: Any) -> Settings:
@@ -242,3 +233,15 @@ async def pg_database() -> AsyncIterator[str]:
         yield pg_url(name)
     finally:
         await drop_pg_db(name)
+
+
+def sdk_client(base: str, token: str, version: str = "v1.0") -> Any:
+    """The official SDK (``msgraph`` for v1.0, ``msgraph_beta`` for beta) pointed at a
+    service at ``base``, with ``token``."""
+    if version == "v1.0":
+        from msgraph import GraphRequestAdapter, GraphServiceClient
+    else:
+        from msgraph_beta import GraphRequestAdapter, GraphServiceClient  # type: ignore[no-redef]
+    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(StaticToken(token)))
+    adapter.base_url = f"{base}/{version}"
+    return GraphServiceClient(request_adapter=adapter)

@@ -31,7 +31,9 @@ from ..api.harness import (
     free_port,
     make_settings,
     pg_database,
+    sdk_client,
 )
+from ..api.sdkhelp import dtmf_body
 from ..judges.baresip import Baresip
 from ..judges.ports import free_udp_port
 from .test_graph_restart import ready, start_serve
@@ -65,6 +67,10 @@ async def node(tmp: Path, db: str, name: str) -> AsyncIterator[tuple[httpx.Async
         proc.wait(10)
 
 
+def token_of(http: httpx.AsyncClient) -> str:
+    return str(http.headers["Authorization"]).removeprefix("Bearer ")
+
+
 def _is(kind: str, resource: str) -> Any:
     return lambda n: n["changeType"] == kind and n["resourceUrl"].endswith(resource)
 
@@ -84,12 +90,14 @@ async def test_requests_reach_the_calls_node_and_a_dead_node_is_reaped(
         await receiver.wait_for(lambda n: n["resourceData"].get("state") == "established")
         await bs.wait_event("CALL_ESTABLISHED", 5)
 
-        # sendDtmfTones to node B: forwarded to node A, which carries the call
-        tones = {"tones": ["tone1", "tone2", "tone3"], "dtmfMethod": "rfc4733"}
-        r = await b.post(f"/communications/calls/{cid}/sendDtmfTones", json=tones)
-        assert r.status_code == 200, r.text
-        op = r.json()
-        assert op["@odata.type"] == "#microsoft.graph.sendDtmfTonesOperation"
+        # sendDtmfTones to node B with the official SDK: forwarded to node A, which carries
+        # the call; the SDK gets the typed operation back as if node B had run it
+        sdk_b = sdk_client(str(b.base_url).rstrip("/").removesuffix("/v1.0"), token_of(b))
+        sent = await sdk_b.communications.calls.by_call_id(cid).send_dtmf_tones.post(
+            dtmf_body("v1.0", "123", dtmfMethod="rfc4733")
+        )
+        assert type(sent).__name__ == "SendDtmfTonesOperation" and sent.id
+        op = {"id": sent.id}
         [done] = await receiver.wait_for(_is("deleted", f"/operations/{op['id']}"), timeout=10)
         assert done["resourceData"]["status"] == "completed"
         await bs.wait_for(lambda x: x.rfc4733_keys() == "123", 5, "keys 123")
