@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     jwt_rs256_public_key_file: Path | None = Field(
         default=None, description="A PEM file with that key (instead of jwt_rs256_public_key)."
     )
+    jwt_rs256_extra_public_key_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "More PEM files of RS256 public keys that verify API tokens: the next key before a "
+            "rotation, or the previous one after it (comma-separated or a JSON list)."
+        ),
+    )
 
     # Signing of callbacks
     callback_issuer: str = "dtmfgraph"
@@ -52,6 +59,13 @@ class Settings(BaseSettings):
     )
     callback_rs256_private_key_file: Path | None = Field(
         default=None, description="A PEM file with that key (instead of the text)."
+    )
+    callback_jwks_extra_public_key_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "More PEM files of RSA public keys published in the callbacks' JWKS beside the "
+            "signing key: the next key before a rotation, the previous one after it."
+        ),
     )
     callback_ca_file: Path | None = Field(
         default=None,
@@ -132,7 +146,12 @@ class Settings(BaseSettings):
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
 
-    @field_validator("callback_allowed_hosts", mode="before")
+    @field_validator(
+        "callback_allowed_hosts",
+        "jwt_rs256_extra_public_key_files",
+        "callback_jwks_extra_public_key_files",
+        mode="before",
+    )
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -147,6 +166,17 @@ class Settings(BaseSettings):
         return _pem(
             self.jwt_rs256_public_key, self.jwt_rs256_public_key_file, "jwt_rs256_public_key"
         )
+
+    def extra_pems(self, name: str) -> list[str]:
+        """The PEM texts of the files of list setting ``name`` (a ``ValueError`` naming the
+        setting and the file when one cannot be read)."""
+        texts = []
+        for path in getattr(self, name):
+            try:
+                texts.append(Path(path).read_text())
+            except OSError as exc:
+                raise ValueError(f"{name}: cannot read {str(path)!r}: {exc.strerror}") from None
+        return texts
 
     def callback_private_key_pem(self) -> str | None:
         """The callbacks' RS256 private key (PEM text), from the text or the file setting."""

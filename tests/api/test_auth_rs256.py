@@ -15,8 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from dtmfgraph.api import create_app
+from dtmfgraph.notify.signer import rsa_kid
+from dtmfgraph.service import LoopbackMedia
+
 from .conftest import ServiceFactory
-from .harness import APP, SECRET, TENANT, Receiver, Service
+from .harness import APP, SECRET, TENANT, Receiver, Service, free_port, make_settings
 from .sdkhelp import new_call
 
 JWKS_PATH = "/.well-known/dtmfgraph/jwks.json"
@@ -137,7 +141,7 @@ BAD_TOKENS: list[tuple[str, Any, str]] = [
     (
         "another key",
         lambda: rs256(key="intruder"),
-        "Access token validation failure: the RS256 signature does not match the configured key.",
+        "Access token validation failure: the RS256 signature does not match any configured key.",
     ),
     (
         "wrong issuer",
@@ -231,3 +235,46 @@ async def test_hs256_callbacks_publish_no_key(svc: Service) -> None:
     async with httpx.AsyncClient() as http:
         resp = await http.get(f"{svc.base}{JWKS_PATH}")
     assert resp.status_code == 200 and resp.json() == {"keys": []}
+
+
+async def test_key_rotation_api_tokens_and_callback_jwks(
+    rs_factory: ServiceFactory, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Rotation without downtime: tokens signed by the current or the next API key are both
+    accepted (by ``kid``, or by trying each key when the token names none), a third key is
+    not; the callbacks' JWKS publishes the signing key first and the extra (next) key after."""
+    next_api = tmp_path / "next-api.pem"
+    next_api.write_text(rsa_pair("api-next")[1])
+    next_cb = tmp_path / "next-callbacks.pem"
+    next_cb.write_text(rsa_pair("callbacks-next")[1])
+    pub = serialization.load_pem_public_key(rsa_pair("api-next")[1].encode())
+    async with rs_factory(
+        jwt_rs256_extra_public_key_files=[next_api],
+        callback_jwks_extra_public_key_files=[next_cb],
+    ) as svc:
+        kid = rsa_kid(pub)  # type: ignore[arg-type]
+        named = jwt.encode(
+            claims(), rsa_pair("api-next")[0], algorithm="RS256", headers={"kid": kid}
+        )
+        for token in (rs256(), rs256("api-next"), named):
+            resp = await create(svc, receiver, token)
+            assert resp.status_code == 201, resp.text
+        resp = await create(svc, receiver, rs256("intruder"))
+        assert resp.status_code == 401
+        assert "does not match any configured key" in resp.json()["error"]["message"]
+        async with httpx.AsyncClient() as http:
+            keys = (await http.get(f"{svc.base}{JWKS_PATH}")).json()["keys"]
+        signing = jwt.get_unverified_header(svc.app.state.signer.token(audience=APP, call_id="c"))
+        next_pub = serialization.load_pem_public_key(rsa_pair("callbacks-next")[1].encode())
+        assert [k["kid"] for k in keys] == [signing["kid"], rsa_kid(next_pub)]  # type: ignore[arg-type]
+
+
+def test_extra_key_file_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'g.sqlite3'}",
+        free_port(),
+        jwt_rs256_extra_public_key_files=[tmp_path / "missing.pem"],
+    )
+    with pytest.raises(ValueError, match="jwt_rs256_extra_public_key_files: cannot read"):
+        create_app(settings, LoopbackMedia())

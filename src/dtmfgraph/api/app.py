@@ -16,7 +16,7 @@ from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from . import errors, loopback, openapi, routes
-from .auth import Authenticator
+from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
 from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
@@ -76,6 +76,10 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         issuer=settings.callback_issuer,
         hs256_secret=secret,
         rs256_private_key=settings.callback_private_key_pem(),
+        extra_public_keys=[
+            load_rs256_public_key(pem, "callback_jwks_extra_public_key_files")
+            for pem in settings.extra_pems("callback_jwks_extra_public_key_files")
+        ],
     )
     metrics = Metrics()
     config = service_config(settings, media)

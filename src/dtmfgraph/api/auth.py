@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from ..notify.signer import rsa_kid
 from ..service import ROLE_INITIATE, ROLE_MEDIA, Principal
 from ..settings import Settings
 
@@ -56,9 +57,11 @@ class Authenticator:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._keys: dict[str, Any] = {}
-        pem = settings.rs256_public_key_pem()
-        if pem:
-            self._keys["RS256"] = load_rs256_public_key(pem)
+        pems = [pem] if (pem := settings.rs256_public_key_pem()) else []
+        pems += settings.extra_pems("jwt_rs256_extra_public_key_files")
+        if pems:
+            keys = [load_rs256_public_key(p, "jwt_rs256 public key") for p in pems]
+            self._keys["RS256"] = [(rsa_kid(key), key) for key in keys]
         if settings.jwt_hs256_secret:
             self._keys["HS256"] = settings.jwt_hs256_secret
         if self.enabled and not self._keys:
@@ -110,21 +113,14 @@ class Authenticator:
                 f"{fail}: the token is signed with {_short(alg)}; this service accepts {accepted}."
             )
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._keys[alg],
-                algorithms=[alg],
-                audience=self._audience,
-                issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud"]},
-            )
+            claims = self._decode(token, alg, header.get("kid"))
         except jwt.ExpiredSignatureError:
             raise AuthError("Access token has expired.") from None
         except jwt.ImmatureSignatureError:
             raise AuthError(f"{fail}: the token is not valid yet (nbf/iat).") from None
         except jwt.InvalidSignatureError:
             raise AuthError(
-                f"{fail}: the {alg} signature does not match the configured key."
+                f"{fail}: the {alg} signature does not match any configured key."
             ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"{fail}: the '{exc.claim}' claim is missing.") from None
@@ -141,6 +137,29 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise AuthError(f"{fail}: {exc}.") from None
         return claims
+
+    def _decode(self, token: str, alg: str, kid: object) -> dict[str, Any]:
+        """Verify with the key of ``alg``; for RS256 the key named by ``kid`` (the RFC 7638
+        thumbprint), or each configured key in turn when the token names none we have."""
+        keys: list[Any] = [self._keys[alg]]
+        if alg == "RS256":
+            pairs = self._keys[alg]
+            keys = [key for k, key in pairs if k == kid] or [key for _, key in pairs]
+        for i, key in enumerate(keys):
+            try:
+                out: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    options={"require": ["exp", "iss", "aud"]},
+                )
+                return out
+            except jwt.InvalidSignatureError:
+                if i == len(keys) - 1:
+                    raise
+        raise jwt.InvalidSignatureError("no key")  # unreachable: keys is never empty
 
 
 def _unverified(token: str) -> dict[str, Any]:

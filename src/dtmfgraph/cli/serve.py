@@ -28,6 +28,8 @@ _OPTION_OF = {
     "loopback_speed": "--loopback-speed",
     "callback_allowed_hosts": "--callback-allow-host",
     "callback_ca_file": "--callback-ca-file",
+    "jwt_rs256_extra_public_key_files": "--jwt-rs256-extra-public-key-file",
+    "callback_jwks_extra_public_key_files": "--callback-jwks-extra-public-key-file",
     "incoming_callback_uri": "--incoming-callback-uri",
     "keepalive_timeout_s": "--keepalive-timeout",
     "media_timeout_s": "--media-timeout",
@@ -132,6 +134,18 @@ def serve(
         Path | None,
         typer.Option(help="PEM RSA private key that signs callbacks RS256 (published as JWKS)."),
     ] = None,
+    jwt_rs256_extra_public_key_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another PEM public key that verifies RS256 API tokens (repeatable: key rotation)."
+        ),
+    ] = None,
+    callback_jwks_extra_public_key_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another PEM public key published in the callbacks' JWKS (repeatable: rotation)."
+        ),
+    ] = None,
     callback_ca_file: Annotated[
         Path | None,
         typer.Option(help="PEM CA certificates trusted for https callbacks (a private CA)."),
@@ -177,6 +191,8 @@ def serve(
         "loopback_speed": loopback_speed,
         "callback_allowed_hosts": callback_allow_host,
         "callback_ca_file": callback_ca_file,
+        "jwt_rs256_extra_public_key_files": jwt_rs256_extra_public_key_file,
+        "callback_jwks_extra_public_key_files": callback_jwks_extra_public_key_file,
         "incoming_callback_uri": incoming_callback_uri,
         "keepalive_timeout_s": keepalive_timeout,
         "media_timeout_s": media_timeout,

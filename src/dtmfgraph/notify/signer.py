@@ -7,11 +7,12 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
 
@@ -24,6 +25,23 @@ def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     members = {k: jwk[k] for k in ("e", "kty", "n")}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     return _b64url(hashlib.sha256(canonical).digest())
+
+
+def rsa_kid(key: RSAPublicKey) -> str:
+    """The ``kid`` of an RSA public key: the RFC 7638 thumbprint of its JWK."""
+    return jwk_thumbprint(RSAAlgorithm.to_jwk(key, as_dict=True))
+
+
+def _public_jwk(key: RSAPublicKey) -> dict[str, Any]:
+    jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
+    return {
+        "kty": "RSA",
+        "use": "sig",
+        "alg": "RS256",
+        "kid": rsa_kid(key),
+        "n": jwk["n"],
+        "e": jwk["e"],
+    }
 
 
 def load_rs256_private_key(pem: str, name: str = "callback_rs256_private_key") -> RSAPrivateKey:
@@ -48,7 +66,12 @@ class CallbackSigner:
     key set: a secret is never published)."""
 
     def __init__(
-        self, *, issuer: str, hs256_secret: str | None = None, rs256_private_key: str | None = None
+        self,
+        *,
+        issuer: str,
+        hs256_secret: str | None = None,
+        rs256_private_key: str | None = None,
+        extra_public_keys: Sequence[RSAPublicKey] = (),
     ) -> None:
         if hs256_secret is None and rs256_private_key is None:
             raise ValueError("callbacks need a signing key: a secret or an RS256 private key")
@@ -58,17 +81,22 @@ class CallbackSigner:
         self._key: RSAPrivateKey | str
         if rs256_private_key:
             private = load_rs256_private_key(rs256_private_key)
-            jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
-            self.kid = jwk_thumbprint(jwk)
-            self._jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid}
-            self._jwk.update(n=jwk["n"], e=jwk["e"])
+            self._jwk = _public_jwk(private.public_key())
+            self.kid = str(self._jwk["kid"])
             self._key, self.algorithm = private, "RS256"
         else:
             self._key, self.algorithm = hs256_secret or "", "HS256"
+        self._extra = [_public_jwk(key) for key in extra_public_keys]
+        if self._extra and self._jwk is None:
+            raise ValueError("extra callback keys need an RS256 signing key (callbacks are HS256)")
 
     def jwks(self) -> dict[str, Any]:
-        """The JSON Web Key Set receivers verify callbacks with (empty for HS256)."""
-        return {"keys": [] if self._jwk is None else [dict(self._jwk)]}
+        """The JSON Web Key Set receivers verify callbacks with: the signing key first, then
+        the extra ones (the next key before a rotation, the previous one after it); empty for
+        HS256."""
+        keys = [] if self._jwk is None else [dict(self._jwk)]
+        keys += [dict(k) for k in self._extra if k["kid"] not in {j["kid"] for j in keys}]
+        return {"keys": keys}
 
     def token(self, *, audience: str, call_id: str, lifetime_s: int = 600) -> str:
         t = int(time.time())
