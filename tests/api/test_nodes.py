@@ -73,6 +73,7 @@ async def test_call_of_a_node_that_stopped_beating_is_ended_here(tmp_path: Path,
                 await asyncio.sleep(0.1)
             assert call["state"] == "terminated"
             assert (call["resultInfo"]["code"], call["resultInfo"]["subcode"]) == (500, 1005)
+            assert "lost with the node that carried it" in call["resultInfo"]["message"]
             r = await http.post(
                 f"/v1.0/communications/calls/{cid}/sendDtmfTones", json={"tones": ["tone1"]}
             )

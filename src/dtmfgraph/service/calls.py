@@ -258,8 +258,11 @@ class CallService:
             for call in await uow.orphaned_calls(self._cfg.node_id, dead_before, own=own):
                 if call.media_record is not None:
                     records.append((call.id, call.media_record))
-                log.warning("call %s: its node %s is gone; ending it", call.id, call.node_id)
-                await self._finish_call(uow, call, Results.RESTART_LOST)
+                mine = call.node_id in (self._cfg.node_id, None)
+                if not mine:
+                    log.warning("call %s: its node %s is gone; ending it", call.id, call.node_id)
+                result = Results.RESTART_LOST if mine else Results.NODE_LOST
+                await self._finish_call(uow, call, result)
         return records
 
     def _hang_up_orphans(self, records: list[tuple[str, dict[str, Any]]]) -> None:

@@ -84,6 +84,9 @@ class Results:
     RESTART_LOST = ResultInfo(
         500, 1005, "The call's media was lost when the service restarted; the call was ended."
     )
+    NODE_LOST = ResultInfo(
+        500, 1005, "The call's media was lost with the node that carried it; the call was ended."
+    )
     REJECTED = ResultInfo(200, 7000, "The incoming call was rejected by the application.")
 
 
