@@ -46,10 +46,13 @@ Notes:
 - Python's cyclic garbage collector made most late packets: a full collection walks every object
   alive in the process (numpy and the rest of the start-up heap: ~10 ms). The pacer freezes the
   start-up heap once (`settle_heap`: `gc.collect()` then `gc.freeze()`), so collections only see
-  objects made since; at 1,000 streams that took p99 from 7-14 ms to about 2 ms here. What is left
-  of the tail is the OS scheduler (the sender shares 2 cores with the receiver process): p99
-  varies by about +-1 ms from run to run, at normal and at real-time (SCHED_FIFO) priority
-  alike. Nothing was lost in any run; deadlines are absolute with catch-up, so lateness never
+  objects made since; at 1,000 streams that took p99 from 7-14 ms to about 2 ms on the AMD EPYC
+  box of the first measurements. What is left of the tail is the OS scheduler (the sender shares
+  2 cores with the receiver process, on a shared VM): there p99 varied by about +-1 ms from run
+  to run; on the Intel Xeon box of the table above it varies from 1.9 to 5.8 ms at 1,000
+  streams, for this code and the previous release alike (4 runs each, alternating), with no
+  late wake-up: the pacer is on time and the sender is descheduled in the middle of a burst.
+  Nothing was lost in any run; deadlines are absolute with catch-up, so lateness never
   accumulates (drift is asserted in tests/media/test_pacer.py).
 - Cost per packet on the send side is ~8-9 µs of CPU: the loopback `sendto` syscall alone is ~3.8 µs
   on this machine, `OutboundStream.packets_due` ~1 µs, the pacer ~2 µs. One core saturates near
