@@ -161,25 +161,12 @@ class Forwarder:
             }
         except Exception as exc:  # answer anyway: the asking node is waiting
             log.exception("forward: serving a request for another node failed")
-            response = {
-                "status": 500,
-                "headers": {"content-type": "application/json"},
-                "body": json.dumps(_envelope("generalException", f"forwarded: {exc}")),
-            }
+            response = _failure(f"forwarded: {exc}")
         self.served += 1
         reply = json.dumps({"kind": "response", "id": message.get("id"), **response})
         if len(reply.encode()) > _PAYLOAD_MAX:
-            reply = json.dumps(
-                {
-                    "kind": "response",
-                    "id": message.get("id"),
-                    "status": 500,
-                    "headers": {"content-type": "application/json"},
-                    "body": json.dumps(
-                        _envelope("generalException", "the response is too large to forward")
-                    ),
-                }
-            )
+            too_large = _failure("the response is too large to forward")
+            reply = json.dumps({"kind": "response", "id": message.get("id"), **too_large})
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -263,6 +250,12 @@ class Router:
         if row.heartbeat_at < time.time() - self.routing.dead_after_s:
             return None
         return str(row.node_id)
+
+
+def _failure(message: str) -> dict[str, Any]:
+    """A 500 response (status, headers, body) carrying a Graph error envelope."""
+    body = json.dumps(_envelope("generalException", message))
+    return {"status": 500, "headers": {"content-type": "application/json"}, "body": body}
 
 
 def _envelope(code: str, message: str) -> dict[str, Any]:

@@ -167,7 +167,7 @@ class SqlUnit:
         ``dead_before``, or not known; with ``own``, also ``me``'s (from its previous run) and
         calls with no node (made before nodes were recorded). On PostgreSQL the rows are locked
         and rows another node has locked are skipped, so one node takes each orphan."""
-        alive = sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
+        alive = _others_alive(me, dead_before)
         gone = sa.and_(calls.c.node_id.is_not(None), calls.c.node_id.not_in(alive))
         if own:
             gone = sa.or_(gone, calls.c.node_id.is_(None))
@@ -182,8 +182,7 @@ class SqlUnit:
         """Free the outbox rows that gone nodes had claimed (and, with ``own``, those of
         ``me``'s previous run), so that their notifications go out now rather than when the
         claims lapse; returns how many."""
-        alive = sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
-        gone: sa.ColumnElement[bool] = outbox.c.claimed_by.not_in(alive)
+        gone: sa.ColumnElement[bool] = outbox.c.claimed_by.not_in(_others_alive(me, dead_before))
         if not own:
             gone = sa.and_(gone, outbox.c.claimed_by != me)
         done = await self._c.execute(
@@ -362,6 +361,11 @@ class SqlRepository:
             q = q.where(outbox.c.call_id == call_id)
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(q)]
+
+
+def _others_alive(me: str, dead_before: float) -> sa.Select[tuple[str]]:
+    """The nodes other than ``me`` that have beaten since ``dead_before``."""
+    return sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
 
 
 def _engine_options(url: str) -> dict[str, Any]:

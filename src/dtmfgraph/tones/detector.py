@@ -16,7 +16,15 @@ import numpy as np
 import numpy.typing as npt
 
 from .events import DigitEvent, build_events
-from .filterbank import KEY_FREQS, KEY_TABLE, NATIVE_RATE, RECORD_FIELDS, TOLERANCE, filter_bank
+from .filterbank import (
+    KEY_FREQS,
+    KEY_TABLE,
+    NATIVE_RATE,
+    NO_RECORDS,
+    RECORD_FIELDS,
+    TOLERANCE,
+    filter_bank,
+)
 from .stream import BlockStream
 
 MIN_HITS: Final = 4
@@ -152,7 +160,7 @@ class Detector:
             state[KEY, out] = -1.0
         if len(ended) == 1:
             return ended[0]
-        return np.concatenate(ended, axis=1) if ended else _NO_DIGITS
+        return np.concatenate(ended, axis=1) if ended else NO_RECORDS
 
     def _events(self, digits: Records) -> list[DigitEvent]:
         """The digits that pass the digit-level tests, as events in time order."""
@@ -176,9 +184,6 @@ class Detector:
             np.round(digits[LEVEL, order] / hits[order], 2).tolist(),
             digits[CHANNEL, order].astype(np.intp).tolist(),
         )
-
-
-_NO_DIGITS: Final[Records] = np.empty((len(RECORD_FIELDS), 0))
 
 
 def detect(samples: npt.ArrayLike, rate: int = NATIVE_RATE) -> list[DigitEvent]:

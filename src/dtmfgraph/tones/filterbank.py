@@ -518,6 +518,8 @@ _DENSE_BLOCKS: Final = 0.25
 """After a call that computed them all, the next one does too (without finding the needed
 half-blocks first) while more than this share of its blocks are candidates (each needs three
 half-blocks, so this is about the share of needed half-blocks above which the all path wins)."""
+NO_RECORDS: Final[F64] = np.empty((len(RECORD_FIELDS), 0))
+"""No hit or digit records (``fields x 0``)."""
 _POWERS: Final = 5
 """Rows of ``Workspace.power``: low and high group power, energy, largest low and high bin."""
 _KERNEL_TONE: Final[Index] = np.array([0, 1, 0, 1], dtype=np.intp)

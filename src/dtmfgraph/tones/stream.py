@@ -12,7 +12,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from .filterbank import RECORD_FIELDS, FilterBank, Workspace
+from .filterbank import NO_RECORDS, FilterBank, Workspace
 
 _WORKSPACES: Final = 4
 """Workspaces (one per number of new half-blocks per call) kept for reuse."""
@@ -36,11 +36,11 @@ class BlockStream:
         (block numbers counted from this call's first block) and the number of those blocks."""
         ws = self._frames(x)
         if ws is None:
-            return _NO_HITS, 0
+            return NO_RECORDS, 0
         bank = self.bank
         bank.transform(ws)
         candidates = bank.screen(ws)
-        hits = bank.refine(ws, candidates) if len(candidates) else _NO_HITS
+        hits = bank.refine(ws, candidates) if len(candidates) else NO_RECORDS
         ws.keep_tail()
         self._last = ws
         return hits, ws.m
@@ -75,6 +75,3 @@ class BlockStream:
         if self._last is not None and ws is not self._last:
             ws.carry_from(self._last)
         return ws
-
-
-_NO_HITS: Final = np.empty((len(RECORD_FIELDS), 0))
