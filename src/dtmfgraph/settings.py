@@ -103,6 +103,30 @@ class Settings(BaseSettings):
             "e.g. sip:{number}@192.0.2.10:5060, or just the trunk's host[:port]."
         ),
     )
+    sip_auth_user: str | None = Field(
+        default=None,
+        description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",
+    )
+    sip_auth_password: str | None = Field(
+        default=None,
+        description="Its password (prefer DTMFGRAPH_SIP_AUTH_PASSWORD or sip_auth_password_file).",
+    )
+    sip_auth_password_file: Path | None = Field(
+        default=None, description="File holding the SIP password (trailing newline ignored)."
+    )
+    sip_register: str | None = Field(
+        default=None,
+        description=(
+            "Address-of-record to keep registered, e.g. sip:bot@pbx.example.com, so that calls "
+            "to it reach the service (incoming calls)."
+        ),
+    )
+    sip_registrar: str | None = Field(
+        default=None, description="Registrar URI for REGISTER; default the AOR's domain."
+    )
+    sip_register_expires: int = Field(
+        default=3600, ge=10, le=86400, description="Seconds of binding asked for."
+    )
     loopback_speed: float = Field(default=1.0, gt=0, description="Loopback time scale.")
     media_timeout_s: float = Field(
         default=30.0,
@@ -216,6 +240,34 @@ class Settings(BaseSettings):
         if sep and scheme.lower() in ("sip", "sips"):
             return f"{scheme.lower()}:{{number}}@{rest.rpartition('@')[2]}"
         return f"sip:{{number}}@{trunk}"
+
+    def sip_credentials(self) -> tuple[str, str] | None:
+        """(user, password) for SIP digest challenges, or ``None``; a ``ValueError`` names the
+        setting when only half is given or the password file cannot be read."""
+        password = self.sip_auth_password
+        path = self.sip_auth_password_file
+        if password is not None and path is not None:
+            raise ValueError("sip_auth_password: give the password or the file, not both")
+        if path is not None:
+            try:
+                password = Path(path).read_text().rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or str(exc)
+                raise ValueError(
+                    f"sip_auth_password_file: cannot read {str(path)!r}: {why}"
+                ) from None
+        if self.sip_auth_user is None:
+            if password is not None:
+                raise ValueError("sip_auth_user: a SIP password needs a user name")
+            return None
+        if not self.sip_auth_user.strip():
+            raise ValueError("sip_auth_user: empty user name")
+        if not password:
+            raise ValueError(
+                "sip_auth_password: the SIP user needs a password (DTMFGRAPH_SIP_AUTH_PASSWORD "
+                "or a password file)"
+            )
+        return self.sip_auth_user, password
 
     def listens_on_loopback(self) -> bool:
         """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""

@@ -192,3 +192,42 @@ def test_out_of_range_option_is_one_line_and_exit_2(
     assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert done.stderr.startswith(message), done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_sip_account_options_are_checked_before_start(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    done = run_serve("--sip-auth-user", "bot", "--data-dir", data, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "error: sip_auth_password: the SIP user needs a password (DTMFGRAPH_SIP_AUTH_PASSWORD"
+    ), done.stderr
+    missing = tmp_path / "nope"
+    done = run_serve(
+        "--sip-auth-user", "bot", "--sip-auth-password-file", str(missing), "--data-dir", data
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: sip_auth_password_file: cannot read {str(missing)!r}"), (
+        done.stderr
+    )
+    done = run_serve("--data-dir", data, env=_env(DTMFGRAPH_SIP_AUTH_PASSWORD="pw"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: sip_auth_user: a SIP password needs a user name")
+    done = run_serve("--sip-register-expires", "5", "--data-dir", data, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --sip-register-expires: Input should be greater")
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_sip_register_without_a_user_part_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "sip-password"
+    secret.write_text("pw\n")
+    done = run_serve(
+        *("--sip-port", "0", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")),
+        *("--sip-auth-user", "bot", "--sip-auth-password-file", str(secret)),
+        *("--sip-register", "sip:127.0.0.1:5999"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --sip-register: registering sip:127.0.0.1:5999 failed"), last
+    assert "needs a user part" in last

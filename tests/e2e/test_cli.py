@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from ..judges.baresip import Baresip
+from ..judges.kamailio import Kamailio
 from ..judges.ports import free_udp_port
 
 # The commands as the lead wires them into ``dtmfgraph``; run through the module so these tests
@@ -19,9 +21,14 @@ from ..judges.ports import free_udp_port
 SIP_CLI = [sys.executable, "-m", "dtmfgraph"]
 
 
-async def _run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+async def _run(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the CLI; ``env`` adds to the environment (any ``DTMFGRAPH_*`` of ours removed)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DTMFGRAPH_")}
+    environment.update(env or {})
     proc = await asyncio.create_subprocess_exec(
-        *SIP_CLI, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *SIP_CLI, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
@@ -108,3 +115,76 @@ async def test_answer_prints_the_keys_of_our_own_call() -> None:
     ended = [e for e in events if e["event"] == "ended"]
     assert len(ended) == 1 and ended[0]["reason"] == "remote-bye" and ended[0]["keys"] == "4*"
     assert events[-1]["event"] == "summary" and events[-1]["answered"] == 1
+
+
+async def test_answer_registers_and_call_authenticates_through_kamailio(tmp_path: Path) -> None:
+    kam = Kamailio(tmp_path / "kam", {"bot": "bot-secret", "alice": "alice-secret"})
+    await kam.start()
+    secret = tmp_path / "bot-password"
+    secret.write_text("bot-secret\n")
+    aor = kam.uri("bot")
+    proc = await asyncio.create_subprocess_exec(
+        *SIP_CLI,
+        *("answer", "--port", "0", "--count", "1", "--json", "--register", aor),
+        *("--auth-user", "bot", "--auth-password-file", str(secret)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        registered = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert registered == {"event": "registered", "aor": aor, "expires": 3600}
+        json.loads(await asyncio.wait_for(proc.stdout.readline(), 5))  # ready
+        call = ("call", aor, "--send", "7#", "--method", "sipinfo", "--listen", "0.2")
+        code, out, _ = await _run(*call, "--timeout", "5")
+        assert code == 1 and "407" in out and "no credentials" in out, out
+        env_password = {"DTMFGRAPH_SIP_AUTH_PASSWORD": "alice-secret"}
+        code, out, err = await _run(*call, "--auth-user", "alice", env=env_password)
+        assert code == 0, out + err
+        rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0
+    except BaseException:
+        print(kam.explain())
+        raise
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await kam.stop()
+    events = [json.loads(line) for line in rest.decode().splitlines()]
+    assert [(e["key"], e["method"]) for e in events if e["event"] == "key"] == [
+        ("7", "sipinfo"),
+        ("#", "sipinfo"),
+    ]
+    # it stopped: its binding was removed (its last REGISTER saved had Expires: 0)
+    bound = [line for line in kam.log().splitlines() if "bound: bot " in line]
+    assert bound and bound[-1].endswith("expires '0'"), bound
+
+
+async def test_answer_exits_1_when_registration_fails(tmp_path: Path) -> None:
+    kam = Kamailio(tmp_path / "kam", {"bot": "bot-secret"})
+    await kam.start()
+    try:
+        code, out, _ = await _run(
+            *("answer", "--port", "0", "--register", kam.uri("bot"), "--auth-user", "bot"),
+            env={"DTMFGRAPH_SIP_AUTH_PASSWORD": "wrong"},
+        )
+    finally:
+        await kam.stop()
+    assert code == 1
+    assert "registration failed" in out and "401" in out and "credentials rejected" in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["call", "sip:a@127.0.0.1:5999", "--auth-user", "u"], "needs a password"),
+        (["answer", "--register", "sip:127.0.0.1"], "needs a user part"),
+        (["answer", "--auth-password-file", "/nonexistent/x"], "--auth-password-file"),
+    ],
+)
+async def test_bad_account_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    code, _, err = await _run(*args, env={})
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err

@@ -248,26 +248,38 @@ def incoming_client(svc: SipService, version: str) -> Any:
     )
 
 
+async def wait_incoming(svc: SipService, receiver: Receiver, version: str = "v1.0") -> Any:
+    """The ``created`` notification of an incoming call, and the incoming app's SDK handle on
+    that call."""
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    cid = created["resourceData"]["id"]
+    return created, incoming_client(svc, version).communications.calls.by_call_id(cid)
+
+
+async def answer_incoming(calls: Any, receiver: Receiver, version: str = "v1.0") -> None:
+    """Answer an incoming call (audio, callbacks to ``receiver``) with the SDK."""
+    answer_cls = sdk_mod(
+        version, "communications.calls.item.answer.answer_post_request_body"
+    ).AnswerPostRequestBody
+    modality = sdk_mod(version, "models.modality").Modality
+    await calls.answer.post(
+        answer_cls(callback_uri=receiver.url, accepted_modalities=[modality.Audio])
+    )
+
+
 async def test_baresip_calls_in_we_answer_and_hear_keys(
     tmp_path: Path, svc: SipService, receiver: Receiver
 ) -> None:
     v = "v1.0"
     async with Baresip(tmp_path / "bs", answer=False) as bs:
         await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
-        [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+        created, calls = await wait_incoming(svc, receiver, v)
         data = created["resourceData"]
         assert (data["state"], data["direction"]) == ("incoming", "incoming")
         assert created["resourceUrl"] == call_url(data["id"])
         assert bs.uri.split("@")[0] in data["source"]["identity"]["user"]["id"]
         cid = data["id"]
-        calls = incoming_client(svc, v).communications.calls.by_call_id(cid)
-        answer_cls = sdk_mod(
-            v, "communications.calls.item.answer.answer_post_request_body"
-        ).AnswerPostRequestBody
-        modality = sdk_mod(v, "models.modality").Modality
-        await calls.answer.post(
-            answer_cls(callback_uri=receiver.url, accepted_modalities=[modality.Audio])
-        )
+        await answer_incoming(calls, receiver, v)
         await receiver.wait_for(is_call_state(cid, "established"))
         await bs.wait_event("CALL_ESTABLISHED", 5)
         sub = await calls.subscribe_to_tone.post(context_body(v, "subscribe", "tones"))
@@ -298,9 +310,7 @@ async def test_baresip_calls_in_we_reject(
 ) -> None:
     async with Baresip(tmp_path / "bs", answer=False) as bs:
         await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
-        [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
-        cid = created["resourceData"]["id"]
-        calls = incoming_client(svc, "v1.0").communications.calls.by_call_id(cid)
+        _, calls = await wait_incoming(svc, receiver)
         reject_cls = sdk_mod(
             "v1.0", "communications.calls.item.reject.reject_post_request_body"
         ).RejectPostRequestBody

@@ -84,6 +84,10 @@ class Baresip:
     record: bool = False
     source: Path | None = None
     answer: bool = True
+    registrar: str | None = None
+    """``host:port`` of a registrar to register ``user`` at (with ``password``), which also
+    becomes the domain of the calls it places; ``None``: no account server."""
+    password: str | None = None
     sip_port: int = 0
     ctrl_port: int = 0
     events: list[BaresipEvent] = field(default_factory=list)
@@ -153,7 +157,11 @@ class Baresip:
         ]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
         mode = ";answermode=auto" if self.answer else ""
-        account = f"<sip:{self.user}@127.0.0.1:{self.sip_port}>;regint=0{mode}"
+        if self.registrar is None:
+            account = f"<sip:{self.user}@127.0.0.1:{self.sip_port}>;regint=0{mode}"
+        else:
+            secret = f";auth_pass={self.password}" if self.password is not None else ""
+            account = f"<sip:{self.user}@{self.registrar}>{secret};regint=600{mode}"
         (self.workdir / "accounts").write_text(f"{account};audio_codecs={self.codecs}\n")
 
     # -- lifetime ------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ def build_media(settings: Settings) -> MediaBackend:
             rtp_ports=PortRange.parse(settings.rtp_ports, even=True),
             public_host=settings.sip_public_host,
             media_timeout=settings.media_timeout_s,
+            auth=settings.sip_credentials(),
+            register=settings.sip_register,
+            registrar=settings.sip_registrar,
+            register_expires=settings.sip_register_expires,
         )
     raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
 

@@ -73,6 +73,13 @@ class Metrics:
             buckets=WEBHOOK_BUCKETS,
             registry=r,
         )
+        self.sip_registered = Gauge(
+            "dtmfgraph_sip_registered",
+            "1 while the registrar holds this node's binding of --sip-register, else 0 "
+            "(absent without --sip-register).",
+            ["aor"],
+            registry=r,
+        )
         self.http = Counter(
             "dtmfgraph_http_requests",
             "HTTP requests served, by method, route template and status code.",
@@ -105,6 +112,10 @@ class Metrics:
     def attempt(self, outcome: Outcome, seconds: float) -> None:
         self.notifications.labels(outcome).inc()
         self.webhook_seconds.labels(outcome).observe(seconds)
+
+    def registration(self, aor: str, registered: bool) -> None:
+        """Set the registration gauge of ``aor``."""
+        self.sip_registered.labels(aor).set(1 if registered else 0)
 
     async def refresh(self, repo: SqlRepository) -> None:
         """Read the database gauges."""
@@ -191,4 +202,8 @@ async def metrics(request: Request) -> Response:
     check_access(request.app.state.settings, request.headers.get("authorization"))
     m: Metrics = request.app.state.metrics
     await m.refresh(request.app.state.repo)
+    media = request.app.state.media
+    registered = getattr(media, "registered", None)
+    if registered is not None:
+        m.registration(str(media.register_aor), registered)
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

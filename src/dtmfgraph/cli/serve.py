@@ -25,6 +25,12 @@ _OPTION_OF = {
     "rtp_ports": "--rtp-ports",
     "sip_public_host": "--sip-public-host",
     "sip_trunk_uri": "--sip-trunk",
+    "sip_auth_user": "--sip-auth-user",
+    "sip_auth_password": "DTMFGRAPH_SIP_AUTH_PASSWORD",
+    "sip_auth_password_file": "--sip-auth-password-file",
+    "sip_register": "--sip-register",
+    "sip_registrar": "--sip-registrar",
+    "sip_register_expires": "--sip-register-expires",
     "loopback_speed": "--loopback-speed",
     "callback_allowed_hosts": "--callback-allow-host",
     "callback_ca_file": "--callback-ca-file",
@@ -120,6 +126,31 @@ def serve(
             "template with {number}."
         ),
     ] = None,
+    sip_auth_user: Annotated[
+        str | None,
+        typer.Option(
+            help="Digest user name answering SIP challenges: calls out (e.g. through the trunk) "
+            "and REGISTER. The password comes from DTMFGRAPH_SIP_AUTH_PASSWORD or "
+            "--sip-auth-password-file."
+        ),
+    ] = None,
+    sip_auth_password_file: Annotated[
+        Path | None, typer.Option(help="File holding the SIP password (one line).")
+    ] = None,
+    sip_register: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep this address-of-record registered (e.g. sip:bot@pbx.example.com), so "
+            "that calls to it reach the service; refreshed, retried, removed at shutdown."
+        ),
+    ] = None,
+    sip_registrar: Annotated[
+        str | None,
+        typer.Option(help="Registrar URI for REGISTER (default: the AOR's domain and port)."),
+    ] = None,
+    sip_register_expires: Annotated[
+        int | None, typer.Option(help="Seconds of registration asked for (default 3600).")
+    ] = None,
     loopback_speed: Annotated[
         float | None, typer.Option(help="Loopback time scale (0.1 = ten times faster).")
     ] = None,
@@ -188,6 +219,11 @@ def serve(
         "rtp_ports": rtp_ports,
         "sip_public_host": sip_public_host,
         "sip_trunk_uri": sip_trunk,
+        "sip_auth_user": sip_auth_user,
+        "sip_auth_password_file": sip_auth_password_file,
+        "sip_register": sip_register,
+        "sip_registrar": sip_registrar,
+        "sip_register_expires": sip_register_expires,
         "loopback_speed": loopback_speed,
         "callback_allowed_hosts": callback_allow_host,
         "callback_ca_file": callback_ca_file,
@@ -226,6 +262,7 @@ def serve(
         )
         raise typer.Exit(2)
     try:
+        settings.sip_credentials()
         settings = _ensure_secret(settings)
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -265,6 +302,21 @@ async def _serve(settings: Settings) -> None:
                 else "dtmfgraph: no --sip-trunk: targets must be sip: URIs",
                 err=True,
             )
+            if media.auth is not None:
+                typer.echo(
+                    f"dtmfgraph: SIP challenges answered as {media.auth.username!r}", err=True
+                )
+            if settings.sip_register:
+                try:
+                    await media.register()
+                except ValueError as exc:
+                    typer.echo(f"error: --sip-register: {exc}", err=True)
+                    raise typer.Exit(2) from None
+                typer.echo(
+                    f"dtmfgraph: registering {settings.sip_register} (refreshed; see /metrics "
+                    "dtmfgraph_sip_registered)",
+                    err=True,
+                )
         else:
             typer.echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
         _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import enum
 import json
+import os
 import resource
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..media import MediaError
+from ..media import MediaError, RegistrationError
 from ..media.phone import (
     CallEndedError,
     DialError,
@@ -30,6 +32,7 @@ from ..tones import KeypadError, parse_keys
 
 EXIT_BAD_INPUT = 2
 EXIT_CALL_FAILED = 1
+_REGISTER_WAIT_S = 10.0
 
 
 class MethodName(enum.StrEnum):
@@ -61,6 +64,40 @@ def _ports(text: str) -> tuple[int, int]:
     return first, last
 
 
+PASSWORD_ENV = "DTMFGRAPH_SIP_AUTH_PASSWORD"
+AuthUser = Annotated[
+    str | None,
+    typer.Option(
+        help=f"Digest user name answering SIP challenges (401/407); the password comes from "
+        f"${PASSWORD_ENV} or --auth-password-file."
+    ),
+]
+AuthPasswordFile = Annotated[
+    Path | None, typer.Option(help="File holding the SIP password (one line).")
+]
+
+
+def _credentials(user: str | None, password_file: Path | None) -> tuple[str, str] | None:
+    """(user, password) from the options and the environment; a one-line error when half is
+    given or the file cannot be read."""
+    password = os.environ.get(PASSWORD_ENV)
+    if password_file is not None:
+        try:
+            password = password_file.read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise fail(f"--auth-password-file {str(password_file)!r}: cannot read: {why}") from None
+    if user is None:
+        if password_file is not None:
+            raise fail("--auth-password-file needs --auth-user")
+        return None
+    if not password:
+        raise fail(
+            f"--auth-user {user!r} needs a password: ${PASSWORD_ENV} or --auth-password-file"
+        )
+    return user, password
+
+
 def _emit(as_json: bool, text: str, **fields: Any) -> None:
     typer.echo(json.dumps(fields) if as_json else text)
     sys.stdout.flush()
@@ -79,6 +116,7 @@ async def _call(
     timeout: float,
     listen: float,
     as_json: bool,
+    auth: tuple[str, str] | None = None,
 ) -> int:
     phone = await Phone.start(host, sip_port, rtp_ports)
     status = 0
@@ -86,7 +124,7 @@ async def _call(
         _emit(as_json, f"calling {uri} from {phone.uri}", event="calling", uri=uri)
         began = time.monotonic()
         try:
-            call = await phone.dial(uri, timeout=timeout)
+            call = await phone.dial(uri, timeout=timeout, auth=auth)
         except DialError as exc:
             _emit(
                 as_json,
@@ -189,6 +227,8 @@ def call(
         float, typer.Option(help="Seconds to stay on the line after sending, hearing keys.")
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    auth_user: AuthUser = None,
+    auth_password_file: AuthPasswordFile = None,
 ) -> None:
     """Call URI, press KEYS, hang up, and print what happened (exit 1 if the call failed)."""
     try:
@@ -213,10 +253,22 @@ def call(
     if listen < 0:
         raise fail(f"--listen {listen}: must be >= 0")
     ports = _ports(rtp_ports)
+    auth = _credentials(auth_user, auth_password_file)
     try:
         code = asyncio.run(
             _call(
-                uri, send, method, tone_ms, gap_ms, host, sip_port, ports, timeout, listen, as_json
+                uri,
+                send,
+                method,
+                tone_ms,
+                gap_ms,
+                host,
+                sip_port,
+                ports,
+                timeout,
+                listen,
+                as_json,
+                auth,
             )
         )
     except KeyboardInterrupt:
@@ -320,7 +372,9 @@ async def _answer(
     duration: float | None,
     hangup_after: float | None,
     as_json: bool,
-) -> None:
+    aor: str | None = None,
+    auth: tuple[str, str] | None = None,
+) -> int:
     phone = await Phone.start(host, port, rtp_ports)
     answerer = _Answerer(phone, as_json, count, hangup_after)
     phone.on_incoming = answerer.on_incoming
@@ -329,6 +383,17 @@ async def _answer(
         loop.add_signal_handler(sig, answerer.done.set)
     cpu0, wall0 = _cpu_seconds(), time.monotonic()
     typer.echo(f"listening on {phone.uri}", err=True)
+    if aor is not None:
+        try:
+            registration = await phone.register(aor, auth=auth)
+            await registration.wait(_REGISTER_WAIT_S)
+        except RegistrationError as exc:
+            _emit(as_json, f"registration failed: {exc}", event="failed", status=exc.status,
+                  reason=exc.reason, detail=exc.detail)  # fmt: skip
+            await phone.close()
+            return EXIT_CALL_FAILED
+        _emit(as_json, f"registered {aor} for {registration.expires} s", event="registered",
+              aor=aor, expires=registration.expires)  # fmt: skip
     if as_json:
         _emit(True, "", event="ready", uri=phone.uri)
     try:
@@ -357,6 +422,7 @@ async def _answer(
             bad_requests_answered=counters.bad_requests_answered,
             retransmissions_sent=counters.retransmissions_sent,
         )
+    return 0
 
 
 def answer(
@@ -373,6 +439,15 @@ def answer(
         float | None, typer.Option(help="Hang up each call after this many seconds.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    register: Annotated[
+        str | None,
+        typer.Option(
+            help="Register this address-of-record (sip:user@registrar[:port]) first, so that "
+            "calls to it reach us; exit 1 if that fails. Removed when we stop."
+        ),
+    ] = None,
+    auth_user: AuthUser = None,
+    auth_password_file: AuthPasswordFile = None,
 ) -> None:
     """Answer every call on PORT and print each key heard (rfc4733, sipinfo or inband)."""
     if not 0 <= port <= 65535:
@@ -384,14 +459,25 @@ def answer(
     if hangup_after is not None and hangup_after <= 0:
         raise fail(f"--hangup-after {hangup_after}: must be > 0")
     ports = _ports(rtp_ports)
+    if register is not None:
+        try:
+            if not SipUri.parse(register).user:
+                raise fail(f"--register {register!r}: an address-of-record needs a user part")
+        except SipError as exc:
+            raise fail(f"--register {register!r}: {exc}") from None
+    auth = _credentials(auth_user, auth_password_file)
     try:
-        asyncio.run(_answer(host, port, ports, count, duration, hangup_after, as_json))
+        code = asyncio.run(
+            _answer(host, port, ports, count, duration, hangup_after, as_json, register, auth)
+        )
     except KeyboardInterrupt:
         return
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except (MediaError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

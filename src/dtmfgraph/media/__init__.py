@@ -19,6 +19,7 @@ from .phone import (
     PhoneCall,
     PhoneError,
 )
+from .registration import PhoneRegistration, RegistrationError
 from .session import DtmfSending, NoRemoteError, RtpSession, SessionClosedError
 from .sip_transport import SipTransport
 from .udp import (
@@ -57,8 +58,10 @@ __all__ = [
     "Phone",
     "PhoneCall",
     "PhoneError",
+    "PhoneRegistration",
     "PortRange",
     "PortRangeExhaustedError",
+    "RegistrationError",
     "RtpSession",
     "SessionClosedError",
     "SipTransport",

@@ -45,6 +45,7 @@ from dtmfgraph.sip import (
     Event,
     IncomingCall,
     InfoDtmf,
+    RegistrationEvent,
     ReInvite,
     RequestCompleted,
     RequestFailed,
@@ -65,6 +66,7 @@ from dtmfgraph.tones import KeypadError, parse_keys
 
 from .banks import InbandBanks
 from .pacer import Pacer
+from .registration import PhoneRegistration, RegistrationError
 from .session import RtpSession, SessionClosedError
 from .sip_transport import SipTransport
 from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
@@ -867,7 +869,7 @@ class IncomingInvite:
             raise PhoneError(f"cannot answer {self.caller}: {exc}") from None
         call = PhoneCall(phone, self.sip, "inbound", endpoint, self.caller)
         self.call = call
-        phone._register(call)
+        phone._track(call)
         phone._incoming.pop(self.call_id, None)
         phone.ua.answer(self.sip, sdp, phone.loop.time())
         if self.offer is not None:
@@ -918,6 +920,8 @@ class Phone:
         self._transport: SipTransport | None = None
         self._calls: dict[str, PhoneCall] = {}
         self._incoming: dict[str, IncomingInvite] = {}
+        self._registrations: dict[str, PhoneRegistration] = {}
+        """Live registrations by their Call-ID."""
         self._tasks: set[asyncio.Task[None]] = set()
         """Media work of calls (closing sessions, forwarding keys)."""
         self._handlers: set[asyncio.Task[None]] = set()
@@ -1064,7 +1068,7 @@ class Phone:
             await endpoint.close()
             raise DialError(uri, 0, "not sent", str(exc)) from None
         call = PhoneCall(self, sip, "outbound", endpoint, uri)
-        self._register(call)
+        self._track(call)
         self.calls_placed += 1
         self.transport.kick()
         try:
@@ -1103,15 +1107,71 @@ class Phone:
         host, resolved_port = found[0][4][:2]
         return (str(host), int(resolved_port))
 
+    # -- registering --------------------------------------------------------------------------
+    async def register(
+        self,
+        aor: str,
+        *,
+        registrar: str | None = None,
+        auth: tuple[str, str] | Credentials | None = None,
+        expires: int = 3600,
+        retry_s: float = 30.0,
+        destination: Address | None = None,
+    ) -> PhoneRegistration:
+        """Bind our Contact to ``aor`` (``sip:user@domain[:port]``) at its registrar, so that
+        calls to the AOR reach this phone; the binding is refreshed before it runs out and
+        retried ``retry_s`` after a failure until :meth:`PhoneRegistration.unregister` or
+        :meth:`close`. Returns at once, the first REGISTER sent: ``await reg.wait()`` to know
+        it worked. ``registrar`` (default: the AOR's host and port) is the Request-URI; a host
+        name is resolved as :meth:`dial` does. Bad input raises :class:`RegistrationError`."""
+        if self._closed:
+            raise PhoneError("the phone is closed")
+        credentials = Credentials(*auth) if isinstance(auth, tuple) else auth
+        target = registrar or aor
+        if destination is None and self.ua.outbound_proxy is None:
+            try:
+                destination = await self._resolve(target, _RESOLVE_WAIT)
+            except DialError as exc:
+                raise RegistrationError(aor, 0, "not sent", exc.detail) from None
+        try:
+            sip = self.ua.register(
+                aor,
+                self.loop.time(),
+                registrar=registrar,
+                destination=destination,
+                expires=expires,
+                auth=credentials,
+                retry_s=retry_s,
+            )
+        except (SipError, ValueError) as exc:
+            raise RegistrationError(aor, 0, "not sent", str(exc)) from None
+        registration = PhoneRegistration(self, sip)
+        self._registrations[sip.call_id] = registration
+        self.transport.kick()
+        return registration
+
+    @property
+    def registrations(self) -> list[PhoneRegistration]:
+        """Registrations not yet removed."""
+        return list(self._registrations.values())
+
+    def _forget_registration(self, registration: PhoneRegistration) -> None:
+        self._registrations.pop(registration.sip.call_id, None)
+
     # -- SIP events ---------------------------------------------------------------------------
-    def _register(self, call: PhoneCall) -> None:
+    def _track(self, call: PhoneCall) -> None:
         self._calls[call.call_id] = call
 
     def _forget(self, call: PhoneCall) -> None:
         if self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
 
-    def _on_sip_event(self, event: Event) -> None:
+    def _on_sip_event(self, event: Event | RegistrationEvent) -> None:
+        if isinstance(event, RegistrationEvent):
+            registration = self._registrations.get(event.registration.call_id)
+            if registration is not None:
+                registration._on_event(event)
+            return
         call_id = event.call.call_id
         if isinstance(event, IncomingCall):
             self._on_incoming(event)
@@ -1183,6 +1243,11 @@ class Phone:
             await asyncio.gather(*(c.hangup(timeout) for c in calls), return_exceptions=True)
         for call in calls:
             call._finish(EndReason.PHONE_CLOSED, "the phone was closed", by_remote=False)
+        registrations = list(self._registrations.values())
+        if registrations:
+            await asyncio.gather(
+                *(r.unregister(timeout) for r in registrations), return_exceptions=True
+            )
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, *self._tasks, return_exceptions=True)

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from dtmfgraph.sip import Event, UserAgent
+from dtmfgraph.sip import Event, RegistrationEvent, UserAgent
 
 from .udp import Address, bind_udp
 
 logger = logging.getLogger(__name__)
 
-EventHandler = Callable[[Event], None]
+EventHandler = Callable[[Event | RegistrationEvent], None]
 
 
 @dataclass(slots=True)

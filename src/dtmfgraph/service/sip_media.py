@@ -35,7 +35,9 @@ from ..media.phone import CallEndedError as PhoneCallEndedError
 from ..media.phone import DialError as PhoneDialError
 from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
+from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.udp import Address, MediaError, PortRange
+from ..sip import Credentials
 from .media import (
     CallEndedError,
     DialError,
@@ -215,8 +217,18 @@ class SipMedia:
         public_host: str | None = None,
         user: str = "dtmfgraph",
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
+        auth: tuple[str, str] | None = None,
+        register: str | None = None,
+        registrar: str | None = None,
+        register_expires: int = 3600,
     ) -> None:
         self.media_timeout = media_timeout
+        self.auth = Credentials(*auth) if auth is not None else None
+        """Answers digest challenges to our INVITEs and REGISTERs (any realm)."""
+        self.register_aor = register
+        self.registrar = registrar
+        self.register_expires = register_expires
+        self.registration: PhoneRegistration | None = None
         self.sip_host = sip_host
         self.sip_port = sip_port
         self.rtp_ports = rtp_ports
@@ -256,6 +268,32 @@ class SipMedia:
         phone = await self.open()
         self._on_incoming = on_incoming
         phone.on_incoming = self._incoming
+        await self.register()
+
+    async def register(self) -> PhoneRegistration | None:
+        """Start keeping ``register`` bound (idempotent; ``None`` when there is no AOR).
+        Raises ``ValueError`` for an AOR or registrar that cannot be used at all; a registrar
+        that refuses or does not answer is retried, and logged."""
+        if self.register_aor is None or self.registration is not None:
+            return self.registration
+        phone = await self.open()
+        try:
+            self.registration = await phone.register(
+                self.register_aor,
+                registrar=self.registrar,
+                auth=self.auth,
+                expires=self.register_expires,
+            )
+        except RegistrationError as exc:
+            raise ValueError(str(exc)) from None
+        return self.registration
+
+    @property
+    def registered(self) -> bool | None:
+        """Whether the registrar holds our binding now (``None``: no registration asked)."""
+        if self.register_aor is None:
+            return None
+        return self.registration is not None and self.registration.registered
 
     async def _incoming(self, invite: IncomingInvite) -> None:
         handler = self._on_incoming
@@ -268,13 +306,14 @@ class SipMedia:
     async def dial(self, target: str, *, timeout: float) -> MediaCall:
         phone = await self.open()
         try:
-            call = await phone.dial(target, timeout=timeout)
+            call = await phone.dial(target, timeout=timeout, auth=self.auth)
         except PhoneDialTimeoutError as exc:
             raise DialError(408, f"Request Timeout (no answer in {timeout:g} s)") from exc
         except PhoneDialError as exc:
             if exc.status == 0:
                 raise DialError(0, f"no route to {target}: {exc.detail or exc.reason}") from exc
-            raise DialError(exc.status, exc.reason) from exc
+            reason = f"{exc.reason} ({exc.detail})" if exc.detail else exc.reason
+            raise DialError(exc.status, reason) from exc
         except PhoneCallEndedError as exc:
             raise DialError(0, f"the call ended during setup: {exc}") from exc
         except (MediaError, OSError, ValueError) as exc:

@@ -1,5 +1,6 @@
 """Sans-I/O SIP for dtmfgraph: message codec, SDP offer/answer, transactions, dialogs, digest
-authentication and SIP INFO DTMF relay, driven by one :class:`UserAgent` object per address."""
+authentication, registration and SIP INFO DTMF relay, driven by one :class:`UserAgent` object
+per address."""
 
 from dtmfgraph.sip.agent import ALLOWED_METHODS, UserAgent
 from dtmfgraph.sip.call import Call, CallState, Role
@@ -22,12 +23,17 @@ from dtmfgraph.sip.events import (
     Event,
     IncomingCall,
     InfoDtmf,
+    Registered,
+    RegistrationEvent,
+    RegistrationFailed,
     ReInvite,
     RequestCompleted,
     RequestFailed,
+    Unregistered,
 )
 from dtmfgraph.sip.headers import CSeq, Headers, Via
 from dtmfgraph.sip.message import SipMessage, SipRequest, SipResponse, parse_message
+from dtmfgraph.sip.registration import Registration, RegistrationState
 from dtmfgraph.sip.sdp import (
     PCMA,
     PCMU,
@@ -69,6 +75,11 @@ __all__ = [
     "InfoDtmf",
     "NameAddr",
     "ReInvite",
+    "Registered",
+    "Registration",
+    "RegistrationEvent",
+    "RegistrationFailed",
+    "RegistrationState",
     "RequestCompleted",
     "RequestFailed",
     "Role",
@@ -84,6 +95,7 @@ __all__ = [
     "SipStateError",
     "SipTimers",
     "SipUri",
+    "Unregistered",
     "UserAgent",
     "Via",
     "audio_media",

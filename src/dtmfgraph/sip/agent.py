@@ -42,9 +42,13 @@ from dtmfgraph.sip.events import (
     Event,
     IncomingCall,
     InfoDtmf,
+    Registered,
+    RegistrationEvent,
+    RegistrationFailed,
     ReInvite,
     RequestCompleted,
     RequestFailed,
+    Unregistered,
 )
 from dtmfgraph.sip.grammar import is_ip_address, quote
 from dtmfgraph.sip.headers import BRANCH_MAGIC_COOKIE, CSeq, Headers, Via
@@ -55,6 +59,13 @@ from dtmfgraph.sip.message import (
     SipResponse,
     parse_message,
     response_to,
+)
+from dtmfgraph.sip.registration import (
+    DEFAULT_EXPIRES,
+    DEFAULT_RETRY_S,
+    Registration,
+    RegistrationState,
+    min_expires,
 )
 from dtmfgraph.sip.sdp import (
     SDP_CONTENT_TYPE,
@@ -91,7 +102,7 @@ RESTORE_SEQ_GAP: Final = 1000
 (INFO keys, re-INVITEs) sent after the record was taken. RFC 3261 12.2.2: a UAS accepts a CSeq
 higher than the last by more than one."""
 
-Timed = ClientTransaction | ServerTransaction | Call
+Timed = ClientTransaction | ServerTransaction | Call | Registration
 
 
 @dataclass(slots=True)
@@ -133,10 +144,12 @@ class UserAgent:
         self.counters = SipCounters()
         self._rng = rng or random.SystemRandom()
         self._wire = Wire(self.counters)
-        self._events: deque[Event] = deque()
+        self._events: deque[Event | RegistrationEvent] = deque()
         self._calls: dict[str, Call] = {}
         self._client_tx: dict[ClientKey, ClientTransaction] = {}
         self._pending: dict[ClientKey, _Pending] = {}
+        self._registering: dict[ClientKey, tuple[Registration, int]] = {}
+        """REGISTER transactions: their registration and the expires they ask for."""
         self._server_tx: dict[ServerKey, ServerTransaction] = {}
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = itertools.count()
@@ -202,10 +215,12 @@ class UserAgent:
             elif isinstance(owner, ServerTransaction):
                 owner.handle_timer(now)
                 self._settle_server(owner)
+            elif isinstance(owner, Registration):
+                self._fire_registration(owner, now)
             else:
                 self._fire_call(owner, now)
 
-    def next_event(self) -> Event | None:
+    def next_event(self) -> Event | RegistrationEvent | None:
         """The oldest event not yet taken, or ``None``."""
         return self._events.popleft() if self._events else None
 
@@ -265,6 +280,66 @@ class UserAgent:
             call._cancel_requested = True
         call.deadlines["cancel"] = now + self.timers.h
         self._arm(call)
+
+    # ------------------------------------------------------------------ registrations
+
+    def register(
+        self,
+        aor: str | SipUri,
+        now: float,
+        *,
+        registrar: str | SipUri | None = None,
+        destination: Addr | None = None,
+        expires: int = DEFAULT_EXPIRES,
+        auth: Credentials | None = None,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> Registration:
+        """Bind our Contact to ``aor`` (``sip:user@domain``) and keep it bound until
+        :meth:`unregister`: refreshed before it runs out, tried again ``retry_s`` after a
+        failure (or the registrar's ``Retry-After``). ``registrar`` is the Request-URI (default:
+        the AOR's domain and port); ``destination`` overrides the address it is sent to.
+        :class:`Registered` and :class:`RegistrationFailed` report each outcome."""
+        aor_uri = SipUri.parse(aor) if isinstance(aor, str) else aor
+        if not aor_uri.user:
+            raise SipError(f"an address-of-record needs a user part: {aor_uri}")
+        if isinstance(registrar, str):
+            registrar_uri = SipUri.parse(registrar)
+        else:
+            registrar_uri = registrar or SipUri(
+                aor_uri.host, port=aor_uri.port, scheme=aor_uri.scheme
+            )
+        if isinstance(expires, bool) or not isinstance(expires, int) or expires < 1:
+            raise ValueError(f"expires must be a whole number of seconds >= 1, got {expires!r}")
+        if not retry_s > 0:
+            raise ValueError(f"retry_s must be > 0, got {retry_s!r}")
+        dest = destination or self.outbound_proxy
+        if dest is None:
+            if not is_ip_address(registrar_uri.host):
+                raise SipError(
+                    f"no DNS at this layer: give destination= for {registrar_uri.host!r}"
+                )
+            dest = registrar_uri.address
+        registration = Registration(
+            aor=aor_uri.without_params(),
+            registrar=registrar_uri,
+            destination=dest,
+            contact=self.contact,
+            call_id=f"{self._token()}{self._token()}",
+            tag=self._token(),
+            expires_requested=expires,
+            credentials=auth,
+            retry_s=retry_s,
+        )
+        self._send_register(registration, now, expires)
+        return registration
+
+    def unregister(self, registration: Registration, now: float) -> None:
+        """Remove our binding (a REGISTER with ``Expires: 0``); :class:`Unregistered`
+        follows. Nothing is sent for a registration that is already over or ending."""
+        if registration.state in (RegistrationState.UNREGISTERING, RegistrationState.UNREGISTERED):
+            return
+        registration.state = RegistrationState.UNREGISTERING
+        self._send_register(registration, now, 0)
 
     # ------------------------------------------------------------------ calls we receive
 
@@ -776,6 +851,13 @@ class UserAgent:
             else:
                 self.counters.stray_responses += 1
             return
+        registering = self._registering.get(key)
+        if registering is not None:
+            pass_up = tx.receive_response(response, now)
+            self._settle_client(tx)
+            if pass_up and response.status >= 200:
+                self._on_register_response(*registering, tx.request, response, now)
+            return
         pending = self._pending[key]
         pass_up = tx.receive_response(response, now)
         self._settle_client(tx)
@@ -979,7 +1061,42 @@ class UserAgent:
         pending: _Pending,
     ) -> str | None:
         """Resend ``request`` answering the challenge; returns why not, or ``None`` if sent."""
-        credentials = call.credentials
+        answer = self._answer_challenge(
+            call.credentials, call._auth_attempts, call._nonce_counts, request, response
+        )
+        if isinstance(answer, str):
+            return answer
+        call._auth_attempts += 1
+        headers = request.headers.copy()
+        headers.remove("Via")
+        headers.remove(answer[0])
+        new_headers = Headers([("Via", str(self._via()))])
+        if pending.purpose == "invite" or call.dialog is None:
+            seq = request.cseq.seq + 1
+            call.dialog = None  # an early dialog of the challenged INVITE is void
+        else:
+            call.dialog.local_seq += 1
+            seq = call.dialog.local_seq
+        for name, value_ in headers:
+            new_headers.add(name, str(CSeq(seq, request.method)) if name == "CSeq" else value_)
+        new_headers.add(*answer)
+        new_request = SipRequest(request.method, request.uri, new_headers, request.body)
+        if pending.purpose == "invite":
+            call.invite = new_request
+        dest = call.peer_addr if call.dialog is None else call.dialog.next_hop()
+        self._start_client(new_request, dest, now, pending)
+        return None
+
+    def _answer_challenge(
+        self,
+        credentials: Credentials | None,
+        attempts: int,
+        nonce_counts: dict[str, int],
+        request: SipRequest,
+        response: SipResponse,
+    ) -> tuple[str, str] | str:
+        """The (Proxy-)Authorization header answering a 401/407 to ``request`` after
+        ``attempts`` answered challenges (``nonce_counts`` is updated), or why there is none."""
         if credentials is None:
             return "authentication required and no credentials were given"
         proxy = response.status == 407
@@ -991,13 +1108,12 @@ class UserAgent:
             return f"cannot answer the challenge: {exc}"
         if credentials.realm is not None and credentials.realm != challenge.realm:
             return f"no credentials for realm {challenge.realm!r}"
-        if call._auth_attempts >= 1 and not challenge.stale:
+        if attempts >= 1 and not challenge.stale:
             return f"credentials rejected by realm {challenge.realm!r}"
-        if call._auth_attempts >= 3:
+        if attempts >= 3:
             return "too many stale-nonce challenges"
-        call._auth_attempts += 1
-        count = call._nonce_counts.get(challenge.nonce, 0) + 1
-        call._nonce_counts[challenge.nonce] = count
+        count = nonce_counts.get(challenge.nonce, 0) + 1
+        nonce_counts[challenge.nonce] = count
         value = authorization(
             challenge,
             credentials,
@@ -1007,25 +1123,106 @@ class UserAgent:
             nonce_count=count,
             body=request.body,
         )
-        headers = request.headers.copy()
-        headers.remove("Via")
-        headers.remove("Authorization" if not proxy else "Proxy-Authorization")
-        new_headers = Headers([("Via", str(self._via()))])
-        if pending.purpose == "invite" or call.dialog is None:
-            seq = request.cseq.seq + 1
-            call.dialog = None  # an early dialog of the challenged INVITE is void
+        return ("Proxy-Authorization" if proxy else "Authorization", value)
+
+    # ================================================================== internals: registrations
+
+    def _send_register(
+        self,
+        registration: Registration,
+        now: float,
+        expires: int,
+        authorization: tuple[str, str] | None = None,
+    ) -> None:
+        extra = Headers()
+        self._common_headers(extra)
+        if authorization is not None:
+            extra.add(*authorization)
+        request = registration.request(self._via(), expires, extra)
+        registration.deadline = None  # the transaction times the attempt
+        tx = ClientTransaction(request, registration.destination, self._wire, self.timers)
+        self._client_tx[tx.key] = tx
+        self._registering[tx.key] = (registration, expires)
+        tx.start(now)
+        self._arm(tx)
+
+    def _on_register_response(
+        self,
+        registration: Registration,
+        asked: int,
+        request: SipRequest,
+        response: SipResponse,
+        now: float,
+    ) -> None:
+        if _overtaken(registration, asked):
+            return
+        status, reason = response.status, response.reason
+        if status < 300:
+            if asked == 0:
+                registration.ended()
+                self._events.append(Unregistered(registration, status, reason))
+                return
+            granted = registration.granted(response, asked)
+            if granted > 0:
+                registration.confirmed(granted, now)
+                self._arm(registration)
+                contacts = tuple(response.headers.get_list("Contact"))
+                self._events.append(Registered(registration, granted, contacts))
+                return
+            detail = "the registrar's 2xx grants our binding no time (expires=0)"
+        elif status in (401, 407):
+            answer = self._answer_challenge(
+                registration.credentials,
+                registration.auth_attempts,
+                registration.nonce_counts,
+                request,
+                response,
+            )
+            if not isinstance(answer, str):
+                registration.auth_attempts += 1
+                self._send_register(registration, now, asked, answer)
+                return
+            detail = answer
+        elif status == 423 and asked:
+            needed = min_expires(response)
+            if needed is not None and needed > asked:
+                registration.expires_requested = needed
+                self._send_register(registration, now, needed)
+                return
+            detail = "interval too brief, and no usable Min-Expires"
         else:
-            call.dialog.local_seq += 1
-            seq = call.dialog.local_seq
-        for name, value_ in headers:
-            new_headers.add(name, str(CSeq(seq, request.method)) if name == "CSeq" else value_)
-        new_headers.add("Proxy-Authorization" if proxy else "Authorization", value)
-        new_request = SipRequest(request.method, request.uri, new_headers, request.body)
-        if pending.purpose == "invite":
-            call.invite = new_request
-        dest = call.peer_addr if call.dialog is None else call.dialog.next_hop()
-        self._start_client(new_request, dest, now, pending)
-        return None
+            detail = ""
+        self._register_failed(registration, asked, status, reason, detail, response, now)
+
+    def _register_failed(
+        self,
+        registration: Registration,
+        asked: int,
+        status: int,
+        reason: str,
+        detail: str,
+        response: SipResponse | None,
+        now: float,
+    ) -> None:
+        if _overtaken(registration, asked):
+            return
+        if asked == 0:  # removing the binding failed: it lapses at the registrar on its own
+            registration.last_status, registration.last_reason = status, reason
+            registration.ended()
+            self._events.append(Unregistered(registration, status, reason))
+            return
+        retry_at = registration.failed(status, reason, response, now)
+        self._arm(registration)
+        self._events.append(
+            RegistrationFailed(registration, status, reason, detail, response is None, retry_at)
+        )
+
+    def _fire_registration(self, registration: Registration, now: float) -> None:
+        """A refresh or a retry is due."""
+        if registration.state is RegistrationState.FAILED:
+            registration.state = RegistrationState.REGISTERING
+        if registration.state in (RegistrationState.REGISTERING, RegistrationState.REGISTERED):
+            self._send_register(registration, now, registration.expires_requested)
 
     # ================================================================== internals: timers
 
@@ -1033,6 +1230,7 @@ class UserAgent:
         if tx.terminated:
             self._client_tx.pop(tx.key, None)
             self._pending.pop(tx.key, None)
+            self._registering.pop(tx.key, None)
         else:
             self._arm(tx)
 
@@ -1046,7 +1244,16 @@ class UserAgent:
     def _fire_client(self, tx: ClientTransaction, now: float) -> None:
         timed_out = tx.handle_timer(now)
         pending = self._pending.get(tx.key)
+        registering = self._registering.get(tx.key)
         self._settle_client(tx)
+        if registering is not None:
+            if timed_out:
+                registration, asked = registering
+                detail = "no final response (Timer F)"
+                self._register_failed(
+                    registration, asked, 408, "Request Timeout", detail, None, now
+                )
+            return
         if not timed_out or pending is None:
             return
         call = pending.call
@@ -1152,3 +1359,11 @@ class UserAgent:
 def status_reason(status: int) -> str:
     """The standard reason phrase of ``status`` (empty when unknown)."""
     return REASON_PHRASES.get(status, "")
+
+
+def _overtaken(registration: Registration, asked: int) -> bool:
+    """Whether an outcome is stale: the registration is over, or an unregister overtook the
+    REGISTER (``asked`` > 0) it answers."""
+    return registration.is_over or (
+        registration.state is RegistrationState.UNREGISTERING and asked != 0
+    )

@@ -1,6 +1,7 @@
 """What a :class:`~dtmfgraph.sip.agent.UserAgent` reports through ``next_event()``.
 
-Every event names the :class:`~dtmfgraph.sip.call.Call` it concerns.
+Every call event names the :class:`~dtmfgraph.sip.call.Call` it concerns; registration
+events name the :class:`~dtmfgraph.sip.registration.Registration`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dtmfgraph.sip.uri import NameAddr
 
 if TYPE_CHECKING:
     from dtmfgraph.sip.call import Call
+    from dtmfgraph.sip.registration import Registration
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -105,3 +107,40 @@ class RequestFailed(Event):
     status: int
     reason: str
     timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RegistrationEvent:
+    """Base of the registration events."""
+
+    registration: Registration
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Registered(RegistrationEvent):
+    """The registrar confirmed our binding (first time or a refresh) for ``expires`` seconds;
+    ``contacts`` are every binding of the AOR it listed."""
+
+    expires: int
+    contacts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RegistrationFailed(RegistrationEvent):
+    """A REGISTER failed (a 3xx-6xx, a timeout, an unanswerable challenge); the next try goes
+    at ``retry_at``."""
+
+    status: int
+    reason: str
+    detail: str = ""
+    timed_out: bool = False
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Unregistered(RegistrationEvent):
+    """Our binding was removed (``status`` 2xx), or removing it failed (and it will lapse at
+    the registrar on its own); the registration is over."""
+
+    status: int
+    reason: str

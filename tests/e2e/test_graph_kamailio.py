@@ -1,0 +1,106 @@
+"""The Graph service behind Kamailio, a real registrar and authenticating proxy.
+
+``serve --sip-trunk <kamailio> --sip-auth-user bot --sip-register sip:bot@<kamailio>``: the
+service's INVITEs through the trunk are challenged (407) and must carry bot's digest; its
+REGISTER is challenged (401) and binds sip:bot@<kamailio> to it, so a call to that AOR reaches
+the service; at shutdown the binding is removed. baresip, registered there too, is the far end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from ..api.harness import Receiver, stop
+from ..api.sdkhelp import dtmf_body
+from ..judges.baresip import Baresip, require_baresip
+from ..judges.kamailio import Kamailio
+from .test_graph_sip import (
+    answer_incoming,
+    call_url,
+    code,
+    is_call_state,
+    is_op_end,
+    place_call,
+    start_sip_service,
+    wait_incoming,
+)
+
+NUMBER = "+14255550100"
+USERS = {"bot": "bot-secret", NUMBER: "phone-secret"}
+
+
+async def _registered_gauge(base: str, aor: str) -> float | None:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{base}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("dtmfgraph_sip_registered{") and f'aor="{aor}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_graph_calls_out_and_in_through_kamailio(tmp_path: Path, receiver: Receiver) -> None:
+    require_baresip()
+    kam = Kamailio(tmp_path / "kam", dict(USERS))
+    await kam.start()
+    aor = kam.uri("bot")
+    try:
+        service, server, task = await start_sip_service(
+            tmp_path / "svc",
+            receiver,
+            sip_trunk_uri=kam.domain,
+            sip_auth_user="bot",
+            sip_auth_password="bot-secret",
+            sip_register=aor,
+            sip_register_expires=60,
+        )
+        try:
+            await kam.wait_bound("bot")
+            for _ in range(50):
+                if await _registered_gauge(service.base, aor) == 1.0:
+                    break
+                await asyncio.sleep(0.1)
+            assert await _registered_gauge(service.base, aor) == 1.0
+            async with Baresip(
+                tmp_path / "bs",
+                user=NUMBER,
+                answer=True,
+                registrar=kam.domain,
+                password="phone-secret",
+            ) as bs:
+                await kam.wait_bound(NUMBER)
+                # out: an E.164 target through the trunk, which demands bot's credentials
+                client, call = await place_call(service, receiver, "v1.0", NUMBER)
+                calls = client.communications.calls.by_call_id(call.id)
+                op = await calls.send_dtmf_tones.post(dtmf_body("v1.0", "159#"))
+                await receiver.wait_for(is_op_end(op.id))
+                await bs.wait_for(lambda b: b.rfc4733_keys() == "159#", 5, "keys 159#")
+                await calls.delete()
+                await bs.wait_event("CALL_CLOSED", 5)
+
+                # in: baresip calls the AOR we registered; Kamailio relays it to the service
+                await bs.dial(aor)
+                created, incoming = await wait_incoming(service, receiver)
+                cid = created["resourceData"]["id"]
+                await answer_incoming(incoming, receiver)
+                await receiver.wait_for(is_call_state(cid, "established"))
+                await incoming.delete()
+                await bs.wait_event("CALL_CLOSED", 5, count=2)
+                [end] = await receiver.wait_for(
+                    lambda n: n["changeType"] == "deleted" and n["resourceUrl"] == call_url(cid)
+                )
+                assert code(end) == (200, 7000)
+        finally:
+            await stop(server, task)
+        # shutting down removed our binding: Kamailio saved an Expires: 0 REGISTER of bot
+        bound = [line for line in kam.log().splitlines() if "bound: bot " in line]
+        assert bound and bound[-1].endswith("expires '0'"), bound
+        methods = [r.split()[0] for r in kam.requests()]
+        assert methods.count("INVITE") >= 4, kam.requests()  # each challenged once: 2 calls
+    except BaseException:
+        print(kam.explain())
+        raise
+    finally:
+        await kam.stop()
