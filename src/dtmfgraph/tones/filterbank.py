@@ -134,7 +134,8 @@ class Workspace:
     for channel ``c``), then the new ones (row ``2 C + c m + i``), so that the new part is one
     contiguous matrix for BLAS. ``power`` (``5 x C m``: the DFT's ``|X|^2`` summed over the low
     and over the high group, the sum of squares, and the largest ``|X|^2`` of the low and of the
-    high group) covers the new half-blocks, ``carried_power`` (``5 x C x CARRY``) the kept ones.
+    high group) covers the new half-blocks, ``carried_power`` (``5 x C``) the last kept one (the
+only kept half-block a block of this call starts with).
     Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is made of the channel's
     half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column ``k`` of ``rows`` is (row
     of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
@@ -161,7 +162,7 @@ class Workspace:
             self._cos_store = np.empty((self._store_rows, 16), dtype=np.float32)
             self._needed_store = np.empty(self._store_rows, dtype=bool)
             self._position_store = np.empty(self._store_rows, dtype=np.intp)
-            self.carried_power = np.zeros((_POWERS, channels, CARRY), dtype=np.float32)
+            self.carried_power = np.zeros((_POWERS, channels), dtype=np.float32)
         else:  # share the kept rows (and scratch) with ``like``: switching needs no copy
             self._store_rows = like._store_rows
             self._spectra_store, self._cos_store = like._spectra_store, like._cos_store
@@ -212,7 +213,7 @@ class Workspace:
         kept = self.spectra[:top].reshape(c, CARRY, 16)
         if m >= CARRY:
             kept[:] = self.spectra[top:].reshape(c, m, 16)[:, -CARRY:]
-            self.carried_power[:] = power[..., -CARRY:]
+            np.copyto(self.carried_power, power[..., -1])
             self.carried_frames, self.carried_m = self.frames, m
             self.carried_cos, self.cos_all = self.cos_all, False
             if self.carried_cos:
@@ -222,8 +223,7 @@ class Workspace:
         self.carried_cos = self.cos_all = False
         kept[:, 0] = kept[:, 1]  # m == 1: shift by one half-block
         kept[:, 1] = self.spectra[top:]
-        self.carried_power[..., 0] = self.carried_power[..., 1]
-        self.carried_power[..., 1] = power[..., 0]
+        np.copyto(self.carried_power, power[..., 0])
         frames = np.empty((c, CARRY, self.frames.shape[1]), dtype=np.float32)
         frames[:, 0] = self.carried_raw(np.arange(1, top, CARRY))
         frames[:, 1] = self.frames
@@ -527,9 +527,9 @@ _KERNEL_TONE: Final[Index] = np.array([0, 1, 0, 1], dtype=np.intp)
 
 def _block_sums(new: F32, kept: F32, m: int, out: F32) -> F32:
     """Per block (``... x C m``), the sum over its two half-blocks of ``new`` (``... x C m``),
-    the first block of each channel taking its first half from ``kept`` (``... x C x CARRY``)."""
+    the first block of each channel taking its first half from ``kept`` (``... x C``)."""
     np.add(new[..., :-1], new[..., 1:], out=out[..., 1:])
-    np.add(kept[..., -1], new[..., ::m], out=out[..., ::m])
+    np.add(kept, new[..., ::m], out=out[..., ::m])
     return out
 
 
