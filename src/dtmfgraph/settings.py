@@ -103,6 +103,13 @@ class Settings(BaseSettings):
             "e.g. sip:{number}@192.0.2.10:5060, or just the trunk's host[:port]."
         ),
     )
+    sip_dns_server: str | None = Field(
+        default=None,
+        description=(
+            "IP[:PORT] of the DNS server for SIP targets named by host name (SRV _sip._udp, "
+            "then A/AAAA); default the system's resolver."
+        ),
+    )
     sip_auth_user: str | None = Field(
         default=None,
         description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",
@@ -240,6 +247,25 @@ class Settings(BaseSettings):
         if sep and scheme.lower() in ("sip", "sips"):
             return f"{scheme.lower()}:{{number}}@{rest.rpartition('@')[2]}"
         return f"sip:{{number}}@{trunk}"
+
+    def sip_dns_address(self) -> tuple[str, int] | None:
+        """``sip_dns_server`` as (IP, port), port 53 when not given; ``ValueError`` naming the
+        setting when it is not an IP address with an optional port."""
+        text = (self.sip_dns_server or "").strip()
+        if not text:
+            return None
+        host, port = text, 53
+        if text.startswith("[") or text.count(":") == 1:
+            host, _, port_text = text.rpartition(":")
+            host = host.strip("[]")
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ValueError(f"sip_dns_server: bad port in {text!r}")
+            port = int(port_text)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"sip_dns_server: {text!r} is not an IP address[:port]") from None
+        return host, port
 
     def sip_credentials(self) -> tuple[str, str] | None:
         """(user, password) for SIP digest challenges, or ``None``; a ``ValueError`` names the

@@ -212,6 +212,11 @@ def test_sip_account_options_are_checked_before_start(tmp_path: Path) -> None:
     done = run_serve("--data-dir", data, env=_env(DTMFGRAPH_SIP_AUTH_PASSWORD="pw"), cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: sip_auth_user: a SIP password needs a user name")
+    done = run_serve("--sip-dns-server", "dns.example:53", "--data-dir", data, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "error: sip_dns_server: 'dns.example:53' is not an IP address[:port]"
+    ), done.stderr
     done = run_serve("--sip-register-expires", "5", "--data-dir", data, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: --sip-register-expires: Input should be greater")

@@ -12,25 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from dtmfgraph.media import DialError, Phone, PhoneCall, RegistrationError
+from dtmfgraph.media import DialError, Phone, PhoneCall, RegistrationError, SipResolver
 from dtmfgraph.media.phone import IncomingInvite
 from dtmfgraph.sip import RegistrationState
 
 from ..judges.baresip import Baresip
+from ..judges.dnsmasq import pbx_domain
 from ..judges.kamailio import Kamailio
 
 USERS = {"bot": "bot-secret", "alice": "alice-secret"}
 
 
-async def _kamailio(tmp_path: Path) -> Kamailio:
-    kam = Kamailio(tmp_path / "kam", dict(USERS))
-    await kam.start()
-    return kam
-
-
 async def test_register_then_a_call_to_our_aor_reaches_us(tmp_path: Path, phone: Phone) -> None:
-    kam = await _kamailio(tmp_path)
-    try:
+    async with Kamailio(tmp_path / "kam", dict(USERS)) as kam:
         answered: asyncio.Future[PhoneCall] = asyncio.get_running_loop().create_future()
 
         async def on_incoming(invite: IncomingInvite) -> None:
@@ -60,43 +54,33 @@ async def test_register_then_a_call_to_our_aor_reaches_us(tmp_path: Path, phone:
         requests = kam.requests()
         assert any(r.startswith("REGISTER") and "'bot'" in r for r in requests), requests
         assert any(r.startswith("BYE") for r in requests), requests
-    except BaseException:
-        print(kam.explain())
-        raise
-    finally:
-        await kam.stop()
 
 
 async def test_calls_out_through_an_authenticating_proxy(tmp_path: Path, phone: Phone) -> None:
-    kam = await _kamailio(tmp_path)
-    try:
-        async with Baresip(tmp_path / "bs", registrar=kam.domain, password="alice-secret") as bs:
-            await kam.wait_bound("alice")
-            with pytest.raises(DialError) as refused:
-                await phone.dial(kam.uri("alice"), timeout=5)
-            assert refused.value.status == 407
-            assert "no credentials" in refused.value.detail
-            with pytest.raises(DialError) as wrong:
-                await phone.dial(kam.uri("alice"), timeout=5, auth=("bot", "not-it"))
-            assert wrong.value.status == 407
-            assert "credentials rejected" in wrong.value.detail
-            call = await phone.dial(kam.uri("alice"), timeout=5, auth=("bot", "bot-secret"))
-            await call.send_dtmf("42*", method="rfc4733", tone_ms=80, gap_ms=80)
-            await bs.wait_for(lambda b: b.rfc4733_keys() == "42*", 5, "keys 42*")
-            await call.hangup()
-            await bs.wait_event("CALL_CLOSED", 5)
-    except BaseException:
-        print(kam.explain())
-        raise
-    finally:
-        await kam.stop()
+    async with (
+        Kamailio(tmp_path / "kam", dict(USERS)) as kam,
+        Baresip(tmp_path / "bs", registrar=kam.domain, password="alice-secret") as bs,
+    ):
+        await kam.wait_bound("alice")
+        with pytest.raises(DialError) as refused:
+            await phone.dial(kam.uri("alice"), timeout=5)
+        assert refused.value.status == 407
+        assert "no credentials" in refused.value.detail
+        with pytest.raises(DialError) as wrong:
+            await phone.dial(kam.uri("alice"), timeout=5, auth=("bot", "not-it"))
+        assert wrong.value.status == 407
+        assert "credentials rejected" in wrong.value.detail
+        call = await phone.dial(kam.uri("alice"), timeout=5, auth=("bot", "bot-secret"))
+        await call.send_dtmf("42*", method="rfc4733", tone_ms=80, gap_ms=80)
+        await bs.wait_for(lambda b: b.rfc4733_keys() == "42*", 5, "keys 42*")
+        await call.hangup()
+        await bs.wait_event("CALL_CLOSED", 5)
 
 
 async def test_bad_password_fails_and_keeps_retrying_then_unregistered_aor_is_unknown(
     tmp_path: Path,
 ) -> None:
-    kam = await _kamailio(tmp_path)
-    try:
+    async with Kamailio(tmp_path / "kam", dict(USERS)) as kam:
         async with (
             await Phone.start("127.0.0.1", 0) as caller,
             await Phone.start("127.0.0.1", 0) as phone,
@@ -127,8 +111,33 @@ async def test_bad_password_fails_and_keeps_retrying_then_unregistered_aor_is_un
             assert gone.value.status == 404
         registers = [r for r in kam.requests() if r.startswith("REGISTER")]
         assert len(registers) >= 8, registers
-    except BaseException:
-        print(kam.explain())
-        raise
-    finally:
-        await kam.stop()
+
+
+async def test_register_and_call_by_domain_name_found_through_srv(tmp_path: Path) -> None:
+    """``sip:bot@pbx.test`` has no address of its own: its SRV record names Kamailio."""
+    async with (
+        Kamailio(tmp_path / "kam", dict(USERS)) as kam,
+        pbx_domain(tmp_path / "dns", kam.port) as dns,
+    ):
+        resolver = SipResolver(dns.address)
+        async with (
+            await Phone.start("127.0.0.1", 0, resolver=resolver) as bot,
+            await Phone.start("127.0.0.1", 0, resolver=resolver) as alice,
+        ):
+            answered: asyncio.Future[PhoneCall] = asyncio.get_running_loop().create_future()
+
+            async def on_incoming(invite: IncomingInvite) -> None:
+                answered.set_result(await invite.answer())
+
+            bot.on_incoming = on_incoming
+            reg = await bot.register("sip:bot@pbx.test", auth=("bot", "bot-secret"))
+            await reg.wait(5)
+            call = await alice.dial("sip:bot@pbx.test", timeout=5, auth=("alice", "alice-secret"))
+            theirs = await asyncio.wait_for(answered, 5)
+            await call.send_dtmf("31", method="sipinfo", tone_ms=60)
+            heard = [(await theirs.next_key(5)).key for _ in range(2)]
+            await call.hangup()
+        assert heard == ["3", "1"]
+    assert "SRV _sip._udp.pbx.test" in dns.queries()
+    registers = [r for r in kam.requests() if r.startswith("REGISTER sip:pbx.test ")]
+    assert registers, kam.requests()

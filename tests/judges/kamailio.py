@@ -233,5 +233,7 @@ class Kamailio:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:  # the test failed: show what Kamailio saw
+            print(self.explain())
         await self.stop()

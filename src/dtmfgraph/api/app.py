@@ -64,6 +64,7 @@ def build_media(settings: Settings) -> MediaBackend:
             register=settings.sip_register,
             registrar=settings.sip_registrar,
             register_expires=settings.sip_register_expires,
+            dns_server=settings.sip_dns_address(),
         )
     raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
 

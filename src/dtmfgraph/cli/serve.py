@@ -26,6 +26,7 @@ _OPTION_OF = {
     "sip_public_host": "--sip-public-host",
     "sip_trunk_uri": "--sip-trunk",
     "sip_auth_user": "--sip-auth-user",
+    "sip_dns_server": "--sip-dns-server",
     "sip_auth_password": "DTMFGRAPH_SIP_AUTH_PASSWORD",
     "sip_auth_password_file": "--sip-auth-password-file",
     "sip_register": "--sip-register",
@@ -126,6 +127,13 @@ def serve(
             "template with {number}."
         ),
     ] = None,
+    sip_dns_server: Annotated[
+        str | None,
+        typer.Option(
+            help="IP[:PORT] of the DNS server for SIP host names (SRV _sip._udp, then A/AAAA); "
+            "default the system's resolver."
+        ),
+    ] = None,
     sip_auth_user: Annotated[
         str | None,
         typer.Option(
@@ -220,6 +228,7 @@ def serve(
         "sip_public_host": sip_public_host,
         "sip_trunk_uri": sip_trunk,
         "sip_auth_user": sip_auth_user,
+        "sip_dns_server": sip_dns_server,
         "sip_auth_password_file": sip_auth_password_file,
         "sip_register": sip_register,
         "sip_registrar": sip_registrar,
@@ -263,6 +272,7 @@ def serve(
         raise typer.Exit(2)
     try:
         settings.sip_credentials()
+        settings.sip_dns_address()
         settings = _ensure_secret(settings)
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -20,6 +20,7 @@ from .phone import (
     PhoneError,
 )
 from .registration import PhoneRegistration, RegistrationError
+from .resolve import ResolveError, SipResolver, SrvRecord, srv_order
 from .session import DtmfSending, NoRemoteError, RtpSession, SessionClosedError
 from .sip_transport import SipTransport
 from .udp import (
@@ -62,12 +63,16 @@ __all__ = [
     "PortRange",
     "PortRangeExhaustedError",
     "RegistrationError",
+    "ResolveError",
     "RtpSession",
     "SessionClosedError",
+    "SipResolver",
     "SipTransport",
+    "SrvRecord",
     "UdpEndpoint",
     "bind_udp",
     "open_udp_endpoint",
     "parse_address",
     "settle_heap",
+    "srv_order",
 ]

@@ -67,6 +67,7 @@ from dtmfgraph.tones import KeypadError, parse_keys
 from .banks import InbandBanks
 from .pacer import Pacer
 from .registration import PhoneRegistration, RegistrationError
+from .resolve import ResolveError, SipResolver
 from .session import RtpSession, SessionClosedError
 from .sip_transport import SipTransport
 from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
@@ -907,8 +908,10 @@ class Phone:
         shared_detector: bool,
         rng: random.Random,
         media_timeout: float | None = None,
+        resolver: SipResolver | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.resolver = resolver or SipResolver()
         self.rtp_host = rtp_host
         self.rtp_ports = rtp_ports
         self.sdp_host = sdp_host
@@ -950,6 +953,7 @@ class Phone:
         timers: SipTimers | None = None,
         rng: random.Random | None = None,
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
+        resolver: SipResolver | None = None,
     ) -> Phone:
         """Bind the SIP socket on ``sip_host:sip_port`` (0 = any free port) and start.
 
@@ -957,7 +961,8 @@ class Phone:
         host); ``sdp_host`` is the address written into SDP (default: the RTP host, which must
         then be a concrete address, not 0.0.0.0). ``pacer``: share one with other media users.
         ``media_timeout``: hang up a call whose far end has sent no RTP for this many seconds
-        (not while its SDP holds the call); ``None`` or 0: never.
+        (not while its SDP holds the call); ``None`` or 0: never. ``resolver`` finds where a
+        target named by host name goes (SRV, then A/AAAA; default: the system's DNS).
         """
         if media_timeout is not None and media_timeout < 0:
             raise ValueError(f"media_timeout must be >= 0 seconds, got {media_timeout}")
@@ -976,6 +981,7 @@ class Phone:
             shared_detector=shared_detector,
             rng=rng or random.SystemRandom(),
             media_timeout=media_timeout,
+            resolver=resolver,
         )
         sip_advertised = sdp_host or sip_host
 
@@ -1083,9 +1089,9 @@ class Phone:
         return call
 
     async def _resolve(self, uri: str, timeout: float) -> Address | None:
-        """Where a target whose host is a name goes: its first address (A/AAAA, through the
-        system's resolver) of our SIP socket's family, at the URI's port or 5060. ``None`` for
-        an IP literal or a URI the UA rejects itself. No NAPTR/SRV (RFC 3263) lookups."""
+        """Where a target whose host is a name goes (:class:`SipResolver`: SRV ``_sip._udp``,
+        then A/AAAA of our SIP socket's family). ``None`` for an IP literal or a URI the UA
+        rejects itself."""
         try:
             target = SipUri.parse(uri)
         except SipError:
@@ -1093,19 +1099,13 @@ class Phone:
         if is_ip_address(target.host):
             return None
         family = socket.AF_INET6 if ":" in self.sip_address[0] else socket.AF_INET
-        port = target.port or 5060
         try:
-            found = await asyncio.wait_for(
-                self.loop.getaddrinfo(target.host, port, family=family, type=socket.SOCK_DGRAM),
-                timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            raise DialError(uri, 0, "not sent", f"cannot resolve {target.host!r}: {why}") from None
-        if not found:
-            raise DialError(uri, 0, "not sent", f"{target.host!r} has no address")
-        host, resolved_port = found[0][4][:2]
-        return (str(host), int(resolved_port))
+            return await asyncio.wait_for(self.resolver.resolve(target, family), timeout)
+        except TimeoutError:
+            detail = f"cannot resolve {target.host!r}: timed out"
+        except ResolveError as exc:
+            detail = str(exc)
+        raise DialError(uri, 0, "not sent", detail) from None
 
     # -- registering --------------------------------------------------------------------------
     async def register(

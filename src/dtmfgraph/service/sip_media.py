@@ -36,6 +36,7 @@ from ..media.phone import DialError as PhoneDialError
 from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
+from ..media.resolve import SipResolver
 from ..media.udp import Address, MediaError, PortRange
 from ..sip import Credentials
 from .media import (
@@ -221,7 +222,10 @@ class SipMedia:
         register: str | None = None,
         registrar: str | None = None,
         register_expires: int = 3600,
+        dns_server: Address | None = None,
     ) -> None:
+        self.dns_server = dns_server
+        """Where host names of targets are looked up (None: the system's resolver)."""
         self.media_timeout = media_timeout
         self.auth = Credentials(*auth) if auth is not None else None
         """Answers digest challenges to our INVITEs and REGISTERs (any realm)."""
@@ -247,6 +251,7 @@ class SipMedia:
                 user=self.user,
                 sdp_host=self.public_host,
                 media_timeout=self.media_timeout,
+                resolver=SipResolver(self.dns_server),
             )
         return self.phone
 

@@ -125,25 +125,25 @@ def half_block(rate: int) -> int:
 class Workspace:
     """Buffers for one analysis call: ``channels`` channels (``C``), ``m`` new half-blocks each.
 
-    ``frames`` (set by the caller for each call) holds the new half-blocks (``C m x half``);
-    ``carried_frames`` and ``carried_m`` say where the :data:`CARRY` half-blocks kept from the
-    previous call are: kept half-block ``h`` of channel ``c`` is row ``c carried_m + carried_m -
-    CARRY + h`` of ``carried_frames`` (the previous call's frames, not copied). ``spectra``
-    holds, per half-block, its DFT at the 8 frequencies as 8 complex64 values stored as (re, im)
-    float32 pairs; it has ``CARRY * C + C m`` rows: first the kept half-blocks (row ``2 c + h``
-    for channel ``c``), then the new ones (row ``2 C + c m + i``), so that the new part is one
-    contiguous matrix for BLAS. ``power`` (``5 x C m``: the DFT's ``|X|^2`` summed over the low
-    and over the high group, the sum of squares, and the largest ``|X|^2`` of the low and of the
-    high group) covers the new half-blocks, ``carried_power`` (``5 x C``) the last kept one (the
-only kept half-block a block of this call starts with).
-    Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is made of the channel's
-    half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column ``k`` of ``rows`` is (row
-    of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
+        ``frames`` (set by the caller for each call) holds the new half-blocks (``C m x half``);
+        ``carried_frames`` and ``carried_m`` say where the :data:`CARRY` half-blocks kept from the
+        previous call are: kept half-block ``h`` of channel ``c`` is row ``c carried_m + carried_m -
+        CARRY + h`` of ``carried_frames`` (the previous call's frames, not copied). ``spectra``
+        holds, per half-block, its DFT at the 8 frequencies as 8 complex64 values stored as (re, im)
+        float32 pairs; it has ``CARRY * C + C m`` rows: first the kept half-blocks (row ``2 c + h``
+        for channel ``c``), then the new ones (row ``2 C + c m + i``), so that the new part is one
+        contiguous matrix for BLAS. ``power`` (``5 x C m``: the DFT's ``|X|^2`` summed over the low
+        and over the high group, the sum of squares, and the largest ``|X|^2`` of the low and of the
+        high group) covers the new half-blocks, ``carried_power`` (``5 x C``) the last kept one (the
+    only kept half-block a block of this call starts with).
+        Block ``j`` of channel ``c`` (flat index ``k = c m + j``) is made of the channel's
+        half-blocks ``j + 1`` and ``j + 2`` counting the kept ones; column ``k`` of ``rows`` is (row
+        of half-block ``j``, of ``j + 1``, of ``j + 2``, ``c``, ``j``).
 
-    A workspace made ``like`` another shares its stores (the kept rows, ``carried_power`` and
-    the per-half-block scratch) when they have room, so that alternating between workspaces
-    (160-sample feeds bring 3 or 4 half-blocks) copies nothing; stores get room for one more
-    half-block per channel than the workspace that makes them.
+        A workspace made ``like`` another shares its stores (the kept rows, ``carried_power`` and
+        the per-half-block scratch) when they have room, so that alternating between workspaces
+        (160-sample feeds bring 3 or 4 half-blocks) copies nothing; stores get room for one more
+        half-block per channel than the workspace that makes them.
     """
 
     _store_rows: int

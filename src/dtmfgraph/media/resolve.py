@@ -1,0 +1,150 @@
+"""Where a SIP URI's requests go: RFC 3263's server location, for the one transport we speak (UDP).
+
+* an IP address: that address, at the URI's port (5060 when none);
+* a host name with a port: its address (A or AAAA, by the SIP socket's family);
+* a host name without a port: the SRV records ``_sip._udp.<name>`` (RFC 2782 order: lowest
+  priority first, weighted random within a priority), the first target's address and port; a
+  name with no SRV records (or whose lookup fails) is used as if it had port 5060. NAPTR is not
+  queried: it only chooses among transports, and UDP is ours (RFC 3263 4.1 lets a client that
+  knows its transport go straight to SRV).
+
+Names go to the system's resolver (``getaddrinfo``, so ``/etc/hosts`` counts) unless a DNS
+server is named, which then answers every query. Only the first SRV target is used: there is
+no failover to the next one when it does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import dns.asyncresolver
+import dns.exception
+import dns.inet
+import dns.rdatatype
+import dns.resolver
+
+from ..sip.grammar import is_ip_address
+from ..sip.uri import SipUri
+from .udp import Address, MediaError
+
+DEFAULT_TIMEOUT_S: Final = 5.0
+"""Longest a whole resolution may take."""
+SRV_TIMEOUT_S: Final = 2.0
+"""Longest the SRV query may take before the name is tried as a plain host."""
+
+
+class ResolveError(MediaError):
+    """A SIP target whose address cannot be found (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """One SRV answer: ``priority``, ``weight``, ``port``, ``target`` (no trailing dot)."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+
+def srv_order(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecord]:
+    """RFC 2782 order: by priority; within a priority, repeatedly pick at random with
+    probability proportional to weight, from a list in random order with the records of weight
+    0 at its start (so they are picked rarely, and evenly when all weigh 0)."""
+    out: list[SrvRecord] = []
+    for priority in sorted({r.priority for r in records}):
+        group = [r for r in records if r.priority == priority]
+        rng.shuffle(group)
+        group.sort(key=lambda r: r.weight > 0)
+        while group:
+            total = sum(r.weight for r in group)
+            pick = rng.randint(0, total)
+            running = 0
+            for index, record in enumerate(group):
+                running += record.weight
+                if running >= pick:
+                    out.append(group.pop(index))
+                    break
+    return out
+
+
+class SipResolver:
+    """Finds the address for a SIP URI. ``nameserver``: a DNS server (``host``, ``port``) that
+    answers every query instead of the system's resolver (e.g. a split-horizon server)."""
+
+    def __init__(
+        self,
+        nameserver: Address | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.nameserver = nameserver
+        self.timeout = timeout
+        self._rng = rng or random.SystemRandom()
+        if nameserver is None:
+            self._dns = dns.asyncresolver.Resolver()
+        else:
+            self._dns = dns.asyncresolver.Resolver(configure=False)
+            self._dns.nameservers = [nameserver[0]]
+            self._dns.port = nameserver[1]
+
+    async def resolve(self, uri: SipUri, family: int = socket.AF_INET) -> Address:
+        """The address to send ``uri``'s requests to, of ``family``; :class:`ResolveError`."""
+        host = uri.host
+        if is_ip_address(host):
+            return uri.address
+        try:
+            return await asyncio.wait_for(self._resolve_name(uri, family), self.timeout)
+        except TimeoutError:
+            raise ResolveError(f"cannot resolve {host!r}: timed out") from None
+
+    async def _resolve_name(self, uri: SipUri, family: int) -> Address:
+        if uri.port is not None:
+            return await self._address(uri.host, uri.port, family)
+        records = await self._srv(uri.host)
+        if not records:
+            return await self._address(uri.host, 5060, family)
+        if len(records) == 1 and records[0].target in ("", "."):
+            raise ResolveError(f"{uri.host!r} says it offers no SIP over UDP (SRV target '.')")
+        first = srv_order(records, self._rng)[0]
+        return await self._address(first.target, first.port, family)
+
+    async def _srv(self, name: str) -> list[SrvRecord]:
+        """The ``_sip._udp`` SRV records of ``name`` (none if it has none or the lookup
+        fails)."""
+        try:
+            answer = await self._dns.resolve(
+                f"_sip._udp.{name}", dns.rdatatype.SRV, lifetime=SRV_TIMEOUT_S, search=False
+            )
+        except (dns.exception.DNSException, OSError):
+            return []
+        return [
+            SrvRecord(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True))
+            for r in answer
+        ]
+
+    async def _address(self, name: str, port: int, family: int) -> Address:
+        """``name``'s first address of ``family``: from the named DNS server, else from the
+        system's resolver."""
+        if self.nameserver is not None:
+            kind = dns.rdatatype.AAAA if family == socket.AF_INET6 else dns.rdatatype.A
+            try:
+                answer = await self._dns.resolve(name, kind, search=False)
+            except (dns.exception.DNSException, OSError) as exc:
+                raise ResolveError(f"cannot resolve {name!r}: {exc}") from None
+            return str(next(iter(answer)).address), port
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(name, port, family=family, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise ResolveError(f"cannot resolve {name!r}: {exc}") from None
+        if not found:
+            raise ResolveError(f"{name!r} has no address")
+        host, resolved_port = found[0][4][:2]
+        return str(host), int(resolved_port)
