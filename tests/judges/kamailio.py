@@ -1,11 +1,11 @@
 """Kamailio 5.6 (Debian ``kamailio``) as a real registrar and authenticating proxy.
 
 :class:`Kamailio` writes a small configuration (``docs/judges.md``) and runs it on a loopback
-port: REGISTER is challenged (401, digest, realm = the To domain) and saved in memory (usrloc,
-``db_mode`` 0), the authentication user must be the AOR's user; a new INVITE is challenged
-(407, realm = the From domain), record-routed and relayed to the callee's registered contacts
-(404 when it has none); in-dialog requests follow the route set. Every request is logged to
-its stderr file, which :meth:`Kamailio.explain` shows when a test fails.
+port, UDP and TCP: REGISTER is challenged (401, digest, realm = the To domain) and saved in
+memory (usrloc, ``db_mode`` 0), the authentication user must be the AOR's user; a new INVITE is
+challenged (407, realm = the From domain), record-routed and relayed to the callee's registered
+contacts (404 when it has none); in-dialog requests follow the route set. Every request is
+logged to its stderr file, which :meth:`Kamailio.explain` shows when a test fails.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ _CONFIG = """#!KAMAILIO
 debug=2
 log_stderror=yes
 children=1
-disable_tcp=yes
+tcp_children=1
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
 alias="127.0.0.1:{port}"
 mpath="{modules}/"
 loadmodule "kex.so"

@@ -254,9 +254,11 @@ async def run_sipp(
     limit: int | None = None,
     timeout_s: int = 20,
     service: str = "alice",
+    transport: str = "u1",
 ) -> SippResult:
     """Run sipp with ``scenario`` (XML text) against ``target``; ``calls`` in all, at ``rate``
-    calls/s with at most ``limit`` at once."""
+    calls/s with at most ``limit`` at once; ``transport`` is sipp's ``-t`` (``u1`` UDP, ``t1``
+    one TCP connection)."""
     exe = require_sipp()
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "scenario.xml"
@@ -283,6 +285,8 @@ async def run_sipp(
         f"{timeout_s}s",
         "-timeout_error",
         "-trace_err",
+        "-t",
+        transport,
     ]
     if rate is not None:
         args += ["-r", str(rate)]

@@ -45,6 +45,7 @@ async def _dns(tmp_path: Path) -> Dnsmasq:
             ("_sip._udp.pbx.test", "sip1.pbx.test", 5070, 10, 5),
             ("_sip._udp.pbx.test", "sip2.pbx.test", 5090, 20, 5),
             ("_sip._udp.closed.test", ".", 0, 0, 0),
+            ("_sip._tcp.pbx.test", "sip2.pbx.test", 5091, 10, 5),
         ],
         hosts={
             "sip1.pbx.test": "127.0.0.2",
@@ -68,6 +69,11 @@ async def test_resolver_against_a_real_dns_server(tmp_path: Path) -> None:
         assert await resolver.resolve(SipUri.parse("sip:bot@plain.test:5999")) == (
             "127.0.0.4",
             5999,
+        )
+        # ;transport=tcp: the _sip._tcp records
+        assert await resolver.resolve(SipUri.parse("sip:bot@pbx.test;transport=tcp")) == (
+            "127.0.0.3",
+            5091,
         )
         # no SRV records: the name itself at 5060
         assert await resolver.resolve(SipUri.parse("sip:bot@plain.test")) == ("127.0.0.4", 5060)

@@ -514,7 +514,7 @@ def test_bad_info_bodies() -> None:
         ("application/dtmf", b"9", 200),
     ):
         request = call.dialog.request(
-            "INFO", a._via(), a.contact, body=body, content_type=content_type
+            "INFO", a._via(B), a.contact, body=body, content_type=content_type
         )
         b.receive_datagram(bytes(request), A, net.now)
         [(data, _)] = b.datagrams_to_send(net.now)
@@ -554,7 +554,7 @@ def test_bye_without_dialog_gets_481_and_unknown_methods() -> None:
     call, _ = connect(net, a, b)
     assert call.dialog is not None
     for method, status in (("UPDATE", 405), ("FROBNICATE", 501), ("OPTIONS", 200)):
-        request = call.dialog.request(method, a._via(), a.contact)
+        request = call.dialog.request(method, a._via(B), a.contact)
         b.receive_datagram(bytes(request), A, net.now)
         [(data, _)] = b.datagrams_to_send(net.now)
         response = parse_message(data)

@@ -304,7 +304,8 @@ async def _serve(settings: Settings) -> None:
                 )
                 raise typer.Exit(2) from None
             sip_host, sip_port = media.sip_address
-            typer.echo(f"dtmfgraph: SIP on {media.uri} (UDP {sip_host}:{sip_port})", err=True)
+            where = f"UDP and TCP {sip_host}:{sip_port}"
+            typer.echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
             trunk = settings.sip_trunk_template()
             typer.echo(
                 f"dtmfgraph: E.164 targets go to {trunk}"

@@ -1,12 +1,13 @@
-"""Where a SIP URI's requests go: RFC 3263's server location, for the one transport we speak (UDP).
+"""Where a SIP URI's requests go: RFC 3263's server location.
 
 * an IP address: that address, at the URI's port (5060 when none);
 * a host name with a port: its address (A or AAAA, by the SIP socket's family);
-* a host name without a port: the SRV records ``_sip._udp.<name>`` (RFC 2782 order: lowest
-  priority first, weighted random within a priority), the first target's address and port; a
-  name with no SRV records (or whose lookup fails) is used as if it had port 5060. NAPTR is not
-  queried: it only chooses among transports, and UDP is ours (RFC 3263 4.1 lets a client that
-  knows its transport go straight to SRV).
+* a host name without a port: the SRV records ``_sip._udp.<name>`` (``_sip._tcp`` for a URI
+  with ``;transport=tcp``; RFC 2782 order: lowest priority first, weighted random within a
+  priority), the first target's address and port; a name with no SRV records (or whose lookup
+  fails) is used as if it had port 5060. NAPTR is not queried: the URI's transport parameter
+  (UDP without one) is taken as given, as RFC 3263 4.1 allows a client that knows its
+  transport.
 
 Names go to the system's resolver (``getaddrinfo``, so ``/etc/hosts`` counts) unless a DNS
 server is named, which then answers every query. Only the first SRV target is used: there is
@@ -107,20 +108,22 @@ class SipResolver:
     async def _resolve_name(self, uri: SipUri, family: int) -> Address:
         if uri.port is not None:
             return await self._address(uri.host, uri.port, family)
-        records = await self._srv(uri.host)
+        tcp = str(uri.params.get("transport") or "").lower() == "tcp"
+        service = "_sip._tcp" if tcp else "_sip._udp"
+        records = await self._srv(f"{service}.{uri.host}")
         if not records:
             return await self._address(uri.host, 5060, family)
         if len(records) == 1 and records[0].target in ("", "."):
-            raise ResolveError(f"{uri.host!r} says it offers no SIP over UDP (SRV target '.')")
+            kind = "TCP" if tcp else "UDP"
+            raise ResolveError(f"{uri.host!r} says it offers no SIP over {kind} (SRV target '.')")
         first = srv_order(records, self._rng)[0]
         return await self._address(first.target, first.port, family)
 
     async def _srv(self, name: str) -> list[SrvRecord]:
-        """The ``_sip._udp`` SRV records of ``name`` (none if it has none or the lookup
-        fails)."""
+        """The SRV records of ``name`` (none if it has none or the lookup fails)."""
         try:
             answer = await self._dns.resolve(
-                f"_sip._udp.{name}", dns.rdatatype.SRV, lifetime=SRV_TIMEOUT_S, search=False
+                name, dns.rdatatype.SRV, lifetime=SRV_TIMEOUT_S, search=False
             )
         except (dns.exception.DNSException, OSError):
             return []

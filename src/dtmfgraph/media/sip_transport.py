@@ -1,21 +1,30 @@
-"""The asyncio driver of a sans-I/O :class:`~dtmfgraph.sip.UserAgent` on one UDP socket.
+"""The asyncio driver of a sans-I/O :class:`~dtmfgraph.sip.UserAgent` on one UDP socket and a
+TCP listener on the same port.
 
 Shaped like aioquic's ``QuicConnectionProtocol``: every datagram goes to
 ``ua.receive_datagram(data, addr, now)``; then (and after every timer and every API call made
 through :meth:`SipTransport.kick`) what the agent wants sent is sent, its events are handed to
 ``on_event``, and one ``loop.call_at`` timer is re-armed at ``ua.next_deadline()``. ``now`` is
 the event loop's clock (the same clock the RTP pacer uses).
+
+TCP (RFC 3261 18): connections the far end opens are accepted; a message the agent wants sent to
+a TCP peer goes on that peer's connection, opened on first use. Each connection's bytes are cut
+into messages by a :class:`~dtmfgraph.sip.stream.StreamFramer`; a stream that cannot be framed
+is closed (logged and counted). A connection that closes or cannot be opened makes its peer a
+UDP address again for the agent; a request that was on it times out in its transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
-from dtmfgraph.sip import Event, RegistrationEvent, UserAgent
+from dtmfgraph.sip import Event, RegistrationEvent, SipParseError, UserAgent
+from dtmfgraph.sip.stream import StreamFramer
 
 from .udp import Address, bind_udp
 
@@ -36,6 +45,21 @@ class TransportStats:
     """Datagrams or timers on which the agent raised: logged, counted, never fatal."""
     handler_errors: int = 0
     """Events whose handler raised: logged, counted, never fatal."""
+    tcp_connections: int = 0
+    """TCP connections accepted or opened."""
+    tcp_messages_in: int = 0
+    tcp_messages_out: int = 0
+    tcp_errors: int = 0
+    """Connections that could not be opened, broke, or carried bytes that are not SIP."""
+
+
+@dataclass(slots=True)
+class _Stream:
+    """One TCP connection with a peer: its writer once connected, and what waits for it."""
+
+    writer: asyncio.StreamWriter | None = None
+    waiting: list[bytes] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -54,6 +78,8 @@ class SipTransport(asyncio.DatagramProtocol):
         self._again = False
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self.local_address: Address = ("", 0)
+        self._tcp_server: asyncio.Server | None = None
+        self._streams: dict[Address, _Stream] = {}
 
     @classmethod
     async def open(
@@ -63,17 +89,32 @@ class SipTransport(asyncio.DatagramProtocol):
         ua_factory: Callable[[Address], UserAgent],
         on_event: EventHandler,
     ) -> SipTransport:
-        """Bind ``host:port`` (0 = any free port), then make the agent for the bound address."""
-        sock = bind_udp(host, port)
+        """Bind UDP and TCP on ``host:port`` (0 = a port free for both), then make the agent for
+        the bound address."""
         loop = asyncio.get_running_loop()
-        try:
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: cls(ua_factory, on_event), sock=sock
-            )
-        except BaseException:
-            sock.close()
-            raise
-        return protocol
+        for attempt in range(20):
+            sock = bind_udp(host, port)
+            try:
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: cls(ua_factory, on_event), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                await protocol._listen_tcp(host)
+            except OSError:
+                await protocol.close()
+                if port == 0 and attempt < 19:
+                    continue  # that UDP port's TCP twin is taken: try another port
+                raise
+            return protocol
+        raise AssertionError("unreachable")
+
+    async def _listen_tcp(self, host: str) -> None:
+        self._tcp_server = await asyncio.start_server(
+            self._accepted, host, self.local_address[1], reuse_address=True
+        )
 
     @property
     def ua(self) -> UserAgent:
@@ -105,6 +146,81 @@ class SipTransport(asyncio.DatagramProtocol):
             self.stats.agent_errors += 1
             logger.exception("SIP agent failed on a datagram from %s:%d", *peer)
         self.kick()
+
+    # -- TCP ----------------------------------------------------------------------------------
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        self.stats.tcp_connections += 1
+        old = self._streams.get(peer)
+        stream = _Stream(writer=writer, task=asyncio.current_task())
+        self._streams[peer] = stream
+        if old is not None and old.writer is not None:
+            old.writer.close()
+        await self._read(peer, stream, reader)
+
+    async def _connect(self, peer: Address, stream: _Stream) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(peer[0], peer[1]), _CONNECT_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            self.stats.tcp_errors += 1
+            logger.debug("SIP TCP connection to %s:%d failed: %s", *peer, exc)
+            self._drop(peer, stream)
+            return
+        self.stats.tcp_connections += 1
+        stream.writer = writer
+        for data in stream.waiting:
+            writer.write(data)
+            self.stats.tcp_messages_out += 1
+        stream.waiting.clear()
+        await self._read(peer, stream, reader)
+
+    async def _read(self, peer: Address, stream: _Stream, reader: asyncio.StreamReader) -> None:
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                ua = self._ua
+                if ua is None:
+                    break
+                for message in framer.feed(data):
+                    self.stats.tcp_messages_in += 1
+                    try:
+                        ua.receive_stream_message(message, peer, self._loop.time())
+                    except Exception:
+                        self.stats.agent_errors += 1
+                        logger.exception("SIP agent failed on a message from %s:%d", *peer)
+                self.kick()
+        except SipParseError as exc:
+            self.stats.tcp_errors += 1
+            logger.warning("SIP TCP stream from %s:%d closed: %s", *peer, exc)
+        except (OSError, asyncio.IncompleteReadError):
+            self.stats.tcp_errors += 1
+        finally:
+            self._drop(peer, stream)
+
+    def _drop(self, peer: Address, stream: _Stream) -> None:
+        """The connection with ``peer`` is over: forget it (the agent too)."""
+        if stream.writer is not None:
+            stream.writer.close()
+        stream.waiting.clear()
+        if self._streams.get(peer) is stream:
+            del self._streams[peer]
+            if self._ua is not None:
+                self._ua.forget_stream_peer(peer)
+
+    def _write(self, data: bytes, peer: Address) -> None:
+        stream = self._streams.get(peer)
+        if stream is None:
+            stream = self._streams[peer] = _Stream(waiting=[data])
+            stream.task = self._loop.create_task(self._connect(peer, stream))
+        elif stream.writer is None:
+            stream.waiting.append(data)
+        elif stream.writer.is_closing():
+            self.stats.tcp_errors += 1
+        else:
+            stream.writer.write(data)
+            self.stats.tcp_messages_out += 1
 
     def error_received(self, exc: Exception) -> None:
         self.stats.send_errors += 1
@@ -149,6 +265,9 @@ class SipTransport(asyncio.DatagramProtocol):
         self._rearm(ua)
 
     def _send(self, ua: UserAgent) -> None:
+        for data, peer in ua.stream_messages_to_send(self._loop.time()):
+            if not self.closed:
+                self._write(data, peer)
         datagrams = ua.datagrams_to_send(self._loop.time())
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -205,6 +324,27 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._ua is not None and self._transport is not None:
             self._send(self._ua)
         self._cancel_timer()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            if stream.writer is not None:
+                stream.writer.close()
+            if stream.task is not None:
+                stream.task.cancel()
+        for stream in streams:
+            if stream.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await stream.task
         if self._transport is not None:
             self._transport.close()
         await self._closed
+
+
+_CONNECT_TIMEOUT_S = 5.0
+"""Longest wait for a TCP connection to a peer."""
+
+
+def _peer(writer: asyncio.StreamWriter) -> Address:
+    name = writer.get_extra_info("peername")
+    return str(name[0]), int(name[1])

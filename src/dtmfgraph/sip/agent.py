@@ -14,7 +14,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from dtmfgraph.sip import dtmf_relay
@@ -195,6 +195,23 @@ class UserAgent:
         out, self._wire.queue = self._wire.queue, []
         return out
 
+    def receive_stream_message(self, data: bytes, addr: Addr, now: float) -> None:
+        """Feed one whole message (see :class:`~dtmfgraph.sip.stream.StreamFramer`) that came
+        over a TCP connection from ``addr``: what goes back to ``addr`` goes over TCP too."""
+        self._wire.reliable.add(addr)
+        self.receive_datagram(data, addr, now)
+
+    def stream_messages_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        """Messages to write to TCP connections (one per peer address), in order."""
+        del now
+        out, self._wire.stream_queue = self._wire.stream_queue, []
+        return out
+
+    def forget_stream_peer(self, addr: Addr) -> None:
+        """The TCP connection with ``addr`` is gone: its address is reached by UDP again
+        (or by a new connection, when a URI asks for TCP)."""
+        self._wire.reliable.discard(addr)
+
     def next_deadline(self) -> float | None:
         """When :meth:`handle_deadline` must next be called, or ``None``."""
         while self._heap:
@@ -244,18 +261,19 @@ class UserAgent:
             if not is_ip_address(uri.host):
                 raise SipError(f"no DNS at this layer: give destination= for {uri.host!r}")
             dest = uri.address
+        self._note_transport(uri, dest)
         call_id = f"{self._token()}{self._token()}"
         local = NameAddr(self.uri, self.display_name, {"tag": self._token()})
         call = Call(call_id, Role.CALLER, local, NameAddr(uri), dest, credentials=auth)
         call.local_sdp = sdp_offer
         headers = Headers()
-        headers.add("Via", str(self._via()))
+        headers.add("Via", str(self._via(dest)))
         headers.add("Max-Forwards", "70")
         headers.add("From", str(local))
         headers.add("To", str(NameAddr(uri)))
         headers.add("Call-ID", call_id)
         headers.add("CSeq", str(CSeq(1, "INVITE")))
-        headers.add("Contact", str(self.contact))
+        headers.add("Contact", str(self._contact(dest)))
         self._common_headers(headers)
         body = b""
         if sdp_offer is not None:
@@ -319,11 +337,12 @@ class UserAgent:
                     f"no DNS at this layer: give destination= for {registrar_uri.host!r}"
                 )
             dest = registrar_uri.address
+        self._note_transport(registrar_uri, dest)
         registration = Registration(
             aor=aor_uri.without_params(),
             registrar=registrar_uri,
             destination=dest,
-            contact=self.contact,
+            contact=self._contact(dest),
             call_id=f"{self._token()}{self._token()}",
             tag=self._token(),
             expires_requested=expires,
@@ -457,9 +476,31 @@ class UserAgent:
     def _token(self) -> str:
         return f"{self._rng.getrandbits(64):016x}"
 
-    def _via(self) -> Via:
+    def _via(self, dest: Addr) -> Via:
         branch = BRANCH_MAGIC_COOKIE + self._token()
-        return Via(self.local_host, self.local_port, "UDP", {"branch": branch, "rport": None})
+        transport = "TCP" if dest in self._wire.reliable else "UDP"
+        return Via(self.local_host, self.local_port, transport, {"branch": branch, "rport": None})
+
+    def _contact(self, peer: Addr) -> NameAddr:
+        """Our Contact for a dialog or binding with ``peer``: ``;transport=tcp`` over TCP, so
+        that the peer comes back the same way."""
+        if peer in self._wire.reliable:
+            return NameAddr(replace(self.uri, params={"transport": "tcp"}))
+        return self.contact
+
+    def _note_transport(self, uri: object, dest: Addr) -> None:
+        """A URI that asks for TCP (``;transport=tcp``) makes ``dest`` a TCP peer."""
+        if isinstance(uri, SipUri) and str(uri.params.get("transport") or "").lower() == "tcp":
+            self._wire.reliable.add(dest)
+
+    def _hop(self, dialog: Dialog) -> Addr:
+        """Where the dialog's next request goes (its first route, else the remote target),
+        over TCP when that URI asks for it."""
+        dest = dialog.next_hop()
+        self._note_transport(
+            dialog.route_set[0].uri if dialog.route_set else dialog.remote_target, dest
+        )
+        return dest
 
     def _common_headers(self, headers: Headers) -> None:
         headers.add("Allow", ", ".join(ALLOWED_METHODS))
@@ -492,14 +533,13 @@ class UserAgent:
         offer: SessionDescription | None = None,
     ) -> int:
         dialog = self._require_dialog(call)
+        dest = self._hop(dialog)
         request = dialog.request(
-            method, self._via(), self.contact, body=body, content_type=content_type
+            method, self._via(dest), self._contact(dest), body=body, content_type=content_type
         )
         self._common_headers(request.headers)
         request_id = next(self._request_ids)
-        self._start_client(
-            request, dialog.next_hop(), now, _Pending(call, purpose, request_id, offer)
-        )
+        self._start_client(request, dest, now, _Pending(call, purpose, request_id, offer))
         return request_id
 
     def _send_cancel(self, call: Call, now: float) -> None:
@@ -522,18 +562,20 @@ class UserAgent:
         call.deadlines.pop("bye_after_ack", None)
         call.move_to(CallState.TERMINATING)
         dialog = self._require_dialog(call)
-        request = dialog.request("BYE", self._via(), self.contact)
+        dest = self._hop(dialog)
+        request = dialog.request("BYE", self._via(dest), self._contact(dest))
         request.headers.add("User-Agent", self.user_agent)
-        self._start_client(request, dialog.next_hop(), now, _Pending(call, "bye", offer=None))
+        self._start_client(request, dest, now, _Pending(call, "bye", offer=None))
         call._end_reason = reason
 
     def _send_ack(self, call: Call, dialog: Dialog, invite: SipRequest, now: float) -> None:
         """The end-to-end ACK for a 2xx: new branch, through the dialog's route set."""
-        ack = dialog.request("ACK", self._via(), self.contact, seq=invite.cseq.seq)
+        dest = self._hop(dialog)
+        ack = dialog.request("ACK", self._via(dest), self._contact(dest), seq=invite.cseq.seq)
         for name in ("Authorization", "Proxy-Authorization"):
             for value in invite.headers.get_raw(name):
                 ack.headers.add(name, value)
-        data, dest = bytes(ack), dialog.next_hop()
+        data = bytes(ack)
         self._wire.send(data, dest)
         if dialog.id == (call.dialog.id if call.dialog else None):
             call._ack = (data, dest)
@@ -577,7 +619,7 @@ class UserAgent:
         extra: list[tuple[str, str]] = []
         if status < 300:
             extra += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
-            extra.append(("Contact", str(self.contact)))
+            extra.append(("Contact", str(self._contact(call.peer_addr))))
         if 200 <= status < 300:
             extra.append(("Allow", ", ".join(ALLOWED_METHODS)))
         body = bytes(sdp) if sdp is not None else b""
@@ -949,8 +991,9 @@ class UserAgent:
             call.deadlines.pop("cancel", None)
             self._send_bye(call, now, "cancelled")
             return
-        bye = dialog.request("BYE", self._via(), self.contact)
-        self._start_client(bye, dialog.next_hop(), now, _Pending(call, "cleanup"))
+        dest = self._hop(dialog)
+        bye = dialog.request("BYE", self._via(dest), self._contact(dest))
+        self._start_client(bye, dest, now, _Pending(call, "cleanup"))
         del response
 
     def _on_stray_2xx(self, response: SipResponse, now: float) -> None:
@@ -985,8 +1028,11 @@ class UserAgent:
         if status < 300:
             dialog = self._require_dialog(call)
             dialog.update_from_response(response)
-            ack = dialog.request("ACK", self._via(), self.contact, seq=tx.request.cseq.seq)
-            data, dest = bytes(ack), dialog.next_hop()
+            dest = self._hop(dialog)
+            ack = dialog.request(
+                "ACK", self._via(dest), self._contact(dest), seq=tx.request.cseq.seq
+            )
+            data = bytes(ack)
             self._wire.send(data, dest)
             call._reack = (tx.request.cseq.seq, data, dest)
             sdp = self._sdp_of(response)
@@ -1070,20 +1116,20 @@ class UserAgent:
         headers = request.headers.copy()
         headers.remove("Via")
         headers.remove(answer[0])
-        new_headers = Headers([("Via", str(self._via()))])
         if pending.purpose == "invite" or call.dialog is None:
             seq = request.cseq.seq + 1
             call.dialog = None  # an early dialog of the challenged INVITE is void
         else:
             call.dialog.local_seq += 1
             seq = call.dialog.local_seq
+        dest = call.peer_addr if call.dialog is None else self._hop(call.dialog)
+        new_headers = Headers([("Via", str(self._via(dest)))])
         for name, value_ in headers:
             new_headers.add(name, str(CSeq(seq, request.method)) if name == "CSeq" else value_)
         new_headers.add(*answer)
         new_request = SipRequest(request.method, request.uri, new_headers, request.body)
         if pending.purpose == "invite":
             call.invite = new_request
-        dest = call.peer_addr if call.dialog is None else call.dialog.next_hop()
         self._start_client(new_request, dest, now, pending)
         return None
 
@@ -1138,7 +1184,7 @@ class UserAgent:
         self._common_headers(extra)
         if authorization is not None:
             extra.add(*authorization)
-        request = registration.request(self._via(), expires, extra)
+        request = registration.request(self._via(registration.destination), expires, extra)
         registration.deadline = None  # the transaction times the attempt
         tx = ClientTransaction(request, registration.destination, self._wire, self.timers)
         self._client_tx[tx.key] = tx

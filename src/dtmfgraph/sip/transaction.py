@@ -1,4 +1,6 @@
-"""RFC 3261 17 transactions over UDP, with RFC 6026's Accepted state for the INVITE server.
+"""RFC 3261 17 transactions over UDP and TCP, with RFC 6026's Accepted state for the INVITE
+server. Over TCP (a *reliable* destination) nothing is retransmitted and the timers that only
+absorb retransmissions (D, I, J, K) are zero.
 
 Each transaction owns its retransmission timers as absolute deadlines; the user agent asks
 for :meth:`next_deadline` and calls :meth:`handle_timer` when it is due. Transactions put
@@ -46,14 +48,23 @@ class SipTimers:
 
 @dataclass(slots=True)
 class Wire:
-    """The queue of datagrams waiting to be sent, and the counters sends update."""
+    """The messages waiting to be sent, and the counters sends update.
+
+    Messages to an address in ``reliable`` (a TCP peer: a connection came from it, or we chose
+    TCP to reach it) go to ``stream_queue``, the rest to ``queue`` (UDP datagrams).
+    """
 
     counters: SipCounters
     queue: list[tuple[bytes, Addr]] = field(default_factory=list)
+    stream_queue: list[tuple[bytes, Addr]] = field(default_factory=list)
+    reliable: set[Addr] = field(default_factory=set)
 
     def send(self, data: bytes, addr: Addr, *, retransmission: bool = False) -> None:
-        """Queue one datagram."""
-        self.queue.append((data, addr))
+        """Queue one message for ``addr``."""
+        if addr in self.reliable:
+            self.stream_queue.append((data, addr))
+        else:
+            self.queue.append((data, addr))
         self.counters.datagrams_sent += 1
         if retransmission:
             self.counters.retransmissions_sent += 1
@@ -120,6 +131,7 @@ class ClientTransaction(_Timed):
         "data",
         "dest",
         "invite",
+        "reliable",
         "request",
         "state",
         "timed_out",
@@ -139,6 +151,8 @@ class ClientTransaction(_Timed):
         self.timed_out = False
         self.ack: bytes | None = None
         self._interval = timers.t1
+        self.reliable = dest in wire.reliable
+        """Over TCP: no retransmissions (Timers A and E), D and K zero."""
 
     @property
     def key(self) -> ClientKey:
@@ -154,10 +168,12 @@ class ClientTransaction(_Timed):
         """Send the request and arm Timer A/B (INVITE) or E/F."""
         self.wire.send(self.data, self.dest)
         if self.invite:
-            self.deadlines["A"] = now + self._interval
+            if not self.reliable:
+                self.deadlines["A"] = now + self._interval
             self.deadlines["B"] = now + self.timers.b
         else:
-            self.deadlines["E"] = now + self._interval
+            if not self.reliable:
+                self.deadlines["E"] = now + self._interval
             self.deadlines["F"] = now + self.timers.f
 
     def receive_response(self, response: SipResponse, now: float) -> bool:
@@ -183,10 +199,10 @@ class ClientTransaction(_Timed):
             self.ack = bytes(non_2xx_ack(self.request, response))
             self.wire.send(self.ack, self.dest)
             self.state = TxState.COMPLETED
-            self.deadlines["D"] = now + self.timers.timer_d
+            self.deadlines["D"] = now + (0.0 if self.reliable else self.timers.timer_d)
         else:
             self.state = TxState.COMPLETED
-            self.deadlines["K"] = now + self.timers.t4
+            self.deadlines["K"] = now + (0.0 if self.reliable else self.timers.t4)
         return True
 
     def handle_timer(self, now: float) -> bool:
@@ -243,6 +259,7 @@ class ServerTransaction(_Timed):
         "dest",
         "invite",
         "last_response",
+        "reliable",
         "request",
         "state",
         "timers",
@@ -259,6 +276,8 @@ class ServerTransaction(_Timed):
         self.state = TxState.PROCEEDING if self.invite else TxState.TRYING
         self.last_response: bytes | None = None
         self._interval = timers.t1
+        self.reliable = source in wire.reliable
+        """Over TCP: no retransmitted responses (Timer G), I and J zero."""
 
     @property
     def key(self) -> ServerKey:
@@ -288,7 +307,7 @@ class ServerTransaction(_Timed):
         if self.state is TxState.COMPLETED:
             self.deadlines.clear()
             self.state = TxState.CONFIRMED
-            self.deadlines["I"] = now + self.timers.t4
+            self.deadlines["I"] = now + (0.0 if self.reliable else self.timers.t4)
             return True
         return False
 
@@ -304,13 +323,14 @@ class ServerTransaction(_Timed):
             return
         if not self.invite:
             self.state = TxState.COMPLETED
-            self.deadlines["J"] = now + 64 * self.timers.t1
+            self.deadlines["J"] = now + (0.0 if self.reliable else 64 * self.timers.t1)
         elif response.status < 300:
             self.state = TxState.ACCEPTED
             self.deadlines["L"] = now + 64 * self.timers.t1
         else:
             self.state = TxState.COMPLETED
-            self.deadlines["G"] = now + self._interval
+            if not self.reliable:
+                self.deadlines["G"] = now + self._interval
             self.deadlines["H"] = now + self.timers.h
 
     def handle_timer(self, now: float) -> bool:

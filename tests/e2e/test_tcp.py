@@ -1,0 +1,135 @@
+"""SIP over TCP (RFC 3261 18) against real peers: baresip both ways, sipp calling in."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from dtmfgraph.media import RegistrationError
+from dtmfgraph.media.phone import EndReason, HeardKey, IncomingInvite, Phone, PhoneCall
+
+from ..api.harness import Receiver, stop
+from ..api.sdkhelp import dtmf_body
+from ..judges.baresip import Baresip
+from ..judges.baresip import free_port as free_udp_port
+from ..judges.kamailio import Kamailio
+from ..judges.sipp import dtmf_scenario, run_sipp
+from .test_graph_sip import is_op_end, place_call, start_sip_service
+
+
+async def test_we_call_baresip_over_tcp(tmp_path: Path, phone: Phone) -> None:
+    async with Baresip(tmp_path / "bs") as bs:
+        call = await phone.dial(f"{bs.uri};transport=tcp", timeout=5)
+        await call.send_dtmf("12", method="sipinfo", tone_ms=60)
+        await call.send_dtmf("34", method="rfc4733", tone_ms=60)
+        await bs.wait_for(lambda b: b.dtmf_starts() == "1234", 5, "keys 1234")
+        await call.hangup()
+        await bs.wait_event("CALL_CLOSED", 5)
+    stats = phone.transport.stats
+    # INVITE, ACK, 2 INFO, BYE out; 100/180/200, 2 x 200, 200 in: no UDP SIP at all
+    assert stats.datagrams_out == 0 and stats.datagrams_in == 0, stats
+    assert stats.tcp_connections == 1 and stats.tcp_messages_out == 5, stats
+    assert stats.tcp_errors == 0
+    assert bs.info_keys() == "12" and bs.rfc4733_keys() == "34"
+
+
+async def test_baresip_calls_us_over_tcp(tmp_path: Path, phone: Phone) -> None:
+    answered: asyncio.Future[PhoneCall] = asyncio.get_running_loop().create_future()
+
+    async def on_incoming(invite: IncomingInvite) -> None:
+        answered.set_result(await invite.answer())
+
+    phone.on_incoming = on_incoming
+    async with Baresip(tmp_path / "bs", answer=False) as bs:
+        await bs.dial(f"{phone.uri};transport=tcp")
+        call = await asyncio.wait_for(answered, 5)
+        await bs.wait_event("CALL_ESTABLISHED", 5)
+        for key in "90":
+            await bs.sndcode(key)
+        heard = [(await call.next_key(5)).key for _ in range(2)]
+        await bs.hangup()
+        end = await call.wait_ended(5)
+    assert heard == ["9", "0"]
+    assert end.reason is EndReason.REMOTE_BYE
+    stats = phone.transport.stats
+    assert stats.datagrams_in == 0 and stats.tcp_connections == 1, stats
+
+
+async def test_sipp_calls_us_over_one_tcp_connection(tmp_path: Path, phone: Phone) -> None:
+    heard: list[HeardKey] = []
+    calls: list[PhoneCall] = []
+
+    async def on_incoming(invite: IncomingInvite) -> None:
+        call = await invite.answer()
+        calls.append(call)
+        async for key in call.keys_heard():
+            heard.append(key)
+
+    phone.on_incoming = on_incoming
+    result = await run_sipp(
+        dtmf_scenario("", "5#"), phone.sip_address, tmp_path / "sipp", transport="t1"
+    )
+    assert result.returncode == 0, result.explain()
+    end = await calls[0].wait_ended(5)
+    assert end.reason is EndReason.REMOTE_BYE
+    assert [(k.key, k.method) for k in heard] == [("5", "sipinfo"), ("#", "sipinfo")]
+    stats = phone.transport.stats
+    assert stats.datagrams_in == 0 and stats.tcp_connections == 1, stats
+    assert (stats.tcp_messages_in, stats.tcp_errors) == (5, 0), stats  # INVITE ACK INFO INFO BYE
+
+
+async def test_register_over_tcp_and_be_called_through_kamailio(tmp_path: Path) -> None:
+    users = {"bot": "bot-secret", "alice": "alice-secret"}
+    async with (
+        Kamailio(tmp_path / "kam", users) as kam,
+        await Phone.start("127.0.0.1", 0) as bot,
+        await Phone.start("127.0.0.1", 0) as alice,
+    ):
+        answered: asyncio.Future[PhoneCall] = asyncio.get_running_loop().create_future()
+
+        async def on_incoming(invite: IncomingInvite) -> None:
+            answered.set_result(await invite.answer())
+
+        bot.on_incoming = on_incoming
+        reg = await bot.register(
+            kam.uri("bot"), registrar=f"sip:{kam.domain};transport=tcp", auth=("bot", "pw")
+        )
+        with pytest.raises(RegistrationError, match="credentials rejected"):
+            await reg.wait(3)
+        await reg.unregister()
+        reg = await bot.register(
+            kam.uri("bot"), registrar=f"sip:{kam.domain};transport=tcp", auth=("bot", users["bot"])
+        )
+        await reg.wait(5)
+        # alice (UDP) calls bot; Kamailio reaches bot's TCP contact
+        call = await alice.dial(kam.uri("bot"), timeout=5, auth=("alice", "alice-secret"))
+        theirs = await asyncio.wait_for(answered, 5)
+        await call.send_dtmf("8", method="sipinfo", tone_ms=60)
+        assert (await theirs.next_key(5)).key == "8"
+        await call.hangup()
+        await theirs.wait_ended(5)
+        stats = bot.transport.stats
+        assert stats.datagrams_in == 0 and stats.tcp_messages_in >= 6, stats
+    registers = [r for r in kam.requests() if r.startswith("REGISTER")]
+    assert registers
+
+
+async def test_graph_trunk_over_tcp(tmp_path: Path, receiver: Receiver) -> None:
+    bs = Baresip(tmp_path / "bs", user="+14255550100", sip_port=free_udp_port())
+    trunk = f"sip:{{number}}@127.0.0.1:{bs.sip_port};transport=tcp"
+    service, server, task = await start_sip_service(tmp_path / "svc", receiver, sip_trunk_uri=trunk)
+    try:
+        async with bs:
+            client, call = await place_call(service, receiver, "v1.0", "+14255550100")
+            calls = client.communications.calls.by_call_id(call.id)
+            op = await calls.send_dtmf_tones.post(dtmf_body("v1.0", "26", dtmfMethod="sipinfo"))
+            await receiver.wait_for(is_op_end(op.id))
+            await bs.wait_for(lambda b: b.info_keys() == "26", 5, "INFO keys 26")
+            await calls.delete()
+            await bs.wait_event("CALL_CLOSED", 5)
+        stats = service.media.phone.transport.stats  # type: ignore[attr-defined]
+        assert stats.tcp_connections == 1 and stats.datagrams_out == 0, stats
+    finally:
+        await stop(server, task)
