@@ -51,6 +51,8 @@ class TransportStats:
     tcp_messages_out: int = 0
     tcp_errors: int = 0
     """Connections that could not be opened, broke, or carried bytes that are not SIP."""
+    tcp_refused: int = 0
+    """Connections closed at once: ``max_tcp_connections`` were open."""
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class _Stream:
     writer: asyncio.StreamWriter | None = None
     waiting: list[bytes] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    """Our task that connects and then reads (``None`` for an accepted connection)."""
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -80,6 +83,8 @@ class SipTransport(asyncio.DatagramProtocol):
         self.local_address: Address = ("", 0)
         self._tcp_server: asyncio.Server | None = None
         self._streams: dict[Address, _Stream] = {}
+        self.max_tcp_connections = MAX_TCP_CONNECTIONS
+        """Connections accepted beyond this many open ones are closed at once."""
 
     @classmethod
     async def open(
@@ -90,7 +95,8 @@ class SipTransport(asyncio.DatagramProtocol):
         on_event: EventHandler,
     ) -> SipTransport:
         """Bind UDP and TCP on ``host:port`` (0 = a port free for both), then make the agent for
-        the bound address."""
+        the bound address. A given port whose TCP side is taken (by another program) still
+        works over UDP: accepting TCP connections is then off (logged; ``tcp_listening``)."""
         loop = asyncio.get_running_loop()
         for attempt in range(20):
             sock = bind_udp(host, port)
@@ -103,13 +109,20 @@ class SipTransport(asyncio.DatagramProtocol):
                 raise
             try:
                 await protocol._listen_tcp(host)
-            except OSError:
-                await protocol.close()
+            except OSError as exc:
                 if port == 0 and attempt < 19:
+                    await protocol.close()
                     continue  # that UDP port's TCP twin is taken: try another port
-                raise
+                logger.warning(
+                    "SIP over TCP is not accepted on %s:%d (%s); UDP works", host, port, exc
+                )
             return protocol
         raise AssertionError("unreachable")
+
+    @property
+    def tcp_listening(self) -> bool:
+        """Whether TCP connections are accepted on our SIP port."""
+        return self._tcp_server is not None and self._tcp_server.is_serving()
 
     async def _listen_tcp(self, host: str) -> None:
         self._tcp_server = await asyncio.start_server(
@@ -150,9 +163,13 @@ class SipTransport(asyncio.DatagramProtocol):
     # -- TCP ----------------------------------------------------------------------------------
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
+        if len(self._streams) >= self.max_tcp_connections:
+            self.stats.tcp_refused += 1
+            writer.close()
+            return
         self.stats.tcp_connections += 1
         old = self._streams.get(peer)
-        stream = _Stream(writer=writer, task=asyncio.current_task())
+        stream = _Stream(writer=writer)  # its task is the server's: closing the writer ends it
         self._streams[peer] = stream
         if old is not None and old.writer is not None:
             old.writer.close()
@@ -341,6 +358,8 @@ class SipTransport(asyncio.DatagramProtocol):
         await self._closed
 
 
+MAX_TCP_CONNECTIONS = 4096
+"""Open TCP connections (ours and accepted) beyond which new ones are refused."""
 _CONNECT_TIMEOUT_S = 5.0
 """Longest wait for a TCP connection to a peer."""
 

@@ -1,0 +1,100 @@
+"""The SIP driver's TCP side on real loopback sockets: framing errors, limits, a taken port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dtmfgraph.media import Phone
+
+
+@pytest.fixture
+async def phone() -> AsyncIterator[Phone]:
+    p = await Phone.start("127.0.0.1", 0)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def _connect(phone: Phone) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = phone.sip_address
+    return await asyncio.open_connection(host, port)
+
+
+def _options(port: int, name: str = "tcp") -> bytes:
+    """An OPTIONS from ``port``; ``name`` makes its branch and Call-ID (a new transaction)."""
+    return (
+        "OPTIONS sip:dtmfgraph@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{name}{port}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@127.0.0.1:{port}>;tag=1\r\nTo: <sip:dtmfgraph@127.0.0.1>\r\n"
+        f"Call-ID: {name}-{port}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def _response(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return head
+
+
+async def test_options_over_tcp_in_pieces_and_two_per_segment(phone: Phone) -> None:
+    reader, writer = await _connect(phone)
+    port = writer.get_extra_info("sockname")[1]
+    message = _options(port)
+    for i in range(0, len(message), 7):  # dribbled in 7-byte pieces
+        writer.write(message[i : i + 7])
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    first = await _response(reader)
+    assert first.startswith(b"SIP/2.0 200 OK\r\n")
+    assert b"Via: SIP/2.0/TCP" in first
+    writer.write(b"\r\n\r\n" + _options(port, "one") + _options(port, "two"))
+    second, third = await _response(reader), await _response(reader)
+    assert b"Call-ID: one-" in second and b"Call-ID: two-" in third
+    writer.close()
+    assert phone.transport.stats.tcp_messages_in == 3
+    assert phone.transport.stats.datagrams_in == 0
+
+
+async def test_a_stream_that_is_not_sip_is_closed_and_counted(phone: Phone) -> None:
+    reader, writer = await _connect(phone)
+    writer.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n\r\n")  # no length
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by us
+    stats = phone.transport.stats
+    assert stats.tcp_errors == 1 and stats.agent_errors == 0
+    reader, writer = await _connect(phone)  # the phone still takes connections
+    writer.write(_options(writer.get_extra_info("sockname")[1]))
+    assert (await _response(reader)).startswith(b"SIP/2.0 200 OK")
+    writer.close()
+
+
+async def test_connections_beyond_the_limit_are_refused(phone: Phone) -> None:
+    phone.transport.max_tcp_connections = 2
+    held = [await _connect(phone) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    reader, writer = await _connect(phone)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert phone.transport.stats.tcp_refused == 1
+    for _, w in held:
+        w.close()
+    writer.close()
+
+
+async def test_a_taken_tcp_port_leaves_udp_working(caplog: pytest.LogCaptureFixture) -> None:
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        with caplog.at_level(logging.WARNING):
+            async with await Phone.start("127.0.0.1", port) as phone:
+                assert phone.sip_address == ("127.0.0.1", port)
+                assert not phone.transport.tcp_listening
+        assert "SIP over TCP is not accepted" in caplog.text
+    finally:
+        blocker.close()
