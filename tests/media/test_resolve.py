@@ -101,3 +101,16 @@ async def test_system_resolver_uses_hosts_file_names() -> None:
     # localhost comes from /etc/hosts through getaddrinfo; it has no SRV records anywhere
     resolver = SipResolver()
     assert await resolver.resolve(SipUri.parse("sip:bot@localhost:5070")) == ("127.0.0.1", 5070)
+
+
+async def test_without_a_resolver_configuration_names_still_resolve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dns.resolver
+
+    def no_configuration(self: object, filename: object) -> None:
+        raise dns.resolver.NoResolverConfiguration("no /etc/resolv.conf")
+
+    monkeypatch.setattr(dns.resolver.Resolver, "read_resolv_conf", no_configuration)
+    resolver = SipResolver()  # a container without /etc/resolv.conf: no SRV, getaddrinfo only
+    assert await resolver.resolve(SipUri.parse("sip:bot@localhost")) == ("127.0.0.1", 5060)

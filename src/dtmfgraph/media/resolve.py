@@ -89,7 +89,10 @@ class SipResolver:
         self.timeout = timeout
         self._rng = rng or random.SystemRandom()
         if nameserver is None:
-            self._dns = dns.asyncresolver.Resolver()
+            try:
+                self._dns = dns.asyncresolver.Resolver()  # the system's (/etc/resolv.conf)
+            except dns.exception.DNSException:  # no resolver configuration: no SRV lookups
+                self._dns = dns.asyncresolver.Resolver(configure=False)
         else:
             self._dns = dns.asyncresolver.Resolver(configure=False)
             self._dns.nameservers = [nameserver[0]]
@@ -121,6 +124,8 @@ class SipResolver:
 
     async def _srv(self, name: str) -> list[SrvRecord]:
         """The SRV records of ``name`` (none if it has none or the lookup fails)."""
+        if not self._dns.nameservers:
+            return []
         try:
             answer = await self._dns.resolve(
                 name, dns.rdatatype.SRV, lifetime=SRV_TIMEOUT_S, search=False
