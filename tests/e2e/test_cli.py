@@ -158,7 +158,7 @@ async def test_answer_registers_and_call_authenticates_through_kamailio(tmp_path
     ]
     # it stopped: its binding was removed (its last REGISTER saved had Expires: 0)
     bound = [line for line in kam.log().splitlines() if "bound: bot " in line]
-    assert bound and bound[-1].endswith("expires '0'"), bound
+    assert bound and "expires '0' " in bound[-1], bound
 
 
 async def test_answer_exits_1_when_registration_fails(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ async def test_graph_calls_out_and_in_through_kamailio(tmp_path: Path, receiver:
             await stop(server, task)
         # shutting down removed our binding: Kamailio saved an Expires: 0 REGISTER of bot
         bound = [line for line in kam.log().splitlines() if "bound: bot " in line]
-        assert bound and bound[-1].endswith("expires '0'"), bound
+        assert bound and "expires '0' " in bound[-1], bound
         methods = [r.split()[0] for r in kam.requests()]
         assert methods.count("INVITE") >= 4, kam.requests()  # each challenged once: 2 calls
         assert any(r.startswith(f"INVITE sip:{NUMBER}@pbx.test ") for r in kam.requests())

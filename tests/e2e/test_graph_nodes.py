@@ -10,6 +10,7 @@ over its notifications and hangs up the far end with a BYE from the recorded dia
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -35,6 +36,7 @@ from ..api.harness import (
 )
 from ..api.sdkhelp import dtmf_body
 from ..judges.baresip import Baresip
+from ..judges.kamailio import Kamailio
 from ..judges.ports import free_udp_port
 from .test_graph_restart import ready, start_serve
 
@@ -48,12 +50,15 @@ async def pg() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def node(tmp: Path, db: str, name: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """A serve node called ``name``; yields an API client for it and its process."""
+async def node(
+    tmp: Path, db: str, name: str, *args: str, **env: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A serve node called ``name`` (``args``, ``env``: more options and variables); yields an
+    API client for it and its process."""
     port, sip_port = free_port(), free_udp_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "serve.log"
-    proc = start_serve(tmp, db, port, sip_port, log, "--node-id", name, **NODE_ENV)
+    proc = start_serve(tmp, db, port, sip_port, log, "--node-id", name, *args, **NODE_ENV, **env)
     token = mint_token(make_settings(tmp, db, port), tenant_id=TENANT, app_id=APP)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -145,3 +150,27 @@ def test_node_id_option_is_in_serve_help() -> None:
         check=False,
     )
     assert done.returncode == 0 and "--node-id" in done.stdout
+
+
+async def test_one_node_registers_and_the_next_takes_over_when_it_dies(
+    tmp_path: Path, pg: str
+) -> None:
+    """Both nodes have --sip-register: only the first alive (by id) binds, else the registrar
+    would fork every incoming call to both; when it dies the other registers."""
+    async with Kamailio(tmp_path / "kam", {"bot": "bot-secret"}) as kam:
+        args = ("--sip-register", kam.uri("bot"), "--sip-auth-user", "bot")
+        env = {"DTMFGRAPH_SIP_AUTH_PASSWORD": "bot-secret"}
+        async with node(tmp_path / "a", pg, "node-a", *args, **env) as (_, proc_a):
+            await kam.wait_bound("bot")
+            async with node(tmp_path / "b", pg, "node-b", *args, **env):
+                await asyncio.sleep(1.5)  # several heartbeats of b: it stays unbound
+                first = kam.bindings("bot")
+                assert len(set(first)) == 1, first
+                proc_a.send_signal(signal.SIGKILL)
+                proc_a.wait(10)
+                deadline = asyncio.get_running_loop().time() + 10
+                while len(set(kam.bindings("bot"))) < 2:
+                    assert asyncio.get_running_loop().time() < deadline, kam.bindings("bot")
+                    await asyncio.sleep(0.2)
+        contacts = kam.bindings("bot")
+        assert contacts[0] != contacts[-1]  # node b's contact, after node a's

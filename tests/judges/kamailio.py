@@ -69,7 +69,7 @@ request_route {{
     if (!pv_www_authenticate("$td", "$var(pw)", "0")) {{ www_challenge("$td", "0"); exit; }}
     if ($au != $tU) {{ sl_send_reply("403", "Forbidden auth ID"); exit; }}
     if (!save("location")) {{ sl_reply_error(); exit; }}
-    xlog("L_NOTICE", "bound: $tU expires '$hdr(Expires)'\n");
+    xlog("L_NOTICE", "bound: $tU expires '$hdr(Expires)' contact '$ct'\n");
     exit;
   }}
   if (is_method("INVITE")) {{
@@ -134,6 +134,14 @@ class Kamailio:
             for line in self.log().splitlines()
             if "bound: " in line
         ]
+
+    def bindings(self, user: str) -> list[str]:
+        """The Contact of each REGISTER of ``user`` it saved with a non-zero Expires."""
+        out = []
+        for line in self.log().splitlines():
+            if f"bound: {user} " in line and "expires '0'" not in line:
+                out.append(line.rsplit("contact ", 1)[1].strip("'"))
+        return out
 
     async def wait_bound(self, user: str, timeout: float = 5.0) -> None:
         """Wait until a REGISTER of ``user`` has been saved."""

@@ -319,13 +319,13 @@ async def _serve(settings: Settings) -> None:
                 )
             if settings.sip_register:
                 try:
-                    await media.register()
+                    media.check_registration()
                 except ValueError as exc:
                     typer.echo(f"error: --sip-register: {exc}", err=True)
                     raise typer.Exit(2) from None
                 typer.echo(
-                    f"dtmfgraph: registering {settings.sip_register} (refreshed; see /metrics "
-                    "dtmfgraph_sip_registered)",
+                    f"dtmfgraph: registering {settings.sip_register} (refreshed; with several "
+                    "nodes, by the first one alive; see /metrics dtmfgraph_sip_registered)",
                     err=True,
                 )
         else:

@@ -245,6 +245,7 @@ class CallService:
         records = await self._end_orphans(own=True)
         await self._media.start(self._on_incoming)
         self._hang_up_orphans(records)
+        await self._hold_registration()
         self._spawn(self._keepalive_watchdog())
         self._spawn(self._heartbeat())
 
@@ -278,8 +279,19 @@ class CallService:
                 async with self._unit() as uow:
                     await uow.node_alive(self._cfg.node_id, now())
                 self._hang_up_orphans(await self._end_orphans(own=False))
+                await self._hold_registration()
             except Exception:
                 log.exception("node heartbeat failed")
+
+    async def _hold_registration(self) -> None:
+        """The first node alive (by id) holds the media's registration, the others drop it:
+        a registrar would fork each incoming call to every node registered (so each would
+        announce it). When that node dies, the next one takes over."""
+        async with self._unit() as uow:
+            first = await uow.first_node_alive(
+                self._cfg.node_id, now() - self._cfg.node_dead_after_s
+            )
+        await self._media.hold_registration(first)
 
     async def close(self) -> None:
         for task in list(self._bg):

@@ -203,6 +203,10 @@ class LoopbackMedia:
         await self._on_incoming(inc)
         return inc
 
+    async def hold_registration(self, hold: bool) -> None:
+        """No registrar behind the simulation."""
+        del hold
+
     def end_recorded(self, record: dict[str, Any]) -> bool:
         del record
         return False

@@ -128,6 +128,11 @@ OnIncoming = Callable[[IncomingCall], Awaitable[None]]
 class MediaBackend(Protocol):
     async def start(self, on_incoming: OnIncoming) -> None: ...
 
+    async def hold_registration(self, hold: bool) -> None:
+        """Keep the backend's registration (if it has one) bound, or remove it: of several
+        nodes sharing a database only one registers, so that a call to the AOR is not
+        forked to each node."""
+
     async def dial(self, target: str, *, timeout: float) -> MediaCall: ...
 
     def end_recorded(self, record: dict[str, Any]) -> bool: ...

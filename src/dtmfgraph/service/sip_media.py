@@ -38,7 +38,7 @@ from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
 from ..media.udp import Address, MediaError, PortRange
-from ..sip import Credentials
+from ..sip import Credentials, SipError, SipUri
 from .media import (
     CallEndedError,
     DialError,
@@ -233,6 +233,7 @@ class SipMedia:
         self.registrar = registrar
         self.register_expires = register_expires
         self.registration: PhoneRegistration | None = None
+        self._register_error: str | None = None
         self.sip_host = sip_host
         self.sip_port = sip_port
         self.rtp_ports = rtp_ports
@@ -273,7 +274,44 @@ class SipMedia:
         phone = await self.open()
         self._on_incoming = on_incoming
         phone.on_incoming = self._incoming
-        await self.register()
+
+    async def hold_registration(self, hold: bool) -> None:
+        """Register (``hold``) or remove our binding; with no AOR configured, nothing. An AOR
+        that cannot be used at all is logged (once per distinct reason) and tried again at the
+        next call."""
+        if self.register_aor is None:
+            return
+        if not hold:
+            registration, self.registration = self.registration, None
+            if registration is not None:
+                log.info("another node holds the registration of %s", self.register_aor)
+                await registration.unregister()
+            return
+        try:
+            await self.register()
+        except ValueError as exc:
+            if str(exc) != self._register_error:
+                log.warning("cannot register: %s", exc)
+            self._register_error = str(exc)
+        else:
+            self._register_error = None
+
+    def check_registration(self) -> None:
+        """``ValueError`` when the AOR or the registrar cannot be used at all (not a SIP URI,
+        no user part); nothing is sent."""
+        if self.register_aor is None:
+            return
+        try:
+            aor = SipUri.parse(self.register_aor)
+            if self.registrar is not None:
+                SipUri.parse(self.registrar)
+        except SipError as exc:
+            raise ValueError(
+                str(RegistrationError(self.register_aor, 0, "not sent", str(exc)))
+            ) from None
+        if not aor.user:
+            detail = f"an address-of-record needs a user part: {self.register_aor}"
+            raise ValueError(str(RegistrationError(self.register_aor, 0, "not sent", detail)))
 
     async def register(self) -> PhoneRegistration | None:
         """Start keeping ``register`` bound (idempotent; ``None`` when there is no AOR).

@@ -162,6 +162,16 @@ class SqlUnit:
                 nodes.insert().values(id=node_id, started_at=now, heartbeat_at=now)
             )
 
+    async def first_node_alive(self, me: str, dead_before: float) -> bool:
+        """Whether ``me`` comes first (by id) among the nodes alive: ``me`` and those that
+        have beaten since ``dead_before``."""
+        first = await self._c.scalar(
+            sa.select(sa.func.min(nodes.c.id)).where(
+                sa.or_(nodes.c.heartbeat_at >= dead_before, nodes.c.id == me)
+            )
+        )
+        return first is None or first == me
+
     async def orphaned_calls(self, me: str, dead_before: float, *, own: bool) -> list[Call]:
         """Unfinished calls whose node is gone: a node with no heartbeat since
         ``dead_before``, or not known; with ``own``, also ``me``'s (from its previous run) and
