@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dtmfgraph.media.phone import Phone
+
 from .api.harness import Receiver, serve_in_task, stop
 
 
@@ -18,3 +20,13 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
     finally:
         await stop(server, task)
+
+
+@pytest.fixture
+async def phone() -> AsyncIterator[Phone]:
+    """A started Phone on 127.0.0.1 (free SIP port; RTP from the default range)."""
+    p = await Phone.start("127.0.0.1", 0)
+    try:
+        yield p
+    finally:
+        await p.close()

@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 
 from ..api.harness import Receiver, stop
-from ..api.sdkhelp import dtmf_body
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.dnsmasq import pbx_domain
 from ..judges.kamailio import Kamailio
@@ -24,8 +23,7 @@ from .test_graph_sip import (
     call_url,
     code,
     is_call_state,
-    is_op_end,
-    place_call,
+    keys_reach_baresip_then_hang_up,
     start_sip_service,
     wait_incoming,
 )
@@ -76,13 +74,9 @@ async def test_graph_calls_out_and_in_through_kamailio(tmp_path: Path, receiver:
             ) as bs:
                 await kam.wait_bound(NUMBER)
                 # out: an E.164 target through the trunk, which demands bot's credentials
-                client, call = await place_call(service, receiver, "v1.0", NUMBER)
-                calls = client.communications.calls.by_call_id(call.id)
-                op = await calls.send_dtmf_tones.post(dtmf_body("v1.0", "159#"))
-                await receiver.wait_for(is_op_end(op.id))
-                await bs.wait_for(lambda b: b.rfc4733_keys() == "159#", 5, "keys 159#")
-                await calls.delete()
-                await bs.wait_event("CALL_CLOSED", 5)
+                await keys_reach_baresip_then_hang_up(
+                    service, receiver, bs, NUMBER, "159#", "rfc4733"
+                )
 
                 # in: baresip calls bot (at Kamailio's address: it has no DNS of ours); Kamailio
                 # relays it to the contact the service registered

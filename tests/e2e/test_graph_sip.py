@@ -460,15 +460,27 @@ async def test_e164_target_goes_out_through_the_trunk(tmp_path: Path, receiver: 
     )
     try:
         async with bs:
-            client, call = await place_call(service, receiver, "v1.0", "+14255550100")
-            calls = client.communications.calls.by_call_id(call.id)
-            op = await calls.send_dtmf_tones.post(dtmf_body("v1.0", "159#"))
-            await receiver.wait_for(is_op_end(op.id))
-            await bs.wait_for(lambda b: b.rfc4733_keys() == "159#", 5, "keys 159#")
-            await calls.delete()
-            await bs.wait_event("CALL_CLOSED", 5)
+            await keys_reach_baresip_then_hang_up(
+                service, receiver, bs, "+14255550100", "159#", "rfc4733"
+            )
     finally:
         await stop(server, task)
+
+
+async def keys_reach_baresip_then_hang_up(
+    svc: SipService, receiver: Receiver, bs: Baresip, target: str, keys: str, method: str
+) -> Any:
+    """Call ``target`` with the SDK, send ``keys`` by ``method`` (``rfc4733`` or ``sipinfo``),
+    wait until baresip reports them, then DELETE and wait until baresip closes the call."""
+    client, call = await place_call(svc, receiver, "v1.0", target)
+    calls = client.communications.calls.by_call_id(call.id)
+    op = await calls.send_dtmf_tones.post(dtmf_body("v1.0", keys, dtmfMethod=method))
+    await receiver.wait_for(is_op_end(op.id))
+    heard = Baresip.rfc4733_keys if method == "rfc4733" else Baresip.info_keys
+    await bs.wait_for(lambda b: heard(b) == keys, 5, f"keys {keys} by {method}")
+    await calls.delete()
+    await bs.wait_event("CALL_CLOSED", 5)
+    return call
 
 
 async def test_caller_gives_up_before_the_answer(

@@ -11,12 +11,11 @@ from dtmfgraph.media import RegistrationError
 from dtmfgraph.media.phone import EndReason, HeardKey, IncomingInvite, Phone, PhoneCall
 
 from ..api.harness import Receiver, stop
-from ..api.sdkhelp import dtmf_body
 from ..judges.baresip import Baresip
 from ..judges.baresip import free_port as free_udp_port
 from ..judges.kamailio import Kamailio
 from ..judges.sipp import dtmf_scenario, run_sipp
-from .test_graph_sip import is_op_end, place_call, start_sip_service
+from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
 
 
 async def test_we_call_baresip_over_tcp(tmp_path: Path, phone: Phone) -> None:
@@ -122,13 +121,9 @@ async def test_graph_trunk_over_tcp(tmp_path: Path, receiver: Receiver) -> None:
     service, server, task = await start_sip_service(tmp_path / "svc", receiver, sip_trunk_uri=trunk)
     try:
         async with bs:
-            client, call = await place_call(service, receiver, "v1.0", "+14255550100")
-            calls = client.communications.calls.by_call_id(call.id)
-            op = await calls.send_dtmf_tones.post(dtmf_body("v1.0", "26", dtmfMethod="sipinfo"))
-            await receiver.wait_for(is_op_end(op.id))
-            await bs.wait_for(lambda b: b.info_keys() == "26", 5, "INFO keys 26")
-            await calls.delete()
-            await bs.wait_event("CALL_CLOSED", 5)
+            await keys_reach_baresip_then_hang_up(
+                service, receiver, bs, "+14255550100", "26", "sipinfo"
+            )
         stats = service.media.phone.transport.stats  # type: ignore[attr-defined]
         assert stats.tcp_connections == 1 and stats.datagrams_out == 0, stats
     finally:

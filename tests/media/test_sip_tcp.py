@@ -5,20 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
 from dtmfgraph.media import Phone
-
-
-@pytest.fixture
-async def phone() -> AsyncIterator[Phone]:
-    p = await Phone.start("127.0.0.1", 0)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def _connect(phone: Phone) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
