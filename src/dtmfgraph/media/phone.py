@@ -1090,8 +1090,9 @@ class Phone:
 
     async def _resolve(self, uri: str, timeout: float) -> Address | None:
         """Where a target whose host is a name goes (:class:`SipResolver`: SRV ``_sip._udp``,
-        then A/AAAA of our SIP socket's family). ``None`` for an IP literal or a URI the UA
-        rejects itself."""
+        or ``_sip._tcp`` with ``;transport=tcp``, then A/AAAA of our SIP socket's family).
+        ``None`` for an IP literal or a URI the UA rejects itself. A registration keeps the
+        address found when it was made."""
         try:
             target = SipUri.parse(uri)
         except SipError:
