@@ -58,7 +58,7 @@ async def node(
     port, sip_port = free_port(), free_udp_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "serve.log"
-    proc = start_serve(tmp, db, port, sip_port, log, "--node-id", name, *args, **NODE_ENV, **env)
+    proc = start_serve(tmp, db, port, sip_port, log, "--node-id", name, *args, **(NODE_ENV | env))
     token = mint_token(make_settings(tmp, db, port), tenant_id=TENANT, app_id=APP)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -174,3 +174,27 @@ async def test_one_node_registers_and_the_next_takes_over_when_it_dies(
                     await asyncio.sleep(0.2)
         contacts = kam.bindings("bot")
         assert contacts[0] != contacts[-1]  # node b's contact, after node a's
+
+
+async def test_a_node_that_stops_hands_the_registration_over_at_once(
+    tmp_path: Path, pg: str
+) -> None:
+    """node_dead_after_s is 30 s here: node B registers within seconds only because node A,
+    stopped with SIGTERM, removed its binding and recorded that it stopped."""
+    async with Kamailio(tmp_path / "kam", {"bot": "bot-secret"}) as kam:
+        args = ("--sip-register", kam.uri("bot"), "--sip-auth-user", "bot")
+        env = {"DTMFGRAPH_SIP_AUTH_PASSWORD": "bot-secret", "DTMFGRAPH_NODE_DEAD_AFTER_S": "30"}
+        async with node(tmp_path / "a", pg, "node-a", *args, **env) as (_, proc_a):
+            await kam.wait_bound("bot")
+            async with node(tmp_path / "b", pg, "node-b", *args, **env):
+                await asyncio.sleep(1.0)
+                assert len(set(kam.bindings("bot"))) == 1
+                proc_a.send_signal(signal.SIGTERM)
+                assert proc_a.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 8
+                while len(set(kam.bindings("bot"))) < 2:
+                    assert loop.time() < deadline, kam.log()[-3000:]
+                    await asyncio.sleep(0.2)
+        removed = [line for line in kam.log().splitlines() if "bound: bot expires '0'" in line]
+        assert removed, "node A removed its binding when it stopped"

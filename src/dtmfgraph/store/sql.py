@@ -162,6 +162,11 @@ class SqlUnit:
                 nodes.insert().values(id=node_id, started_at=now, heartbeat_at=now)
             )
 
+    async def node_stopped(self, node_id: str) -> None:
+        """Record that ``node_id`` stopped: to the other nodes it is gone at once (its row is
+        kept; it beats again when it restarts)."""
+        await self._c.execute(nodes.update().where(nodes.c.id == node_id).values(heartbeat_at=0.0))
+
     async def first_node_alive(self, me: str, dead_before: float) -> bool:
         """Whether ``me`` comes first (by id) among the nodes alive: ``me`` and those that
         have beaten since ``dead_before``."""
