@@ -126,6 +126,7 @@ async def test_answer_registers_and_call_authenticates_through_kamailio(tmp_path
     proc = await asyncio.create_subprocess_exec(
         *SIP_CLI,
         *("answer", "--port", "0", "--count", "1", "--json", "--register", aor),
+        *("--registrar", f"sip:{kam.domain};transport=tcp"),  # REGISTER over TCP
         *("--auth-user", "bot", "--auth-password-file", str(secret)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -156,6 +157,8 @@ async def test_answer_registers_and_call_authenticates_through_kamailio(tmp_path
         ("7", "sipinfo"),
         ("#", "sipinfo"),
     ]
+    registers = [r for r in kam.requests() if r.startswith("REGISTER") and "'bot'" in r]
+    assert registers and all(r.endswith("over tcp") for r in registers), registers
     # it stopped: its binding was removed (its last REGISTER saved had Expires: 0)
     bound = [line for line in kam.log().splitlines() if "bound: bot " in line]
     assert bound and "expires '0' " in bound[-1], bound
@@ -181,6 +184,8 @@ async def test_answer_exits_1_when_registration_fails(tmp_path: Path) -> None:
         (["call", "sip:a@127.0.0.1:5999", "--auth-user", "u"], "needs a password"),
         (["answer", "--register", "sip:127.0.0.1"], "needs a user part"),
         (["answer", "--auth-password-file", "/nonexistent/x"], "--auth-password-file"),
+        (["answer", "--registrar", "sip:127.0.0.1"], "--registrar needs --register"),
+        (["answer", "--register", "sip:a@b", "--registrar", "nonsense"], "--registrar"),
     ],
 )
 async def test_bad_account_options_are_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -55,7 +55,7 @@ modparam("registrar", "min_expires", {min_expires})
 modparam("registrar", "max_expires", {max_expires})
 
 request_route {{
-  xlog("L_NOTICE", "judge: $rm $ru from $si:$sp (auth user '$au')\\n");
+  xlog("L_NOTICE", "judge: $rm $ru from $si:$sp (auth user '$au') over $pr\\n");
   if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
   if (has_totag()) {{
     if (loose_route()) {{ t_relay(); exit; }}
@@ -122,7 +122,8 @@ class Kamailio:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def requests(self) -> list[str]:
-        """The requests it logged, as ``METHOD uri from host:port (auth user '...')``."""
+        """The requests it logged, as ``METHOD uri from host:port (auth user '...') over
+        udp|tcp``."""
         return [
             line.split("judge: ", 1)[1] for line in self.log().splitlines() if "judge: " in line
         ]

@@ -374,6 +374,7 @@ async def _answer(
     as_json: bool,
     aor: str | None = None,
     auth: tuple[str, str] | None = None,
+    registrar: str | None = None,
 ) -> int:
     phone = await Phone.start(host, port, rtp_ports)
     answerer = _Answerer(phone, as_json, count, hangup_after)
@@ -385,7 +386,7 @@ async def _answer(
     typer.echo(f"listening on {phone.uri}", err=True)
     if aor is not None:
         try:
-            registration = await phone.register(aor, auth=auth)
+            registration = await phone.register(aor, auth=auth, registrar=registrar)
             await registration.wait(_REGISTER_WAIT_S)
         except RegistrationError as exc:
             _emit(as_json, f"registration failed: {exc}", event="failed", status=exc.status,
@@ -446,6 +447,13 @@ def answer(
             "calls to it reach us; exit 1 if that fails. Removed when we stop."
         ),
     ] = None,
+    registrar: Annotated[
+        str | None,
+        typer.Option(
+            help="Registrar URI for --register (default: the AOR's host and port); add "
+            ";transport=tcp to register over TCP."
+        ),
+    ] = None,
     auth_user: AuthUser = None,
     auth_password_file: AuthPasswordFile = None,
 ) -> None:
@@ -465,10 +473,19 @@ def answer(
                 raise fail(f"--register {register!r}: an address-of-record needs a user part")
         except SipError as exc:
             raise fail(f"--register {register!r}: {exc}") from None
+    if registrar is not None:
+        if register is None:
+            raise fail("--registrar needs --register")
+        try:
+            SipUri.parse(registrar)
+        except SipError as exc:
+            raise fail(f"--registrar {registrar!r}: {exc}") from None
     auth = _credentials(auth_user, auth_password_file)
     try:
         code = asyncio.run(
-            _answer(host, port, ports, count, duration, hangup_after, as_json, register, auth)
+            _answer(
+                host, port, ports, count, duration, hangup_after, as_json, register, auth, registrar
+            )
         )
     except KeyboardInterrupt:
         return
