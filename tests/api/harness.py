@@ -161,6 +161,15 @@ class Service:
     def sdk(self, version: str = "v1.0", token: str | None = None) -> Any:
         return sdk_client(self.base, self.token() if token is None else token, version)
 
+    def incoming_token(self, **kw: Any) -> str:
+        """A token of the app incoming calls belong to (``incoming_tenant_id``/``_app_id``)."""
+        s = self.settings
+        return self.token(tenant_id=s.incoming_tenant_id, app_id=s.incoming_app_id, **kw)
+
+    def incoming_sdk(self, version: str = "v1.0") -> Any:
+        """An SDK client acting as the app incoming calls belong to."""
+        return self.sdk(version, token=self.incoming_token())
+
 
 def make_settings(tmp: Path, db_url: str, port: int, **over: Any) -> Settings:
     base: dict[str, Any] = {

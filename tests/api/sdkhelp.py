@@ -41,6 +41,15 @@ def dtmf_body(version: str, tones: str | list[str], **extra: Any) -> Any:
     return body
 
 
+def answer_body(version: str, callback_uri: str) -> Any:
+    """An ``answer`` body accepting audio, callbacks to ``callback_uri``."""
+    body = sdk_mod(version, "communications.calls.item.answer.answer_post_request_body")
+    modality = sdk_mod(version, "models.modality").Modality
+    return body.AnswerPostRequestBody(
+        callback_uri=callback_uri, accepted_modalities=[modality.Audio]
+    )
+
+
 def context_body(version: str, action: str, client_context: str | None = None) -> Any:
     mod = {
         "cancel": "cancel_media_processing.cancel_media_processing_post_request_body",

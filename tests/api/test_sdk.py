@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from .harness import APP, Receiver, Service
-from .sdkhelp import ALL_KEYS, context_body, dtmf_body, new_call, sdk_mod
+from .sdkhelp import ALL_KEYS, answer_body, context_body, dtmf_body, new_call, sdk_mod
 
 VERSIONS = ["v1.0", "beta"]
 
@@ -264,20 +264,8 @@ async def test_incoming_answer_and_tones(svc: Service, receiver: Receiver) -> No
     data = created["resourceData"]
     assert data["state"] == "incoming" and data["direction"] == "incoming"
     cid = data["id"]
-    client = svc.sdk(
-        v,
-        token=svc.token(
-            tenant_id=svc.settings.incoming_tenant_id, app_id=svc.settings.incoming_app_id
-        ),
-    )
-    calls = client.communications.calls.by_call_id(cid)
-    answer_cls = sdk_mod(
-        v, "communications.calls.item.answer.answer_post_request_body"
-    ).AnswerPostRequestBody
-    modality_cls = sdk_mod(v, "models.modality").Modality
-    await calls.answer.post(
-        answer_cls(callback_uri=receiver.url, accepted_modalities=[modality_cls.Audio])
-    )
+    calls = svc.incoming_sdk(v).communications.calls.by_call_id(cid)
+    await calls.answer.post(answer_body(v, receiver.url))
     far = await inc.outcome
     assert not isinstance(far, int)
     await _established(receiver, cid)
@@ -295,14 +283,7 @@ async def test_incoming_answer_and_tones(svc: Service, receiver: Receiver) -> No
     assert [t["resourceData"]["toneInfo"]["sequenceId"] for t in tones] == [1, 2, 3, 4, 5]
     assert all(t["changeType"] == "updated" for t in tones)
     # no Calls.AccessMedia.All: subscribeToTone is denied
-    weak = svc.sdk(
-        v,
-        token=svc.token(
-            tenant_id=svc.settings.incoming_tenant_id,
-            app_id=svc.settings.incoming_app_id,
-            roles=("Calls.Initiate.All",),
-        ),
-    )
+    weak = svc.sdk(v, token=svc.incoming_token(roles=("Calls.Initiate.All",)))
     code = await _odata_error(
         weak.communications.calls.by_call_id(cid).subscribe_to_tone.post(
             context_body(v, "subscribe")
@@ -315,7 +296,7 @@ async def test_incoming_reject(svc: Service, receiver: Receiver) -> None:
     inc = await svc.media.incoming("sip:carol@127.0.0.1", "sip:bot@127.0.0.1")
     [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
     cid = created["resourceData"]["id"]
-    tok = svc.token(tenant_id=svc.settings.incoming_tenant_id, app_id=svc.settings.incoming_app_id)
+    tok = svc.incoming_token()
     async with httpx.AsyncClient(
         base_url=svc.base, headers={"Authorization": f"Bearer {tok}"}
     ) as http:

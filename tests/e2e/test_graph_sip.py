@@ -21,7 +21,7 @@ from dtmfgraph.service.sip_media import SipMedia
 from dtmfgraph.tones import detect
 
 from ..api.harness import Receiver, Service, free_port, make_settings, serve_in_task, stop
-from ..api.sdkhelp import ALL_KEYS, context_body, dtmf_body, new_call, sdk_mod
+from ..api.sdkhelp import ALL_KEYS, answer_body, context_body, dtmf_body, new_call, sdk_mod
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.baresip import free_port as free_udp_port
 from ..judges.sipp import sipp_uas
@@ -241,30 +241,17 @@ async def test_far_end_hangs_up_mid_send(
     assert 2 <= len(keys) < len(LONG) and LONG.startswith(keys)
 
 
-def incoming_client(svc: SipService, version: str) -> Any:
-    s = svc.settings
-    return svc.sdk(
-        version, token=svc.token(tenant_id=s.incoming_tenant_id, app_id=s.incoming_app_id)
-    )
-
-
 async def wait_incoming(svc: SipService, receiver: Receiver, version: str = "v1.0") -> Any:
     """The ``created`` notification of an incoming call, and the incoming app's SDK handle on
     that call."""
     [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
     cid = created["resourceData"]["id"]
-    return created, incoming_client(svc, version).communications.calls.by_call_id(cid)
+    return created, svc.incoming_sdk(version).communications.calls.by_call_id(cid)
 
 
 async def answer_incoming(calls: Any, receiver: Receiver, version: str = "v1.0") -> None:
     """Answer an incoming call (audio, callbacks to ``receiver``) with the SDK."""
-    answer_cls = sdk_mod(
-        version, "communications.calls.item.answer.answer_post_request_body"
-    ).AnswerPostRequestBody
-    modality = sdk_mod(version, "models.modality").Modality
-    await calls.answer.post(
-        answer_cls(callback_uri=receiver.url, accepted_modalities=[modality.Audio])
-    )
+    await calls.answer.post(answer_body(version, receiver.url))
 
 
 async def test_baresip_calls_in_we_answer_and_hear_keys(
@@ -496,7 +483,7 @@ async def test_caller_gives_up_before_the_answer(
         )
         assert end["resourceData"]["state"] == "terminated"
         assert code(end) == (200, 4097)
-        calls = incoming_client(svc, "v1.0").communications.calls.by_call_id(cid)
+        calls = svc.incoming_sdk("v1.0").communications.calls.by_call_id(cid)
         with pytest.raises(APIError) as info:
             await calls.answer.post(
                 sdk_mod(
