@@ -143,6 +143,14 @@ class Settings(BaseSettings):
             "410/301005 (not while the far end holds it); 0: never."
         ),
     )
+    strict_rtp: bool = Field(
+        default=True,
+        description=(
+            "Take a SIP call's RTP only from the address its SDP names (or one that proves "
+            "itself with 4 packets in sequence before that one has sent: a peer behind NAT); "
+            "drop and count the rest. Off: from anyone."
+        ),
+    )
 
     # Incoming calls: who owns them and where they are announced
     incoming_tenant_id: str = "00000000-0000-0000-0000-000000000000"

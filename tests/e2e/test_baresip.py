@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dtmfgraph.media import RtpSession
 from dtmfgraph.media.phone import (
     CallEndedError,
     EndReason,
@@ -119,13 +120,21 @@ async def _answered_call(phone: Phone) -> asyncio.Future[PhoneCall]:
     return future
 
 
+async def _baresip_calls_in(
+    bs: Baresip, phone: Phone, answered: asyncio.Future[PhoneCall]
+) -> PhoneCall:
+    """baresip calls ``phone``; the call once both sides have it established."""
+    await bs.dial(phone.uri)
+    call = await asyncio.wait_for(answered, 5)
+    await call.wait_established(5)
+    await bs.wait_event("CALL_ESTABLISHED", 5)
+    return call
+
+
 async def test_baresip_calls_us_and_presses_keys(tmp_path: Path, phone: Phone) -> None:
     answered = await _answered_call(phone)
     async with Baresip(tmp_path / "bs", answer=False) as bs:
-        await bs.dial(phone.uri)
-        call = await asyncio.wait_for(answered, 5)
-        await call.wait_established(5)
-        await bs.wait_event("CALL_ESTABLISHED", 5)
+        call = await _baresip_calls_in(bs, phone, answered)
         assert call.telephone_event_pt is not None
         for key in ALL_KEYS:
             await bs.sndcode(key)
@@ -194,3 +203,43 @@ async def test_cancel_stops_at_a_key_boundary(tmp_path: Path, phone: Phone) -> N
     sent = ALL_KEYS[: result.keys_sent] + "1234"[: events.keys_sent]
     assert bs.rfc4733_keys() == sent
     assert bs.info_keys() == "9876"[: info.keys_sent]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+async def test_a_stranger_cannot_press_keys_in_a_call(tmp_path: Path, strict: bool) -> None:
+    """While baresip presses 1 and 2, a third party sends RFC 4733 9s and in-band 8s to our
+    call's RTP port. Strict RTP (the default) hears only baresip's keys and counts the rest;
+    without it the stranger's keys get in (which is why it is on)."""
+    phone = await Phone.start("127.0.0.1", 0, strict_rtp=strict)
+    try:
+        answered = await _answered_call(phone)
+        async with Baresip(tmp_path / "bs", answer=False) as bs:
+            call = await _baresip_calls_in(bs, phone, answered)
+            assert call.session is not None
+            pacer = phone.pacer
+            ours = call.session.local_address
+            stranger = await RtpSession.open(pacer, remote=ours, receive=False)
+            inband = await RtpSession.open(pacer, remote=ours, receive=False)
+            attack = asyncio.gather(
+                stranger.send_dtmf("999", method="rfc4733", tone_ms=80, gap_ms=80),
+                inband.send_dtmf("88", method="inband", tone_ms=80, gap_ms=80),
+            )
+            for key in "12":
+                await bs.sndcode(key)
+            await attack
+            await asyncio.sleep(0.6)
+            await bs.hangup()
+            await call.wait_ended(5)
+            heard = [k.key async for k in call.keys_heard()]
+            for session in (stranger, inband):
+                await session.close()
+    finally:
+        await phone.close()
+    if strict:
+        assert heard == ["1", "2"]
+        assert phone.rtp_foreign_dropped >= 40  # two streams of 20 ms packets for ~0.5 s
+    else:
+        # the injected events get in (the in-band 8s do not: audio is taken from the first
+        # audio SSRC heard, here baresip's)
+        assert sorted(heard) == sorted("12" + "999")
+        assert phone.rtp_foreign_dropped == 0

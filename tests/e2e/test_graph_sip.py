@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kiota_abstractions.api_error import APIError
 
 from dtmfgraph.api import create_app
+from dtmfgraph.media import RtpSession
 from dtmfgraph.service.sip_media import SipMedia
 from dtmfgraph.tones import detect
 
@@ -290,6 +292,46 @@ async def test_baresip_calls_in_we_answer_and_hear_keys(
             lambda n: n["changeType"] == "deleted" and n["resourceUrl"] == call_url(cid)
         )
         assert code(end) == (200, 4097)
+
+
+async def test_a_strangers_rtp_never_becomes_a_tone_and_is_counted(
+    tmp_path: Path, svc: SipService, receiver: Receiver
+) -> None:
+    """Strict RTP through the Graph surface: while baresip presses 1 and 2 on an answered and
+    subscribed call, a third party sends RFC 4733 9s to the call's RTP port. Only baresip's
+    keys become toneInfo notifications, and /metrics counts the stranger's packets."""
+    async with Baresip(tmp_path / "bs", answer=False) as bs:
+        await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
+        created, calls = await wait_incoming(svc, receiver)
+        await answer_incoming(calls, receiver)
+        await receiver.wait_for(is_call_state(created["resourceData"]["id"], "established"))
+        await bs.wait_event("CALL_ESTABLISHED", 5)
+        await calls.subscribe_to_tone.post(context_body("v1.0", "subscribe", "tones"))
+        phone = svc.media.phone  # type: ignore[attr-defined]
+        (call,) = phone.calls
+        stranger = await RtpSession.open(
+            phone.pacer, remote=call.session.local_address, receive=False
+        )
+        attack = asyncio.create_task(stranger.send_dtmf("99", method="rfc4733"))
+        for key in "12":
+            await bs.sndcode(key)
+        await attack
+        await receiver.wait_for(lambda n: "toneInfo" in n["resourceData"], count=2, timeout=10)
+        await asyncio.sleep(0.5)  # the 9s, were they let in, would show up here
+        tones = [
+            n["resourceData"]["toneInfo"]["tone"]
+            for n in receiver.notes
+            if "toneInfo" in n["resourceData"]
+        ]
+        assert tones == ["tone1", "tone2"]
+        await stranger.close()
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{svc.base}/metrics")).text
+        [line] = [
+            x for x in text.splitlines() if x.startswith("dtmfgraph_rtp_foreign_dropped_total")
+        ]
+        assert float(line.rsplit(" ", 1)[1]) == phone.rtp_foreign_dropped >= 20
+        await bs.hangup()
 
 
 async def test_baresip_calls_in_we_reject(

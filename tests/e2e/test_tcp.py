@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from dtmfgraph.media import RegistrationError
-from dtmfgraph.media.phone import EndReason, HeardKey, IncomingInvite, Phone, PhoneCall
+from dtmfgraph.media.phone import EndReason, IncomingInvite, Phone, PhoneCall
 
 from ..api.harness import Receiver, stop
 from ..judges.baresip import Baresip
 from ..judges.baresip import free_port as free_udp_port
 from ..judges.kamailio import Kamailio
 from ..judges.sipp import dtmf_scenario, run_sipp
+from .answering import answer_every_call
 from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
 
 
@@ -57,16 +58,7 @@ async def test_baresip_calls_us_over_tcp(tmp_path: Path, phone: Phone) -> None:
 
 
 async def test_sipp_calls_us_over_one_tcp_connection(tmp_path: Path, phone: Phone) -> None:
-    heard: list[HeardKey] = []
-    calls: list[PhoneCall] = []
-
-    async def on_incoming(invite: IncomingInvite) -> None:
-        call = await invite.answer()
-        calls.append(call)
-        async for key in call.keys_heard():
-            heard.append(key)
-
-    phone.on_incoming = on_incoming
+    calls, heard = answer_every_call(phone)
     result = await run_sipp(
         dtmf_scenario("", "5#"), phone.sip_address, tmp_path / "sipp", transport="t1"
     )

@@ -152,10 +152,17 @@ def dtmf_scenario(
     info_pause_ms: int = 200,
     hold_ms: int = 0,
     name: str = "dtmfgraph dtmf caller",
+    sdp_address: str | None = None,
 ) -> str:
     """A UAC scenario: INVITE, ACK, each of ``rfc2833_keys`` replayed as RTP, each of
-    ``info_keys`` as an INFO (waiting for its 200), ``hold_ms`` of pause, BYE."""
-    parts = [_HEAD.format(name=name), _ACK.format(cseq=1)]
+    ``info_keys`` as an INFO (waiting for its 200), ``hold_ms`` of pause, BYE.
+
+    ``sdp_address``: the IPv4 address the offer's ``c=`` line gives instead of sipp's media
+    address, which the RTP still comes from (a caller behind NAT)."""
+    head = _HEAD.format(name=name)
+    if sdp_address is not None:
+        head = head.replace("c=IN IP[media_ip_type] [media_ip]", f"c=IN IP4 {sdp_address}")
+    parts = [head, _ACK.format(cseq=1)]
     parts += [_PCAP.format(path=dtmf_pcap(key), pause=pcap_pause_ms) for key in rfc2833_keys]
     cseq = 2
     for key in info_keys:

@@ -253,3 +253,55 @@ async def test_last_heard_counts_rtp_only() -> None:
         assert b.last_heard > started
     await b.close()
     pacer.close()
+
+
+async def test_strict_session_drops_a_strangers_keys_and_hears_its_peers() -> None:
+    """Strict RTP over real sockets: a third socket injecting RFC 4733 keys into b's port is
+    dropped and counted, and does not keep b's media clock alive; a's keys get through."""
+    pacer = Pacer()
+    b = await RtpSession.open(pacer, send=False, strict=True)
+    a = await RtpSession.open(pacer, remote=b.local_address, receive=False)
+    b.set_remote(a.local_address)  # what a's SDP said
+    dropped: list[tuple[str, int]] = []
+    b.on_foreign = dropped.append
+    stranger = await RtpSession.open(pacer, remote=b.local_address, receive=False)
+    heard_before = b.last_heard
+    await stranger.send_dtmf("99", method="rfc4733", tone_ms=60, gap_ms=60)
+    await a.send_dtmf("12", method="rfc4733")
+    assert [k.key for k in await _heard(b, 2)] == ["1", "2"]
+    with pytest.raises(TimeoutError):
+        await b.next_key(0.3)  # no 9s
+    assert b.guard.source == a.local_address
+    assert b.guard.dropped == len(dropped) >= 20
+    assert set(dropped) == {stranger.local_address}
+    assert b.stats is not None and b.stats.received > 0 and heard_before < b.last_heard
+    await a.close()  # the peer goes quiet; the stranger's stream goes on
+    await asyncio.sleep(0.1)
+    quiet_since, dropped_then = b.last_heard, b.guard.dropped
+    await asyncio.sleep(0.3)
+    assert b.last_heard == quiet_since  # a media timeout would see silence
+    assert b.guard.dropped >= dropped_then + 10
+    for s in (b, stranger):
+        await s.close()
+    pacer.close()
+
+
+async def test_strict_session_learns_a_peer_behind_nat_and_answers_it_there() -> None:
+    """b was told (by SDP) an address that never sends; a sends from elsewhere (NAT). After 4
+    packets in sequence b takes a as its peer, hears its keys and sends its own back to a."""
+    pacer = Pacer()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    told = silent.getsockname()
+    b = await RtpSession.open(pacer, remote=told, strict=True)
+    a = await RtpSession.open(pacer, remote=b.local_address)
+    await a.send_dtmf("47", method="rfc4733")
+    assert [k.key for k in await _heard(b, 2)] == ["4", "7"]
+    assert b.guard.source == a.local_address and b.guard.learned == 1
+    assert b.remote == a.local_address
+    await b.send_dtmf("#", method="rfc4733")
+    assert [k.key for k in await _heard(a, 1)] == ["#"]
+    silent.close()
+    await a.close()
+    await b.close()
+    pacer.close()

@@ -9,8 +9,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from dtmfgraph.api.app import build_media
 from dtmfgraph.api.metrics import UNMATCHED, route_template
 from dtmfgraph.notify import CallbackSigner
+from dtmfgraph.service.sip_media import SipMedia
 from dtmfgraph.settings import Settings
 
 
@@ -124,3 +126,11 @@ def test_public_key_forms() -> None:
         serialization.NoEncryption(),
     ).decode()
     assert CallbackSigner(issuer="me", rs256_private_key=pkcs1_private).kid
+
+
+def test_strict_rtp_is_on_by_default_and_reaches_the_phone(monkeypatch: pytest.MonkeyPatch) -> None:
+    on = build_media(Settings(media="sip"))
+    assert isinstance(on, SipMedia) and on.strict_rtp
+    monkeypatch.setenv("DTMFGRAPH_STRICT_RTP", "false")
+    off = build_media(Settings(media="sip"))
+    assert isinstance(off, SipMedia) and not off.strict_rtp

@@ -60,6 +60,7 @@ def build_media(settings: Settings) -> MediaBackend:
             rtp_ports=PortRange.parse(settings.rtp_ports, even=True),
             public_host=settings.sip_public_host,
             media_timeout=settings.media_timeout_s,
+            strict_rtp=settings.strict_rtp,
             auth=settings.sip_credentials(),
             register=settings.sip_register,
             registrar=settings.sip_registrar,

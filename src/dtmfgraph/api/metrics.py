@@ -80,6 +80,13 @@ class Metrics:
             ["aor"],
             registry=r,
         )
+        self.rtp_foreign = Counter(
+            "dtmfgraph_rtp_foreign_dropped",
+            "RTP datagrams dropped because they did not come from the call's far end "
+            "(strict RTP; absent with the loopback media).",
+            registry=r,
+        )
+        self._rtp_foreign_seen = 0
         self.http = Counter(
             "dtmfgraph_http_requests",
             "HTTP requests served, by method, route template and status code.",
@@ -116,6 +123,12 @@ class Metrics:
     def registration(self, aor: str, registered: bool) -> None:
         """Set the registration gauge of ``aor``."""
         self.sip_registered.labels(aor).set(1 if registered else 0)
+
+    def rtp_foreign_dropped(self, total: int) -> None:
+        """Bring the strict-RTP drop counter up to the phone's running ``total``."""
+        if total > self._rtp_foreign_seen:
+            self.rtp_foreign.inc(total - self._rtp_foreign_seen)
+            self._rtp_foreign_seen = total
 
     async def refresh(self, repo: SqlRepository) -> None:
         """Read the database gauges."""
@@ -206,4 +219,7 @@ async def metrics(request: Request) -> Response:
     registered = getattr(media, "registered", None)
     if registered is not None:
         m.registration(str(media.register_aor), registered)
+    phone = getattr(media, "phone", None)
+    if phone is not None:
+        m.rtp_foreign_dropped(phone.rtp_foreign_dropped)
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -40,6 +40,7 @@ _OPTION_OF = {
     "incoming_callback_uri": "--incoming-callback-uri",
     "keepalive_timeout_s": "--keepalive-timeout",
     "media_timeout_s": "--media-timeout",
+    "strict_rtp": "--strict-rtp/--no-strict-rtp",
     "node_id": "--node-id",
     "jwt_rs256_public_key_file": "--jwt-rs256-public-key-file",
     "callback_rs256_private_key_file": "--callback-rs256-private-key-file",
@@ -213,6 +214,15 @@ def serve(
             "(410/301005; default 30; 0 = never)."
         ),
     ] = None,
+    strict_rtp: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-rtp/--no-strict-rtp",
+            help="Take a call's RTP only from the address its SDP names, or from one that sends "
+            "4 packets in sequence before that one has (a peer behind NAT); drop and count "
+            "the rest (default: on).",
+        ),
+    ] = None,
 ) -> None:
     """Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation)."""
     updates: dict[str, object] = {}
@@ -241,6 +251,7 @@ def serve(
         "incoming_callback_uri": incoming_callback_uri,
         "keepalive_timeout_s": keepalive_timeout,
         "media_timeout_s": media_timeout,
+        "strict_rtp": strict_rtp,
         "node_id": node_id,
         "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
         "callback_rs256_private_key_file": callback_rs256_private_key_file,

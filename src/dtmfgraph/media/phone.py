@@ -90,6 +90,8 @@ DEFAULT_MEDIA_TIMEOUT = 30.0
 """Seconds without RTP from the far end after which a call is hung up (``EndReason.
 MEDIA_TIMEOUT``). A phone sends a packet every 20 ms, silence included, so half a minute of
 nothing means the far end is gone (crashed, unplugged, its NAT binding lost) without a BYE."""
+_FOREIGN_SOURCES_LOGGED = 4
+"""Strangers' addresses a call logs a dropped packet from (once each; all are counted)."""
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -279,6 +281,8 @@ class PhoneCall:
         self._requests: dict[int, asyncio.Future[int]] = {}
         self._send_lock = asyncio.Lock()
         self._cancel_send = False
+        self._foreign_sources: set[Address] = set()
+        """Sources of dropped RTP already logged."""
         self._rtp_job: DtmfJob | None = None
         self._hanging_up = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -664,8 +668,10 @@ class PhoneCall:
             inbound=inbound,
             remote=target,
             latch=target is None,
+            strict=phone.strict_rtp,
             rng=phone.rng,
         )
+        session.on_foreign = self._on_foreign_rtp
         self._endpoint = None
         self.session = session
         self.codec = codec
@@ -673,6 +679,23 @@ class PhoneCall:
         self._spawn(self._forward_keys(session))
         if phone.media_timeout:
             self._spawn(self._watch_media(session, phone.media_timeout))
+
+    def _on_foreign_rtp(self, source: Address) -> None:
+        """A datagram from a stranger was dropped (strict RTP): count it; log each source once."""
+        self.phone.rtp_foreign_dropped += 1
+        seen = self._foreign_sources
+        if source in seen or len(seen) >= _FOREIGN_SOURCES_LOGGED:
+            return
+        seen.add(source)
+        guard = self.session.guard if self.session is not None else None
+        media = guard.source or guard.expected if guard is not None else None
+        logger.warning(
+            "%s: dropped RTP from %s:%d: the call's media comes from %s (strict RTP)",
+            self.call_id,
+            source[0],
+            source[1],
+            f"{media[0]}:{media[1]}" if media else "an address not known yet",
+        )
 
     async def _watch_media(self, session: RtpSession, timeout: float) -> None:
         """Hang up when the far end has sent no RTP for ``timeout`` seconds, unless its SDP
@@ -909,8 +932,13 @@ class Phone:
         rng: random.Random,
         media_timeout: float | None = None,
         resolver: SipResolver | None = None,
+        strict_rtp: bool = True,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.strict_rtp = strict_rtp
+        """Take a call's RTP only from its far end's address (see :class:`RtpSession`)."""
+        self.rtp_foreign_dropped = 0
+        """RTP datagrams dropped because they came from a stranger (strict RTP)."""
         self.resolver = resolver or SipResolver()
         self.rtp_host = rtp_host
         self.rtp_ports = rtp_ports
@@ -954,6 +982,7 @@ class Phone:
         rng: random.Random | None = None,
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
         resolver: SipResolver | None = None,
+        strict_rtp: bool = True,
     ) -> Phone:
         """Bind the SIP socket on ``sip_host:sip_port`` (0 = any free port) and start.
 
@@ -963,6 +992,9 @@ class Phone:
         ``media_timeout``: hang up a call whose far end has sent no RTP for this many seconds
         (not while its SDP holds the call); ``None`` or 0: never. ``resolver`` finds where a
         target named by host name goes (SRV, then A/AAAA; default: the system's DNS).
+        ``strict_rtp``: take a call's RTP only from the address its SDP names, or from one
+        address that sends a few packets in sequence before that one has sent (a peer behind
+        NAT); others are dropped, counted (:attr:`rtp_foreign_dropped`) and logged.
         """
         if media_timeout is not None and media_timeout < 0:
             raise ValueError(f"media_timeout must be >= 0 seconds, got {media_timeout}")
@@ -982,6 +1014,7 @@ class Phone:
             rng=rng or random.SystemRandom(),
             media_timeout=media_timeout,
             resolver=resolver,
+            strict_rtp=strict_rtp,
         )
         sip_advertised = sdp_host or sip_host
 

@@ -22,6 +22,8 @@ from dtmfgraph.rtp import (
     JobStarted,
     KeyHeard,
     OutboundStream,
+    SourceGuard,
+    Verdict,
 )
 
 from .pacer import Outbound, Pacer
@@ -56,6 +58,11 @@ class RtpSession:
     Make one with :meth:`open`. Outbound media (silence when idle, as a phone does) starts once
     the remote address is known: given at open, set later with :meth:`set_remote`, or latched
     from the first datagram received when ``latch`` is on (symmetric RTP).
+
+    ``strict`` (strict RTP, see :class:`~dtmfgraph.rtp.SourceGuard`): take packets only from
+    the remote address, or from one address that proves itself with a few packets in sequence
+    while the remote has not sent (a peer behind NAT; the session then sends there too). Others
+    are dropped, counted in :attr:`guard` and reported to :attr:`on_foreign`.
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class RtpSession:
         inbound: InboundStream | None = None,
         remote: Address | None = None,
         latch: bool = False,
+        strict: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         if send:
@@ -87,6 +95,9 @@ class RtpSession:
         self._entry: Outbound | None = None
         self.remote: Address | None = None
         self.latch = latch
+        self.guard = SourceGuard(strict=strict)
+        self.on_foreign: Callable[[Address], None] | None = None
+        """Optional observer of every datagram dropped by the strict RTP check (its source)."""
         self._jobs: dict[int, tuple[DtmfJob, asyncio.Future[DtmfJob]]] = {}
         self._keys: asyncio.Queue[KeyHeard | object] = asyncio.Queue()
         self._closed = False
@@ -117,6 +128,7 @@ class RtpSession:
         inband: bool = True,
         bank: InbandBank | None = None,
         latch: bool | None = None,
+        strict: bool = False,
         rng: random.Random | None = None,
     ) -> RtpSession:
         """Bind a UDP endpoint on ``host`` (a port, a :class:`PortRange`, or 0 for any) and start.
@@ -125,6 +137,7 @@ class RtpSession:
         ``receive``: hear keys; ``inband`` also runs the tone detector on the audio, on a
         channel of ``bank`` if given (see :class:`~dtmfgraph.media.InbandBanks`), else its own.
         ``latch`` (default: on when ``remote`` is not given) sends back to the first sender heard.
+        ``strict``: take packets only from the remote address (or one learned; see the class).
         """
         endpoint = await open_udp_endpoint(host, port)
         inbound: InboundStream | None = None
@@ -144,6 +157,7 @@ class RtpSession:
                 inbound=inbound,
                 remote=remote,
                 latch=remote is None if latch is None else latch,
+                strict=strict,
                 rng=rng,
             )
         except BaseException:
@@ -159,8 +173,13 @@ class RtpSession:
         return self.endpoint.local_address
 
     def set_remote(self, remote: Address) -> None:
-        """Send to ``remote`` from now on; the first call starts the outbound stream on the grid."""
+        """Send to ``remote`` from now on, and take packets from it (under ``strict``, also
+        from one address learned anew); the first call starts the outbound stream on the grid."""
         self._check_open()
+        self.guard.expect(remote)
+        self._send_to(remote)
+
+    def _send_to(self, remote: Address) -> None:
         self.remote = remote
         if not self._send:
             return
@@ -254,8 +273,15 @@ class RtpSession:
 
     # -- receiving ------------------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        if self.remote is None and self.latch and not self._closed:
-            self.set_remote((addr[0], addr[1]))
+        verdict = self.guard.admit(data, addr)
+        if verdict is not Verdict.ACCEPT:
+            if verdict is Verdict.LEARNED:
+                if (self.latch or self.guard.strict) and not self._closed:
+                    self._send_to((addr[0], addr[1]))
+            else:
+                if verdict is Verdict.DROP and self.on_foreign is not None:
+                    self.on_foreign((addr[0], addr[1]))
+                return
         inbound = self.inbound
         now = self._loop.time()
         if inbound is None:

@@ -11,10 +11,12 @@ from .inband import BankStats, InbandBank, InbandChannel, SoloInband
 from .inbound import InboundStats, InboundStream, KeyHeard
 from .outbound import DtmfJob, JobFinished, JobStarted, Method, OutboundEvent, OutboundStream
 from .packet import RtpPacket
+from .source import PROBATION, SourceGuard, Verdict
 from .telephone_event import TelephoneEvent
 
 __all__ = [
     "CLOCK_RATE",
+    "PROBATION",
     "BadKeyError",
     "BankFullError",
     "BankStats",
@@ -35,5 +37,7 @@ __all__ = [
     "RtpError",
     "RtpPacket",
     "SoloInband",
+    "SourceGuard",
     "TelephoneEvent",
+    "Verdict",
 ]

@@ -218,6 +218,7 @@ class SipMedia:
         public_host: str | None = None,
         user: str = "dtmfgraph",
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
+        strict_rtp: bool = True,
         auth: tuple[str, str] | None = None,
         register: str | None = None,
         registrar: str | None = None,
@@ -227,6 +228,7 @@ class SipMedia:
         self.dns_server = dns_server
         """Where host names of targets are looked up (None: the system's resolver)."""
         self.media_timeout = media_timeout
+        self.strict_rtp = strict_rtp
         self.auth = Credentials(*auth) if auth is not None else None
         """Answers digest challenges to our INVITEs and REGISTERs (any realm)."""
         self.register_aor = register
@@ -252,6 +254,7 @@ class SipMedia:
                 user=self.user,
                 sdp_host=self.public_host,
                 media_timeout=self.media_timeout,
+                strict_rtp=self.strict_rtp,
                 resolver=SipResolver(self.dns_server),
             )
         return self.phone

@@ -1,0 +1,107 @@
+"""Strict RTP source check (``SourceGuard``), sans-I/O: addresses and packets in, verdicts out."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtmfgraph.rtp import PROBATION, RtpPacket, SourceGuard, Verdict
+
+FAR = ("192.0.2.10", 40000)  # the address the far end's SDP gives
+NAT = ("198.51.100.7", 61000)  # where its packets really come from, behind NAT
+STRANGER = ("203.0.113.66", 5004)
+
+
+def rtp(seq: int, ssrc: int = 0x1234) -> bytes:
+    return RtpPacket(0, seq & 0xFFFF, 160 * seq, ssrc, b"\xff" * 160).serialize()
+
+
+def feed(
+    guard: SourceGuard, addr: tuple[str, int], seqs: range, ssrc: int = 0x1234
+) -> list[Verdict]:
+    return [guard.admit(rtp(s, ssrc), addr) for s in seqs]
+
+
+def test_the_sdp_address_is_taken_at_once_and_then_locks_out_everyone_else() -> None:
+    guard = SourceGuard(FAR)
+    assert guard.admit(rtp(1), FAR) is Verdict.ACCEPT
+    assert guard.source == FAR
+    # a stranger cannot take over, however long and well-formed its stream
+    assert set(feed(guard, STRANGER, range(100, 120))) == {Verdict.DROP}
+    assert guard.dropped == 20 and guard.learned == 0
+    assert guard.admit(rtp(2), FAR) is Verdict.ACCEPT
+
+
+def test_a_peer_behind_nat_is_learned_after_probation_when_its_sdp_address_is_silent() -> None:
+    guard = SourceGuard(FAR)
+    verdicts = feed(guard, NAT, range(7, 7 + PROBATION + 2))
+    assert verdicts[: PROBATION - 1] == [Verdict.PROBATION] * (PROBATION - 1)
+    assert verdicts[PROBATION - 1] is Verdict.LEARNED
+    assert verdicts[PROBATION:] == [Verdict.ACCEPT] * 2
+    assert guard.source == NAT and guard.learned == 1
+    assert guard.on_trial == PROBATION - 1 and guard.dropped == 0
+    # locked to the learned address: now the SDP address is a stranger too
+    assert guard.admit(rtp(1), FAR) is Verdict.DROP
+    assert set(feed(guard, STRANGER, range(50, 60))) == {Verdict.DROP}
+
+
+def test_probation_needs_consecutive_sequence_numbers_of_one_ssrc_from_one_address() -> None:
+    guard = SourceGuard(FAR)
+    # gaps, an SSRC change, or another address in between start the count again
+    assert set(feed(guard, NAT, range(0, 20, 2))) == {Verdict.PROBATION}
+    for seq in range(10):
+        assert guard.admit(rtp(seq, ssrc=seq), NAT) is Verdict.PROBATION
+    for seq in range(10):
+        assert guard.admit(rtp(seq), NAT if seq % 2 else STRANGER) is Verdict.PROBATION
+    assert guard.source is None and guard.on_trial == 30
+    # sequence numbers wrap
+    assert feed(guard, NAT, range(0xFFFF - 1, 0xFFFF - 1 + PROBATION))[-1] is Verdict.LEARNED
+
+
+def test_datagrams_that_are_not_rtp_never_earn_trust_nor_break_a_probation() -> None:
+    guard = SourceGuard(FAR)
+    assert guard.admit(rtp(1), NAT) is Verdict.PROBATION
+    assert guard.admit(b"\x00" * 40, NAT) is Verdict.DROP  # version 0: not RTP (STUN, junk)
+    assert guard.admit(b"\x80", NAT) is Verdict.DROP  # too short
+    assert feed(guard, NAT, range(2, PROBATION + 1))[-1] is Verdict.LEARNED
+
+
+def test_a_new_sdp_address_starts_over() -> None:
+    guard = SourceGuard(FAR)
+    guard.admit(rtp(1), FAR)
+    moved = ("192.0.2.11", 40002)
+    guard.expect(moved)  # re-INVITE
+    assert guard.source is None and guard.expected == moved
+    assert guard.admit(rtp(2), FAR) is Verdict.PROBATION  # the old address is not trusted...
+    assert guard.admit(rtp(3), moved) is Verdict.ACCEPT  # ...the new one is taken at once
+    assert guard.source == moved
+
+
+def test_without_an_sdp_address_the_first_source_through_probation_is_learned() -> None:
+    guard = SourceGuard()
+    assert feed(guard, NAT, range(PROBATION))[-1] is Verdict.LEARNED
+    assert guard.admit(rtp(1), STRANGER) is Verdict.DROP
+
+
+def test_ipv6_addresses_compare_in_canonical_form_and_recvfrom_extras_are_ignored() -> None:
+    guard = SourceGuard(("0:0:0:0:0:0:0:1", 4000))
+    assert guard.expected == ("::1", 4000)
+    assert guard.admit(rtp(1), ("::1", 4000, 0, 0)) is Verdict.ACCEPT
+    assert guard.source == ("::1", 4000)
+    assert guard.admit(rtp(2), ("::1", 4000, 0, 0)) is Verdict.ACCEPT
+    assert guard.admit(rtp(3), ("::1", 4001, 0, 0)) is Verdict.DROP
+
+
+def test_not_strict_takes_everyone_and_latches_the_first_sender_without_an_sdp_address() -> None:
+    guard = SourceGuard(FAR, strict=False)
+    assert {guard.admit(rtp(s), a) for s, a in enumerate((FAR, STRANGER, NAT))} == {Verdict.ACCEPT}
+    latch = SourceGuard(strict=False)
+    assert latch.admit(b"anything", STRANGER) is Verdict.LEARNED
+    assert latch.admit(rtp(1), NAT) is Verdict.ACCEPT
+    assert latch.source == STRANGER and latch.dropped == 0
+
+
+def test_probation_must_be_at_least_one_packet() -> None:
+    with pytest.raises(ValueError, match="probation"):
+        SourceGuard(probation=0)
+    one = SourceGuard(FAR, probation=1)
+    assert one.admit(rtp(1), NAT) is Verdict.LEARNED
