@@ -110,6 +110,15 @@ class Settings(BaseSettings):
             "then A/AAAA); default the system's resolver."
         ),
     )
+    sip_failover_after_s: float = Field(
+        default=4.0,
+        gt=0,
+        le=32,
+        description=(
+            "When DNS names several servers for a target, seconds without a single response "
+            "after which a call goes to the next one (a 503 moves it at once)."
+        ),
+    )
     sip_auth_user: str | None = Field(
         default=None,
         description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",

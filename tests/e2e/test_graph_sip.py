@@ -26,7 +26,7 @@ from ..api.harness import Receiver, Service, free_port, make_settings, serve_in_
 from ..api.sdkhelp import ALL_KEYS, answer_body, context_body, dtmf_body, new_call, sdk_mod
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.baresip import free_port as free_udp_port
-from ..judges.sipp import sipp_uas
+from ..judges.sipp import sipp_uas, uas_reject_scenario
 
 Note = dict[str, Any]
 LONG = "1234567890" * 4
@@ -371,24 +371,6 @@ async def test_nobody_answers_is_408(tmp_path: Path, receiver: Receiver) -> None
         await stop(server, task)
 
 
-UAS_REJECT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="reject every INVITE with one final status">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 {status} {reason}
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
-
-
 @pytest.mark.parametrize(
     ("status", "reason", "want"),
     [
@@ -406,7 +388,7 @@ async def test_sip_refusal_maps_to_result_info(
     reason: str,
     want: tuple[int, int],
 ) -> None:
-    scenario = UAS_REJECT.format(status=status, reason=reason)
+    scenario = uas_reject_scenario(status, reason)
     async with sipp_uas(tmp_path, scenario, timeout_s=10) as (port, sipp):
         client = svc.sdk("v1.0")
         target = f"sip:bob@127.0.0.1:{port}"

@@ -38,7 +38,8 @@ def require_dnsmasq() -> str:
 
 @dataclass
 class Dnsmasq:
-    """``srv``: (name, target, port, priority, weight) records; ``hosts``: name -> IPv4."""
+    """``srv``: (name, target, port, priority, weight) records; ``hosts``: name -> IPv4
+    addresses (separated by spaces)."""
 
     workdir: Path
     srv: list[tuple[str, str, int, int, int]] = field(default_factory=list)
@@ -75,8 +76,8 @@ class Dnsmasq:
             args += ["--log-queries", f"--log-facility={self.log_path}"]
             for name, target, port, priority, weight in self.srv:
                 args.append(f"--srv-host={name},{target},{port},{priority},{weight}")
-            for name, ip in self.hosts.items():
-                args.append(f"--host-record={name},{ip}")
+            for name, ips in self.hosts.items():
+                args += [f"--host-record={name},{ip}" for ip in ips.split()]
             self._proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,

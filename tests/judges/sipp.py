@@ -324,6 +324,30 @@ async def run_sipp(
     )
 
 
+_UAS_REJECT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="reject every INVITE with one final status">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 {status} {reason}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def uas_reject_scenario(status: int, reason: str) -> str:
+    """A UAS scenario for :func:`sipp_uas`: answer the INVITE with ``status`` and wait for the
+    ACK."""
+    return _UAS_REJECT.format(status=status, reason=reason)
+
+
 @contextlib.asynccontextmanager
 async def sipp_uas(
     workdir: Path, scenario: str | None = None, *, timeout_s: int = 15

@@ -97,6 +97,40 @@ async def test_resolver_against_a_real_dns_server(tmp_path: Path) -> None:
     assert not any(q.startswith("SRV") and "5999" in q for q in queries)
 
 
+async def test_every_server_in_order_for_failover(tmp_path: Path) -> None:
+    """resolve_all: each SRV target's addresses in RFC 2782 order (a target without an address
+    is skipped), or every address of a name; what the phone walks through when a server does
+    not answer or says 503."""
+    server = Dnsmasq(
+        tmp_path / "dns",
+        srv=[
+            ("_sip._udp.pbx.test", "sip1.pbx.test", 5070, 10, 5),
+            ("_sip._udp.pbx.test", "ghost.pbx.test", 5080, 15, 5),
+            ("_sip._udp.pbx.test", "sip2.pbx.test", 5090, 20, 5),
+            ("_sip._udp.pbx.test", "sip1.pbx.test", 5070, 30, 5),  # named twice: tried once
+            ("_sip._udp.lost.test", "ghost.pbx.test", 5080, 10, 5),
+        ],
+        hosts={"sip1.pbx.test": "127.0.0.2", "sip2.pbx.test": "127.0.0.3 127.0.0.4"},
+    )
+    await server.start()
+    try:
+        resolver = SipResolver(server.address)
+        first, *rest = await resolver.resolve_all(SipUri.parse("sip:bot@pbx.test"))
+        assert first == ("127.0.0.2", 5070)
+        assert sorted(rest) == [("127.0.0.3", 5090), ("127.0.0.4", 5090)]  # the server's order
+        assert sorted(await resolver.resolve_all(SipUri.parse("sip:bot@sip2.pbx.test:7"))) == [
+            ("127.0.0.3", 7),
+            ("127.0.0.4", 7),
+        ]
+        assert await resolver.resolve_all(SipUri.parse("sip:bot@192.0.2.1")) == [
+            ("192.0.2.1", 5060)
+        ]
+        with pytest.raises(ResolveError, match=re.escape("cannot resolve 'ghost.pbx.test'")):
+            await resolver.resolve_all(SipUri.parse("sip:bot@lost.test"))
+    finally:
+        await server.stop()
+
+
 async def test_system_resolver_uses_hosts_file_names() -> None:
     # localhost comes from /etc/hosts through getaddrinfo; it has no SRV records anywhere
     resolver = SipResolver()

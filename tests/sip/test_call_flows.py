@@ -163,8 +163,55 @@ def test_timer_b_timeout_after_64_t1() -> None:
     assert sent == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
     [failed] = net.take(a)
     assert isinstance(failed, CallFailed) and failed.timed_out and failed.status == 408
+    assert failed.unanswered  # not a single response: another server may do better
     assert call.state is CallState.TERMINATED
     assert a.counters.timeouts == 1
+
+
+def test_give_up_on_a_silent_server() -> None:
+    """``give_up_s``: no response at all by then fails the call 408 ``unanswered`` (so that
+    the phone tries the target's next server) and stops the retransmissions."""
+    net, a, _b = setup()
+    net.drop = lambda s: True
+    start = net.now
+    call = a.invite("sip:bob@127.0.0.1:5070", None, net.now, give_up_s=4.0)
+    net.advance(4.0)
+    [failed] = net.take(a)
+    assert isinstance(failed, CallFailed) and (failed.status, failed.unanswered) == (408, True)
+    assert failed.timed_out and failed.detail == "no response from 127.0.0.1:5070"
+    assert call.is_over
+    net.advance(60)
+    assert [round(s.at - start, 3) for s in net.log] == [0, 0.5, 1.5, 3.5]
+    assert net.take(a) == []
+
+
+def test_give_up_is_off_once_the_server_answers() -> None:
+    net, a, b = setup()
+    call, inc = dial(net, a, b, give_up_s=1.0)
+    b.ringing(inc, net.now)
+    net.advance(5.0)
+    assert [type(e) for e in net.take(a)] == [CallRinging]
+    b.answer(inc, None, net.now)
+    net.flush()
+    assert call.state is CallState.ESTABLISHED
+
+
+def test_a_server_that_answers_after_we_gave_up_is_acked_and_hung_up() -> None:
+    net, a, b = setup()
+    net.drop = lambda s: s.src == B and net.now < 1003.0  # bob's answers are lost at first
+    call, inc = dial(net, a, b, give_up_s=2.0)
+    b.ringing(inc, net.now)
+    net.advance(2.5)
+    [failed] = net.take(a)
+    assert isinstance(failed, CallFailed) and failed.unanswered
+    net.advance(1.0)
+    b.answer(inc, None, net.now)  # the 200 gets through now
+    net.flush()
+    lines = net.lines(delivered_only=True)
+    assert "ACK sip:bob@127.0.0.1:5070 SIP/2.0" in lines
+    assert "BYE sip:bob@127.0.0.1:5070 SIP/2.0" in lines
+    assert [type(e) for e in net.take(b)] == [CallEstablished, CallEnded]
+    assert net.take(a) == [] and call.is_over
 
 
 def test_timer_b_is_configurable() -> None:

@@ -41,13 +41,16 @@ class Clock:
         self.ua = UserAgent(*US, "dtmfgraph", rng=random.Random(7))
         self.registrar = registrar
         self.sent: list[SipRequest] = []
+        self.sent_to: list[tuple[float, tuple[str, int]]] = []
         self.events: list[object] = []
 
     def flush(self) -> None:
         for _ in range(100):
             out = self.ua.datagrams_to_send(self.now)
             for data, dest in out:
-                assert dest == REGISTRAR
+                self.sent_to.append((self.now, dest))
+                if dest != REGISTRAR:
+                    continue  # a server that is down
                 request = parse_message(data)
                 assert isinstance(request, SipRequest)
                 self.sent.append(request)
@@ -320,3 +323,36 @@ def test_bad_arguments() -> None:
         ua.register(AOR, 0.0, expires=0)
     reg = ua.register("sip:bot@pbx.example.com", 0.0, destination=REGISTRAR)
     assert reg.destination == REGISTRAR and str(reg.registrar) == "sip:pbx.example.com"
+
+
+def test_moved_to_another_server_after_a_timeout_the_retry_goes_there_at_once() -> None:
+    """RFC 3263 4.3 as the phone drives it: the first server never answers (Timer F), the
+    registration is moved to the next one and retried at once, not after retry_s."""
+    down = ("127.0.0.1", 5090)
+    clock = Clock(ok)
+    reg = clock.ua.register(AOR, clock.now, destination=down, retry_s=300)
+    clock.advance(40)
+    [timed_out] = clock.events
+    assert isinstance(timed_out, RegistrationFailed) and timed_out.timed_out
+    assert {dest for _, dest in clock.sent_to} == {down}
+    assert clock.registers() == []
+    moved_at = clock.now
+    clock.ua.move_registration(reg, REGISTRAR, clock.now, at_once=True)
+    clock.advance(0)
+    assert reg.state is RegistrationState.REGISTERED and reg.destination == REGISTRAR
+    [request] = clock.registers()
+    assert clock.sent_to[-1] == (moved_at, REGISTRAR)
+    # Call-ID and CSeq go on: it is the same registration
+    assert request.headers.get("Call-ID") == reg.call_id and request.cseq.seq == 2
+
+
+def test_moved_without_at_once_waits_for_the_retry() -> None:
+    down = ("127.0.0.1", 5090)
+    clock = Clock(ok)
+    reg = clock.ua.register(AOR, clock.now, destination=down, retry_s=100)
+    clock.advance(40)
+    clock.ua.move_registration(reg, REGISTRAR, clock.now, at_once=False)
+    clock.advance(50)
+    assert clock.registers() == [] and reg.state is RegistrationState.FAILED
+    clock.advance(45)  # retry_s (100) after the timeout at 32 s
+    assert reg.state is RegistrationState.REGISTERED

@@ -66,6 +66,7 @@ def build_media(settings: Settings) -> MediaBackend:
             registrar=settings.sip_registrar,
             register_expires=settings.sip_register_expires,
             dns_server=settings.sip_dns_address(),
+            failover_after=settings.sip_failover_after_s,
         )
     raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
 

@@ -86,7 +86,13 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
-        self._rtp_foreign_seen = 0
+        self.sip_failovers = Counter(
+            "dtmfgraph_sip_failovers",
+            "Calls and REGISTERs moved to the next server DNS named for their target, the one "
+            "tried sending no response or 503 (absent with the loopback media).",
+            registry=r,
+        )
+        self._phone_seen: dict[str, int] = {}
         self.http = Counter(
             "dtmfgraph_http_requests",
             "HTTP requests served, by method, route template and status code.",
@@ -124,11 +130,16 @@ class Metrics:
         """Set the registration gauge of ``aor``."""
         self.sip_registered.labels(aor).set(1 if registered else 0)
 
-    def rtp_foreign_dropped(self, total: int) -> None:
-        """Bring the strict-RTP drop counter up to the phone's running ``total``."""
-        if total > self._rtp_foreign_seen:
-            self.rtp_foreign.inc(total - self._rtp_foreign_seen)
-            self._rtp_foreign_seen = total
+    def phone_counters(self, rtp_foreign_dropped: int, failovers: int) -> None:
+        """Bring the counters kept by the SIP phone up to its running totals."""
+        for name, counter, total in (
+            ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
+            ("failovers", self.sip_failovers, failovers),
+        ):
+            seen = self._phone_seen.get(name, 0)
+            if total > seen:
+                counter.inc(total - seen)
+                self._phone_seen[name] = total
 
     async def refresh(self, repo: SqlRepository) -> None:
         """Read the database gauges."""
@@ -221,5 +232,5 @@ async def metrics(request: Request) -> Response:
         m.registration(str(media.register_aor), registered)
     phone = getattr(media, "phone", None)
     if phone is not None:
-        m.rtp_foreign_dropped(phone.rtp_foreign_dropped)
+        m.phone_counters(phone.rtp_foreign_dropped, phone.failovers)
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

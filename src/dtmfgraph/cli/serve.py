@@ -27,6 +27,7 @@ _OPTION_OF = {
     "sip_trunk_uri": "--sip-trunk",
     "sip_auth_user": "--sip-auth-user",
     "sip_dns_server": "--sip-dns-server",
+    "sip_failover_after_s": "--sip-failover-after",
     "sip_auth_password": "DTMFGRAPH_SIP_AUTH_PASSWORD",
     "sip_auth_password_file": "--sip-auth-password-file",
     "sip_register": "--sip-register",
@@ -135,6 +136,14 @@ def serve(
             "default the system's resolver."
         ),
     ] = None,
+    sip_failover_after: Annotated[
+        float | None,
+        typer.Option(
+            help="When DNS names several servers for a target (SRV), seconds without a single "
+            "response after which a call goes to the next one; a 503 moves it at once "
+            "(default 4)."
+        ),
+    ] = None,
     sip_auth_user: Annotated[
         str | None,
         typer.Option(
@@ -239,6 +248,7 @@ def serve(
         "sip_trunk_uri": sip_trunk,
         "sip_auth_user": sip_auth_user,
         "sip_dns_server": sip_dns_server,
+        "sip_failover_after_s": sip_failover_after,
         "sip_auth_password_file": sip_auth_password_file,
         "sip_register": sip_register,
         "sip_registrar": sip_registrar,

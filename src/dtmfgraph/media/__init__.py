@@ -23,6 +23,7 @@ from .registration import PhoneRegistration, RegistrationError
 from .resolve import ResolveError, SipResolver, SrvRecord, srv_order
 from .session import DtmfSending, NoRemoteError, RtpSession, SessionClosedError
 from .sip_transport import SipTransport
+from .tls import DEFAULT_TLS_PORT, TlsConfig, TlsConfigError
 from .udp import (
     Address,
     MediaError,
@@ -36,6 +37,7 @@ from .udp import (
 
 __all__ = [
     "DEFAULT_MEDIA_TIMEOUT",
+    "DEFAULT_TLS_PORT",
     "Address",
     "CallEnd",
     "CallEndedError",
@@ -69,6 +71,8 @@ __all__ = [
     "SipResolver",
     "SipTransport",
     "SrvRecord",
+    "TlsConfig",
+    "TlsConfigError",
     "UdpEndpoint",
     "bind_udp",
     "open_udp_endpoint",

@@ -26,7 +26,7 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
 from dtmfgraph.rtp import Codec as RtpCodec
@@ -70,6 +70,7 @@ from .registration import PhoneRegistration, RegistrationError
 from .resolve import ResolveError, SipResolver
 from .session import RtpSession, SessionClosedError
 from .sip_transport import SipTransport
+from .tls import TlsConfig
 from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ SEND_METHODS: tuple[SendMethod, ...] = ("auto", "rfc4733", "sipinfo", "inband")
 _CODECS = {"PCMU": (PCMU, RtpCodec.PCMU), "PCMA": (PCMA, RtpCodec.PCMA)}
 _RESOLVE_WAIT = 5.0
 """Longest wait for the resolver to name a target host's address (within the dial timeout)."""
+DEFAULT_FAILOVER_AFTER = 4.0
+"""Seconds without a single response (the INVITE sent 4 times over UDP) after which a call
+goes to the target's next server, when DNS named more than one (RFC 3263 4.3)."""
 _BYE_WAIT = 5.0
 """How long :meth:`PhoneCall.hangup` waits for the far end's answer to our BYE (it retries)."""
 INBAND_DRAIN = 0.15
@@ -110,12 +114,15 @@ class DialError(PhoneError):
         detail: str = "",
         *,
         timed_out: bool = False,
+        unanswered: bool = False,
     ) -> None:
         self.uri = uri
         self.status = status
         self.reason = reason
         self.detail = detail
         self.timed_out = timed_out
+        self.unanswered = unanswered
+        """Not a single response came from the server tried last."""
         text = f"call to {uri} failed: {status} {reason}".rstrip()
         super().__init__(f"{text} ({detail})" if detail else text)
 
@@ -726,7 +733,12 @@ class PhoneCall:
             reason = EndReason.LOCAL_BYE
         error_cls = DialTimeoutError if event.timed_out else DialError
         error = error_cls(
-            self.remote_uri, event.status, event.reason, event.detail, timed_out=event.timed_out
+            self.remote_uri,
+            event.status,
+            event.reason,
+            event.detail,
+            timed_out=event.timed_out,
+            unanswered=event.unanswered,
         )
         if not self._established.done():
             self._established.set_exception(error)
@@ -965,6 +977,10 @@ class Phone:
         self.calls_refused = 0
         self.media_timeouts = 0
         """Calls hung up for want of RTP."""
+        self.failover_after = DEFAULT_FAILOVER_AFTER
+        """Seconds without a response after which :meth:`dial` tries the target's next server."""
+        self.failovers = 0
+        """Calls and REGISTERs moved to a target's next server."""
 
     @classmethod
     async def start(
@@ -983,6 +999,7 @@ class Phone:
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
         resolver: SipResolver | None = None,
         strict_rtp: bool = True,
+        tls: TlsConfig | None = None,
     ) -> Phone:
         """Bind the SIP socket on ``sip_host:sip_port`` (0 = any free port) and start.
 
@@ -995,6 +1012,9 @@ class Phone:
         ``strict_rtp``: take a call's RTP only from the address its SDP names, or from one
         address that sends a few packets in sequence before that one has sent (a peer behind
         NAT); others are dropped, counted (:attr:`rtp_foreign_dropped`) and logged.
+        ``tls``: also take SIP over TLS on ``tls.port`` (:attr:`tls_address`), and reach
+        ``sips:`` and ``;transport=tls`` URIs over TLS (:class:`TlsConfigError` for unusable
+        files).
         """
         if media_timeout is not None and media_timeout < 0:
             raise ValueError(f"media_timeout must be >= 0 seconds, got {media_timeout}")
@@ -1023,7 +1043,7 @@ class Phone:
 
         try:
             phone._transport = await SipTransport.open(
-                sip_host, sip_port, make_ua, phone._on_sip_event
+                sip_host, sip_port, make_ua, phone._on_sip_event, tls=tls
             )
         except BaseException:
             if own:
@@ -1046,6 +1066,19 @@ class Phone:
     def sip_address(self) -> Address:
         """The bound SIP (host, port)."""
         return self.transport.local_address
+
+    @property
+    def tls_address(self) -> Address | None:
+        """The bound SIP-over-TLS (host, port), or ``None`` without TLS."""
+        return self.transport.tls_address
+
+    @property
+    def tls_uri(self) -> str | None:
+        """Our SIP URI over TLS, e.g. ``sip:dtmfgraph@127.0.0.1:5061;transport=tls``."""
+        tls = self.tls_address
+        if tls is None:
+            return None
+        return str(replace(self.ua.uri, port=tls[1], params={"transport": "tls"}))
 
     @property
     def uri(self) -> str:
@@ -1077,6 +1110,10 @@ class Phone:
         Raises :class:`DialError` (``status``, ``reason``) when refused, and
         :class:`DialTimeoutError` when nobody answers within ``timeout`` seconds. ``codecs``
         and ``telephone_event`` shape our SDP offer. Cancelling the awaiting task CANCELs.
+
+        When DNS names several servers for the target (SRV records, or several addresses), a
+        server that sends no response at all within :attr:`failover_after` seconds, or
+        answers 503, is left for the next one (RFC 3263 4.3), within the same ``timeout``.
         """
         if self._closed:
             raise PhoneError("the phone is closed")
@@ -1084,8 +1121,51 @@ class Phone:
             raise ValueError("timeout must be > 0")
         ours = _sdp_codecs(codecs)
         credentials = Credentials(*auth) if isinstance(auth, tuple) else auth
+        deadline = self.loop.time() + timeout
+        destinations: list[Address | None] = [destination]
         if destination is None and self.ua.outbound_proxy is None:
-            destination = await self._resolve(uri, min(timeout, _RESOLVE_WAIT))
+            destinations = await self._resolve_all(uri, min(timeout, _RESOLVE_WAIT))
+        for index, dest in enumerate(destinations):
+            last = index == len(destinations) - 1
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                detail = "no answer before the dial timeout"
+                raise DialTimeoutError(uri, 408, "Request Timeout", detail, timed_out=True)
+            try:
+                return await self._dial_once(
+                    uri,
+                    dest,
+                    remaining,
+                    credentials,
+                    ours,
+                    telephone_event,
+                    give_up_s=None if last else self.failover_after,
+                )
+            except DialError as exc:
+                if last or not (exc.unanswered or exc.status == 503):
+                    raise
+                following = destinations[index + 1]
+                logger.warning(
+                    "call to %s: %s; trying the next server, %s",
+                    uri,
+                    f"{exc.status} {exc.reason} ({exc.detail})" if exc.detail else exc.status,
+                    f"{following[0]}:{following[1]}" if following else "?",
+                )
+                self.failovers += 1
+        raise AssertionError("unreachable: the last destination returns or raises")
+
+    async def _dial_once(
+        self,
+        uri: str,
+        destination: Address | None,
+        timeout: float,
+        credentials: Credentials | None,
+        ours: list[SdpCodec],
+        telephone_event: bool,
+        *,
+        give_up_s: float | None,
+    ) -> PhoneCall:
+        """One INVITE of :meth:`dial`, to ``destination``."""
         endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
         offer = build_offer(
             self.sdp_host,
@@ -1102,6 +1182,7 @@ class Phone:
                 auth=credentials,
                 timeout=timeout,
                 destination=destination,
+                give_up_s=give_up_s,
             )
         except (SipError, ValueError) as exc:
             await endpoint.close()
@@ -1122,19 +1203,23 @@ class Phone:
         return call
 
     async def _resolve(self, uri: str, timeout: float) -> Address | None:
+        """Where a target whose host is a name goes first (see :meth:`_resolve_all`)."""
+        return (await self._resolve_all(uri, timeout))[0]
+
+    async def _resolve_all(self, uri: str, timeout: float) -> list[Address | None]:
         """Where a target whose host is a name goes (:class:`SipResolver`: SRV ``_sip._udp``,
-        or ``_sip._tcp`` with ``;transport=tcp``, then A/AAAA of our SIP socket's family).
-        ``None`` for an IP literal or a URI the UA rejects itself. A registration keeps the
-        address found when it was made."""
+        or ``_sip._tcp`` with ``;transport=tcp``, then A/AAAA of our SIP socket's family), best
+        first. ``[None]`` for an IP literal or a URI the UA rejects itself."""
         try:
             target = SipUri.parse(uri)
         except SipError:
-            return None
+            return [None]
         if is_ip_address(target.host):
-            return None
+            return [None]
         family = socket.AF_INET6 if ":" in self.sip_address[0] else socket.AF_INET
         try:
-            return await asyncio.wait_for(self.resolver.resolve(target, family), timeout)
+            found = await asyncio.wait_for(self.resolver.resolve_all(target, family), timeout)
+            return [*found]
         except TimeoutError:
             detail = f"cannot resolve {target.host!r}: timed out"
         except ResolveError as exc:
@@ -1157,16 +1242,21 @@ class Phone:
         retried ``retry_s`` after a failure until :meth:`PhoneRegistration.unregister` or
         :meth:`close`. Returns at once, the first REGISTER sent: ``await reg.wait()`` to know
         it worked. ``registrar`` (default: the AOR's host and port) is the Request-URI; a host
-        name is resolved as :meth:`dial` does. Bad input raises :class:`RegistrationError`."""
+        name is resolved as :meth:`dial` does, and when DNS names several servers, one that
+        does not answer (Timer F) or answers 503 is left for the next at once; after the last,
+        the name is looked up again and the first is retried after ``retry_s``. Bad input
+        raises :class:`RegistrationError`."""
         if self._closed:
             raise PhoneError("the phone is closed")
         credentials = Credentials(*auth) if isinstance(auth, tuple) else auth
         target = registrar or aor
+        destinations: list[Address | None] = [destination]
         if destination is None and self.ua.outbound_proxy is None:
             try:
-                destination = await self._resolve(target, _RESOLVE_WAIT)
+                destinations = await self._resolve_all(target, _RESOLVE_WAIT)
             except DialError as exc:
                 raise RegistrationError(aor, 0, "not sent", exc.detail) from None
+            destination = destinations[0]
         try:
             sip = self.ua.register(
                 aor,
@@ -1179,7 +1269,8 @@ class Phone:
             )
         except (SipError, ValueError) as exc:
             raise RegistrationError(aor, 0, "not sent", str(exc)) from None
-        registration = PhoneRegistration(self, sip)
+        found = [d for d in destinations if d is not None]
+        registration = PhoneRegistration(self, sip, found, target if len(found) > 1 else None)
         self._registrations[sip.call_id] = registration
         self.transport.kick()
         return registration

@@ -20,7 +20,7 @@ from dtmfgraph.sip import (
     Unregistered,
 )
 
-from .udp import MediaError
+from .udp import Address, MediaError
 
 if TYPE_CHECKING:
     from .phone import Phone
@@ -39,11 +39,25 @@ class RegistrationError(MediaError):
 
 
 class PhoneRegistration:
-    """One address-of-record kept bound to the phone's Contact (see :meth:`Phone.register`)."""
+    """One address-of-record kept bound to the phone's Contact (see :meth:`Phone.register`).
 
-    def __init__(self, phone: Phone, sip: Registration) -> None:
+    ``destinations``: the registrar's servers, best first, when DNS named several (then
+    ``target``, the URI they were found for, is looked up again once all have failed).
+    """
+
+    def __init__(
+        self,
+        phone: Phone,
+        sip: Registration,
+        destinations: list[Address] | None = None,
+        target: str | None = None,
+    ) -> None:
         self._phone = phone
         self.sip = sip
+        self.destinations = destinations or [sip.destination]
+        """Servers of the registrar, best first; REGISTERs go to :attr:`destination`."""
+        self._target = target
+        self._lookup: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.registrations = 0
         """2xx answers to our REGISTERs so far (the first binding and each refresh)."""
@@ -58,6 +72,11 @@ class PhoneRegistration:
     @property
     def aor(self) -> str:
         return str(self.sip.aor)
+
+    @property
+    def destination(self) -> Address:
+        """The server REGISTERs go to now."""
+        return self.sip.destination
 
     @property
     def state(self) -> RegistrationState:
@@ -123,8 +142,43 @@ class PhoneRegistration:
         elif isinstance(event, RegistrationFailed):
             self.failures += 1
             self.last_error = RegistrationError(self.aor, event.status, event.reason, event.detail)
+            if (event.timed_out or event.status == 503) and self._fail_over():
+                return
             wait = (event.retry_at - self._phone.loop.time()) if event.retry_at else 0.0
             logger.warning("%s; trying again in %.0f s", self.last_error, max(wait, 0.0))
         elif isinstance(event, Unregistered):
             logger.info("unregistered %s (%d %s)", self.aor, event.status, event.reason)
         self._changed.set()
+
+    def _fail_over(self) -> bool:
+        """The server did not answer, or answered 503: move to the next one and retry at once
+        (True); after the last one, look the name up again for the next retry (False)."""
+        servers = self.destinations
+        if len(servers) < 2 or self.sip.is_over:
+            return False
+        phone = self._phone
+        index = servers.index(self.destination) if self.destination in servers else -1
+        if index + 1 < len(servers):
+            following = servers[index + 1]
+            logger.warning("%s; trying the next server, %s:%d", self.last_error, *following)
+            phone.failovers += 1
+            phone.ua.move_registration(self.sip, following, phone.loop.time(), at_once=True)
+            phone.transport.kick()
+            self._changed.set()
+            return True
+        phone.ua.move_registration(self.sip, servers[0], phone.loop.time(), at_once=False)
+        if self._target is not None and (self._lookup is None or self._lookup.done()):
+            self._lookup = phone.loop.create_task(self._look_up_again(self._target))
+        return False
+
+    async def _look_up_again(self, target: str) -> None:
+        """Every server failed: ask DNS again, for the next retry."""
+        phone = self._phone
+        try:
+            found = [d for d in await phone._resolve_all(target, 5.0) if d is not None]
+        except MediaError as exc:
+            logger.warning("registering %s: looking up %s again failed: %s", self.aor, target, exc)
+            return
+        if found and not self.sip.is_over and not phone.closed:
+            self.destinations = found
+            phone.ua.move_registration(self.sip, found[0], phone.loop.time(), at_once=False)

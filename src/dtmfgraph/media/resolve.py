@@ -1,17 +1,20 @@
 """Where a SIP URI's requests go: RFC 3263's server location.
 
-* an IP address: that address, at the URI's port (5060 when none);
+* an IP address: that address, at the URI's port (5060 when none, 5061 for TLS);
 * a host name with a port: its address (A or AAAA, by the SIP socket's family);
 * a host name without a port: the SRV records ``_sip._udp.<name>`` (``_sip._tcp`` for a URI
-  with ``;transport=tcp``; RFC 2782 order: lowest priority first, weighted random within a
-  priority), the first target's address and port; a name with no SRV records (or whose lookup
-  fails) is used as if it had port 5060. NAPTR is not queried: the URI's transport parameter
-  (UDP without one) is taken as given, as RFC 3263 4.1 allows a client that knows its
-  transport.
+  with ``;transport=tcp``, ``_sips._tcp`` for ``sips:`` or ``;transport=tls``; RFC 2782
+  order: lowest priority first, weighted random within a priority), the first target's
+  address and port; a name with no SRV records (or whose lookup fails) is used as if it had
+  port 5060 (5061 for TLS). NAPTR is not queried: the URI's transport parameter (UDP without
+  one) is taken as given, as RFC 3263 4.1 allows a client that knows its transport.
 
 Names go to the system's resolver (``getaddrinfo``, so ``/etc/hosts`` counts) unless a DNS
-server is named, which then answers every query. Only the first SRV target is used: there is
-no failover to the next one when it does not answer.
+server is named, which then answers every query.
+
+:meth:`SipResolver.resolve_all` lists every destination in that order (each SRV target's
+addresses in turn, at most :data:`MAX_DESTINATIONS`): the phone tries the next one when a
+server does not answer or answers 503 (RFC 3263 4.3).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ DEFAULT_TIMEOUT_S: Final = 5.0
 """Longest a whole resolution may take."""
 SRV_TIMEOUT_S: Final = 2.0
 """Longest the SRV query may take before the name is tried as a plain host."""
+MAX_DESTINATIONS: Final = 8
+"""Destinations :meth:`SipResolver.resolve_all` lists at most."""
 
 
 class ResolveError(MediaError):
@@ -100,27 +105,47 @@ class SipResolver:
 
     async def resolve(self, uri: SipUri, family: int = socket.AF_INET) -> Address:
         """The address to send ``uri``'s requests to, of ``family``; :class:`ResolveError`."""
+        return (await self.resolve_all(uri, family))[0]
+
+    async def resolve_all(self, uri: SipUri, family: int = socket.AF_INET) -> list[Address]:
+        """Every address to try for ``uri``, of ``family``, best first (never empty);
+        :class:`ResolveError` when there is none."""
         host = uri.host
         if is_ip_address(host):
-            return uri.address
+            return [uri.address]
         try:
             return await asyncio.wait_for(self._resolve_name(uri, family), self.timeout)
         except TimeoutError:
             raise ResolveError(f"cannot resolve {host!r}: timed out") from None
 
-    async def _resolve_name(self, uri: SipUri, family: int) -> Address:
+    async def _resolve_name(self, uri: SipUri, family: int) -> list[Address]:
         if uri.port is not None:
-            return await self._address(uri.host, uri.port, family)
-        tcp = str(uri.params.get("transport") or "").lower() == "tcp"
-        service = "_sip._tcp" if tcp else "_sip._udp"
+            return await self._addresses(uri.host, uri.port, family)
+        if uri.secure:
+            service, kind = "_sips._tcp", "TLS"
+        elif str(uri.params.get("transport") or "").lower() == "tcp":
+            service, kind = "_sip._tcp", "TCP"
+        else:
+            service, kind = "_sip._udp", "UDP"
         records = await self._srv(f"{service}.{uri.host}")
         if not records:
-            return await self._address(uri.host, 5060, family)
+            return await self._addresses(uri.host, uri.address[1], family)
         if len(records) == 1 and records[0].target in ("", "."):
-            kind = "TCP" if tcp else "UDP"
             raise ResolveError(f"{uri.host!r} says it offers no SIP over {kind} (SRV target '.')")
-        first = srv_order(records, self._rng)[0]
-        return await self._address(first.target, first.port, family)
+        found: list[Address] = []
+        errors: list[str] = []
+        for record in srv_order(records, self._rng):
+            try:
+                addresses = await self._addresses(record.target, record.port, family)
+            except ResolveError as exc:  # a target without an address: try the next one
+                errors.append(str(exc))
+                continue
+            found += [a for a in addresses if a not in found]
+            if len(found) >= MAX_DESTINATIONS:
+                return found[:MAX_DESTINATIONS]
+        if not found:
+            raise ResolveError("; ".join(errors))
+        return found
 
     async def _srv(self, name: str) -> list[SrvRecord]:
         """The SRV records of ``name`` (none if it has none or the lookup fails)."""
@@ -137,22 +162,23 @@ class SipResolver:
             for r in answer
         ]
 
-    async def _address(self, name: str, port: int, family: int) -> Address:
-        """``name``'s first address of ``family``: from the named DNS server, else from the
-        system's resolver."""
+    async def _addresses(self, name: str, port: int, family: int) -> list[Address]:
+        """``name``'s addresses of ``family`` (in the order given, without repeats): from the
+        named DNS server, else from the system's resolver."""
         if self.nameserver is not None:
             kind = dns.rdatatype.AAAA if family == socket.AF_INET6 else dns.rdatatype.A
             try:
                 answer = await self._dns.resolve(name, kind, search=False)
             except (dns.exception.DNSException, OSError) as exc:
                 raise ResolveError(f"cannot resolve {name!r}: {exc}") from None
-            return str(next(iter(answer)).address), port
-        loop = asyncio.get_running_loop()
-        try:
-            found = await loop.getaddrinfo(name, port, family=family, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise ResolveError(f"cannot resolve {name!r}: {exc}") from None
-        if not found:
+            hosts = [str(r.address) for r in answer]
+        else:
+            loop = asyncio.get_running_loop()
+            try:
+                found = await loop.getaddrinfo(name, port, family=family, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                raise ResolveError(f"cannot resolve {name!r}: {exc}") from None
+            hosts = [str(info[4][0]) for info in found]
+        if not hosts:
             raise ResolveError(f"{name!r} has no address")
-        host, resolved_port = found[0][4][:2]
-        return str(host), int(resolved_port)
+        return [(h, port) for i, h in enumerate(hosts) if h not in hosts[:i]]

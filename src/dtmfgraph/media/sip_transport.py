@@ -12,6 +12,10 @@ a TCP peer goes on that peer's connection, opened on first use. Each connection'
 into messages by a :class:`~dtmfgraph.sip.stream.StreamFramer`; a stream that cannot be framed
 is closed (logged and counted). A connection that closes or cannot be opened makes its peer a
 UDP address again for the agent; a request that was on it times out in its transaction.
+
+TLS (given a :class:`~dtmfgraph.media.tls.TlsConfig`): a listener on its own port, and TLS
+connections to the peers the agent marks secure, checked against the peer's name. A peer whose
+certificate fails is counted in ``tls_errors`` and its request times out.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -26,6 +31,7 @@ from typing import cast
 from dtmfgraph.sip import Event, RegistrationEvent, SipParseError, UserAgent
 from dtmfgraph.sip.stream import StreamFramer
 
+from .tls import TlsConfig
 from .udp import Address, bind_udp
 
 logger = logging.getLogger(__name__)
@@ -53,6 +59,10 @@ class TransportStats:
     """Connections that could not be opened, broke, or carried bytes that are not SIP."""
     tcp_refused: int = 0
     """Connections closed at once: ``max_tcp_connections`` were open."""
+    tls_connections: int = 0
+    """TLS connections accepted or opened (also counted in ``tcp_connections``)."""
+    tls_errors: int = 0
+    """TLS handshakes that failed (a certificate or name that does not check out...)."""
 
 
 @dataclass(slots=True)
@@ -63,6 +73,8 @@ class _Stream:
     waiting: list[bytes] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     """Our task that connects and then reads (``None`` for an accepted connection)."""
+    secure: bool = False
+    """A TLS connection."""
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -82,6 +94,10 @@ class SipTransport(asyncio.DatagramProtocol):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self.local_address: Address = ("", 0)
         self._tcp_server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._tls_client: ssl.SSLContext | None = None
+        self.tls_address: Address | None = None
+        """Where we take SIP over TLS (``None``: no TLS)."""
         self._streams: dict[Address, _Stream] = {}
         self.max_tcp_connections = MAX_TCP_CONNECTIONS
         """Connections accepted beyond this many open ones are closed at once."""
@@ -93,10 +109,33 @@ class SipTransport(asyncio.DatagramProtocol):
         port: int,
         ua_factory: Callable[[Address], UserAgent],
         on_event: EventHandler,
+        tls: TlsConfig | None = None,
     ) -> SipTransport:
         """Bind UDP and TCP on ``host:port`` (0 = a port free for both), then make the agent for
         the bound address. A given port whose TCP side is taken (by another program) still
-        works over UDP: accepting TCP connections is then off (logged; ``tcp_listening``)."""
+        works over UDP: accepting TCP connections is then off (logged; ``tcp_listening``).
+        ``tls``: also listen for TLS on ``tls.port`` (an ``OSError`` if it is taken) and reach
+        secure peers over TLS."""
+        if tls is not None:
+            server_context, client_context = tls.server_context(), tls.client_context()
+        protocol = await cls._open_plain(host, port, ua_factory, on_event)
+        if tls is not None:
+            try:
+                await protocol._listen_tls(host, tls.port, server_context)
+            except BaseException:
+                await protocol.close()
+                raise
+            protocol._tls_client = client_context
+        return protocol
+
+    @classmethod
+    async def _open_plain(
+        cls,
+        host: str,
+        port: int,
+        ua_factory: Callable[[Address], UserAgent],
+        on_event: EventHandler,
+    ) -> SipTransport:
         loop = asyncio.get_running_loop()
         for attempt in range(20):
             sock = bind_udp(host, port)
@@ -128,6 +167,17 @@ class SipTransport(asyncio.DatagramProtocol):
         self._tcp_server = await asyncio.start_server(
             self._accepted, host, self.local_address[1], reuse_address=True
         )
+
+    async def _listen_tls(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._accepted(reader, writer, secure=True)
+
+        self._tls_server = await asyncio.start_server(
+            accepted, host, port, ssl=context, reuse_address=True, ssl_handshake_timeout=10.0
+        )
+        name = self._tls_server.sockets[0].getsockname()
+        self.tls_address = (str(name[0]), int(name[1]))
+        self.ua.tls_port = self.tls_address[1]
 
     @property
     def ua(self) -> UserAgent:
@@ -161,31 +211,43 @@ class SipTransport(asyncio.DatagramProtocol):
         self.kick()
 
     # -- TCP ----------------------------------------------------------------------------------
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accepted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, secure: bool = False
+    ) -> None:
         peer = _peer(writer)
         if len(self._streams) >= self.max_tcp_connections:
             self.stats.tcp_refused += 1
             writer.close()
             return
         self.stats.tcp_connections += 1
+        self.stats.tls_connections += secure
         old = self._streams.get(peer)
-        stream = _Stream(writer=writer)  # its task is the server's: closing the writer ends it
+        stream = _Stream(writer=writer, secure=secure)  # the server's task: closing ends it
         self._streams[peer] = stream
         if old is not None and old.writer is not None:
             old.writer.close()
         await self._read(peer, stream, reader)
 
     async def _connect(self, peer: Address, stream: _Stream) -> None:
+        context = self._tls_client if stream.secure else None
+        name = self.ua.tls_names.get(peer, peer[0]) if context is not None else None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(peer[0], peer[1]), _CONNECT_TIMEOUT_S
+                asyncio.open_connection(peer[0], peer[1], ssl=context, server_hostname=name),
+                _CONNECT_TIMEOUT_S,
             )
+        except ssl.SSLError as exc:
+            self.stats.tls_errors += 1
+            logger.warning("SIP TLS connection to %s:%d (%s) failed: %s", *peer, name, exc)
+            self._drop(peer, stream)
+            return
         except (OSError, TimeoutError) as exc:
             self.stats.tcp_errors += 1
             logger.debug("SIP TCP connection to %s:%d failed: %s", *peer, exc)
             self._drop(peer, stream)
             return
         self.stats.tcp_connections += 1
+        self.stats.tls_connections += stream.secure
         stream.writer = writer
         for data in stream.waiting:
             writer.write(data)
@@ -203,7 +265,9 @@ class SipTransport(asyncio.DatagramProtocol):
                 for message in framer.feed(data):
                     self.stats.tcp_messages_in += 1
                     try:
-                        ua.receive_stream_message(message, peer, self._loop.time())
+                        ua.receive_stream_message(
+                            message, peer, self._loop.time(), secure=stream.secure
+                        )
                     except Exception:
                         self.stats.agent_errors += 1
                         logger.exception("SIP agent failed on a message from %s:%d", *peer)
@@ -229,7 +293,11 @@ class SipTransport(asyncio.DatagramProtocol):
     def _write(self, data: bytes, peer: Address) -> None:
         stream = self._streams.get(peer)
         if stream is None:
-            stream = self._streams[peer] = _Stream(waiting=[data])
+            secure = self._ua is not None and self._ua.is_secure(peer)
+            if secure and self._tls_client is None:
+                self.stats.tls_errors += 1  # cannot happen: the agent refuses TLS URIs without
+                return
+            stream = self._streams[peer] = _Stream(waiting=[data], secure=secure)
             stream.task = self._loop.create_task(self._connect(peer, stream))
         elif stream.writer is None:
             stream.waiting.append(data)
@@ -341,8 +409,9 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._ua is not None and self._transport is not None:
             self._send(self._ua)
         self._cancel_timer()
-        if self._tcp_server is not None:
-            self._tcp_server.close()
+        for server in (self._tcp_server, self._tls_server):
+            if server is not None:
+                server.close()
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             if stream.writer is not None:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..media.phone import (
+    DEFAULT_FAILOVER_AFTER,
     DEFAULT_MEDIA_TIMEOUT,
     CallEnd,
     DtmfResult,
@@ -224,8 +225,11 @@ class SipMedia:
         registrar: str | None = None,
         register_expires: int = 3600,
         dns_server: Address | None = None,
+        failover_after: float = DEFAULT_FAILOVER_AFTER,
     ) -> None:
         self.dns_server = dns_server
+        self.failover_after = failover_after
+        """Seconds without a response after which a call tries the target's next server."""
         """Where host names of targets are looked up (None: the system's resolver)."""
         self.media_timeout = media_timeout
         self.strict_rtp = strict_rtp
@@ -257,6 +261,7 @@ class SipMedia:
                 strict_rtp=self.strict_rtp,
                 resolver=SipResolver(self.dns_server),
             )
+            self.phone.failover_after = self.failover_after
         return self.phone
 
     @property

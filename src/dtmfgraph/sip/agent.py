@@ -133,9 +133,14 @@ class UserAgent:
         display_name: str | None = None,
         user_agent: str = "dtmfgraph",
         outbound_proxy: Addr | None = None,
+        tls_port: int | None = None,
     ) -> None:
         self.local_host = local_host
         self.local_port = local_port
+        self.tls_port = tls_port
+        """Where we take SIP over TLS (``None``: no TLS, and a URI that asks for it fails)."""
+        self.tls_names: dict[Addr, str] = {}
+        """The host name each TLS peer's certificate must carry (peers found from a name)."""
         self.user = user
         self.display_name = display_name
         self.user_agent = user_agent
@@ -195,11 +200,20 @@ class UserAgent:
         out, self._wire.queue = self._wire.queue, []
         return out
 
-    def receive_stream_message(self, data: bytes, addr: Addr, now: float) -> None:
+    def receive_stream_message(
+        self, data: bytes, addr: Addr, now: float, *, secure: bool = False
+    ) -> None:
         """Feed one whole message (see :class:`~dtmfgraph.sip.stream.StreamFramer`) that came
-        over a TCP connection from ``addr``: what goes back to ``addr`` goes over TCP too."""
+        over a TCP connection (TLS when ``secure``) from ``addr``: what goes back to ``addr``
+        goes over that connection too."""
         self._wire.reliable.add(addr)
+        if secure:
+            self._wire.secure.add(addr)
         self.receive_datagram(data, addr, now)
+
+    def is_secure(self, addr: Addr) -> bool:
+        """Whether messages to ``addr`` go over TLS."""
+        return addr in self._wire.secure
 
     def stream_messages_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         """Messages to write to TCP connections (one per peer address), in order."""
@@ -209,8 +223,9 @@ class UserAgent:
 
     def forget_stream_peer(self, addr: Addr) -> None:
         """The TCP connection with ``addr`` is gone: its address is reached by UDP again
-        (or by a new connection, when a URI asks for TCP)."""
+        (or by a new connection, when a URI asks for TCP or TLS)."""
         self._wire.reliable.discard(addr)
+        self._wire.secure.discard(addr)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_deadline` must next be called, or ``None``."""
@@ -252,9 +267,12 @@ class UserAgent:
         auth: Credentials | None = None,
         timeout: float | None = None,
         destination: Addr | None = None,
+        give_up_s: float | None = None,
     ) -> Call:
         """Place a call. ``timeout`` bounds the wait for a final answer (CANCEL when it
-        runs out); ``destination`` overrides the address taken from the target URI."""
+        runs out); ``destination`` overrides the address taken from the target URI;
+        ``give_up_s``: when not a single response has come by then, stop and fail the call
+        408 ``unanswered`` (to try another server; else Timer B decides)."""
         uri = SipUri.parse(target) if isinstance(target, str) else target
         dest = destination or self.outbound_proxy
         if dest is None:
@@ -282,6 +300,8 @@ class UserAgent:
         call.invite = SipRequest("INVITE", uri, headers, body)
         if timeout is not None:
             call.deadlines["dial"] = now + timeout
+        if give_up_s is not None:
+            call.deadlines["silence"] = now + give_up_s
         self._calls[call_id] = call
         self._start_client(call.invite, dest, now, _Pending(call, "invite"))
         self._arm(call)
@@ -359,6 +379,18 @@ class UserAgent:
             return
         registration.state = RegistrationState.UNREGISTERING
         self._send_register(registration, now, 0)
+
+    def move_registration(
+        self, registration: Registration, destination: Addr, now: float, *, at_once: bool
+    ) -> None:
+        """Send ``registration``'s REGISTERs to ``destination`` from now on (another server
+        for its registrar, RFC 3263 4.3). ``at_once``: if it is waiting to retry after a
+        failure, the retry goes now."""
+        registration.destination = destination
+        self._note_transport(registration.registrar, destination)
+        if at_once and registration.state is RegistrationState.FAILED:
+            registration.deadline = now
+            self._arm(registration)
 
     # ------------------------------------------------------------------ calls we receive
 
@@ -478,19 +510,38 @@ class UserAgent:
 
     def _via(self, dest: Addr) -> Via:
         branch = BRANCH_MAGIC_COOKIE + self._token()
+        params: dict[str, str | None] = {"branch": branch, "rport": None}
+        if dest in self._wire.secure and self.tls_port is not None:
+            return Via(self.local_host, self.tls_port, "TLS", params)
         transport = "TCP" if dest in self._wire.reliable else "UDP"
-        return Via(self.local_host, self.local_port, transport, {"branch": branch, "rport": None})
+        return Via(self.local_host, self.local_port, transport, params)
 
     def _contact(self, peer: Addr) -> NameAddr:
-        """Our Contact for a dialog or binding with ``peer``: ``;transport=tcp`` over TCP, so
-        that the peer comes back the same way."""
+        """Our Contact for a dialog or binding with ``peer``: ``;transport=tcp`` over TCP and
+        our TLS port with ``;transport=tls`` over TLS, so that the peer comes back the same way."""
+        if peer in self._wire.secure and self.tls_port is not None:
+            return NameAddr(replace(self.uri, port=self.tls_port, params={"transport": "tls"}))
         if peer in self._wire.reliable:
             return NameAddr(replace(self.uri, params={"transport": "tcp"}))
         return self.contact
 
-    def _note_transport(self, uri: object, dest: Addr) -> None:
-        """A URI that asks for TCP (``;transport=tcp``) makes ``dest`` a TCP peer."""
-        if isinstance(uri, SipUri) and str(uri.params.get("transport") or "").lower() == "tcp":
+    def _note_transport(self, uri: object, dest: Addr, *, strict: bool = True) -> None:
+        """A URI that asks for TCP (``;transport=tcp``) makes ``dest`` a TCP peer; one that
+        asks for TLS (``;transport=tls``, or a ``sips:`` URI) a TLS peer, whose certificate
+        must name the URI's host when that is a name (:attr:`tls_names`). Without TLS here,
+        such a URI raises :class:`SipError` (``strict``) or is reached as it is."""
+        if not isinstance(uri, SipUri):
+            return
+        if uri.secure:
+            if self.tls_port is None:
+                if not strict:
+                    return
+                raise SipError(f"{uri} asks for TLS, which is not configured here")
+            self._wire.reliable.add(dest)
+            self._wire.secure.add(dest)
+            if not is_ip_address(uri.host):
+                self.tls_names[dest] = uri.host
+        elif str(uri.params.get("transport") or "").lower() == "tcp":
             self._wire.reliable.add(dest)
 
     def _hop(self, dialog: Dialog) -> Addr:
@@ -498,7 +549,9 @@ class UserAgent:
         over TCP when that URI asks for it."""
         dest = dialog.next_hop()
         self._note_transport(
-            dialog.route_set[0].uri if dialog.route_set else dialog.remote_target, dest
+            dialog.route_set[0].uri if dialog.route_set else dialog.remote_target,
+            dest,
+            strict=False,
         )
         return dest
 
@@ -925,6 +978,7 @@ class UserAgent:
     ) -> None:
         status = response.status
         invite = tx.request
+        call.deadlines.pop("silence", None)  # the destination answers
         if status < 200:
             call._provisional_seen = True
             if call.state is CallState.CALLING:
@@ -1311,7 +1365,12 @@ class UserAgent:
                 if not reported:
                     self._events.append(
                         CallFailed(
-                            call, 408, "Request Timeout", "no final response (Timer B)", True
+                            call,
+                            408,
+                            "Request Timeout",
+                            "no final response (Timer B)",
+                            True,
+                            not call._provisional_seen,
                         )
                     )
         elif pending.purpose == "bye":
@@ -1338,6 +1397,14 @@ class UserAgent:
                     self._send_bye(call, now, "no ACK")
             elif name == "dial" and call.state in (CallState.CALLING, CallState.PROCEEDING):
                 self._dial_timeout(call, now)
+            elif name == "silence" and call.state is CallState.CALLING:
+                host, port = call.peer_addr
+                detail = f"no response from {host}:{port}"
+                self._events.append(CallFailed(call, 408, "Request Timeout", detail, True, True))
+                call._failure_reported = True
+                self._abandon_invite(call)
+                call.end_status = 408
+                self._terminate(call, now)
             elif name == "cancel" and call.state is CallState.CANCELLING:
                 self._abandon_invite(call)
                 reported = call._failure_reported

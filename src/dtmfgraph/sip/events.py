@@ -60,6 +60,9 @@ class CallFailed(Event):
     reason: str
     detail: str = ""
     timed_out: bool = False
+    unanswered: bool = False
+    """Not a single response came from the destination (Timer B, or the INVITE's
+    ``give_up_s``): another server for the same target may do better (RFC 3263 4.3)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

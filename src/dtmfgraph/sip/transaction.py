@@ -50,14 +50,16 @@ class SipTimers:
 class Wire:
     """The messages waiting to be sent, and the counters sends update.
 
-    Messages to an address in ``reliable`` (a TCP peer: a connection came from it, or we chose
-    TCP to reach it) go to ``stream_queue``, the rest to ``queue`` (UDP datagrams).
+    Messages to an address in ``reliable`` (a TCP or TLS peer: a connection came from it, or we
+    chose TCP or TLS to reach it) go to ``stream_queue``, the rest to ``queue`` (UDP datagrams).
+    ``secure`` holds the reliable addresses whose connection is TLS.
     """
 
     counters: SipCounters
     queue: list[tuple[bytes, Addr]] = field(default_factory=list)
     stream_queue: list[tuple[bytes, Addr]] = field(default_factory=list)
     reliable: set[Addr] = field(default_factory=set)
+    secure: set[Addr] = field(default_factory=set)
 
     def send(self, data: bytes, addr: Addr, *, retransmission: bool = False) -> None:
         """Queue one message for ``addr``."""

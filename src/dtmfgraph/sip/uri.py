@@ -44,9 +44,16 @@ class SipUri:
 
     @property
     def address(self) -> tuple[str, int]:
-        """Where to send to reach this URI (port 5060 unless given; 5061 for sips)."""
-        default = 5061 if self.scheme == "sips" else 5060
+        """Where to send to reach this URI (port 5060 unless given; 5061 for TLS: ``sips:``
+        or ``;transport=tls``)."""
+        default = 5061 if self.secure else 5060
         return self.host, self.port if self.port is not None else default
+
+    @property
+    def secure(self) -> bool:
+        """Whether the URI asks for TLS (``sips:``, or ``;transport=tls``)."""
+        transport = str(self.params.get("transport") or "").lower()
+        return self.scheme == "sips" or transport == "tls"
 
     @property
     def loose_route(self) -> bool:
