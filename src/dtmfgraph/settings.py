@@ -143,6 +143,27 @@ class Settings(BaseSettings):
     sip_register_expires: int = Field(
         default=3600, ge=10, le=86400, description="Seconds of binding asked for."
     )
+    sip_tls_cert_file: Path | None = Field(
+        default=None,
+        description=(
+            "Our TLS certificate chain (PEM): with it, SIP over TLS is taken on sip_tls_port "
+            "and sips: / ;transport=tls URIs are reached over TLS."
+        ),
+    )
+    sip_tls_key_file: Path | None = Field(
+        default=None, description="Its private key (PEM); default: in the certificate file."
+    )
+    sip_tls_port: int = Field(
+        default=5061, ge=0, le=65535, description="SIP over TLS port (0: any free port)."
+    )
+    sip_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CAs that peers' TLS certificates must chain to; default the system's.",
+    )
+    sip_tls_verify: bool = Field(
+        default=True,
+        description="Check peers' TLS certificates and names (turn off only in a lab).",
+    )
     loopback_speed: float = Field(default=1.0, gt=0, description="Loopback time scale.")
     media_timeout_s: float = Field(
         default=30.0,

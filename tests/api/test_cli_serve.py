@@ -236,3 +236,17 @@ def test_sip_register_without_a_user_part_is_refused(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --sip-register: registering sip:127.0.0.1:5999 failed"), last
     assert "needs a user part" in last
+
+
+def test_unusable_tls_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    base = ("--sip-port", "0", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"))
+    done = run_serve(*base, "--sip-tls-cert-file", str(missing), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: sip_tls_cert_file: cannot use the TLS certificate"), last
+    assert str(missing) in last
+    done = run_serve(*base, "--sip-tls-ca-file", str(missing), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "error: sip_tls_ca_file: TLS needs sip_tls_cert_file too", last

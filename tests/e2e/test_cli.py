@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..judges.baresip import Baresip
+from ..judges.certs import TestCa
 from ..judges.kamailio import Kamailio
 from ..judges.ports import free_udp_port
 
@@ -33,6 +36,34 @@ async def _run(
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def _answer_process(*args: str) -> asyncio.subprocess.Process:
+    """``dtmfgraph answer --port 0 --count 1 --json`` with ``args``, running (stdout piped)."""
+    return await asyncio.create_subprocess_exec(
+        *SIP_CLI,
+        *("answer", "--port", "0", "--count", "1", "--json", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _answering(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """:func:`_answer_process`, killed on the way out if it is still running."""
+    proc = await _answer_process(*args)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _rest_of(proc: asyncio.subprocess.Process) -> list[dict[str, Any]]:
+    """The JSON objects ``answer`` prints until it stops."""
+    rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+    return [json.loads(line) for line in rest.decode().splitlines()]
 
 
 async def test_call_sends_keys_to_baresip(tmp_path: Path) -> None:
@@ -69,6 +100,9 @@ async def test_call_to_nobody_fails_with_the_reason() -> None:
         (["answer", "--port", "70000"], "--port"),
         (["answer", "--count", "0"], "--count"),
         (["answer", "--rtp-ports", "x"], "--rtp-ports"),
+        (["answer", "--tls-key-file", "k.pem"], "--tls-key-file needs --tls-cert-file"),
+        (["call", "sip:a@127.0.0.1:5999", "--tls-cert-file", "nope.pem"], "cannot use the TLS"),
+        (["answer", "--tls-cert-file", "nope.pem", "--tls-port", "70000"], "--tls-port"),
     ],
 )
 async def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -79,19 +113,8 @@ async def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -
 
 
 async def test_answer_prints_the_keys_of_our_own_call() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *SIP_CLI,
-        "answer",
-        "--port",
-        "0",
-        "--count",
-        "1",
-        "--json",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    try:
+    async with _answering() as proc:
+        assert proc.stdout is not None
         ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
         code, _, err = await _run(
             "call",
@@ -104,12 +127,7 @@ async def test_answer_prints_the_keys_of_our_own_call() -> None:
             "0.3",
         )
         assert code == 0, err
-        rest, _ = await asyncio.wait_for(proc.communicate(), 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    events: list[dict[str, Any]] = [json.loads(line) for line in rest.decode().splitlines()]
+        events = await _rest_of(proc)
     keys = [(e["key"], e["method"]) for e in events if e["event"] == "key"]
     assert keys == [("4", "inband"), ("*", "inband")]
     ended = [e for e in events if e["event"] == "ended"]
@@ -123,13 +141,9 @@ async def test_answer_registers_and_call_authenticates_through_kamailio(tmp_path
     secret = tmp_path / "bot-password"
     secret.write_text("bot-secret\n")
     aor = kam.uri("bot")
-    proc = await asyncio.create_subprocess_exec(
-        *SIP_CLI,
-        *("answer", "--port", "0", "--count", "1", "--json", "--register", aor),
-        *("--registrar", f"sip:{kam.domain};transport=tcp"),  # REGISTER over TCP
+    proc = await _answer_process(
+        *("--register", aor, "--registrar", f"sip:{kam.domain};transport=tcp"),  # over TCP
         *("--auth-user", "bot", "--auth-password-file", str(secret)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
     try:
@@ -193,3 +207,33 @@ async def test_bad_account_options_are_one_line_and_exit_2(args: list[str], mess
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+async def test_answer_and_call_over_tls(tmp_path: Path) -> None:
+    """Two of our processes, both with certificates from one CA: ``answer`` takes TLS on a free
+    port and hears the keys ``call`` sends to its ``;transport=tls`` URI."""
+    ca = TestCa(tmp_path / "ca")
+    server, client = ca.issue("answer", "127.0.0.1"), ca.issue("call", "127.0.0.1")
+    async with _answering(
+        *("--tls-port", "0", "--tls-cert-file", str(server.cert)),
+        *("--tls-key-file", str(server.key), "--tls-ca-file", str(ca.cert_file)),
+    ) as proc:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert ready["tls_uri"].endswith(";transport=tls")
+        # without our CA the caller refuses the answerer's certificate: the call fails at once
+        code, out, _ = await _run(
+            "call", ready["tls_uri"], "--send", "1", "--tls-cert-file", str(client.combined)
+        )
+        assert code == 1 and "503" in out and "certificate verify failed" in out, out
+        code, out, err = await _run(
+            *("call", ready["tls_uri"].replace("dtmfgraph@", "bob@"), "--send", "7#"),
+            *("--method", "sipinfo", "--tls-cert-file", str(client.combined)),
+            *("--tls-ca-file", str(ca.cert_file)),
+        )
+        assert code == 0, err
+        events = await _rest_of(proc)
+    assert [(e["key"], e["method"]) for e in events if e["event"] == "key"] == [
+        ("7", "sipinfo"),
+        ("#", "sipinfo"),
+    ]

@@ -30,7 +30,8 @@ import numpy as np
 
 from dtmfgraph.tones.wav import encode_wav, parse_wav
 
-from .ports import free_port, free_udp_run
+from .certs import Issued
+from .ports import free_port, free_sip_port, free_udp_run
 
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 MISSING = (
@@ -88,6 +89,10 @@ class Baresip:
     """``host:port`` of a registrar to register ``user`` at (with ``password``), which also
     becomes the domain of the calls it places; ``None``: no account server."""
     password: str | None = None
+    tls: Issued | None = None
+    """Its certificate and key: it then also takes SIP over TLS, on ``sip_port + 1``."""
+    ca_file: Path | None = None
+    """The CA it checks TLS peers' certificates against."""
     sip_port: int = 0
     ctrl_port: int = 0
     events: list[BaresipEvent] = field(default_factory=list)
@@ -103,6 +108,11 @@ class Baresip:
     @property
     def uri(self) -> str:
         return f"sip:{self.user}@127.0.0.1:{self.sip_port}"
+
+    @property
+    def tls_uri(self) -> str:
+        """Its URI over TLS (baresip listens for TLS on the port after its SIP port)."""
+        return f"sip:{self.user}@127.0.0.1:{self.sip_port + 1};transport=tls"
 
     @property
     def rec_dir(self) -> Path:
@@ -147,6 +157,10 @@ class Baresip:
             "module aufile.so",
             "module aubridge.so",
         ]
+        if self.tls is not None:
+            lines.append(f"sip_certificate {self.tls.combined}")
+        if self.ca_file is not None:
+            lines.append(f"sip_cafile {self.ca_file}")
         if self.record:
             lines += ["module sndfile.so", f"snd_path {self.rec_dir}"]
         lines += [
@@ -180,7 +194,7 @@ class Baresip:
 
     async def _start_once(self, timeout: float) -> None:
         exe = require_baresip()
-        self.sip_port = self.sip_port or free_port()
+        self.sip_port = self.sip_port or free_sip_port(tls_next=self.tls is not None)
         self.ctrl_port = self.ctrl_port or free_port(socket.SOCK_STREAM)
         self._write_config()
         self._changed = asyncio.Event()

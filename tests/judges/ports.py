@@ -14,6 +14,24 @@ def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_sip_port(host: str = "127.0.0.1", *, tls_next: bool = False) -> int:
+    """A port free right now for UDP and TCP (and, with ``tls_next``, the next one for TCP:
+    where baresip puts its TLS listener)."""
+    for _ in range(100):
+        port = free_port(socket.SOCK_DGRAM, host)
+        wanted = [(socket.SOCK_STREAM, port)] + (
+            [(socket.SOCK_STREAM, port + 1)] if tls_next else []
+        )
+        try:
+            for kind, p in wanted:
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
+                    s.bind((host, p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free SIP port found")
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port that is free right now."""
     return free_port(socket.SOCK_DGRAM, host)

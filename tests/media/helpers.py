@@ -103,11 +103,14 @@ def tshark() -> str:
 
 
 @contextlib.contextmanager
-def capture(port: int, path: Path, timeout: float = 20.0) -> Iterator[None]:
-    """Capture UDP port ``port`` on loopback into ``path`` while the block runs."""
+def capture(
+    port: int, path: Path, timeout: float = 20.0, *, protocol: str = "udp"
+) -> Iterator[None]:
+    """Capture ``protocol`` (``udp`` or ``tcp``) port ``port`` on loopback into ``path`` while
+    the block runs."""
     exe = tshark()
     proc = subprocess.Popen(
-        [exe, "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
+        [exe, "-i", "lo", "-f", f"{protocol} port {port}", "-w", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -46,6 +46,7 @@ async def _dns(tmp_path: Path) -> Dnsmasq:
             ("_sip._udp.pbx.test", "sip2.pbx.test", 5090, 20, 5),
             ("_sip._udp.closed.test", ".", 0, 0, 0),
             ("_sip._tcp.pbx.test", "sip2.pbx.test", 5091, 10, 5),
+            ("_sips._tcp.pbx.test", "sip2.pbx.test", 5093, 10, 5),
         ],
         hosts={
             "sip1.pbx.test": "127.0.0.2",
@@ -75,6 +76,11 @@ async def test_resolver_against_a_real_dns_server(tmp_path: Path) -> None:
             "127.0.0.3",
             5091,
         )
+        # sips: or ;transport=tls: the _sips._tcp records; none: the name at 5061
+        for uri in ("sips:bot@pbx.test", "sip:bot@pbx.test;transport=tls"):
+            assert await resolver.resolve(SipUri.parse(uri)) == ("127.0.0.3", 5093)
+        tls = SipUri.parse("sip:bot@plain.test;transport=tls")
+        assert await resolver.resolve(tls) == ("127.0.0.4", 5061)
         # no SRV records: the name itself at 5060
         assert await resolver.resolve(SipUri.parse("sip:bot@plain.test")) == ("127.0.0.4", 5060)
         # an IP literal: asked of nobody

@@ -1,4 +1,4 @@
-"""SIP over TCP, sans-I/O: framing a byte stream, and what the agent does differently."""
+"""SIP over TCP and TLS, sans-I/O: framing a byte stream, and what the agent does differently."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dtmfgraph.sip import (
+    CallFailed,
     IncomingCall,
+    RegistrationFailed,
+    RegistrationState,
+    SipError,
     SipParseError,
     SipRequest,
     SipResponse,
+    SipUri,
     UserAgent,
     build_offer,
     parse_message,
@@ -100,3 +105,59 @@ def test_framer_fails_only_with_a_parse_error(chunks: list[bytes]) -> None:
                 assert b"\r\n\r\n" in message
     except SipParseError:
         pass
+
+
+def test_tls_peers_get_a_tls_via_and_contact_and_our_tls_port() -> None:
+    """A ``;transport=tls`` or ``sips:`` URI makes its destination a TLS peer (5061 unless
+    given); requests to it say ``Via: SIP/2.0/TLS`` with our TLS port, and our Contact asks the
+    peer to come back over TLS there. A request that came over TLS is answered the same way."""
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1), tls_port=5071)
+    offer = build_offer("127.0.0.1", 40000, session_id="1")
+    ua.invite("sip:alice@127.0.0.1;transport=tls", offer, 0.0)
+    ua.invite("sips:alice@pbx.test", offer, 0.0, destination=("127.0.0.1", 6061))
+    sent = ua.stream_messages_to_send(0.0)
+    assert ua.datagrams_to_send(0.0) == []
+    assert [dest for _, dest in sent] == [("127.0.0.1", 5061), ("127.0.0.1", 6061)]
+    for data, dest in sent:
+        invite = parse_message(data)
+        assert isinstance(invite, SipRequest) and ua.is_secure(dest)
+        assert (invite.top_via.transport, invite.top_via.port) == ("TLS", 5071)
+        contact = invite.contacts[0].sip_uri
+        assert (contact.port, contact.params) == (5071, {"transport": "tls"})
+    assert ua.tls_names == {("127.0.0.1", 6061): "pbx.test"}  # its certificate must say so
+    ua.receive_stream_message(_message(), PEER, 1.0, secure=True)
+    [(answer, dest)] = ua.stream_messages_to_send(1.0)
+    assert dest == PEER and ua.is_secure(PEER)
+    assert parse_message(answer).status == 200  # type: ignore[union-attr]
+    ua.forget_stream_peer(PEER)
+    assert not ua.is_secure(PEER)
+
+
+def test_a_uri_asking_for_tls_without_tls_here_is_refused() -> None:
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1))
+    with pytest.raises(SipError, match="asks for TLS, which is not configured here"):
+        ua.invite("sips:alice@127.0.0.1", None, 0.0)
+    assert SipUri.parse("sip:a@h;transport=TLS").address == ("h", 5061)
+    assert SipUri.parse("sip:a@h;transport=tcp").address == ("h", 5060)
+
+
+def test_a_connection_that_cannot_be_opened_fails_its_requests_at_once() -> None:
+    """RFC 3261 8.1.3.1: a transport error is a 503, now, with the reason; not Timer B later.
+    The INVITE fails ``unanswered`` (the phone may try another server), the REGISTER 503s."""
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1), tls_port=5071)
+    server = ("127.0.0.1", 5061)
+    call = ua.invite("sip:alice@127.0.0.1;transport=tls", None, 0.0)
+    registration = ua.register(
+        "sip:bot@127.0.0.1", 0.0, registrar="sip:127.0.0.1;transport=tls", retry_s=30
+    )
+    elsewhere = ua.invite("sip:carol@127.0.0.1:5062;transport=tcp", None, 0.0)
+    ua.stream_messages_to_send(0.0)
+    ua.connection_failed(server, 0.5, "TLS with 127.0.0.1:5061 failed: certificate verify failed")
+    events = list(iter(ua.next_event, None))
+    [failed] = [e for e in events if isinstance(e, CallFailed)]
+    assert failed.call is call and (failed.status, failed.unanswered) == (503, True)
+    assert not failed.timed_out and "certificate verify failed" in failed.detail
+    [refused] = [e for e in events if isinstance(e, RegistrationFailed)]
+    assert refused.status == 503 and refused.retry_at == pytest.approx(30.5)
+    assert registration.state is RegistrationState.FAILED
+    assert not ua.is_secure(server) and not elsewhere.is_over  # other peers are untouched

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from ..media.tls import TlsConfig, TlsConfigError
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
@@ -48,6 +49,28 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
     )
 
 
+def tls_config(settings: Settings) -> TlsConfig | None:
+    """The SIP TLS configuration the settings give (checked: its files load), or ``None``;
+    ``ValueError`` naming the setting when it cannot be used."""
+    if settings.sip_tls_cert_file is None:
+        for name in ("sip_tls_key_file", "sip_tls_ca_file"):
+            if getattr(settings, name) is not None:
+                raise ValueError(f"{name}: TLS needs sip_tls_cert_file too")
+        return None
+    config = TlsConfig(
+        settings.sip_tls_cert_file,
+        settings.sip_tls_key_file,
+        port=settings.sip_tls_port,
+        ca_file=settings.sip_tls_ca_file,
+        verify=settings.sip_tls_verify,
+    )
+    try:
+        config.check()
+    except TlsConfigError as exc:
+        raise ValueError(f"sip_tls_cert_file: {exc}") from None
+    return config
+
+
 def build_media(settings: Settings) -> MediaBackend:
     """The media backend ``settings.media`` names: ``sip`` (a ``SipMedia`` on ``sip_host``,
     ``sip_port``, ``rtp_ports``; not yet bound) or ``loopback``."""
@@ -67,6 +90,7 @@ def build_media(settings: Settings) -> MediaBackend:
             register_expires=settings.sip_register_expires,
             dns_server=settings.sip_dns_address(),
             failover_after=settings.sip_failover_after_s,
+            tls=tls_config(settings),
         )
     raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
 

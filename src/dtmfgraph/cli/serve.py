@@ -28,6 +28,11 @@ _OPTION_OF = {
     "sip_auth_user": "--sip-auth-user",
     "sip_dns_server": "--sip-dns-server",
     "sip_failover_after_s": "--sip-failover-after",
+    "sip_tls_cert_file": "--sip-tls-cert-file",
+    "sip_tls_key_file": "--sip-tls-key-file",
+    "sip_tls_port": "--sip-tls-port",
+    "sip_tls_ca_file": "--sip-tls-ca-file",
+    "sip_tls_verify": "--sip-tls-verify/--no-sip-tls-verify",
     "sip_auth_password": "DTMFGRAPH_SIP_AUTH_PASSWORD",
     "sip_auth_password_file": "--sip-auth-password-file",
     "sip_register": "--sip-register",
@@ -144,6 +149,33 @@ def serve(
             "(default 4)."
         ),
     ] = None,
+    sip_tls_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Our TLS certificate chain (PEM): with it, SIP over TLS is taken on "
+            "--sip-tls-port, and sips: or ;transport=tls targets, trunks and registrars are "
+            "reached over TLS."
+        ),
+    ] = None,
+    sip_tls_key_file: Annotated[
+        Path | None, typer.Option(help="Its private key (PEM; default: in the certificate file).")
+    ] = None,
+    sip_tls_port: Annotated[
+        int | None, typer.Option(help="SIP over TLS port (default 5061; 0: any free port).")
+    ] = None,
+    sip_tls_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="CAs that peers' TLS certificates must chain to (default: the system's)."
+        ),
+    ] = None,
+    sip_tls_verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--sip-tls-verify/--no-sip-tls-verify",
+            help="Check peers' TLS certificates and names (default: on; off only in a lab).",
+        ),
+    ] = None,
     sip_auth_user: Annotated[
         str | None,
         typer.Option(
@@ -249,6 +281,11 @@ def serve(
         "sip_auth_user": sip_auth_user,
         "sip_dns_server": sip_dns_server,
         "sip_failover_after_s": sip_failover_after,
+        "sip_tls_cert_file": sip_tls_cert_file,
+        "sip_tls_key_file": sip_tls_key_file,
+        "sip_tls_port": sip_tls_port,
+        "sip_tls_ca_file": sip_tls_ca_file,
+        "sip_tls_verify": sip_tls_verify,
         "sip_auth_password_file": sip_auth_password_file,
         "sip_register": sip_register,
         "sip_registrar": sip_registrar,
@@ -326,6 +363,9 @@ async def _serve(settings: Settings) -> None:
                 raise typer.Exit(2) from None
             sip_host, sip_port = media.sip_address
             where = f"UDP and TCP {sip_host}:{sip_port}"
+            if media.phone is not None and media.phone.tls_address is not None:
+                tls_host, tls_port = media.phone.tls_address
+                where += f"; TLS {tls_host}:{tls_port}"
             typer.echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
             trunk = settings.sip_trunk_template()
             typer.echo(

@@ -1,4 +1,5 @@
-"""``dtmfgraph call`` and ``dtmfgraph answer``: real SIP calls over UDP that press and hear keys."""
+"""``dtmfgraph call`` and ``dtmfgraph answer``: real SIP calls (UDP, TCP or TLS) that press and
+hear keys."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..media import MediaError, RegistrationError
+from ..media import DEFAULT_TLS_PORT, MediaError, RegistrationError, TlsConfig, TlsConfigError
 from ..media.phone import (
     CallEndedError,
     DialError,
@@ -77,6 +78,49 @@ AuthPasswordFile = Annotated[
 ]
 
 
+TlsCertFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="Our TLS certificate chain (PEM): take SIP over TLS on --tls-port and reach "
+        "sips: or ;transport=tls URIs over TLS."
+    ),
+]
+TlsKeyFile = Annotated[
+    Path | None, typer.Option(help="Its private key (PEM; default: in the certificate file).")
+]
+TlsCaFile = Annotated[
+    Path | None,
+    typer.Option(help="CAs the peer's TLS certificate must chain to (default: the system's)."),
+]
+TlsVerify = Annotated[
+    bool,
+    typer.Option(
+        "--tls-verify/--no-tls-verify",
+        help="Check the peer's TLS certificate and name (off only in a lab).",
+    ),
+]
+
+
+def _tls(
+    cert: Path | None, key: Path | None, ca: Path | None, verify: bool, port: int
+) -> TlsConfig | None:
+    """The TLS configuration the options give (its files checked), or ``None``; a one-line
+    error when it cannot be used."""
+    if cert is None:
+        for name, value in (("--tls-key-file", key), ("--tls-ca-file", ca)):
+            if value is not None:
+                raise fail(f"{name} needs --tls-cert-file")
+        return None
+    if not 0 <= port <= 65535:
+        raise fail(f"--tls-port {port}: must be 0-65535")
+    config = TlsConfig(cert, key, port=port, ca_file=ca, verify=verify)
+    try:
+        config.check()
+    except TlsConfigError as exc:
+        raise fail(str(exc)) from None
+    return config
+
+
 def _credentials(user: str | None, password_file: Path | None) -> tuple[str, str] | None:
     """(user, password) from the options and the environment; a one-line error when half is
     given or the file cannot be read."""
@@ -117,8 +161,9 @@ async def _call(
     listen: float,
     as_json: bool,
     auth: tuple[str, str] | None = None,
+    tls: TlsConfig | None = None,
 ) -> int:
-    phone = await Phone.start(host, sip_port, rtp_ports)
+    phone = await Phone.start(host, sip_port, rtp_ports, tls=tls)
     status = 0
     try:
         _emit(as_json, f"calling {uri} from {phone.uri}", event="calling", uri=uri)
@@ -229,6 +274,13 @@ def call(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     auth_user: AuthUser = None,
     auth_password_file: AuthPasswordFile = None,
+    tls_cert_file: TlsCertFile = None,
+    tls_key_file: TlsKeyFile = None,
+    tls_ca_file: TlsCaFile = None,
+    tls_verify: TlsVerify = True,
+    tls_port: Annotated[
+        int, typer.Option(help="Local SIP over TLS port (0 picks a free one).")
+    ] = 0,
 ) -> None:
     """Call URI, press KEYS, hang up, and print what happened (exit 1 if the call failed)."""
     try:
@@ -254,6 +306,7 @@ def call(
         raise fail(f"--listen {listen}: must be >= 0")
     ports = _ports(rtp_ports)
     auth = _credentials(auth_user, auth_password_file)
+    tls = _tls(tls_cert_file, tls_key_file, tls_ca_file, tls_verify, tls_port)
     try:
         code = asyncio.run(
             _call(
@@ -269,6 +322,7 @@ def call(
                 listen,
                 as_json,
                 auth,
+                tls,
             )
         )
     except KeyboardInterrupt:
@@ -375,15 +429,17 @@ async def _answer(
     aor: str | None = None,
     auth: tuple[str, str] | None = None,
     registrar: str | None = None,
+    tls: TlsConfig | None = None,
 ) -> int:
-    phone = await Phone.start(host, port, rtp_ports)
+    phone = await Phone.start(host, port, rtp_ports, tls=tls)
     answerer = _Answerer(phone, as_json, count, hangup_after)
     phone.on_incoming = answerer.on_incoming
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, answerer.done.set)
     cpu0, wall0 = _cpu_seconds(), time.monotonic()
-    typer.echo(f"listening on {phone.uri}", err=True)
+    also = f" and {phone.tls_uri}" if phone.tls_uri else ""
+    typer.echo(f"listening on {phone.uri}{also}", err=True)
     if aor is not None:
         try:
             registration = await phone.register(aor, auth=auth, registrar=registrar)
@@ -396,7 +452,7 @@ async def _answer(
         _emit(as_json, f"registered {aor} for {registration.expires} s", event="registered",
               aor=aor, expires=registration.expires)  # fmt: skip
     if as_json:
-        _emit(True, "", event="ready", uri=phone.uri)
+        _emit(True, "", event="ready", uri=phone.uri, tls_uri=phone.tls_uri)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(answerer.done.wait(), duration)
@@ -456,6 +512,13 @@ def answer(
     ] = None,
     auth_user: AuthUser = None,
     auth_password_file: AuthPasswordFile = None,
+    tls_cert_file: TlsCertFile = None,
+    tls_key_file: TlsKeyFile = None,
+    tls_ca_file: TlsCaFile = None,
+    tls_verify: TlsVerify = True,
+    tls_port: Annotated[
+        int, typer.Option(help="SIP over TLS port, with --tls-cert-file (0 picks a free one).")
+    ] = DEFAULT_TLS_PORT,
 ) -> None:
     """Answer every call on PORT and print each key heard (rfc4733, sipinfo or inband)."""
     if not 0 <= port <= 65535:
@@ -481,10 +544,21 @@ def answer(
         except SipError as exc:
             raise fail(f"--registrar {registrar!r}: {exc}") from None
     auth = _credentials(auth_user, auth_password_file)
+    tls = _tls(tls_cert_file, tls_key_file, tls_ca_file, tls_verify, tls_port)
     try:
         code = asyncio.run(
             _answer(
-                host, port, ports, count, duration, hangup_after, as_json, register, auth, registrar
+                host,
+                port,
+                ports,
+                count,
+                duration,
+                hangup_after,
+                as_json,
+                register,
+                auth,
+                registrar,
+                tls,
             )
         )
     except KeyboardInterrupt:

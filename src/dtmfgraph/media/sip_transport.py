@@ -10,12 +10,13 @@ the event loop's clock (the same clock the RTP pacer uses).
 TCP (RFC 3261 18): connections the far end opens are accepted; a message the agent wants sent to
 a TCP peer goes on that peer's connection, opened on first use. Each connection's bytes are cut
 into messages by a :class:`~dtmfgraph.sip.stream.StreamFramer`; a stream that cannot be framed
-is closed (logged and counted). A connection that closes or cannot be opened makes its peer a
-UDP address again for the agent; a request that was on it times out in its transaction.
+is closed (logged and counted). A connection that closes makes its peer a UDP address again for
+the agent; one that cannot be opened fails the requests waiting for it at once (503, with the
+reason), as RFC 3261 8.1.3.1 has a transport error do.
 
 TLS (given a :class:`~dtmfgraph.media.tls.TlsConfig`): a listener on its own port, and TLS
 connections to the peers the agent marks secure, checked against the peer's name. A peer whose
-certificate fails is counted in ``tls_errors`` and its request times out.
+certificate fails is counted in ``tls_errors`` and its requests fail 503 with the reason.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class _Stream:
     """Our task that connects and then reads (``None`` for an accepted connection)."""
     secure: bool = False
     """A TLS connection."""
+    name: str | None = None
+    """The name the peer's certificate was checked for (TLS connections we open)."""
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -230,7 +233,7 @@ class SipTransport(asyncio.DatagramProtocol):
 
     async def _connect(self, peer: Address, stream: _Stream) -> None:
         context = self._tls_client if stream.secure else None
-        name = self.ua.tls_names.get(peer, peer[0]) if context is not None else None
+        name = stream.name
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(peer[0], peer[1], ssl=context, server_hostname=name),
@@ -238,13 +241,16 @@ class SipTransport(asyncio.DatagramProtocol):
             )
         except ssl.SSLError as exc:
             self.stats.tls_errors += 1
-            logger.warning("SIP TLS connection to %s:%d (%s) failed: %s", *peer, name, exc)
-            self._drop(peer, stream)
+            detail = f"TLS with {peer[0]}:{peer[1]} ({name}) failed: {exc}"
+            logger.warning("SIP %s", detail)
+            self._failed(peer, stream, detail)
             return
         except (OSError, TimeoutError) as exc:
             self.stats.tcp_errors += 1
-            logger.debug("SIP TCP connection to %s:%d failed: %s", *peer, exc)
-            self._drop(peer, stream)
+            kind = "TLS" if stream.secure else "TCP"
+            detail = f"{kind} connection to {peer[0]}:{peer[1]} failed: {exc or 'timed out'}"
+            logger.debug("SIP %s", detail)
+            self._failed(peer, stream, detail)
             return
         self.stats.tcp_connections += 1
         self.stats.tls_connections += stream.secure
@@ -280,6 +286,18 @@ class SipTransport(asyncio.DatagramProtocol):
         finally:
             self._drop(peer, stream)
 
+    def _failed(self, peer: Address, stream: _Stream, detail: str) -> None:
+        """A connection we were opening could not be: its requests fail now."""
+        current = self._streams.get(peer) is stream
+        self._drop(peer, stream)
+        if current and self._ua is not None:
+            try:
+                self._ua.connection_failed(peer, self._loop.time(), detail)
+            except Exception:
+                self.stats.agent_errors += 1
+                logger.exception("SIP agent failed on a lost connection to %s:%d", *peer)
+            self.kick()
+
     def _drop(self, peer: Address, stream: _Stream) -> None:
         """The connection with ``peer`` is over: forget it (the agent too)."""
         if stream.writer is not None:
@@ -292,12 +310,20 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def _write(self, data: bytes, peer: Address) -> None:
         stream = self._streams.get(peer)
+        ua = self._ua
+        name = ua.tls_names.get(peer, peer[0]) if ua is not None and ua.is_secure(peer) else None
+        if stream is not None and stream.name is not None and stream.name != name:
+            # checked for another name at this address: that check does not cover this one
+            if stream.writer is not None:
+                stream.writer.close()  # its reader ends; the new connection stays the peer's
+            stream.waiting.clear()
+            stream = None
         if stream is None:
-            secure = self._ua is not None and self._ua.is_secure(peer)
-            if secure and self._tls_client is None:
+            if name is not None and self._tls_client is None:
                 self.stats.tls_errors += 1  # cannot happen: the agent refuses TLS URIs without
                 return
-            stream = self._streams[peer] = _Stream(waiting=[data], secure=secure)
+            stream = _Stream(waiting=[data], secure=name is not None, name=name)
+            self._streams[peer] = stream
             stream.task = self._loop.create_task(self._connect(peer, stream))
         elif stream.writer is None:
             stream.waiting.append(data)

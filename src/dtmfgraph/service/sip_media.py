@@ -38,6 +38,7 @@ from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
+from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
 from ..sip import Credentials, SipError, SipUri
 from .media import (
@@ -226,7 +227,10 @@ class SipMedia:
         register_expires: int = 3600,
         dns_server: Address | None = None,
         failover_after: float = DEFAULT_FAILOVER_AFTER,
+        tls: TlsConfig | None = None,
     ) -> None:
+        self.tls = tls
+        """SIP over TLS (``None``: UDP and TCP only)."""
         self.dns_server = dns_server
         self.failover_after = failover_after
         """Seconds without a response after which a call tries the target's next server."""
@@ -260,6 +264,7 @@ class SipMedia:
                 media_timeout=self.media_timeout,
                 strict_rtp=self.strict_rtp,
                 resolver=SipResolver(self.dns_server),
+                tls=self.tls,
             )
             self.phone.failover_after = self.failover_after
         return self.phone

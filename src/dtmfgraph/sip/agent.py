@@ -1342,43 +1342,63 @@ class UserAgent:
             self._arm(tx)
 
     def _fire_client(self, tx: ClientTransaction, now: float) -> None:
-        timed_out = tx.handle_timer(now)
         pending = self._pending.get(tx.key)
         registering = self._registering.get(tx.key)
+        timed_out = tx.handle_timer(now)
         self._settle_client(tx)
+        if timed_out:
+            timer = "F" if tx.request.method != "INVITE" else "B"
+            detail = f"no final response (Timer {timer})"
+            self._client_failed(tx, pending, registering, 408, detail, now)
+
+    def connection_failed(self, addr: Addr, now: float, detail: str) -> None:
+        """The TCP or TLS connection to ``addr`` could not be opened: each of our requests
+        waiting on it fails at once as if answered 503 (RFC 3261 8.1.3.1), ``detail`` saying
+        why (e.g. the certificate check that failed)."""
+        self.forget_stream_peer(addr)
+        for tx in list(self._client_tx.values()):
+            if tx.dest != addr or tx.terminated:
+                continue
+            pending = self._pending.get(tx.key)
+            registering = self._registering.get(tx.key)
+            tx.terminate()
+            self._settle_client(tx)
+            self._client_failed(tx, pending, registering, 503, detail, now)
+
+    def _client_failed(
+        self,
+        tx: ClientTransaction,
+        pending: _Pending | None,
+        registering: tuple[Registration, int] | None,
+        status: int,
+        detail: str,
+        now: float,
+    ) -> None:
+        """Our request got no final response: it timed out (408) or could not be sent (503)."""
+        reason = status_reason(status)
         if registering is not None:
-            if timed_out:
-                registration, asked = registering
-                detail = "no final response (Timer F)"
-                self._register_failed(
-                    registration, asked, 408, "Request Timeout", detail, None, now
-                )
+            registration, asked = registering
+            self._register_failed(registration, asked, status, reason, detail, None, now)
             return
-        if not timed_out or pending is None:
+        if pending is None:
             return
         call = pending.call
         if pending.purpose == "invite":
             if call.state in (CallState.CALLING, CallState.PROCEEDING, CallState.CANCELLING):
                 reported = call._failure_reported
-                call.end_status = 408
+                call.end_status = status
                 self._terminate(call, now)
                 if not reported:
+                    unanswered = not call._provisional_seen
                     self._events.append(
-                        CallFailed(
-                            call,
-                            408,
-                            "Request Timeout",
-                            "no final response (Timer B)",
-                            True,
-                            not call._provisional_seen,
-                        )
+                        CallFailed(call, status, reason, detail, status == 408, unanswered)
                     )
         elif pending.purpose == "bye":
             self._bye_done(call, now)
         elif pending.purpose in ("request", "reinvite") and pending.request_id is not None:
             self._events.append(
                 RequestFailed(
-                    call, pending.request_id, tx.request.method, 408, "Request Timeout", True
+                    call, pending.request_id, tx.request.method, status, reason, status == 408
                 )
             )
 

@@ -1,0 +1,181 @@
+"""SIP over TLS against baresip (libre with OpenSSL): calls both ways, the certificate and name
+checks, and tshark's view of the wire (TLS records, no SIP in clear)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dtmfgraph.media import SipResolver, TlsConfig, TlsConfigError
+from dtmfgraph.media.phone import DialError, Phone
+
+from ..api.harness import Receiver, stop
+from ..judges.baresip import Baresip
+from ..judges.certs import TestCa
+from ..judges.dnsmasq import Dnsmasq
+from ..media.helpers import capture, tshark
+from .answering import answer_every_call
+from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCa:
+    return TestCa(tmp_path / "ca")
+
+
+async def _tls_phone(ca: TestCa, **kw: object) -> Phone:
+    ours = ca.issue("us", "127.0.0.1")
+    tls = TlsConfig(ours.cert, ours.key, port=0, ca_file=ca.cert_file)
+    return await Phone.start("127.0.0.1", 0, tls=tls, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def tls_phone(ca: TestCa) -> AsyncIterator[Phone]:
+    phone = await _tls_phone(ca)
+    try:
+        yield phone
+    finally:
+        await phone.close()
+
+
+def _baresip(tmp_path: Path, ca: TestCa, *names: str, **kw: object) -> Baresip:
+    cert = ca.issue("baresip", *(names or ("127.0.0.1",)))
+    return Baresip(tmp_path / "bs", tls=cert, ca_file=ca.cert_file, **kw)  # type: ignore[arg-type]
+
+
+async def test_we_call_baresip_over_tls_and_the_wire_shows_no_sip(
+    tmp_path: Path, ca: TestCa, tls_phone: Phone
+) -> None:
+    pcap = tmp_path / "tls.pcap"
+    async with _baresip(tmp_path, ca) as bs:
+        with capture(bs.sip_port + 1, pcap, protocol="tcp"):
+            call = await tls_phone.dial(bs.tls_uri, timeout=10)
+            await call.send_dtmf("159", method="sipinfo")
+            await call.send_dtmf("#0", method="rfc4733")
+            await bs.wait_for(lambda b: len(b.dtmf_starts()) >= 5, 5, "5 keys")
+            await call.hangup()
+            await bs.wait_event("CALL_CLOSED", 5)
+    assert bs.info_keys() == "159" and bs.rfc4733_keys() == "#0"
+    stats = tls_phone.transport.stats
+    assert (stats.tls_connections, stats.tls_errors, stats.datagrams_out) == (1, 0, 0)
+    raw = pcap.read_bytes()
+    for clear in (b"INVITE sip:", b"INFO sip:", b"BYE sip:", b"SIP/2.0 200", b"dtmf-relay"):
+        assert clear not in raw, clear
+    port = bs.sip_port + 1
+    fields = ["-T", "fields", "-e", "tls.record.content_type", "-e", "tls.record.opaque_type"]
+    records = subprocess.run(
+        [tshark(), "-r", str(pcap), "-d", f"tcp.port=={port},tls", "-Y", "tls.record", *fields],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    kinds = {int(k) for field in records for k in field.split(",")}
+    # a handshake, then application data (the SIP; TLS 1.3 shows it as the opaque type)
+    assert 22 in kinds and 23 in kinds, kinds
+
+
+async def test_baresip_calls_us_over_tls_and_presses_keys(
+    tmp_path: Path, ca: TestCa, tls_phone: Phone
+) -> None:
+    calls, heard = answer_every_call(tls_phone)
+    assert tls_phone.tls_uri is not None
+    async with _baresip(tmp_path, ca, answer=False) as bs:
+        await bs.dial(tls_phone.tls_uri)
+        await bs.wait_event("CALL_ESTABLISHED", 5)
+        for key in "42*":
+            await bs.sndcode(key)
+        for _ in range(100):
+            if len(heard) == 3:
+                break
+            await asyncio.sleep(0.05)
+        await bs.hangup()
+        await calls[0].wait_ended(5)
+    assert [k.key for k in heard] == ["4", "2", "*"]
+    stats = tls_phone.transport.stats
+    assert (stats.tls_connections, stats.datagrams_in, stats.datagrams_out) == (1, 0, 0)
+
+
+async def test_a_certificate_from_another_ca_fails_the_call_at_once(
+    tmp_path: Path, ca: TestCa, tls_phone: Phone
+) -> None:
+    stranger = TestCa(tmp_path / "other-ca", "someone else's CA")
+    async with _baresip(tmp_path, stranger) as bs:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(DialError) as info:
+            await tls_phone.dial(bs.tls_uri, timeout=10)
+        took = loop.time() - began
+        await asyncio.sleep(0.2)
+        assert not bs.of_type("CALL_INCOMING")
+    assert info.value.status == 503
+    assert "certificate verify failed" in info.value.detail
+    assert took < 3.0  # a transport error, not a timeout
+    assert tls_phone.transport.stats.tls_errors == 1
+
+
+async def test_the_certificate_must_name_the_host_the_uri_names(tmp_path: Path, ca: TestCa) -> None:
+    """baresip's certificate names ``right.test``; both names lead to it (dnsmasq)."""
+    async with (
+        _baresip(tmp_path, ca, "right.test") as bs,
+        Dnsmasq(
+            tmp_path / "dns", hosts={"right.test": "127.0.0.1", "wrong.test": "127.0.0.1"}
+        ) as dns,
+    ):
+        phone = await _tls_phone(ca, resolver=SipResolver(dns.address))
+        try:
+            port = bs.sip_port + 1
+            call = await phone.dial(f"sip:{bs.user}@right.test:{port};transport=tls", timeout=10)
+            await call.hangup()
+            with pytest.raises(DialError) as info:
+                await phone.dial(f"sip:{bs.user}@wrong.test:{port};transport=tls", timeout=10)
+        finally:
+            await phone.close()
+    assert info.value.status == 503
+    assert "wrong.test" in info.value.detail and "certificate" in info.value.detail
+
+
+async def test_tls_without_configuration_and_bad_files_are_clear_errors(
+    tmp_path: Path, ca: TestCa, phone: Phone
+) -> None:
+    with pytest.raises(DialError, match="asks for TLS, which is not configured here"):
+        await phone.dial("sip:alice@127.0.0.1:5061;transport=tls", timeout=2)
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(TlsConfigError, match="cannot use the TLS certificate"):
+        await Phone.start("127.0.0.1", 0, tls=TlsConfig(missing, port=0))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(TlsConfigError, match=r"garbage\.pem"):
+        await Phone.start("127.0.0.1", 0, tls=TlsConfig(garbage, port=0))
+    ours = ca.issue("us", "127.0.0.1")
+    with pytest.raises(TlsConfigError, match="cannot use the CA file"):
+        await Phone.start("127.0.0.1", 0, tls=TlsConfig(ours.cert, ours.key, ca_file=missing))
+
+
+async def test_the_graph_service_calls_over_tls(
+    tmp_path: Path, ca: TestCa, receiver: Receiver
+) -> None:
+    """Through the official SDK: a call to baresip's ``;transport=tls`` URI, keys by SIP INFO
+    (which travel inside the TLS connection), DELETE; no SIP went over UDP."""
+    ours = ca.issue("service", "127.0.0.1")
+    async with _baresip(tmp_path, ca) as bs:
+        service, server, task = await start_sip_service(
+            tmp_path / "svc",
+            receiver,
+            sip_tls_cert_file=ours.cert,
+            sip_tls_key_file=ours.key,
+            sip_tls_port=0,
+            sip_tls_ca_file=ca.cert_file,
+        )
+        try:
+            await keys_reach_baresip_then_hang_up(
+                service, receiver, bs, bs.tls_uri, "73", "sipinfo"
+            )
+            phone = service.media.phone  # type: ignore[attr-defined]
+            stats = phone.transport.stats
+        finally:
+            await stop(server, task)
+    assert (stats.tls_connections, stats.datagrams_out) == (1, 0)
