@@ -17,6 +17,7 @@ from ..api.harness import Receiver, stop
 from ..judges.baresip import Baresip
 from ..judges.certs import TestCa
 from ..judges.dnsmasq import Dnsmasq
+from ..judges.kamailio import Kamailio
 from ..media.helpers import capture, tshark
 from .answering import answer_every_call
 from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
@@ -179,3 +180,52 @@ async def test_the_graph_service_calls_over_tls(
         finally:
             await stop(server, task)
     assert (stats.tls_connections, stats.datagrams_out) == (1, 0)
+
+
+async def test_registered_over_tls_at_kamailio_and_called_through_it(
+    tmp_path: Path, ca: TestCa
+) -> None:
+    """Kamailio with its tls module: our REGISTER goes over TLS (a ;transport=tls registrar),
+    the binding it saves is our TLS Contact, and a call baresip places to our AOR reaches us
+    over a TLS connection Kamailio opens (checking our certificate against the CA); no SIP of
+    ours goes over UDP."""
+    users = {"bot": "bot-secret", "alice": "alice-secret"}
+    kam_cert = ca.issue("kamailio", "127.0.0.1")
+    async with Kamailio(tmp_path / "kam", users, tls=kam_cert, ca_file=ca.cert_file) as kam:
+        phone = await _tls_phone(ca)
+        try:
+            calls, heard = answer_every_call(phone)
+            registrar = f"sip:127.0.0.1:{kam.tls_port};transport=tls"
+            reg = await phone.register(
+                kam.uri("bot"), registrar=registrar, auth=("bot", "bot-secret"), expires=60
+            )
+            await reg.wait(5)
+            assert phone.tls_address is not None
+            [contact] = kam.bindings("bot")
+            assert f":{phone.tls_address[1]};transport=tls" in contact, contact
+            async with Baresip(
+                tmp_path / "bs",
+                user="alice",
+                answer=False,
+                registrar=kam.domain,
+                password="alice-secret",
+            ) as bs:
+                await kam.wait_bound("alice")
+                await bs.dial(kam.uri("bot"))
+                await bs.wait_event("CALL_ESTABLISHED", 10)
+                for key in "58":
+                    await bs.sndcode(key)
+                for _ in range(100):
+                    if len(heard) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+                await bs.hangup()
+                await calls[0].wait_ended(5)
+            stats = phone.transport.stats
+        finally:
+            await phone.close()
+    assert [k.key for k in heard] == ["5", "8"]
+    ours = [r for r in kam.requests() if r.startswith("REGISTER") and "'bot'" in r]
+    assert ours and all(r.endswith("over tls") for r in ours), ours
+    assert (stats.datagrams_in, stats.datagrams_out, stats.tls_errors) == (0, 0, 0)
+    assert stats.tls_connections >= 2  # ours to Kamailio, and Kamailio's to our TLS port

@@ -20,7 +20,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ports import free_udp_port
+from .certs import Issued
+from .ports import free_port, free_udp_port
 
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 MISSING = (
@@ -38,7 +39,7 @@ listen=udp:127.0.0.1:{port}
 listen=tcp:127.0.0.1:{port}
 alias="127.0.0.1:{port}"
 mpath="{modules}/"
-loadmodule "kex.so"
+{tls}loadmodule "kex.so"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -83,6 +84,33 @@ request_route {{
 """
 
 
+_TLS = """enable_tls=yes
+listen=tls:127.0.0.1:{tls_port}
+loadmodule "tls.so"
+modparam("tls", "config", "{tls_config}")
+"""
+
+# Kamailio's tls module configuration: our certificate for both sides; peers' certificates are
+# checked against the CA (the client side too: our phone's certificate when Kamailio relays to
+# its TLS Contact).
+_TLS_CONFIG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+private_key = {key}
+certificate = {cert}
+ca_list = {ca}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {key}
+certificate = {cert}
+ca_list = {ca}
+"""
+
+
 def require_kamailio() -> str:
     """The kamailio executable; fails the test loudly when it is missing (never skips)."""
     exe = shutil.which("kamailio") or (
@@ -103,7 +131,12 @@ class Kamailio:
     users: dict[str, str] = field(default_factory=dict)
     min_expires: int = 10
     max_expires: int = 3600
+    tls: Issued | None = None
+    """Its certificate: it then also takes SIP over TLS, on :attr:`tls_port`."""
+    ca_file: Path | None = None
+    """The CA the certificates of the TLS peers it connects to must chain to."""
     port: int = 0
+    tls_port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,7 +156,7 @@ class Kamailio:
 
     def requests(self) -> list[str]:
         """The requests it logged, as ``METHOD uri from host:port (auth user '...') over
-        udp|tcp``."""
+        udp|tcp|tls``."""
         return [
             line.split("judge: ", 1)[1] for line in self.log().splitlines() if "judge: " in line
         ]
@@ -162,10 +195,19 @@ class Kamailio:
             f'  if ($au == "{user}") {{ $var(pw) = "{password}"; }}'
             for user, password in self.users.items()
         )
+        tls = ""
+        if self.tls is not None:
+            assert self.ca_file is not None, "TLS needs the CA file too"
+            tls_config = self.workdir / "tls.cfg"
+            tls_config.write_text(
+                _TLS_CONFIG.format(key=self.tls.key, cert=self.tls.cert, ca=self.ca_file)
+            )
+            tls = _TLS.format(tls_port=self.tls_port, tls_config=tls_config)
         path = self.workdir / "kamailio.cfg"
         path.write_text(
             _CONFIG.format(
                 port=self.port,
+                tls=tls,
                 modules=MODULES,
                 min_expires=self.min_expires,
                 max_expires=self.max_expires,
@@ -178,6 +220,7 @@ class Kamailio:
         exe = require_kamailio()
         for attempt in range(3):
             self.port = free_udp_port()
+            self.tls_port = free_port(socket.SOCK_STREAM) if self.tls is not None else 0
             config = self._write_config()
             with self.log_path.open("ab") as log:
                 args = [exe, "-f", str(config), "-DD", "-E", "-m", "32", "-M", "8"]
