@@ -7,7 +7,7 @@ import json
 import socket
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import certifi
 from pydantic import Field, field_validator
@@ -159,6 +159,14 @@ class Settings(BaseSettings):
     sip_tls_ca_file: Path | None = Field(
         default=None,
         description="CAs that peers' TLS certificates must chain to; default the system's.",
+    )
+    srtp: Literal["never", "optional", "mandatory"] = Field(
+        default="optional",
+        description=(
+            "SRTP media (SDES keys, RFC 4568): optional (offered best-effort on TLS calls, "
+            "taken when offered), mandatory (every call RTP/SAVP; plain offers refused 488), "
+            "or never."
+        ),
     )
     sip_tls_verify: bool = Field(
         default=True,

@@ -211,7 +211,7 @@ async def test_bad_account_options_are_one_line_and_exit_2(args: list[str], mess
 
 async def test_answer_and_call_over_tls(tmp_path: Path) -> None:
     """Two of our processes, both with certificates from one CA: ``answer`` takes TLS on a free
-    port and hears the keys ``call`` sends to its ``;transport=tls`` URI."""
+    port and hears the keys ``call`` sends to its ``;transport=tls`` URI, in SRTP."""
     ca = TestCa(tmp_path / "ca")
     server, client = ca.issue("answer", "127.0.0.1"), ca.issue("call", "127.0.0.1")
     async with _answering(
@@ -228,12 +228,15 @@ async def test_answer_and_call_over_tls(tmp_path: Path) -> None:
         assert code == 1 and "503" in out and "certificate verify failed" in out, out
         code, out, err = await _run(
             *("call", ready["tls_uri"].replace("dtmfgraph@", "bob@"), "--send", "7#"),
-            *("--method", "sipinfo", "--tls-cert-file", str(client.combined)),
+            *("--method", "rfc4733", "--tls-cert-file", str(client.combined)),
             *("--tls-ca-file", str(ca.cert_file)),
         )
         assert code == 0, err
         events = await _rest_of(proc)
+    assert "SRTP AES_CM_128_HMAC_SHA1_80" in out  # a TLS call offers SRTP: the keys went in it
     assert [(e["key"], e["method"]) for e in events if e["event"] == "key"] == [
-        ("7", "sipinfo"),
-        ("#", "sipinfo"),
+        ("7", "rfc4733"),
+        ("#", "rfc4733"),
     ]
+    [answered] = [e for e in events if e["event"] == "answered"]
+    assert answered["srtp"] == "AES_CM_128_HMAC_SHA1_80"

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from dtmfgraph.media import SipResolver, TlsConfig, TlsConfigError
-from dtmfgraph.media.phone import DialError, Phone
+from dtmfgraph.media.phone import DialError, Phone, SrtpPolicy
+from dtmfgraph.rtp.srtp import SrtpSuite
+from dtmfgraph.tones import detect
 
 from ..api.harness import Receiver, stop
 from ..judges.baresip import Baresip
@@ -19,7 +21,7 @@ from ..judges.certs import TestCa
 from ..judges.dnsmasq import Dnsmasq
 from ..judges.kamailio import Kamailio
 from ..media.helpers import capture, tshark
-from .answering import answer_every_call
+from .answering import answer_every_call, baresip_calls_and_presses
 from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
 
 
@@ -43,9 +45,9 @@ async def tls_phone(ca: TestCa) -> AsyncIterator[Phone]:
         await phone.close()
 
 
-def _baresip(tmp_path: Path, ca: TestCa, *names: str, **kw: object) -> Baresip:
-    cert = ca.issue("baresip", *(names or ("127.0.0.1",)))
-    return Baresip(tmp_path / "bs", tls=cert, ca_file=ca.cert_file, **kw)  # type: ignore[arg-type]
+def _baresip(workdir: Path, ca: TestCa, *names: str, **kw: object) -> Baresip:
+    cert = ca.issue(f"baresip-{workdir.name}", *(names or ("127.0.0.1",)))
+    return Baresip(workdir / "bs", tls=cert, ca_file=ca.cert_file, **kw)  # type: ignore[arg-type]
 
 
 async def test_we_call_baresip_over_tls_and_the_wire_shows_no_sip(
@@ -55,6 +57,7 @@ async def test_we_call_baresip_over_tls_and_the_wire_shows_no_sip(
     async with _baresip(tmp_path, ca) as bs:
         with capture(bs.sip_port + 1, pcap, protocol="tcp"):
             call = await tls_phone.dial(bs.tls_uri, timeout=10)
+            assert call.srtp_suite is None  # offered best-effort; baresip without SRTP: RTP
             await call.send_dtmf("159", method="sipinfo")
             await call.send_dtmf("#0", method="rfc4733")
             await bs.wait_for(lambda b: len(b.dtmf_starts()) >= 5, 5, "5 keys")
@@ -85,16 +88,7 @@ async def test_baresip_calls_us_over_tls_and_presses_keys(
     calls, heard = answer_every_call(tls_phone)
     assert tls_phone.tls_uri is not None
     async with _baresip(tmp_path, ca, answer=False) as bs:
-        await bs.dial(tls_phone.tls_uri)
-        await bs.wait_event("CALL_ESTABLISHED", 5)
-        for key in "42*":
-            await bs.sndcode(key)
-        for _ in range(100):
-            if len(heard) == 3:
-                break
-            await asyncio.sleep(0.05)
-        await bs.hangup()
-        await calls[0].wait_ended(5)
+        await baresip_calls_and_presses(bs, tls_phone.tls_uri, "42*", calls, heard)
     assert [k.key for k in heard] == ["4", "2", "*"]
     stats = tls_phone.transport.stats
     assert (stats.tls_connections, stats.datagrams_in, stats.datagrams_out) == (1, 0, 0)
@@ -211,16 +205,7 @@ async def test_registered_over_tls_at_kamailio_and_called_through_it(
                 password="alice-secret",
             ) as bs:
                 await kam.wait_bound("alice")
-                await bs.dial(kam.uri("bot"))
-                await bs.wait_event("CALL_ESTABLISHED", 10)
-                for key in "58":
-                    await bs.sndcode(key)
-                for _ in range(100):
-                    if len(heard) == 2:
-                        break
-                    await asyncio.sleep(0.05)
-                await bs.hangup()
-                await calls[0].wait_ended(5)
+                await baresip_calls_and_presses(bs, kam.uri("bot"), "58", calls, heard, 10)
             stats = phone.transport.stats
         finally:
             await phone.close()
@@ -229,3 +214,57 @@ async def test_registered_over_tls_at_kamailio_and_called_through_it(
     assert ours and all(r.endswith("over tls") for r in ours), ours
     assert (stats.datagrams_in, stats.datagrams_out, stats.tls_errors) == (0, 0, 0)
     assert stats.tls_connections >= 2  # ours to Kamailio, and Kamailio's to our TLS port
+
+
+@pytest.mark.parametrize(("mediaenc", "ours"), [("srtp", "optional"), ("srtp-mand", "mandatory")])
+async def test_srtp_with_baresip_both_ways(
+    tmp_path: Path, ca: TestCa, mediaenc: str, ours: SrtpPolicy
+) -> None:
+    """baresip with SDES SRTP: ``srtp`` (best effort: crypto lines in RTP/AVP) against our
+    default ``optional``, ``srtp-mand`` (RTP/SAVP) against ``mandatory``. We call it over TLS:
+    it hears our RFC 4733 keys and, in the audio it decrypted and recorded, our in-band ones.
+    It calls us: we take its SRTP and hear its keys. Nothing failed authentication here."""
+    phone = await _tls_phone(ca, srtp=ours)
+    try:
+        async with _baresip(tmp_path / "out", ca, mediaenc=mediaenc, record=True) as bs:
+            call = await phone.dial(bs.tls_uri, timeout=10)
+            assert call.srtp_suite is SrtpSuite.AES_CM_128_HMAC_SHA1_80
+            await call.send_dtmf("47", method="rfc4733")
+            await call.send_dtmf("#0", method="inband", tone_ms=100, gap_ms=100)
+            await bs.wait_for(lambda b: b.rfc4733_keys() == "47", 5, "keys 47")
+            await asyncio.sleep(0.3)
+            await call.hangup()
+            await bs.wait_event("CALL_CLOSED", 5)
+            assert call.session is not None and call.session.srtp_receive is not None
+            assert call.session.srtp_receive.auth_failures == 0
+        assert "".join(e.key for e in detect(bs.recorded_audio())).endswith("#0")
+        calls, heard = answer_every_call(phone)
+        async with _baresip(tmp_path / "in", ca, mediaenc=mediaenc, answer=False) as bs:
+            target = phone.tls_uri
+            assert target is not None
+            await baresip_calls_and_presses(bs, target, "9*", calls, heard)
+    finally:
+        await phone.close()
+    assert [k.key for k in heard] == ["9", "*"]
+    assert calls[0].srtp_suite is not None
+    session = calls[0].session
+    assert session is not None and session.srtp_receive is not None
+    assert (session.srtp_receive.auth_failures, session.srtp_receive.replays) == (0, 0)
+
+
+async def test_srtp_policies_refuse_what_they_must(tmp_path: Path, ca: TestCa) -> None:
+    """``never`` refuses baresip's RTP/SAVP offer (488); ``mandatory`` refuses a plain one.
+    (``optional`` calling a TLS peer without SRTP gets plain RTP: the first test.)"""
+    never = await _tls_phone(ca, srtp="never")
+    mandatory = await _tls_phone(ca, srtp="mandatory")
+    try:
+        for phone, mediaenc in ((never, "srtp-mand"), (mandatory, None)):
+            calls, _ = answer_every_call(phone)
+            name = f"{phone.srtp}-{mediaenc}"
+            async with _baresip(tmp_path / name, ca, mediaenc=mediaenc, answer=False) as bs:
+                await bs.dial(phone.tls_uri)  # type: ignore[arg-type]
+                closed = await bs.wait_event("CALL_CLOSED", 5)
+            assert calls == [] and "488" in closed.param, closed
+    finally:
+        await never.close()
+        await mandatory.close()

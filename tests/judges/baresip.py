@@ -93,6 +93,9 @@ class Baresip:
     """Its certificate and key: it then also takes SIP over TLS, on ``sip_port + 1``."""
     ca_file: Path | None = None
     """The CA it checks TLS peers' certificates against."""
+    mediaenc: str | None = None
+    """Its account's media encryption: ``srtp`` (SDES offered in RTP/AVP, best effort) or
+    ``srtp-mand`` (RTP/SAVP, SRTP required); ``None``: plain RTP."""
     sip_port: int = 0
     ctrl_port: int = 0
     events: list[BaresipEvent] = field(default_factory=list)
@@ -157,6 +160,8 @@ class Baresip:
             "module aufile.so",
             "module aubridge.so",
         ]
+        if self.mediaenc is not None:
+            lines.append("module srtp.so")
         if self.tls is not None:
             lines.append(f"sip_certificate {self.tls.combined}")
         if self.ca_file is not None:
@@ -176,6 +181,8 @@ class Baresip:
         else:
             secret = f";auth_pass={self.password}" if self.password is not None else ""
             account = f"<sip:{self.user}@{self.registrar}>{secret};regint=600{mode}"
+        if self.mediaenc is not None:
+            account += f";mediaenc={self.mediaenc}"
         (self.workdir / "accounts").write_text(f"{account};audio_codecs={self.codecs}\n")
 
     # -- lifetime ------------------------------------------------------------------------------

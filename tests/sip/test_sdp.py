@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from dtmfgraph.sip import (
     PCMA,
     PCMU,
+    CryptoAttribute,
     Direction,
     SdpNegotiationError,
     SdpParseError,
@@ -177,3 +180,61 @@ a=rtpmap:101 telephone-event/8000
 def test_bad_sdp(text: str) -> None:
     with pytest.raises(SdpParseError):
         SessionDescription.parse(text)
+
+
+KEY = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"  # 30 bytes of base64 (RFC 4568's example)
+
+
+def test_crypto_lines_are_read_and_the_ones_we_cannot_use_marked() -> None:
+    offer = sdp(f"""
+v=0
+o=- 1 1 IN IP4 192.0.2.1
+s=-
+c=IN IP4 192.0.2.1
+t=0 0
+m=audio 5004 RTP/SAVP 0 101
+a=rtpmap:101 telephone-event/8000
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20|1:4
+a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^20
+a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY} UNENCRYPTED_SRTP
+a=crypto:x broken
+""")
+    media = audio_media(offer)
+    assert media is not None and media.secure and media.proto == "RTP/SAVP"
+    assert [(c.tag, c.suite, c.inline, c.extra) for c in media.crypto] == [
+        (1, "AES_CM_128_HMAC_SHA1_80", KEY, True),  # an MKI
+        (2, "AES_CM_128_HMAC_SHA1_32", KEY, False),  # a lifetime alone is fine
+        (3, "AES_CM_128_HMAC_SHA1_80", KEY, True),  # a session parameter
+    ]
+    ours = CryptoAttribute(2, "AES_CM_128_HMAC_SHA1_32", KEY)
+    seen: list[list[int]] = []
+
+    def choose(lines: Sequence[CryptoAttribute]) -> CryptoAttribute | None:
+        seen.append([c.tag for c in lines])
+        return ours
+
+    answer = build_answer(offer, "192.0.2.2", 6000, session_id="9", crypto=choose)
+    assert seen == [[2]]  # only the usable lines are offered to the chooser
+    answered = audio_media(answer)
+    assert answered is not None and answered.proto == "RTP/SAVP" and answered.crypto == (ours,)
+    assert f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}" in bytes(answer).decode()
+    with pytest.raises(SdpNegotiationError, match="no SRTP crypto suite"):
+        build_answer(offer, "192.0.2.2", 6000, session_id="9")  # we take no SRTP
+    with pytest.raises(SdpNegotiationError, match="no SRTP crypto suite"):
+        build_answer(offer, "192.0.2.2", 6000, session_id="9", crypto=lambda lines: None)
+
+
+def test_srtp_offer_and_best_effort_srtp_in_rtp_avp() -> None:
+    line = CryptoAttribute(1, "AES_CM_128_HMAC_SHA1_80", KEY)
+    offer = build_offer("192.0.2.1", 5004, session_id="1", crypto=[line])
+    text = bytes(offer).decode()
+    assert "m=audio 5004 RTP/SAVP 0 8 101\r\n" in text
+    assert f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n" in text
+    # crypto lines in RTP/AVP: SRTP if we take a line, else plain RTP (the stream is kept)
+    best_effort = sdp(text.replace("RTP/SAVP", "RTP/AVP"))
+    plain = audio_media(build_answer(best_effort, "192.0.2.2", 6000, session_id="2"))
+    assert plain is not None and not plain.secure and plain.proto == "RTP/AVP"
+    srtp = audio_media(
+        build_answer(best_effort, "192.0.2.2", 6000, session_id="2", crypto=lambda lines: line)
+    )
+    assert srtp is not None and srtp.secure and srtp.crypto == (line,)

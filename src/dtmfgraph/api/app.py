@@ -91,6 +91,7 @@ def build_media(settings: Settings) -> MediaBackend:
             dns_server=settings.sip_dns_address(),
             failover_after=settings.sip_failover_after_s,
             tls=tls_config(settings),
+            srtp=settings.srtp,
         )
     raise ValueError(f"unknown media backend {settings.media!r}: use sip or loopback")
 

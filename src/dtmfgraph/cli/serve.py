@@ -33,6 +33,7 @@ _OPTION_OF = {
     "sip_tls_port": "--sip-tls-port",
     "sip_tls_ca_file": "--sip-tls-ca-file",
     "sip_tls_verify": "--sip-tls-verify/--no-sip-tls-verify",
+    "srtp": "--srtp",
     "sip_auth_password": "DTMFGRAPH_SIP_AUTH_PASSWORD",
     "sip_auth_password_file": "--sip-auth-password-file",
     "sip_register": "--sip-register",
@@ -176,6 +177,14 @@ def serve(
             help="Check peers' TLS certificates and names (default: on; off only in a lab).",
         ),
     ] = None,
+    srtp: Annotated[
+        str | None,
+        typer.Option(
+            help="SRTP media (SDES keys): optional (the default: offered best-effort on TLS "
+            "calls, taken when offered), mandatory (every call RTP/SAVP; plain offers refused "
+            "488), or never."
+        ),
+    ] = None,
     sip_auth_user: Annotated[
         str | None,
         typer.Option(
@@ -286,6 +295,7 @@ def serve(
         "sip_tls_port": sip_tls_port,
         "sip_tls_ca_file": sip_tls_ca_file,
         "sip_tls_verify": sip_tls_verify,
+        "srtp": srtp,
         "sip_auth_password_file": sip_auth_password_file,
         "sip_register": sip_register,
         "sip_registrar": sip_registrar,

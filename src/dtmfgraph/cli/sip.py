@@ -36,6 +36,21 @@ EXIT_CALL_FAILED = 1
 _REGISTER_WAIT_S = 10.0
 
 
+class SrtpName(enum.StrEnum):
+    never = "never"
+    optional = "optional"
+    mandatory = "mandatory"
+
+
+Srtp = Annotated[
+    SrtpName,
+    typer.Option(
+        help="SRTP media (SDES keys): optional (offered best-effort on TLS calls, taken when "
+        "offered), mandatory (RTP/SAVP; plain offers refused), or never."
+    ),
+]
+
+
 class MethodName(enum.StrEnum):
     auto = "auto"
     rfc4733 = "rfc4733"
@@ -162,8 +177,9 @@ async def _call(
     as_json: bool,
     auth: tuple[str, str] | None = None,
     tls: TlsConfig | None = None,
+    srtp: SrtpName = SrtpName.optional,
 ) -> int:
-    phone = await Phone.start(host, sip_port, rtp_ports, tls=tls)
+    phone = await Phone.start(host, sip_port, rtp_ports, tls=tls, srtp=srtp.value)
     status = 0
     try:
         _emit(as_json, f"calling {uri} from {phone.uri}", event="calling", uri=uri)
@@ -186,10 +202,12 @@ async def _call(
         _emit(
             as_json,
             f"answered in {time.monotonic() - began:.3f} s: {codec}, "
-            + (f"telephone-event PT {te}" if te is not None else "no telephone-event"),
+            + (f"telephone-event PT {te}" if te is not None else "no telephone-event")
+            + (f", SRTP {call.srtp_suite.name}" if call.srtp_suite is not None else ""),
             event="answered",
             codec=codec,
             telephone_event_pt=te,
+            srtp=call.srtp_suite.name if call.srtp_suite is not None else None,
         )
         heard: list[HeardKey] = []
         collector = asyncio.create_task(_collect(call, heard, as_json))
@@ -281,6 +299,7 @@ def call(
     tls_port: Annotated[
         int, typer.Option(help="Local SIP over TLS port (0 picks a free one).")
     ] = 0,
+    srtp: Srtp = SrtpName.optional,
 ) -> None:
     """Call URI, press KEYS, hang up, and print what happened (exit 1 if the call failed)."""
     try:
@@ -323,6 +342,7 @@ def call(
                 as_json,
                 auth,
                 tls,
+                srtp,
             )
         )
     except KeyboardInterrupt:
@@ -372,6 +392,7 @@ class _Answerer:
             caller=call.remote_uri,
             codec=call.codec.name if call.codec is not None else None,
             telephone_event_pt=call.telephone_event_pt,
+            srtp=call.srtp_suite.name if call.srtp_suite is not None else None,
         )
         task = asyncio.ensure_future(self._serve(call))
         self.tasks.add(task)
@@ -430,8 +451,9 @@ async def _answer(
     auth: tuple[str, str] | None = None,
     registrar: str | None = None,
     tls: TlsConfig | None = None,
+    srtp: SrtpName = SrtpName.optional,
 ) -> int:
-    phone = await Phone.start(host, port, rtp_ports, tls=tls)
+    phone = await Phone.start(host, port, rtp_ports, tls=tls, srtp=srtp.value)
     answerer = _Answerer(phone, as_json, count, hangup_after)
     phone.on_incoming = answerer.on_incoming
     loop = asyncio.get_running_loop()
@@ -519,6 +541,7 @@ def answer(
     tls_port: Annotated[
         int, typer.Option(help="SIP over TLS port, with --tls-cert-file (0 picks a free one).")
     ] = DEFAULT_TLS_PORT,
+    srtp: Srtp = SrtpName.optional,
 ) -> None:
     """Answer every call on PORT and print each key heard (rfc4733, sipinfo or inband)."""
     if not 0 <= port <= 65535:
@@ -559,6 +582,7 @@ def answer(
                 auth,
                 registrar,
                 tls,
+                srtp,
             )
         )
     except KeyboardInterrupt:

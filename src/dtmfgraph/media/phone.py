@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeAlias
 
 from dtmfgraph.rtp import Codec as RtpCodec
 from dtmfgraph.rtp import DtmfJob, DtmfJobError, InboundStream
+from dtmfgraph.rtp.srtp import SrtpContext, SrtpError, SrtpKey, SrtpSuite
 from dtmfgraph.sip import (
     PCMA,
     PCMU,
@@ -42,6 +43,7 @@ from dtmfgraph.sip import (
     CallRinging,
     CallState,
     Credentials,
+    CryptoAttribute,
     Event,
     IncomingCall,
     InfoDtmf,
@@ -75,6 +77,12 @@ from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
 
 logger = logging.getLogger(__name__)
 
+SrtpPolicy: TypeAlias = Literal["never", "optional", "mandatory"]
+"""SRTP with SDES keys (RFC 4568). ``optional``: calls whose signalling goes over TLS offer
+SRTP best-effort (crypto lines in ``RTP/AVP``: a peer without SRTP answers plain RTP; over UDP
+or TCP nothing is offered, as anyone on the path could read the keys); SRTP offered to us is
+taken. ``mandatory``: every call offers ``RTP/SAVP`` and an offer to us without SRTP is
+refused (488). ``never``: no SRTP (an ``RTP/SAVP`` offer is refused)."""
 SendMethod: TypeAlias = Literal["auto", "rfc4733", "sipinfo", "inband"]
 """How :meth:`PhoneCall.send_dtmf` puts keys into the call (``auto``: see the method)."""
 HeardMethod: TypeAlias = Literal["rfc4733", "sipinfo", "inband"]
@@ -241,6 +249,23 @@ def _rtp_codec(codec: SdpCodec | None) -> RtpCodec | None:
     return pair[1] if pair is not None and codec.clock_rate == 8000 else None
 
 
+def _offered_keys() -> tuple[CryptoAttribute, ...]:
+    """Fresh SDES keys to offer, one per suite, strongest tag first (RFC 4568)."""
+    return tuple(
+        CryptoAttribute(tag, suite.name, SrtpKey.generate(suite).inline)
+        for tag, suite in enumerate(SrtpSuite, start=1)
+    )
+
+
+def _answer_key(offered: Sequence[CryptoAttribute]) -> CryptoAttribute | None:
+    """Our key for the first offered crypto line whose suite we speak (its tag and suite)."""
+    for line in offered:
+        suite = SrtpSuite.named(line.suite)
+        if suite is not None:
+            return CryptoAttribute(line.tag, line.suite, SrtpKey.generate(suite).inline)
+    return None
+
+
 def _sdp_codecs(names: Sequence[str]) -> list[SdpCodec]:
     out: list[SdpCodec] = []
     for name in names:
@@ -276,6 +301,10 @@ class PhoneCall:
         self.session: RtpSession | None = None
         self.codec: RtpCodec | None = None
         self.telephone_event_pt: int | None = None
+        self.srtp_suite: SrtpSuite | None = None
+        """The SRTP suite of the call's media (``None``: plain RTP)."""
+        self._peer_key: str | None = None
+        """The far end's SRTP key (``inline:`` text), to notice a new one in a re-INVITE."""
         self.ended: CallEnd | None = None
         self.last_dtmf: DtmfResult | None = None
         """The outcome of the latest send, also when it was cancelled by asyncio."""
@@ -643,6 +672,45 @@ class PhoneCall:
         remote = (media.address, media.port)
         if remote != session.remote and not media.on_hold:
             session.set_remote(remote)
+        if session.srtp_receive is not None and self.srtp_suite is not None:
+            theirs = next((c for c in media.crypto if not c.extra), None)
+            if theirs is not None and theirs.inline != self._peer_key:
+                key = SrtpKey.from_inline(self.srtp_suite, theirs.inline)  # a new key
+                session.srtp_receive = SrtpContext(key)
+                self._peer_key = theirs.inline
+
+    def _srtp(
+        self, local: AudioMedia | None, remote: AudioMedia
+    ) -> tuple[SrtpContext, SrtpContext] | None:
+        """The send and receive contexts when both SDPs agreed on SRTP (RFC 4568: each side
+        sends with the key it announced); ``None`` for plain RTP; ``MediaError`` when our SRTP
+        offer was answered without a key."""
+        if local is None or not local.crypto:
+            return None
+        usable = [c for c in remote.crypto if not c.extra]
+        if self.direction == "outbound":  # the answer took one of our offered lines
+            if not usable:
+                if "SAVP" in local.proto.upper():
+                    raise MediaError("the answer to our SRTP offer carries no key (a=crypto)")
+                return None
+            theirs: CryptoAttribute | None = usable[0]
+            ours = next((c for c in local.crypto if c.tag == usable[0].tag), None)
+        else:  # we answered one of the offered lines
+            ours = local.crypto[0]
+            theirs = next((c for c in usable if c.tag == ours.tag), None)
+        suite = SrtpSuite.named(ours.suite) if ours is not None else None
+        if ours is None or theirs is None or suite is None:
+            raise MediaError("SRTP: the crypto lines of offer and answer do not match")
+        if SrtpSuite.named(theirs.suite) is not suite:
+            raise MediaError(f"SRTP: suites differ ({ours.suite}, {theirs.suite})")
+        try:
+            send = SrtpContext(SrtpKey.from_inline(suite, ours.inline))
+            receive = SrtpContext(SrtpKey.from_inline(suite, theirs.inline))
+        except SrtpError as exc:
+            raise MediaError(f"SRTP: {exc}") from None
+        self.srtp_suite = suite
+        self._peer_key = theirs.inline
+        return send, receive
 
     def _start_media(self) -> None:
         """Make the RTP session once both SDPs are known (negotiated codec and event PT)."""
@@ -676,6 +744,7 @@ class PhoneCall:
             remote=target,
             latch=target is None,
             strict=phone.strict_rtp,
+            srtp=self._srtp(local, remote),
             rng=phone.rng,
         )
         session.on_foreign = self._on_foreign_rtp
@@ -882,6 +951,9 @@ class IncomingInvite:
         port = endpoint.local_address[1]
         session_id = str(phone.rng.getrandbits(48))
         try:
+            offered = audio_media(self.offer) if self.offer is not None else None
+            if phone.srtp == "mandatory" and offered is not None and not offered.crypto:
+                raise SdpNegotiationError("SRTP is mandatory here and the offer has no key")
             if self.offer is not None:
                 sdp = build_answer(
                     self.offer,
@@ -890,6 +962,7 @@ class IncomingInvite:
                     session_id=session_id,
                     codecs=ours,
                     telephone_event=telephone_event,
+                    crypto=_answer_key if phone.srtp != "never" else None,
                 )
             else:
                 sdp = build_offer(
@@ -945,8 +1018,11 @@ class Phone:
         media_timeout: float | None = None,
         resolver: SipResolver | None = None,
         strict_rtp: bool = True,
+        srtp: SrtpPolicy = "optional",
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.srtp: SrtpPolicy = srtp
+        """When we offer SRTP, and whether we take it (see :data:`SrtpPolicy`)."""
         self.strict_rtp = strict_rtp
         """Take a call's RTP only from its far end's address (see :class:`RtpSession`)."""
         self.rtp_foreign_dropped = 0
@@ -1000,6 +1076,7 @@ class Phone:
         resolver: SipResolver | None = None,
         strict_rtp: bool = True,
         tls: TlsConfig | None = None,
+        srtp: SrtpPolicy = "optional",
     ) -> Phone:
         """Bind the SIP socket on ``sip_host:sip_port`` (0 = any free port) and start.
 
@@ -1014,8 +1091,11 @@ class Phone:
         NAT); others are dropped, counted (:attr:`rtp_foreign_dropped`) and logged.
         ``tls``: also take SIP over TLS on ``tls.port`` (:attr:`tls_address`), and reach
         ``sips:`` and ``;transport=tls`` URIs over TLS (:class:`TlsConfigError` for unusable
-        files).
+        files). ``srtp``: SRTP media (:data:`SrtpPolicy`; default ``optional``: offered on
+        TLS calls, taken when offered).
         """
+        if srtp not in ("never", "optional", "mandatory"):
+            raise ValueError(f"srtp must be never, optional or mandatory, got {srtp!r}")
         if media_timeout is not None and media_timeout < 0:
             raise ValueError(f"media_timeout must be >= 0 seconds, got {media_timeout}")
         ports = rtp_ports if isinstance(rtp_ports, PortRange) else PortRange(*rtp_ports, even=True)
@@ -1035,6 +1115,7 @@ class Phone:
             media_timeout=media_timeout,
             resolver=resolver,
             strict_rtp=strict_rtp,
+            srtp=srtp,
         )
         sip_advertised = sdp_host or sip_host
 
@@ -1154,6 +1235,15 @@ class Phone:
                 self.failovers += 1
         raise AssertionError("unreachable: the last destination returns or raises")
 
+    def _offers_srtp(self, uri: str) -> bool:
+        """Whether a call to ``uri`` offers SRTP (:attr:`srtp`)."""
+        if self.srtp != "optional":
+            return self.srtp == "mandatory"
+        try:
+            return SipUri.parse(uri).secure
+        except SipError:
+            return False
+
     async def _dial_once(
         self,
         uri: str,
@@ -1173,6 +1263,8 @@ class Phone:
             session_id=str(self.rng.getrandbits(48)),
             codecs=ours,
             telephone_event=TELEPHONE_EVENT if telephone_event else None,
+            crypto=_offered_keys() if self._offers_srtp(uri) else (),
+            srtp_required=self.srtp == "mandatory",
         )
         try:
             sip = self.ua.invite(

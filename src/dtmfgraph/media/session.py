@@ -25,6 +25,7 @@ from dtmfgraph.rtp import (
     SourceGuard,
     Verdict,
 )
+from dtmfgraph.rtp.srtp import SrtpContext
 
 from .pacer import Outbound, Pacer
 from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
@@ -63,6 +64,10 @@ class RtpSession:
     the remote address, or from one address that proves itself with a few packets in sequence
     while the remote has not sent (a peer behind NAT; the session then sends there too). Others
     are dropped, counted in :attr:`guard` and reported to :attr:`on_foreign`.
+
+    ``srtp`` (a context for what we send, one for what we receive): SRTP (RFC 3711). Every
+    packet is protected on its way out; a datagram that does not authenticate is dropped
+    (``srtp_receive`` counts why) before anything else looks at it.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class RtpSession:
         remote: Address | None = None,
         latch: bool = False,
         strict: bool = False,
+        srtp: tuple[SrtpContext, SrtpContext] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if send:
@@ -96,6 +102,8 @@ class RtpSession:
         self.remote: Address | None = None
         self.latch = latch
         self.guard = SourceGuard(strict=strict)
+        self.srtp_send: SrtpContext | None = srtp[0] if srtp is not None else None
+        self.srtp_receive: SrtpContext | None = srtp[1] if srtp is not None else None
         self.on_foreign: Callable[[Address], None] | None = None
         """Optional observer of every datagram dropped by the strict RTP check (its source)."""
         self._jobs: dict[int, tuple[DtmfJob, asyncio.Future[DtmfJob]]] = {}
@@ -197,7 +205,10 @@ class RtpSession:
         )
         # Straight to the socket: one C call per packet. A packet the kernel cannot take now is
         # dropped by the pacer (late media is useless), never queued.
-        self._entry = self._pacer.add_outbound(self.outbound, self.endpoint.sock.sendto, remote)
+        sendto: Callable[[bytes, Address], object] = self.endpoint.sock.sendto
+        if self.srtp_send is not None:
+            sendto = _protected(self.srtp_send, self.endpoint.sock.sendto)
+        self._entry = self._pacer.add_outbound(self.outbound, sendto, remote)
 
     # -- sending --------------------------------------------------------------------------------
     def start_dtmf(
@@ -273,6 +284,11 @@ class RtpSession:
 
     # -- receiving ------------------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
+        if self.srtp_receive is not None:
+            clear = self.srtp_receive.unprotect(data)
+            if clear is None:
+                return  # forged, replayed or not SRTP: counted by the context
+            data = clear
         verdict = self.guard.admit(data, addr)
         if verdict is not Verdict.ACCEPT:
             if verdict is Verdict.LEARNED:
@@ -368,3 +384,15 @@ class RtpSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _protected(
+    context: SrtpContext, sendto: Callable[[bytes, Address], object]
+) -> Callable[[bytes, Address], object]:
+    """``sendto`` that sends each packet SRTP-protected by ``context``."""
+    protect = context.protect
+
+    def send(data: bytes, addr: Address) -> object:
+        return sendto(protect(data), addr)
+
+    return send

@@ -31,6 +31,7 @@ from ..media.phone import (
     IncomingInvite,
     Phone,
     PhoneCall,
+    SrtpPolicy,
 )
 from ..media.phone import CallEndedError as PhoneCallEndedError
 from ..media.phone import DialError as PhoneDialError
@@ -228,7 +229,10 @@ class SipMedia:
         dns_server: Address | None = None,
         failover_after: float = DEFAULT_FAILOVER_AFTER,
         tls: TlsConfig | None = None,
+        srtp: SrtpPolicy = "optional",
     ) -> None:
+        self.srtp: SrtpPolicy = srtp
+        """When calls offer SRTP, and whether they take it."""
         self.tls = tls
         """SIP over TLS (``None``: UDP and TCP only)."""
         self.dns_server = dns_server
@@ -265,6 +269,7 @@ class SipMedia:
                 strict_rtp=self.strict_rtp,
                 resolver=SipResolver(self.dns_server),
                 tls=self.tls,
+                srtp=self.srtp,
             )
             self.phone.failover_after = self.failover_after
         return self.phone

@@ -13,7 +13,7 @@ import heapq
 import itertools
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -69,6 +69,7 @@ from dtmfgraph.sip.registration import (
 )
 from dtmfgraph.sip.sdp import (
     SDP_CONTENT_TYPE,
+    CryptoAttribute,
     Direction,
     SessionDescription,
     audio_media,
@@ -923,6 +924,15 @@ class UserAgent:
         if local is None or ours is None:
             raise SdpNegotiationError("no local SDP to answer a re-INVITE from")
         codecs = [c for c in ours.codecs if c.name.lower() != "telephone-event"]
+
+        def keep_our_key(offered: Sequence[CryptoAttribute]) -> CryptoAttribute | None:
+            """SRTP goes on with our key, under the tag of an offered line of its suite."""
+            for line in ours.crypto:
+                for other in offered:
+                    if other.suite.upper() == line.suite.upper():
+                        return replace(line, tag=other.tag)
+            return None
+
         answer = build_answer(
             offer,
             ours.address,
@@ -932,6 +942,7 @@ class UserAgent:
             codecs=codecs,
             ptime=ours.ptime,
             username=local.origin.username,
+            crypto=keep_our_key if ours.crypto else None,
         )
         return next_local_version(local, answer)
 

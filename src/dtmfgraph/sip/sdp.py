@@ -1,9 +1,10 @@
-"""SDP (RFC 4566) and the offer/answer rules we follow (RFC 3264) for one audio stream."""
+"""SDP (RFC 4566) and the offer/answer rules we follow (RFC 3264) for one audio stream, with
+SDES crypto attributes (RFC 4568) for SRTP."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -102,6 +103,40 @@ class Origin:
 
 
 Attribute = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoAttribute:
+    """One ``a=crypto`` line (RFC 4568): its tag, suite name and ``inline:`` key (base64 of
+    master key and salt). ``extra``: it carries what we do not take (an MKI, several keys,
+    session parameters), so it cannot be used."""
+
+    tag: int
+    suite: str
+    inline: str
+    extra: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.tag} {self.suite} inline:{self.inline}"
+
+    @classmethod
+    def parse(cls, value: str) -> CryptoAttribute | None:
+        """The attribute of an ``a=crypto:`` value, or ``None`` when it is malformed."""
+        parts = value.split()
+        if len(parts) < 3 or not parts[0].isdigit() or not parts[2].startswith("inline:"):
+            return None
+        key_params = parts[2][len("inline:") :]
+        extra = len(parts) > 3 or ";" in key_params
+        key, _, rest = key_params.partition("|")
+        for param in rest.split("|") if rest else ():
+            if ":" in param:  # an MKI (value:length); a lifetime alone is fine
+                extra = True
+        return cls(int(parts[0]), parts[1], key, extra)
+
+
+CryptoChooser = Callable[[Sequence[CryptoAttribute]], CryptoAttribute | None]
+"""Given the crypto lines of an offer, the one line to answer with (our key, the tag and suite
+of an offered line we take), or ``None`` to take none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +276,14 @@ class AudioMedia:
     direction: Direction
     ptime: int | None = None
     codecs: tuple[Codec, ...] = field(default=())
+    proto: str = "RTP/AVP"
+    crypto: tuple[CryptoAttribute, ...] = field(default=())
+    """Its ``a=crypto`` lines (SDES keys for SRTP), in order."""
+
+    @property
+    def secure(self) -> bool:
+        """Whether the stream is SRTP (``RTP/SAVP``, or crypto lines in ``RTP/AVP``)."""
+        return "SAVP" in self.proto.upper() or bool(self.crypto)
 
     @property
     def on_hold(self) -> bool:
@@ -264,6 +307,7 @@ def audio_media(desc: SessionDescription) -> AudioMedia | None:
         (c for c in codecs if c.name.lower() == "telephone-event" and c.clock_rate == rate), None
     )
     direction = m.direction or _session_direction(desc) or Direction.SENDRECV
+    crypto = (CryptoAttribute.parse(v) for v in m.attribute_values("crypto"))
     return AudioMedia(
         address,
         m.port,
@@ -272,6 +316,8 @@ def audio_media(desc: SessionDescription) -> AudioMedia | None:
         direction,
         m.ptime,
         tuple(codecs),
+        m.proto,
+        tuple(c for c in crypto if c is not None),
     )
 
 
@@ -286,12 +332,17 @@ def build_offer(
     direction: Direction = Direction.SENDRECV,
     ptime: int | None = 20,
     username: str = "-",
+    crypto: Sequence[CryptoAttribute] = (),
+    srtp_required: bool = True,
 ) -> SessionDescription:
-    """An offer for one audio stream (default: PCMU, PCMA, telephone-event 101, ptime 20)."""
+    """An offer for one audio stream (default: PCMU, PCMA, telephone-event 101, ptime 20);
+    with ``crypto`` lines, an SRTP one: ``RTP/SAVP``, or with ``srtp_required=False``
+    ``RTP/AVP`` (best-effort SRTP: a peer without SRTP ignores the lines and answers RTP)."""
     formats = list(codecs) + ([telephone_event] if telephone_event else [])
+    proto = "RTP/SAVP" if crypto and srtp_required else "RTP/AVP"
     return SessionDescription(
         Origin(username, session_id, version, address),
-        (_audio_section(port, formats, direction, ptime),),
+        (_audio_section(port, formats, direction, ptime, proto, crypto),),
         connection=address,
     )
 
@@ -308,21 +359,31 @@ def build_answer(
     direction: Direction = Direction.SENDRECV,
     ptime: int | None = 20,
     username: str = "-",
+    crypto: CryptoChooser | None = None,
 ) -> SessionDescription:
     """Answer ``offer``: the first offered codec we support, in the offerer's order.
 
     telephone-event is answered only when offered, with the offerer's payload type. Every
-    other ``m=`` line is refused with port 0. Raises :class:`SdpNegotiationError` when there
-    is no usable audio stream or no common codec.
+    other ``m=`` line is refused with port 0. An SRTP stream (``RTP/SAVP``) is taken only when
+    ``crypto`` picks one of its crypto lines; crypto lines in ``RTP/AVP`` (best-effort SRTP)
+    are answered when it picks one, else the stream is plain RTP. Raises
+    :class:`SdpNegotiationError` when there is no usable audio stream or no common codec.
     """
     chosen_index: int | None = None
     formats: list[Codec] = []
     offered: AudioMedia | None = None
+    answer_crypto: CryptoAttribute | None = None
+    refused_srtp = False
     for index, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0 or not m.proto.upper().startswith("RTP/"):
             continue
         offered = audio_media(replace(offer, media=(m,)))
         if offered is None:
+            continue
+        usable = [c for c in offered.crypto if not c.extra]
+        answer_crypto = crypto(usable) if crypto is not None and usable else None
+        if answer_crypto is None and "SAVP" in m.proto.upper():
+            refused_srtp = True
             continue
         pick = next((c for c in m.codecs if any(c.same_format(o) for o in codecs)), None)
         if pick is None or pick.name.lower() == "telephone-event":
@@ -335,6 +396,8 @@ def build_answer(
         chosen_index = index
         break
     if chosen_index is None or offered is None:
+        if refused_srtp:
+            raise SdpNegotiationError("no SRTP crypto suite we take in the offer (RTP/SAVP)")
         raise SdpNegotiationError("no common audio codec in the offer")
     offered_direction = offered.direction
     if offered.address in HOLD_ADDRESSES:
@@ -345,7 +408,11 @@ def build_answer(
     media: list[MediaDescription] = []
     for index, m in enumerate(offer.media):
         if index == chosen_index:
-            media.append(_audio_section(port, formats, answer_direction, ptime))
+            proto = offer.media[index].proto
+            crypto_lines = (answer_crypto,) if answer_crypto is not None else ()
+            media.append(
+                _audio_section(port, formats, answer_direction, ptime, proto, crypto_lines)
+            )
         else:
             media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ("0",)))
     return SessionDescription(
@@ -367,7 +434,12 @@ def next_local_version(
 
 
 def _audio_section(
-    port: int, formats: Iterable[Codec], direction: Direction, ptime: int | None
+    port: int,
+    formats: Iterable[Codec],
+    direction: Direction,
+    ptime: int | None,
+    proto: str = "RTP/AVP",
+    crypto: Sequence[CryptoAttribute] = (),
 ) -> MediaDescription:
     formats = list(formats)
     attributes: list[Attribute] = []
@@ -378,10 +450,11 @@ def _audio_section(
     if ptime:
         attributes.append(("ptime", str(ptime)))
     attributes.append((direction.value, None))
+    attributes += [("crypto", str(line)) for line in crypto]
     return MediaDescription(
         "audio",
         port,
-        "RTP/AVP",
+        proto,
         tuple(str(c.payload_type) for c in formats),
         None,
         tuple(attributes),

@@ -1,0 +1,230 @@
+"""SRTP (RFC 3711) with SDES keys (RFC 4568), sans-I/O: packets in, packets out.
+
+Suites ``AES_CM_128_HMAC_SHA1_80`` and ``AES_CM_128_HMAC_SHA1_32``: AES-128 in counter mode
+over the payload, HMAC-SHA1 over the header, the encrypted payload and the rollover counter,
+truncated to 80 or 32 bits. Session keys come from the master key and salt by the AES-CM PRF
+with a key derivation rate of 0 (the SDES default). One :class:`SrtpContext` protects what we
+send (one SSRC) or unprotects what we receive (the rollover counter and a 64-packet replay
+window per SSRC, RFC 3711 3.3.1 and appendix A). SRTCP is not implemented (we send no RTCP;
+SRTCP we receive is dropped like any datagram that is not SRTP).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import RtpError
+
+MASTER_KEY_BYTES: Final = 16
+MASTER_SALT_BYTES: Final = 14
+_AUTH_KEY_BYTES: Final = 20
+_REPLAY_WINDOW: Final = 64
+_LABEL_ENCRYPTION, _LABEL_AUTH, _LABEL_SALT = 0, 1, 2
+
+
+class SrtpError(RtpError):
+    """Unusable SRTP key material (bad base64, wrong length, an unknown suite)."""
+
+
+class SrtpSuite(enum.Enum):
+    """The SDES crypto suites we speak, by their SDP name; the value is the tag length."""
+
+    AES_CM_128_HMAC_SHA1_80 = 10
+    AES_CM_128_HMAC_SHA1_32 = 4
+
+    @classmethod
+    def named(cls, name: str) -> SrtpSuite | None:
+        """The suite called ``name`` in SDP, or ``None`` when we do not speak it."""
+        return cls.__members__.get(name.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class SrtpKey:
+    """A suite and its master key and salt (the ``inline:`` key of an SDP crypto line)."""
+
+    suite: SrtpSuite
+    master_key: bytes
+    master_salt: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.master_key) != MASTER_KEY_BYTES or len(self.master_salt) != MASTER_SALT_BYTES:
+            raise SrtpError(
+                f"an SRTP master key is {MASTER_KEY_BYTES} bytes and its salt "
+                f"{MASTER_SALT_BYTES}, got {len(self.master_key)} and {len(self.master_salt)}"
+            )
+
+    @classmethod
+    def generate(cls, suite: SrtpSuite = SrtpSuite.AES_CM_128_HMAC_SHA1_80) -> SrtpKey:
+        """A fresh random key (``os.urandom``)."""
+        material = os.urandom(MASTER_KEY_BYTES + MASTER_SALT_BYTES)
+        return cls(suite, material[:MASTER_KEY_BYTES], material[MASTER_KEY_BYTES:])
+
+    @classmethod
+    def from_inline(cls, suite: SrtpSuite, inline: str) -> SrtpKey:
+        """From the base64 of an ``inline:`` key parameter (without lifetime or MKI)."""
+        try:
+            material = base64.b64decode(inline.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise SrtpError(f"SRTP inline key {inline!r} is not base64") from None
+        if len(material) != MASTER_KEY_BYTES + MASTER_SALT_BYTES:
+            raise SrtpError(
+                f"SRTP inline key holds {len(material)} bytes, not "
+                f"{MASTER_KEY_BYTES + MASTER_SALT_BYTES} (key and salt)"
+            )
+        return cls(suite, material[:MASTER_KEY_BYTES], material[MASTER_KEY_BYTES:])
+
+    @property
+    def inline(self) -> str:
+        """The base64 of key and salt, for ``a=crypto:... inline:<this>``."""
+        return base64.b64encode(self.master_key + self.master_salt).decode()
+
+    def __repr__(self) -> str:  # never print key material
+        return f"SrtpKey({self.suite.name}, <secret>)"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """What RFC 3711 4.3 derives from a master key: encryption key, authentication key, salt."""
+
+    encryption: bytes
+    authentication: bytes
+    salt: bytes
+
+
+def derive_session_keys(key: SrtpKey) -> SessionKeys:
+    """The SRTP session keys of ``key`` (key derivation rate 0)."""
+    return SessionKeys(
+        _prf(key, _LABEL_ENCRYPTION, MASTER_KEY_BYTES),
+        _prf(key, _LABEL_AUTH, _AUTH_KEY_BYTES),
+        _prf(key, _LABEL_SALT, MASTER_SALT_BYTES),
+    )
+
+
+def _prf(key: SrtpKey, label: int, length: int) -> bytes:
+    """AES-CM keystream of the master key from x = (label << 48) XOR master salt, times 2^16."""
+    block = bytearray(key.master_salt + b"\x00\x00")
+    block[7] ^= label
+    return _keystream(key.master_key, bytes(block), length)
+
+
+def _keystream(aes_key: bytes, counter_block: bytes, length: int) -> bytes:
+    encryptor = Cipher(algorithms.AES(aes_key), modes.CTR(counter_block)).encryptor()
+    return encryptor.update(b"\x00" * length) + encryptor.finalize()
+
+
+class SrtpContext:
+    """One direction of one SRTP session: :meth:`protect` for what we send, :meth:`unprotect`
+    for what we receive (never both on one context)."""
+
+    def __init__(self, key: SrtpKey) -> None:
+        self.suite = key.suite
+        self._keys = derive_session_keys(key)
+        self._cipher = algorithms.AES(self._keys.encryption)
+        self._salt = int.from_bytes(self._keys.salt, "big") << 16
+        self._tag_bytes = key.suite.value
+        self._sent: dict[int, tuple[int, int]] = {}
+        """Per SSRC we send: the last sequence number and the rollover counter."""
+        self._heard: dict[int, tuple[int, int]] = {}
+        """Per SSRC we receive: the highest packet index authenticated, and the replay window
+        (bit ``n`` set: index ``highest - n`` was received)."""
+        self.auth_failures = 0
+        self.replays = 0
+        self.malformed = 0
+
+    # -- sending ------------------------------------------------------------------------------
+    def protect(self, packet: bytes) -> bytes:
+        """The SRTP packet of the RTP ``packet`` (ours, well formed)."""
+        header = _header_length(packet)
+        if header is None:
+            raise SrtpError("cannot protect a datagram that is not RTP")
+        seq, ssrc = struct.unpack_from("!HxxxxI", packet, 2)
+        last = self._sent.get(ssrc)
+        roc = 0
+        if last is not None:
+            roc = last[1] + 1 if seq < last[0] and last[0] - seq > 0x8000 else last[1]
+        self._sent[ssrc] = (seq, roc)
+        index = (roc << 16) | seq
+        payload = self._crypt(packet[header:], ssrc, index)
+        body = packet[:header] + payload
+        return body + self._tag(body, roc)
+
+    # -- receiving ----------------------------------------------------------------------------
+    def unprotect(self, packet: bytes) -> bytes | None:
+        """The RTP packet inside the SRTP ``packet``, or ``None`` (counted) when it is not
+        SRTP, fails authentication, or replays a packet already received."""
+        tag_bytes = self._tag_bytes
+        header = _header_length(packet)
+        if header is None or len(packet) < header + tag_bytes:
+            self.malformed += 1
+            return None
+        seq, ssrc = struct.unpack_from("!HxxxxI", packet, 2)
+        state = self._heard.get(ssrc)
+        if state is None:
+            index = seq  # RFC 3711 3.3.1: the first packet's ROC is 0
+        else:
+            index = _estimate_index(state[0], seq)
+            delta = state[0] - index
+            if delta >= _REPLAY_WINDOW or (delta >= 0 and state[1] >> delta & 1):
+                self.replays += 1
+                return None
+        body, tag = packet[:-tag_bytes], packet[-tag_bytes:]
+        if not hmac.compare_digest(self._tag(body, index >> 16), tag):
+            self.auth_failures += 1
+            return None
+        if state is None:
+            self._heard[ssrc] = (index, 1)
+        elif index > state[0]:
+            shift = index - state[0]
+            window = (state[1] << shift | 1) & ((1 << _REPLAY_WINDOW) - 1) if shift < 64 else 1
+            self._heard[ssrc] = (index, window)
+        else:
+            self._heard[ssrc] = (state[0], state[1] | 1 << (state[0] - index))
+        return body[:header] + self._crypt(body[header:], ssrc, index)
+
+    # -- the transforms -----------------------------------------------------------------------
+    def _crypt(self, payload: bytes, ssrc: int, index: int) -> bytes:
+        """AES-CM over ``payload``: IV = salt * 2^16 XOR SSRC * 2^64 XOR index * 2^16."""
+        if not payload:
+            return payload
+        iv = self._salt ^ (ssrc << 64) ^ (index << 16)
+        encryptor = Cipher(self._cipher, modes.CTR(iv.to_bytes(16, "big"))).encryptor()
+        return encryptor.update(payload) + encryptor.finalize()
+
+    def _tag(self, body: bytes, roc: int) -> bytes:
+        mac = hmac.new(self._keys.authentication, body, hashlib.sha1)
+        mac.update(roc.to_bytes(4, "big"))
+        return mac.digest()[: self._tag_bytes]
+
+
+def _estimate_index(highest: int, seq: int) -> int:
+    """RFC 3711 appendix A: the index of sequence number ``seq`` given the highest index so far
+    (the rollover counter of the highest, or one either side of it)."""
+    roc, s_l = highest >> 16, highest & 0xFFFF
+    if s_l < 0x8000:
+        v = roc - 1 if seq - s_l > 0x8000 else roc
+    else:
+        v = roc + 1 if s_l - 0x8000 > seq else roc
+    return max(v, 0) << 16 | seq
+
+
+def _header_length(packet: bytes) -> int | None:
+    """The length of the RTP header (CSRCs and extension included), or ``None`` if ``packet``
+    is not RTP."""
+    if len(packet) < 12 or packet[0] >> 6 != 2:
+        return None
+    length = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10:
+        if len(packet) < length + 4:
+            return None
+        length += 4 + 4 * int.from_bytes(packet[length + 2 : length + 4], "big")
+    return length if len(packet) >= length else None

@@ -1,0 +1,101 @@
+"""SRTP (RFC 3711) against the RFC's test vectors, and what a receiver must refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtmfgraph.rtp import RtpPacket
+from dtmfgraph.rtp.srtp import (
+    SrtpContext,
+    SrtpError,
+    SrtpKey,
+    SrtpSuite,
+    derive_session_keys,
+)
+
+RFC_KEY = SrtpKey(
+    SrtpSuite.AES_CM_128_HMAC_SHA1_80,
+    bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139"),
+    bytes.fromhex("0EC675AD498AFEEBB6960B3AABE6"),
+)
+
+
+def rtp(seq: int, ssrc: int = 0xCAFE, payload: bytes = b"\xd5" * 160, pt: int = 0) -> bytes:
+    return RtpPacket(pt, seq & 0xFFFF, 160 * seq, ssrc, payload).serialize()
+
+
+def test_session_keys_are_those_of_rfc_3711_b3() -> None:
+    keys = derive_session_keys(RFC_KEY)
+    assert keys.encryption.hex().upper() == "C61E7A93744F39EE10734AFE3FF7A087"
+    assert keys.authentication.hex().upper() == "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4"
+    assert keys.salt.hex().upper() == "30CBBC08863D8C85D49DB34A9AE1"
+
+
+def test_the_keystream_is_that_of_rfc_3711_b2() -> None:
+    """B.2: session key 2B7E..., session salt F0F1...FD, SSRC 0, index 0: the first keystream
+    block (the encryption of zeros) is E03EAD09..."""
+    context = SrtpContext(RFC_KEY)
+    session_key = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")
+    session_salt = bytes.fromhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD")
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+    context._cipher = algorithms.AES(session_key)
+    context._salt = int.from_bytes(session_salt, "big") << 16
+    block = context._crypt(b"\x00" * 16, ssrc=0, index=0)
+    assert block.hex().upper() == "E03EAD0935C95E80E166B16DD92B4EB4"
+
+
+@pytest.mark.parametrize("suite", list(SrtpSuite))
+def test_protect_then_unprotect_gives_the_packet_back(suite: SrtpSuite) -> None:
+    key = SrtpKey.generate(suite)
+    sender, receiver = SrtpContext(key), SrtpContext(key)
+    for seq in range(100, 110):
+        packet = rtp(seq)
+        protected = sender.protect(packet)
+        assert len(protected) == len(packet) + suite.value
+        assert protected[:12] == packet[:12]  # the header stays readable
+        assert protected[12:172] != packet[12:172]  # the payload does not
+        assert receiver.unprotect(protected) == packet
+    assert (receiver.auth_failures, receiver.replays) == (0, 0)
+
+
+def test_tampering_a_wrong_key_and_replays_are_refused() -> None:
+    key = SrtpKey.generate()
+    sender, receiver = SrtpContext(key), SrtpContext(key)
+    good = sender.protect(rtp(1))
+    bad = bytearray(good)
+    bad[20] ^= 1
+    assert receiver.unprotect(bytes(bad)) is None
+    assert SrtpContext(SrtpKey.generate()).unprotect(good) is None  # someone else's key
+    assert receiver.unprotect(good) == rtp(1)
+    assert receiver.unprotect(good) is None  # the same packet again
+    assert receiver.unprotect(b"\x80\x00\x00") is None  # too short for RTP
+    assert (receiver.auth_failures, receiver.replays, receiver.malformed) == (1, 1, 1)
+
+
+def test_rollover_and_reordering_across_the_sequence_wrap() -> None:
+    """65533..65535, 0..2 carry ROC 1 after the wrap; a late 65535 after 0 is still found
+    (ROC 0), and one more than 64 packets late is refused as too old."""
+    key = SrtpKey.generate()
+    sender, receiver = SrtpContext(key), SrtpContext(key)
+    protected = {seq: sender.protect(rtp(seq)) for seq in [65533, 65534, 65535, 0, 1, 2]}
+    for seq in [65533, 65534, 0, 65535, 2, 1]:
+        assert receiver.unprotect(protected[seq]) == rtp(seq), seq
+    for seq in range(3, 100):
+        assert receiver.unprotect(sender.protect(rtp(seq))) == rtp(seq)
+    old = SrtpContext(key)
+    old.protect(rtp(65533))
+    stale = old.protect(rtp(2))  # ROC 1 too, but index 65538: 97 behind the receiver's 65635
+    assert receiver.unprotect(stale) is None and receiver.replays == 1
+
+
+def test_inline_keys() -> None:
+    key = SrtpKey.generate(SrtpSuite.AES_CM_128_HMAC_SHA1_32)
+    assert SrtpKey.from_inline(key.suite, key.inline) == key
+    assert len(key.inline) == 40 and "secret" in repr(key)
+    with pytest.raises(SrtpError, match="not base64"):
+        SrtpKey.from_inline(key.suite, "***")
+    with pytest.raises(SrtpError, match="holds 3 bytes"):
+        SrtpKey.from_inline(key.suite, "AAAA")
+    assert SrtpSuite.named("aes_cm_128_hmac_sha1_80") is SrtpSuite.AES_CM_128_HMAC_SHA1_80
+    assert SrtpSuite.named("AEAD_AES_128_GCM") is None
