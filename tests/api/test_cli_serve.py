@@ -182,6 +182,9 @@ def test_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
         ),
         (["--sip-port", "70000"], "error: --sip-port: Input should be less than or equal to 65535"),
         (["--loopback-speed", "0"], "error: --loopback-speed: Input should be greater than 0"),
+        (["--srtp", "sometimes"], "error: --srtp: Input should be 'never', 'optional' or"),
+        (["--sip-failover-after", "0"], "error: --sip-failover-after: Input should be greater"),
+        (["--sip-tls-port", "70000"], "error: --sip-tls-port: Input should be less than"),
     ],
 )
 def test_out_of_range_option_is_one_line_and_exit_2(

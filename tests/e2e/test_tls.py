@@ -150,13 +150,16 @@ async def test_tls_without_configuration_and_bad_files_are_clear_errors(
         await Phone.start("127.0.0.1", 0, tls=TlsConfig(ours.cert, ours.key, ca_file=missing))
 
 
+@pytest.mark.parametrize(("method", "srtp"), [("sipinfo", None), ("rfc4733", "mandatory")])
 async def test_the_graph_service_calls_over_tls(
-    tmp_path: Path, ca: TestCa, receiver: Receiver
+    tmp_path: Path, ca: TestCa, receiver: Receiver, method: str, srtp: str | None
 ) -> None:
-    """Through the official SDK: a call to baresip's ``;transport=tls`` URI, keys by SIP INFO
-    (which travel inside the TLS connection), DELETE; no SIP went over UDP."""
+    """Through the official SDK: a call to baresip's ``;transport=tls`` URI, keys, DELETE; no
+    SIP went over UDP. By SIP INFO (inside the TLS connection) with plain RTP; and by RFC 4733
+    with ``--srtp mandatory`` against a baresip that takes only SRTP."""
     ours = ca.issue("service", "127.0.0.1")
-    async with _baresip(tmp_path, ca) as bs:
+    mediaenc = "srtp-mand" if srtp else None
+    async with _baresip(tmp_path, ca, mediaenc=mediaenc) as bs:
         service, server, task = await start_sip_service(
             tmp_path / "svc",
             receiver,
@@ -164,11 +167,10 @@ async def test_the_graph_service_calls_over_tls(
             sip_tls_key_file=ours.key,
             sip_tls_port=0,
             sip_tls_ca_file=ca.cert_file,
+            **({"srtp": srtp} if srtp else {}),
         )
         try:
-            await keys_reach_baresip_then_hang_up(
-                service, receiver, bs, bs.tls_uri, "73", "sipinfo"
-            )
+            await keys_reach_baresip_then_hang_up(service, receiver, bs, bs.tls_uri, "73", method)
             phone = service.media.phone  # type: ignore[attr-defined]
             stats = phone.transport.stats
         finally:
