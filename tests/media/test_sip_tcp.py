@@ -88,3 +88,47 @@ async def test_a_taken_tcp_port_leaves_udp_working(caplog: pytest.LogCaptureFixt
         assert "SIP over TCP is not accepted" in caplog.text
     finally:
         blocker.close()
+
+
+async def test_idle_connections_are_closed_unless_a_call_needs_them() -> None:
+    """idle_timeout 0.4 s: a client that sent one OPTIONS and went quiet is disconnected; a
+    call between two phones over TCP keeps its connection through 1.5 s of SIP silence (its
+    keys by SIP INFO then go over the same connection), and loses it once the call is over."""
+    a = await Phone.start("127.0.0.1", 0)
+    b = await Phone.start("127.0.0.1", 0)
+    try:
+        for phone in (a, b):
+            phone.transport.idle_timeout = 0.4
+        reader, writer = await _connect(a)
+        writer.write(_options(writer.get_extra_info("sockname")[1]))
+        assert (await _response(reader)).startswith(b"SIP/2.0 200 OK")
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # closed by us, idle
+        assert a.transport.stats.idle_closed == 1
+
+        answered: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        async def on_incoming(invite: object) -> None:
+            answered.set_result(await invite.answer())  # type: ignore[attr-defined]
+
+        b.on_incoming = on_incoming
+        host, port = b.sip_address
+        call = await a.dial(f"sip:bob@{host}:{port};transport=tcp", timeout=5)
+        callee = await asyncio.wait_for(answered, 5)
+        await asyncio.sleep(1.5)  # no SIP at all meanwhile (RTP only)
+        await call.send_dtmf("5", method="sipinfo")
+        assert (await callee.next_key(3)).key == "5"  # type: ignore[attr-defined]
+        assert a.transport.stats.tcp_connections == 2  # the OPTIONS one, and the call's
+        assert b.transport.stats.idle_closed == 0
+        await call.hangup()
+
+        def closed_idle() -> int:
+            return a.transport.stats.idle_closed + b.transport.stats.idle_closed
+
+        for _ in range(40):  # one side closes the call's connection, the other sees it go
+            if closed_idle() == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert closed_idle() == 2  # the OPTIONS connection, then the call's
+    finally:
+        await a.close()
+        await b.close()

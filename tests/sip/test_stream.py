@@ -161,3 +161,20 @@ def test_a_connection_that_cannot_be_opened_fails_its_requests_at_once() -> None
     assert refused.status == 503 and refused.retry_at == pytest.approx(30.5)
     assert registration.state is RegistrationState.FAILED
     assert not ua.is_secure(server) and not elsewhere.is_over  # other peers are untouched
+
+
+def test_a_peer_is_in_use_while_a_transaction_call_or_registration_needs_it() -> None:
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1))
+    server, other = ("127.0.0.1", 5070), ("127.0.0.1", 5090)
+    assert not ua.peer_in_use(server)
+    call = ua.invite("sip:alice@127.0.0.1:5070;transport=tcp", None, 0.0)
+    assert ua.peer_in_use(server) and not ua.peer_in_use(other)
+    ua.connection_failed(server, 0.1, "refused")  # the call fails: nothing needs it now
+    assert call.is_over and not ua.peer_in_use(server)
+    registration = ua.register(
+        "sip:bot@127.0.0.1:5090", 0.2, registrar="sip:127.0.0.1:5090;transport=tcp"
+    )
+    ua.stream_messages_to_send(0.2)
+    assert ua.peer_in_use(other)
+    ua.connection_failed(other, 0.3, "refused")  # failed, but it will try again: still needed
+    assert registration.state is RegistrationState.FAILED and ua.peer_in_use(other)

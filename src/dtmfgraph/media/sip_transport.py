@@ -12,7 +12,8 @@ a TCP peer goes on that peer's connection, opened on first use. Each connection'
 into messages by a :class:`~dtmfgraph.sip.stream.StreamFramer`; a stream that cannot be framed
 is closed (logged and counted). A connection that closes makes its peer a UDP address again for
 the agent; one that cannot be opened fails the requests waiting for it at once (503, with the
-reason), as RFC 3261 8.1.3.1 has a transport error do.
+reason), as RFC 3261 8.1.3.1 has a transport error do. A connection idle for ``idle_timeout``
+(default 300 s) that no transaction, call or registration of the agent needs is closed.
 
 TLS (given a :class:`~dtmfgraph.media.tls.TlsConfig`): a listener on its own port, and TLS
 connections to the peers the agent marks secure, checked against the peer's name. A peer whose
@@ -64,6 +65,8 @@ class TransportStats:
     """TLS connections accepted or opened (also counted in ``tcp_connections``)."""
     tls_errors: int = 0
     """TLS handshakes that failed (a certificate or name that does not check out...)."""
+    idle_closed: int = 0
+    """Connections we closed after ``idle_timeout`` without traffic, nothing needing them."""
 
 
 @dataclass(slots=True)
@@ -78,6 +81,8 @@ class _Stream:
     """A TLS connection."""
     name: str | None = None
     """The name the peer's certificate was checked for (TLS connections we open)."""
+    last_active: float = 0.0
+    """Loop time of the last message read or written."""
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -104,6 +109,10 @@ class SipTransport(asyncio.DatagramProtocol):
         self._streams: dict[Address, _Stream] = {}
         self.max_tcp_connections = MAX_TCP_CONNECTIONS
         """Connections accepted beyond this many open ones are closed at once."""
+        self.idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_S
+        """A TCP or TLS connection without traffic for this long is closed, unless the agent
+        still needs its peer (a transaction, a call, a registration); ``None``: never."""
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(
@@ -226,6 +235,8 @@ class SipTransport(asyncio.DatagramProtocol):
         self.stats.tls_connections += secure
         old = self._streams.get(peer)
         stream = _Stream(writer=writer, secure=secure)  # the server's task: closing ends it
+        stream.last_active = self._loop.time()
+        self._sweep_soon()
         self._streams[peer] = stream
         if old is not None and old.writer is not None:
             old.writer.close()
@@ -255,6 +266,8 @@ class SipTransport(asyncio.DatagramProtocol):
         self.stats.tcp_connections += 1
         self.stats.tls_connections += stream.secure
         stream.writer = writer
+        stream.last_active = self._loop.time()
+        self._sweep_soon()
         for data in stream.waiting:
             writer.write(data)
             self.stats.tcp_messages_out += 1
@@ -268,6 +281,7 @@ class SipTransport(asyncio.DatagramProtocol):
                 ua = self._ua
                 if ua is None:
                     break
+                stream.last_active = self._loop.time()
                 for message in framer.feed(data):
                     self.stats.tcp_messages_in += 1
                     try:
@@ -331,7 +345,38 @@ class SipTransport(asyncio.DatagramProtocol):
             self.stats.tcp_errors += 1
         else:
             stream.writer.write(data)
+            stream.last_active = self._loop.time()
             self.stats.tcp_messages_out += 1
+
+    def _sweep_soon(self) -> None:
+        """Arm the idle sweep (while connections are open)."""
+        if self._sweeper is None and self.idle_timeout is not None and not self.closed:
+            interval = min(_SWEEP_S, self.idle_timeout / 2)
+            self._sweeper = self._loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for ``idle_timeout`` that nothing needs any more."""
+        self._sweeper = None
+        timeout, ua = self.idle_timeout, self._ua
+        if timeout is None or ua is None:
+            return
+        now = self._loop.time()
+        for peer, stream in list(self._streams.items()):
+            writer = stream.writer
+            if writer is None or now - stream.last_active < timeout:
+                continue
+            try:
+                needed = ua.peer_in_use(peer)
+            except Exception:
+                self.stats.agent_errors += 1
+                logger.exception("SIP agent failed on a connection check")
+                needed = True
+            if not needed:
+                self.stats.idle_closed += 1
+                logger.debug("SIP connection with %s:%d idle: closed", *peer)
+                writer.close()  # its reader ends and forgets the peer
+        if self._streams:
+            self._sweep_soon()
 
     def error_received(self, exc: Exception) -> None:
         self.stats.send_errors += 1
@@ -339,6 +384,9 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -435,6 +483,9 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._ua is not None and self._transport is not None:
             self._send(self._ua)
         self._cancel_timer()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for server in (self._tcp_server, self._tls_server):
             if server is not None:
                 server.close()
@@ -455,6 +506,12 @@ class SipTransport(asyncio.DatagramProtocol):
 
 MAX_TCP_CONNECTIONS = 4096
 """Open TCP connections (ours and accepted) beyond which new ones are refused."""
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+"""A connection with no traffic for this long, that no transaction, call or registration of the
+agent needs, is closed (Kamailio's default lifetime is 120 s; ours is longer, as we are an
+endpoint rather than a proxy)."""
+_SWEEP_S = 30.0
+"""How often idle connections are looked for."""
 _CONNECT_TIMEOUT_S = 5.0
 """Longest wait for a TCP connection to a peer."""
 

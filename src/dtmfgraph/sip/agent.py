@@ -154,6 +154,8 @@ class UserAgent:
         self._calls: dict[str, Call] = {}
         self._client_tx: dict[ClientKey, ClientTransaction] = {}
         self._pending: dict[ClientKey, _Pending] = {}
+        self._registrations: dict[str, Registration] = {}
+        """Registrations made here and not over, by Call-ID."""
         self._registering: dict[ClientKey, tuple[Registration, int]] = {}
         """REGISTER transactions: their registration and the expires they ask for."""
         self._server_tx: dict[ServerKey, ServerTransaction] = {}
@@ -211,6 +213,27 @@ class UserAgent:
         if secure:
             self._wire.secure.add(addr)
         self.receive_datagram(data, addr, now)
+
+    def peer_in_use(self, addr: Addr) -> bool:
+        """Whether something still sends to ``addr`` or waits for it: a transaction, a call
+        (its peer or its next hop) or a registration (so its connection must stay open)."""
+        if any(tx.dest == addr for tx in self._client_tx.values()):
+            return True
+        if any(tx.dest == addr for tx in self._server_tx.values()):
+            return True
+        for call in self._calls.values():
+            if call.is_over:
+                continue
+            if call.peer_addr == addr or (
+                call.dialog is not None and call.dialog.next_hop() == addr
+            ):
+                return True
+        for registration in list(self._registrations.values()):
+            if registration.is_over:
+                del self._registrations[registration.call_id]
+            elif registration.destination == addr:
+                return True
+        return False
 
     def is_secure(self, addr: Addr) -> bool:
         """Whether messages to ``addr`` go over TLS."""
@@ -371,6 +394,7 @@ class UserAgent:
             retry_s=retry_s,
         )
         self._send_register(registration, now, expires)
+        self._registrations[registration.call_id] = registration
         return registration
 
     def unregister(self, registration: Registration, now: float) -> None:
