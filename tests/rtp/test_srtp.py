@@ -6,12 +6,15 @@ import pytest
 
 from dtmfgraph.rtp import RtpPacket
 from dtmfgraph.rtp.srtp import (
+    SessionKeys,
     SrtpContext,
     SrtpError,
     SrtpKey,
     SrtpSuite,
     derive_session_keys,
 )
+
+from ..judges.libsrtp import LibSrtp
 
 RFC_KEY = SrtpKey(
     SrtpSuite.AES_CM_128_HMAC_SHA1_80,
@@ -32,17 +35,20 @@ def test_session_keys_are_those_of_rfc_3711_b3() -> None:
 
 
 def test_the_keystream_is_that_of_rfc_3711_b2() -> None:
-    """B.2: session key 2B7E..., session salt F0F1...FD, SSRC 0, index 0: the first keystream
-    block (the encryption of zeros) is E03EAD09..."""
-    context = SrtpContext(RFC_KEY)
-    session_key = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")
-    session_salt = bytes.fromhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD")
-    from cryptography.hazmat.primitives.ciphers import algorithms
-
-    context._cipher = algorithms.AES(session_key)
-    context._salt = int.from_bytes(session_salt, "big") << 16
-    block = context._crypt(b"\x00" * 16, ssrc=0, index=0)
-    assert block.hex().upper() == "E03EAD0935C95E80E166B16DD92B4EB4"
+    """B.2: session key 2B7E..., session salt F0F1...FD, SSRC 0, index 0: the first three
+    keystream blocks (the encryption of zeros)."""
+    keys = SessionKeys(
+        bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C"),
+        b"\x00" * 20,
+        bytes.fromhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD"),
+    )
+    context = SrtpContext.from_session_keys(keys, SrtpSuite.AES_CM_128_HMAC_SHA1_80)
+    stream = context._crypt(b"\x00" * 48, ssrc=0, index=0)
+    assert stream.hex().upper() == (
+        "E03EAD0935C95E80E166B16DD92B4EB4"
+        "D23513162B02D0F72A43A2FE4A5F97AB"
+        "41E95B3BB0A2E8DD477901E4FCA894C0"
+    )
 
 
 @pytest.mark.parametrize("suite", list(SrtpSuite))
@@ -99,3 +105,27 @@ def test_inline_keys() -> None:
         SrtpKey.from_inline(key.suite, "AAAA")
     assert SrtpSuite.named("aes_cm_128_hmac_sha1_80") is SrtpSuite.AES_CM_128_HMAC_SHA1_80
     assert SrtpSuite.named("AEAD_AES_128_GCM") is None
+
+
+@pytest.mark.parametrize("suite", list(SrtpSuite))
+def test_libsrtp_reads_what_we_protect_and_we_read_what_it_protects(suite: SrtpSuite) -> None:
+    """Cisco's libsrtp 2 as the judge, one master key, across a sequence wrap: it unprotects
+    every packet we protect, and we every packet it protects, byte for byte."""
+    key = SrtpKey.generate(suite)
+    material = key.master_key + key.master_salt
+    ours_out, ours_in = SrtpContext(key), SrtpContext(key)
+    theirs_in = LibSrtp(material, outbound=False, tag_bytes=suite.value)
+    theirs_out = LibSrtp(material, outbound=True, tag_bytes=suite.value)
+    try:
+        for seq in [*range(65500, 65536), *range(0, 40)]:
+            packet = rtp(seq, payload=bytes(range(seq % 200, seq % 200 + 60)))
+            mine = ours_out.protect(packet)
+            assert theirs_in.unprotect(mine) == packet, seq
+            event = rtp(seq, ssrc=0xBEEF, payload=b"\x05\x0a\x00\xa0", pt=101)
+            assert ours_in.unprotect(theirs_out.protect(event)) == event, seq
+        tampered = bytearray(ours_out.protect(rtp(40)))
+        tampered[-1] ^= 0x80
+        assert theirs_in.unprotect(bytes(tampered)) is None
+    finally:
+        theirs_in.close()
+        theirs_out.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import os
@@ -127,11 +128,24 @@ class SrtpContext:
     for what we receive (never both on one context)."""
 
     def __init__(self, key: SrtpKey) -> None:
-        self.suite = key.suite
-        self._keys = derive_session_keys(key)
-        self._cipher = algorithms.AES(self._keys.encryption)
-        self._salt = int.from_bytes(self._keys.salt, "big") << 16
-        self._tag_bytes = key.suite.value
+        self._setup(derive_session_keys(key), key.suite)
+
+    @classmethod
+    def from_session_keys(cls, keys: SessionKeys, suite: SrtpSuite) -> SrtpContext:
+        """A context on already derived session keys (RFC 3711's test vectors start there)."""
+        context = cls.__new__(cls)
+        context._setup(keys, suite)
+        return context
+
+    def _setup(self, keys: SessionKeys, suite: SrtpSuite) -> None:
+        self.suite = suite
+        self._keys = keys
+        # Counter mode by hand: the counter blocks of one packet encrypted in one ECB call
+        # (one C call, no cipher object per packet), then XORed onto the payload.
+        self._blocks = Cipher(algorithms.AES(keys.encryption), modes.ECB()).encryptor()
+        self._mac = hmac.new(keys.authentication, digestmod=hashlib.sha1)
+        self._salt = int.from_bytes(keys.salt, "big") << 16
+        self._tag_bytes = suite.value
         self._sent: dict[int, tuple[int, int]] = {}
         """Per SSRC we send: the last sequence number and the rollover counter."""
         self._heard: dict[int, tuple[int, int]] = {}
@@ -193,17 +207,30 @@ class SrtpContext:
 
     # -- the transforms -----------------------------------------------------------------------
     def _crypt(self, payload: bytes, ssrc: int, index: int) -> bytes:
-        """AES-CM over ``payload``: IV = salt * 2^16 XOR SSRC * 2^64 XOR index * 2^16."""
-        if not payload:
+        """AES-CM over ``payload``: the keystream is AES of the counter blocks IV, IV + 1, ...
+        with IV = salt * 2^16 XOR SSRC * 2^64 XOR index * 2^16 (whose low 16 bits are 0, so
+        block ``i`` is IV with ``i`` in them)."""
+        size = len(payload)
+        if not size:
             return payload
-        iv = self._salt ^ (ssrc << 64) ^ (index << 16)
-        encryptor = Cipher(self._cipher, modes.CTR(iv.to_bytes(16, "big"))).encryptor()
-        return encryptor.update(payload) + encryptor.finalize()
+        n = -(-size // 16)
+        iv = (self._salt ^ (ssrc << 64) ^ (index << 16)).to_bytes(16, "big")
+        counters = (int.from_bytes(iv * n, "big") | _counter_blocks(n)).to_bytes(16 * n, "big")
+        keystream = self._blocks.update(counters)
+        mixed = int.from_bytes(payload, "big") ^ int.from_bytes(keystream[:size], "big")
+        return mixed.to_bytes(size, "big")
 
     def _tag(self, body: bytes, roc: int) -> bytes:
-        mac = hmac.new(self._keys.authentication, body, hashlib.sha1)
+        mac = self._mac.copy()
+        mac.update(body)
         mac.update(roc.to_bytes(4, "big"))
         return mac.digest()[: self._tag_bytes]
+
+
+@functools.cache
+def _counter_blocks(n: int) -> int:
+    """``n`` 16-byte blocks holding 0 .. n-1 in their last two bytes, as one integer."""
+    return int.from_bytes(b"".join(i.to_bytes(16, "big") for i in range(n)), "big")
 
 
 def _estimate_index(highest: int, seq: int) -> int:
