@@ -82,12 +82,26 @@ async def ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"dtmfgraph serve did not come up:\n{log.read_text()}")
 
 
-async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
+def _setting_up(tmp_path: Path) -> tuple[int, int, str, str, Path]:
+    """API port, SIP port, database URL, a token and the log file of one ``serve``."""
     port, sip_port = free_port(), free_udp_port()
-    base = f"http://127.0.0.1:{port}"
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'graph.sqlite3'}"
     token = mint_token(make_settings(tmp_path, db_url, port), tenant_id=TENANT, app_id=APP)
-    log = tmp_path / "serve.log"
+    return port, sip_port, db_url, token, tmp_path / "serve.log"
+
+
+async def _call_established(http: httpx.AsyncClient, receiver: Receiver, bs: Baresip) -> str:
+    """POST a call to baresip; its id once the receiver has heard it is established."""
+    body = {"callbackUri": receiver.url, "targets": [{"identity": {"user": {"id": bs.uri}}}]}
+    r = await http.post("/communications/calls", json=body)
+    assert r.status_code == 201, r.text
+    await receiver.wait_for(lambda n: n["resourceData"].get("state") == "established")
+    return str(r.json()["id"])
+
+
+async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
+    port, sip_port, db_url, token, log = _setting_up(tmp_path)
+    base = f"http://127.0.0.1:{port}"
     proc = start_serve(tmp_path, db_url, port, sip_port, log)
     try:
         async with (
@@ -98,14 +112,7 @@ async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver)
         ):
             await ready(base, proc, log)
             assert f"SIP on sip:dtmfgraph@127.0.0.1:{sip_port}" in log.read_text()
-            body = {
-                "callbackUri": receiver.url,
-                "targets": [{"identity": {"user": {"id": bs.uri}}}],
-            }
-            r = await http.post("/communications/calls", json=body)
-            assert r.status_code == 201, r.text
-            cid = r.json()["id"]
-            await receiver.wait_for(lambda n: n["resourceData"].get("state") == "established")
+            cid = await _call_established(http, receiver, bs)
             await bs.wait_event("CALL_ESTABLISHED", 5)
             done = (
                 await http.post(
@@ -155,3 +162,58 @@ async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver)
         ("deleted", queued["id"]),
         ("deleted", "terminated"),
     ]
+
+
+async def test_sigterm_mid_call_ends_it_once_and_says_so(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A graceful stop (SIGTERM) in the middle of a call and a running send: the stopping
+    process records the call terminated ("the service was stopped") and its operations failed,
+    and hangs up the far end itself; the restarted process finds nothing left to end (no second
+    BYE, nothing re-ended), and the notifications queued in the outbox go out in order."""
+    port, sip_port, db_url, token, log = _setting_up(tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(tmp_path, db_url, port, sip_port, log)
+    try:
+        async with (
+            Baresip(tmp_path / "bs") as bs,
+            httpx.AsyncClient(
+                base_url=f"{base}/v1.0", headers={"Authorization": f"Bearer {token}"}
+            ) as http,
+        ):
+            await ready(base, proc, log)
+            cid = await _call_established(http, receiver, bs)
+            receiver.up = False  # what happens next stays in the outbox
+            long_op = (
+                await http.post(f"/communications/calls/{cid}/sendDtmfTones", json={"tones": LONG})
+            ).json()
+            await bs.wait_for(lambda b: len(b.rfc4733_keys()) >= 2, 5, "keys of the long send")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) in (0, -signal.SIGTERM)
+            await bs.wait_event("CALL_CLOSED", 5)  # the stopping process said BYE
+            stopped_log = log.read_text()
+            proc = start_serve(tmp_path, db_url, port, sip_port, log)
+            await ready(base, proc, log)
+            call = (await http.get(f"/communications/calls/{cid}")).json()
+            assert call["state"] == "terminated"
+            assert (call["resultInfo"]["code"], call["resultInfo"]["subcode"]) == (500, 1005)
+            assert "service was stopped" in call["resultInfo"]["message"]
+            got = (await http.get(f"/communications/calls/{cid}/operations/{long_op['id']}")).json()
+            assert got["status"] == "failed" and got["completionReason"] == "unknown"
+            receiver.up = True
+            notes = await receiver.wait_for(lambda n: True, count=4)
+            await asyncio.sleep(1.0)  # a restart that re-ended the call would show here
+            restart_log = log.read_text()[len(stopped_log) :]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(10)
+    assert "hung up the far end" not in restart_log and "ending it" not in restart_log
+    assert len(bs.of_type("CALL_CLOSED")) == 1
+    assert trail(receiver.notes) == [
+        ("updated", "establishing"),
+        ("updated", "established"),
+        ("deleted", long_op["id"]),
+        ("deleted", "terminated"),
+    ]
+    assert len(notes) == 4

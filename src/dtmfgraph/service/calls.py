@@ -294,10 +294,15 @@ class CallService:
         await self._media.hold_registration(first)
 
     async def close(self) -> None:
-        # First (while no task of ours is cut off mid-transaction): the other nodes need not
-        # wait node_dead_after_s, so the registration moves to the next node at once.
+        # First (while no task of ours is cut off mid-transaction): this node's calls end now,
+        # recorded and announced (the notifications go out from the outbox, on the next start
+        # or from another node), and the media hangs up their far ends below, so nobody ends
+        # them again later (no second BYE); and the other nodes need not wait
+        # node_dead_after_s, so the registration moves to the next node at once.
         try:
             async with self._unit() as uow:
+                for call in await uow.calls_of_node(self._cfg.node_id):
+                    await self._finish_call(uow, call, Results.SERVICE_STOPPED)
                 await uow.node_stopped(self._cfg.node_id)
         except Exception:
             log.exception("could not record that this node stopped")

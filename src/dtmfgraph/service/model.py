@@ -84,6 +84,9 @@ class Results:
     RESTART_LOST = ResultInfo(
         500, 1005, "The call's media was lost when the service restarted; the call was ended."
     )
+    SERVICE_STOPPED = ResultInfo(
+        500, 1005, "The service was stopped while the call was up; the call was ended."
+    )
     NODE_LOST = ResultInfo(
         500, 1005, "The call's media was lost with the node that carried it; the call was ended."
     )

@@ -167,6 +167,13 @@ class SqlUnit:
         kept; it beats again when it restarts)."""
         await self._c.execute(nodes.update().where(nodes.c.id == node_id).values(heartbeat_at=0.0))
 
+    async def calls_of_node(self, node_id: str) -> list[Call]:
+        """The calls ``node_id`` carries that are not terminated."""
+        q = sa.select(calls).where(
+            calls.c.state != CallState.TERMINATED.value, calls.c.node_id == node_id
+        )
+        return [_call(r) for r in await self._c.execute(q)]
+
     async def first_node_alive(self, me: str, dead_before: float) -> bool:
         """Whether ``me`` comes first (by id) among the nodes alive: ``me`` and those that
         have beaten since ``dead_before``."""
