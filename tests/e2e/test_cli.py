@@ -17,7 +17,7 @@ import pytest
 from ..judges.baresip import Baresip
 from ..judges.certs import TestCa
 from ..judges.kamailio import Kamailio
-from ..judges.ports import free_udp_port
+from ..judges.ports import silent_udp_port
 
 # The commands as the lead wires them into ``dtmfgraph``; run through the module so these tests
 # do not depend on that wiring.
@@ -83,8 +83,10 @@ async def test_call_sends_keys_to_baresip(tmp_path: Path) -> None:
 
 
 async def test_call_to_nobody_fails_with_the_reason() -> None:
-    port = free_udp_port()
-    code, out, _ = await _run("call", f"sip:x@127.0.0.1:{port}", "--send", "1", "--timeout", "1")
+    with silent_udp_port() as port:
+        code, out, _ = await _run(
+            "call", f"sip:x@127.0.0.1:{port}", "--send", "1", "--timeout", "1"
+        )
     assert code == 1
     assert "call failed" in out and "408" in out
 

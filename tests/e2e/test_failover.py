@@ -4,6 +4,8 @@ first is down or answers 503, and the call or the registration goes to the next 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,9 +19,16 @@ from ..api.harness import Receiver, stop
 from ..judges.baresip import Baresip
 from ..judges.dnsmasq import Dnsmasq
 from ..judges.kamailio import Kamailio
-from ..judges.ports import free_udp_port
+from ..judges.ports import silent_udp_port
 from ..judges.sipp import sipp_uas, uas_reject_scenario
 from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
+
+
+@contextlib.asynccontextmanager
+async def dead_server() -> AsyncIterator[int]:
+    """A SIP server that is down (:func:`silent_udp_port`), for an ``async with`` group."""
+    with silent_udp_port() as port:
+        yield port
 
 
 def two_servers(workdir: Path, first_port: int, second_port: int) -> Dnsmasq:
@@ -43,8 +52,8 @@ async def _phone(dns: Dnsmasq, **kw: object) -> Phone:
 
 
 async def test_a_call_goes_to_the_next_server_when_the_first_is_down(tmp_path: Path) -> None:
-    down = free_udp_port()  # nothing listens there
     async with (
+        dead_server() as down,
         Baresip(tmp_path / "bs") as bs,
         two_servers(tmp_path / "dns", down, bs.sip_port) as dns,
     ):
@@ -57,10 +66,16 @@ async def test_a_call_goes_to_the_next_server_when_the_first_is_down(tmp_path: P
             await call.send_dtmf("42", method="rfc4733")
             await bs.wait_for(lambda b: b.rfc4733_keys() == "42", 5, "keys 42")
             await call.hangup()
+            await bs.wait_event("CALL_CLOSED", 5)
+            began = loop.time()  # the next call tries the server that answered first
+            again = await phone.dial(f"sip:{bs.user}@pbx.test", timeout=10)
+            took_again = loop.time() - began
+            await again.hangup()
         finally:
             await phone.close()
     assert phone.failovers == 1
     assert 1.0 <= took < 4.0  # gave up on the first after failover_after, not Timer B
+    assert took_again < 0.9, took_again
 
 
 async def test_a_503_sends_the_call_to_the_next_server(tmp_path: Path) -> None:
@@ -106,8 +121,8 @@ async def test_other_refusals_do_not_fail_over(tmp_path: Path) -> None:
 async def test_a_registration_moves_to_the_next_registrar_at_once(tmp_path: Path) -> None:
     """The first registrar never answers: after Timer F (2 s here) the REGISTER goes
     to Kamailio, the second, at once (not retry_s later), and Kamailio holds the binding."""
-    down = free_udp_port()
     async with (
+        dead_server() as down,
         Kamailio(tmp_path / "kam", users={"bot": "bot-secret"}) as kam,
         two_servers(tmp_path / "dns", down, kam.port) as dns,
     ):
@@ -130,8 +145,8 @@ async def test_the_graph_service_fails_over_and_counts_it(
 ) -> None:
     """Through the official SDK: the call to ``sip:alice@pbx.test`` gets past the dead first
     server (``--sip-failover-after 1``) to baresip, which hears the keys; /metrics counts it."""
-    down = free_udp_port()
     async with (
+        dead_server() as down,
         Baresip(tmp_path / "bs") as bs,
         two_servers(tmp_path / "dns", down, bs.sip_port) as dns,
     ):

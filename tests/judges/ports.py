@@ -3,8 +3,10 @@ collide; a peer that still loses a race should be restarted on fresh ports)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+from collections.abc import Iterator
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
@@ -58,3 +60,13 @@ def free_udp_run(size: int, low: int, high: int, host: str = "127.0.0.1") -> int
                 s.close()
         return first
     raise RuntimeError(f"no run of {size} free UDP ports found in {low}-{high}")
+
+
+@contextlib.contextmanager
+def silent_udp_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A UDP port held by a socket that never reads: a SIP server that is down. Holding it
+    keeps a program started meanwhile (binding port 0) from being given it, and so from
+    calling itself."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        yield int(s.getsockname()[1])

@@ -90,6 +90,9 @@ SEND_METHODS: tuple[SendMethod, ...] = ("auto", "rfc4733", "sipinfo", "inband")
 _CODECS = {"PCMU": (PCMU, RtpCodec.PCMU), "PCMA": (PCMA, RtpCodec.PCMA)}
 _RESOLVE_WAIT = 5.0
 """Longest wait for the resolver to name a target host's address (within the dial timeout)."""
+SERVER_DOWN_S = 60.0
+"""For this long after a call left a server (no response, or 503), later calls to a target that
+DNS maps to several servers try that one last."""
 DEFAULT_FAILOVER_AFTER = 4.0
 """Seconds without a single response (the INVITE sent 4 times over UDP) after which a call
 goes to the target's next server, when DNS named more than one (RFC 3263 4.3)."""
@@ -1057,6 +1060,8 @@ class Phone:
         """Seconds without a response after which :meth:`dial` tries the target's next server."""
         self.failovers = 0
         """Calls and REGISTERs moved to a target's next server."""
+        self._down: dict[Address, float] = {}
+        """Servers a call left (no response, 503) and until when they go last in the list."""
 
     @classmethod
     async def start(
@@ -1205,7 +1210,7 @@ class Phone:
         deadline = self.loop.time() + timeout
         destinations: list[Address | None] = [destination]
         if destination is None and self.ua.outbound_proxy is None:
-            destinations = await self._resolve_all(uri, min(timeout, _RESOLVE_WAIT))
+            destinations = self._up_first(await self._resolve_all(uri, min(timeout, _RESOLVE_WAIT)))
         for index, dest in enumerate(destinations):
             last = index == len(destinations) - 1
             remaining = deadline - self.loop.time()
@@ -1223,7 +1228,11 @@ class Phone:
                     give_up_s=None if last else self.failover_after,
                 )
             except DialError as exc:
-                if last or not (exc.unanswered or exc.status == 503):
+                if not (exc.unanswered or exc.status == 503):
+                    raise
+                if dest is not None and len(destinations) > 1:
+                    self._down[dest] = self.loop.time() + SERVER_DOWN_S
+                if last:
                     raise
                 following = destinations[index + 1]
                 logger.warning(
@@ -1234,6 +1243,18 @@ class Phone:
                 )
                 self.failovers += 1
         raise AssertionError("unreachable: the last destination returns or raises")
+
+    def _up_first(self, destinations: list[Address | None]) -> list[Address | None]:
+        """``destinations`` with the servers a call recently left (:data:`SERVER_DOWN_S`)
+        moved to the end, in their order: later calls do not wait for them again."""
+        now = self.loop.time()
+        for address, until in list(self._down.items()):
+            if until <= now:
+                del self._down[address]
+        if not self._down:
+            return destinations
+        up = [d for d in destinations if d not in self._down]
+        return up + [d for d in destinations if d in self._down]
 
     def _offers_srtp(self, uri: str) -> bool:
         """Whether a call to ``uri`` offers SRTP (:attr:`srtp`)."""
