@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -82,12 +83,36 @@ async def ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"dtmfgraph serve did not come up:\n{log.read_text()}")
 
 
-def _setting_up(tmp_path: Path) -> tuple[int, int, str, str, Path]:
-    """API port, SIP port, database URL, a token and the log file of one ``serve``."""
-    port, sip_port = free_port(), free_udp_port()
-    db_url = f"sqlite+aiosqlite:///{tmp_path / 'graph.sqlite3'}"
-    token = mint_token(make_settings(tmp_path, db_url, port), tenant_id=TENANT, app_id=APP)
-    return port, sip_port, db_url, token, tmp_path / "serve.log"
+@dataclass(frozen=True)
+class _Serve:
+    """Where one ``serve`` (SQLite under ``tmp``) listens, logs, and how to call its API."""
+
+    tmp: Path
+    port: int = field(default_factory=free_port)
+    sip_port: int = field(default_factory=free_udp_port)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.tmp / 'graph.sqlite3'}"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "serve.log"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return start_serve(self.tmp, self.db_url, self.port, self.sip_port, self.log)
+
+    def client(self) -> httpx.AsyncClient:
+        """The v1.0 API with a development token."""
+        settings = make_settings(self.tmp, self.db_url, self.port)
+        token = mint_token(settings, tenant_id=TENANT, app_id=APP)
+        return httpx.AsyncClient(
+            base_url=f"{self.base}/v1.0", headers={"Authorization": f"Bearer {token}"}
+        )
 
 
 async def _call_established(http: httpx.AsyncClient, receiver: Receiver, bs: Baresip) -> str:
@@ -100,18 +125,12 @@ async def _call_established(http: httpx.AsyncClient, receiver: Receiver, bs: Bar
 
 
 async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
-    port, sip_port, db_url, token, log = _setting_up(tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    proc = start_serve(tmp_path, db_url, port, sip_port, log)
+    serve = _Serve(tmp_path)
+    proc = serve.start()
     try:
-        async with (
-            Baresip(tmp_path / "bs") as bs,
-            httpx.AsyncClient(
-                base_url=f"{base}/v1.0", headers={"Authorization": f"Bearer {token}"}
-            ) as http,
-        ):
-            await ready(base, proc, log)
-            assert f"SIP on sip:dtmfgraph@127.0.0.1:{sip_port}" in log.read_text()
+        async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
+            await ready(serve.base, proc, serve.log)
+            assert f"SIP on sip:dtmfgraph@127.0.0.1:{serve.sip_port}" in serve.log.read_text()
             cid = await _call_established(http, receiver, bs)
             await bs.wait_event("CALL_ESTABLISHED", 5)
             done = (
@@ -135,8 +154,8 @@ async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver)
             proc.wait(10)
             heard = bs.rfc4733_keys()
             assert not bs.of_type("CALL_CLOSED")  # baresip cannot know we died
-            proc = start_serve(tmp_path, db_url, port, sip_port, log)
-            await ready(base, proc, log)
+            proc = serve.start()
+            await ready(serve.base, proc, serve.log)
             # the new process hangs up the far end from the dialog recorded at establishment
             await bs.wait_event("CALL_CLOSED", 5)
             call = (await http.get(f"/communications/calls/{cid}")).json()
@@ -171,17 +190,11 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
     process records the call terminated ("the service was stopped") and its operations failed,
     and hangs up the far end itself; the restarted process finds nothing left to end (no second
     BYE, nothing re-ended), and the notifications queued in the outbox go out in order."""
-    port, sip_port, db_url, token, log = _setting_up(tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    proc = start_serve(tmp_path, db_url, port, sip_port, log)
+    serve = _Serve(tmp_path)
+    proc = serve.start()
     try:
-        async with (
-            Baresip(tmp_path / "bs") as bs,
-            httpx.AsyncClient(
-                base_url=f"{base}/v1.0", headers={"Authorization": f"Bearer {token}"}
-            ) as http,
-        ):
-            await ready(base, proc, log)
+        async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
+            await ready(serve.base, proc, serve.log)
             cid = await _call_established(http, receiver, bs)
             receiver.up = False  # what happens next stays in the outbox
             long_op = (
@@ -191,9 +204,9 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) in (0, -signal.SIGTERM)
             await bs.wait_event("CALL_CLOSED", 5)  # the stopping process said BYE
-            stopped_log = log.read_text()
-            proc = start_serve(tmp_path, db_url, port, sip_port, log)
-            await ready(base, proc, log)
+            stopped_log = serve.log.read_text()
+            proc = serve.start()
+            await ready(serve.base, proc, serve.log)
             call = (await http.get(f"/communications/calls/{cid}")).json()
             assert call["state"] == "terminated"
             assert (call["resultInfo"]["code"], call["resultInfo"]["subcode"]) == (500, 1005)
@@ -203,7 +216,7 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
             receiver.up = True
             notes = await receiver.wait_for(lambda n: True, count=4)
             await asyncio.sleep(1.0)  # a restart that re-ended the call would show here
-            restart_log = log.read_text()[len(stopped_log) :]
+            restart_log = serve.log.read_text()[len(stopped_log) :]
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
