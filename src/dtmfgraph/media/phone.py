@@ -1315,10 +1315,6 @@ class Phone:
             raise
         return call
 
-    async def _resolve(self, uri: str, timeout: float) -> Address | None:
-        """Where a target whose host is a name goes first (see :meth:`_resolve_all`)."""
-        return (await self._resolve_all(uri, timeout))[0]
-
     async def _resolve_all(self, uri: str, timeout: float) -> list[Address | None]:
         """Where a target whose host is a name goes (:class:`SipResolver`: SRV ``_sip._udp``,
         or ``_sip._tcp`` with ``;transport=tcp``, then A/AAAA of our SIP socket's family), best

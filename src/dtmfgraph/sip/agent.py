@@ -228,12 +228,11 @@ class UserAgent:
                 call.dialog is not None and call.dialog.next_hop() == addr
             ):
                 return True
-        for registration in list(self._registrations.values()):
-            if registration.is_over:
-                del self._registrations[registration.call_id]
-            elif registration.destination == addr:
-                return True
-        return False
+        return any(r.destination == addr for r in self._registrations.values())
+
+    def _end_registration(self, registration: Registration) -> None:
+        registration.ended()
+        self._registrations.pop(registration.call_id, None)
 
     def is_secure(self, addr: Addr) -> bool:
         """Whether messages to ``addr`` go over TLS."""
@@ -1294,7 +1293,7 @@ class UserAgent:
         status, reason = response.status, response.reason
         if status < 300:
             if asked == 0:
-                registration.ended()
+                self._end_registration(registration)
                 self._events.append(Unregistered(registration, status, reason))
                 return
             granted = registration.granted(response, asked)
@@ -1343,7 +1342,7 @@ class UserAgent:
             return
         if asked == 0:  # removing the binding failed: it lapses at the registrar on its own
             registration.last_status, registration.last_reason = status, reason
-            registration.ended()
+            self._end_registration(registration)
             self._events.append(Unregistered(registration, status, reason))
             return
         retry_at = registration.failed(status, reason, response, now)
