@@ -222,6 +222,14 @@ class Settings(BaseSettings):
     notify_max_attempts: int = 10
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
+    notify_drain_on_stop_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "At a graceful stop, how long to keep delivering the notifications that are due "
+            "(the calls the stop ends) before exiting; the rest go out at the next start."
+        ),
+    )
 
     @field_validator(
         "callback_allowed_hosts",

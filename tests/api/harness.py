@@ -64,7 +64,7 @@ async def serve_in_task(
 async def stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 25)
 
 
 @dataclass
@@ -77,6 +77,8 @@ class Receiver:
     scheme: str = "http"
     """``https`` when the test serves it with TLS."""
     up: bool = True
+    hang_s: float = 0.0
+    """While > 0, each POST is held this long, then refused (a receiver that hangs)."""
     batches: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     refused: int = 0
@@ -87,6 +89,10 @@ class Receiver:
         return f"{self.scheme}://{self.host}:{self.port}/cb"
 
     async def _cb(self, request: Request) -> Response:
+        if self.hang_s > 0:
+            await asyncio.sleep(self.hang_s)
+            self.refused += 1
+            return Response(status_code=503)
         if not self.up:
             self.refused += 1
             return Response(status_code=503)

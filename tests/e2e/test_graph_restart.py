@@ -83,6 +83,19 @@ async def ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"dtmfgraph serve did not come up:\n{log.read_text()}")
 
 
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` if it still runs, and wait for it."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(10)
+
+
+async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """``proc``'s exit code, waited for without blocking the event loop (the test's webhook
+    receiver runs on it, and a stopping service still delivers to it)."""
+    return await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout)
+
+
 @dataclass(frozen=True)
 class _Serve:
     """Where one ``serve`` (SQLite under ``tmp``) listens, logs, and how to call its API."""
@@ -103,8 +116,8 @@ class _Serve:
     def log(self) -> Path:
         return self.tmp / "serve.log"
 
-    def start(self) -> subprocess.Popen[bytes]:
-        return start_serve(self.tmp, self.db_url, self.port, self.sip_port, self.log)
+    def start(self, **env_over: str) -> subprocess.Popen[bytes]:
+        return start_serve(self.tmp, self.db_url, self.port, self.sip_port, self.log, **env_over)
 
     def client(self) -> httpx.AsyncClient:
         """The v1.0 API with a development token."""
@@ -170,9 +183,7 @@ async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver)
             notes = await receiver.wait_for(lambda n: True, count=6)
             assert heard == "1" + "2" * (len(heard) - 1) and 3 <= len(heard) < 51
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(10)
+        reap(proc)
     assert trail(notes) == [
         ("updated", "establishing"),
         ("updated", "established"),
@@ -202,7 +213,7 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
             ).json()
             await bs.wait_for(lambda b: len(b.rfc4733_keys()) >= 2, 5, "keys of the long send")
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) in (0, -signal.SIGTERM)
+            assert await exited(proc, 15) in (0, -signal.SIGTERM)
             await bs.wait_event("CALL_CLOSED", 5)  # the stopping process said BYE
             stopped_log = serve.log.read_text()
             proc = serve.start()
@@ -218,9 +229,7 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
             await asyncio.sleep(1.0)  # a restart that re-ended the call would show here
             restart_log = serve.log.read_text()[len(stopped_log) :]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(10)
+        reap(proc)
     assert "hung up the far end" not in restart_log and "ending it" not in restart_log
     assert len(bs.of_type("CALL_CLOSED")) == 1
     assert trail(receiver.notes) == [
@@ -230,3 +239,67 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
         ("deleted", "terminated"),
     ]
     assert len(notes) == 4
+
+
+async def test_sigterm_delivers_the_end_of_its_calls_before_exiting(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A graceful stop does not leave the end of its calls for the next start: the bot hears
+    that its operation failed and its call ended before the process exits."""
+    serve = _Serve(tmp_path)
+    proc = serve.start()
+    try:
+        async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
+            await ready(serve.base, proc, serve.log)
+            cid = await _call_established(http, receiver, bs)
+            long_op = (
+                await http.post(f"/communications/calls/{cid}/sendDtmfTones", json={"tones": LONG})
+            ).json()
+            await bs.wait_for(lambda b: len(b.rfc4733_keys()) >= 2, 5, "keys of the long send")
+            proc.send_signal(signal.SIGTERM)
+            assert await exited(proc, 15) in (0, -signal.SIGTERM)
+            notes = list(receiver.notes)  # all there, with nothing running any more
+    finally:
+        reap(proc)
+    assert trail(notes) == [
+        ("updated", "establishing"),
+        ("updated", "established"),
+        ("deleted", long_op["id"]),
+        ("deleted", "terminated"),
+    ]
+    ended = notes[-1]["resourceData"]["resultInfo"]
+    assert (ended["code"], ended["subcode"]) == (500, 1005)
+
+
+async def test_sigterm_does_not_wait_long_for_a_hanging_receiver(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The delivery at a stop is bounded (``notify_drain_on_stop_s``): a receiver that holds
+    the POST does not hold the stop (the POST itself would time out only after 5 s), and what
+    it did not take is delivered, in order, after the restart."""
+    serve = _Serve(tmp_path)
+    proc = serve.start(DTMFGRAPH_NOTIFY_DRAIN_ON_STOP_S="1")
+    try:
+        async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
+            await ready(serve.base, proc, serve.log)
+            cid = await _call_established(http, receiver, bs)
+            receiver.hang_s = 6.0
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            assert await exited(proc, 15) in (0, -signal.SIGTERM)
+            took = time.monotonic() - signalled
+            assert "delivery at stop cut off after 1 s" in serve.log.read_text()
+            receiver.hang_s = 0.0
+            proc = serve.start()
+            await ready(serve.base, proc, serve.log)
+            await receiver.wait_for(lambda n: n["changeType"] == "deleted", timeout=25)
+            await bs.wait_event("CALL_CLOSED", 5)
+    finally:
+        reap(proc)
+    assert took < 4.0, took
+    assert trail(receiver.notes) == [
+        ("updated", "establishing"),
+        ("updated", "established"),
+        ("deleted", "terminated"),
+    ]
+    assert receiver.notes[-1]["resourceUrl"].endswith(cid)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -23,10 +25,28 @@ from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
 
+log = logging.getLogger(__name__)
+
 LOOPBACK_TRUNK = "sip:{number}@127.0.0.1"
 """Where E.164 targets go on the loopback backend when no trunk is configured (it answers all)."""
 JWKS_PATH = "/.well-known/dtmfgraph/jwks.json"
 """Where the public key that verifies callback JWTs is published (a JSON Web Key Set)."""
+
+
+async def _bounded(step: Awaitable[object], what: str, seconds: float = 15.0) -> None:
+    """One step of a graceful stop, given at most ``seconds``: a stop must end even if the
+    database or a peer hangs (what was not done is recovered at the next start)."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("stopping: %s took more than %.0f s; left for the next start", what, seconds)
+    except Exception:
+        log.exception("stopping: %s failed", what)
+    else:
+        took = time.monotonic() - started
+        if took > 2.0:
+            log.info("stopping: %s took %.1f s", what, took)
 
 
 def service_config(settings: Settings, media: MediaBackend | None = None) -> ServiceConfig:
@@ -157,9 +177,10 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         finally:
             routing.forwarder = None
             if forwarder is not None:
-                await forwarder.close()
-            await service.close()
-            task.cancel()
+                await _bounded(forwarder.close(), "closing the forwarding connection")
+            await _bounded(service.close(), "ending this node's calls and media")
+            drain = settings.notify_drain_on_stop_s
+            await _bounded(dispatcher.stop(task, drain), "delivering notifications", drain + 1.0)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await dispatcher.close()

@@ -59,6 +59,7 @@ class Dispatcher:
         self._bmax = backoff_max_s
         self._observer = observer
         self._wake = asyncio.Event()
+        self._stopping = False
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify)
 
     def wake(self) -> None:
@@ -72,7 +73,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver what is due, forever; a failing database or receiver is logged and
         retried, never the end of the loop."""
-        while True:
+        while not self._stopping:
             self._wake.clear()
             wait = 1.0
             try:
@@ -89,6 +90,42 @@ class Dispatcher:
                 log.exception("outbox: a delivery round failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def stop(self, runner: asyncio.Task[None], seconds: float) -> int:
+        """A graceful stop of :meth:`run` (running as ``runner``): let its round in flight
+        finish, then deliver what is due now, round after round (a call's next notification is
+        due once the one before is delivered), until nothing is due or ``seconds`` have passed;
+        return how many POSTs this made. A failed POST is not waited for (its retry is left to
+        the next start, or another node), and one cut off by the deadline keeps its claim until
+        the lease ends: nothing is lost."""
+        deadline = time.monotonic() + seconds
+        self._stopping = True
+        self._wake.set()
+        posts = 0
+        if seconds <= 0:
+            runner.cancel()
+            return posts
+        try:
+            await asyncio.wait_for(asyncio.shield(runner), seconds)
+            while (left := deadline - time.monotonic()) > 0:
+                claim = self._repo.due_notifications(
+                    time.time(), node=self._node, lease_s=self._lease
+                )
+                items = await asyncio.wait_for(claim, left)
+                if not items:
+                    return posts
+                posts += len(items)
+                round_ = asyncio.gather(*(self._deliver(i) for i in items))
+                await asyncio.wait_for(round_, deadline - time.monotonic())
+        except TimeoutError:
+            pass
+        finally:
+            runner.cancel()
+        log.warning(
+            "outbox: delivery at stop cut off after %g s; the rest goes out at the next start",
+            seconds,
+        )
+        return posts
 
     async def _deliver(self, item: OutboxItem) -> None:
         body = json.dumps(notification_batch(item.event), separators=(",", ":"))
