@@ -181,6 +181,11 @@ class Settings(BaseSettings):
             "410/301005 (not while the far end holds it); 0: never."
         ),
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="What dtmfgraph logs to stderr (timestamped lines; the web server's own: "
+        "warnings only).",
+    )
     strict_rtp: bool = Field(
         default=True,
         description=(

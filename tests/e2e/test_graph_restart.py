@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -261,6 +262,13 @@ async def test_sigterm_delivers_the_end_of_its_calls_before_exiting(
             notes = list(receiver.notes)  # all there, with nothing running any more
     finally:
         reap(proc)
+    # the operator sees it too, in timestamped lines (serve logs at info by default)
+    logged = serve.log.read_text()
+    assert re.search(
+        r"\n\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} INFO dtmfgraph\.service\.calls: stopping: "
+        r"ended the 1 call\(s\) this node carried\n",
+        logged,
+    ), logged
     assert trail(notes) == [
         ("updated", "establishing"),
         ("updated", "established"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from collections.abc import Callable
@@ -48,6 +49,7 @@ _OPTION_OF = {
     "keepalive_timeout_s": "--keepalive-timeout",
     "media_timeout_s": "--media-timeout",
     "strict_rtp": "--strict-rtp/--no-strict-rtp",
+    "log_level": "--log-level",
     "node_id": "--node-id",
     "jwt_rs256_public_key_file": "--jwt-rs256-public-key-file",
     "callback_rs256_private_key_file": "--callback-rs256-private-key-file",
@@ -264,6 +266,10 @@ def serve(
             "(410/301005; default 30; 0 = never)."
         ),
     ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="Log to stderr from this level: debug, info (default), warning, error."),
+    ] = None,
     strict_rtp: Annotated[
         bool | None,
         typer.Option(
@@ -309,6 +315,7 @@ def serve(
         "keepalive_timeout_s": keepalive_timeout,
         "media_timeout_s": media_timeout,
         "strict_rtp": strict_rtp,
+        "log_level": log_level,
         "node_id": node_id,
         "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
         "callback_rs256_private_key_file": callback_rs256_private_key_file,
@@ -345,7 +352,22 @@ def serve(
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _log_to_stderr(settings.log_level)
     asyncio.run(_serve(settings))
+
+
+def _log_to_stderr(level: str) -> None:
+    """dtmfgraph's loggers to stderr, one timestamped line per record, from ``level``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
+    )
+    root = logging.getLogger("dtmfgraph")
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
 
 
 async def _serve(settings: Settings) -> None:

@@ -113,6 +113,8 @@ class Dispatcher:
                 )
                 items = await asyncio.wait_for(claim, left)
                 if not items:
+                    if posts:
+                        log.info("outbox: %d notification(s) sent at stop", posts)
                     return posts
                 posts += len(items)
                 round_ = asyncio.gather(*(self._deliver(i) for i in items))

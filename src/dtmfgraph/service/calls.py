@@ -301,9 +301,12 @@ class CallService:
         # node_dead_after_s, so the registration moves to the next node at once.
         try:
             async with self._unit() as uow:
-                for call in await uow.calls_of_node(self._cfg.node_id):
+                calls = await uow.calls_of_node(self._cfg.node_id)
+                for call in calls:
                     await self._finish_call(uow, call, Results.SERVICE_STOPPED)
                 await uow.node_stopped(self._cfg.node_id)
+            if calls:
+                log.info("stopping: ended the %d call(s) this node carried", len(calls))
         except Exception:
             log.exception("could not record that this node stopped")
         for task in list(self._bg):
