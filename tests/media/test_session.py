@@ -20,6 +20,7 @@ from dtmfgraph.media import (
 from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard, RtpPacket
 
 from ..judges.ports import free_udp_port
+from .nat import NatRelay
 
 ALL = "0123456789*#ABCD"
 
@@ -305,3 +306,42 @@ async def test_strict_session_learns_a_peer_behind_nat_and_answers_it_there() ->
     await a.close()
     await b.close()
     pacer.close()
+
+
+async def test_strict_session_follows_its_peer_when_its_nat_rebinds_mid_call() -> None:
+    """a talks to b through a NAT (real sockets). Mid-call the NAT gives a a new outside port:
+    b follows the stream there (same SSRC, sequence going on), keeps hearing a's keys, sends its
+    own to the new port, and no longer takes anything from the old one; a stranger still gets
+    nothing in."""
+    pacer = Pacer()
+    b = await RtpSession.open(pacer, strict=True)
+    nat = await NatRelay(b.local_address).open()
+    b.set_remote(nat.outside(0))  # what a's SDP said (its public address, say)
+    moved: list[tuple[str, int]] = []
+    b.on_moved = moved.append
+    a = await RtpSession.open(pacer, remote=nat.inside)
+    try:
+        await a.send_dtmf("12", method="rfc4733")
+        assert [k.key for k in await _heard(b, 2)] == ["1", "2"]
+        assert b.guard.source == nat.outside(0)
+        nat.rebind()
+        await a.send_dtmf("34", method="rfc4733")
+        assert [k.key for k in await _heard(b, 2)] == ["3", "4"]
+        assert moved == [nat.outside(1)] and b.guard.source == nat.outside(1)
+        assert b.remote == nat.outside(1)
+        back_before = nat.back[1]
+        await b.send_dtmf("#", method="rfc4733")
+        assert [k.key for k in await _heard(a, 1)] == ["#"]
+        assert nat.back[1] > back_before  # b answers at the new mapping
+        # the old mapping (and a stranger with its own stream) are strangers now
+        stranger = await RtpSession.open(pacer, remote=b.local_address, receive=False)
+        await stranger.send_dtmf("9", method="rfc4733")
+        with pytest.raises(TimeoutError):
+            await b.next_key(0.3)
+        assert b.guard.dropped > 0 and b.guard.moved == 1
+        await stranger.close()
+    finally:
+        for s in (a, b):
+            await s.close()
+        nat.close()
+        pacer.close()

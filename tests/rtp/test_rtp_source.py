@@ -9,6 +9,7 @@ from dtmfgraph.rtp import PROBATION, RtpPacket, SourceGuard, Verdict
 FAR = ("192.0.2.10", 40000)  # the address the far end's SDP gives
 NAT = ("198.51.100.7", 61000)  # where its packets really come from, behind NAT
 STRANGER = ("203.0.113.66", 5004)
+OTHER_SSRC = 0x6666  # a stranger does not know the call's SSRC
 
 
 def rtp(seq: int, ssrc: int = 0x1234) -> bytes:
@@ -26,7 +27,7 @@ def test_the_sdp_address_is_taken_at_once_and_then_locks_out_everyone_else() -> 
     assert guard.admit(rtp(1), FAR) is Verdict.ACCEPT
     assert guard.source == FAR
     # a stranger cannot take over, however long and well-formed its stream
-    assert set(feed(guard, STRANGER, range(100, 120))) == {Verdict.DROP}
+    assert set(feed(guard, STRANGER, range(100, 120), OTHER_SSRC)) == {Verdict.DROP}
     assert guard.dropped == 20 and guard.learned == 0
     assert guard.admit(rtp(2), FAR) is Verdict.ACCEPT
 
@@ -41,7 +42,7 @@ def test_a_peer_behind_nat_is_learned_after_probation_when_its_sdp_address_is_si
     assert guard.on_trial == PROBATION - 1 and guard.dropped == 0
     # locked to the learned address: now the SDP address is a stranger too
     assert guard.admit(rtp(1), FAR) is Verdict.DROP
-    assert set(feed(guard, STRANGER, range(50, 60))) == {Verdict.DROP}
+    assert set(feed(guard, STRANGER, range(50, 60), OTHER_SSRC)) == {Verdict.DROP}
 
 
 def test_probation_needs_consecutive_sequence_numbers_of_one_ssrc_from_one_address() -> None:
@@ -88,7 +89,7 @@ def test_ipv6_addresses_compare_in_canonical_form_and_recvfrom_extras_are_ignore
     assert guard.admit(rtp(1), ("::1", 4000, 0, 0)) is Verdict.ACCEPT
     assert guard.source == ("::1", 4000)
     assert guard.admit(rtp(2), ("::1", 4000, 0, 0)) is Verdict.ACCEPT
-    assert guard.admit(rtp(3), ("::1", 4001, 0, 0)) is Verdict.DROP
+    assert guard.admit(rtp(3, OTHER_SSRC), ("::1", 4001, 0, 0)) is Verdict.DROP
 
 
 def test_not_strict_takes_everyone_and_latches_the_first_sender_without_an_sdp_address() -> None:
@@ -105,3 +106,45 @@ def test_probation_must_be_at_least_one_packet() -> None:
         SourceGuard(probation=0)
     one = SourceGuard(FAR, probation=1)
     assert one.admit(rtp(1), NAT) is Verdict.LEARNED
+
+
+def test_the_locked_stream_moving_to_a_new_address_is_followed() -> None:
+    """A NAT rebinding mid-call: the far end's packets, same SSRC and sequence, now come from
+    another port. After the probation the stream is followed there, and the old address is a
+    stranger."""
+    guard = SourceGuard(FAR)
+    assert set(feed(guard, FAR, range(1, 50))) == {Verdict.ACCEPT}
+    rebound = (FAR[0], 40100)
+    verdicts = feed(guard, rebound, range(50, 50 + PROBATION + 1))
+    assert verdicts == [Verdict.PROBATION] * (PROBATION - 1) + [Verdict.LEARNED, Verdict.ACCEPT]
+    assert guard.source == rebound and guard.moved == 1 and guard.learned == 1
+    assert guard.dropped == 0 and guard.on_trial == PROBATION - 1
+    assert guard.admit(rtp(52), FAR) is Verdict.DROP  # the old address is not heard any more
+    assert guard.admit(rtp(60), FAR) is Verdict.PROBATION  # (unless the stream moves back)
+    # and again, across a sequence wrap, after packets were lost on the way
+    guard2 = SourceGuard(FAR)
+    feed(guard2, FAR, range(0xFFF0, 0xFFFA))
+    assert feed(guard2, NAT, range(0x10005, 0x10005 + PROBATION))[-1] is Verdict.LEARNED
+    assert guard2.source == NAT and guard2.moved == 1
+
+
+def test_a_move_needs_the_streams_ssrc_a_sequence_ahead_and_the_old_address_gone_quiet() -> None:
+    guard = SourceGuard(FAR)
+    feed(guard, FAR, range(100, 110))
+    # another SSRC: a stranger, however long it goes on
+    assert set(feed(guard, NAT, range(110, 130), OTHER_SSRC)) == {Verdict.DROP}
+    # the stream's SSRC but sequence numbers behind (a replay of old packets)
+    assert set(feed(guard, NAT, range(50, 60))) == {Verdict.DROP}
+    # a copy of the stream while the old address still sends (a tap replaying it): never moves
+    for seq in range(110, 140):
+        assert guard.admit(rtp(seq), NAT) is Verdict.PROBATION
+        assert guard.admit(rtp(seq), FAR) is Verdict.ACCEPT
+    assert guard.source == FAR and guard.moved == 0
+    assert guard.dropped == 30
+    # RTCP on the RTP port (rtcp-mux) does not count as the stream
+    rtcp = bytes([0x80, 200]) + bytes(26)
+    assert guard.admit(rtcp, NAT) is Verdict.DROP
+    # not strict: no locking, so nothing to move
+    loose = SourceGuard(FAR, strict=False)
+    feed(loose, FAR, range(5))
+    assert set(feed(loose, NAT, range(5, 20))) == {Verdict.ACCEPT} and loose.moved == 0

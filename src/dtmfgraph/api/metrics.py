@@ -86,6 +86,12 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
+        self.rtp_moved = Counter(
+            "dtmfgraph_rtp_moved",
+            "Far ends' RTP streams followed to a new address in the middle of a call (their NAT "
+            "rebound; strict RTP).",
+            registry=r,
+        )
         self.sip_failovers = Counter(
             "dtmfgraph_sip_failovers",
             "Calls and REGISTERs moved to the next server DNS named for their target, the one "
@@ -130,10 +136,11 @@ class Metrics:
         """Set the registration gauge of ``aor``."""
         self.sip_registered.labels(aor).set(1 if registered else 0)
 
-    def phone_counters(self, rtp_foreign_dropped: int, failovers: int) -> None:
+    def phone_counters(self, rtp_foreign_dropped: int, failovers: int, rtp_moved: int) -> None:
         """Bring the counters kept by the SIP phone up to its running totals."""
         for name, counter, total in (
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
+            ("rtp_moved", self.rtp_moved, rtp_moved),
             ("failovers", self.sip_failovers, failovers),
         ):
             seen = self._phone_seen.get(name, 0)
@@ -232,5 +239,5 @@ async def metrics(request: Request) -> Response:
         m.registration(str(media.register_aor), registered)
     phone = getattr(media, "phone", None)
     if phone is not None:
-        m.phone_counters(phone.rtp_foreign_dropped, phone.failovers)
+        m.phone_counters(phone.rtp_foreign_dropped, phone.failovers, phone.rtp_moved)
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -751,6 +751,7 @@ class PhoneCall:
             rng=phone.rng,
         )
         session.on_foreign = self._on_foreign_rtp
+        session.on_moved = self._on_rtp_moved
         self._endpoint = None
         self.session = session
         self.codec = codec
@@ -758,6 +759,16 @@ class PhoneCall:
         self._spawn(self._forward_keys(session))
         if phone.media_timeout:
             self._spawn(self._watch_media(session, phone.media_timeout))
+
+    def _on_rtp_moved(self, source: Address) -> None:
+        """The far end's stream moved to ``source`` mid-call (its NAT rebound): followed."""
+        self.phone.rtp_moved += 1
+        logger.info(
+            "%s: the far end's RTP moved to %s:%d (a NAT rebinding?); following it",
+            self.call_id,
+            source[0],
+            source[1],
+        )
 
     def _on_foreign_rtp(self, source: Address) -> None:
         """A datagram from a stranger was dropped (strict RTP): count it; log each source once."""
@@ -1030,6 +1041,8 @@ class Phone:
         """Take a call's RTP only from its far end's address (see :class:`RtpSession`)."""
         self.rtp_foreign_dropped = 0
         """RTP datagrams dropped because they came from a stranger (strict RTP)."""
+        self.rtp_moved = 0
+        """Calls' far-end streams followed to a new address mid-call (NAT rebindings)."""
         self.resolver = resolver or SipResolver()
         self.rtp_host = rtp_host
         self.rtp_ports = rtp_ports

@@ -106,6 +106,10 @@ class RtpSession:
         self.srtp_receive: SrtpContext | None = srtp[1] if srtp is not None else None
         self.on_foreign: Callable[[Address], None] | None = None
         """Optional observer of every datagram dropped by the strict RTP check (its source)."""
+        self._moves = 0
+        self.on_moved: Callable[[Address], None] | None = None
+        """Optional observer of the far end's stream moving to a new address (a NAT rebinding
+        followed by the strict RTP check): the new address."""
         self._jobs: dict[int, tuple[DtmfJob, asyncio.Future[DtmfJob]]] = {}
         self._keys: asyncio.Queue[KeyHeard | object] = asyncio.Queue()
         self._closed = False
@@ -294,6 +298,9 @@ class RtpSession:
             if verdict is Verdict.LEARNED:
                 if (self.latch or self.guard.strict) and not self._closed:
                     self._send_to((addr[0], addr[1]))
+                if self.guard.moved != self._moves and self.on_moved is not None:
+                    self.on_moved((addr[0], addr[1]))
+                self._moves = self.guard.moved
             else:
                 if verdict is Verdict.DROP and self.on_foreign is not None:
                     self.on_foreign((addr[0], addr[1]))

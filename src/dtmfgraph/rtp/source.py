@@ -12,7 +12,13 @@ decides, per datagram, from its source address and RTP header alone:
   (:attr:`Verdict.LEARNED`: send there too, symmetric RTP). Its probation packets are dropped
   (:attr:`Verdict.PROBATION`), but not counted as a stranger's.
 * Once locked, every other address is dropped and counted, until the SDP names a new address
-  (a re-INVITE), which starts over.
+  (a re-INVITE), which starts over; except the locked stream itself moving (a NAT rebinding:
+  the far end's NAT gives it a new public port in the middle of a call). A new address that
+  sends :data:`PROBATION` packets in a row *continuing the locked stream* (its SSRC, sequence
+  numbers ahead of the last one accepted), while the old address sends nothing, becomes the
+  source (:attr:`Verdict.LEARNED`, counted in :attr:`SourceGuard.moved`). A stranger would
+  need the stream's 32-bit SSRC and current sequence number, which only a party on the path
+  sees (and one on the path can inject anyway; SRTP, checked before this, stops that).
 
 With ``strict=False`` every datagram is accepted; with no expected address the first sender is
 learned at once (plain latching).
@@ -33,6 +39,11 @@ PROBATION: Final = 4
 probation of RFC 3550 A.1 and Asterisk's strict RTP learning)."""
 _MAX_SEQ_STEP: Final = 1
 """A probation packet must follow the one before it by exactly this sequence step."""
+_AHEAD: Final = 0x8000
+"""A moved stream's first packet must be ahead of the last one accepted by less than this (half
+the sequence space, as RFC 3550 A.1 judges "ahead")."""
+_RTCP_TYPES: Final = range(72, 77)
+"""Second-byte values (marker bit off) of RTCP packets (200-204) multiplexed on the RTP port."""
 
 
 class Verdict(enum.Enum):
@@ -61,10 +72,12 @@ class SourceGuard:
 
     __slots__ = (
         "_expected",
+        "_last",
         "_locked",
         "_trial",
         "dropped",
         "learned",
+        "moved",
         "on_trial",
         "probation",
         "strict",
@@ -82,11 +95,16 @@ class SourceGuard:
         self.on_trial = 0
         """Datagrams dropped while their source was on probation."""
         self.learned = 0
-        """Times a source other than the SDP's was learned."""
+        """Times a source other than the SDP's was learned (moves included)."""
+        self.moved = 0
+        """Times the locked stream moved to a new address (a NAT rebinding)."""
         self._expected: Address | None = None
         self._locked: Address | None = None
-        self._trial: tuple[str, int, int, int, int] | None = None
-        """The address on probation: host, port, SSRC, last sequence number, packets so far."""
+        self._last: bytes | None = None
+        """The last datagram accepted from the locked address."""
+        self._trial: tuple[str, int, int, int, int, bytes | None] | None = None
+        """The address on probation: host, port, SSRC, last sequence number, packets so far,
+        and (for a move) the last datagram of the old address when the trial began."""
         if expected is not None:
             self.expect(expected)
 
@@ -105,12 +123,14 @@ class SourceGuard:
         another address be learned again until one of them has sent."""
         self._expected = (canonical_host(address[0]), address[1]) if address is not None else None
         self._locked = None
+        self._last = None
         self._trial = None
 
     def admit(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> Verdict:
         """The verdict on ``data`` received from ``addr`` (as ``recvfrom`` gives it)."""
         locked = self._locked
         if locked is not None and addr[1] == locked[1] and addr[0] == locked[0]:
+            self._last = data
             return Verdict.ACCEPT
         if not self.strict:
             if self._expected is None and locked is None:
@@ -121,23 +141,57 @@ class SourceGuard:
         if locked is None:
             expected = self._expected
             if expected is not None and addr[1] == expected[1] and addr[0] == expected[0]:
-                self._locked = expected
+                self._locked, self._last = expected, data
                 return Verdict.ACCEPT
             trial = self._on_probation(data, addr[0], addr[1])
             if trial >= self.probation:
-                self._locked = (addr[0], addr[1])
+                self._locked, self._last = (addr[0], addr[1]), data
                 self._trial = None
                 self.learned += 1
                 return Verdict.LEARNED
             if trial:
                 self.on_trial += 1
                 return Verdict.PROBATION
+        elif self._continues(data):
+            trial = self._on_probation(data, addr[0], addr[1], self._last)
+            if trial >= self.probation:
+                self._locked = (addr[0], addr[1])
+                self._last = data
+                self._trial = None
+                self.learned += 1
+                self.moved += 1
+                return Verdict.LEARNED
+            self.on_trial += 1
+            return Verdict.PROBATION
         self.dropped += 1
         return Verdict.DROP
 
-    def _on_probation(self, data: bytes, host: str, port: int) -> int:
+    def _continues(self, data: bytes) -> bool:
+        """Whether ``data`` (from another address) is an RTP packet of the locked stream: its
+        SSRC, and a sequence number ahead of the last packet accepted from the locked address
+        (or of the one before it in an ongoing trial)."""
+        last = self._last
+        if (
+            last is None
+            or len(data) < HEADER_SIZE
+            or len(last) < HEADER_SIZE
+            or data[0] >> 6 != 2
+            or data[1] & 0x7F in _RTCP_TYPES
+            or last[1] & 0x7F in _RTCP_TYPES
+        ):
+            return False
+        _, _, seq, _, ssrc = HEADER.unpack_from(data)
+        _, _, last_seq, _, last_ssrc = HEADER.unpack_from(last)
+        ahead: int = (seq - last_seq) & 0xFFFF
+        return bool(ssrc == last_ssrc and 0 < ahead < _AHEAD)
+
+    def _on_probation(
+        self, data: bytes, host: str, port: int, old_last: bytes | None = None
+    ) -> int:
         """Count ``data`` towards ``host:port``'s probation; how many packets in a row it has
-        now sent (0: ``data`` is not RTP, which neither counts nor ends another's trial)."""
+        now sent (0: ``data`` is not RTP, which neither counts nor ends another's trial). For a
+        move, ``old_last`` is the old address's last datagram: if it has sent since the trial
+        began, the stream has not moved and the trial starts over."""
         if len(data) < HEADER_SIZE or data[0] >> 6 != 2:
             return 0
         _, _, seq, _, ssrc = HEADER.unpack_from(data)
@@ -148,10 +202,11 @@ class SourceGuard:
             and trial[1] == port
             and trial[2] == ssrc
             and (seq - trial[3]) & 0xFFFF == _MAX_SEQ_STEP
+            and trial[5] is old_last
         ):
             count = trial[4] + 1
         else:
             count = 1
         if count < self.probation:
-            self._trial = (host, port, ssrc, seq, count)
+            self._trial = (host, port, ssrc, seq, count, old_last)
         return count
