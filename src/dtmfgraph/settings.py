@@ -119,6 +119,16 @@ class Settings(BaseSettings):
             "after which a call goes to the next one (a 503 moves it at once)."
         ),
     )
+    sip_keepalive_s: float = Field(
+        default=120.0,
+        ge=0,
+        description=(
+            "Ping each TCP/TLS connection the service opened and still needs this often "
+            "(RFC 5626 double-CRLF, less up to 20 % at random); a peer that answers pings and "
+            "leaves one unanswered for 10 s has its connection closed and its registration "
+            "sent again at once. 0: no pings."
+        ),
+    )
     sip_auth_user: str | None = Field(
         default=None,
         description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,58 @@ async def test_graph_trunk_over_tcp(tmp_path: Path, receiver: Receiver) -> None:
         assert stats.tcp_connections == 1 and stats.datagrams_out == 0, stats
     finally:
         await stop(server, task)
+
+
+async def test_a_keepalive_ping_is_answered_with_a_pong(phone: Phone) -> None:
+    """RFC 5626 3.5.1: a double CRLF on a connection to us gets one CRLF back (a client behind
+    NAT keeps its flow to us alive this way, and learns that it still works)."""
+    reader, writer = await asyncio.open_connection(*phone.transport.local_address)
+    try:
+        for _ in range(2):
+            writer.write(b"\r\n\r\n")
+            assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+        writer.write(b"\r\n")  # a lone CRLF (a pong) is not answered
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.3)
+    finally:
+        writer.close()
+    assert phone.transport.stats.pongs_sent == 2
+
+
+async def test_a_registrar_that_stops_answering_keepalives_is_registered_with_again(
+    tmp_path: Path,
+) -> None:
+    """RFC 5626 4.4.1 against Kamailio (which answers pings): we ping the connection our
+    registration uses; when Kamailio hangs (SIGSTOP: the connection looks open, nothing
+    answers) the unanswered ping closes it and the registration is sent again at once on a new
+    connection, which Kamailio takes once it runs again: re-bound within seconds, where the
+    refresh would have come in an hour."""
+    users = {"bot": "bot-secret"}
+    async with Kamailio(tmp_path / "kam", users) as kam, await Phone.start("127.0.0.1", 0) as bot:
+        stats = bot.transport.stats
+        bot.transport.keepalive_interval, bot.transport.keepalive_timeout = 0.3, 1.0
+        reg = await bot.register(
+            kam.uri("bot"), registrar=f"sip:{kam.domain};transport=tcp", auth=("bot", "bot-secret")
+        )
+        await reg.wait(5)
+        assert reg.registrations == 1 and stats.tcp_connections == 1
+        await _until(lambda: stats.pongs_received >= 2, 5, "Kamailio's pongs")
+        kam.freeze()
+        try:
+            await _until(lambda: stats.keepalive_failures == 1, 5, "the dead connection")
+            await _until(lambda: stats.tcp_connections == 2, 5, "a new connection")
+        finally:
+            kam.thaw()
+        await _until(lambda: reg.registrations == 2, 10, "the binding renewed")
+        assert reg.registered and stats.keepalive_failures == 1
+        await kam.wait_bound("bot")
+    registers = [r for r in kam.requests() if r.startswith("REGISTER")]
+    assert len(registers) >= 3  # the challenged first one, its answer, the one after the hang
+
+
+async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -266,6 +266,19 @@ class Kamailio:
                     await asyncio.sleep(0.1)
         return False
 
+    def freeze(self) -> None:
+        """Stop every Kamailio process (SIGSTOP): its sockets stay open, nothing answers, as
+        a hung server or a path that silently lost its state."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen Kamailio go on (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self._proc is not None and self._proc.poll() is None, "kamailio is not running"
+        os.killpg(self._proc.pid, sig)
+
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -273,6 +286,7 @@ class Kamailio:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)  # a frozen one must run to stop
             for _ in range(50):
                 if proc.poll() is not None:
                     break

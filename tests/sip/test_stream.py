@@ -24,6 +24,8 @@ from dtmfgraph.sip import (
 )
 from dtmfgraph.sip.stream import MAX_HEADER_BYTES, StreamFramer
 
+from .test_registration import ok
+
 PEER = ("127.0.0.1", 40123)  # a TCP peer's ephemeral port
 
 
@@ -178,3 +180,52 @@ def test_a_peer_is_in_use_while_a_transaction_call_or_registration_needs_it() ->
     assert ua.peer_in_use(other)
     ua.connection_failed(other, 0.3, "refused")  # failed, but it will try again: still needed
     assert registration.state is RegistrationState.FAILED and ua.peer_in_use(other)
+
+
+def test_framer_counts_keepalive_pings_and_pongs_however_they_arrive() -> None:
+    """RFC 5626 3.5.1: a double CRLF is a ping, a single CRLF a pong; neither is a message."""
+    one = _message()
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n") == [] and (framer.crlfs, framer.pings) == (1, 0)  # a pong...
+    assert framer.feed(b"\r\n") == [] and (framer.crlfs, framer.pings) == (2, 1)  # ...or a ping
+    assert framer.feed(b"\r\n\r\n\r\n\r\n") == [] and framer.pings == 3
+    assert framer.feed(b"\r\n" + one + b"\r\n") == [one]
+    assert framer.pings == 3 and framer.crlfs == 8  # a lone CRLF either side of a message
+    assert framer.feed(b"\r") == [] and framer.feed(b"\n\r\n") == [] and framer.pings == 4
+
+
+def _tcp_registered(ua: UserAgent, server: tuple[str, int], now: float) -> None:
+    """Answer the REGISTER ``ua`` wrote to ``server``'s connection with 200 (3600 s)."""
+    [(data, dest)] = ua.stream_messages_to_send(now)
+    request = parse_message(data)
+    assert dest == server and isinstance(request, SipRequest)
+    assert str(request.headers.get("Via")).startswith("SIP/2.0/TCP")
+    ua.receive_stream_message(bytes(ok(request, contact_expires=3600)), server, now)
+
+
+def test_a_registration_whose_connection_died_registers_again_at_once_over_tcp() -> None:
+    """A keep-alive went unanswered (flow_failed): the binding is renewed now, not in an hour,
+    on a new TCP connection; and a refresh after a connection closed goes over TCP too (it
+    used to fall back to UDP once the connection was forgotten)."""
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1))
+    server = ("127.0.0.1", 5090)
+    registration = ua.register(
+        "sip:bot@127.0.0.1:5090", 0.0, registrar="sip:127.0.0.1:5090;transport=tcp"
+    )
+    _tcp_registered(ua, server, 0.1)
+    assert registration.state is RegistrationState.REGISTERED
+    assert registration.deadline is not None and registration.deadline > 3000
+    while (due := ua.next_deadline()) is not None and due < 100.0:  # transactions end
+        ua.handle_deadline(due)
+    ua.flow_failed(server, 100.0)
+    assert ua.next_deadline() == 100.0
+    ua.handle_deadline(100.0)
+    assert ua.datagrams_to_send(100.0) == []
+    _tcp_registered(ua, server, 100.2)  # the new REGISTER, on a (new) connection
+    assert registration.state is RegistrationState.REGISTERED
+    ua.forget_stream_peer(server)  # the registrar closed the connection
+    refresh = registration.deadline
+    assert refresh is not None
+    ua.handle_deadline(refresh)
+    assert ua.datagrams_to_send(refresh) == []
+    _tcp_registered(ua, server, refresh)

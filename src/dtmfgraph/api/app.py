@@ -110,6 +110,7 @@ def build_media(settings: Settings) -> MediaBackend:
             register_expires=settings.sip_register_expires,
             dns_server=settings.sip_dns_address(),
             failover_after=settings.sip_failover_after_s,
+            keepalive=settings.sip_keepalive_s or None,
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

@@ -15,6 +15,15 @@ the agent; one that cannot be opened fails the requests waiting for it at once (
 reason), as RFC 3261 8.1.3.1 has a transport error do. A connection idle for ``idle_timeout``
 (default 300 s) that no transaction, call or registration of the agent needs is closed.
 
+Keep-alives (RFC 5626 3.5.1, 4.4.1): a double CRLF (ping) that arrives on any connection is
+answered with one CRLF (pong). Every ``keepalive_interval`` (default 120 s, less up to 20 %
+at random) a connection we opened and the agent still needs gets a ping, which keeps NATs and
+firewalls on the path from forgetting it. Once its peer has answered a ping, a ping it leaves
+unanswered for ``keepalive_timeout`` (10 s) means the connection is dead however open it looks
+(the peer crashed, a NAT dropped the mapping): it is closed and the agent told
+(``UserAgent.flow_failed``), so that a registration through it registers again at once rather
+than at its next refresh, perhaps an hour later, with incoming calls lost meanwhile.
+
 TLS (given a :class:`~dtmfgraph.media.tls.TlsConfig`): a listener on its own port, and TLS
 connections to the peers the agent marks secure, checked against the peer's name. A peer whose
 certificate fails is counted in ``tls_errors`` and its requests fail 503 with the reason.
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +77,14 @@ class TransportStats:
     """TLS handshakes that failed (a certificate or name that does not check out...)."""
     idle_closed: int = 0
     """Connections we closed after ``idle_timeout`` without traffic, nothing needing them."""
+    pings_sent: int = 0
+    """Keep-alive pings (double CRLF) we sent on connections we opened."""
+    pongs_received: int = 0
+    """Keep-alive pongs (CRLF) read on connections we opened."""
+    pongs_sent: int = 0
+    """Pings we answered."""
+    keepalive_failures: int = 0
+    """Connections closed because a ping went unanswered (their registrations re-sent)."""
 
 
 @dataclass(slots=True)
@@ -83,6 +101,11 @@ class _Stream:
     """The name the peer's certificate was checked for (TLS connections we open)."""
     last_active: float = 0.0
     """Loop time of the last message read or written."""
+    ponged: float | None = None
+    """Loop time of the last keep-alive pong the peer sent (``None``: never, so it may not
+    answer pings at all, and an unanswered one proves nothing)."""
+    keepalive: asyncio.TimerHandle | None = None
+    """The next ping (connections we opened) or the check that the last one was answered."""
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -113,6 +136,11 @@ class SipTransport(asyncio.DatagramProtocol):
         """A TCP or TLS connection without traffic for this long is closed, unless the agent
         still needs its peer (a transaction, a call, a registration); ``None``: never."""
         self._sweeper: asyncio.TimerHandle | None = None
+        self.keepalive_interval: float | None = DEFAULT_KEEPALIVE_S
+        """Ping each connection we opened that the agent needs this often (less up to 20 % at
+        random); ``None``: never."""
+        self.keepalive_timeout = KEEPALIVE_TIMEOUT_S
+        """A ping unanswered this long (by a peer that answers pings) closes the connection."""
 
     @classmethod
     async def open(
@@ -268,6 +296,7 @@ class SipTransport(asyncio.DatagramProtocol):
         stream.writer = writer
         stream.last_active = self._loop.time()
         self._sweep_soon()
+        self._next_ping(peer, stream)
         for data in stream.waiting:
             writer.write(data)
             self.stats.tcp_messages_out += 1
@@ -282,7 +311,11 @@ class SipTransport(asyncio.DatagramProtocol):
                 if ua is None:
                     break
                 stream.last_active = self._loop.time()
-                for message in framer.feed(data):
+                crlfs, pings = framer.crlfs, framer.pings
+                messages = framer.feed(data)
+                if framer.crlfs != crlfs:
+                    self._keepalive_read(stream, framer.crlfs - crlfs, framer.pings - pings)
+                for message in messages:
                     self.stats.tcp_messages_in += 1
                     try:
                         ua.receive_stream_message(
@@ -300,6 +333,69 @@ class SipTransport(asyncio.DatagramProtocol):
         finally:
             self._drop(peer, stream)
 
+    def _keepalive_read(self, stream: _Stream, crlfs: int, pings: int) -> None:
+        """``crlfs`` CRLFs came between messages, ``pings`` double ones among them."""
+        if pings and stream.writer is not None and not stream.writer.is_closing():
+            stream.writer.write(b"\r\n" * pings)  # pongs
+            self.stats.pongs_sent += pings
+        if stream.task is not None and crlfs > 2 * pings:  # a connection we opened: a pong
+            stream.ponged = self._loop.time()
+            self.stats.pongs_received += 1
+
+    def _next_ping(self, peer: Address, stream: _Stream) -> None:
+        interval = self.keepalive_interval
+        if interval is not None and not self.closed:
+            delay = interval * random.uniform(0.8, 1.0)  # spread, not crypto
+            stream.keepalive = self._loop.call_later(delay, self._ping, peer, stream)
+
+    def _ping(self, peer: Address, stream: _Stream) -> None:
+        """Ping ``peer`` if the agent needs the connection; check the pong if it gives them."""
+        stream.keepalive = None
+        writer, ua = stream.writer, self._ua
+        if self._streams.get(peer) is not stream or writer is None or writer.is_closing():
+            return
+        try:
+            needed = ua is not None and ua.peer_in_use(peer)
+        except Exception:
+            self.stats.agent_errors += 1
+            logger.exception("SIP agent failed on a connection check")
+            needed = False
+        if not needed:
+            self._next_ping(peer, stream)
+            return
+        writer.write(b"\r\n\r\n")
+        self.stats.pings_sent += 1
+        if stream.ponged is None:  # not known to answer: nothing to check
+            self._next_ping(peer, stream)
+            return
+        sent = self._loop.time()
+        stream.keepalive = self._loop.call_later(
+            self.keepalive_timeout, self._check_pong, peer, stream, sent
+        )
+
+    def _check_pong(self, peer: Address, stream: _Stream, sent: float) -> None:
+        stream.keepalive = None
+        if self._streams.get(peer) is not stream:
+            return
+        if stream.ponged is not None and stream.ponged >= sent:
+            self._next_ping(peer, stream)
+            return
+        self.stats.keepalive_failures += 1
+        logger.warning(
+            "SIP connection to %s:%d left a keep-alive unanswered for %g s: closed, its "
+            "registrations sent again",
+            *peer,
+            self.keepalive_timeout,
+        )
+        self._drop(peer, stream)  # now, so that what the agent sends next opens a new one
+        if self._ua is not None:
+            try:
+                self._ua.flow_failed(peer, self._loop.time())
+            except Exception:
+                self.stats.agent_errors += 1
+                logger.exception("SIP agent failed on a dead connection to %s:%d", *peer)
+            self.kick()
+
     def _failed(self, peer: Address, stream: _Stream, detail: str) -> None:
         """A connection we were opening could not be: its requests fail now."""
         current = self._streams.get(peer) is stream
@@ -316,6 +412,9 @@ class SipTransport(asyncio.DatagramProtocol):
         """The connection with ``peer`` is over: forget it (the agent too)."""
         if stream.writer is not None:
             stream.writer.close()
+        if stream.keepalive is not None:
+            stream.keepalive.cancel()
+            stream.keepalive = None
         stream.waiting.clear()
         if self._streams.get(peer) is stream:
             del self._streams[peer]
@@ -493,6 +592,8 @@ class SipTransport(asyncio.DatagramProtocol):
         for stream in streams:
             if stream.writer is not None:
                 stream.writer.close()
+            if stream.keepalive is not None:
+                stream.keepalive.cancel()
             if stream.task is not None:
                 stream.task.cancel()
         for stream in streams:
@@ -510,6 +611,11 @@ DEFAULT_IDLE_TIMEOUT_S = 300.0
 """A connection with no traffic for this long, that no transaction, call or registration of the
 agent needs, is closed (Kamailio's default lifetime is 120 s; ours is longer, as we are an
 endpoint rather than a proxy)."""
+DEFAULT_KEEPALIVE_S = 120.0
+"""Ping interval on connections we opened (RFC 5626 4.4.1: 80-100 % of 120 s without a
+``Flow-Timer``)."""
+KEEPALIVE_TIMEOUT_S = 10.0
+"""A pong later than this fails the connection (RFC 5626 4.4.1)."""
 _SWEEP_S = 30.0
 """How often idle connections are looked for."""
 _CONNECT_TIMEOUT_S = 5.0

@@ -39,6 +39,7 @@ from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
+from ..media.sip_transport import DEFAULT_KEEPALIVE_S
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
 from ..sip import Credentials, SipError, SipUri
@@ -230,15 +231,18 @@ class SipMedia:
         failover_after: float = DEFAULT_FAILOVER_AFTER,
         tls: TlsConfig | None = None,
         srtp: SrtpPolicy = "optional",
+        keepalive: float | None = DEFAULT_KEEPALIVE_S,
     ) -> None:
+        self.keepalive = keepalive
+        """Ping the TCP/TLS connections we open and need this often (``None``: never)."""
         self.srtp: SrtpPolicy = srtp
         """When calls offer SRTP, and whether they take it."""
         self.tls = tls
         """SIP over TLS (``None``: UDP and TCP only)."""
         self.dns_server = dns_server
+        """Where host names of targets are looked up (None: the system's resolver)."""
         self.failover_after = failover_after
         """Seconds without a response after which a call tries the target's next server."""
-        """Where host names of targets are looked up (None: the system's resolver)."""
         self.media_timeout = media_timeout
         self.strict_rtp = strict_rtp
         self.auth = Credentials(*auth) if auth is not None else None
@@ -272,6 +276,7 @@ class SipMedia:
                 srtp=self.srtp,
             )
             self.phone.failover_after = self.failover_after
+            self.phone.transport.keepalive_interval = self.keepalive
         return self.phone
 
     @property

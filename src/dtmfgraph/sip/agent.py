@@ -1272,6 +1272,8 @@ class UserAgent:
         self._common_headers(extra)
         if authorization is not None:
             extra.add(*authorization)
+        # again each time: a connection that closed made the server a UDP peer for the wire
+        self._note_transport(registration.registrar, registration.destination, strict=False)
         request = registration.request(self._via(registration.destination), expires, extra)
         registration.deadline = None  # the transaction times the attempt
         tx = ClientTransaction(request, registration.destination, self._wire, self.timers)
@@ -1384,6 +1386,20 @@ class UserAgent:
             timer = "F" if tx.request.method != "INVITE" else "B"
             detail = f"no final response (Timer {timer})"
             self._client_failed(tx, pending, registering, 408, detail, now)
+
+    def flow_failed(self, addr: Addr, now: float) -> None:
+        """The connection to ``addr`` is dead although it looked open (a keep-alive went
+        unanswered, RFC 5626 4.4.1): each registration bound through it registers again at
+        once, on a new connection (its failure then moves it on as any other)."""
+        self.forget_stream_peer(addr)
+        for registration in list(self._registrations.values()):
+            if (
+                registration.destination == addr
+                and registration.state is RegistrationState.REGISTERED
+                and registration.deadline is not None  # no REGISTER of it in flight
+            ):
+                registration.deadline = now
+                self._arm(registration)
 
     def connection_failed(self, addr: Addr, now: float, detail: str) -> None:
         """The TCP or TLS connection to ``addr`` could not be opened: each of our requests

@@ -1,6 +1,7 @@
 """SIP messages out of a byte stream (TCP, RFC 3261 18.3): the header block up to the empty
 line, then exactly ``Content-Length`` bytes of body. CRLFs between messages (RFC 5626
-keep-alives) are skipped. Sans-I/O: bytes in, whole messages out."""
+keep-alives) are skipped and counted: a double CRLF is a ping (a server answers it with one
+CRLF), a single CRLF a pong. Sans-I/O: bytes in, whole messages out."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ class StreamFramer:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._run = 0
+        """CRLFs in the gap before the next message, not yet counted as a ping."""
+        self.crlfs = 0
+        """CRLFs read between messages (keep-alive pings and pongs)."""
+        self.pings = 0
+        """Double CRLFs read between messages (RFC 5626 pings)."""
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data``; return every message now complete, in order."""
@@ -39,6 +46,9 @@ class StreamFramer:
                 start += 2
             if start:
                 del buffer[:start]
+                self._count_crlfs(start // 2)
+            if buffer and buffer[0] != 0x0D:  # not a CR
+                self._run = 0  # a message starts: the next CRLFs begin a new gap
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > MAX_HEADER_BYTES:
@@ -58,6 +68,12 @@ class StreamFramer:
                 return out
             out.append(bytes(buffer[:total]))
             del buffer[:total]
+
+    def _count_crlfs(self, n: int) -> None:
+        self.crlfs += n
+        run = self._run + n
+        self.pings += run // 2
+        self._run = run % 2
 
     @property
     def pending(self) -> int:
