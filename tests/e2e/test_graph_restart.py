@@ -98,7 +98,7 @@ async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 @dataclass(frozen=True)
-class _Serve:
+class ServeProcess:
     """Where one ``serve`` (SQLite under ``tmp``) listens, logs, and how to call its API."""
 
     tmp: Path
@@ -117,8 +117,11 @@ class _Serve:
     def log(self) -> Path:
         return self.tmp / "serve.log"
 
-    def start(self, **env_over: str) -> subprocess.Popen[bytes]:
-        return start_serve(self.tmp, self.db_url, self.port, self.sip_port, self.log, **env_over)
+    def start(self, *args: str, **env_over: str) -> subprocess.Popen[bytes]:
+        """``serve`` with more options ``args`` and ``DTMFGRAPH_*`` variables ``env_over``."""
+        return start_serve(
+            self.tmp, self.db_url, self.port, self.sip_port, self.log, *args, **env_over
+        )
 
     def client(self) -> httpx.AsyncClient:
         """The v1.0 API with a development token."""
@@ -139,7 +142,7 @@ async def _call_established(http: httpx.AsyncClient, receiver: Receiver, bs: Bar
 
 
 async def test_kill_9_mid_call_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
-    serve = _Serve(tmp_path)
+    serve = ServeProcess(tmp_path)
     proc = serve.start()
     try:
         async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
@@ -202,7 +205,7 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
     process records the call terminated ("the service was stopped") and its operations failed,
     and hangs up the far end itself; the restarted process finds nothing left to end (no second
     BYE, nothing re-ended), and the notifications queued in the outbox go out in order."""
-    serve = _Serve(tmp_path)
+    serve = ServeProcess(tmp_path)
     proc = serve.start()
     try:
         async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
@@ -247,7 +250,7 @@ async def test_sigterm_delivers_the_end_of_its_calls_before_exiting(
 ) -> None:
     """A graceful stop does not leave the end of its calls for the next start: the bot hears
     that its operation failed and its call ended before the process exits."""
-    serve = _Serve(tmp_path)
+    serve = ServeProcess(tmp_path)
     proc = serve.start()
     try:
         async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
@@ -285,7 +288,7 @@ async def test_sigterm_does_not_wait_long_for_a_hanging_receiver(
     """The delivery at a stop is bounded (``notify_drain_on_stop_s``): a receiver that holds
     the POST does not hold the stop (the POST itself would time out only after 5 s), and what
     it did not take is delivered, in order, after the restart."""
-    serve = _Serve(tmp_path)
+    serve = ServeProcess(tmp_path)
     proc = serve.start(DTMFGRAPH_NOTIFY_DRAIN_ON_STOP_S="1")
     try:
         async with Baresip(tmp_path / "bs") as bs, serve.client() as http:

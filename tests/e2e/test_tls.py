@@ -4,6 +4,8 @@ checks, and tshark's view of the wire (TLS records, no SIP in clear)."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +17,14 @@ from dtmfgraph.media.phone import DialError, Phone, SrtpPolicy
 from dtmfgraph.rtp.srtp import SrtpSuite
 from dtmfgraph.tones import detect
 
-from ..api.harness import Receiver, stop
+from ..api.harness import Receiver, free_port, stop
 from ..judges.baresip import Baresip
 from ..judges.certs import TestCa
 from ..judges.dnsmasq import Dnsmasq
 from ..judges.kamailio import Kamailio
 from ..media.helpers import capture, tshark
 from .answering import answer_every_call, baresip_calls_and_presses
+from .test_graph_restart import ServeProcess, ready, reap
 from .test_graph_sip import keys_reach_baresip_then_hang_up, start_sip_service
 
 
@@ -270,3 +273,87 @@ async def test_srtp_policies_refuse_what_they_must(tmp_path: Path, ca: TestCa) -
     finally:
         await never.close()
         await mandatory.close()
+
+
+async def _served_by(address: tuple[str, int], ca: TestCa) -> bool:
+    """Whether a TLS client that trusts only ``ca`` (and checks the name) gets through to us."""
+    context = ssl.create_default_context(cafile=str(ca.cert_file))
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(*address, ssl=context, server_hostname=address[0]), 5
+        )
+    except ssl.SSLCertVerificationError:
+        return False
+    writer.close()
+    return True
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(
+    tmp_path: Path, ca: TestCa
+) -> None:
+    """Certificates are renewed while the phone runs: once the files are replaced, the
+    transport's periodic look at them loads the new ones for new connections (a TLS client
+    that trusts only the new certificate's CA is refused before and let in after, and baresip
+    calls in over it); new files that cannot be used are logged and the old ones kept."""
+    ours = ca.issue("us", "127.0.0.1")
+    tls = TlsConfig(ours.cert, ours.key, port=0, ca_file=ca.cert_file)
+    renewer = TestCa(tmp_path / "renewer", "the renewing CA")
+    async with await Phone.start("127.0.0.1", 0, tls=tls) as phone:
+        address, uri = phone.tls_address, phone.tls_uri
+        assert address is not None and uri is not None
+        phone.transport.tls_check_interval = 0.1
+        assert await _served_by(address, ca) and not await _served_by(address, renewer)
+        renewed = renewer.issue("us-renewed", "127.0.0.1")
+        ours.key.write_bytes(renewed.key.read_bytes())
+        ours.cert.write_bytes(renewed.cert.read_bytes())
+        for _ in range(50):
+            if phone.transport.stats.tls_reloads:
+                break
+            await asyncio.sleep(0.05)
+        assert phone.transport.stats.tls_reloads == 1
+        assert await _served_by(address, renewer) and not await _served_by(address, ca)
+        calls, heard = answer_every_call(phone)
+        async with _baresip(tmp_path, renewer, answer=False) as bs:
+            await baresip_calls_and_presses(bs, uri, "7#", calls, heard)
+        assert [k.key for k in heard] == ["7", "#"]
+        ours.cert.write_text("not a certificate")  # a botched renewal
+        await asyncio.sleep(0.5)
+        with pytest.raises(TlsConfigError, match="cannot use the TLS certificate"):
+            phone.transport.reload_tls()
+        assert phone.transport.stats.tls_reloads == 1
+        assert await _served_by(address, renewer)  # the renewed one is still served
+
+
+async def test_sighup_makes_serve_load_renewed_certificates_at_once(
+    tmp_path: Path, ca: TestCa
+) -> None:
+    """``kill -HUP`` to ``dtmfgraph serve``: the renewed files are served now, not within the
+    minute of the periodic look."""
+    ours = ca.issue("service", "127.0.0.1")
+    serve = ServeProcess(tmp_path)
+    tls_port = free_port()
+    proc = serve.start(
+        *("--sip-tls-cert-file", str(ours.cert), "--sip-tls-key-file", str(ours.key)),
+        *("--sip-tls-port", str(tls_port)),
+    )
+    try:
+        await ready(serve.base, proc, serve.log)
+        address = ("127.0.0.1", tls_port)
+        assert await _served_by(address, ca)
+        renewer = TestCa(tmp_path / "renewer", "the renewing CA")
+        renewed = renewer.issue("service-renewed", "127.0.0.1")
+        ours.key.write_bytes(renewed.key.read_bytes())
+        ours.cert.write_bytes(renewed.cert.read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(40):
+            if await _served_by(address, renewer):
+                break
+            await asyncio.sleep(0.05)
+        assert await _served_by(address, renewer), serve.log.read_text()
+        assert proc.poll() is None  # SIGHUP does not stop it
+        assert (
+            f"INFO dtmfgraph.media.sip_transport: SIP TLS: certificate {ours.cert} loaded again"
+            in (serve.log.read_text())
+        )
+    finally:
+        reap(proc)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..media.sip_transport import SipTransport
 
 _OPTION_OF = {
     "host": "--host",
@@ -356,6 +361,22 @@ def serve(
     asyncio.run(_serve(settings))
 
 
+def _reload_tls_on_sighup(transport: SipTransport) -> None:
+    """``kill -HUP``: read the TLS certificate files again now (they are also looked at every
+    minute); unusable files are logged and the ones in use kept."""
+
+    from ..media.tls import TlsConfigError  # noqa: PLC0415
+
+    def reload() -> None:
+        try:
+            transport.reload_tls()
+        except TlsConfigError as exc:
+            logging.getLogger("dtmfgraph.cli.serve").warning("SIGHUP: %s; the old ones kept", exc)
+
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP (Windows)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
 def _log_to_stderr(level: str) -> None:
     """dtmfgraph's loggers to stderr, one timestamped line per record, from ``level``."""
     handler = logging.StreamHandler()
@@ -398,6 +419,7 @@ async def _serve(settings: Settings) -> None:
             if media.phone is not None and media.phone.tls_address is not None:
                 tls_host, tls_port = media.phone.tls_address
                 where += f"; TLS {tls_host}:{tls_port}"
+                _reload_tls_on_sighup(media.phone.transport)
             typer.echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
             trunk = settings.sip_trunk_template()
             typer.echo(

@@ -43,7 +43,7 @@ from typing import cast
 from dtmfgraph.sip import Event, RegistrationEvent, SipParseError, UserAgent
 from dtmfgraph.sip.stream import StreamFramer
 
-from .tls import TlsConfig
+from .tls import TlsConfig, TlsConfigError
 from .udp import Address, bind_udp
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class TransportStats:
     """TLS connections accepted or opened (also counted in ``tcp_connections``)."""
     tls_errors: int = 0
     """TLS handshakes that failed (a certificate or name that does not check out...)."""
+    tls_reloads: int = 0
+    """Times the TLS files were loaded again (renewed, or ``reload_tls``)."""
     idle_closed: int = 0
     """Connections we closed after ``idle_timeout`` without traffic, nothing needing them."""
     pings_sent: int = 0
@@ -141,6 +143,10 @@ class SipTransport(asyncio.DatagramProtocol):
         random); ``None``: never."""
         self.keepalive_timeout = KEEPALIVE_TIMEOUT_S
         """A ping unanswered this long (by a peer that answers pings) closes the connection."""
+        self._tls: tuple[TlsConfig, ssl.SSLContext, object] | None = None
+        """The TLS configuration, the listener's context, and the files' stamp when loaded."""
+        self._tls_check_interval = TLS_CHECK_S
+        self._tls_watch: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(
@@ -166,6 +172,8 @@ class SipTransport(asyncio.DatagramProtocol):
                 await protocol.close()
                 raise
             protocol._tls_client = client_context
+            protocol._tls = (tls, server_context, tls.stamp())
+            protocol._watch_tls()
         return protocol
 
     @classmethod
@@ -447,6 +455,50 @@ class SipTransport(asyncio.DatagramProtocol):
             stream.last_active = self._loop.time()
             self.stats.tcp_messages_out += 1
 
+    @property
+    def tls_check_interval(self) -> float:
+        """How often the TLS files are looked at for a renewal (seconds; default 60)."""
+        return self._tls_check_interval
+
+    @tls_check_interval.setter
+    def tls_check_interval(self, seconds: float) -> None:
+        self._tls_check_interval = seconds
+        if self._tls_watch is not None:  # the next look comes on the new schedule
+            self._tls_watch.cancel()
+            self._tls_watch = self._loop.call_later(seconds, self._watch_tls)
+
+    def reload_tls(self) -> bool:
+        """Read the TLS certificate, key and CA files again: connections from now on use them
+        (open ones keep theirs). False without TLS. Files that cannot be used raise
+        :class:`~dtmfgraph.media.tls.TlsConfigError`, and the ones in use stay."""
+        if self._tls is None:
+            return False
+        config, listener, _ = self._tls
+        stamp = config.stamp()
+        client = config.client_context()  # checks every file before anything changes
+        config.server_context()
+        config.load_ours(listener)  # the listening server's context: new handshakes
+        self._tls_client = client
+        self._tls = (config, listener, stamp)
+        self.stats.tls_reloads += 1
+        logger.info("SIP TLS: certificate %s loaded again", config.cert_file)
+        return True
+
+    def _watch_tls(self) -> None:
+        """Every ``tls_check_interval``: reload the TLS files if they changed."""
+        self._tls_watch = None
+        if self._tls is None or self.closed:
+            return
+        config, listener, loaded = self._tls
+        stamp = config.stamp()
+        if stamp != loaded:
+            try:
+                self.reload_tls()
+            except TlsConfigError as exc:
+                self._tls = (config, listener, stamp)  # said once per change
+                logger.warning("SIP TLS: renewed files unusable, the old ones kept: %s", exc)
+        self._tls_watch = self._loop.call_later(self.tls_check_interval, self._watch_tls)
+
     def _sweep_soon(self) -> None:
         """Arm the idle sweep (while connections are open)."""
         if self._sweeper is None and self.idle_timeout is not None and not self.closed:
@@ -486,6 +538,9 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            self._tls_watch = None
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -585,6 +640,9 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+            self._tls_watch = None
         for server in (self._tcp_server, self._tls_server):
             if server is not None:
                 server.close()
@@ -616,6 +674,8 @@ DEFAULT_KEEPALIVE_S = 120.0
 ``Flow-Timer``)."""
 KEEPALIVE_TIMEOUT_S = 10.0
 """A pong later than this fails the connection (RFC 5626 4.4.1)."""
+TLS_CHECK_S = 60.0
+"""How often the TLS files are looked at for a renewal."""
 _SWEEP_S = 30.0
 """How often idle connections are looked for."""
 _CONNECT_TIMEOUT_S = 5.0

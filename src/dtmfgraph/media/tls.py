@@ -5,10 +5,16 @@ whose URI asks for it (``sips:`` or ``;transport=tls``). A peer's certificate is
 against ``ca_file`` (default: the system's CAs) and must name the host the URI named (its DNS
 name, or its IP address for an IP URI), unless ``verify`` is off. Our certificate also goes
 out as a client certificate, for servers that ask for one (mutual TLS).
+
+Certificates are renewed while the phone runs (Let's Encrypt every 60-90 days, cert-manager):
+the transport looks at the files' modification times every minute and, when they changed,
+loads them again for new connections (open ones keep theirs); ``SIGHUP`` to ``dtmfgraph serve``
+does it at once. Files that cannot be used are logged and the ones in use kept.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +67,25 @@ class TlsConfig:
         """Load everything once: :class:`TlsConfigError` names what is wrong."""
         self.server_context()
         self.client_context()
+
+    def stamp(self) -> tuple[tuple[int, int] | None, ...]:
+        """Modification time and size of each file (``None``: missing): a change means the
+        files were replaced (renewed)."""
+        out: list[tuple[int, int] | None] = []
+        for path in (self.cert_file, self.key_file, self.ca_file):
+            if path is None:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                out.append(None)
+            else:
+                out.append((st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def load_ours(self, context: ssl.SSLContext) -> None:
+        """Put our certificate and key (read now) into ``context``: new handshakes use them."""
+        self._load_ours(context)
 
     def _load_ours(self, context: ssl.SSLContext) -> None:
         try:
