@@ -182,6 +182,13 @@ class Settings(BaseSettings):
         default=True,
         description="Check peers' TLS certificates and names (turn off only in a lab).",
     )
+    sip_tls_require_client_cert: bool = Field(
+        default=False,
+        description=(
+            "Peers that connect to us over TLS must present a certificate that chains to "
+            "sip_tls_ca_file (mutual TLS); without one the handshake fails."
+        ),
+    )
     loopback_speed: float = Field(default=1.0, gt=0, description="Loopback time scale.")
     media_timeout_s: float = Field(
         default=30.0,

@@ -253,3 +253,7 @@ def test_unusable_tls_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last == "error: sip_tls_ca_file: TLS needs sip_tls_cert_file too", last
+    done = run_serve(*base, "--sip-tls-require-client-cert", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "error: sip_tls_require_client_cert: TLS needs sip_tls_cert_file too", last

@@ -19,7 +19,7 @@ from dtmfgraph.tones import detect
 
 from ..api.harness import Receiver, free_port, stop
 from ..judges.baresip import Baresip
-from ..judges.certs import TestCa
+from ..judges.certs import Issued, TestCa
 from ..judges.dnsmasq import Dnsmasq
 from ..judges.kamailio import Kamailio
 from ..media.helpers import capture, tshark
@@ -33,9 +33,11 @@ def ca(tmp_path: Path) -> TestCa:
     return TestCa(tmp_path / "ca")
 
 
-async def _tls_phone(ca: TestCa, **kw: object) -> Phone:
+async def _tls_phone(ca: TestCa, *, require_client_cert: bool = False, **kw: object) -> Phone:
     ours = ca.issue("us", "127.0.0.1")
-    tls = TlsConfig(ours.cert, ours.key, port=0, ca_file=ca.cert_file)
+    tls = TlsConfig(
+        ours.cert, ours.key, port=0, ca_file=ca.cert_file, require_client_cert=require_client_cert
+    )
     return await Phone.start("127.0.0.1", 0, tls=tls, **kw)  # type: ignore[arg-type]
 
 
@@ -357,3 +359,53 @@ async def test_sighup_makes_serve_load_renewed_certificates_at_once(
         )
     finally:
         reap(proc)
+
+
+async def _options_over_tls(address: tuple[str, int], ca: TestCa, cert: Issued | None) -> bool:
+    """Whether an OPTIONS over TLS (checking our certificate against ``ca``, presenting
+    ``cert`` as a client certificate) gets an answer."""
+    context = ssl.create_default_context(cafile=str(ca.cert_file))
+    if cert is not None:
+        context.load_cert_chain(str(cert.cert), str(cert.key))
+    reader, writer = await asyncio.open_connection(
+        *address, ssl=context, server_hostname=address[0]
+    )
+    host, port = writer.get_extra_info("sockname")[:2]
+    writer.write(
+        (
+            f"OPTIONS sip:dtmfgraph@{address[0]}:{address[1]};transport=tls SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bKmtls{port}\r\n"
+            f"From: <sip:probe@{host}>;tag=p\r\nTo: <sip:dtmfgraph@{address[0]}>\r\n"
+            "Call-ID: mtls-probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    try:
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    except (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+    return answer.startswith(b"SIP/2.0 200")
+
+
+async def test_mutual_tls_lets_in_only_peers_with_a_certificate_from_our_ca(
+    tmp_path: Path, ca: TestCa
+) -> None:
+    """``require_client_cert``: a peer connecting over TLS must present a certificate that
+    chains to our CA file. One without a certificate, or with one from another CA, gets no
+    SIP through; baresip with its certificate from our CA calls in and presses keys."""
+    phone = await _tls_phone(ca, require_client_cert=True)
+    stranger = TestCa(tmp_path / "other-ca", "someone else's CA")
+    try:
+        address = phone.tls_address
+        assert address is not None and phone.tls_uri is not None
+        assert not await _options_over_tls(address, ca, None)
+        assert not await _options_over_tls(address, ca, stranger.issue("intruder", "127.0.0.1"))
+        assert await _options_over_tls(address, ca, ca.issue("friend", "127.0.0.1"))
+        calls, heard = answer_every_call(phone)
+        async with _baresip(tmp_path, ca, answer=False) as bs:
+            await baresip_calls_and_presses(bs, phone.tls_uri, "5", calls, heard)
+        assert [k.key for k in heard] == ["5"]
+    finally:
+        await phone.close()

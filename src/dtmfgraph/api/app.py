@@ -76,6 +76,8 @@ def tls_config(settings: Settings) -> TlsConfig | None:
         for name in ("sip_tls_key_file", "sip_tls_ca_file"):
             if getattr(settings, name) is not None:
                 raise ValueError(f"{name}: TLS needs sip_tls_cert_file too")
+        if settings.sip_tls_require_client_cert:
+            raise ValueError("sip_tls_require_client_cert: TLS needs sip_tls_cert_file too")
         return None
     config = TlsConfig(
         settings.sip_tls_cert_file,
@@ -83,6 +85,7 @@ def tls_config(settings: Settings) -> TlsConfig | None:
         port=settings.sip_tls_port,
         ca_file=settings.sip_tls_ca_file,
         verify=settings.sip_tls_verify,
+        require_client_cert=settings.sip_tls_require_client_cert,
     )
     try:
         config.check()

@@ -39,6 +39,7 @@ _OPTION_OF = {
     "sip_tls_port": "--sip-tls-port",
     "sip_tls_ca_file": "--sip-tls-ca-file",
     "sip_tls_verify": "--sip-tls-verify/--no-sip-tls-verify",
+    "sip_tls_require_client_cert": "--sip-tls-require-client-cert",
     "srtp": "--srtp",
     "sip_auth_password": "DTMFGRAPH_SIP_AUTH_PASSWORD",
     "sip_auth_password_file": "--sip-auth-password-file",
@@ -184,6 +185,14 @@ def serve(
             help="Check peers' TLS certificates and names (default: on; off only in a lab).",
         ),
     ] = None,
+    sip_tls_require_client_cert: Annotated[
+        bool | None,
+        typer.Option(
+            "--sip-tls-require-client-cert/--no-sip-tls-require-client-cert",
+            help="Peers connecting over TLS must present a certificate from --sip-tls-ca-file "
+            "(mutual TLS; default: off).",
+        ),
+    ] = None,
     srtp: Annotated[
         str | None,
         typer.Option(
@@ -306,6 +315,7 @@ def serve(
         "sip_tls_port": sip_tls_port,
         "sip_tls_ca_file": sip_tls_ca_file,
         "sip_tls_verify": sip_tls_verify,
+        "sip_tls_require_client_cert": sip_tls_require_client_cert,
         "srtp": srtp,
         "sip_auth_password_file": sip_auth_password_file,
         "sip_register": sip_register,

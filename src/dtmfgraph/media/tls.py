@@ -34,17 +34,29 @@ class TlsConfig:
     """``cert_file``: our certificate chain (PEM, ours first); ``key_file``: its private key
     (PEM; ``None``: in ``cert_file``); ``port``: where we listen (0: any free port);
     ``ca_file``: the CAs peers' certificates must chain to (``None``: the system's);
-    ``verify``: check peers' certificates and names (off only for tests and labs)."""
+    ``verify``: check peers' certificates and names (off only for tests and labs);
+    ``require_client_cert``: a peer connecting to us must present a certificate that chains to
+    ``ca_file`` (or the system's CAs), mutual TLS as trunks such as Teams Direct Routing use;
+    without one the handshake fails."""
 
     cert_file: Path
     key_file: Path | None = None
     port: int = DEFAULT_TLS_PORT
     ca_file: Path | None = None
     verify: bool = True
+    require_client_cert: bool = False
 
     def server_context(self) -> ssl.SSLContext:
         """The context of connections peers open to us."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.CLIENT_AUTH,
+                cafile=str(self.ca_file) if self.ca_file is not None else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(f"cannot use the CA file {str(self.ca_file)!r}: {exc}") from None
+        if self.require_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
         self._load_ours(context)
         return context
 
