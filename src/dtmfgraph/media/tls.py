@@ -48,30 +48,27 @@ class TlsConfig:
 
     def server_context(self) -> ssl.SSLContext:
         """The context of connections peers open to us."""
-        try:
-            context = ssl.create_default_context(
-                ssl.Purpose.CLIENT_AUTH,
-                cafile=str(self.ca_file) if self.ca_file is not None else None,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise TlsConfigError(f"cannot use the CA file {str(self.ca_file)!r}: {exc}") from None
+        context = self._context(ssl.Purpose.CLIENT_AUTH)
         if self.require_client_cert:
             context.verify_mode = ssl.CERT_REQUIRED
-        self._load_ours(context)
         return context
 
     def client_context(self) -> ssl.SSLContext:
         """The context of connections we open (the peer's name is checked per connection)."""
-        try:
-            context = ssl.create_default_context(
-                ssl.Purpose.SERVER_AUTH,
-                cafile=str(self.ca_file) if self.ca_file is not None else None,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise TlsConfigError(f"cannot use the CA file {str(self.ca_file)!r}: {exc}") from None
+        context = self._context(ssl.Purpose.SERVER_AUTH)
         if not self.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _context(self, purpose: ssl.Purpose) -> ssl.SSLContext:
+        """A context for ``purpose`` trusting ``ca_file`` (or the system's CAs), with ours."""
+        try:
+            context = ssl.create_default_context(
+                purpose, cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(f"cannot use the CA file {str(self.ca_file)!r}: {exc}") from None
         self._load_ours(context)
         return context
 
