@@ -129,6 +129,14 @@ class Settings(BaseSettings):
             "sent again at once. 0: no pings."
         ),
     )
+    sip_udp_keepalive_s: float = Field(
+        default=25.0,
+        ge=0,
+        description=(
+            "Send each registrar reached over UDP a double-CRLF datagram this often, so that a "
+            "NAT on the way keeps the mapping its calls to us come through. 0: none."
+        ),
+    )
     sip_auth_user: str | None = Field(
         default=None,
         description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -215,3 +216,18 @@ async def test_metrics_access(service_factory: ServiceFactory) -> None:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_garbage_collection_pauses_are_timed(svc: Service) -> None:
+    """Each collection the running service goes through is in the histogram, with its
+    duration; a full one walks the whole heap, so it takes measurably long."""
+    before = await scrape(svc)
+    junk = [[i] for i in range(200_000)]  # objects for the collector to walk
+    gc.collect(2)
+    del junk
+    after = await scrape(svc)
+    count = delta(before, after, "dtmfgraph_gc_pause_seconds_count", generation="2")
+    assert count >= 1
+    took = delta(before, after, "dtmfgraph_gc_pause_seconds_sum", generation="2")
+    assert 0.0 < took < 5.0
+    assert val(after, "dtmfgraph_gc_pause_seconds_bucket", generation="2", le="+Inf") >= count

@@ -31,6 +31,7 @@ async def test_register_then_a_call_to_our_aor_reaches_us(tmp_path: Path, phone:
             answered.set_result(await invite.answer())
 
         phone.on_incoming = on_incoming
+        phone.transport.udp_keepalive_interval = 0.1  # NAT keep-alives, which Kamailio ignores
         reg = await phone.register(kam.uri("bot"), auth=("bot", "bot-secret"), expires=60)
         await reg.wait(5)
         assert reg.state is RegistrationState.REGISTERED and reg.registered
@@ -49,8 +50,12 @@ async def test_register_then_a_call_to_our_aor_reaches_us(tmp_path: Path, phone:
             await call.hangup()  # our BYE follows Kamailio's Record-Route
             await bs.wait_event("CALL_CLOSED", 5)
         assert "".join(heard) == "159#"
+        assert phone.transport.stats.udp_keepalives >= 5
         await reg.unregister()
         assert reg.state is RegistrationState.UNREGISTERED and not reg.registered
+        sent = phone.transport.stats.udp_keepalives
+        await asyncio.sleep(0.3)
+        assert phone.transport.stats.udp_keepalives == sent  # none once unregistered
         requests = kam.requests()
         assert any(r.startswith("REGISTER") and "'bot'" in r for r in requests), requests
         assert any(r.startswith("BYE") for r in requests), requests

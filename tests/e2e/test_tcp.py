@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,3 +178,26 @@ async def _until(condition: Callable[[], bool], timeout: float, what: str) -> No
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def test_a_registrar_reached_over_udp_gets_keepalive_datagrams(phone: Phone) -> None:
+    """What a NAT between us and the registrar sees: besides REGISTERs, a double-CRLF datagram
+    every ``udp_keepalive_interval``, so its mapping for the registrar's calls stays."""
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind(("127.0.0.1", 0))
+    registrar.setblocking(False)
+    host, port = registrar.getsockname()
+    try:
+        phone.transport.udp_keepalive_interval = 0.1
+        await phone.register(f"sip:bot@{host}:{port}")
+        await asyncio.sleep(0.55)
+        got: list[bytes] = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(registrar.recv(65536))
+    finally:
+        registrar.close()
+    keepalives = [d for d in got if d == b"\r\n\r\n"]
+    assert any(d.startswith(b"REGISTER ") for d in got)
+    assert 3 <= len(keepalives) <= 6, got
+    assert phone.transport.stats.udp_keepalives == len(keepalives)

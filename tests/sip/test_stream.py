@@ -229,3 +229,13 @@ def test_a_registration_whose_connection_died_registers_again_at_once_over_tcp()
     ua.handle_deadline(refresh)
     assert ua.datagrams_to_send(refresh) == []
     _tcp_registered(ua, server, refresh)
+
+
+def test_registrars_over_udp_are_the_ones_keepalives_go_to() -> None:
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1))
+    assert ua.udp_registrars() == []
+    over_udp = ua.register("sip:bot@127.0.0.1:5080", 0.0)
+    ua.register("sip:bot@127.0.0.1:5090", 0.0, registrar="sip:127.0.0.1:5090;transport=tcp")
+    assert ua.udp_registrars() == [("127.0.0.1", 5080)]  # TCP has its own keep-alives
+    ua.unregister(over_udp, 0.1)
+    assert ua.udp_registrars() == []

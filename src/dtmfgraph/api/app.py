@@ -114,6 +114,7 @@ def build_media(settings: Settings) -> MediaBackend:
             dns_server=settings.sip_dns_address(),
             failover_after=settings.sip_failover_after_s,
             keepalive=settings.sip_keepalive_s or None,
+            udp_keepalive=settings.sip_udp_keepalive_s or None,
             tls=tls_config(settings),
             srtp=settings.srtp,
         )
@@ -176,9 +177,11 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             routing.forwarder, routing.engine = forwarder, repo.engine
             routing.dead_after_s = settings.node_dead_after_s
         app.state.forwarder = forwarder
+        metrics.gc.start()
         try:
             yield
         finally:
+            metrics.gc.stop()
             routing.forwarder = None
             if forwarder is not None:
                 await _bounded(forwarder.close(), "closing the forwarding connection")

@@ -22,6 +22,7 @@ from ..service.model import CompletionReason
 from ..settings import Settings
 from ..store import SqlRepository
 from .auth import AuthError
+from .gc_pauses import GcPauses
 
 WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNMATCHED = "unmatched"
@@ -33,6 +34,8 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self.gc = GcPauses(r)
+        """Garbage-collection pauses (timed between ``gc.start()`` and ``gc.stop()``)."""
         self.calls = Gauge(
             "dtmfgraph_calls",
             "Calls in the database by state (whole deployment, read at scrape time).",

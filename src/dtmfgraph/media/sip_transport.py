@@ -24,6 +24,12 @@ unanswered for ``keepalive_timeout`` (10 s) means the connection is dead however
 (``UserAgent.flow_failed``), so that a registration through it registers again at once rather
 than at its next refresh, perhaps an hour later, with incoming calls lost meanwhile.
 
+Over UDP there is no connection to watch, but a NAT between us and a registrar forgets the
+mapping its REGISTER made after 30 s to a few minutes of silence, and the registrar's calls to
+us stop getting through. So every ``udp_keepalive_interval`` (default 25 s) each registrar a
+registration reaches over UDP is sent a double CRLF datagram, as PJSIP and Linphone do
+(registrars ignore it: Kamailio, Asterisk, FreeSWITCH).
+
 TLS (given a :class:`~dtmfgraph.media.tls.TlsConfig`): a listener on its own port, and TLS
 connections to the peers the agent marks secure, checked against the peer's name. A peer whose
 certificate fails is counted in ``tls_errors`` and its requests fail 503 with the reason.
@@ -87,6 +93,8 @@ class TransportStats:
     """Pings we answered."""
     keepalive_failures: int = 0
     """Connections closed because a ping went unanswered (their registrations re-sent)."""
+    udp_keepalives: int = 0
+    """Double-CRLF datagrams sent to registrars reached over UDP."""
 
 
 @dataclass(slots=True)
@@ -147,6 +155,8 @@ class SipTransport(asyncio.DatagramProtocol):
         """The TLS configuration, the listener's context, and the files' stamp when loaded."""
         self._tls_check_interval = TLS_CHECK_S
         self._tls_watch: asyncio.TimerHandle | None = None
+        self._udp_keepalive_interval: float | None = UDP_KEEPALIVE_S
+        self._udp_keepalive: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(
@@ -244,6 +254,7 @@ class SipTransport(asyncio.DatagramProtocol):
         sockname = transport.get_extra_info("sockname")
         self.local_address = (str(sockname[0]), int(sockname[1]))
         self._ua = self._ua_factory(self.local_address)
+        self._arm_udp_keepalive()
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
         ua = self._ua
@@ -456,6 +467,45 @@ class SipTransport(asyncio.DatagramProtocol):
             self.stats.tcp_messages_out += 1
 
     @property
+    def udp_keepalive_interval(self) -> float | None:
+        """How often registrars reached over UDP get a keep-alive datagram (``None``: never)."""
+        return self._udp_keepalive_interval
+
+    @udp_keepalive_interval.setter
+    def udp_keepalive_interval(self, seconds: float | None) -> None:
+        self._udp_keepalive_interval = seconds
+        if self._udp_keepalive is not None:
+            self._udp_keepalive.cancel()
+            self._udp_keepalive = None
+        self._arm_udp_keepalive()
+
+    def _arm_udp_keepalive(self) -> None:
+        interval = self._udp_keepalive_interval
+        if interval is not None and self._udp_keepalive is None and not self.closed:
+            self._udp_keepalive = self._loop.call_later(interval, self._send_udp_keepalives)
+
+    def _send_udp_keepalives(self) -> None:
+        self._udp_keepalive = None
+        ua, transport = self._ua, self._transport
+        if ua is None or transport is None or transport.is_closing():
+            return
+        try:
+            peers = ua.udp_registrars()
+        except Exception:
+            self.stats.agent_errors += 1
+            logger.exception("SIP agent failed on a keep-alive check")
+            peers = []
+        for peer in peers:
+            try:
+                transport.sendto(b"\r\n\r\n", peer)
+            except OSError as exc:
+                self.stats.send_errors += 1
+                logger.debug("SIP keep-alive to %s failed: %s", peer, exc)
+            else:
+                self.stats.udp_keepalives += 1
+        self._arm_udp_keepalive()
+
+    @property
     def tls_check_interval(self) -> float:
         """How often the TLS files are looked at for a renewal (seconds; default 60)."""
         return self._tls_check_interval
@@ -535,6 +585,9 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._udp_keepalive is not None:
+            self._udp_keepalive.cancel()
+            self._udp_keepalive = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -637,6 +690,9 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._ua is not None and self._transport is not None:
             self._send(self._ua)
         self._cancel_timer()
+        if self._udp_keepalive is not None:
+            self._udp_keepalive.cancel()
+            self._udp_keepalive = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -674,6 +730,8 @@ DEFAULT_KEEPALIVE_S = 120.0
 ``Flow-Timer``)."""
 KEEPALIVE_TIMEOUT_S = 10.0
 """A pong later than this fails the connection (RFC 5626 4.4.1)."""
+UDP_KEEPALIVE_S = 25.0
+"""Keep-alive period towards registrars reached over UDP (NAT mappings last 30 s and more)."""
 TLS_CHECK_S = 60.0
 """How often the TLS files are looked at for a renewal."""
 _SWEEP_S = 30.0

@@ -39,7 +39,7 @@ from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
-from ..media.sip_transport import DEFAULT_KEEPALIVE_S
+from ..media.sip_transport import DEFAULT_KEEPALIVE_S, UDP_KEEPALIVE_S
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
 from ..sip import Credentials, SipError, SipUri
@@ -232,9 +232,12 @@ class SipMedia:
         tls: TlsConfig | None = None,
         srtp: SrtpPolicy = "optional",
         keepalive: float | None = DEFAULT_KEEPALIVE_S,
+        udp_keepalive: float | None = UDP_KEEPALIVE_S,
     ) -> None:
         self.keepalive = keepalive
         """Ping the TCP/TLS connections we open and need this often (``None``: never)."""
+        self.udp_keepalive = udp_keepalive
+        """Send registrars reached over UDP a keep-alive this often (``None``: never)."""
         self.srtp: SrtpPolicy = srtp
         """When calls offer SRTP, and whether they take it."""
         self.tls = tls
@@ -277,6 +280,7 @@ class SipMedia:
             )
             self.phone.failover_after = self.failover_after
             self.phone.transport.keepalive_interval = self.keepalive
+            self.phone.transport.udp_keepalive_interval = self.udp_keepalive
         return self.phone
 
     @property

@@ -230,6 +230,20 @@ class UserAgent:
                 return True
         return any(r.destination == addr for r in self._registrations.values())
 
+    def udp_registrars(self) -> list[Addr]:
+        """Where registrations that go over UDP send their REGISTERs: the addresses a NAT on
+        the way must keep a mapping for, so that the registrar's calls reach us (keep-alives,
+        RFC 5626 3.5.2's purpose; see the transport)."""
+        reliable = self._wire.reliable
+        return sorted(
+            {
+                r.destination
+                for r in self._registrations.values()
+                if r.destination not in reliable
+                and r.state in (RegistrationState.REGISTERED, RegistrationState.REGISTERING)
+            }
+        )
+
     def _end_registration(self, registration: Registration) -> None:
         registration.ended()
         self._registrations.pop(registration.call_id, None)
