@@ -95,6 +95,8 @@ async def test_call_to_nobody_fails_with_the_reason() -> None:
     ("args", "message"),
     [
         (["call", "sip:a@127.0.0.1:5999", "--send", "12X"], "unknown DTMF key"),
+        (["call", "sip:a@127.0.0.1:5999", "--send", "1wx"], "unknown DTMF key"),
+        (["call", "sip:a@127.0.0.1:5999", "--delay", "-1"], "--delay"),
         (["call", "nonsense", "--send", "1"], "bad SIP URI"),
         (["call", "sip:a@127.0.0.1:5999", "--send", "F", "--method", "inband"], "flash"),
         (["call", "sip:a@127.0.0.1:5999", "--tone-ms", "0"], "--tone-ms"),
@@ -135,6 +137,35 @@ async def test_answer_prints_the_keys_of_our_own_call() -> None:
     ended = [e for e in events if e["event"] == "ended"]
     assert len(ended) == 1 and ended[0]["reason"] == "remote-bye" and ended[0]["keys"] == "4*"
     assert events[-1]["event"] == "summary" and events[-1]["answered"] == 1
+
+
+async def test_call_waits_for_the_greeting_and_pauses_where_the_dial_string_says() -> None:
+    """An IVR test: ``--delay`` before the first key, ``W`` (1 s) and ``w`` (0.5 s) pauses
+    between keys, as Asterisk's SendDTMF reads them; the far end hears the keys that far
+    apart."""
+    async with _answering() as proc:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        answered_line = asyncio.ensure_future(proc.stdout.readline())
+        code, out, err = await _run(
+            "call",
+            ready["uri"].replace("dtmfgraph@", "ivr@"),
+            *("--send", "1W2w3", "--delay", "0.5", "--method", "rfc4733", "--listen", "0.3"),
+            "--json",
+        )
+        assert code == 0, err
+        answered = json.loads(await answered_line)
+        events = await _rest_of(proc)
+    assert answered["event"] == "answered"
+    ours = [json.loads(line) for line in out.splitlines()]
+    steps = [(e["event"], e.get("keys") or e.get("seconds")) for e in ours[2:-1]]
+    assert steps == [("pause", 0.5), ("sent", "1"), ("pause", 1.0), ("sent", "2"),
+                     ("pause", 0.5), ("sent", "3")]  # fmt: skip
+    at = {e["key"]: e["at"] for e in events if e["event"] == "key"}
+    assert list(at) == ["1", "2", "3"]
+    # each key 100 ms, then the 100 ms gap, then the pause
+    assert 1.05 <= at["2"] - at["1"] <= 1.45, at
+    assert 0.55 <= at["3"] - at["2"] <= 0.95, at
 
 
 async def test_answer_registers_and_call_authenticates_through_kamailio(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def _emit(as_json: bool, text: str, **fields: Any) -> None:
 # -- call ---------------------------------------------------------------------------------------
 async def _call(
     uri: str,
-    keys: str,
+    steps: list[str | float],
     method: MethodName,
     tone_ms: int,
     gap_ms: int,
@@ -212,9 +212,16 @@ async def _call(
         heard: list[HeardKey] = []
         collector = asyncio.create_task(_collect(call, heard, as_json))
         try:
-            if keys:
+            for step in steps:
+                if isinstance(step, float):
+                    _emit(as_json, f"pause {step:g} s", event="pause", seconds=step)
+                    try:
+                        ended = await call.wait_ended(step)
+                    except TimeoutError:
+                        continue  # the pause is over, the call still up
+                    raise CallEndedError(ended, "pause")
                 result = await call.send_dtmf(
-                    keys, method=method.value, tone_ms=tone_ms, gap_ms=gap_ms
+                    step, method=method.value, tone_ms=tone_ms, gap_ms=gap_ms
                 )
                 _emit(
                     as_json,
@@ -267,13 +274,53 @@ async def _collect(call: PhoneCall, heard: list[HeardKey], as_json: bool) -> Non
         )
 
 
+PAUSES = {"w": 0.5, "W": 1.0}
+"""Pause characters in ``--send``, seconds (as Asterisk's SendDTMF reads them)."""
+
+
+def dial_steps(send: str) -> list[str | float]:
+    """``--send`` as steps: runs of keys (str) and pauses (seconds, merged); bad keys raise
+    :class:`KeypadError`."""
+    steps: list[str | float] = []
+    for char in send:
+        pause = PAUSES.get(char)
+        if pause is None:
+            parse_keys(char)  # a clear error for a bad key
+            if steps and isinstance(steps[-1], str):
+                steps[-1] += char
+            else:
+                steps.append(char)
+        elif steps and isinstance(steps[-1], float):
+            steps[-1] += pause
+        else:
+            steps.append(pause)
+    return steps
+
+
+def _after(delay: float, steps: list[str | float]) -> list[str | float]:
+    """``steps`` after a pause of ``delay`` seconds."""
+    if not delay:
+        return steps
+    if steps and isinstance(steps[0], float):
+        return [steps[0] + delay, *steps[1:]]
+    return [delay, *steps]
+
+
 def call(
     uri: Annotated[
         str, typer.Argument(help="Who to call: sip:user@HOST:PORT (an IP, or a name to resolve).")
     ],
     send: Annotated[
-        str, typer.Option("--send", help="Keys to press: 0-9 * # A-D, F = flash.")
+        str,
+        typer.Option(
+            "--send",
+            help="Keys to press: 0-9 * # A-D, F = flash; w pauses 0.5 s, W 1 s (e.g. 1WW2#).",
+        ),
     ] = "",
+    delay: Annotated[
+        float,
+        typer.Option(help="Seconds to wait once answered before the first key (a greeting)."),
+    ] = 0.0,
     method: Annotated[
         MethodName,
         typer.Option(
@@ -306,13 +353,14 @@ def call(
         SipUri.parse(uri)
     except SipError as exc:
         raise fail(f"bad SIP URI {uri!r}: {exc}") from None
-    if send:
-        try:
-            parsed = parse_keys(send)
-        except KeypadError as exc:
-            raise fail(str(exc)) from None
-        if method is MethodName.inband and any(not k.has_tones for k in parsed):
-            raise fail("flash (F) has no tones: it cannot be sent in-band")
+    try:
+        steps = dial_steps(send)
+    except KeypadError as exc:
+        raise fail(str(exc)) from None
+    if method is MethodName.inband and "F" in send:
+        raise fail("flash (F) has no tones: it cannot be sent in-band")
+    if not 0 <= delay <= 3600:
+        raise fail(f"--delay {delay}: must be 0-3600")
     if not 1 <= tone_ms <= 600_000:
         raise fail(f"--tone-ms {tone_ms}: must be 1-600000")
     if not 0 <= gap_ms <= 600_000:
@@ -330,7 +378,7 @@ def call(
         code = asyncio.run(
             _call(
                 uri,
-                send,
+                _after(delay, steps),
                 method,
                 tone_ms,
                 gap_ms,
