@@ -12,8 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from dtmfgraph.tones import synthesize
+from dtmfgraph.tones.wav import encode_wav, parse_wav
+
+from ..judges import spandsp
 from ..judges.baresip import Baresip
 from ..judges.certs import TestCa
 from ..judges.kamailio import Kamailio
@@ -97,6 +102,8 @@ async def test_call_to_nobody_fails_with_the_reason() -> None:
         (["call", "sip:a@127.0.0.1:5999", "--send", "12X"], "unknown DTMF key"),
         (["call", "sip:a@127.0.0.1:5999", "--send", "1wx"], "unknown DTMF key"),
         (["call", "sip:a@127.0.0.1:5999", "--delay", "-1"], "--delay"),
+        (["call", "sip:a@127.0.0.1:5999", "--record", "/nonexistent/x.wav"], "--record"),
+        (["answer", "--record-dir", "/nonexistent"], "not a directory"),
         (["call", "nonsense", "--send", "1"], "bad SIP URI"),
         (["call", "sip:a@127.0.0.1:5999", "--send", "F", "--method", "inband"], "flash"),
         (["call", "sip:a@127.0.0.1:5999", "--tone-ms", "0"], "--tone-ms"),
@@ -273,3 +280,48 @@ async def test_answer_and_call_over_tls(tmp_path: Path) -> None:
     ]
     [answered] = [e for e in events if e["event"] == "answered"]
     assert answered["srtp"] == "AES_CM_128_HMAC_SHA1_80"
+
+
+async def test_call_records_the_far_ends_audio(tmp_path: Path) -> None:
+    """``call --record``: what baresip plays (its "prompt": in-band keys between silences) is
+    in our WAV file, which libspandsp, an outside detector, decodes to the same keys; the file
+    lasts about as long as the call."""
+    prompt = np.concatenate(
+        [np.zeros(4000, np.int16), synthesize("2580", tone_ms=80, gap_ms=80, level_dbm0=-12.0),
+         np.zeros(40_000, np.int16)]
+    )  # fmt: skip
+    source = tmp_path / "prompt.wav"
+    source.write_bytes(encode_wav(prompt, 8000))
+    out = tmp_path / "heard.wav"
+    async with Baresip(tmp_path / "bs", source=source) as bs:
+        code, text, err = await _run(
+            "call", bs.uri, "--record", str(out), "--listen", "2.5", "--json"
+        )
+    assert code == 0, err
+    events = [json.loads(line) for line in text.splitlines()]
+    kinds = ["calling", "answered", "recording", "key", "key", "key", "key", "ended"]
+    assert [e["event"] for e in events] == kinds  # we hear its keys too
+    assert events[-1]["keys_heard"] == "2580"
+    wav = parse_wav(out.read_bytes())
+    assert wav.rate == 8000 and 2.0 <= wav.duration <= 3.0, wav.duration
+    assert events[-1]["recorded_s"] == pytest.approx(wav.duration, abs=0.01)
+    assert spandsp.spandsp_detect(wav.samples[0], chunk=160) == "2580"
+
+
+async def test_answer_records_each_callers_audio(tmp_path: Path) -> None:
+    """``answer --record-dir``: one WAV per call, with what the caller sent (in-band keys from
+    our own ``call``), which libspandsp decodes."""
+    async with _answering("--record-dir", str(tmp_path)) as proc:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        code, _, err = await _run(
+            "call", ready["uri"].replace("dtmfgraph@", "bob@"),
+            *("--send", "73#", "--method", "inband", "--listen", "0.3"),
+        )  # fmt: skip
+        assert code == 0, err
+        events = await _rest_of(proc)
+    [recording] = [e for e in events if e["event"] == "recording"]
+    files = sorted(tmp_path.glob("*.wav"))
+    assert [str(f) for f in files] == [recording["path"]]
+    wav = parse_wav(files[0].read_bytes())
+    assert spandsp.spandsp_detect(wav.samples[0], chunk=160) == "73#"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dtmfgraph.tones import synthesize
-from dtmfgraph.tones.wav import WavError, encode_wav, parse_wav
+from dtmfgraph.tones.wav import WavError, WavWriter, encode_wav, parse_wav
 
 
 def sox(*args: str) -> None:
@@ -93,3 +93,30 @@ def test_unsupported_encoding_is_named(tmp_path: Path) -> None:
     sox(str(src), "-e", "gsm-full-rate", str(gsm))
     with pytest.raises(WavError, match="unsupported WAV encoding: format tag 49"):
         parse_wav(gsm.read_bytes())
+
+
+def test_wav_writer_streams_a_file_that_readers_take_while_it_grows(tmp_path: Path) -> None:
+    """A recording is valid up to its last second while it grows, and whole once closed: our
+    reader and sox (an outside judge) read the same samples."""
+    path = tmp_path / "rec.wav"
+    writer = WavWriter(path, 8000)
+    x = (np.sin(np.arange(20_000) * 0.3) * 8000).astype(np.int16)
+    for start in range(0, 12_000, 160):
+        writer.write(x[start : start + 160])
+    growing = parse_wav(path.read_bytes())
+    assert growing.samples.shape == (1, 8000)  # the header says: the first whole second
+    assert np.array_equal(growing.samples[0], x[:8000])
+    writer.write(x[12_000:])
+    writer.close()
+    writer.close()  # twice is fine
+    done = parse_wav(path.read_bytes())
+    assert done.rate == 8000 and np.array_equal(done.samples[0], x)
+    sox = shutil.which("sox")
+    assert sox is not None, "sox is NOT installed (scripts/test installs it)"
+    info = subprocess.run([sox, "--i", "-s", str(path)], capture_output=True, check=True)
+    assert int(info.stdout) == len(x)
+    raw = subprocess.run(
+        [sox, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert np.array_equal(np.frombuffer(raw, "<i2"), x)

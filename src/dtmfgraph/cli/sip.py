@@ -178,6 +178,7 @@ async def _call(
     auth: tuple[str, str] | None = None,
     tls: TlsConfig | None = None,
     srtp: SrtpName = SrtpName.optional,
+    record: Path | None = None,
 ) -> int:
     phone = await Phone.start(host, sip_port, rtp_ports, tls=tls, srtp=srtp.value)
     status = 0
@@ -209,6 +210,9 @@ async def _call(
             telephone_event_pt=te,
             srtp=call.srtp_suite.name if call.srtp_suite is not None else None,
         )
+        if record is not None:
+            call.record(record)
+            _emit(as_json, f"recording to {record}", event="recording", path=str(record))
         heard: list[HeardKey] = []
         collector = asyncio.create_task(_collect(call, heard, as_json))
         try:
@@ -243,18 +247,22 @@ async def _call(
             status = EXIT_CALL_FAILED
         except TimeoutError:
             pass
+        recording = call.recording
         end = await call.hangup()
         await asyncio.sleep(0)
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
+        recorded = {} if recording is None else {"recorded_s": round(recording.seconds, 3)}
         _emit(
             as_json,
-            f"call ended: {end}",
+            f"call ended: {end}"
+            + (f" ({recording.seconds:.2f} s recorded)" if recording is not None else ""),
             event="ended",
             reason=end.reason.value,
             detail=end.detail,
             keys_heard="".join(k.key for k in heard),
+            **recorded,
         )
     finally:
         await phone.close()
@@ -321,6 +329,10 @@ def call(
         float,
         typer.Option(help="Seconds to wait once answered before the first key (a greeting)."),
     ] = 0.0,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Write what the far end sends (its prompts) to this WAV file."),
+    ] = None,
     method: Annotated[
         MethodName,
         typer.Option(
@@ -361,6 +373,11 @@ def call(
         raise fail("flash (F) has no tones: it cannot be sent in-band")
     if not 0 <= delay <= 3600:
         raise fail(f"--delay {delay}: must be 0-3600")
+    if record is not None:
+        try:
+            record.open("wb").close()
+        except OSError as exc:
+            raise fail(f"--record {record}: {exc.strerror or exc}") from None
     if not 1 <= tone_ms <= 600_000:
         raise fail(f"--tone-ms {tone_ms}: must be 1-600000")
     if not 0 <= gap_ms <= 600_000:
@@ -391,6 +408,7 @@ def call(
                 auth,
                 tls,
                 srtp,
+                record,
             )
         )
     except KeyboardInterrupt:
@@ -406,8 +424,16 @@ def call(
 
 # -- answer -------------------------------------------------------------------------------------
 class _Answerer:
-    def __init__(self, phone: Phone, as_json: bool, count: int | None, hangup_after: float | None):
+    def __init__(
+        self,
+        phone: Phone,
+        as_json: bool,
+        count: int | None,
+        hangup_after: float | None,
+        record_dir: Path | None = None,
+    ):
         self.phone = phone
+        self.record_dir = record_dir
         self.as_json = as_json
         self.count = count
         self.hangup_after = hangup_after
@@ -442,9 +468,27 @@ class _Answerer:
             telephone_event_pt=call.telephone_event_pt,
             srtp=call.srtp_suite.name if call.srtp_suite is not None else None,
         )
+        if self.record_dir is not None:
+            self._record(call, self.record_dir)
         task = asyncio.ensure_future(self._serve(call))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _record(self, call: PhoneCall, directory: Path) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in call.call_id)
+        path = directory / f"{self.answered:04d}-{safe[:60]}.wav"
+        try:
+            call.record(path)
+        except (OSError, MediaError) as exc:
+            _emit(self.as_json, f"cannot record to {path}: {exc}", event="error", error=str(exc))
+            return
+        _emit(
+            self.as_json,
+            f"{call.call_id[:12]}  recording to {path}",
+            event="recording",
+            call=call.call_id,
+            path=str(path),
+        )
 
     async def _serve(self, call: PhoneCall) -> None:
         keys: list[str] = []
@@ -500,9 +544,10 @@ async def _answer(
     registrar: str | None = None,
     tls: TlsConfig | None = None,
     srtp: SrtpName = SrtpName.optional,
+    record_dir: Path | None = None,
 ) -> int:
     phone = await Phone.start(host, port, rtp_ports, tls=tls, srtp=srtp.value)
-    answerer = _Answerer(phone, as_json, count, hangup_after)
+    answerer = _Answerer(phone, as_json, count, hangup_after, record_dir)
     phone.on_incoming = answerer.on_incoming
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -565,6 +610,10 @@ def answer(
     hangup_after: Annotated[
         float | None, typer.Option(help="Hang up each call after this many seconds.")
     ] = None,
+    record_dir: Annotated[
+        Path | None,
+        typer.Option(help="Write each caller's audio to a WAV file in this directory."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     register: Annotated[
         str | None,
@@ -600,6 +649,8 @@ def answer(
         raise fail(f"--duration {duration}: must be > 0")
     if hangup_after is not None and hangup_after <= 0:
         raise fail(f"--hangup-after {hangup_after}: must be > 0")
+    if record_dir is not None and not record_dir.is_dir():
+        raise fail(f"--record-dir {record_dir}: not a directory")
     ports = _ports(rtp_ports)
     if register is not None:
         try:
@@ -631,6 +682,7 @@ def answer(
                 registrar,
                 tls,
                 srtp,
+                record_dir,
             )
         )
     except KeyboardInterrupt:

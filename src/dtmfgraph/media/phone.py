@@ -22,6 +22,7 @@ import contextlib
 import enum
 import inspect
 import logging
+import os
 import random
 import socket
 import time
@@ -68,6 +69,7 @@ from dtmfgraph.tones import KeypadError, parse_keys
 
 from .banks import InbandBanks
 from .pacer import Pacer
+from .recording import CallRecording
 from .registration import PhoneRegistration, RegistrationError
 from .resolve import ResolveError, SipResolver
 from .session import RtpSession, SessionClosedError
@@ -325,6 +327,8 @@ class PhoneCall:
         self._rtp_job: DtmfJob | None = None
         self._hanging_up = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.recording: CallRecording | None = None
+        """The far end's audio being written to a WAV file (:meth:`record`)."""
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -375,6 +379,30 @@ class PhoneCall:
     async def wait_ended(self, timeout: float | None = None) -> CallEnd:
         """Until the call is over; returns how it ended."""
         return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+
+    def record(self, path: str | os.PathLike[str]) -> CallRecording:
+        """From now until the call ends (or :meth:`stop_recording`), write the far end's audio
+        as played out to a 16-bit 8 kHz mono WAV file at ``path``. ``MediaError`` if the call
+        has no media yet or is over; ``OSError`` if the file cannot be made."""
+        self._check_live("record")
+        session = self.session
+        if session is None or session.inbound is None or self.codec is None:
+            raise MediaError("the call has no media to record yet")
+        self.stop_recording()
+        recording = CallRecording(path, self.codec)
+        session.inbound.tap = recording.push
+        self.recording = recording
+        return recording
+
+    def stop_recording(self) -> None:
+        """Stop writing the recording (if any) and close its file."""
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return
+        session = self.session
+        if session is not None and session.inbound is not None:
+            session.inbound.tap = None
+        recording.close()
 
     def _check_live(self, what: str) -> None:
         if self.ended is not None:
@@ -877,6 +905,7 @@ class PhoneCall:
             self._established.set_exception(CallEndedError(end, "call setup"))
             self._established.exception()
         self.phone._forget(self)
+        self.stop_recording()
         session, endpoint = self.session, self._endpoint
         self._endpoint = None
         if session is not None:

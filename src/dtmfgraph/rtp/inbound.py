@@ -28,6 +28,7 @@ events and as in-band audio: so an in-band detection is ignored (counted as
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Final, Literal, Protocol
 
@@ -194,6 +195,9 @@ class InboundStream:
         self._next_ts = 0
         self._last_frame = b""
         self._closed = False
+        self.tap: Callable[[bytes], None] | None = None
+        """Optional observer of the audio as it is played out: the codec's codes in order,
+        gaps concealed as for the detector (a recording)."""
         self._sink: _Sink | None = None
         if inband and codec is not None:
             if bank is not None:
@@ -445,15 +449,22 @@ class InboundStream:
                 self.stats.too_late += 1
                 return
         self.stats.audio += 1
-        sink = self._sink
-        if sink is None or not payload:
+        sink, tap = self._sink, self.tap
+        if (sink is None and tap is None) or not payload:
             return
         self._audio_ssrc = ssrc
         if 0 < gap <= _MAX_FILL_SAMPLES:
-            sink.push(self._conceal(gap), arrival)
+            fill = self._conceal(gap)
+            if sink is not None:
+                sink.push(fill, arrival)
+            if tap is not None:
+                tap(fill)
         self._next_ts = (ts + len(payload)) & _U32
         self._last_frame = payload
-        sink.push(payload, arrival)
+        if sink is not None:
+            sink.push(payload, arrival)
+        if tap is not None:
+            tap(payload)
 
     def _conceal(self, gap: int) -> bytes:
         assert self._codec is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -95,9 +96,52 @@ def encode_wav(samples: npt.ArrayLike, rate: int) -> bytes:
         x = x[np.newaxis, :]
     channels = x.shape[0]
     body = np.ascontiguousarray(x.T).astype("<i2").tobytes()
-    header = struct.pack(
+    return _pcm_header(channels, rate, len(body)) + body
+
+
+def _pcm_header(channels: int, rate: int, body: int) -> bytes:
+    return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + len(body), b"WAVE", b"fmt ", 16, _PCM, channels, rate,
-        rate * channels * 2, channels * 2, 16, b"data", len(body),
+        b"RIFF", 36 + body, b"WAVE", b"fmt ", 16, _PCM, channels, rate,
+        rate * channels * 2, channels * 2, 16, b"data", body,
     )  # fmt: skip
-    return header + body
+
+
+class WavWriter:
+    """A mono 16-bit PCM WAV file written as the audio comes (a call's recording). The sizes in
+    its header are brought up to date every second of audio and at :meth:`close`, so a file read
+    while it grows, or left by a crash, is valid up to the last second."""
+
+    def __init__(self, path: str | os.PathLike[str], rate: int = 8000) -> None:
+        self.rate = rate
+        self.frames = 0
+        self._stamped = 0
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._file.write(_pcm_header(1, rate, 0))
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def write(self, samples: npt.ArrayLike) -> None:
+        """Append int16 samples (1-D)."""
+        body = np.asarray(samples, dtype=np.int16).astype("<i2", copy=False).tobytes()
+        self._file.write(body)
+        self.frames += len(body) // 2
+        if self.frames - self._stamped >= self.rate:
+            self._stamp()
+
+    def _stamp(self) -> None:
+        f, size = self._file, 2 * self.frames
+        f.seek(4)
+        f.write(struct.pack("<I", 36 + size))
+        f.seek(40)
+        f.write(struct.pack("<I", size))
+        f.seek(0, os.SEEK_END)
+        f.flush()
+        self._stamped = self.frames
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._stamp()
+            self._file.close()
