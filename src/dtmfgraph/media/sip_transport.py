@@ -528,6 +528,8 @@ class SipTransport(asyncio.DatagramProtocol):
         client = config.client_context()  # checks every file before anything changes
         config.server_context()
         config.load_ours(listener)  # the listening server's context: new handshakes
+        if config.ca_file is not None:  # CAs added to the file are trusted from now on
+            listener.load_verify_locations(cafile=str(config.ca_file))
         self._tls_client = client
         self._tls = (config, listener, stamp)
         self.stats.tls_reloads += 1
