@@ -129,6 +129,14 @@ class Settings(BaseSettings):
             "sent again at once. 0: no pings."
         ),
     )
+    sip_allow_from: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Networks (10.0.0.0/8, 203.0.113.7, 2001:db8::/32; comma-separated or a JSON "
+            "list) whose hosts may call the service or send it other out-of-dialog SIP "
+            "requests; others are answered 403. Empty: everyone."
+        ),
+    )
     sip_udp_keepalive_s: float = Field(
         default=25.0,
         ge=0,
@@ -261,8 +269,18 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("sip_allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        if value:
+            from .sip.acl import SourceAllowlist  # noqa: PLC0415 (light imports for the CLI)
+
+            SourceAllowlist(value)  # ValueError naming the one that does not parse
+        return value
+
     @field_validator(
         "callback_allowed_hosts",
+        "sip_allow_from",
         "jwt_rs256_extra_public_key_files",
         "callback_jwks_extra_public_key_files",
         mode="before",

@@ -257,3 +257,12 @@ def test_unusable_tls_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last == "error: sip_tls_require_client_cert: TLS needs sip_tls_cert_file too", last
+
+
+def test_a_bad_sip_allow_from_network_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    base = ("--sip-port", "0", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"))
+    done = run_serve(*base, "--sip-allow-from", "10.0.0.0/8", "--sip-allow-from", "pbx.example",
+                     cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --sip-allow-from: ") and "'pbx.example' is not a network" in last

@@ -104,6 +104,7 @@ async def test_call_to_nobody_fails_with_the_reason() -> None:
         (["call", "sip:a@127.0.0.1:5999", "--delay", "-1"], "--delay"),
         (["call", "sip:a@127.0.0.1:5999", "--record", "/nonexistent/x.wav"], "--record"),
         (["answer", "--record-dir", "/nonexistent"], "not a directory"),
+        (["answer", "--allow-from", "10.0.0.0/8", "--allow-from", "x"], "'x' is not a network"),
         (["call", "nonsense", "--send", "1"], "bad SIP URI"),
         (["call", "sip:a@127.0.0.1:5999", "--send", "F", "--method", "inband"], "flash"),
         (["call", "sip:a@127.0.0.1:5999", "--tone-ms", "0"], "--tone-ms"),

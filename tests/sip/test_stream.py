@@ -18,6 +18,7 @@ from dtmfgraph.sip import (
     SipRequest,
     SipResponse,
     SipUri,
+    SourceAllowlist,
     UserAgent,
     build_offer,
     parse_message,
@@ -239,3 +240,25 @@ def test_registrars_over_udp_are_the_ones_keepalives_go_to() -> None:
     assert ua.udp_registrars() == [("127.0.0.1", 5080)]  # TCP has its own keep-alives
     ua.unregister(over_udp, 0.1)
     assert ua.udp_registrars() == []
+
+
+def test_out_of_dialog_requests_from_outside_the_allowlist_get_403() -> None:
+    """Sans-I/O: the check is on the source address of requests that start something; the
+    allowlist takes IPv4, IPv6 and IPv4-mapped IPv6 sources, and refuses names."""
+    allow = SourceAllowlist(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"])
+    assert allow("10.1.2.3") and allow("192.0.2.7") and not allow("192.0.2.8")
+    assert allow("2001:db8::1") and allow("::ffff:10.0.0.1") and allow("fe80::1%eth0") is False
+    assert not allow("pbx.example.com")
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.300' is not a network"):
+        SourceAllowlist(["10.0.0.300"])
+    with pytest.raises(ValueError, match="no networks"):
+        SourceAllowlist([])
+    ua = UserAgent("127.0.0.1", 5060, "bot", rng=random.Random(1))
+    ua.allow_source = allow
+    options = _message().replace(b"Via: SIP/2.0/TCP", b"Via: SIP/2.0/UDP")
+    ua.receive_datagram(options, ("203.0.113.9", 5060), 0.0)
+    other = options.replace(b"branch=z9hG4bKx", b"branch=z9hG4bKy")  # another transaction
+    ua.receive_datagram(other, ("10.9.9.9", 5060), 0.0)
+    answers = [parse_message(d) for d, _ in ua.datagrams_to_send(0.0)]
+    assert [a.status for a in answers if isinstance(a, SipResponse)] == [403, 200]
+    assert ua.counters.forbidden == 1

@@ -115,6 +115,7 @@ def build_media(settings: Settings) -> MediaBackend:
             failover_after=settings.sip_failover_after_s,
             keepalive=settings.sip_keepalive_s or None,
             udp_keepalive=settings.sip_udp_keepalive_s or None,
+            allow_from=settings.sip_allow_from or None,
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

@@ -89,6 +89,11 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
+        self.sip_forbidden = Counter(
+            "dtmfgraph_sip_requests_forbidden",
+            "SIP requests from sources outside --sip-allow-from, answered 403.",
+            registry=r,
+        )
         self.rtp_moved = Counter(
             "dtmfgraph_rtp_moved",
             "Far ends' RTP streams followed to a new address in the middle of a call (their NAT "
@@ -139,9 +144,12 @@ class Metrics:
         """Set the registration gauge of ``aor``."""
         self.sip_registered.labels(aor).set(1 if registered else 0)
 
-    def phone_counters(self, rtp_foreign_dropped: int, failovers: int, rtp_moved: int) -> None:
+    def phone_counters(
+        self, rtp_foreign_dropped: int, failovers: int, rtp_moved: int, forbidden: int
+    ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals."""
         for name, counter, total in (
+            ("forbidden", self.sip_forbidden, forbidden),
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
             ("rtp_moved", self.rtp_moved, rtp_moved),
             ("failovers", self.sip_failovers, failovers),
@@ -242,5 +250,10 @@ async def metrics(request: Request) -> Response:
         m.registration(str(media.register_aor), registered)
     phone = getattr(media, "phone", None)
     if phone is not None:
-        m.phone_counters(phone.rtp_foreign_dropped, phone.failovers, phone.rtp_moved)
+        m.phone_counters(
+            phone.rtp_foreign_dropped,
+            phone.failovers,
+            phone.rtp_moved,
+            phone.ua.counters.forbidden,
+        )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -48,6 +48,7 @@ _OPTION_OF = {
     "sip_register_expires": "--sip-register-expires",
     "loopback_speed": "--loopback-speed",
     "callback_allowed_hosts": "--callback-allow-host",
+    "sip_allow_from": "--sip-allow-from",
     "callback_ca_file": "--callback-ca-file",
     "jwt_rs256_extra_public_key_files": "--jwt-rs256-extra-public-key-file",
     "callback_jwks_extra_public_key_files": "--callback-jwks-extra-public-key-file",
@@ -260,6 +261,13 @@ def serve(
         list[str] | None,
         typer.Option(help="Host allowed as an http:// callbackUri (repeatable)."),
     ] = None,
+    sip_allow_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Network (10.0.0.0/8, 203.0.113.7) whose hosts may call in or send other "
+            "out-of-dialog SIP requests; others get 403 (repeatable; default: everyone)."
+        ),
+    ] = None,
     incoming_callback_uri: Annotated[
         str | None, typer.Option(help="Where incoming calls are announced.")
     ] = None,
@@ -323,6 +331,7 @@ def serve(
         "sip_register_expires": sip_register_expires,
         "loopback_speed": loopback_speed,
         "callback_allowed_hosts": callback_allow_host,
+        "sip_allow_from": sip_allow_from,
         "callback_ca_file": callback_ca_file,
         "jwt_rs256_extra_public_key_files": jwt_rs256_extra_public_key_file,
         "callback_jwks_extra_public_key_files": callback_jwks_extra_public_key_file,

@@ -28,7 +28,7 @@ from ..media.phone import (
     Phone,
     PhoneCall,
 )
-from ..sip import SipError, SipUri
+from ..sip import SipError, SipUri, SourceAllowlist
 from ..tones import KeypadError, parse_keys
 
 EXIT_BAD_INPUT = 2
@@ -545,8 +545,10 @@ async def _answer(
     tls: TlsConfig | None = None,
     srtp: SrtpName = SrtpName.optional,
     record_dir: Path | None = None,
+    allow_from: list[str] | None = None,
 ) -> int:
     phone = await Phone.start(host, port, rtp_ports, tls=tls, srtp=srtp.value)
+    phone.allow_sources = allow_from
     answerer = _Answerer(phone, as_json, count, hangup_after, record_dir)
     phone.on_incoming = answerer.on_incoming
     loop = asyncio.get_running_loop()
@@ -614,6 +616,13 @@ def answer(
         Path | None,
         typer.Option(help="Write each caller's audio to a WAV file in this directory."),
     ] = None,
+    allow_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Network (10.0.0.0/8, 192.0.2.7) whose hosts may call; others get 403 "
+            "(repeatable; default: everyone)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     register: Annotated[
         str | None,
@@ -651,6 +660,11 @@ def answer(
         raise fail(f"--hangup-after {hangup_after}: must be > 0")
     if record_dir is not None and not record_dir.is_dir():
         raise fail(f"--record-dir {record_dir}: not a directory")
+    if allow_from:
+        try:
+            SourceAllowlist(allow_from)
+        except ValueError as exc:
+            raise fail(f"--allow-from: {exc}") from None
     ports = _ports(rtp_ports)
     if register is not None:
         try:
@@ -683,6 +697,7 @@ def answer(
                 tls,
                 srtp,
                 record_dir,
+                allow_from or None,
             )
         )
     except KeyboardInterrupt:

@@ -63,6 +63,7 @@ from dtmfgraph.sip import (
 )
 from dtmfgraph.sip import Call as SipCall
 from dtmfgraph.sip import Codec as SdpCodec
+from dtmfgraph.sip.acl import SourceAllowlist
 from dtmfgraph.sip.grammar import is_ip_address
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
@@ -1194,6 +1195,22 @@ class Phone:
     def sip_address(self) -> Address:
         """The bound SIP (host, port)."""
         return self.transport.local_address
+
+    @property
+    def allow_sources(self) -> tuple[str, ...] | None:
+        """The networks whose hosts may call us or send us other out-of-dialog requests
+        (``None``: everyone). Set it to a list of networks (``"10.0.0.0/8"``, ``"192.0.2.7"``,
+        ``"2001:db8::/32"``; ``ValueError`` for one that does not parse) or ``None``; requests
+        from elsewhere are answered 403 and counted (``ua.counters.forbidden``), requests in
+        our dialogs and responses are not checked."""
+        allow = self.ua.allow_source
+        if not isinstance(allow, SourceAllowlist):
+            return None
+        return tuple(str(n) for n in allow.networks)
+
+    @allow_sources.setter
+    def allow_sources(self, networks: Sequence[str] | None) -> None:
+        self.ua.allow_source = SourceAllowlist(networks) if networks is not None else None
 
     @property
     def tls_address(self) -> Address | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..media.phone import (
@@ -233,7 +233,10 @@ class SipMedia:
         srtp: SrtpPolicy = "optional",
         keepalive: float | None = DEFAULT_KEEPALIVE_S,
         udp_keepalive: float | None = UDP_KEEPALIVE_S,
+        allow_from: Sequence[str] | None = None,
     ) -> None:
+        self.allow_from = allow_from
+        """Networks whose hosts may call in (``None``: everyone)."""
         self.keepalive = keepalive
         """Ping the TCP/TLS connections we open and need this often (``None``: never)."""
         self.udp_keepalive = udp_keepalive
@@ -281,6 +284,7 @@ class SipMedia:
             self.phone.failover_after = self.failover_after
             self.phone.transport.keepalive_interval = self.keepalive
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
+            self.phone.allow_sources = self.allow_from
         return self.phone
 
     @property

@@ -2,6 +2,7 @@
 authentication, registration and SIP INFO DTMF relay, driven by one :class:`UserAgent` object
 per address."""
 
+from dtmfgraph.sip.acl import SourceAllowlist
 from dtmfgraph.sip.agent import ALLOWED_METHODS, UserAgent
 from dtmfgraph.sip.call import Call, CallState, Role
 from dtmfgraph.sip.counters import SipCounters
@@ -97,6 +98,7 @@ __all__ = [
     "SipStateError",
     "SipTimers",
     "SipUri",
+    "SourceAllowlist",
     "Unregistered",
     "UserAgent",
     "Via",

@@ -13,7 +13,7 @@ import heapq
 import itertools
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -148,6 +148,11 @@ class UserAgent:
         self.outbound_proxy = outbound_proxy
         self.timers = timers or SipTimers()
         self.counters = SipCounters()
+        self.allow_source: Callable[[str], bool] | None = None
+        """Whether a host (the IP a request came from) may start a dialog or transaction with
+        us out of any dialog (INVITE, OPTIONS, ...); others are answered 403 and counted in
+        ``counters.forbidden``. Requests within our dialogs and responses are not checked.
+        ``None``: everyone may."""
         self._rng = rng or random.SystemRandom()
         self._wire = Wire(self.counters)
         self._events: deque[Event | RegistrationEvent] = deque()
@@ -774,6 +779,11 @@ class UserAgent:
             return
         tx = ServerTransaction(request, addr, self._wire, self.timers)
         self._server_tx[key] = tx
+        allow = self.allow_source
+        if request.to.tag is None and allow is not None and not allow(addr[0]):
+            self.counters.forbidden += 1
+            self._respond(tx, 403, now)
+            return
         if request.method == "CANCEL":
             self._on_cancel(request, tx, now)
             return

@@ -25,6 +25,9 @@ class SipCounters:
     """In-dialog requests answered 481."""
     timeouts: int = 0
     """Client transactions ended by Timer B or F."""
+    forbidden: int = 0
+    """Out-of-dialog requests from sources not allowed (``UserAgent.allow_source``), answered
+    403."""
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict."""

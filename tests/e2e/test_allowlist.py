@@ -1,0 +1,47 @@
+"""Who may call us (``Phone.allow_sources``, ``--sip-allow-from``), against baresip and sipp:
+strangers get 403 before anything else happens; our own calls, and what comes within them, are
+not checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dtmfgraph.media.phone import EndReason, Phone
+
+from ..judges.baresip import Baresip
+from .answering import answer_every_call, baresip_calls_and_presses
+
+
+async def test_a_caller_outside_the_allowed_networks_gets_403(tmp_path: Path, phone: Phone) -> None:
+    calls, heard = answer_every_call(phone)
+    phone.allow_sources = ["192.0.2.0/24", "2001:db8::/32"]
+    assert phone.allow_sources == ("192.0.2.0/24", "2001:db8::/32")
+    async with Baresip(tmp_path / "refused", answer=False) as bs:
+        await bs.dial(phone.uri)
+        closed = await bs.wait_event("CALL_CLOSED", 5)
+    assert "403" in closed.param, closed
+    assert not calls and phone.ua.counters.forbidden == 1
+    phone.allow_sources = ["127.0.0.0/8"]
+    async with Baresip(tmp_path / "let-in", answer=False) as bs:
+        await baresip_calls_and_presses(bs, phone.uri, "9", calls, heard)
+    assert [k.key for k in heard] == ["9"] and phone.ua.counters.forbidden == 1
+    with pytest.raises(ValueError, match="not a network"):
+        phone.allow_sources = ["10.0.0.0/8", "pbx.example.com"]
+    assert phone.allow_sources == ("127.0.0.0/8",)  # unchanged
+
+
+async def test_our_own_calls_and_their_requests_are_not_checked(
+    tmp_path: Path, phone: Phone
+) -> None:
+    """We call baresip although its address is not allowed; its BYE (within our dialog) ends
+    the call as usual."""
+    phone.allow_sources = ["192.0.2.0/24"]
+    async with Baresip(tmp_path / "bs") as bs:
+        call = await phone.dial(bs.uri, timeout=5)
+        await call.send_dtmf("5", method="rfc4733")
+        await bs.wait_for(lambda b: b.rfc4733_keys() == "5", 5, "the key")
+        await bs.hangup()
+        end = await call.wait_ended(5)
+    assert end.reason is EndReason.REMOTE_BYE and phone.ua.counters.forbidden == 0
