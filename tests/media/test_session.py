@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 
 import pytest
@@ -18,8 +19,10 @@ from dtmfgraph.media import (
     SessionClosedError,
 )
 from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard, RtpPacket
+from dtmfgraph.rtp.outbound import OutboundStream
 
 from ..judges.ports import free_udp_port
+from ..rtp.test_rtp_inbound import datagrams_of
 from .nat import NatRelay
 
 ALL = "0123456789*#ABCD"
@@ -344,4 +347,42 @@ async def test_strict_session_follows_its_peer_when_its_nat_rebinds_mid_call() -
         for s in (a, b):
             await s.close()
         nat.close()
+        pacer.close()
+
+
+async def test_the_echo_of_our_own_inband_keys_is_not_heard_as_the_far_ends() -> None:
+    """A far end that echoes our audio back (a line with poor echo cancelling, at 0 dB here):
+    the keys we send in-band come back, and are not reported as keys it pressed; a key it
+    presses itself afterwards is."""
+    loop = asyncio.get_running_loop()
+    echoed = 0
+
+    class Line(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            nonlocal echoed
+            if len(data) > 12 and data[1] & 0x7F == 0:  # PCMU audio comes back; events do not
+                echoed += 1
+                self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+    transport, _ = await loop.create_datagram_endpoint(Line, local_addr=("127.0.0.1", 0))
+    pacer = Pacer()
+    a = await RtpSession.open(pacer, remote=transport.get_extra_info("sockname")[:2])
+    try:
+        await a.send_dtmf("123", method="inband", tone_ms=80, gap_ms=80)
+        with pytest.raises(TimeoutError):
+            await a.next_key(1.0)
+        assert echoed > 20
+        assert a.stats is not None and a.stats.inband_echo == 3
+        presser = OutboundStream(start=0.0, rng=random.Random(3))
+        presser.send_dtmf("9", method="inband", tone_ms=100, gap_ms=100, now=0.0)
+        for _, packet in datagrams_of(presser, 0.5):  # the far end's own key, 20 ms apart
+            transport.sendto(packet, a.local_address)
+            await asyncio.sleep(0.02)
+        assert (await a.next_key(2.0)).key == "9"
+    finally:
+        await a.close()
+        transport.close()
         pacer.close()

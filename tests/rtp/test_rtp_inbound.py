@@ -376,3 +376,18 @@ def test_talk_off_on_sipp_g711a_capture() -> None:
     heard = feed(inbound, [(d.time - udp[0].time, d.payload) for d in udp])
     assert heard == []
     assert inbound.stats.audio == 236 and inbound.stats.dropped == 0
+
+
+def test_the_echo_of_keys_we_send_is_not_taken_for_the_far_ends() -> None:
+    """While we send "13" (and a moment after), in-band 1s and 3s coming back are our echo;
+    a 7 the far end presses meanwhile, and a 1 it presses well after, are its own."""
+    out = OutboundStream(start=0.0, rng=random.Random(5))
+    out.send_dtmf("1737", method="inband", tone_ms=80, gap_ms=80, now=0.0)
+    out.send_dtmf("1", method="inband", tone_ms=80, gap_ms=80, now=2.0)
+    inbound = InboundStream()
+    inbound.sending(42, "13", 0.0)  # what our own send (another stream) looks like from here
+    inbound.sent(42, 0.6)
+    heard = feed(inbound, datagrams_of(out, 3.0))
+    assert keys_of(heard) == "771"  # the last 1 is past the echo tail
+    assert inbound.stats.inband_echo == 2
+    assert heard[-1].start > 1.9

@@ -277,6 +277,12 @@ class RtpSession:
             self.outbound.cancel(job, self._pacer.time())
 
     def _on_job_event(self, event: object) -> None:
+        inbound = self.inbound
+        if inbound is not None:  # what we send may come back as (line) echo
+            if isinstance(event, JobStarted):
+                inbound.sending(event.job.id, event.job.keys, event.at)
+            elif isinstance(event, JobFinished):
+                inbound.sent(event.job.id, event.at)
         if isinstance(event, JobFinished):
             item = self._jobs.pop(event.job.id, None)
             if item is not None and not item[1].done():

@@ -23,6 +23,12 @@ repeating the last frame, longer ones (up to 1 s) with silence. Many phones send
 events and as in-band audio: so an in-band detection is ignored (counted as
 ``inband_suppressed``) while an event is active, or if it overlaps an event's span widened by
 ``inband_guard`` seconds on each side.
+
+Echo. Keys we send ourselves can come back as audio: a line's echo (a PSTN hybrid that the
+gateways' cancellers do not fully remove), or a gateway that plays our RFC 4733 events into a
+line that echoes. While we send keys (:meth:`InboundStream.sending`) and for
+:data:`ECHO_TAIL` seconds after (:meth:`InboundStream.sent`), an in-band detection of one of
+those keys is taken as our echo and ignored (``inband_echo``); other keys get through.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ _MAX_EVENTS: Final = 64
 _MAX_HISTORY: Final = 16
 _PLC_SAMPLES: Final = 2 * 160
 _MAX_FILL_SAMPLES: Final = CLOCK_RATE
+ECHO_TAIL: Final = 0.6
+"""Seconds after our last key during which an in-band copy of our keys is taken as echo (echo
+paths are under ~0.5 s round trip; ITU-T G.131)."""
 _SEGMENT_SLACK: Final = 1600
 """How far short of 0xFFFF a segment may end and still be continued by the next timestamp."""
 
@@ -104,6 +113,8 @@ class InboundStats:
     """Events ended early because a newer event began."""
     inband_suppressed: int = 0
     """In-band detections ignored because RFC 4733 events carried the key."""
+    inband_echo: int = 0
+    """In-band detections ignored as the echo of keys we were sending."""
     keys: int = 0
     """Keys reported."""
 
@@ -195,6 +206,8 @@ class InboundStream:
         self._next_ts = 0
         self._last_frame = b""
         self._closed = False
+        self._own: dict[int, tuple[str, float, float]] = {}
+        """Our own sends, by job: keys, start, end (+ the echo tail; ``inf`` while sending)."""
         self.tap: Callable[[bytes], None] | None = None
         """Optional observer of the audio as it is played out: the codec's codes in order,
         gaps concealed as for the detector (a recording)."""
@@ -474,7 +487,26 @@ class InboundStream:
             return filler[:gap]
         return self._codec.silence(gap)
 
+    def sending(self, job: int, keys: str, start: float) -> None:
+        """We began sending ``keys`` (job id ``job``) at ``start``: their echo is ignored."""
+        self._own[job] = (keys, start, float("inf"))
+        for other, (_, _, until) in list(self._own.items()):
+            if until < start - 60.0:  # long over
+                del self._own[other]
+
+    def sent(self, job: int, end: float) -> None:
+        """Our send ``job`` ended at ``end``: its echo is ignored :data:`ECHO_TAIL` longer."""
+        own = self._own.get(job)
+        if own is not None:
+            self._own[job] = (own[0], own[1], end + ECHO_TAIL)
+
     def _on_inband(self, key: str, start: float, end: float) -> None:
+        if any(
+            key in keys and begin <= end and start <= until
+            for keys, begin, until in self._own.values()
+        ):
+            self.stats.inband_echo += 1
+            return
         current = self._current
         guard = self._guard
         if (current is not None and not current.ended) or any(
