@@ -131,6 +131,32 @@ async def test_phone_to_phone_all_methods_and_bad_keys(phone: Phone) -> None:
         await callee.close()
 
 
+async def test_keys_we_send_by_sip_info_that_come_back_in_band_are_echo(phone: Phone) -> None:
+    """A gateway plays our INFO keys into a line that echoes them back as audio (here the far
+    end plays the same key in-band while our INFO says it): not reported as the far end's; its
+    own key afterwards is."""
+    callee, answered = await _pair(phone)
+    try:
+        call = await phone.dial(f"sip:bob@127.0.0.1:{callee.sip_address[1]}", timeout=5)
+        far = await asyncio.wait_for(answered, 5)
+        await asyncio.gather(
+            call.send_dtmf("55", method="sipinfo", tone_ms=200, gap_ms=100),
+            far.send_dtmf("55", method="inband", tone_ms=150, gap_ms=150),
+        )
+        assert [(k.key, k.method) for k in (await far.next_key(2), await far.next_key(2))] == [
+            ("5", "sipinfo"),
+            ("5", "sipinfo"),
+        ]
+        await asyncio.sleep(0.8)  # past the echo tail
+        await far.send_dtmf("7", method="inband")
+        heard = await call.next_key(2)
+        assert (heard.key, heard.method) == ("7", "inband")  # the 5s were taken for echo
+        assert call.session is not None and call.session.stats is not None
+        assert call.session.stats.inband_echo == 2
+    finally:
+        await callee.close()
+
+
 @pytest.mark.parametrize("gap_ms", [0, 20])
 async def test_last_inband_key_is_heard_when_the_caller_hangs_up_at_once(
     phone: Phone, gap_ms: int

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import enum
 import inspect
+import itertools
 import logging
 import os
 import random
@@ -285,6 +286,10 @@ def _sdp_codecs(names: Sequence[str]) -> list[SdpCodec]:
 
 
 # ---------------------------------------------------------------------------------- calls
+_INFO_SENDS = itertools.count(1)
+"""Numbers the SIP INFO sends (echo windows, see :meth:`PhoneCall._send_info`)."""
+
+
 class PhoneCall:
     """One call of a :class:`Phone` (placed by :meth:`Phone.dial` or answered).
 
@@ -533,12 +538,18 @@ class PhoneCall:
         started = loop.time()
         sent = 0
         cancelled = False
+        # a gateway may play our INFO keys into a line that echoes: not the far end's keys
+        inbound = self.session.inbound if self.session is not None else None
+        echo_id = -next(_INFO_SENDS)  # apart from the RTP jobs' ids
+        if inbound is not None:
+            inbound.sending(echo_id, keys, started)
 
         def record() -> DtmfResult:
-            result = DtmfResult(
-                keys, "sipinfo", sent, len(keys) - sent, cancelled, started, loop.time()
-            )
+            now = loop.time()
+            result = DtmfResult(keys, "sipinfo", sent, len(keys) - sent, cancelled, started, now)
             self.last_dtmf = result
+            if inbound is not None:
+                inbound.sent(echo_id, now + tone_ms / 1000)
             return result
 
         try:
