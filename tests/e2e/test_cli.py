@@ -303,6 +303,9 @@ async def test_call_records_the_far_ends_audio(tmp_path: Path) -> None:
     kinds = ["calling", "answered", "recording", "key", "key", "key", "key", "ended"]
     assert [e["event"] for e in events] == kinds  # we hear its keys too
     assert events[-1]["keys_heard"] == "2580"
+    ended = events[-1]  # how baresip's RTP reached us, on loopback: all of it, evenly
+    assert ended["rtp_received"] >= 100 and ended["rtp_lost"] == 0
+    assert 0.0 <= ended["jitter_ms"] < 10.0
     wav = parse_wav(out.read_bytes())
     assert wav.rate == 8000 and 2.0 <= wav.duration <= 3.0, wav.duration
     assert events[-1]["recorded_s"] == pytest.approx(wav.duration, abs=0.01)

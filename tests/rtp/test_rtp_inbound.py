@@ -391,3 +391,16 @@ def test_the_echo_of_keys_we_send_is_not_taken_for_the_far_ends() -> None:
     assert keys_of(heard) == "771"  # the last 1 is past the echo tail
     assert inbound.stats.inband_echo == 2
     assert heard[-1].start > 1.9
+
+
+def test_interarrival_jitter_follows_rfc_3550() -> None:
+    """J += (|D| - J) / 16 over consecutive audio packets: arrivals on time give 0; arrivals
+    alternately 2 ms late and on time (each spacing 2 ms off the timestamps') tend to 2 ms."""
+    out = OutboundStream(start=0.0, rng=random.Random(5))
+    datagrams = datagrams_of(out, 4.0)  # silence, 20 ms apart
+    steady = InboundStream()
+    feed(steady, datagrams)
+    assert steady.stats.jitter_ms == pytest.approx(0.0, abs=1e-9)
+    wobbly = InboundStream()
+    feed(wobbly, [(t + (0.002 if i % 2 else 0.0), d) for i, (t, d) in enumerate(datagrams)])
+    assert wobbly.stats.jitter_ms == pytest.approx(2.0, abs=0.05)

@@ -254,19 +254,36 @@ async def _call(
         with contextlib.suppress(asyncio.CancelledError):
             await collector
         recorded = {} if recording is None else {"recorded_s": round(recording.seconds, 3)}
+        rtp_text, rtp = _media_quality(call)
         _emit(
             as_json,
-            f"call ended: {end}"
+            f"call ended: {end}{rtp_text}"
             + (f" ({recording.seconds:.2f} s recorded)" if recording is not None else ""),
             event="ended",
             reason=end.reason.value,
             detail=end.detail,
             keys_heard="".join(k.key for k in heard),
+            **rtp,
             **recorded,
         )
     finally:
         await phone.close()
     return status
+
+
+def _media_quality(call: PhoneCall) -> tuple[str, dict[str, Any]]:
+    """The far end's RTP as we got it: packets received and lost, interarrival jitter (text
+    for the ``ended`` line, and fields for its JSON)."""
+    stats = call.session.stats if call.session is not None else None
+    if stats is None:
+        return "", {}
+    fields = {
+        "rtp_received": stats.received,
+        "rtp_lost": stats.lost,
+        "jitter_ms": round(stats.jitter_ms, 2),
+    }
+    text = f"; RTP {stats.received} received, {stats.lost} lost, jitter {stats.jitter_ms:.1f} ms"
+    return text, fields
 
 
 async def _collect(call: PhoneCall, heard: list[HeardKey], as_json: bool) -> None:
@@ -514,14 +531,16 @@ class _Answerer:
             hanger.cancel()
         end = call.ended
         assert end is not None
+        rtp_text, rtp = _media_quality(call)
         _emit(
             self.as_json,
-            f"{call.call_id[:12]}  ended: {end}  keys: {''.join(keys)}",
+            f"{call.call_id[:12]}  ended: {end}  keys: {''.join(keys)}{rtp_text}",
             event="ended",
             call=call.call_id,
             reason=end.reason.value,
             detail=end.detail,
             keys="".join(keys),
+            **rtp,
         )
         self._count_end()
 

@@ -117,6 +117,9 @@ class InboundStats:
     """In-band detections ignored as the echo of keys we were sending."""
     keys: int = 0
     """Keys reported."""
+    jitter_ms: float = 0.0
+    """Interarrival jitter of the audio (RFC 3550 6.4.1, A.8), milliseconds: how much the
+    spacing of arrivals wanders from the spacing of the packets' timestamps."""
 
     DROPS = ("malformed", "unknown_pt", "duplicate", "too_late", "unknown_event")
 
@@ -206,6 +209,9 @@ class InboundStream:
         self._next_ts = 0
         self._last_frame = b""
         self._closed = False
+        self._jitter = (-1, 0, 0.0, 0.0)
+        """SSRC, timestamp and arrival of the last audio packet, and the jitter (in timestamp
+        units) so far."""
         self._own: dict[int, tuple[str, float, float]] = {}
         """Our own sends, by job: keys, start, end (+ the echo tail; ``inf`` while sending)."""
         self.tap: Callable[[bytes], None] | None = None
@@ -244,7 +250,9 @@ class InboundStream:
             pt, seq, ts, ssrc = packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc
             payload = packet.payload
         event: TelephoneEvent | None = None
-        if pt != self._audio_pt:
+        if pt == self._audio_pt:
+            self._arrived(ssrc, ts, now)
+        else:
             if pt != self._event_pt:
                 stats.unknown_pt += 1
                 return
@@ -266,6 +274,16 @@ class InboundStream:
                 self._on_event(ssrc, ts, event, now)
             return
         self._order(source, delta, ts, payload, event, now)
+
+    def _arrived(self, ssrc: int, ts: int, now: float) -> None:
+        """Update the interarrival jitter with an audio packet (RFC 3550 A.8)."""
+        last_ssrc, last_ts, last_now, jitter = self._jitter
+        if ssrc == last_ssrc:
+            step = ((ts - last_ts + 0x80000000) & _U32) - 0x80000000
+            d = abs((now - last_now) * CLOCK_RATE - step)
+            jitter += (d - jitter) / 16.0
+            self.stats.jitter_ms = jitter * 1000.0 / CLOCK_RATE
+        self._jitter = (ssrc, ts, now, jitter)
 
     def handle_deadline(self, now: float) -> None:
         """Give up on reordering gaps and time out events whose deadline has passed."""
