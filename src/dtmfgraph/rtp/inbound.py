@@ -61,6 +61,8 @@ _MAX_EVENTS: Final = 64
 _MAX_HISTORY: Final = 16
 _PLC_SAMPLES: Final = 2 * 160
 _MAX_FILL_SAMPLES: Final = CLOCK_RATE
+_JITTER_SPAN: Final = float(1 << 30)
+"""A transit-time change this large is a timestamp wrap (or a restart), not jitter."""
 ECHO_TAIL: Final = 0.6
 """Seconds after our last key during which an in-band copy of our keys is taken as echo (echo
 paths are under ~0.5 s round trip; ITU-T G.131)."""
@@ -117,11 +119,16 @@ class InboundStats:
     """In-band detections ignored as the echo of keys we were sending."""
     keys: int = 0
     """Keys reported."""
-    jitter_ms: float = 0.0
-    """Interarrival jitter of the audio (RFC 3550 6.4.1, A.8), milliseconds: how much the
-    spacing of arrivals wanders from the spacing of the packets' timestamps."""
+    jitter: float = 0.0
+    """Interarrival jitter of the audio (RFC 3550 6.4.1, A.8), in timestamp units (1/8000 s):
+    how much the spacing of arrivals wanders from the spacing of the packets' timestamps."""
 
     DROPS = ("malformed", "unknown_pt", "duplicate", "too_late", "unknown_event")
+
+    @property
+    def jitter_ms(self) -> float:
+        """:attr:`jitter` in milliseconds."""
+        return self.jitter * 1000.0 / CLOCK_RATE
 
     @property
     def dropped(self) -> int:
@@ -209,9 +216,10 @@ class InboundStream:
         self._next_ts = 0
         self._last_frame = b""
         self._closed = False
-        self._jitter = (-1, 0, 0.0, 0.0)
-        """SSRC, timestamp and arrival of the last audio packet, and the jitter (in timestamp
-        units) so far."""
+        self._jit_ssrc = -1
+        self._transit = 0.0
+        """SSRC and transit time (arrival less timestamp, in timestamp units) of the last audio
+        packet: the jitter follows the change of transit time between packets."""
         self._own: dict[int, tuple[str, float, float]] = {}
         """Our own sends, by job: keys, start, end (+ the echo tail; ``inf`` while sending)."""
         self.tap: Callable[[bytes], None] | None = None
@@ -250,8 +258,14 @@ class InboundStream:
             pt, seq, ts, ssrc = packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc
             payload = packet.payload
         event: TelephoneEvent | None = None
-        if pt == self._audio_pt:
-            self._arrived(ssrc, ts, now)
+        if pt == self._audio_pt:  # interarrival jitter, RFC 3550 A.8 (inline: per packet)
+            transit = now * CLOCK_RATE - ts
+            d = transit - self._transit
+            if (
+                -_JITTER_SPAN < d < _JITTER_SPAN and ssrc == self._jit_ssrc
+            ):  # else a wrap, a new SSRC
+                stats.jitter += ((d if d >= 0 else -d) - stats.jitter) * 0.0625
+            self._transit, self._jit_ssrc = transit, ssrc
         else:
             if pt != self._event_pt:
                 stats.unknown_pt += 1
@@ -274,16 +288,6 @@ class InboundStream:
                 self._on_event(ssrc, ts, event, now)
             return
         self._order(source, delta, ts, payload, event, now)
-
-    def _arrived(self, ssrc: int, ts: int, now: float) -> None:
-        """Update the interarrival jitter with an audio packet (RFC 3550 A.8)."""
-        last_ssrc, last_ts, last_now, jitter = self._jitter
-        if ssrc == last_ssrc:
-            step = ((ts - last_ts + 0x80000000) & _U32) - 0x80000000
-            d = abs((now - last_now) * CLOCK_RATE - step)
-            jitter += (d - jitter) / 16.0
-            self.stats.jitter_ms = jitter * 1000.0 / CLOCK_RATE
-        self._jitter = (ssrc, ts, now, jitter)
 
     def handle_deadline(self, now: float) -> None:
         """Give up on reordering gaps and time out events whose deadline has passed."""
