@@ -530,3 +530,28 @@ async def test_unknown_user_at_baresip_is_404(
         assert code(end) == (480, 10037)
         got = await client.communications.calls.by_call_id(call.id).get()
         assert ev(got.state) == "terminated" and got.result_info.subcode == 10037
+
+
+async def test_callers_outside_sip_allow_from_get_403_and_are_counted(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """``sip_allow_from`` through the service: baresip (127.0.0.1) calling in gets 403 when
+    only 192.0.2.0/24 may, no incoming call is announced, and /metrics counts the refusal."""
+    require_baresip()
+    svc, server, task = await start_sip_service(
+        tmp_path / "svc", receiver, sip_allow_from=["192.0.2.0/24"]
+    )
+    try:
+        async with Baresip(tmp_path / "bs", answer=False) as bs:
+            await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
+            closed = await bs.wait_event("CALL_CLOSED", 5)
+        assert "403" in closed.param
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{svc.base}/metrics")).text
+        [line] = [
+            x for x in text.splitlines() if x.startswith("dtmfgraph_sip_requests_forbidden_total")
+        ]
+        assert float(line.rsplit(" ", 1)[1]) == 1.0
+        assert not receiver.notes  # no incoming call was announced
+    finally:
+        await stop(server, task)
