@@ -156,6 +156,23 @@ class Settings(BaseSettings):
     sip_auth_password_file: Path | None = Field(
         default=None, description="File holding the SIP password (trailing newline ignored)."
     )
+    sip_inbound_auth_user: str | None = Field(
+        default=None,
+        description=(
+            "Calls to the service must answer a digest challenge (401) for this user name "
+            "(realm dtmfgraph); a wrong password gets 403. Default: anyone may call."
+        ),
+    )
+    sip_inbound_auth_password: str | None = Field(
+        default=None,
+        description=(
+            "Its password (prefer DTMFGRAPH_SIP_INBOUND_AUTH_PASSWORD or "
+            "sip_inbound_auth_password_file)."
+        ),
+    )
+    sip_inbound_auth_password_file: Path | None = Field(
+        default=None, description="File holding that password (trailing newline ignored)."
+    )
     sip_register: str | None = Field(
         default=None,
         description=(
@@ -372,30 +389,38 @@ class Settings(BaseSettings):
     def sip_credentials(self) -> tuple[str, str] | None:
         """(user, password) for SIP digest challenges, or ``None``; a ``ValueError`` names the
         setting when only half is given or the password file cannot be read."""
-        password = self.sip_auth_password
-        path = self.sip_auth_password_file
+        return self._user_password("sip_auth", "DTMFGRAPH_SIP_AUTH_PASSWORD")
+
+    def sip_inbound_credentials(self) -> tuple[str, str] | None:
+        """(user, password) that calls to the service must answer a digest challenge for, or
+        ``None`` (anyone may call); ``ValueError`` as :meth:`sip_credentials`."""
+        return self._user_password("sip_inbound_auth", "DTMFGRAPH_SIP_INBOUND_AUTH_PASSWORD")
+
+    def _user_password(self, prefix: str, env: str) -> tuple[str, str] | None:
+        user: str | None = getattr(self, f"{prefix}_user")
+        password: str | None = getattr(self, f"{prefix}_password")
+        path: Path | None = getattr(self, f"{prefix}_password_file")
         if password is not None and path is not None:
-            raise ValueError("sip_auth_password: give the password or the file, not both")
+            raise ValueError(f"{prefix}_password: give the password or the file, not both")
         if path is not None:
             try:
                 password = Path(path).read_text().rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 why = getattr(exc, "strerror", None) or str(exc)
                 raise ValueError(
-                    f"sip_auth_password_file: cannot read {str(path)!r}: {why}"
+                    f"{prefix}_password_file: cannot read {str(path)!r}: {why}"
                 ) from None
-        if self.sip_auth_user is None:
+        if user is None:
             if password is not None:
-                raise ValueError("sip_auth_user: a SIP password needs a user name")
+                raise ValueError(f"{prefix}_user: a SIP password needs a user name")
             return None
-        if not self.sip_auth_user.strip():
-            raise ValueError("sip_auth_user: empty user name")
+        if not user.strip():
+            raise ValueError(f"{prefix}_user: empty user name")
         if not password:
             raise ValueError(
-                "sip_auth_password: the SIP user needs a password (DTMFGRAPH_SIP_AUTH_PASSWORD "
-                "or a password file)"
+                f"{prefix}_password: the SIP user needs a password ({env} or a password file)"
             )
-        return self.sip_auth_user, password
+        return user, password
 
     def listens_on_loopback(self) -> bool:
         """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""

@@ -266,3 +266,13 @@ def test_a_bad_sip_allow_from_network_is_one_line_and_exit_2(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --sip-allow-from: ") and "'pbx.example' is not a network" in last
+
+
+def test_an_inbound_auth_user_without_a_password_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    base = ("--sip-port", "0", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"))
+    done = run_serve(*base, "--sip-inbound-auth-user", "alice", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: sip_inbound_auth_password: the SIP user needs a password "
+        "(DTMFGRAPH_SIP_INBOUND_AUTH_PASSWORD or a password file)"
+    )

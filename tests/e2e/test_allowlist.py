@@ -45,3 +45,27 @@ async def test_our_own_calls_and_their_requests_are_not_checked(
         await bs.hangup()
         end = await call.wait_ended(5)
     assert end.reason is EndReason.REMOTE_BYE and phone.ua.counters.forbidden == 0
+
+
+async def test_calls_to_us_must_answer_our_digest_challenge(tmp_path: Path, phone: Phone) -> None:
+    """``phone.require_auth``: baresip with the right password answers our 401 and its call
+    goes through (keys heard); with a wrong one, or none (it answers with an empty password),
+    it gets 403."""
+    calls, heard = answer_every_call(phone)
+    phone.require_auth("alice", "s3cret")
+    async with Baresip(tmp_path / "right", answer=False, password="s3cret") as bs:
+        await baresip_calls_and_presses(bs, phone.uri, "42", calls, heard)
+    assert [k.key for k in heard] == ["4", "2"]
+    assert phone.ua.counters.auth_refused == 1  # the first INVITE, challenged
+    async with Baresip(tmp_path / "wrong", answer=False, password="guess") as bs:
+        await bs.dial(phone.uri)
+        closed = await bs.wait_event("CALL_CLOSED", 5)
+    assert "403" in closed.param, closed
+    async with Baresip(tmp_path / "none", answer=False) as bs:
+        await bs.dial(phone.uri)
+        closed = await bs.wait_event("CALL_CLOSED", 5)
+    assert "403" in closed.param, closed
+    assert len(calls) == 1  # only the right password's call was answered
+    phone.require_auth(None)
+    async with Baresip(tmp_path / "open", answer=False) as bs:
+        await baresip_calls_and_presses(bs, phone.uri, "7", calls, heard)

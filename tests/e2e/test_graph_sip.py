@@ -555,3 +555,29 @@ async def test_callers_outside_sip_allow_from_get_403_and_are_counted(
         assert not receiver.notes  # no incoming call was announced
     finally:
         await stop(server, task)
+
+
+async def test_calls_in_must_answer_the_services_digest_challenge(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """``sip_inbound_auth_user`` / password through the service: baresip with a wrong
+    password gets 403 and nothing is announced; with the right one its call is announced."""
+    require_baresip()
+    svc, server, task = await start_sip_service(
+        tmp_path / "svc",
+        receiver,
+        sip_inbound_auth_user="alice",
+        sip_inbound_auth_password="s3cret",
+    )
+    try:
+        async with Baresip(tmp_path / "wrong", answer=False, password="guess") as bs:
+            await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
+            closed = await bs.wait_event("CALL_CLOSED", 5)
+        assert "403" in closed.param and not receiver.notes
+        async with Baresip(tmp_path / "right", answer=False, password="s3cret") as bs:
+            await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
+            created, calls = await wait_incoming(svc, receiver)
+            assert created["resourceData"]["state"] == "incoming" and calls is not None
+            await bs.hangup()
+    finally:
+        await stop(server, task)

@@ -176,10 +176,10 @@ class Baresip:
         ]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
         mode = ";answermode=auto" if self.answer else ""
-        if self.registrar is None:
-            account = f"<sip:{self.user}@127.0.0.1:{self.sip_port}>;regint=0{mode}"
+        secret = f";auth_pass={self.password}" if self.password is not None else ""
+        if self.registrar is None:  # a password still answers the challenges of calls it makes
+            account = f"<sip:{self.user}@127.0.0.1:{self.sip_port}>{secret};regint=0{mode}"
         else:
-            secret = f";auth_pass={self.password}" if self.password is not None else ""
             account = f"<sip:{self.user}@{self.registrar}>{secret};regint=600{mode}"
         if self.mediaenc is not None:
             account += f";mediaenc={self.mediaenc}"

@@ -13,7 +13,9 @@ from dtmfgraph.sip.digest import (
     parse_auth_params,
     parse_challenge,
 )
+from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.errors import DigestError
+from dtmfgraph.sip.message import SipRequest, parse_message
 
 
 def test_rfc2617_worked_example() -> None:
@@ -87,3 +89,42 @@ def test_stale_and_bad_challenges() -> None:
         parse_challenge('Digest realm="r"')
     with pytest.raises(DigestError):
         parse_challenge('Digest realm="r, nonce="n"')
+
+
+def _invite(authorization: str | None = None) -> SipRequest:
+    text = (
+        "INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=1\r\nTo: <sip:bot@127.0.0.1>\r\nCall-ID: x\r\n"
+        "CSeq: 1 INVITE\r\n"
+        + (f"Authorization: {authorization}\r\n" if authorization else "")
+        + "Content-Length: 0\r\n\r\n"
+    )
+    request = parse_message(text.encode())
+    assert isinstance(request, SipRequest)
+    return request
+
+
+def test_inbound_digest_guard_challenges_and_checks_answers() -> None:
+    """Our challenge, answered by our own client code (and baresip in tests/e2e): right -> ok;
+    wrong password -> wrong; a nonce older than its life -> stale; a nonce we did not make, or
+    another realm -> a new challenge."""
+    guard = DigestGuard(Credentials("alice", "s3cret"), "dtmfgraph", nonce_life=300)
+    assert guard.check(_invite(), 10.0) == "missing"
+    challenge = parse_challenge(guard.challenge(10.0))
+    assert (challenge.realm, challenge.algorithm, challenge.qop) == ("dtmfgraph", "MD5", ("auth",))
+    uri = "sip:bot@127.0.0.1"
+
+    def answer(password: str, user: str = "alice", ch: Challenge = challenge) -> SipRequest:
+        return _invite(authorization(ch, Credentials(user, password), "INVITE", uri, cnonce="c"))
+
+    assert guard.check(answer("s3cret"), 20.0) == "ok"
+    assert guard.check(answer("guess"), 20.0) == "wrong"
+    assert guard.check(answer("s3cret", user="mallory"), 20.0) == "wrong"
+    assert guard.check(answer("s3cret"), 400.0) == "stale"
+    assert "stale=true" in guard.challenge(400.0, stale=True)
+    forged = Challenge("dtmfgraph", "5f5e100.00.deadbeef", "MD5", ("auth",))
+    assert guard.check(answer("s3cret", ch=forged), 20.0) == "missing"
+    other = Challenge("elsewhere", challenge.nonce, "MD5", ("auth",))
+    assert guard.check(answer("s3cret", ch=other), 20.0) == "missing"
+    with pytest.raises(ValueError, match="needs a user name and a password"):
+        DigestGuard(Credentials("alice", ""), "dtmfgraph")

@@ -116,6 +116,7 @@ def build_media(settings: Settings) -> MediaBackend:
             keepalive=settings.sip_keepalive_s or None,
             udp_keepalive=settings.sip_udp_keepalive_s or None,
             allow_from=settings.sip_allow_from or None,
+            inbound_auth=settings.sip_inbound_credentials(),
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

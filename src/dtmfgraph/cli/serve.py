@@ -32,6 +32,8 @@ _OPTION_OF = {
     "sip_public_host": "--sip-public-host",
     "sip_trunk_uri": "--sip-trunk",
     "sip_auth_user": "--sip-auth-user",
+    "sip_inbound_auth_user": "--sip-inbound-auth-user",
+    "sip_inbound_auth_password_file": "--sip-inbound-auth-password-file",
     "sip_dns_server": "--sip-dns-server",
     "sip_failover_after_s": "--sip-failover-after",
     "sip_tls_cert_file": "--sip-tls-cert-file",
@@ -213,6 +215,17 @@ def serve(
     sip_auth_password_file: Annotated[
         Path | None, typer.Option(help="File holding the SIP password (one line).")
     ] = None,
+    sip_inbound_auth_user: Annotated[
+        str | None,
+        typer.Option(
+            help="Calls to the service must answer a digest challenge for this user (realm "
+            "dtmfgraph; 403 for a wrong password). The password comes from "
+            "DTMFGRAPH_SIP_INBOUND_AUTH_PASSWORD or --sip-inbound-auth-password-file."
+        ),
+    ] = None,
+    sip_inbound_auth_password_file: Annotated[
+        Path | None, typer.Option(help="File holding that password (one line).")
+    ] = None,
     sip_register: Annotated[
         str | None,
         typer.Option(
@@ -316,6 +329,8 @@ def serve(
         "sip_public_host": sip_public_host,
         "sip_trunk_uri": sip_trunk,
         "sip_auth_user": sip_auth_user,
+        "sip_inbound_auth_user": sip_inbound_auth_user,
+        "sip_inbound_auth_password_file": sip_inbound_auth_password_file,
         "sip_dns_server": sip_dns_server,
         "sip_failover_after_s": sip_failover_after,
         "sip_tls_cert_file": sip_tls_cert_file,
@@ -371,6 +386,7 @@ def serve(
         raise typer.Exit(2)
     try:
         settings.sip_credentials()
+        settings.sip_inbound_credentials()
         settings.sip_dns_address()
         settings = _ensure_secret(settings)
     except (ValueError, OSError) as exc:

@@ -65,6 +65,7 @@ from dtmfgraph.sip import (
 from dtmfgraph.sip import Call as SipCall
 from dtmfgraph.sip import Codec as SdpCodec
 from dtmfgraph.sip.acl import SourceAllowlist
+from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.grammar import is_ip_address
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
@@ -1206,6 +1207,16 @@ class Phone:
     def sip_address(self) -> Address:
         """The bound SIP (host, port)."""
         return self.transport.local_address
+
+    def require_auth(
+        self, username: str | None, password: str = "", realm: str = "dtmfgraph"
+    ) -> None:
+        """Calls to us must answer a digest challenge (401, RFC 3261 22) for ``username`` and
+        ``password`` in ``realm``; a wrong password gets 403 (``ua.counters.auth_refused``).
+        ``None``: anyone may call (the default). ``ValueError`` for an empty user or password."""
+        self.ua.auth_guard = (
+            None if username is None else DigestGuard(Credentials(username, password), realm)
+        )
 
     @property
     def allow_sources(self) -> tuple[str, ...] | None:

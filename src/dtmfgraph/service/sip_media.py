@@ -234,7 +234,10 @@ class SipMedia:
         keepalive: float | None = DEFAULT_KEEPALIVE_S,
         udp_keepalive: float | None = UDP_KEEPALIVE_S,
         allow_from: Sequence[str] | None = None,
+        inbound_auth: tuple[str, str] | None = None,
     ) -> None:
+        self.inbound_auth = inbound_auth
+        """(user, password) calls to us must answer a digest challenge for (``None``: none)."""
         self.allow_from = allow_from
         """Networks whose hosts may call in (``None``: everyone)."""
         self.keepalive = keepalive
@@ -285,6 +288,8 @@ class SipMedia:
             self.phone.transport.keepalive_interval = self.keepalive
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
             self.phone.allow_sources = self.allow_from
+            if self.inbound_auth is not None:
+                self.phone.require_auth(*self.inbound_auth)
         return self.phone
 
     @property

@@ -8,6 +8,7 @@ from dtmfgraph.sip.call import Call, CallState, Role
 from dtmfgraph.sip.counters import SipCounters
 from dtmfgraph.sip.dialog import Dialog, DialogState
 from dtmfgraph.sip.digest import Challenge, Credentials
+from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.errors import (
     DigestError,
     SdpNegotiationError,
@@ -71,6 +72,7 @@ __all__ = [
     "Dialog",
     "DialogState",
     "DigestError",
+    "DigestGuard",
     "Direction",
     "Event",
     "Headers",

@@ -27,6 +27,7 @@ from dtmfgraph.sip.digest import (
     choose_challenge,
     parse_challenge,
 )
+from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.errors import (
     DigestError,
     SdpNegotiationError,
@@ -148,6 +149,9 @@ class UserAgent:
         self.outbound_proxy = outbound_proxy
         self.timers = timers or SipTimers()
         self.counters = SipCounters()
+        self.auth_guard: DigestGuard | None = None
+        """With a guard, a call to us (an INVITE out of any dialog) must answer its digest
+        challenge (401); a wrong password gets 403. Counted in ``counters.auth_refused``."""
         self.allow_source: Callable[[str], bool] | None = None
         """Whether a host (the IP a request came from) may start a dialog or transaction with
         us out of any dialog (INVITE, OPTIONS, ...); others are answered 403 and counted in
@@ -821,6 +825,17 @@ class UserAgent:
         if request.call_id in self._calls:
             self._respond(tx, 482, now)  # same Call-ID, new branch, no To tag: merged/looped
             return
+        guard = self.auth_guard
+        if guard is not None:
+            verdict = guard.check(request, now)
+            if verdict != "ok":
+                self.counters.auth_refused += 1
+                if verdict == "wrong":
+                    self._respond(tx, 403, now, reason="Wrong credentials")
+                else:
+                    challenge = guard.challenge(now, stale=verdict == "stale")
+                    self._respond(tx, 401, now, extra=(("WWW-Authenticate", challenge),))
+                return
         if request.body and request.content_type != SDP_CONTENT_TYPE:
             self._respond(tx, 415, now, extra=(("Accept", SDP_CONTENT_TYPE),))
             return

@@ -25,6 +25,8 @@ class SipCounters:
     """In-dialog requests answered 481."""
     timeouts: int = 0
     """Client transactions ended by Timer B or F."""
+    auth_refused: int = 0
+    """Calls to us without a good answer to our digest challenge (401 or 403)."""
     forbidden: int = 0
     """Out-of-dialog requests from sources not allowed (``UserAgent.allow_source``), answered
     403."""

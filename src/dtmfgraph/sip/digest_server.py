@@ -1,0 +1,96 @@
+"""Digest authentication of requests that reach us (RFC 3261 22.4, RFC 7616): challenge, check.
+
+:class:`DigestGuard` holds one user name and password and our realm. A request without a good
+``Authorization`` is answered 401 with a ``WWW-Authenticate`` challenge (MD5, ``qop=auth``,
+which every SIP phone answers); a wrong password gets 403. Nonces carry their time and an HMAC
+under a secret of the guard, so any of them can be checked without keeping state, and one older
+than ``nonce_life`` is answered ``stale=true`` (the caller retries without asking its user).
+Time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Final, Literal
+
+from dtmfgraph.sip.digest import Challenge, Credentials, digest_response, parse_auth_params
+from dtmfgraph.sip.errors import DigestError, SipParseError
+from dtmfgraph.sip.grammar import quote
+from dtmfgraph.sip.message import SipRequest
+
+Verdict = Literal["ok", "missing", "stale", "wrong"]
+NONCE_LIFE_S: Final = 300.0
+
+
+class DigestGuard:
+    """Challenges and checks the ``Authorization`` of requests to us for one user."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        realm: str,
+        *,
+        secret: bytes | None = None,
+        nonce_life: float = NONCE_LIFE_S,
+    ) -> None:
+        if not credentials.username or not credentials.password:
+            raise ValueError("inbound digest authentication needs a user name and a password")
+        self.credentials = credentials
+        self.realm = realm
+        self.nonce_life = nonce_life
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+
+    def challenge(self, now: float, *, stale: bool = False) -> str:
+        """A ``WWW-Authenticate`` header value with a fresh nonce."""
+        stamp = f"{int(now * 1000):x}.{secrets.token_hex(8)}"
+        nonce = f"{stamp}.{self._mac(stamp)}"
+        value = f'Digest realm={quote(self.realm)}, nonce={quote(nonce)}, algorithm=MD5, qop="auth"'
+        return value + (", stale=true" if stale else "")
+
+    def check(self, request: SipRequest, now: float) -> Verdict:
+        """``ok``: a right answer to one of our nonces still young; ``missing``: no answer for
+        our realm (challenge it); ``stale``: right, but the nonce is too old (challenge again,
+        stale); ``wrong``: the password (or user) is wrong."""
+        for value in request.headers.get_raw("Authorization"):
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.lower() != "digest":
+                continue
+            try:
+                params = parse_auth_params(rest)
+            except SipParseError:
+                continue
+            if params.get("realm") != self.realm:
+                continue
+            return self._check(request, params, now)
+        return "missing"
+
+    def _check(self, request: SipRequest, params: dict[str, str], now: float) -> Verdict:
+        nonce, uri = params.get("nonce", ""), params.get("uri", "")
+        stamp, _, mac = nonce.rpartition(".")
+        if not stamp or not hmac.compare_digest(mac, self._mac(stamp)):
+            return "missing"  # not our nonce (or forged): a new challenge
+        if params.get("username") != self.credentials.username or not uri:
+            return "wrong"
+        qop = params.get("qop")
+        if (params.get("algorithm") or "MD5").upper() != "MD5" or qop not in (None, "auth"):
+            return "wrong"
+        try:
+            expected = digest_response(
+                Challenge(self.realm, nonce, "MD5", (qop,) if qop else ()),
+                self.credentials,
+                request.method,
+                uri,
+                cnonce=params.get("cnonce", ""),
+                nonce_count=int(params.get("nc", "1"), 16),
+            )
+        except (DigestError, ValueError):
+            return "wrong"
+        if not hmac.compare_digest(expected, params.get("response", "")):
+            return "wrong"
+        issued = int(stamp.partition(".")[0], 16) / 1000
+        return "ok" if now - issued <= self.nonce_life else "stale"
+
+    def _mac(self, stamp: str) -> str:
+        return hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
