@@ -574,6 +574,14 @@ async def test_calls_in_must_answer_the_services_digest_challenge(
             await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
             closed = await bs.wait_event("CALL_CLOSED", 5)
         assert "403" in closed.param and not receiver.notes
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{svc.base}/metrics")).text
+        [line] = [
+            x
+            for x in text.splitlines()
+            if x.startswith("dtmfgraph_sip_calls_unauthenticated_total")
+        ]
+        assert float(line.rsplit(" ", 1)[1]) == 2.0  # the first INVITE (401), its answer (403)
         async with Baresip(tmp_path / "right", answer=False, password="s3cret") as bs:
             await bs.dial(svc.media.uri)  # type: ignore[attr-defined]
             created, calls = await wait_incoming(svc, receiver)

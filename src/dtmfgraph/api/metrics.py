@@ -89,6 +89,12 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
+        self.sip_unauthenticated = Counter(
+            "dtmfgraph_sip_calls_unauthenticated",
+            "Calls to the service refused for want of a good answer to its digest challenge "
+            "(401 or 403; with --sip-inbound-auth-user).",
+            registry=r,
+        )
         self.sip_forbidden = Counter(
             "dtmfgraph_sip_requests_forbidden",
             "SIP requests from sources outside --sip-allow-from, answered 403.",
@@ -145,10 +151,16 @@ class Metrics:
         self.sip_registered.labels(aor).set(1 if registered else 0)
 
     def phone_counters(
-        self, rtp_foreign_dropped: int, failovers: int, rtp_moved: int, forbidden: int
+        self,
+        rtp_foreign_dropped: int,
+        failovers: int,
+        rtp_moved: int,
+        forbidden: int,
+        unauthenticated: int,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals."""
         for name, counter, total in (
+            ("unauthenticated", self.sip_unauthenticated, unauthenticated),
             ("forbidden", self.sip_forbidden, forbidden),
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
             ("rtp_moved", self.rtp_moved, rtp_moved),
@@ -255,5 +267,6 @@ async def metrics(request: Request) -> Response:
             phone.failovers,
             phone.rtp_moved,
             phone.ua.counters.forbidden,
+            phone.ua.counters.auth_refused,
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
