@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -132,6 +133,13 @@ class ServeProcess:
         )
 
 
+async def _long_send_under_way(http: httpx.AsyncClient, cid: str, bs: Baresip) -> Any:
+    """POST a 50-key sendDtmfTones on call ``cid``; its operation once baresip hears keys."""
+    op = await http.post(f"/communications/calls/{cid}/sendDtmfTones", json={"tones": LONG})
+    await bs.wait_for(lambda b: len(b.rfc4733_keys()) >= 2, 5, "keys of the long send")
+    return op.json()
+
+
 async def _call_established(http: httpx.AsyncClient, receiver: Receiver, bs: Baresip) -> str:
     """POST a call to baresip; its id once the receiver has heard it is established."""
     body = {"callbackUri": receiver.url, "targets": [{"identity": {"user": {"id": bs.uri}}}]}
@@ -212,10 +220,7 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
             await ready(serve.base, proc, serve.log)
             cid = await _call_established(http, receiver, bs)
             receiver.up = False  # what happens next stays in the outbox
-            long_op = (
-                await http.post(f"/communications/calls/{cid}/sendDtmfTones", json={"tones": LONG})
-            ).json()
-            await bs.wait_for(lambda b: len(b.rfc4733_keys()) >= 2, 5, "keys of the long send")
+            long_op = await _long_send_under_way(http, cid, bs)
             proc.send_signal(signal.SIGTERM)
             assert await exited(proc, 15) in (0, -signal.SIGTERM)
             await bs.wait_event("CALL_CLOSED", 5)  # the stopping process said BYE
@@ -256,10 +261,7 @@ async def test_sigterm_delivers_the_end_of_its_calls_before_exiting(
         async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
             await ready(serve.base, proc, serve.log)
             cid = await _call_established(http, receiver, bs)
-            long_op = (
-                await http.post(f"/communications/calls/{cid}/sendDtmfTones", json={"tones": LONG})
-            ).json()
-            await bs.wait_for(lambda b: len(b.rfc4733_keys()) >= 2, 5, "keys of the long send")
+            long_op = await _long_send_under_way(http, cid, bs)
             proc.send_signal(signal.SIGTERM)
             assert await exited(proc, 15) in (0, -signal.SIGTERM)
             notes = list(receiver.notes)  # all there, with nothing running any more

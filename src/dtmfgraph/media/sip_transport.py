@@ -581,21 +581,20 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._streams:
             self._sweep_soon()
 
+    def _stop_timers(self) -> None:
+        """Stop the agent's timer and the periodic ones (keep-alives, idle sweep, TLS files)."""
+        self._cancel_timer()
+        for timer in (self._udp_keepalive, self._sweeper, self._tls_watch):
+            if timer is not None:
+                timer.cancel()
+        self._udp_keepalive = self._sweeper = self._tls_watch = None
+
     def error_received(self, exc: Exception) -> None:
         self.stats.send_errors += 1
         logger.debug("SIP socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        if self._udp_keepalive is not None:
-            self._udp_keepalive.cancel()
-            self._udp_keepalive = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._tls_watch is not None:
-            self._tls_watch.cancel()
-            self._tls_watch = None
+        self._stop_timers()
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -691,16 +690,7 @@ class SipTransport(asyncio.DatagramProtocol):
         """Close the socket (queued datagrams are sent first) and stop the timer."""
         if self._ua is not None and self._transport is not None:
             self._send(self._ua)
-        self._cancel_timer()
-        if self._udp_keepalive is not None:
-            self._udp_keepalive.cancel()
-            self._udp_keepalive = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._tls_watch is not None:
-            self._tls_watch.cancel()
-            self._tls_watch = None
+        self._stop_timers()
         for server in (self._tcp_server, self._tls_server):
             if server is not None:
                 server.close()
