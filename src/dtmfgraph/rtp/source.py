@@ -169,7 +169,7 @@ class SourceGuard:
     def _continues(self, data: bytes) -> bool:
         """Whether ``data`` (from another address) is an RTP packet of the locked stream: its
         SSRC, and a sequence number ahead of the last packet accepted from the locked address
-        (or of the one before it in an ongoing trial)."""
+        (that a trial's packets follow each other is :meth:`_on_probation`'s to check)."""
         last = self._last
         if (
             last is None
