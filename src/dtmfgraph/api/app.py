@@ -73,11 +73,9 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     """The SIP TLS configuration the settings give (checked: its files load), or ``None``;
     ``ValueError`` naming the setting when it cannot be used."""
     if settings.sip_tls_cert_file is None:
-        for name in ("sip_tls_key_file", "sip_tls_ca_file"):
-            if getattr(settings, name) is not None:
+        for name in ("sip_tls_key_file", "sip_tls_ca_file", "sip_tls_require_client_cert"):
+            if getattr(settings, name):  # a file given, or mutual TLS asked for
                 raise ValueError(f"{name}: TLS needs sip_tls_cert_file too")
-        if settings.sip_tls_require_client_cert:
-            raise ValueError("sip_tls_require_client_cert: TLS needs sip_tls_cert_file too")
         return None
     config = TlsConfig(
         settings.sip_tls_cert_file,
