@@ -145,6 +145,15 @@ class Settings(BaseSettings):
             "NAT on the way keeps the mapping its calls to us come through. 0: none."
         ),
     )
+    rtcp_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "Seconds between the RTCP reports of a SIP call's media (RFC 3550; randomised "
+            "0.5-1.5x, the first sooner), sent to the far end's RTP port + 1 or its a=rtcp. "
+            "0: no RTCP. Not on SRTP calls (no SRTCP)."
+        ),
+    )
     sip_auth_user: str | None = Field(
         default=None,
         description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",

@@ -243,3 +243,28 @@ async def test_a_stranger_cannot_press_keys_in_a_call(tmp_path: Path, strict: bo
         # audio SSRC heard, here baresip's)
         assert sorted(heard) == sorted("12" + "999")
         assert phone.rtp_foreign_dropped == 0
+
+
+async def test_rtcp_with_baresip(tmp_path: Path, phone: Phone) -> None:
+    """baresip reports on our stream (RTCP RR/SR with our SSRC): we get the round-trip time
+    and its loss figures; it gets ours (its own CNAME comes back in its reports to us)."""
+    phone.rtcp_interval = 1.0
+    async with Baresip(tmp_path / "bs") as bs:
+        call = await phone.dial(bs.uri, timeout=10)
+        await call.send_dtmf("12", method="rfc4733", tone_ms=100, gap_ms=100)
+        stats = call.rtcp
+        assert stats is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 20
+        while stats.rtt is None and loop.time() < end:
+            await asyncio.sleep(0.1)
+        assert stats.rtt is not None, f"no report from baresip on our stream: {stats}"
+        assert 0.0 <= stats.rtt < 0.1  # loopback
+        assert stats.peer_lost == 0 and stats.peer_fraction_lost == 0.0
+        assert stats.peer_cname, "baresip's reports carry its CNAME"
+        assert stats.malformed == 0 and stats.foreign == 0
+        assert stats.sent >= 2
+        await call.hangup()
+        await _closed(bs)
+    assert phone.rtcp_totals.received >= stats.received >= 1
+    assert phone.rtcp_totals.sent == stats.sent  # our BYE included

@@ -329,3 +329,19 @@ async def test_answer_records_each_callers_audio(tmp_path: Path) -> None:
     assert [str(f) for f in files] == [recording["path"]]
     wav = parse_wav(files[0].read_bytes())
     assert spandsp.spandsp_detect(wav.samples[0], chunk=160) == "73#"
+
+
+async def test_call_shows_what_rtcp_said(tmp_path: Path) -> None:
+    """baresip's RTCP reports (its first after ~5 s) on our stream reach the ``ended`` line: the
+    round-trip time and what it lost of ours. A bad interval: a one-line error, exit 2."""
+    async with Baresip(tmp_path / "bs") as bs:
+        code, text, err = await _run(
+            "call", bs.uri, "--send", "1", "--listen", "7", "--rtcp-interval", "1", "--json"
+        )
+        assert code == 0, err
+        ended = json.loads(text.splitlines()[-1])
+        assert ended["event"] == "ended"
+        assert ended["peer_lost"] == 0
+        assert 0.0 <= ended["rtt_ms"] < 100.0
+        code, text, err = await _run("call", bs.uri, "--rtcp-interval", "-1")
+        assert code == 2 and "--rtcp-interval -1" in err

@@ -589,3 +589,35 @@ async def test_calls_in_must_answer_the_services_digest_challenge(
             await bs.hangup()
     finally:
         await stop(server, task)
+
+
+def _metric(text: str, name: str) -> float:
+    [line] = [x for x in text.splitlines() if x.startswith(name)]
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_rtcp_of_a_graph_call_is_counted(tmp_path: Path, receiver: Receiver) -> None:
+    """``rtcp_interval_s`` through the service: a call the SDK places to baresip sends RTCP
+    reports on that schedule, gets baresip's (its first after ~5 s), and /metrics counts both."""
+    require_baresip()
+    svc, server, task = await start_sip_service(tmp_path / "svc", receiver, rtcp_interval_s=0.5)
+    try:
+        async with Baresip(tmp_path / "bs") as bs:
+            await place_call(svc, receiver, "v1.0", bs.uri)
+            phone = svc.media.phone  # type: ignore[attr-defined]
+            (call,) = phone.calls
+            assert phone.rtcp_interval == 0.5
+            for _ in range(100):
+                if call.rtcp.rtt is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert call.rtcp.rtt is not None and call.rtcp.peer_lost == 0
+            async with httpx.AsyncClient() as http:
+                text = (await http.get(f"{svc.base}/metrics")).text
+            sent = _metric(text, 'dtmfgraph_rtcp_packets_total{direction="sent"}')
+            received = _metric(text, 'dtmfgraph_rtcp_packets_total{direction="received"}')
+            assert sent >= 8  # ~5 s at 0.5 s (randomised)
+            assert received >= 1
+            assert _metric(text, 'dtmfgraph_rtcp_dropped_total{reason="malformed"}') == 0
+    finally:
+        await stop(server, task)

@@ -115,6 +115,7 @@ def build_media(settings: Settings) -> MediaBackend:
             udp_keepalive=settings.sip_udp_keepalive_s or None,
             allow_from=settings.sip_allow_from or None,
             inbound_auth=settings.sip_inbound_credentials(),
+            rtcp_interval=settings.rtcp_interval_s,
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

@@ -17,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..notify.outbox import Outcome
+from ..rtp.rtcp import RtcpStats
 from ..service import AccessDeniedError, CallState, DtmfMethod, OpKind, OpStatus
 from ..service.model import CompletionReason
 from ..settings import Settings
@@ -112,6 +113,18 @@ class Metrics:
             "tried sending no response or 503 (absent with the loopback media).",
             registry=r,
         )
+        self.rtcp_packets = Counter(
+            "dtmfgraph_rtcp_packets",
+            "RTCP compound packets of SIP calls' media, sent and received (RFC 3550 reports).",
+            ["direction"],
+            registry=r,
+        )
+        self.rtcp_dropped = Counter(
+            "dtmfgraph_rtcp_dropped",
+            "RTCP datagrams dropped: malformed, or from another host than the call's media.",
+            ["reason"],
+            registry=r,
+        )
         self._phone_seen: dict[str, int] = {}
         self.http = Counter(
             "dtmfgraph_http_requests",
@@ -157,9 +170,15 @@ class Metrics:
         rtp_moved: int,
         forbidden: int,
         unauthenticated: int,
+        rtcp: RtcpStats | None = None,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals."""
+        rtcp = rtcp or RtcpStats()
         for name, counter, total in (
+            ("rtcp_sent", self.rtcp_packets.labels("sent"), rtcp.sent),
+            ("rtcp_received", self.rtcp_packets.labels("received"), rtcp.received),
+            ("rtcp_malformed", self.rtcp_dropped.labels("malformed"), rtcp.malformed),
+            ("rtcp_foreign", self.rtcp_dropped.labels("foreign"), rtcp.foreign),
             ("unauthenticated", self.sip_unauthenticated, unauthenticated),
             ("forbidden", self.sip_forbidden, forbidden),
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
@@ -268,5 +287,6 @@ async def metrics(request: Request) -> Response:
             phone.rtp_moved,
             phone.ua.counters.forbidden,
             phone.ua.counters.auth_refused,
+            phone.rtcp_counts(),
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -28,6 +28,7 @@ from ..media.phone import (
     Phone,
     PhoneCall,
 )
+from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import SipError, SipUri, SourceAllowlist
 from ..tones import KeypadError, parse_keys
 
@@ -42,6 +43,13 @@ class SrtpName(enum.StrEnum):
     mandatory = "mandatory"
 
 
+RtcpInterval = Annotated[
+    float,
+    typer.Option(
+        help="Seconds between RTCP reports (RFC 3550, randomised; 0: no RTCP). The far end's "
+        "reports give the round-trip time and what it lost of ours, shown when a call ends."
+    ),
+]
 Srtp = Annotated[
     SrtpName,
     typer.Option(
@@ -157,6 +165,11 @@ def _credentials(user: str | None, password_file: Path | None) -> tuple[str, str
     return user, password
 
 
+def _check_rtcp_interval(seconds: float) -> None:
+    if not (seconds == 0 or 0.1 <= seconds <= 3600):
+        raise fail(f"--rtcp-interval {seconds}: must be 0 (no RTCP) or 0.1-3600 seconds")
+
+
 def _emit(as_json: bool, text: str, **fields: Any) -> None:
     typer.echo(json.dumps(fields) if as_json else text)
     sys.stdout.flush()
@@ -179,8 +192,10 @@ async def _call(
     tls: TlsConfig | None = None,
     srtp: SrtpName = SrtpName.optional,
     record: Path | None = None,
+    rtcp_interval: float = MIN_INTERVAL,
 ) -> int:
     phone = await Phone.start(host, sip_port, rtp_ports, tls=tls, srtp=srtp.value)
+    phone.rtcp_interval = rtcp_interval
     status = 0
     try:
         _emit(as_json, f"calling {uri} from {phone.uri}", event="calling", uri=uri)
@@ -272,17 +287,25 @@ async def _call(
 
 
 def _media_quality(call: PhoneCall) -> tuple[str, dict[str, Any]]:
-    """The far end's RTP as we got it: packets received and lost, interarrival jitter (text
-    for the ``ended`` line, and fields for its JSON)."""
+    """The far end's RTP as we got it: packets received and lost, interarrival jitter; and,
+    once its RTCP reports came, what it lost of ours and the round-trip time (text for the
+    ``ended`` line, and fields for its JSON)."""
     stats = call.session.stats if call.session is not None else None
     if stats is None:
         return "", {}
-    fields = {
+    fields: dict[str, Any] = {
         "rtp_received": stats.received,
         "rtp_lost": stats.lost,
         "jitter_ms": round(stats.jitter_ms, 2),
     }
     text = f"; RTP {stats.received} received, {stats.lost} lost, jitter {stats.jitter_ms:.1f} ms"
+    rtcp = call.rtcp
+    if rtcp is not None and rtcp.received:  # what the far end said of ours
+        fields["rtt_ms"] = None if rtcp.rtt_ms is None else round(rtcp.rtt_ms, 2)
+        fields["peer_lost"] = rtcp.peer_lost
+        fields["peer_jitter_ms"] = round(rtcp.peer_jitter_ms, 2)
+        rtt = "" if rtcp.rtt_ms is None else f", round trip {rtcp.rtt_ms:.1f} ms"
+        text += f"; far end (RTCP): {rtcp.peer_lost} of ours lost{rtt}"
     return text, fields
 
 
@@ -376,8 +399,10 @@ def call(
         int, typer.Option(help="Local SIP over TLS port (0 picks a free one).")
     ] = 0,
     srtp: Srtp = SrtpName.optional,
+    rtcp_interval: RtcpInterval = MIN_INTERVAL,
 ) -> None:
     """Call URI, press KEYS, hang up, and print what happened (exit 1 if the call failed)."""
+    _check_rtcp_interval(rtcp_interval)
     try:
         SipUri.parse(uri)
     except SipError as exc:
@@ -426,6 +451,7 @@ def call(
                 tls,
                 srtp,
                 record,
+                rtcp_interval,
             )
         )
     except KeyboardInterrupt:
@@ -565,9 +591,11 @@ async def _answer(
     srtp: SrtpName = SrtpName.optional,
     record_dir: Path | None = None,
     allow_from: list[str] | None = None,
+    rtcp_interval: float = MIN_INTERVAL,
 ) -> int:
     phone = await Phone.start(host, port, rtp_ports, tls=tls, srtp=srtp.value)
     phone.allow_sources = allow_from
+    phone.rtcp_interval = rtcp_interval
     answerer = _Answerer(phone, as_json, count, hangup_after, record_dir)
     phone.on_incoming = answerer.on_incoming
     loop = asyncio.get_running_loop()
@@ -667,8 +695,10 @@ def answer(
         int, typer.Option(help="SIP over TLS port, with --tls-cert-file (0 picks a free one).")
     ] = DEFAULT_TLS_PORT,
     srtp: Srtp = SrtpName.optional,
+    rtcp_interval: RtcpInterval = MIN_INTERVAL,
 ) -> None:
     """Answer every call on PORT and print each key heard (rfc4733, sipinfo or inband)."""
+    _check_rtcp_interval(rtcp_interval)
     if not 0 <= port <= 65535:
         raise fail(f"--port {port}: must be 0-65535")
     if count is not None and count <= 0:
@@ -717,6 +747,7 @@ def answer(
                 srtp,
                 record_dir,
                 allow_from or None,
+                rtcp_interval,
             )
         )
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeAlias
 
 from dtmfgraph.rtp import Codec as RtpCodec
 from dtmfgraph.rtp import DtmfJob, DtmfJobError, InboundStream
+from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpStats
 from dtmfgraph.rtp.srtp import SrtpContext, SrtpError, SrtpKey, SrtpSuite
 from dtmfgraph.sip import (
     PCMA,
@@ -78,7 +79,14 @@ from .resolve import ResolveError, SipResolver
 from .session import RtpSession, SessionClosedError
 from .sip_transport import SipTransport
 from .tls import TlsConfig
-from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
+from .udp import (
+    Address,
+    MediaError,
+    PortRange,
+    UdpEndpoint,
+    open_rtcp_endpoint,
+    open_udp_endpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +360,12 @@ class PhoneCall:
         if self.session is not None:
             return self.session.local_address
         return self._endpoint.local_address if self._endpoint is not None else None
+
+    @property
+    def rtcp(self) -> RtcpStats | None:
+        """What RTCP says of the call's media (round-trip time, what the far end lost of
+        ours, its CNAME) and counts; ``None`` before media starts."""
+        return self.session.rtcp_stats if self.session is not None else None
 
     @property
     def media(self) -> AudioMedia | None:
@@ -716,6 +730,7 @@ class PhoneCall:
         remote = (media.address, media.port)
         if remote != session.remote and not media.on_hold:
             session.set_remote(remote)
+            session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
         if session.srtp_receive is not None and self.srtp_suite is not None:
             theirs = next((c for c in media.crypto if not c.extra), None)
             if theirs is not None and theirs.inline != self._peer_key:
@@ -779,6 +794,7 @@ class PhoneCall:
         bank = phone.banks.bank() if phone.banks is not None else None
         inbound = InboundStream(codec=codec, event_pt=event_pt, inband=True, bank=bank)
         target = None if remote.on_hold or remote.port == 0 else (remote.address, remote.port)
+        rtcp = open_rtcp_endpoint(endpoint) if phone.rtcp_interval else None
         session = RtpSession(
             phone.pacer,
             endpoint,
@@ -790,6 +806,10 @@ class PhoneCall:
             strict=phone.strict_rtp,
             srtp=self._srtp(local, remote),
             rng=phone.rng,
+            rtcp=rtcp,
+            rtcp_remote=remote.rtcp_address if remote.rtcp is not None else None,
+            rtcp_interval=phone.rtcp_interval or MIN_INTERVAL,
+            cname=phone.cname,
         )
         session.on_foreign = self._on_foreign_rtp
         session.on_moved = self._on_rtp_moved
@@ -924,11 +944,15 @@ class PhoneCall:
         if session is not None:
             # its key forwarder then ends the key stream; after a remote hang-up, keep hearing
             # briefly so an in-band key that ended just before the BYE is still reported
-            self._spawn(session.close(drain=INBAND_DRAIN if by_remote else 0.0))
+            self._spawn(self._close_session(session, INBAND_DRAIN if by_remote else 0.0))
         else:
             self._keys.put_nowait(None)
             if endpoint is not None:
                 self._spawn(endpoint.close())
+
+    async def _close_session(self, session: RtpSession, drain: float) -> None:
+        await session.close(drain=drain)
+        self.phone._count_rtcp(session.rtcp_stats)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -1085,6 +1109,12 @@ class Phone:
         """RTP datagrams dropped because they came from a stranger (strict RTP)."""
         self.rtp_moved = 0
         """Calls' far-end streams followed to a new address mid-call (NAT rebindings)."""
+        self.rtcp_interval: float = MIN_INTERVAL
+        """Seconds between a call's RTCP reports (randomised, RFC 3550 6.3); 0: no RTCP."""
+        self.cname = f"{rng.getrandbits(64):016x}@{sdp_host}"
+        """The RTCP CNAME of this phone's streams (random, RFC 7022)."""
+        self.rtcp_totals = RtcpStats()
+        """RTCP counts of the calls ended so far (sent, received, malformed, foreign)."""
         self.resolver = resolver or SipResolver()
         self.rtp_host = rtp_host
         self.rtp_ports = rtp_ports
@@ -1474,6 +1504,22 @@ class Phone:
         self._registrations.pop(registration.sip.call_id, None)
 
     # -- SIP events ---------------------------------------------------------------------------
+    def _count_rtcp(self, stats: RtcpStats, totals: RtcpStats | None = None) -> None:
+        totals = totals if totals is not None else self.rtcp_totals
+        totals.sent += stats.sent
+        totals.received += stats.received
+        totals.malformed += stats.malformed
+        totals.foreign += stats.foreign
+
+    def rtcp_counts(self) -> RtcpStats:
+        """RTCP packets sent, received and dropped, by the calls ended and those going on."""
+        counts = RtcpStats()
+        self._count_rtcp(self.rtcp_totals, counts)
+        for call in self._calls.values():
+            if call.session is not None and not call.session.closed:
+                self._count_rtcp(call.session.rtcp_stats, counts)
+        return counts
+
     def _track(self, call: PhoneCall) -> None:
         self._calls[call.call_id] = call
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -25,10 +26,18 @@ from dtmfgraph.rtp import (
     SourceGuard,
     Verdict,
 )
+from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RTCP_TYPES, RtcpSession, RtcpStats
 from dtmfgraph.rtp.srtp import SrtpContext
 
 from .pacer import Outbound, Pacer
-from .udp import Address, MediaError, PortRange, UdpEndpoint, open_udp_endpoint
+from .udp import (
+    Address,
+    MediaError,
+    PortRange,
+    UdpEndpoint,
+    open_rtcp_endpoint,
+    open_udp_endpoint,
+)
 
 Method: TypeAlias = Literal["rfc4733", "inband"]
 JobEvent: TypeAlias = JobStarted | JobFinished
@@ -68,6 +77,15 @@ class RtpSession:
     ``srtp`` (a context for what we send, one for what we receive): SRTP (RFC 3711). Every
     packet is protected on its way out; a datagram that does not authenticate is dropped
     (``srtp_receive`` counts why) before anything else looks at it.
+
+    ``rtcp`` (the endpoint on the RTP port + 1) and ``rtcp_remote`` (where the far end takes
+    RTCP; default: its RTP port + 1): RTCP (RFC 3550) — a report (SR while we send, else RR,
+    with SDES CNAME) about every ``rtcp_interval`` seconds, randomised, and a BYE at close;
+    the far end's reports give the round-trip time and what it lost of our stream
+    (:attr:`rtcp_stats`). RTCP sent on the RTP port (RFC 5761 multiplexing) is read too.
+    The far end's RTCP is taken only from its RTP address's host, and the first valid report
+    from there sets where ours go (symmetric RTCP, RFC 4961: right through a NAT). Not with
+    SRTP (that needs SRTCP): nothing is sent and what comes is dropped.
     """
 
     def __init__(
@@ -85,6 +103,10 @@ class RtpSession:
         strict: bool = False,
         srtp: tuple[SrtpContext, SrtpContext] | None = None,
         rng: random.Random | None = None,
+        rtcp: UdpEndpoint | None = None,
+        rtcp_remote: Address | None = None,
+        rtcp_interval: float = MIN_INTERVAL,
+        cname: str | None = None,
     ) -> None:
         if send:
             pacer.check_ptime(ptime_ms)
@@ -118,7 +140,23 @@ class RtpSession:
         the clock a media timeout is judged on. Datagrams that are not RTP do not count."""
         self.on_job_event: Callable[[JobEvent], None] | None = None
         """Optional observer of every job started / finished (called on the pacer's tick)."""
+        ssrc_rng = rng or random.Random()
+        self._ssrc = ssrc_rng.getrandbits(32)
+        self.rtcp = RtcpSession(
+            self._ssrc,
+            cname or f"{ssrc_rng.getrandbits(64):016x}@dtmfgraph",
+            rtcp_interval,
+            ssrc_rng,
+        )
+        self.rtcp_endpoint = rtcp
+        self._rtcp_given = self._rtcp_remote = rtcp_remote
+        self._rtcp_latched = False
+        self._rtcp_timer: asyncio.TimerHandle | None = None
         endpoint.on_datagram = self._on_datagram
+        if rtcp is not None:
+            rtcp.on_datagram = self._on_rtcp_datagram
+            if self.srtp_send is None:
+                self._schedule_rtcp()
         if inbound is not None:
             pacer.add_inbound(inbound, self._on_key_event)
         if remote is not None:
@@ -142,6 +180,8 @@ class RtpSession:
         latch: bool | None = None,
         strict: bool = False,
         rng: random.Random | None = None,
+        rtcp: bool = False,
+        rtcp_interval: float = MIN_INTERVAL,
     ) -> RtpSession:
         """Bind a UDP endpoint on ``host`` (a port, a :class:`PortRange`, or 0 for any) and start.
 
@@ -150,9 +190,11 @@ class RtpSession:
         channel of ``bank`` if given (see :class:`~dtmfgraph.media.InbandBanks`), else its own.
         ``latch`` (default: on when ``remote`` is not given) sends back to the first sender heard.
         ``strict``: take packets only from the remote address (or one learned; see the class).
+        ``rtcp``: also RTCP, on the RTP port + 1 (left out when that port is taken).
         """
         endpoint = await open_udp_endpoint(host, port)
         inbound: InboundStream | None = None
+        rtcp_endpoint = open_rtcp_endpoint(endpoint) if rtcp else None
         try:
             inbound = (
                 InboundStream(codec=codec, event_pt=event_pt, inband=inband, bank=bank)
@@ -171,12 +213,16 @@ class RtpSession:
                 latch=remote is None if latch is None else latch,
                 strict=strict,
                 rng=rng,
+                rtcp=rtcp_endpoint,
+                rtcp_interval=rtcp_interval,
             )
         except BaseException:
             if inbound is not None:
                 pacer.remove_inbound(inbound)
                 inbound.close(pacer.time())
             await endpoint.close()
+            if rtcp_endpoint is not None:
+                await rtcp_endpoint.close()
             raise
 
     # -- addresses ------------------------------------------------------------------------------
@@ -192,6 +238,8 @@ class RtpSession:
         self._send_to(remote)
 
     def _send_to(self, remote: Address) -> None:
+        if not self._rtcp_latched and self._rtcp_given is None:
+            self._rtcp_remote = (remote[0], remote[1] + 1)
         self.remote = remote
         if not self._send:
             return
@@ -205,6 +253,7 @@ class RtpSession:
             codec=self.codec,
             event_pt=self.event_pt,
             ptime_ms=self.ptime_ms,
+            ssrc=self._ssrc,
             rng=self._rng,
         )
         # Straight to the socket: one C call per packet. A packet the kernel cannot take now is
@@ -311,8 +360,13 @@ class RtpSession:
                 if verdict is Verdict.DROP and self.on_foreign is not None:
                     self.on_foreign((addr[0], addr[1]))
                 return
+        if len(data) > 1 and data[1] in RTCP_TYPES:  # RTCP multiplexed on the RTP port
+            self._on_rtcp(data)
+            return
         inbound = self.inbound
         now = self._loop.time()
+        if len(data) >= 12 and data[0] >> 6 == 2:
+            self.rtcp.note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
         if inbound is None:
             self.last_heard = now
             return
@@ -324,6 +378,65 @@ class RtpSession:
         while event is not None:
             self._keys.put_nowait(event)
             event = inbound.next_event()
+
+    # -- RTCP -----------------------------------------------------------------------------------
+    @property
+    def rtcp_stats(self) -> RtcpStats:
+        """What the far end's RTCP said (round-trip time, what it lost of ours) and counts."""
+        return self.rtcp.stats
+
+    @property
+    def rtcp_remote(self) -> Address | None:
+        """Where our RTCP goes (``None`` until the far end's address is known)."""
+        return self._rtcp_remote
+
+    def set_rtcp_remote(self, remote: Address | None) -> None:
+        """Send RTCP to ``remote`` (the far end's ``a=rtcp``); ``None``: its RTP port + 1."""
+        self._rtcp_given = remote
+        if remote is None and self.remote is not None:
+            remote = (self.remote[0], self.remote[1] + 1)
+        if not self._rtcp_latched:
+            self._rtcp_remote = remote
+
+    def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
+        if self.srtp_receive is not None:
+            return  # SRTCP: not implemented, dropped
+        far = self.guard.source or self.guard.expected or self.remote
+        if far is None or addr[0] != far[0]:
+            self.rtcp.stats.foreign += 1
+            return
+        if self._on_rtcp(data) and not self._rtcp_latched:
+            self._rtcp_latched = True  # symmetric RTCP: answer where it comes from
+            self._rtcp_remote = (addr[0], addr[1])
+
+    def _on_rtcp(self, data: bytes) -> bool:
+        """Read one RTCP datagram; whether it was valid."""
+        return bool(self.rtcp.receive(data, self._loop.time(), time.time()))
+
+    def _schedule_rtcp(self) -> None:
+        at = self.rtcp.next_report_at(self._loop.time())
+        self._rtcp_timer = self._loop.call_at(at, self._send_rtcp)
+
+    def _send_rtcp(self, goodbye: str | None = None) -> None:
+        endpoint, target = self.rtcp_endpoint, self._rtcp_remote
+        if endpoint is None or endpoint.closed:
+            return
+        if target is not None:
+            self._note_sent()
+            inbound = self.inbound
+            if inbound is not None:
+                self.rtcp.jitter = inbound.stats.jitter
+            endpoint.sendto(
+                self.rtcp.report(self._loop.time(), time.time(), goodbye=goodbye), target
+            )
+        if goodbye is None:
+            self._schedule_rtcp()
+
+    def _note_sent(self) -> None:
+        stream = self.outbound
+        if stream is not None:
+            now = self._pacer.time()
+            self.rtcp.note_sent(stream.packets_sent, stream.octets_sent, stream.timestamp_at(now))
 
     def _on_key_event(self, event: object) -> None:
         if isinstance(event, KeyHeard):
@@ -373,6 +486,10 @@ class RtpSession:
         self._closed = True
         if self.outbound is not None:
             self._pacer.remove_outbound(self.outbound)
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+            self._rtcp_timer = None
+            self._send_rtcp(goodbye="")  # our last report, and BYE
         inbound = self.inbound
         if inbound is not None and drain > 0:
             await asyncio.sleep(drain)
@@ -391,6 +508,9 @@ class RtpSession:
         self._keys.put_nowait(_CLOSED)
         self.endpoint.on_datagram = None
         await self.endpoint.close()
+        if self.rtcp_endpoint is not None:
+            self.rtcp_endpoint.on_datagram = None
+            await self.rtcp_endpoint.close()
 
     async def __aenter__(self) -> RtpSession:
         return self

@@ -216,6 +216,25 @@ async def open_udp_endpoint(
         raise
 
 
+def open_rtcp_endpoint(rtp: UdpEndpoint) -> UdpEndpoint | None:
+    """An endpoint on the port after ``rtp``'s, for its RTCP (RFC 3550 11), read on the running
+    loop; ``None`` when that port is taken (the session then goes without RTCP)."""
+    host, port = rtp.local_address
+    if port >= 65535:
+        return None
+    try:
+        sock = bind_udp(host, port + 1)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return None
+        raise
+    try:
+        return UdpEndpoint(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def parse_address(text: str, *, default_host: str | None = None) -> Address:
     """Parse ``HOST:PORT`` (``[::1]:5004`` for IPv6); ``ValueError`` with a one-line reason."""
     host: str

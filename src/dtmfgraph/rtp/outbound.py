@@ -136,6 +136,10 @@ class OutboundStream:
         self._seq = _u16(sequence) if sequence is not None else rng.getrandbits(16)
         self._ts0 = _u32(timestamp, "timestamp") if timestamp is not None else rng.getrandbits(32)
         self._tick = 0
+        self.packets_sent = 0
+        """Packets returned by :meth:`packets_due` (what RTCP sender reports count)."""
+        self.octets_sent = 0
+        """Their payload octets (headers not counted, as RFC 3550 6.4.1 says)."""
         self._ready = 0
         """First slot where the next key may start (the gap after the previous key)."""
         self._jobs: deque[DtmfJob] = deque()
@@ -283,7 +287,13 @@ class OutboundStream:
                 out.append(self._slot(k))
             k += 1
         self._tick = k
+        self.packets_sent += len(out)
+        self.octets_sent += sum(map(len, out)) - HEADER.size * len(out)
         return out
+
+    def timestamp_at(self, now: float) -> int:
+        """The RTP timestamp of the instant ``now`` on this stream's clock (for an SR)."""
+        return (self._ts0 + round((now - self._start) * CLOCK_RATE)) & _U32
 
     # -- internals ------------------------------------------------------------------------------
     def _slot(self, k: int) -> bytes:

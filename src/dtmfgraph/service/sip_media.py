@@ -42,6 +42,7 @@ from ..media.resolve import SipResolver
 from ..media.sip_transport import DEFAULT_KEEPALIVE_S, UDP_KEEPALIVE_S
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
+from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
 from .media import (
     CallEndedError,
@@ -235,7 +236,10 @@ class SipMedia:
         udp_keepalive: float | None = UDP_KEEPALIVE_S,
         allow_from: Sequence[str] | None = None,
         inbound_auth: tuple[str, str] | None = None,
+        rtcp_interval: float = MIN_INTERVAL,
     ) -> None:
+        self.rtcp_interval = rtcp_interval
+        """Seconds between a call's RTCP reports (randomised); 0: no RTCP."""
         self.inbound_auth = inbound_auth
         """(user, password) calls to us must answer a digest challenge for (``None``: none)."""
         self.allow_from = allow_from
@@ -288,6 +292,7 @@ class SipMedia:
             self.phone.transport.keepalive_interval = self.keepalive
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
             self.phone.allow_sources = self.allow_from
+            self.phone.rtcp_interval = self.rtcp_interval
             if self.inbound_auth is not None:
                 self.phone.require_auth(*self.inbound_auth)
         return self.phone

@@ -279,6 +279,16 @@ class AudioMedia:
     proto: str = "RTP/AVP"
     crypto: tuple[CryptoAttribute, ...] = field(default=())
     """Its ``a=crypto`` lines (SDES keys for SRTP), in order."""
+    rtcp: tuple[str | None, int] | None = None
+    """Its ``a=rtcp`` (RFC 3605): the address (``None``: the stream's) and port its RTCP uses."""
+
+    @property
+    def rtcp_address(self) -> tuple[str, int]:
+        """Where this side takes RTCP: ``a=rtcp`` if given, else the RTP port + 1."""
+        if self.rtcp is None:
+            return self.address, self.port + 1
+        host, port = self.rtcp
+        return host or self.address, port
 
     @property
     def secure(self) -> bool:
@@ -318,7 +328,19 @@ def audio_media(desc: SessionDescription) -> AudioMedia | None:
         tuple(codecs),
         m.proto,
         tuple(c for c in crypto if c is not None),
+        _rtcp_attribute(m.attribute("rtcp")),
     )
+
+
+def _rtcp_attribute(value: str | None) -> tuple[str | None, int] | None:
+    """``a=rtcp:PORT [IN IP4|IP6 ADDRESS]`` (RFC 3605); ``None`` when absent or unreadable."""
+    if value is None:
+        return None
+    parts = value.split()
+    if not parts or not parts[0].isdigit() or not 0 < int(parts[0]) < 65536:
+        return None
+    host = parts[3] if len(parts) == 4 and parts[0] and parts[1].upper() == "IN" else None
+    return host, int(parts[0])
 
 
 def build_offer(
