@@ -238,3 +238,24 @@ def test_srtp_offer_and_best_effort_srtp_in_rtp_avp() -> None:
         build_answer(best_effort, "192.0.2.2", 6000, session_id="2", crypto=lambda lines: line)
     )
     assert srtp is not None and srtp.secure and srtp.crypto == (line,)
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        (None, ("192.0.2.5", 49171)),  # no a=rtcp: the RTP port + 1
+        ("a=rtcp:53020", ("192.0.2.5", 53020)),
+        ("a=rtcp:53020 IN IP4 198.51.100.9", ("198.51.100.9", 53020)),
+        ("a=rtcp:53020 IN IP6 2001:db8::7", ("2001:db8::7", 53020)),
+        ("a=rtcp:0", ("192.0.2.5", 49171)),  # unreadable: ignored
+        ("a=rtcp:port", ("192.0.2.5", 49171)),
+    ],
+)
+def test_rtcp_attribute(line: str | None, where: tuple[str, int]) -> None:
+    """Where the far end takes RTCP (RFC 3605's ``a=rtcp``, else RTP port + 1)."""
+    text = (
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+        "m=audio 49170 RTP/AVP 0\r\n" + (line + "\r\n" if line else "")
+    )
+    media = audio_media(SessionDescription.parse(text))
+    assert media is not None and media.rtcp_address == where
