@@ -340,8 +340,8 @@ async def test_call_shows_what_rtcp_said(tmp_path: Path) -> None:
         )
         assert code == 0, err
         ended = json.loads(text.splitlines()[-1])
-        assert ended["event"] == "ended"
+        assert ended["event"] == "ended", text
         assert ended["peer_lost"] == 0
-        assert 0.0 <= ended["rtt_ms"] < 100.0
+        assert ended["rtt_ms"] is not None and 0.0 <= ended["rtt_ms"] < 100.0, ended
         code, text, err = await _run("call", bs.uri, "--rtcp-interval", "-1")
         assert code == 2 and "--rtcp-interval -1" in err

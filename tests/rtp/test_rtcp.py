@@ -167,3 +167,25 @@ def test_schedule_is_randomised_around_the_interval() -> None:
     assert min(gaps) >= 0.5 * MIN_INTERVAL / 1.2183 - 1e-9
     assert max(gaps) <= 1.5 * MIN_INTERVAL / 1.2183 + 1e-9
     assert sum(gaps) / len(gaps) == pytest.approx(MIN_INTERVAL / 1.2183, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("late_ms", "rtt"),
+    [(-0.4, 0.0), (-30.0, 0.0), (-200.0, None), (3.0, 0.003)],
+)
+def test_rtt_when_the_far_ends_dlsr_is_coarse(late_ms: float, rtt: float | None) -> None:
+    """A far end with millisecond timers may report a DLSR a little longer than the time it
+    really held our SR: on loopback the round trip then comes out just below 0 and is 0; far
+    below 0 is bogus and ignored."""
+    ours = RtcpSession(0xAAAA, "us")
+    ours.note_sent(1, 160, 0)
+    sr = ours.report(0.0, WALL)
+    held = 0.5
+    block = ReportBlock(0xAAAA, 0, 0, 1, 0, compact(ntp_timestamp(WALL)), int(held * 65536))
+    echo = build_compound([Report(0xBBBB, None, (block,))])
+    assert sr
+    ours.receive(echo, 1.0, WALL + held + late_ms / 1000.0)
+    if rtt is None:
+        assert ours.stats.rtt is None
+    else:
+        assert ours.stats.rtt == pytest.approx(rtt, abs=2e-4)

@@ -42,6 +42,10 @@ _COMPENSATION: Final = 2.718281828459045 - 1.5
 MAX_DROPOUT: Final = 3000
 MAX_MISORDER: Final = 100
 _SEQ_MOD: Final = 1 << 16
+_RTT_SLACK: Final = 0.05
+"""A round trip computed this far below 0 s is taken as 0 (a DLSR rounded up); further: ignored."""
+_RTT_MAX: Final = 600.0
+"""A round trip computed longer than this (s) is a bogus LSR/DLSR: ignored."""
 _U32: Final = 0xFFFFFFFF
 _HEADER = struct.Struct("!BBH")
 _SENDER = struct.Struct("!QIII")
@@ -489,6 +493,9 @@ class RtcpSession:
         stats.peer_jitter = block.jitter
         if block.lsr:
             arrival = compact(ntp_timestamp(wall))
-            rtt = ((arrival - block.lsr - block.dlsr) & _U32) / 65536.0
-            if rtt < 600.0:  # a negative one (clocks, a bogus DLSR) wraps to ~65536 s
-                stats.rtt = rtt
+            units = (arrival - block.lsr - block.dlsr) & _U32
+            if units >= 1 << 31:  # negative: the far end's clock for DLSR is coarser than the
+                units -= 1 << 32  # round trip (ms timers on loopback)
+            rtt = units / 65536.0
+            if -_RTT_SLACK <= rtt < _RTT_MAX:
+                stats.rtt = max(rtt, 0.0)
