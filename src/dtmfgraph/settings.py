@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         description=(
             "Seconds between the RTCP reports of a SIP call's media (RFC 3550; randomised "
             "0.5-1.5x, the first sooner), sent to the far end's RTP port + 1 or its a=rtcp. "
-            "0: no RTCP. Not on SRTP calls (no SRTCP)."
+            "SRTP calls send SRTCP. 0: no RTCP."
         ),
     )
     sip_auth_user: str | None = Field(

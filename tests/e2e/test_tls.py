@@ -259,6 +259,31 @@ async def test_srtp_with_baresip_both_ways(
     assert (session.srtp_receive.auth_failures, session.srtp_receive.replays) == (0, 0)
 
 
+async def test_srtcp_with_baresip(tmp_path: Path, ca: TestCa) -> None:
+    """An SRTP call to baresip carries RTCP as SRTCP both ways: baresip's reports on our
+    stream authenticate under its key (RTT, its CNAME, nothing lost), and it goes on reporting
+    on ours, so it read our SRTCP reports (its LSR echoes our SR)."""
+    phone = await _tls_phone(ca, srtp="mandatory")
+    phone.rtcp_interval = 1.0
+    try:
+        async with _baresip(tmp_path, ca, mediaenc="srtp-mand") as bs:
+            call = await phone.dial(bs.tls_uri, timeout=10)
+            assert call.srtp_suite is SrtpSuite.AES_CM_128_HMAC_SHA1_80
+            stats = call.rtcp
+            assert stats is not None
+            for _ in range(150):
+                if stats.rtt is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert stats.rtt is not None, stats  # needs an LSR: it decrypted one of our SRs
+            assert stats.received >= 1 and stats.unauthenticated == 0 and stats.malformed == 0
+            assert stats.peer_cname and stats.peer_lost == 0
+            await call.hangup()
+            await bs.wait_event("CALL_CLOSED", 5)
+    finally:
+        await phone.close()
+
+
 async def test_srtp_policies_refuse_what_they_must(tmp_path: Path, ca: TestCa) -> None:
     """``never`` refuses baresip's RTP/SAVP offer (488); ``mandatory`` refuses a plain one.
     (``optional`` calling a TLS peer without SRTP gets plain RTP: the first test.)"""

@@ -68,6 +68,8 @@ def library() -> ctypes.CDLL:
     lib.srtp_create.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_Policy)]
     lib.srtp_protect.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
     lib.srtp_unprotect.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    lib.srtp_protect_rtcp.argtypes = lib.srtp_protect.argtypes
+    lib.srtp_unprotect_rtcp.argtypes = lib.srtp_unprotect.argtypes
     lib.srtp_dealloc.argtypes = [ctypes.c_void_p]
     assert lib.srtp_init() == 0, "srtp_init failed"
     return lib
@@ -106,6 +108,22 @@ class LibSrtp:
         ctypes.memmove(self._buffer, packet, len(packet))
         self._length.value = len(packet)
         status = library().srtp_unprotect(self._session, self._buffer, ctypes.byref(self._length))
+        return self._buffer.raw[: self._length.value] if status == 0 else None
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        ctypes.memmove(self._buffer, packet, len(packet))
+        self._length.value = len(packet)
+        lib = library()
+        status = lib.srtp_protect_rtcp(self._session, self._buffer, ctypes.byref(self._length))
+        assert status == 0, f"srtp_protect_rtcp failed ({status})"
+        return self._buffer.raw[: self._length.value]
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes | None:
+        """The RTCP compound packet, or ``None`` when libsrtp refuses it."""
+        ctypes.memmove(self._buffer, packet, len(packet))
+        self._length.value = len(packet)
+        lib = library()
+        status = lib.srtp_unprotect_rtcp(self._session, self._buffer, ctypes.byref(self._length))
         return self._buffer.raw[: self._length.value] if status == 0 else None
 
     def close(self) -> None:

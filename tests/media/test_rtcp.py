@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 from dtmfgraph.media import Pacer, RtpSession
-from dtmfgraph.media.udp import open_udp_endpoint
+from dtmfgraph.media.udp import open_rtcp_endpoint, open_udp_endpoint
+from dtmfgraph.rtp.srtp import SrtpContext, SrtpKey
 
 from .helpers import capture, tshark
 
@@ -101,3 +102,49 @@ async def test_rtcp_from_another_host_or_garbage_is_dropped_and_counted() -> Non
         await stranger.close()
         await friend.close()
         await a.close()
+
+
+async def test_srtp_sessions_speak_srtcp() -> None:
+    """With SRTP, reports travel as SRTCP under the same master keys: both sides measure the
+    round trip, nothing readable is on the wire, and a forged datagram is counted."""
+    pacer = Pacer()
+    k1, k2 = SrtpKey.generate(), SrtpKey.generate()
+    sessions = []
+    for send, receive in ((k1, k2), (k2, k1)):
+        endpoint = await open_udp_endpoint("127.0.0.1")
+        sessions.append(
+            RtpSession(
+                pacer,
+                endpoint,
+                srtp=(SrtpContext(send), SrtpContext(receive)),
+                rtcp=open_rtcp_endpoint(endpoint),
+                rtcp_interval=0.3,
+            )
+        )
+    a, b = sessions
+    assert a.rtcp_endpoint is not None
+    wire: list[bytes] = []
+    read = a.rtcp_endpoint.on_datagram
+    assert read is not None
+
+    def tap(data: bytes, addr: tuple[str, int]) -> None:
+        wire.append(data)
+        read(data, addr)
+
+    a.rtcp_endpoint.on_datagram = tap
+    a.set_remote(b.local_address)
+    b.set_remote(a.local_address)
+    try:
+        await _until(lambda: a.rtcp_stats.rtt is not None and b.rtcp_stats.rtt is not None, 10)
+        for s, other in ((a, b), (b, a)):
+            assert s.rtcp_stats.rtt is not None and s.rtcp_stats.peer_cname == other.rtcp.cname
+            assert s.rtcp_stats.unauthenticated == 0 and s.rtcp_stats.malformed == 0
+        assert wire and not any(b.rtcp.cname.encode() in d for d in wire)
+        forged = bytearray(wire[-1])
+        forged[10] ^= 0xFF
+        b.rtcp_endpoint.sendto(bytes(forged), a.rtcp_endpoint.local_address)  # type: ignore[union-attr]
+        await _until(lambda: a.rtcp_stats.unauthenticated == 1, 5)
+        assert a.rtcp_stats.unauthenticated == 1
+    finally:
+        await a.close()
+        await b.close()

@@ -121,7 +121,8 @@ class Metrics:
         )
         self.rtcp_dropped = Counter(
             "dtmfgraph_rtcp_dropped",
-            "RTCP datagrams dropped: malformed, or from another host than the call's media.",
+            "RTCP datagrams dropped: malformed, from another host than the call's media, or "
+            "(SRTP calls) SRTCP that does not authenticate.",
             ["reason"],
             registry=r,
         )
@@ -179,6 +180,11 @@ class Metrics:
             ("rtcp_received", self.rtcp_packets.labels("received"), rtcp.received),
             ("rtcp_malformed", self.rtcp_dropped.labels("malformed"), rtcp.malformed),
             ("rtcp_foreign", self.rtcp_dropped.labels("foreign"), rtcp.foreign),
+            (
+                "rtcp_unauthenticated",
+                self.rtcp_dropped.labels("unauthenticated"),
+                rtcp.unauthenticated,
+            ),
             ("unauthenticated", self.sip_unauthenticated, unauthenticated),
             ("forbidden", self.sip_forbidden, forbidden),
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),

@@ -1510,6 +1510,7 @@ class Phone:
         totals.received += stats.received
         totals.malformed += stats.malformed
         totals.foreign += stats.foreign
+        totals.unauthenticated += stats.unauthenticated
 
     def rtcp_counts(self) -> RtcpStats:
         """RTCP packets sent, received and dropped, by the calls ended and those going on."""

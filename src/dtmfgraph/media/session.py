@@ -27,7 +27,7 @@ from dtmfgraph.rtp import (
     Verdict,
 )
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RTCP_TYPES, RtcpSession, RtcpStats
-from dtmfgraph.rtp.srtp import SrtpContext
+from dtmfgraph.rtp.srtp import SrtcpContext, SrtpContext
 
 from .pacer import Outbound, Pacer
 from .udp import (
@@ -84,8 +84,9 @@ class RtpSession:
     the far end's reports give the round-trip time and what it lost of our stream
     (:attr:`rtcp_stats`). RTCP sent on the RTP port (RFC 5761 multiplexing) is read too.
     The far end's RTCP is taken only from its RTP address's host, and the first valid report
-    from there sets where ours go (symmetric RTCP, RFC 4961: right through a NAT). Not with
-    SRTP (that needs SRTCP): nothing is sent and what comes is dropped.
+    from there sets where ours go (symmetric RTCP, RFC 4961: right through a NAT). With
+    ``srtp``, RTCP is SRTCP (RFC 3711 3.4) under the same master keys; what does not
+    authenticate is dropped and counted.
     """
 
     def __init__(
@@ -153,9 +154,11 @@ class RtpSession:
         self._rtcp_latched = False
         self._rtcp_timer: asyncio.TimerHandle | None = None
         endpoint.on_datagram = self._on_datagram
+        self._srtcp_send = _srtcp_of(self.srtp_send)
+        self._srtcp_receive: tuple[SrtpContext | None, SrtcpContext | None] = (None, None)
         if rtcp is not None:
             rtcp.on_datagram = self._on_rtcp_datagram
-            if self.srtp_send is None:
+            if self.srtp_send is None or self._srtcp_send is not None:
                 self._schedule_rtcp()
         if inbound is not None:
             pacer.add_inbound(inbound, self._on_key_event)
@@ -343,6 +346,9 @@ class RtpSession:
 
     # -- receiving ------------------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
+        if len(data) > 1 and data[1] in RTCP_TYPES:  # RTCP multiplexed on the RTP port
+            self._on_rtcp_datagram(data, addr)
+            return
         if self.srtp_receive is not None:
             clear = self.srtp_receive.unprotect(data)
             if clear is None:
@@ -360,9 +366,6 @@ class RtpSession:
                 if verdict is Verdict.DROP and self.on_foreign is not None:
                     self.on_foreign((addr[0], addr[1]))
                 return
-        if len(data) > 1 and data[1] in RTCP_TYPES:  # RTCP multiplexed on the RTP port
-            self._on_rtcp(data)
-            return
         inbound = self.inbound
         now = self._loop.time()
         if len(data) >= 12 and data[0] >> 6 == 2:
@@ -399,8 +402,6 @@ class RtpSession:
             self._rtcp_remote = remote
 
     def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
-        if self.srtp_receive is not None:
-            return  # SRTCP: not implemented, dropped
         far = self.guard.source or self.guard.expected or self.remote
         if far is None or addr[0] != far[0]:
             self.rtcp.stats.foreign += 1
@@ -410,8 +411,23 @@ class RtpSession:
             self._rtcp_remote = (addr[0], addr[1])
 
     def _on_rtcp(self, data: bytes) -> bool:
-        """Read one RTCP datagram; whether it was valid."""
+        """Read one RTCP (or, with SRTP, SRTCP) datagram; whether it was valid."""
+        if self.srtp_receive is not None:
+            srtcp = self._srtcp_in()
+            clear = srtcp.unprotect(data) if srtcp is not None else None
+            if clear is None:
+                self.rtcp.stats.unauthenticated += 1
+                return False
+            data = clear
         return bool(self.rtcp.receive(data, self._loop.time(), time.time()))
+
+    def _srtcp_in(self) -> SrtcpContext | None:
+        """The SRTCP context of the SRTP receive context in use (made again on a re-key)."""
+        made_for, context = self._srtcp_receive
+        if made_for is not self.srtp_receive:
+            context = _srtcp_of(self.srtp_receive)
+            self._srtcp_receive = (self.srtp_receive, context)
+        return context
 
     def _schedule_rtcp(self) -> None:
         at = self.rtcp.next_report_at(self._loop.time())
@@ -426,9 +442,10 @@ class RtpSession:
             inbound = self.inbound
             if inbound is not None:
                 self.rtcp.jitter = inbound.stats.jitter
-            endpoint.sendto(
-                self.rtcp.report(self._loop.time(), time.time(), goodbye=goodbye), target
-            )
+            report = self.rtcp.report(self._loop.time(), time.time(), goodbye=goodbye)
+            if self._srtcp_send is not None:
+                report = self._srtcp_send.protect(report)
+            endpoint.sendto(report, target)
         if goodbye is None:
             self._schedule_rtcp()
 
@@ -517,6 +534,13 @@ class RtpSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _srtcp_of(context: SrtpContext | None) -> SrtcpContext | None:
+    """SRTCP under the master key of an SRTP ``context`` (``None`` without one)."""
+    if context is None or context.master is None:
+        return None
+    return SrtcpContext(context.master)
 
 
 def _protected(

@@ -351,6 +351,8 @@ class RtcpStats:
     """Datagrams dropped as not valid RTCP."""
     foreign: int = 0
     """Datagrams dropped because they came from another host than the far end's media."""
+    unauthenticated: int = 0
+    """SRTCP datagrams dropped: failed authentication, replayed, or not SRTCP."""
     rtt: float | None = None
     """Latest round-trip time, seconds (from a report block on our stream with an LSR)."""
     peer_fraction_lost: float = 0.0

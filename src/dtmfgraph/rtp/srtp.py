@@ -5,8 +5,10 @@ over the payload, HMAC-SHA1 over the header, the encrypted payload and the rollo
 truncated to 80 or 32 bits. Session keys come from the master key and salt by the AES-CM PRF
 with a key derivation rate of 0 (the SDES default). One :class:`SrtpContext` protects what we
 send (one SSRC) or unprotects what we receive (the rollover counter and a 64-packet replay
-window per SSRC, RFC 3711 3.3.1 and appendix A). SRTCP is not implemented (we send no RTCP;
-SRTCP we receive is dropped like any datagram that is not SRTP).
+window per SSRC, RFC 3711 3.3.1 and appendix A). :class:`SrtcpContext` does the same for RTCP
+(RFC 3711 3.4): its own session keys (labels 3-5), the compound packet encrypted after its
+first 8 bytes, the E flag and a 31-bit SRTCP index appended, and an 80-bit HMAC-SHA1 tag in both
+suites (RFC 4568 6.2.1).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ MASTER_SALT_BYTES: Final = 14
 _AUTH_KEY_BYTES: Final = 20
 _REPLAY_WINDOW: Final = 64
 _LABEL_ENCRYPTION, _LABEL_AUTH, _LABEL_SALT = 0, 1, 2
+_RTCP_LABELS: Final = 3
+"""SRTCP's labels are SRTP's plus this (RFC 3711 4.3.2)."""
+SRTCP_TAG_BYTES: Final = 10
+_SRTCP_INDEX_MASK: Final = 0x7FFFFFFF
+_SRTCP_HEADER: Final = 8
+"""Bytes of an SRTCP packet left in the clear: the first header and the sender's SSRC."""
 
 
 class SrtpError(RtpError):
@@ -102,12 +110,13 @@ class SessionKeys:
     salt: bytes
 
 
-def derive_session_keys(key: SrtpKey) -> SessionKeys:
-    """The SRTP session keys of ``key`` (key derivation rate 0)."""
+def derive_session_keys(key: SrtpKey, *, rtcp: bool = False) -> SessionKeys:
+    """The SRTP (or, with ``rtcp``, SRTCP) session keys of ``key`` (key derivation rate 0)."""
+    base = _RTCP_LABELS if rtcp else 0
     return SessionKeys(
-        _prf(key, _LABEL_ENCRYPTION, MASTER_KEY_BYTES),
-        _prf(key, _LABEL_AUTH, _AUTH_KEY_BYTES),
-        _prf(key, _LABEL_SALT, MASTER_SALT_BYTES),
+        _prf(key, base + _LABEL_ENCRYPTION, MASTER_KEY_BYTES),
+        _prf(key, base + _LABEL_AUTH, _AUTH_KEY_BYTES),
+        _prf(key, base + _LABEL_SALT, MASTER_SALT_BYTES),
     )
 
 
@@ -129,22 +138,22 @@ class SrtpContext:
 
     def __init__(self, key: SrtpKey) -> None:
         self._setup(derive_session_keys(key), key.suite)
+        self.master: SrtpKey | None = key
+        """The master key (``None`` when made from session keys): SRTCP's keys come from it."""
 
     @classmethod
     def from_session_keys(cls, keys: SessionKeys, suite: SrtpSuite) -> SrtpContext:
         """A context on already derived session keys (RFC 3711's test vectors start there)."""
         context = cls.__new__(cls)
         context._setup(keys, suite)
+        context.master = None
         return context
 
     def _setup(self, keys: SessionKeys, suite: SrtpSuite) -> None:
         self.suite = suite
         self._keys = keys
-        # Counter mode by hand: the counter blocks of one packet encrypted in one ECB call
-        # (one C call, no cipher object per packet), then XORed onto the payload.
-        self._blocks = Cipher(algorithms.AES(keys.encryption), modes.ECB()).encryptor()
+        self._cm = _CounterMode(keys)
         self._mac = hmac.new(keys.authentication, digestmod=hashlib.sha1)
-        self._salt = int.from_bytes(keys.salt, "big") << 16
         self._tag_bytes = suite.value
         self._sent: dict[int, tuple[int, int]] = {}
         """Per SSRC we send: the last sequence number and the rollover counter."""
@@ -207,6 +216,25 @@ class SrtpContext:
 
     # -- the transforms -----------------------------------------------------------------------
     def _crypt(self, payload: bytes, ssrc: int, index: int) -> bytes:
+        return self._cm.crypt(payload, ssrc, index)
+
+    def _tag(self, body: bytes, roc: int) -> bytes:
+        mac = self._mac.copy()
+        mac.update(body)
+        mac.update(roc.to_bytes(4, "big"))
+        return mac.digest()[: self._tag_bytes]
+
+
+class _CounterMode:
+    """AES-CM of RFC 3711 4.1.1 on one session's encryption key and salt."""
+
+    def __init__(self, keys: SessionKeys) -> None:
+        # Counter mode by hand: the counter blocks of one packet encrypted in one ECB call
+        # (one C call, no cipher object per packet), then XORed onto the payload.
+        self._blocks = Cipher(algorithms.AES(keys.encryption), modes.ECB()).encryptor()
+        self._salt = int.from_bytes(keys.salt, "big") << 16
+
+    def crypt(self, payload: bytes, ssrc: int, index: int) -> bytes:
         """AES-CM over ``payload``: the keystream is AES of the counter blocks IV, IV + 1, ...
         with IV = salt * 2^16 XOR SSRC * 2^64 XOR index * 2^16 (whose low 16 bits are 0, so
         block ``i`` is IV with ``i`` in them)."""
@@ -220,11 +248,73 @@ class SrtpContext:
         mixed = int.from_bytes(payload, "big") ^ int.from_bytes(keystream[:size], "big")
         return mixed.to_bytes(size, "big")
 
-    def _tag(self, body: bytes, roc: int) -> bytes:
+
+class SrtcpContext:
+    """One direction of SRTCP (RFC 3711 3.4): :meth:`protect` compound RTCP packets we send,
+    or :meth:`unprotect` those we receive (a 64-index replay window per SSRC)."""
+
+    def __init__(self, key: SrtpKey) -> None:
+        keys = derive_session_keys(key, rtcp=True)
+        self._cm = _CounterMode(keys)
+        self._mac = hmac.new(keys.authentication, digestmod=hashlib.sha1)
+        self._index = 0
+        self._heard: dict[int, tuple[int, int]] = {}
+        """Per SSRC: the highest SRTCP index authenticated, and the replay window."""
+        self.auth_failures = 0
+        self.replays = 0
+        self.malformed = 0
+
+    def protect(self, compound: bytes) -> bytes:
+        """The SRTCP packet of our RTCP ``compound`` packet (encrypted, E flag set)."""
+        if len(compound) < _SRTCP_HEADER:
+            raise SrtpError("cannot protect a datagram shorter than an RTCP header")
+        (ssrc,) = struct.unpack_from("!I", compound, 4)
+        index = self._index
+        self._index = (index + 1) & _SRTCP_INDEX_MASK
+        body = (
+            compound[:_SRTCP_HEADER]
+            + self._cm.crypt(compound[_SRTCP_HEADER:], ssrc, index)
+            + (0x80000000 | index).to_bytes(4, "big")
+        )
+        return body + self._tag(body)
+
+    def unprotect(self, packet: bytes) -> bytes | None:
+        """The compound RTCP packet inside ``packet``, or ``None`` (counted) when it is too
+        short, fails authentication, or replays an index already received."""
+        if len(packet) < _SRTCP_HEADER + 4 + SRTCP_TAG_BYTES or packet[0] >> 6 != 2:
+            self.malformed += 1
+            return None
+        body, tag = packet[:-SRTCP_TAG_BYTES], packet[-SRTCP_TAG_BYTES:]
+        if not hmac.compare_digest(self._tag(body), tag):
+            self.auth_failures += 1
+            return None
+        (ssrc,) = struct.unpack_from("!I", body, 4)
+        word = int.from_bytes(body[-4:], "big")
+        index = word & _SRTCP_INDEX_MASK
+        state = self._heard.get(ssrc)
+        if state is None:
+            self._heard[ssrc] = (index, 1)
+        else:
+            highest, window = state
+            delta = highest - index
+            if delta >= _REPLAY_WINDOW or (delta >= 0 and window >> delta & 1):
+                self.replays += 1
+                return None
+            if delta < 0:
+                shift = -delta
+                window = (window << shift | 1) & ((1 << _REPLAY_WINDOW) - 1) if shift < 64 else 1
+                self._heard[ssrc] = (index, window)
+            else:
+                self._heard[ssrc] = (highest, window | 1 << delta)
+        payload = body[_SRTCP_HEADER:-4]
+        if word >> 31:
+            payload = self._cm.crypt(payload, ssrc, index)
+        return body[:_SRTCP_HEADER] + payload
+
+    def _tag(self, body: bytes) -> bytes:
         mac = self._mac.copy()
         mac.update(body)
-        mac.update(roc.to_bytes(4, "big"))
-        return mac.digest()[: self._tag_bytes]
+        return mac.digest()[:SRTCP_TAG_BYTES]
 
 
 @functools.cache
