@@ -46,7 +46,7 @@ def test_the_keystream_is_that_of_rfc_3711_b2() -> None:
         bytes.fromhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD"),
     )
     context = SrtpContext.from_session_keys(keys, SrtpSuite.AES_CM_128_HMAC_SHA1_80)
-    stream = context._crypt(b"\x00" * 48, ssrc=0, index=0)
+    stream = context._cm.crypt(b"\x00" * 48, ssrc=0, index=0)
     assert stream.hex().upper() == (
         "E03EAD0935C95E80E166B16DD92B4EB4"
         "D23513162B02D0F72A43A2FE4A5F97AB"

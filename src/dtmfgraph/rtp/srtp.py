@@ -177,7 +177,7 @@ class SrtpContext:
             roc = last[1] + 1 if seq < last[0] and last[0] - seq > 0x8000 else last[1]
         self._sent[ssrc] = (seq, roc)
         index = (roc << 16) | seq
-        payload = self._crypt(packet[header:], ssrc, index)
+        payload = self._cm.crypt(packet[header:], ssrc, index)
         body = packet[:header] + payload
         return body + self._tag(body, roc)
 
@@ -212,12 +212,9 @@ class SrtpContext:
             self._heard[ssrc] = (index, window)
         else:
             self._heard[ssrc] = (state[0], state[1] | 1 << (state[0] - index))
-        return body[:header] + self._crypt(body[header:], ssrc, index)
+        return body[:header] + self._cm.crypt(body[header:], ssrc, index)
 
     # -- the transforms -----------------------------------------------------------------------
-    def _crypt(self, payload: bytes, ssrc: int, index: int) -> bytes:
-        return self._cm.crypt(payload, ssrc, index)
-
     def _tag(self, body: bytes, roc: int) -> bytes:
         mac = self._mac.copy()
         mac.update(body)
