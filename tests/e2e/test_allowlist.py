@@ -4,6 +4,10 @@ not checked."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import pytest
 from dtmfgraph.media.phone import EndReason, Phone
 
 from ..judges.baresip import Baresip
+from ..media.helpers import capture, tshark
 from .answering import answer_every_call, baresip_calls_and_presses
 
 
@@ -69,3 +74,50 @@ async def test_calls_to_us_must_answer_our_digest_challenge(tmp_path: Path, phon
     phone.require_auth(None)
     async with Baresip(tmp_path / "open", answer=False) as bs:
         await baresip_calls_and_presses(bs, phone.uri, "7", calls, heard)
+
+
+async def test_a_replayed_authenticated_invite_is_challenged(tmp_path: Path, phone: Phone) -> None:
+    """An attacker on the path copies baresip's INVITE that answered our challenge (captured
+    by tshark) and sends it again as a new call (its own Via, a new Call-ID): the digest still
+    matches, but its nonce count was used, so it gets a fresh 401, not a call."""
+    calls, heard = answer_every_call(phone)
+    phone.require_auth("alice", "s3cret")
+    pcap = tmp_path / "sip.pcap"
+    with capture(phone.sip_address[1], pcap):
+        async with Baresip(tmp_path / "right", answer=False, password="s3cret") as bs:
+            await baresip_calls_and_presses(bs, phone.uri, "4", calls, heard)
+    decode = ["-d", f"udp.port=={phone.sip_address[1]},sip"]
+    select = ["-Y", "sip.Method == INVITE && sip.Authorization"]
+    out = subprocess.run(
+        [tshark(), "-r", str(pcap), *decode, *select, "-T", "fields", "-e", "udp.payload"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    assert out, "no authenticated INVITE captured"
+    invite = bytes.fromhex(out[0].replace(":", "")).decode()
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        port = sock.getsockname()[1]
+        copy = re.sub(
+            r"(?im)^Via:.*$",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreplay1;rport",
+            invite,
+        )
+        copy = re.sub(r"(?im)^Call-ID:.*$", "Call-ID: replayed-call@attacker", copy)
+        assert "Authorization: Digest" in copy
+        await loop.sock_sendto(sock, copy.encode(), phone.sip_address)
+        response = ""
+        while not response.startswith("SIP/2.0 4"):  # past 100 Trying
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)
+            response = data.decode()
+    finally:
+        sock.close()
+    assert response.startswith("SIP/2.0 401"), response
+    assert "WWW-Authenticate: Digest" in response
+    assert len(calls) == 1 and phone.ua.auth_guard is not None
+    assert phone.ua.auth_guard.replays == 1

@@ -128,3 +128,32 @@ def test_inbound_digest_guard_challenges_and_checks_answers() -> None:
     assert guard.check(answer("s3cret", ch=other), 20.0) == "missing"
     with pytest.raises(ValueError, match="needs a user name and a password"):
         DigestGuard(Credentials("alice", ""), "dtmfgraph")
+
+
+def test_inbound_digest_guard_refuses_replays() -> None:
+    """A copy of a request that was let in (same nonce, same nonce count) is a replay, even
+    while the nonce is young; a higher count on the same nonce (a client reusing it for its
+    next request) is fine; without qop a nonce is good once."""
+    guard = DigestGuard(Credentials("alice", "s3cret"), "dtmfgraph")
+    challenge = parse_challenge(guard.challenge(10.0))
+    alice = Credentials("alice", "s3cret")
+    uri = "sip:bot@127.0.0.1"
+
+    def answer(nc: int, ch: Challenge = challenge) -> SipRequest:
+        return _invite(authorization(ch, alice, "INVITE", uri, cnonce="c", nonce_count=nc))
+
+    assert guard.check(answer(1), 20.0) == "ok"
+    assert guard.check(answer(1), 21.0) == "replay"
+    assert guard.check(answer(2), 22.0) == "ok"
+    assert guard.check(answer(2), 23.0) == "replay"
+    assert guard.check(answer(1), 24.0) == "replay"
+    assert guard.replays == 3
+    plain = Challenge("dtmfgraph", parse_challenge(guard.challenge(30.0)).nonce, "MD5", ())
+    assert guard.check(answer(1, plain), 31.0) == "ok"
+    assert guard.check(answer(1, plain), 32.0) == "replay"
+    # many callers: nonces whose life is over are forgotten, young ones kept
+    for i in range(300):  # one every 2 s: 600 s, two nonce lives
+        ch = parse_challenge(guard.challenge(100.0 + 2 * i))
+        assert guard.check(answer(1, ch), 100.0 + 2 * i) == "ok"
+    assert guard.check(answer(1, ch), 700.0) == "replay"
+    assert len(guard._counts) <= 256

@@ -5,7 +5,9 @@
 which every SIP phone answers); a wrong password gets 403. Nonces carry their time and an HMAC
 under a secret of the guard, so any of them can be checked without keeping state, and one older
 than ``nonce_life`` is answered ``stale=true`` (the caller retries without asking its user).
-Time comes in as ``now``.
+Replays are refused: the guard remembers, for each nonce answered right while it is young, the
+highest nonce count (``nc``) used with it, and an answer that does not count higher is a
+``replay`` (RFC 7616 3.4.1; without ``qop`` a nonce is good once). Time comes in as ``now``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from dtmfgraph.sip.errors import DigestError, SipParseError
 from dtmfgraph.sip.grammar import quote
 from dtmfgraph.sip.message import SipRequest
 
-Verdict = Literal["ok", "missing", "stale", "wrong"]
+Verdict = Literal["ok", "missing", "stale", "wrong", "replay"]
 NONCE_LIFE_S: Final = 300.0
+_PRUNE_AT: Final = 256
+"""Nonces remembered before the expired ones are forgotten (checked on each new one)."""
 
 
 class DigestGuard:
@@ -41,6 +45,11 @@ class DigestGuard:
         self.realm = realm
         self.nonce_life = nonce_life
         self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self._counts: dict[str, tuple[int, float]] = {}
+        """Per nonce answered right while young: the highest nonce count used, and when the
+        nonce was issued."""
+        self.replays = 0
+        """Right answers refused because their nonce count was used already (replays)."""
 
     def challenge(self, now: float, *, stale: bool = False) -> str:
         """A ``WWW-Authenticate`` header value with a fresh nonce."""
@@ -52,7 +61,8 @@ class DigestGuard:
     def check(self, request: SipRequest, now: float) -> Verdict:
         """``ok``: a right answer to one of our nonces still young; ``missing``: no answer for
         our realm (challenge it); ``stale``: right, but the nonce is too old (challenge again,
-        stale); ``wrong``: the password (or user) is wrong."""
+        stale); ``wrong``: the password (or user) is wrong; ``replay``: right, but with a nonce
+        count already used (a copy of an earlier request: challenge it)."""
         for value in request.headers.get_raw("Authorization"):
             scheme, _, rest = value.strip().partition(" ")
             if scheme.lower() != "digest":
@@ -77,20 +87,37 @@ class DigestGuard:
         if (params.get("algorithm") or "MD5").upper() != "MD5" or qop not in (None, "auth"):
             return "wrong"
         try:
+            count = int(params.get("nc", "1"), 16)
             expected = digest_response(
                 Challenge(self.realm, nonce, "MD5", (qop,) if qop else ()),
                 self.credentials,
                 request.method,
                 uri,
                 cnonce=params.get("cnonce", ""),
-                nonce_count=int(params.get("nc", "1"), 16),
+                nonce_count=count,
             )
         except (DigestError, ValueError):
             return "wrong"
         if not hmac.compare_digest(expected, params.get("response", "")):
             return "wrong"
         issued = int(stamp.partition(".")[0], 16) / 1000
-        return "ok" if now - issued <= self.nonce_life else "stale"
+        if now - issued > self.nonce_life:
+            return "stale"
+        return self._count(nonce, count, issued, now)
+
+    def _count(self, nonce: str, count: int, issued: float, now: float) -> Verdict:
+        """``ok`` when ``count`` is above every count used with ``nonce``; else ``replay``."""
+        counts = self._counts
+        used = counts.get(nonce)
+        if used is not None and count <= used[0]:
+            self.replays += 1
+            return "replay"
+        if used is None and len(counts) >= _PRUNE_AT:
+            young = now - self.nonce_life
+            for old in [n for n, (_, at) in counts.items() if at < young]:
+                del counts[old]
+        counts[nonce] = (count, issued)
+        return "ok"
 
     def _mac(self, stamp: str) -> str:
         return hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
