@@ -236,8 +236,8 @@ class Settings(BaseSettings):
         default=30.0,
         ge=0,
         description=(
-            "Seconds without RTP from the far end after which a SIP call is hung up and ends "
-            "410/301005 (not while the far end holds it); 0: never."
+            "Seconds without RTP or RTCP from the far end after which a SIP call is hung up and "
+            "ends 410/301005 (not while the far end holds it); 0: never."
         ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(

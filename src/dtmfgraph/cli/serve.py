@@ -297,7 +297,7 @@ def serve(
     media_timeout: Annotated[
         float | None,
         typer.Option(
-            help="Seconds without RTP from the far end before a SIP call is hung up "
+            help="Seconds without RTP or RTCP from the far end before a SIP call is hung up "
             "(410/301005; default 30; 0 = never)."
         ),
     ] = None,

@@ -137,8 +137,10 @@ class RtpSession:
         self._keys: asyncio.Queue[KeyHeard | object] = asyncio.Queue()
         self._closed = False
         self.last_heard = self._loop.time()
-        """Event-loop time of the last RTP packet received (of the session's start before any):
-        the clock a media timeout is judged on. Datagrams that are not RTP do not count."""
+        """Event-loop time of the last RTP packet, or valid RTCP report, received from the far
+        end (of the session's start before any): the clock a media timeout is judged on (as
+        Asterisk's ``rtptimeout``: a far end that sends no RTP while quiet still reports).
+        Datagrams that are neither, or come from strangers, do not count."""
         self.on_job_event: Callable[[JobEvent], None] | None = None
         """Optional observer of every job started / finished (called on the pacer's tick)."""
         ssrc_rng = rng or random.Random()
@@ -406,7 +408,10 @@ class RtpSession:
         if far is None or addr[0] != far[0]:
             self.rtcp.stats.foreign += 1
             return
-        if self._on_rtcp(data) and not self._rtcp_latched:
+        if not self._on_rtcp(data):
+            return
+        self.last_heard = self._loop.time()  # a far end that suppresses silence still reports
+        if not self._rtcp_latched:
             self._rtcp_latched = True  # symmetric RTCP: answer where it comes from
             self._rtcp_remote = (addr[0], addr[1])
 
