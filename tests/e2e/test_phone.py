@@ -249,3 +249,45 @@ async def test_cancelled_dial_sends_cancel(phone: Phone) -> None:
             await invite.answer()
     finally:
         await callee.close()
+
+
+async def test_rtcp_mux_when_both_sdps_say_so(phone: Phone) -> None:
+    """We offer ``a=rtcp-mux`` (RFC 5761) and our own callee takes it: both calls send RTCP on
+    their RTP ports (no RTP + 1 socket) and measure the round trip. A callee with RTCP off does
+    not take it, and the caller falls back to RTP + 1."""
+    callee = await Phone.start("127.0.0.1", 0)
+    answered: list[PhoneCall] = []
+
+    async def on_incoming(invite: IncomingInvite) -> None:
+        answered.append(await invite.answer())
+
+    callee.on_incoming = on_incoming
+    phone.rtcp_mux_offer = True
+    phone.rtcp_interval = callee.rtcp_interval = 0.3
+    try:
+        call = await phone.dial(f"sip:bob@127.0.0.1:{callee.sip_address[1]}", timeout=5)
+        assert call.sip.local_sdp is not None and b"a=rtcp-mux" in bytes(call.sip.local_sdp)
+
+        def both_measured() -> bool:
+            calls = (call, *answered[:1])
+            return len(calls) == 2 and all(c.rtcp and c.rtcp.rtt is not None for c in calls)
+
+        for _ in range(50):
+            if both_measured():
+                break
+            await asyncio.sleep(0.1)
+        for c in (call, answered[0]):
+            assert c.session is not None and c.session.rtcp_mux
+            assert c.session.rtcp_endpoint is None  # no RTP + 1 socket
+            assert c.rtcp is not None and c.rtcp.rtt is not None and c.rtcp.received >= 1
+            assert c.rtcp.malformed == 0 and c.rtcp.foreign == 0
+        assert call.session.rtcp_remote == answered[0].local_rtp  # type: ignore[union-attr]
+        await call.hangup()
+        callee.rtcp_interval = 0
+        call = await phone.dial(f"sip:bob@127.0.0.1:{callee.sip_address[1]}", timeout=5)
+        assert call.media is not None and not call.media.rtcp_mux
+        assert call.session is not None and not call.session.rtcp_mux
+        assert call.session.rtcp_endpoint is not None
+        await call.hangup()
+    finally:
+        await callee.close()

@@ -259,3 +259,21 @@ def test_rtcp_attribute(line: str | None, where: tuple[str, int]) -> None:
     )
     media = audio_media(SessionDescription.parse(text))
     assert media is not None and media.rtcp_address == where
+
+
+def test_rtcp_mux_offer_and_answer() -> None:
+    """RFC 5761: we offer ``a=rtcp-mux`` when asked; an answer echoes it only when it was
+    offered and we take it."""
+    offer = build_offer("192.0.2.1", 4000, session_id="1", rtcp_mux=True)
+    assert "a=rtcp-mux\r\n" in offer.serialize()
+    media = audio_media(offer)
+    assert media is not None and media.rtcp_mux
+    plain = build_offer("192.0.2.1", 4000, session_id="1")
+    assert "rtcp-mux" not in plain.serialize()
+    taken = build_answer(offer, "192.0.2.2", 5000, session_id="2", rtcp_mux=True)
+    assert "a=rtcp-mux\r\n" in taken.serialize()
+    refused = build_answer(offer, "192.0.2.2", 5000, session_id="2")
+    assert "rtcp-mux" not in refused.serialize()
+    not_offered = build_answer(plain, "192.0.2.2", 5000, session_id="2", rtcp_mux=True)
+    media = audio_media(not_offered)
+    assert media is not None and not media.rtcp_mux

@@ -794,7 +794,8 @@ class PhoneCall:
         bank = phone.banks.bank() if phone.banks is not None else None
         inbound = InboundStream(codec=codec, event_pt=event_pt, inband=True, bank=bank)
         target = None if remote.on_hold or remote.port == 0 else (remote.address, remote.port)
-        rtcp = open_rtcp_endpoint(endpoint) if phone.rtcp_interval else None
+        mux = bool(phone.rtcp_interval) and local is not None and local.rtcp_mux and remote.rtcp_mux
+        rtcp = open_rtcp_endpoint(endpoint) if phone.rtcp_interval and not mux else None
         session = RtpSession(
             phone.pacer,
             endpoint,
@@ -810,6 +811,7 @@ class PhoneCall:
             rtcp_remote=remote.rtcp_address if remote.rtcp is not None else None,
             rtcp_interval=phone.rtcp_interval or MIN_INTERVAL,
             cname=phone.cname,
+            rtcp_mux=mux,
         )
         session.on_foreign = self._on_foreign_rtp
         session.on_moved = self._on_rtp_moved
@@ -1043,6 +1045,7 @@ class IncomingInvite:
                     codecs=ours,
                     telephone_event=telephone_event,
                     crypto=_answer_key if phone.srtp != "never" else None,
+                    rtcp_mux=bool(phone.rtcp_interval),
                 )
             else:
                 sdp = build_offer(
@@ -1111,6 +1114,9 @@ class Phone:
         """Calls' far-end streams followed to a new address mid-call (NAT rebindings)."""
         self.rtcp_interval: float = MIN_INTERVAL
         """Seconds between a call's RTCP reports (randomised, RFC 3550 6.3); 0: no RTCP."""
+        self.rtcp_mux_offer = False
+        """Offer ``a=rtcp-mux`` (RFC 5761: RTCP on the RTP port) in calls we place; offers
+        that carry it are always taken (with RTCP on)."""
         self.cname = f"{rng.getrandbits(64):016x}@{sdp_host}"
         """The RTCP CNAME of this phone's streams (random, RFC 7022)."""
         self.rtcp_totals = RtcpStats()
@@ -1397,6 +1403,7 @@ class Phone:
             telephone_event=TELEPHONE_EVENT if telephone_event else None,
             crypto=_offered_keys() if self._offers_srtp(uri) else (),
             srtp_required=self.srtp == "mandatory",
+            rtcp_mux=self.rtcp_mux_offer and bool(self.rtcp_interval),
         )
         try:
             sip = self.ua.invite(

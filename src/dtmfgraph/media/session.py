@@ -82,9 +82,11 @@ class RtpSession:
     RTCP; default: its RTP port + 1): RTCP (RFC 3550) — a report (SR while we send, else RR,
     with SDES CNAME) about every ``rtcp_interval`` seconds, randomised, and a BYE at close;
     the far end's reports give the round-trip time and what it lost of our stream
-    (:attr:`rtcp_stats`). RTCP sent on the RTP port (RFC 5761 multiplexing) is read too.
-    The far end's RTCP is taken only from its RTP address's host, and the first valid report
-    from there sets where ours go (symmetric RTCP, RFC 4961: right through a NAT). With
+    (:attr:`rtcp_stats`). ``rtcp_mux`` (RFC 5761, when both SDPs said ``a=rtcp-mux``): RTCP
+    on the RTP port instead, to the far end's RTP address; RTCP arriving on the RTP port is
+    read either way. The far end's RTCP is taken only from its RTP address's host, and the
+    first valid report from there sets where ours go (symmetric RTCP, RFC 4961: right through
+    a NAT). With
     ``srtp``, RTCP is SRTCP (RFC 3711 3.4) under the same master keys; what does not
     authenticate is dropped and counted.
     """
@@ -108,6 +110,7 @@ class RtpSession:
         rtcp_remote: Address | None = None,
         rtcp_interval: float = MIN_INTERVAL,
         cname: str | None = None,
+        rtcp_mux: bool = False,
     ) -> None:
         if send:
             pacer.check_ptime(ptime_ms)
@@ -152,6 +155,9 @@ class RtpSession:
             ssrc_rng,
         )
         self.rtcp_endpoint = rtcp
+        self.rtcp_mux = rtcp_mux
+        """RTCP goes on the RTP port (RFC 5761, both SDPs said ``a=rtcp-mux``)."""
+        self._rtcp_out = endpoint if rtcp_mux else rtcp
         self._rtcp_given = self._rtcp_remote = rtcp_remote
         self._rtcp_latched = False
         self._rtcp_timer: asyncio.TimerHandle | None = None
@@ -160,8 +166,8 @@ class RtpSession:
         self._srtcp_receive: tuple[SrtpContext | None, SrtcpContext | None] = (None, None)
         if rtcp is not None:
             rtcp.on_datagram = self._on_rtcp_datagram
-            if self.srtp_send is None or self._srtcp_send is not None:
-                self._schedule_rtcp()
+        if self._rtcp_out is not None and (self.srtp_send is None or self._srtcp_send is not None):
+            self._schedule_rtcp()
         if inbound is not None:
             pacer.add_inbound(inbound, self._on_key_event)
         if remote is not None:
@@ -244,7 +250,7 @@ class RtpSession:
 
     def _send_to(self, remote: Address) -> None:
         if not self._rtcp_latched and self._rtcp_given is None:
-            self._rtcp_remote = (remote[0], remote[1] + 1)
+            self._rtcp_remote = remote if self.rtcp_mux else (remote[0], remote[1] + 1)
         self.remote = remote
         if not self._send:
             return
@@ -399,7 +405,7 @@ class RtpSession:
         """Send RTCP to ``remote`` (the far end's ``a=rtcp``); ``None``: its RTP port + 1."""
         self._rtcp_given = remote
         if remote is None and self.remote is not None:
-            remote = (self.remote[0], self.remote[1] + 1)
+            remote = self.remote if self.rtcp_mux else (self.remote[0], self.remote[1] + 1)
         if not self._rtcp_latched:
             self._rtcp_remote = remote
 
@@ -439,7 +445,7 @@ class RtpSession:
         self._rtcp_timer = self._loop.call_at(at, self._send_rtcp)
 
     def _send_rtcp(self, goodbye: str | None = None) -> None:
-        endpoint, target = self.rtcp_endpoint, self._rtcp_remote
+        endpoint, target = self._rtcp_out, self._rtcp_remote
         if endpoint is None or endpoint.closed:
             return
         if target is not None:

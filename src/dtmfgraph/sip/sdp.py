@@ -281,6 +281,8 @@ class AudioMedia:
     """Its ``a=crypto`` lines (SDES keys for SRTP), in order."""
     rtcp: tuple[str | None, int] | None = None
     """Its ``a=rtcp`` (RFC 3605): the address (``None``: the stream's) and port its RTCP uses."""
+    rtcp_mux: bool = False
+    """It carries ``a=rtcp-mux`` (RFC 5761): RTCP on the RTP port, when offer and answer do."""
 
     @property
     def rtcp_address(self) -> tuple[str, int]:
@@ -329,6 +331,7 @@ def audio_media(desc: SessionDescription) -> AudioMedia | None:
         m.proto,
         tuple(c for c in crypto if c is not None),
         _rtcp_attribute(m.attribute("rtcp")),
+        any(key == "rtcp-mux" for key, _ in m.attributes),
     )
 
 
@@ -356,15 +359,17 @@ def build_offer(
     username: str = "-",
     crypto: Sequence[CryptoAttribute] = (),
     srtp_required: bool = True,
+    rtcp_mux: bool = False,
 ) -> SessionDescription:
     """An offer for one audio stream (default: PCMU, PCMA, telephone-event 101, ptime 20);
     with ``crypto`` lines, an SRTP one: ``RTP/SAVP``, or with ``srtp_required=False``
-    ``RTP/AVP`` (best-effort SRTP: a peer without SRTP ignores the lines and answers RTP)."""
+    ``RTP/AVP`` (best-effort SRTP: a peer without SRTP ignores the lines and answers RTP);
+    ``rtcp_mux`` offers RTCP on the RTP port (``a=rtcp-mux``, RFC 5761)."""
     formats = list(codecs) + ([telephone_event] if telephone_event else [])
     proto = "RTP/SAVP" if crypto and srtp_required else "RTP/AVP"
     return SessionDescription(
         Origin(username, session_id, version, address),
-        (_audio_section(port, formats, direction, ptime, proto, crypto),),
+        (_audio_section(port, formats, direction, ptime, proto, crypto, rtcp_mux),),
         connection=address,
     )
 
@@ -382,8 +387,10 @@ def build_answer(
     ptime: int | None = 20,
     username: str = "-",
     crypto: CryptoChooser | None = None,
+    rtcp_mux: bool = False,
 ) -> SessionDescription:
     """Answer ``offer``: the first offered codec we support, in the offerer's order.
+    With ``rtcp_mux``, an offered ``a=rtcp-mux`` (RFC 5761) is taken (echoed in the answer).
 
     telephone-event is answered only when offered, with the offerer's payload type. Every
     other ``m=`` line is refused with port 0. An SRTP stream (``RTP/SAVP``) is taken only when
@@ -432,8 +439,9 @@ def build_answer(
         if index == chosen_index:
             proto = offer.media[index].proto
             crypto_lines = (answer_crypto,) if answer_crypto is not None else ()
+            mux = rtcp_mux and any(key == "rtcp-mux" for key, _ in m.attributes)
             media.append(
-                _audio_section(port, formats, answer_direction, ptime, proto, crypto_lines)
+                _audio_section(port, formats, answer_direction, ptime, proto, crypto_lines, mux)
             )
         else:
             media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ("0",)))
@@ -462,6 +470,7 @@ def _audio_section(
     ptime: int | None,
     proto: str = "RTP/AVP",
     crypto: Sequence[CryptoAttribute] = (),
+    rtcp_mux: bool = False,
 ) -> MediaDescription:
     formats = list(formats)
     attributes: list[Attribute] = []
@@ -473,6 +482,8 @@ def _audio_section(
         attributes.append(("ptime", str(ptime)))
     attributes.append((direction.value, None))
     attributes += [("crypto", str(line)) for line in crypto]
+    if rtcp_mux:
+        attributes.append(("rtcp-mux", None))
     return MediaDescription(
         "audio",
         port,
