@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -345,3 +346,40 @@ async def test_call_shows_what_rtcp_said(tmp_path: Path) -> None:
         assert ended["rtt_ms"] is not None and 0.0 <= ended["rtt_ms"] < 100.0, ended
         code, text, err = await _run("call", bs.uri, "--rtcp-interval", "-1")
         assert code == 2 and "--rtcp-interval -1" in err
+
+
+def _limit(text: str) -> int:
+    return resource.RLIM_INFINITY if text == "unlimited" else int(text)
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return _limit(soft), _limit(hard)
+    raise AssertionError("no open files line")
+
+
+async def test_answer_raises_its_open_files_limit() -> None:
+    """Each call holds two UDP sockets (RTP, RTCP): started at the usual soft limit of 1,024
+    (here 256), ``answer`` raises it towards the hard limit before it takes calls (``serve``
+    does the same)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or hard > 256, "the hard limit leaves nothing to raise"
+    proc = await asyncio.create_subprocess_exec(
+        *SIP_CLI,
+        *("answer", "--port", "0", "--duration", "5", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert ready["event"] == "ready", ready
+        now_soft, now_hard = _open_files_limit(proc.pid)
+        assert now_hard == hard  # never changed
+        assert now_soft == min(65_536, now_hard) > 256
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from ..settings import Settings
+from .limits import raise_open_file_limit
 
 if TYPE_CHECKING:
     from ..media.sip_transport import SipTransport
@@ -393,6 +394,7 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _log_to_stderr(settings.log_level)
+    raise_open_file_limit()
     asyncio.run(_serve(settings))
 
 

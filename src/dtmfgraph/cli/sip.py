@@ -31,6 +31,7 @@ from ..media.phone import (
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import SipError, SipUri, SourceAllowlist
 from ..tones import KeypadError, parse_keys
+from .limits import raise_open_file_limit
 
 EXIT_BAD_INPUT = 2
 EXIT_CALL_FAILED = 1
@@ -730,6 +731,7 @@ def answer(
             raise fail(f"--registrar {registrar!r}: {exc}") from None
     auth = _credentials(auth_user, auth_password_file)
     tls = _tls(tls_cert_file, tls_key_file, tls_ca_file, tls_verify, tls_port)
+    raise_open_file_limit()  # two UDP sockets per call
     try:
         code = asyncio.run(
             _answer(
