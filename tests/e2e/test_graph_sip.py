@@ -598,7 +598,8 @@ def _metric(text: str, name: str) -> float:
 
 async def test_rtcp_of_a_graph_call_is_counted(tmp_path: Path, receiver: Receiver) -> None:
     """``rtcp_interval_s`` through the service: a call the SDK places to baresip sends RTCP
-    reports on that schedule, gets baresip's (its first after ~5 s), and /metrics counts both."""
+    reports on that schedule, gets baresip's (its first after ~5 s), and /metrics counts both;
+    once the call ends, its round trip is in ``dtmfgraph_rtcp_rtt_seconds``."""
     require_baresip()
     svc, server, task = await start_sip_service(tmp_path / "svc", receiver, rtcp_interval_s=0.5)
     try:
@@ -619,5 +620,17 @@ async def test_rtcp_of_a_graph_call_is_counted(tmp_path: Path, receiver: Receive
             assert sent >= 8  # ~5 s at 0.5 s (randomised)
             assert received >= 1
             assert _metric(text, 'dtmfgraph_rtcp_dropped_total{reason="malformed"}') == 0
+            await bs.hangup()
+            await call.wait_ended(5)
+            count = 0.0
+            for _ in range(30):  # the call's media closes just after its end
+                await asyncio.sleep(0.1)
+                async with httpx.AsyncClient() as http:
+                    text = (await http.get(f"{svc.base}/metrics")).text
+                count = _metric(text, "dtmfgraph_rtcp_rtt_seconds_count")
+                if count:
+                    break
+            assert count == 1.0  # its last round trip, on loopback: the first bucket
+            assert _metric(text, 'dtmfgraph_rtcp_rtt_seconds_bucket{le="0.01"}') == 1.0
     finally:
         await stop(server, task)

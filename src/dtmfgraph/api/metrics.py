@@ -8,6 +8,7 @@ in docs/api.md.
 
 from __future__ import annotations
 
+import collections
 import hmac
 import re
 
@@ -26,6 +27,7 @@ from .auth import AuthError
 from .gc_pauses import GcPauses
 
 WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RTT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
 UNMATCHED = "unmatched"
 """The ``route`` label of requests that matched no route (404s), to bound cardinality."""
 
@@ -126,6 +128,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.rtcp_rtt = Histogram(
+            "dtmfgraph_rtcp_rtt_seconds",
+            "Round-trip time of SIP calls' media at their end, from the far end's RTCP reports "
+            "(calls without one are not counted).",
+            buckets=RTT_BUCKETS,
+            registry=r,
+        )
         self._phone_seen: dict[str, int] = {}
         self.http = Counter(
             "dtmfgraph_http_requests",
@@ -172,8 +181,12 @@ class Metrics:
         forbidden: int,
         unauthenticated: int,
         rtcp: RtcpStats | None = None,
+        rtts: collections.deque[float] | None = None,
     ) -> None:
-        """Bring the counters kept by the SIP phone up to its running totals."""
+        """Bring the counters kept by the SIP phone up to its running totals; ``rtts`` (the
+        round trips of calls ended since, drained here) go into the histogram."""
+        while rtts:
+            self.rtcp_rtt.observe(rtts.popleft())
         rtcp = rtcp or RtcpStats()
         for name, counter, total in (
             ("rtcp_sent", self.rtcp_packets.labels("sent"), rtcp.sent),
@@ -294,5 +307,6 @@ async def metrics(request: Request) -> Response:
             phone.ua.counters.forbidden,
             phone.ua.counters.auth_refused,
             phone.rtcp_counts(),
+            phone.ended_rtts,
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

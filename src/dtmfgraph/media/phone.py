@@ -18,6 +18,7 @@ in-band detection runs on shared detector banks (:class:`~dtmfgraph.media.Inband
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import inspect
@@ -954,7 +955,24 @@ class PhoneCall:
 
     async def _close_session(self, session: RtpSession, drain: float) -> None:
         await session.close(drain=drain)
-        self.phone._count_rtcp(session.rtcp_stats)
+        rtcp = session.rtcp_stats
+        self.phone._count_rtcp(rtcp)
+        if rtcp.rtt is not None:
+            self.phone.ended_rtts.append(rtcp.rtt)
+        stats = session.stats
+        if stats is not None:
+            far = ""
+            if rtcp.received:
+                rtt = "" if rtcp.rtt_ms is None else f", round trip {rtcp.rtt_ms:.1f} ms"
+                far = f"; far end (RTCP): {rtcp.peer_lost} of ours lost{rtt}"
+            logger.info(
+                "%s: media: RTP %d received, %d lost, jitter %.1f ms%s",
+                self.call_id,
+                stats.received,
+                stats.lost,
+                stats.jitter_ms,
+                far,
+            )
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -1119,6 +1137,9 @@ class Phone:
         that carry it are always taken (with RTCP on)."""
         self.cname = f"{rng.getrandbits(64):016x}@{sdp_host}"
         """The RTCP CNAME of this phone's streams (random, RFC 7022)."""
+        self.ended_rtts: collections.deque[float] = collections.deque(maxlen=4096)
+        """The last round-trip time (s) of each call ended with one, newest last (the service's
+        /metrics takes them into ``dtmfgraph_rtcp_rtt_seconds``)."""
         self.rtcp_totals = RtcpStats()
         """RTCP counts of the calls ended so far (sent, received, malformed, foreign)."""
         self.resolver = resolver or SipResolver()
