@@ -182,6 +182,14 @@ class Settings(BaseSettings):
     sip_inbound_auth_password_file: Path | None = Field(
         default=None, description="File holding that password (trailing newline ignored)."
     )
+    sip_inbound_auth_sha256: bool = Field(
+        default=False,
+        description=(
+            "The inbound digest challenge also offers SHA-256 (RFC 8760), named first; callers "
+            "that know it answer with it. Off by default: some phones (baresip 1.0) give up on a "
+            "challenge naming an algorithm they do not know."
+        ),
+    )
     sip_register: str | None = Field(
         default=None,
         description=(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dtmfgraph.media.phone import EndReason, Phone
+from dtmfgraph.media.phone import DialError, EndReason, Phone
 
 from ..judges.baresip import Baresip
 from ..media.helpers import capture, tshark
@@ -121,3 +121,24 @@ async def test_a_replayed_authenticated_invite_is_challenged(tmp_path: Path, pho
     assert "WWW-Authenticate: Digest" in response
     assert len(calls) == 1 and phone.ua.auth_guard is not None
     assert phone.ua.auth_guard.replays == 1
+
+
+async def test_sha256_digest_between_two_phones(phone: Phone) -> None:
+    """``require_auth(..., algorithms=("SHA-256", "MD5"))``: our own caller, which answers the
+    strongest algorithm it knows, gets in with SHA-256 over real SIP; a wrong password still
+    gets 403."""
+    callee = await Phone.start("127.0.0.1", 0)
+    calls, _ = answer_every_call(callee)
+    callee.require_auth("alice", "s3cret", algorithms=("SHA-256", "MD5"))
+    target = f"sip:bot@127.0.0.1:{callee.sip_address[1]}"
+    try:
+        call = await phone.dial(target, timeout=5, auth=("alice", "s3cret"))
+        await call.hangup()
+        guard = callee.ua.auth_guard
+        assert guard is not None and guard.answered == {"SHA-256": 1}
+        with pytest.raises(DialError) as info:
+            await phone.dial(target, timeout=5, auth=("alice", "guess"))
+        assert info.value.status == 403
+        assert len(calls) == 1
+    finally:
+        await callee.close()

@@ -9,6 +9,7 @@ events, its stdout, its recording of our audio) is the judge of what went into t
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -587,6 +588,48 @@ async def test_calls_in_must_answer_the_services_digest_challenge(
             created, calls = await wait_incoming(svc, receiver)
             assert created["resourceData"]["state"] == "incoming" and calls is not None
             await bs.hangup()
+    finally:
+        await stop(server, task)
+
+
+async def test_sip_inbound_auth_sha256_offers_both_algorithms(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """``sip_inbound_auth_sha256``: the service's 401 to an INVITE names SHA-256 first, then
+    MD5, on one nonce (RFC 8760)."""
+    svc, server, task = await start_sip_service(
+        tmp_path / "svc",
+        receiver,
+        sip_inbound_auth_user="alice",
+        sip_inbound_auth_password="s3cret",
+        sip_inbound_auth_sha256=True,
+    )
+    try:
+        phone = svc.media.phone  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            port = sock.getsockname()[1]
+            invite = (
+                f"INVITE sip:bot@127.0.0.1:{phone.sip_address[1]} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKsha;rport\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=1\r\n"
+                "To: <sip:bot@127.0.0.1>\r\nCall-ID: sha256-probe\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:alice@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n"
+            )
+            await loop.sock_sendto(sock, invite.encode(), phone.sip_address)
+            response = ""
+            while not response.startswith("SIP/2.0 4"):
+                response = (await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)).decode()
+        assert response.startswith("SIP/2.0 401"), response
+        challenges = [
+            line for line in response.split("\r\n") if line.startswith("WWW-Authenticate:")
+        ]
+        assert len(challenges) == 2, challenges
+        assert "algorithm=SHA-256" in challenges[0] and "algorithm=MD5" in challenges[1]
+        nonces = {c.split("nonce=")[1].split(",")[0] for c in challenges}
+        assert len(nonces) == 1
     finally:
         await stop(server, task)
 

@@ -157,3 +157,24 @@ def test_inbound_digest_guard_refuses_replays() -> None:
         assert guard.check(answer(1, ch), 100.0 + 2 * i) == "ok"
     assert guard.check(answer(1, ch), 700.0) == "replay"
     assert len(guard._counts) <= 256
+
+
+def test_inbound_digest_guard_with_sha256() -> None:
+    """RFC 8760 on request: one 401 names SHA-256 then MD5 on one nonce; an answer in either
+    gets in (counted by algorithm). By default only MD5 is named and taken."""
+    guard = DigestGuard(Credentials("alice", "s3cret"), "dtmfgraph", algorithms=("MD5", "SHA-256"))
+    sha, md5 = (parse_challenge(v) for v in guard.challenges(10.0))
+    assert (sha.algorithm, md5.algorithm) == ("SHA-256", "MD5") and sha.nonce == md5.nonce
+    alice = Credentials("alice", "s3cret")
+    uri = "sip:bot@127.0.0.1"
+    for ch, nc in ((sha, 1), (md5, 2)):
+        request = _invite(authorization(ch, alice, "INVITE", uri, cnonce="c", nonce_count=nc))
+        assert guard.check(request, 20.0) == "ok"
+    assert guard.answered == {"SHA-256": 1, "MD5": 1}
+    plain = DigestGuard(Credentials("alice", "s3cret"), "dtmfgraph")
+    assert [parse_challenge(v).algorithm for v in plain.challenges(10.0)] == ["MD5"]
+    sha = Challenge("dtmfgraph", parse_challenge(plain.challenge(10.0)).nonce, "SHA-256", ("auth",))
+    request = _invite(authorization(sha, alice, "INVITE", uri, cnonce="c"))
+    assert plain.check(request, 20.0) == "wrong"
+    with pytest.raises(ValueError, match="must be among SHA-256, MD5"):
+        DigestGuard(alice, "dtmfgraph", algorithms=("SHA-512",))

@@ -116,6 +116,7 @@ def build_media(settings: Settings) -> MediaBackend:
             allow_from=settings.sip_allow_from or None,
             inbound_auth=settings.sip_inbound_credentials(),
             rtcp_interval=settings.rtcp_interval_s,
+            inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

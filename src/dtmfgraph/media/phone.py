@@ -1266,13 +1266,22 @@ class Phone:
         return self.transport.local_address
 
     def require_auth(
-        self, username: str | None, password: str = "", realm: str = "dtmfgraph"
+        self,
+        username: str | None,
+        password: str = "",
+        realm: str = "dtmfgraph",
+        *,
+        algorithms: tuple[str, ...] = ("MD5",),
     ) -> None:
         """Calls to us must answer a digest challenge (401, RFC 3261 22) for ``username`` and
         ``password`` in ``realm``; a wrong password gets 403 (``ua.counters.auth_refused``).
-        ``None``: anyone may call (the default). ``ValueError`` for an empty user or password."""
+        ``algorithms``: what the 401 offers (``("SHA-256", "MD5")``: RFC 8760's stronger hash
+        too; callers that do not know it may give up, see :class:`DigestGuard`). ``None``:
+        anyone may call (the default). ``ValueError`` for an empty user or password."""
         self.ua.auth_guard = (
-            None if username is None else DigestGuard(Credentials(username, password), realm)
+            None
+            if username is None
+            else DigestGuard(Credentials(username, password), realm, algorithms=algorithms)
         )
 
     @property

@@ -237,7 +237,10 @@ class SipMedia:
         allow_from: Sequence[str] | None = None,
         inbound_auth: tuple[str, str] | None = None,
         rtcp_interval: float = MIN_INTERVAL,
+        inbound_auth_sha256: bool = False,
     ) -> None:
+        self.inbound_auth_sha256 = inbound_auth_sha256
+        """The inbound challenge also offers SHA-256 (RFC 8760)."""
         self.rtcp_interval = rtcp_interval
         """Seconds between a call's RTCP reports (randomised); 0: no RTCP."""
         self.inbound_auth = inbound_auth
@@ -294,7 +297,8 @@ class SipMedia:
             self.phone.allow_sources = self.allow_from
             self.phone.rtcp_interval = self.rtcp_interval
             if self.inbound_auth is not None:
-                self.phone.require_auth(*self.inbound_auth)
+                algorithms = ("SHA-256", "MD5") if self.inbound_auth_sha256 else ("MD5",)
+                self.phone.require_auth(*self.inbound_auth, algorithms=algorithms)
         return self.phone
 
     @property

@@ -833,8 +833,9 @@ class UserAgent:
                 if verdict == "wrong":
                     self._respond(tx, 403, now, reason="Wrong credentials")
                 else:
-                    challenge = guard.challenge(now, stale=verdict == "stale")
-                    self._respond(tx, 401, now, extra=(("WWW-Authenticate", challenge),))
+                    challenges = guard.challenges(now, stale=verdict == "stale")
+                    extra = tuple(("WWW-Authenticate", value) for value in challenges)
+                    self._respond(tx, 401, now, extra=extra)
                 return
         if request.body and request.content_type != SDP_CONTENT_TYPE:
             self._respond(tx, 415, now, extra=(("Accept", SDP_CONTENT_TYPE),))
