@@ -98,6 +98,11 @@ async def test_rtcp_from_another_host_or_garbage_is_dropped_and_counted() -> Non
         assert a.rtcp_stats.received == 1
         # symmetric RTCP: ours now go where the far end's came from
         assert a.rtcp_remote == friend.local_address
+        moved = await open_udp_endpoint("127.0.0.1")  # its NAT rebound: a new source port
+        moved.sendto(report, target)
+        await _until(lambda: a.rtcp_stats.received == 2, 5)
+        assert a.rtcp_remote == moved.local_address
+        await moved.close()
     finally:
         await stranger.close()
         await friend.close()

@@ -84,9 +84,9 @@ class RtpSession:
     the far end's reports give the round-trip time and what it lost of our stream
     (:attr:`rtcp_stats`). ``rtcp_mux`` (RFC 5761, when both SDPs said ``a=rtcp-mux``): RTCP
     on the RTP port instead, to the far end's RTP address; RTCP arriving on the RTP port is
-    read either way. The far end's RTCP is taken only from its RTP address's host, and the
-    first valid report from there sets where ours go (symmetric RTCP, RFC 4961: right through
-    a NAT). With
+    read either way. The far end's RTCP is taken only from its RTP address's host, and each
+    valid report from there sets where ours go (symmetric RTCP, RFC 4961: right through a
+    NAT, and after it rebinds). With
     ``srtp``, RTCP is SRTCP (RFC 3711 3.4) under the same master keys; what does not
     authenticate is dropped and counted.
     """
@@ -417,9 +417,9 @@ class RtpSession:
         if not self._on_rtcp(data):
             return
         self.last_heard = self._loop.time()  # a far end that suppresses silence still reports
-        if not self._rtcp_latched:
-            self._rtcp_latched = True  # symmetric RTCP: answer where it comes from
-            self._rtcp_remote = (addr[0], addr[1])
+        # symmetric RTCP: answer where the latest report came from (follows a NAT rebinding)
+        self._rtcp_latched = True
+        self._rtcp_remote = (addr[0], addr[1])
 
     def _on_rtcp(self, data: bytes) -> bool:
         """Read one RTCP (or, with SRTP, SRTCP) datagram; whether it was valid."""
