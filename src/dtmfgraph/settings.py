@@ -154,6 +154,13 @@ class Settings(BaseSettings):
             "SRTP calls send SRTCP. 0: no RTCP."
         ),
     )
+    rtcp_mux_offer: bool = Field(
+        default=False,
+        description=(
+            "Calls the service places offer a=rtcp-mux (RFC 5761: RTCP on the RTP port); offers "
+            "that carry it are always taken."
+        ),
+    )
     sip_auth_user: str | None = Field(
         default=None,
         description="Digest user name for SIP challenges (calls out, REGISTER); any realm.",

@@ -641,16 +641,21 @@ def _metric(text: str, name: str) -> float:
 
 async def test_rtcp_of_a_graph_call_is_counted(tmp_path: Path, receiver: Receiver) -> None:
     """``rtcp_interval_s`` through the service: a call the SDK places to baresip sends RTCP
-    reports on that schedule, gets baresip's (its first after ~5 s), and /metrics counts both;
+    reports on that schedule (offering rtcp-mux, ``rtcp_mux_offer``), gets baresip's (its first
+    after ~5 s), and /metrics counts both;
     once the call ends, its round trip is in ``dtmfgraph_rtcp_rtt_seconds``."""
     require_baresip()
-    svc, server, task = await start_sip_service(tmp_path / "svc", receiver, rtcp_interval_s=0.5)
+    svc, server, task = await start_sip_service(
+        tmp_path / "svc", receiver, rtcp_interval_s=0.5, rtcp_mux_offer=True
+    )
     try:
         async with Baresip(tmp_path / "bs") as bs:
             await place_call(svc, receiver, "v1.0", bs.uri)
             phone = svc.media.phone  # type: ignore[attr-defined]
             (call,) = phone.calls
             assert phone.rtcp_interval == 0.5
+            assert b"a=rtcp-mux" in bytes(call.sip.local_sdp)  # offered; baresip may decline
+            assert call.session.rtcp_mux == bool(call.media.rtcp_mux)
             for _ in range(100):
                 if call.rtcp.rtt is not None:
                     break

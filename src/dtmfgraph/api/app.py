@@ -117,6 +117,7 @@ def build_media(settings: Settings) -> MediaBackend:
             inbound_auth=settings.sip_inbound_credentials(),
             rtcp_interval=settings.rtcp_interval_s,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
+            rtcp_mux_offer=settings.rtcp_mux_offer,
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

@@ -238,7 +238,10 @@ class SipMedia:
         inbound_auth: tuple[str, str] | None = None,
         rtcp_interval: float = MIN_INTERVAL,
         inbound_auth_sha256: bool = False,
+        rtcp_mux_offer: bool = False,
     ) -> None:
+        self.rtcp_mux_offer = rtcp_mux_offer
+        """Calls placed offer ``a=rtcp-mux``."""
         self.inbound_auth_sha256 = inbound_auth_sha256
         """The inbound challenge also offers SHA-256 (RFC 8760)."""
         self.rtcp_interval = rtcp_interval
@@ -296,6 +299,7 @@ class SipMedia:
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
             self.phone.allow_sources = self.allow_from
             self.phone.rtcp_interval = self.rtcp_interval
+            self.phone.rtcp_mux_offer = self.rtcp_mux_offer
             if self.inbound_auth is not None:
                 algorithms = ("SHA-256", "MD5") if self.inbound_auth_sha256 else ("MD5",)
                 self.phone.require_auth(*self.inbound_auth, algorithms=algorithms)
