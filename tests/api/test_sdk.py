@@ -307,3 +307,27 @@ async def test_incoming_reject(svc: Service, receiver: Receiver) -> None:
         assert r.json()["state"] == "terminated"
         r = await http.post(f"/v1.0/communications/calls/{cid}/answer", json={})
         assert r.status_code == 400
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_an_established_calls_audio_is_active(
+    svc: Service, receiver: Receiver, version: str
+) -> None:
+    """``mediaState`` (callMediaState): the SDK reads ``audio: active`` on an established call,
+    in its ``established`` notification and from GET; a call still establishing has none."""
+    client = svc.sdk(version)
+    call = await client.communications.calls.post(new_call(version, receiver.url))
+    assert call.media_state is None
+    [note] = await receiver.wait_for(
+        lambda n: (
+            n["resourceData"].get("id") == call.id
+            and n["resourceData"].get("state") == "established"
+        )
+    )
+    assert note["resourceData"]["mediaState"] == {
+        "@odata.type": "#microsoft.graph.callMediaState",
+        "audio": "active",
+    }
+    back = await client.communications.calls.by_call_id(call.id).get()
+    assert back is not None and back.media_state is not None
+    assert ev(back.media_state.audio) == "active"
