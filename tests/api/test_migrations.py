@@ -1,5 +1,5 @@
 """The schema migrations on both databases: a database made by an older dtmfgraph (revision
-0001, no ``calls.media_record``) upgrades in place and keeps its calls."""
+0001, no ``calls.media_record`` nor the later columns) upgrades in place and keeps its calls."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ async def test_upgrade_from_0001_keeps_calls_and_adds_media_record(db_url: str) 
         async with repo.unit() as uow:
             [old] = await uow.unfinished_calls()
             assert (old.id, old.state, old.media_record) == ("old", CallState.ESTABLISHED, None)
+            assert not old.audio_held  # 0004: calls of before are not held
             record = {"role": "caller", "peer": ["127.0.0.1", 5070], "dialog": {"call_id": "x"}}
             new = Call(
                 "new", "t", "a", Direction.OUTGOING, CallState.ESTABLISHED, "http://x", None,

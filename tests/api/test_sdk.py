@@ -331,3 +331,28 @@ async def test_an_established_calls_audio_is_active(
     back = await client.communications.calls.by_call_id(call.id).get()
     assert back is not None and back.media_state is not None
     assert ev(back.media_state.audio) == "active"
+    # the far end holds the call, then resumes it: each change notified, GET follows
+    async with httpx.AsyncClient() as http:
+        held = await http.post(f"{svc.base}/_loopback/calls/0/hold")
+    assert held.status_code == 200
+    for audio in ("inactive", "active"):
+        [update] = await receiver.wait_for(
+            lambda n, audio=audio: (
+                n["resourceData"].get("id") == call.id
+                and n["resourceData"].get("mediaState", {}).get("audio") == audio
+                and n is not note
+            )
+        )
+        assert update["changeType"] == "updated"
+        assert update["resourceData"]["state"] == "established"
+        back = await client.communications.calls.by_call_id(call.id).get()
+        assert back is not None and back.media_state is not None
+        assert ev(back.media_state.audio) == audio
+        if audio == "inactive":
+            svc.media.calls[0].hold(False)
+    states = [
+        n["resourceData"]["mediaState"]["audio"]
+        for n in receiver.notes
+        if n["resourceData"].get("id") == call.id and "mediaState" in n["resourceData"]
+    ]
+    assert states == ["active", "inactive", "active"]

@@ -682,3 +682,29 @@ async def test_rtcp_of_a_graph_call_is_counted(tmp_path: Path, receiver: Receive
             assert _metric(text, 'dtmfgraph_rtcp_rtt_seconds_bucket{le="0.01"}') == 1.0
     finally:
         await stop(server, task)
+
+
+async def test_the_far_end_holding_the_call_makes_its_audio_inactive(
+    tmp_path: Path, svc: SipService, receiver: Receiver
+) -> None:
+    """baresip puts the call the SDK placed on hold (a re-INVITE with ``sendonly``), then
+    resumes it: the bot is told ``mediaState.audio`` ``inactive`` then ``active``, and GET
+    agrees each time."""
+    async with Baresip(tmp_path / "bs") as bs:
+        client, call = await place_call(svc, receiver, "v1.0", bs.uri)
+        await bs.wait_event("CALL_ESTABLISHED", 5)
+        for command, audio in (("hold", "inactive"), ("resume", "active")):
+            assert (await bs.command(command))["ok"]
+            await receiver.wait_for(
+                lambda n, audio=audio: (
+                    n["resourceData"].get("id") == call.id
+                    and n["changeType"] == "updated"
+                    and n["resourceData"].get("mediaState", {}).get("audio") == audio
+                    and n["resourceData"]["state"] == "established"
+                ),
+                count=2 if audio == "active" else 1,  # the established one, then this one
+            )
+            back = await client.communications.calls.by_call_id(call.id).get()
+            assert back is not None and back.media_state is not None
+            assert ev(back.media_state.audio) == audio
+        await bs.hangup()

@@ -1,7 +1,7 @@
 """``/_loopback/...``: controls of the simulated far end (only with ``--media loopback``).
 
 Development and test aid, not part of Graph: list calls and what they heard, make the far end
-hang up or press keys, and place an incoming call."""
+hang up, press keys, hold or resume, and place an incoming call."""
 
 from __future__ import annotations
 
@@ -54,6 +54,18 @@ async def hangup(index: int, request: Request) -> dict[str, str]:
 @router.post("/calls/{index}/press")
 async def press(index: int, body: _Press, request: Request) -> dict[str, str]:
     _media(request).calls[index].press(body.keys, body.method)
+    return {"result": "ok"}
+
+
+@router.post("/calls/{index}/hold")
+async def hold(index: int, request: Request) -> dict[str, str]:
+    _media(request).calls[index].hold(True)
+    return {"result": "ok"}
+
+
+@router.post("/calls/{index}/resume")
+async def resume(index: int, request: Request) -> dict[str, str]:
+    _media(request).calls[index].hold(False)
     return {"result": "ok"}
 
 

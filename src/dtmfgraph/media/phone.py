@@ -48,6 +48,7 @@ from dtmfgraph.sip import (
     CallState,
     Credentials,
     CryptoAttribute,
+    Direction,
     Event,
     IncomingCall,
     InfoDtmf,
@@ -335,6 +336,10 @@ class PhoneCall:
         self._established: asyncio.Future[None] = loop.create_future()
         self._ended: asyncio.Future[CallEnd] = loop.create_future()
         self._keys: asyncio.Queue[HeardKey | None] = asyncio.Queue()
+        self.audio_active = True
+        """The far end's SDP has the audio flowing both ways (``False`` while it holds the
+        call: ``sendonly``, ``recvonly``, ``inactive`` or address 0.0.0.0)."""
+        self._audio: asyncio.Queue[bool | None] = asyncio.Queue()
         self._requests: dict[int, asyncio.Future[int]] = {}
         self._send_lock = asyncio.Lock()
         self._cancel_send = False
@@ -625,6 +630,25 @@ class PhoneCall:
         raise CallEndedError(self.ended)
 
     # -- hearing DTMF -------------------------------------------------------------------------
+    async def audio_changes(self) -> AsyncIterator[bool]:
+        """:attr:`audio_active` each time it changes (the far end holds or resumes the call),
+        until the call is over. One consumer at a time."""
+        while True:
+            item = await self._audio.get()
+            if item is None:
+                self._audio.put_nowait(None)
+                return
+            yield item
+
+    def _note_audio(self) -> None:
+        media = self.sip.media
+        if media is None:
+            return
+        active = not media.on_hold and media.direction is Direction.SENDRECV
+        if active != self.audio_active:
+            self.audio_active = active
+            self._audio.put_nowait(active)
+
     async def keys_heard(self) -> AsyncIterator[HeardKey]:
         """Every key heard in this call, once each, in order, until the call is over.
 
@@ -724,6 +748,7 @@ class PhoneCall:
             self._established.set_result(None)
 
     def _on_reinvite(self) -> None:
+        self._note_audio()
         media = self.sip.media
         session = self.session
         if media is None or session is None or session.closed or media.port == 0:
@@ -820,6 +845,7 @@ class PhoneCall:
         self.session = session
         self.codec = codec
         self.telephone_event_pt = event_pt
+        self.audio_active = not remote.on_hold and remote.direction is Direction.SENDRECV
         self._spawn(self._forward_keys(session))
         if phone.media_timeout:
             self._spawn(self._watch_media(session, phone.media_timeout))
@@ -942,6 +968,7 @@ class PhoneCall:
             self._established.exception()
         self.phone._forget(self)
         self.stop_recording()
+        self._audio.put_nowait(None)
         session, endpoint = self.session, self._endpoint
         self._endpoint = None
         if session is not None:

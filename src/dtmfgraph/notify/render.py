@@ -43,8 +43,9 @@ def call_json(snap: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
     out["id"] = snap["id"]
     out["state"] = snap["state"]
     out["resultInfo"] = _result(snap["resultInfo"])
-    if snap["state"] == "established":  # its audio flows (a call is audio only here)
-        out["mediaState"] = {"@odata.type": odata_type("callMediaState"), "audio": "active"}
+    if snap["state"] == "established":  # a call is audio only here
+        audio = "inactive" if snap.get("audioHeld") else "active"  # older snapshots: active
+        out["mediaState"] = {"@odata.type": odata_type("callMediaState"), "audio": audio}
     if snap["lastTone"] is not None:
         out["toneInfo"] = {
             "@odata.type": odata_type("toneInfo"),

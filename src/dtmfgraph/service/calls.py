@@ -444,6 +444,7 @@ class CallService:
                     return
                 call.state = CallState.ESTABLISHED
                 call.media_record = media.recovery_record()
+                call.audio_held = not media.audio_active
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
                 ops = await uow.list_operations(call.id)
@@ -454,6 +455,7 @@ class CallService:
                         await uow.update_operation(first)
         self._spawn(self._worker(live), live)
         self._spawn(self._listen(live, media), live)
+        self._spawn(self._watch_audio(live, media), live)
         self._spawn(self._watch_end(live, media), live)
         live.wake.set()
 
@@ -928,6 +930,17 @@ class CallService:
                 call.last_tone = tone
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.TONE)
+
+    async def _watch_audio(self, live: _Live, media: MediaCall) -> None:
+        """The far end holds or resumes the call: ``mediaState.audio`` follows, notified."""
+        async for active in media.audio_changes():
+            async with live.lock, self._unit() as uow:
+                call = await uow.get_call(live.call_id)
+                if call is None or call.ended or call.audio_held == (not active):
+                    continue
+                call.audio_held = not active
+                await uow.update_call(call)
+                await self._emit(uow, call, EventKind.CALL_UPDATED)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -55,6 +55,8 @@ class LoopbackCall:
         self.heard: list[tuple[str, str]] = []
         self.ended: asyncio.Future[EndReason] = asyncio.get_running_loop().create_future()
         self._pressed: asyncio.Queue[KeyHeardInfo | None] = asyncio.Queue()
+        self.audio_active = True
+        self._audio: asyncio.Queue[bool | None] = asyncio.Queue()
 
     @property
     def can_send_rfc4733(self) -> bool:
@@ -79,6 +81,7 @@ class LoopbackCall:
         if not self.ended.done():
             self.ended.set_result(reason)
             self._pressed.put_nowait(None)
+            self._audio.put_nowait(None)
 
     async def _wait(self, seconds: float) -> None:
         await asyncio.wait([self.ended], timeout=max(seconds, 0.0))
@@ -109,6 +112,13 @@ class LoopbackCall:
                 return
             yield item
 
+    async def audio_changes(self) -> AsyncIterator[bool]:
+        while True:
+            item = await self._audio.get()
+            if item is None:
+                return
+            yield item
+
     async def hangup(self) -> None:
         self._end(EndReason(EndKind.LOCAL_BYE))
 
@@ -120,6 +130,12 @@ class LoopbackCall:
     def media_failure(self) -> None:
         """The media path dies (e.g. RTP timeout)."""
         self._end(EndReason(EndKind.MEDIA_ERROR, detail="RTP timeout"))
+
+    def hold(self, held: bool = True) -> None:
+        """The far end holds the call (``held``) or resumes it."""
+        if held == self.audio_active and not self.ended.done():
+            self.audio_active = not held
+            self._audio.put_nowait(not held)
 
     def press(self, keys: str, method: str = "rfc4733") -> None:
         """The far end presses ``keys``; this side hears them in order."""

@@ -120,6 +120,8 @@ class Call:
     (for SIP: the dialog); set when the call is established, cleared when it ends."""
     node_id: str | None = None
     """The node (``dtmfgraph serve`` process) whose media carries the call."""
+    audio_held: bool = False
+    """The far end holds the call (Graph ``mediaState.audio`` ``inactive``)."""
 
     @property
     def ended(self) -> bool:
@@ -179,6 +181,7 @@ def snapshot_call(call: Call) -> dict[str, Any]:
         "resultInfo": call.result_info.to_dict() if call.result_info else None,
         "toneSeq": call.tone_seq,
         "lastTone": call.last_tone,
+        "audioHeld": call.audio_held,
         "properties": call.properties,
     }
 

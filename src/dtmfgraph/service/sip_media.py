@@ -166,6 +166,14 @@ class SipMediaCall:
         async for heard in self.call.keys_heard():
             yield KeyHeardInfo(heard.key, heard.method, heard.at)
 
+    @property
+    def audio_active(self) -> bool:
+        return self.call.audio_active
+
+    async def audio_changes(self) -> AsyncIterator[bool]:
+        async for active in self.call.audio_changes():
+            yield active
+
     async def hangup(self) -> None:
         await self.call.hangup()
 

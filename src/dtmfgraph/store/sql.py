@@ -57,6 +57,7 @@ def _call_row(c: Call) -> dict[str, Any]:
         "last_keepalive_at": c.last_keepalive_at,
         "media_record": c.media_record,
         "node_id": c.node_id,
+        "audio_held": c.audio_held,
     }
 
 
@@ -79,6 +80,7 @@ def _call(r: sa.Row[Any]) -> Call:
         last_keepalive_at=float(m["last_keepalive_at"]),
         media_record=dict(m["media_record"]) if m["media_record"] else None,
         node_id=m["node_id"],
+        audio_held=bool(m["audio_held"]),
     )
 
 

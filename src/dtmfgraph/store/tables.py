@@ -25,6 +25,7 @@ calls = sa.Table(
     sa.Column("last_keepalive_at", sa.Float, nullable=False),
     sa.Column("media_record", sa.JSON, nullable=True),
     sa.Column("node_id", sa.String(128), nullable=True, index=True),
+    sa.Column("audio_held", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 nodes = sa.Table(
