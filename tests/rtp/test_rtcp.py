@@ -189,3 +189,24 @@ def test_rtt_when_the_far_ends_dlsr_is_coarse(late_ms: float, rtt: float | None)
         assert ours.stats.rtt is None
     else:
         assert ours.stats.rtt == pytest.approx(rtt, abs=2e-4)
+
+
+def test_the_inbound_stream_keeps_rtcps_loss_figures() -> None:
+    """``InboundStream.reception`` (kept inline per packet) counts as ``ReceptionStats`` does:
+    across the sequence wrap, with a loss, a reordered packet and a new SSRC."""
+    from dtmfgraph.rtp import Codec, InboundStream, RtpPacket
+
+    stream = InboundStream(codec=Codec.PCMU, inband=False)
+
+    def packet(seq: int, ssrc: int = 5) -> bytes:
+        return RtpPacket(0, seq & 0xFFFF, 160 * seq, ssrc, b"\xff" * 160).serialize()
+
+    for i, seq in enumerate([65533, 65534, 65535, 0, 2, 1, 3]):  # 1 comes late
+        stream.receive(packet(seq), i * 0.02)
+    r = stream.reception
+    assert r is not None and r.ssrc == 5
+    assert (r.highest, r.expected, r.received, r.lost) == (65536 + 3, 7, 7, 0)
+    stream.receive(packet(10), 1.0)  # 4..9 lost
+    assert (r.expected, r.received, r.lost) == (14, 8, 6)
+    stream.receive(packet(500, ssrc=6), 1.1)
+    assert stream.reception is not None and stream.reception.ssrc == 6

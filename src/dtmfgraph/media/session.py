@@ -26,7 +26,7 @@ from dtmfgraph.rtp import (
     SourceGuard,
     Verdict,
 )
-from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RTCP_TYPES, RtcpSession, RtcpStats
+from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpSession, RtcpStats
 from dtmfgraph.rtp.srtp import SrtcpContext, SrtpContext
 
 from .pacer import Outbound, Pacer
@@ -154,6 +154,7 @@ class RtpSession:
             rtcp_interval,
             ssrc_rng,
         )
+        self._note_rtp = self.rtcp.note_rtp
         self.rtcp_endpoint = rtcp
         self.rtcp_mux = rtcp_mux
         """RTCP goes on the RTP port (RFC 5761, both SDPs said ``a=rtcp-mux``)."""
@@ -354,7 +355,7 @@ class RtpSession:
 
     # -- receiving ------------------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        if len(data) > 1 and data[1] in RTCP_TYPES:  # RTCP multiplexed on the RTP port
+        if len(data) > 1 and 199 < data[1] < 205:  # RTCP_TYPES: multiplexed on the RTP port
             self._on_rtcp_datagram(data, addr)
             return
         if self.srtp_receive is not None:
@@ -376,9 +377,9 @@ class RtpSession:
                 return
         inbound = self.inbound
         now = self._loop.time()
-        if len(data) >= 12 and data[0] >> 6 == 2:
-            self.rtcp.note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
-        if inbound is None:
+        if inbound is None:  # (else the inbound stream keeps RTCP's loss figures)
+            if len(data) >= 12 and data[0] >> 6 == 2:
+                self._note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
             self.last_heard = now
             return
         malformed = inbound.stats.malformed
@@ -453,6 +454,7 @@ class RtpSession:
             inbound = self.inbound
             if inbound is not None:
                 self.rtcp.jitter = inbound.stats.jitter
+                self.rtcp.source = inbound.reception
             report = self.rtcp.report(self._loop.time(), time.time(), goodbye=goodbye)
             if self._srtcp_send is not None:
                 report = self._srtcp_send.protect(report)

@@ -44,6 +44,7 @@ from .codec import CLOCK_RATE, Codec
 from .errors import RtpError
 from .inband import InbandBank, SoloInband
 from .packet import HEADER, HEADER_SIZE, RtpPacket
+from .rtcp import ReceptionStats
 from .telephone_event import FLASH_EVENT, MAX_DURATION, TelephoneEvent
 
 _U32: Final = 0xFFFFFFFF
@@ -216,6 +217,9 @@ class InboundStream:
         self._next_ts = 0
         self._last_frame = b""
         self._closed = False
+        self.reception: ReceptionStats | None = None
+        """The far end's sequence numbers as RTCP reports them (RFC 3550 A.1; the last SSRC
+        heard, a new SSRC starting anew)."""
         self._jit_ssrc = -1
         self._transit = 0.0
         """SSRC and transit time (arrival less timestamp, in timestamp units) of the last audio
@@ -257,6 +261,20 @@ class InboundStream:
                 return
             pt, seq, ts, ssrc = packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc
             payload = packet.payload
+        reception = self.reception  # RTCP's loss figures (RFC 3550 A.1), inline: per packet
+        if (
+            reception is not None
+            and reception.ssrc == ssrc
+            and seq == (reception.max_seq + 1) & 0xFFFF
+        ):
+            if not seq:
+                reception.cycles += 0x10000
+            reception.max_seq = seq
+            reception.received += 1
+        elif reception is None or reception.ssrc != ssrc:
+            self.reception = ReceptionStats.first(ssrc, seq)
+        else:
+            reception.update(seq)
         event: TelephoneEvent | None = None
         if pt == self._audio_pt:  # interarrival jitter, RFC 3550 A.8 (inline: per packet)
             transit = now * CLOCK_RATE - ts

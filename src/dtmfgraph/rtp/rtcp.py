@@ -407,10 +407,17 @@ class RtcpSession:
     _next: float | None = None
 
     def note_rtp(self, ssrc: int, seq: int) -> None:
-        """Count one RTP packet received from the far end."""
+        """Count one RTP packet received from the far end (per packet: the in-order case
+        is inlined)."""
         source = self.source
         if source is None or source.ssrc != ssrc:
             self.source = ReceptionStats.first(ssrc, seq)
+            return
+        if seq == (source.max_seq + 1) & 0xFFFF:  # the next one: most packets
+            if not seq:
+                source.cycles += _SEQ_MOD
+            source.max_seq = seq
+            source.received += 1
             return
         source.update(seq)
 
