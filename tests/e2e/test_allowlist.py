@@ -4,9 +4,7 @@ not checked."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import subprocess
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from dtmfgraph.media.phone import DialError, EndReason, Phone
 from ..judges.baresip import Baresip
 from ..media.helpers import capture, tshark
 from .answering import answer_every_call, baresip_calls_and_presses
+from .raw_sip import final_response
 
 
 async def test_a_caller_outside_the_allowed_networks_gets_403(tmp_path: Path, phone: Phone) -> None:
@@ -97,26 +96,14 @@ async def test_a_replayed_authenticated_invite_is_challenged(tmp_path: Path, pho
     ).stdout.split()
     assert out, "no authenticated INVITE captured"
     invite = bytes.fromhex(out[0].replace(":", "")).decode()
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    try:
-        port = sock.getsockname()[1]
-        copy = re.sub(
-            r"(?im)^Via:.*$",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreplay1;rport",
-            invite,
-        )
-        copy = re.sub(r"(?im)^Call-ID:.*$", "Call-ID: replayed-call@attacker", copy)
-        assert "Authorization: Digest" in copy
-        await loop.sock_sendto(sock, copy.encode(), phone.sip_address)
-        response = ""
-        while not response.startswith("SIP/2.0 4"):  # past 100 Trying
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)
-            response = data.decode()
-    finally:
-        sock.close()
+    assert "Authorization: Digest" in invite
+
+    def copy(port: int) -> str:
+        via = f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKreplay1;rport"
+        text = re.sub(r"(?im)^Via:.*$", via, invite)
+        return re.sub(r"(?im)^Call-ID:.*$", "Call-ID: replayed-call@attacker", text)
+
+    response = await final_response(copy, phone.sip_address)
     assert response.startswith("SIP/2.0 401"), response
     assert "WWW-Authenticate: Digest" in response
     assert len(calls) == 1 and phone.ua.auth_guard is not None

@@ -9,7 +9,6 @@ events, its stdout, its recording of our audio) is the judge of what went into t
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ..api.sdkhelp import ALL_KEYS, answer_body, context_body, dtmf_body, new_ca
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.baresip import free_port as free_udp_port
 from ..judges.sipp import sipp_uas, uas_reject_scenario
+from .raw_sip import final_response
 
 Note = dict[str, Any]
 LONG = "1234567890" * 4
@@ -606,22 +606,17 @@ async def test_sip_inbound_auth_sha256_offers_both_algorithms(
     )
     try:
         phone = svc.media.phone  # type: ignore[attr-defined]
-        loop = asyncio.get_running_loop()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            sock.setblocking(False)
-            port = sock.getsockname()[1]
-            invite = (
+
+        def invite(port: int) -> str:
+            return (
                 f"INVITE sip:bot@127.0.0.1:{phone.sip_address[1]} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKsha;rport\r\n"
                 "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=1\r\n"
                 "To: <sip:bot@127.0.0.1>\r\nCall-ID: sha256-probe\r\nCSeq: 1 INVITE\r\n"
                 f"Contact: <sip:alice@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n"
             )
-            await loop.sock_sendto(sock, invite.encode(), phone.sip_address)
-            response = ""
-            while not response.startswith("SIP/2.0 4"):
-                response = (await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)).decode()
+
+        response = await final_response(invite, phone.sip_address)
         assert response.startswith("SIP/2.0 401"), response
         challenges = [
             line for line in response.split("\r\n") if line.startswith("WWW-Authenticate:")

@@ -468,3 +468,16 @@ def test_other_packet_times(ptime_ms: int) -> None:
     for i, s in enumerate(sent):
         if s.packet.payload_type == 0:
             assert s.packet.timestamp == (ts0 + spf * i) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("method", ["rfc4733", "inband"])
+def test_packets_and_octets_sent_count_what_left(method: str) -> None:
+    """What an RTCP sender report counts: every packet returned, and their payload bytes
+    (4 per telephone-event packet, a frame per audio one)."""
+    stream = OutboundStream(start=0.0, rng=random.Random(1))
+    stream.send_dtmf("5#", method=method, tone_ms=60, gap_ms=40, now=0.0)  # type: ignore[arg-type]
+    packets = stream.packets_due(0.5)
+    assert stream.packets_sent == len(packets) == 26
+    assert stream.octets_sent == sum(len(p) - 12 for p in packets)
+    more = stream.packets_due(0.6)
+    assert stream.packets_sent == len(packets) + len(more)

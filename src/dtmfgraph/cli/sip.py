@@ -305,8 +305,7 @@ def _media_quality(call: PhoneCall) -> tuple[str, dict[str, Any]]:
         fields["rtt_ms"] = None if rtcp.rtt_ms is None else round(rtcp.rtt_ms, 2)
         fields["peer_lost"] = rtcp.peer_lost
         fields["peer_jitter_ms"] = round(rtcp.peer_jitter_ms, 2)
-        rtt = "" if rtcp.rtt_ms is None else f", round trip {rtcp.rtt_ms:.1f} ms"
-        text += f"; far end (RTCP): {rtcp.peer_lost} of ours lost{rtt}"
+        text += f"; {rtcp.far_end()}"
     return text, fields
 
 

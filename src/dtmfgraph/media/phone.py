@@ -48,7 +48,6 @@ from dtmfgraph.sip import (
     CallState,
     Credentials,
     CryptoAttribute,
-    Direction,
     Event,
     IncomingCall,
     InfoDtmf,
@@ -644,7 +643,7 @@ class PhoneCall:
         media = self.sip.media
         if media is None:
             return
-        active = not media.on_hold and media.direction is Direction.SENDRECV
+        active = media.flowing
         if active != self.audio_active:
             self.audio_active = active
             self._audio.put_nowait(active)
@@ -845,7 +844,7 @@ class PhoneCall:
         self.session = session
         self.codec = codec
         self.telephone_event_pt = event_pt
-        self.audio_active = not remote.on_hold and remote.direction is Direction.SENDRECV
+        self.audio_active = remote.flowing
         self._spawn(self._forward_keys(session))
         if phone.media_timeout:
             self._spawn(self._watch_media(session, phone.media_timeout))
@@ -988,10 +987,7 @@ class PhoneCall:
             self.phone.ended_rtts.append(rtcp.rtt)
         stats = session.stats
         if stats is not None:
-            far = ""
-            if rtcp.received:
-                rtt = "" if rtcp.rtt_ms is None else f", round trip {rtcp.rtt_ms:.1f} ms"
-                far = f"; far end (RTCP): {rtcp.peer_lost} of ours lost{rtt}"
+            far = f"; {rtcp.far_end()}" if rtcp.received else ""
             logger.info(
                 "%s: media: RTP %d received, %d lost, jitter %.1f ms%s",
                 self.call_id,

@@ -154,7 +154,6 @@ class RtpSession:
             rtcp_interval,
             ssrc_rng,
         )
-        self._note_rtp = self.rtcp.note_rtp
         self.rtcp_endpoint = rtcp
         self.rtcp_mux = rtcp_mux
         """RTCP goes on the RTP port (RFC 5761, both SDPs said ``a=rtcp-mux``)."""
@@ -379,7 +378,7 @@ class RtpSession:
         now = self._loop.time()
         if inbound is None:  # (else the inbound stream keeps RTCP's loss figures)
             if len(data) >= 12 and data[0] >> 6 == 2:
-                self._note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
+                self.rtcp.note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
             self.last_heard = now
             return
         malformed = inbound.stats.malformed

@@ -136,10 +136,8 @@ class OutboundStream:
         self._seq = _u16(sequence) if sequence is not None else rng.getrandbits(16)
         self._ts0 = _u32(timestamp, "timestamp") if timestamp is not None else rng.getrandbits(32)
         self._tick = 0
-        self.packets_sent = 0
-        """Packets returned by :meth:`packets_due` (what RTCP sender reports count)."""
-        self.octets_sent = 0
-        """Their payload octets (headers not counted, as RFC 3550 6.4.1 says)."""
+        self._octets_off = 0
+        """Payload octets sent beyond one silence frame per packet (events are shorter)."""
         self._ready = 0
         """First slot where the next key may start (the gap after the previous key)."""
         self._jobs: deque[DtmfJob] = deque()
@@ -287,9 +285,18 @@ class OutboundStream:
                 out.append(self._slot(k))
             k += 1
         self._tick = k
-        self.packets_sent += len(out)
-        self.octets_sent += sum(map(len, out)) - HEADER.size * len(out)
         return out
+
+    @property
+    def packets_sent(self) -> int:
+        """Packets returned by :meth:`packets_due` (what RTCP sender reports count): one per
+        frame slot so far."""
+        return self._tick
+
+    @property
+    def octets_sent(self) -> int:
+        """Their payload octets (headers not counted, as RFC 3550 6.4.1 says)."""
+        return self._tick * len(self._silence) + self._octets_off
 
     def timestamp_at(self, now: float) -> int:
         """The RTP timestamp of the instant ``now`` on this stream's clock (for an SR)."""
@@ -306,6 +313,7 @@ class OutboundStream:
         if plan is None:
             return _pack(_V2, self._audio_pt, seq, ts, self._ssrc) + self._silence
         second, planned_ts, payload = plan[self._pos]
+        self._octets_off += len(payload) - len(self._silence)
         self._pos += 1
         packet = _pack(_V2, second, seq, ts if planned_ts < 0 else planned_ts, self._ssrc) + payload
         if self._pos == len(plan):

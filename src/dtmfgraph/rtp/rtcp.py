@@ -374,6 +374,11 @@ class RtcpStats:
     def peer_jitter_ms(self) -> float:
         return self.peer_jitter * 1000.0 / CLOCK_RATE
 
+    def far_end(self) -> str:
+        """What the far end's reports said, in words (for logs and the CLI)."""
+        rtt = "" if self.rtt_ms is None else f", round trip {self.rtt_ms:.1f} ms"
+        return f"far end (RTCP): {self.peer_lost} of ours lost{rtt}"
+
 
 @dataclass(slots=True)
 class _Sent:
@@ -407,17 +412,11 @@ class RtcpSession:
     _next: float | None = None
 
     def note_rtp(self, ssrc: int, seq: int) -> None:
-        """Count one RTP packet received from the far end (per packet: the in-order case
-        is inlined)."""
+        """Count one RTP packet received from the far end (an ``InboundStream`` keeps these
+        figures itself, in :attr:`~dtmfgraph.rtp.InboundStream.reception`)."""
         source = self.source
         if source is None or source.ssrc != ssrc:
             self.source = ReceptionStats.first(ssrc, seq)
-            return
-        if seq == (source.max_seq + 1) & 0xFFFF:  # the next one: most packets
-            if not seq:
-                source.cycles += _SEQ_MOD
-            source.max_seq = seq
-            source.received += 1
             return
         source.update(seq)
 

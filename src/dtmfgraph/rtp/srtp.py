@@ -196,7 +196,7 @@ class SrtpContext:
             index = seq  # RFC 3711 3.3.1: the first packet's ROC is 0
         else:
             index = _estimate_index(state[0], seq)
-            delta = state[0] - index
+            delta = state[0] - index  # _replayed and _recorded inline: per packet (measured)
             if delta >= _REPLAY_WINDOW or (delta >= 0 and state[1] >> delta & 1):
                 self.replays += 1
                 return None
@@ -289,20 +289,10 @@ class SrtcpContext:
         word = int.from_bytes(body[-4:], "big")
         index = word & _SRTCP_INDEX_MASK
         state = self._heard.get(ssrc)
-        if state is None:
-            self._heard[ssrc] = (index, 1)
-        else:
-            highest, window = state
-            delta = highest - index
-            if delta >= _REPLAY_WINDOW or (delta >= 0 and window >> delta & 1):
-                self.replays += 1
-                return None
-            if delta < 0:
-                shift = -delta
-                window = (window << shift | 1) & ((1 << _REPLAY_WINDOW) - 1) if shift < 64 else 1
-                self._heard[ssrc] = (index, window)
-            else:
-                self._heard[ssrc] = (highest, window | 1 << delta)
+        if state is not None and _replayed(state, index):
+            self.replays += 1
+            return None
+        self._heard[ssrc] = _recorded(state, index)
         payload = body[_SRTCP_HEADER:-4]
         if word >> 31:
             payload = self._cm.crypt(payload, ssrc, index)
@@ -312,6 +302,25 @@ class SrtcpContext:
         mac = self._mac.copy()
         mac.update(body)
         return mac.digest()[:SRTCP_TAG_BYTES]
+
+
+def _replayed(state: tuple[int, int], index: int) -> bool:
+    """Whether ``index`` is too old for the replay window, or was received already;
+    ``state`` is (the highest index authenticated, the window: bit ``n`` set when index
+    ``highest - n`` was received)."""
+    delta = state[0] - index
+    return delta >= _REPLAY_WINDOW or (delta >= 0 and bool(state[1] >> delta & 1))
+
+
+def _recorded(state: tuple[int, int] | None, index: int) -> tuple[int, int]:
+    """The replay state once ``index`` (authenticated, not replayed) is received."""
+    if state is None:
+        return index, 1
+    highest, window = state
+    if index > highest:
+        shift = index - highest
+        return index, (window << shift | 1) & ((1 << _REPLAY_WINDOW) - 1) if shift < 64 else 1
+    return highest, window | 1 << (highest - index)
 
 
 @functools.cache

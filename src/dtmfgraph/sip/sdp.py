@@ -298,6 +298,11 @@ class AudioMedia:
         return "SAVP" in self.proto.upper() or bool(self.crypto)
 
     @property
+    def flowing(self) -> bool:
+        """Whether this side has the audio flowing both ways (not held, ``sendrecv``)."""
+        return not self.on_hold and self.direction is Direction.SENDRECV
+
+    @property
     def on_hold(self) -> bool:
         """Whether this side asks not to receive media (sendonly, inactive or 0.0.0.0)."""
         return not self.direction.receives or self.address in HOLD_ADDRESSES
