@@ -17,6 +17,7 @@ from ..service import (
     NotFoundError,
     NotSupportedError,
     ServiceError,
+    ServiceUnavailableError,
 )
 from .auth import AuthError
 
@@ -29,10 +30,18 @@ _MAP: list[tuple[type[Exception], int, str]] = [
     (NotSupportedError, 400, "notSupported"),
     (AccessDeniedError, 403, "accessDenied"),
     (AuthError, 401, "unauthenticated"),
+    (ServiceUnavailableError, 503, "serviceNotAvailable"),
 ]
 
 
-def graph_error(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def graph_error(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     state = request.scope.get("state") or {}
     body = error_envelope(
         code,
@@ -40,15 +49,22 @@ def graph_error(request: Request, status: int, code: str, message: str) -> JSONR
         request_id=state.get("request_id", ""),
         client_request_id=state.get("client_request_id"),
     )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def install(app: FastAPI) -> None:
     async def on_known(request: Request, exc: Exception) -> JSONResponse:
         for typ, status, code in _MAP:
             if isinstance(exc, typ):
-                return graph_error(request, status, code, str(exc))
+                extra = (
+                    {"Retry-After": str(exc.retry_after_s)}
+                    if isinstance(exc, ServiceUnavailableError)
+                    else None
+                )
+                return graph_error(request, status, code, str(exc), headers=extra)
         return graph_error(request, 500, "generalException", "internal error")
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,7 @@ from .errors import (
     NotFoundError,
     NotSupportedError,
     ServiceError,
+    ServiceUnavailableError,
 )
 from .loopback import LoopbackCall, LoopbackIncoming, LoopbackMedia
 from .media import MediaBackend, MediaCall
@@ -61,6 +62,7 @@ __all__ = [
     "Repository",
     "ServiceConfig",
     "ServiceError",
+    "ServiceUnavailableError",
     "UnitOfWork",
     "check_callback_uri",
 ]

@@ -25,3 +25,12 @@ class NotSupportedError(ServiceError):
 
 class AccessDeniedError(ServiceError):
     """The caller lacks the role the action requires."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """A resource the request needs is exhausted or down for now (RTP ports, the store, the calls
+    limit): the API answers 503 ``serviceNotAvailable`` with ``Retry-After`` (SDK retries)."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
