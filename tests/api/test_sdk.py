@@ -37,8 +37,11 @@ async def test_send_all_keys_through_sdk(svc: Service, receiver: Receiver, versi
     client = svc.sdk(version)
     call = await client.communications.calls.post(new_call(version, receiver.url))
     assert ev(call.state) == "establishing"
+    # Graph's myParticipantId is the bot's participant id, never the call id (spec 9)
+    assert call.my_participant_id and call.my_participant_id != call.id
     await _established(receiver, call.id)
     calls = client.communications.calls.by_call_id(call.id)
+    assert (await calls.get()).my_participant_id == call.my_participant_id
     op = await calls.send_dtmf_tones.post(
         dtmf_body(
             version,

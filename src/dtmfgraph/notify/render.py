@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..graph import odata_type
-from ..service.model import Call, Event, EventKind, Operation, snapshot_call, snapshot_operation
+from ..service.model import (
+    Call,
+    Event,
+    EventKind,
+    Operation,
+    bot_participant_id,
+    snapshot_call,
+    snapshot_operation,
+)
 
 
 def _result(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -36,7 +44,7 @@ def call_json(snap: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
                 "direction": snap["direction"],
                 "callbackUri": snap["callbackUri"],
                 "tenantId": snap["tenantId"],
-                "myParticipantId": snap["id"],
+                "myParticipantId": bot_participant_id(snap["id"]),
             }
         )
     out["@odata.type"] = odata_type("call")

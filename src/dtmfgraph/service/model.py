@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -169,6 +170,22 @@ class Event:
     call_id: str
     call: dict[str, Any]
     operation: dict[str, Any] | None = None
+
+
+_PARTICIPANTS = uuid.UUID("6f1c2a4e-9d3b-5e7a-8c21-d0b3f4e5a6c7")
+
+
+def bot_participant_id(call_id: str) -> str:
+    """The bot's participant id in a call (Graph ``myParticipantId``): a UUID derived from the
+    call id, so it is stable across restarts and nodes without being stored, and is never the
+    call id itself."""
+    return str(uuid.uuid5(_PARTICIPANTS, f"{call_id}/bot"))
+
+
+def far_participant_id(call_id: str, leg: int = 0) -> str:
+    """The far end's participant id; ``leg`` counts far ends the call has had (a transfer that
+    the far end made gives the call a new far end, and with it a new participant)."""
+    return str(uuid.uuid5(_PARTICIPANTS, f"{call_id}/far/{leg}"))
 
 
 def snapshot_call(call: Call) -> dict[str, Any]:
