@@ -79,6 +79,30 @@ class Settings(BaseSettings):
         description="Hosts allowed as http:// callbackUri (comma-separated or a JSON list).",
     )
 
+    # Prompts (playPrompt, recordResponse) and recordings
+    prompt_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Hosts prompts may be fetched from over http:// (loopback hosts need no entry), "
+            "and that may resolve to any address (comma-separated or a JSON list)."
+        ),
+    )
+    prompt_dir: Path | None = Field(
+        default=None,
+        description="Directory file: prompt URIs are read from (none: file: prompts fail).",
+    )
+    prompt_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest prompt file, in bytes."
+    )
+    prompt_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Longest a prompt fetch may take, all told."
+    )
+    record_media_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A recordResponse hearing no audio at all for this long fails (410).",
+    )
+
     # Monitoring
     metrics_bearer_token: str | None = Field(
         default=None,
@@ -321,6 +345,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "callback_allowed_hosts",
+        "prompt_allowed_hosts",
         "sip_allow_from",
         "jwt_rs256_extra_public_key_files",
         "callback_jwks_extra_public_key_files",

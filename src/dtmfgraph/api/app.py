@@ -15,10 +15,11 @@ from ..media.tls import TlsConfig, TlsConfigError
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
+from ..service.prompts import PromptConfig
 from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
-from . import errors, loopback, openapi, routes
+from . import errors, loopback, media_routes, openapi, routes
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
 from .metrics import HttpMetricsMiddleware, Metrics
@@ -66,6 +67,15 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
         node_heartbeat_s=settings.node_heartbeat_s,
         node_dead_after_s=settings.node_dead_after_s,
         limits=Limits(),
+        public_base_url=settings.effective_base_url(),
+        prompts=PromptConfig(
+            allowed_hosts=tuple(h.lower() for h in settings.prompt_allowed_hosts),
+            prompt_dir=settings.prompt_dir,
+            max_bytes=settings.prompt_max_bytes,
+            timeout_s=settings.prompt_timeout_s,
+            ca_file=settings.callback_ca_file,
+        ),
+        record_media_timeout_s=settings.record_media_timeout_s,
     )
 
 
@@ -210,6 +220,10 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     errors.install(app)
     app.include_router(routes.router, prefix="/v1.0")
     app.include_router(routes.router, prefix="/beta")
+    app.include_router(media_routes.router, prefix="/v1.0")
+    app.include_router(media_routes.router, prefix="/beta")
+    app.include_router(media_routes.beta_router, prefix="/beta")
+    app.include_router(media_routes.recordings_router)
     app.include_router(metrics_router)
     if isinstance(media, LoopbackMedia):
         app.include_router(loopback.router)

@@ -1,16 +1,22 @@
 """``/_loopback/...``: controls of the simulated far end (only with ``--media loopback``).
 
 Development and test aid, not part of Graph: list calls and what they heard, make the far end
-hang up, press keys, hold or resume, and place an incoming call."""
+hang up, press keys, hold or resume, speak a WAV (``/play``, the body is the file), stop or start
+sending audio, fetch what the bot played to it (``/played``, a WAV), and place an incoming
+call."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from ..service import LoopbackMedia
+from ..service import InvalidRequestError, LoopbackMedia
+from ..tones.resample import PromptAudioError, prepare
+from ..tones.wav import WavError, encode_wav, parse_wav
+
+WAV_MAX = 10 * 1024 * 1024
 
 
 class _Press(BaseModel):
@@ -66,6 +72,40 @@ async def hold(index: int, request: Request) -> dict[str, str]:
 @router.post("/calls/{index}/resume")
 async def resume(index: int, request: Request) -> dict[str, str]:
     _media(request).calls[index].hold(False)
+    return {"result": "ok"}
+
+
+@router.post("/calls/{index}/play")
+async def play(index: int, request: Request) -> dict[str, Any]:
+    """The far end says the WAV file in the body (any PCM rate; at most 10 MiB, 300 s)."""
+    data = await request.body()
+    if len(data) > WAV_MAX:
+        raise InvalidRequestError(f"the WAV file is over {WAV_MAX} bytes")
+    try:
+        samples = prepare(parse_wav(data), 8000, max_seconds=300)
+    except (WavError, PromptAudioError) as exc:
+        raise InvalidRequestError(f"the body is not a WAV file we can play: {exc}") from None
+    _media(request).calls[index].speak(samples)
+    return {"result": "ok", "seconds": round(len(samples) / 8000, 3)}
+
+
+@router.get("/calls/{index}/played")
+async def played(index: int, request: Request) -> Response:
+    """What the bot played to the far end (8 kHz 16-bit mono WAV)."""
+    audio = _media(request).calls[index].played_audio
+    return Response(encode_wav(audio, 8000), media_type="audio/wav")
+
+
+@router.post("/calls/{index}/stop-audio")
+async def stop_audio(index: int, request: Request) -> dict[str, str]:
+    """The far end stops sending audio at all (``/start-audio`` resumes)."""
+    _media(request).calls[index].stop_media(True)
+    return {"result": "ok"}
+
+
+@router.post("/calls/{index}/start-audio")
+async def start_audio(index: int, request: Request) -> dict[str, str]:
+    _media(request).calls[index].stop_media(False)
     return {"result": "ok"}
 
 

@@ -19,6 +19,8 @@ from ..graph import (
     AnswerBody,
     CancelMediaProcessingBody,
     CreateCallBody,
+    PlayPromptBody,
+    RecordResponseBody,
     RejectBody,
     SendDtmfTonesBody,
     SubscribeToToneBody,
@@ -33,6 +35,8 @@ BODY_MODELS: tuple[type[WireModel], ...] = (
     SubscribeToToneBody,
     AnswerBody,
     RejectBody,
+    PlayPromptBody,
+    RecordResponseBody,
 )
 REF = "#/components/schemas/{model}"
 

@@ -1,5 +1,6 @@
 """Graph wire models: request bodies, enums and the error envelope (camelCase on the wire)."""
 
+from .media_models import PlayPromptBody, RecordResponseBody
 from .models import (
     AnswerBody,
     CancelMediaProcessingBody,
@@ -18,6 +19,8 @@ __all__ = [
     "CancelMediaProcessingBody",
     "CreateCallBody",
     "DtmfMethodName",
+    "PlayPromptBody",
+    "RecordResponseBody",
     "RejectBody",
     "SendDtmfTonesBody",
     "SubscribeToToneBody",

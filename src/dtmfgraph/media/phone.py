@@ -32,8 +32,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
+import numpy as np
+import numpy.typing as npt
+
+from dtmfgraph.rtp import AudioJob, DtmfJob, DtmfJobError, InboundStream
 from dtmfgraph.rtp import Codec as RtpCodec
-from dtmfgraph.rtp import DtmfJob, DtmfJobError, InboundStream
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpStats
 from dtmfgraph.rtp.srtp import SrtpContext, SrtpError, SrtpKey, SrtpSuite
 from dtmfgraph.sip import (
@@ -72,6 +75,7 @@ from dtmfgraph.sip.grammar import is_ip_address
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
 
+from .audio_io import PcmSink, TapSet, play_audio
 from .banks import InbandBanks
 from .pacer import Pacer
 from .recording import CallRecording
@@ -349,6 +353,8 @@ class PhoneCall:
         self._tasks: set[asyncio.Task[None]] = set()
         self.recording: CallRecording | None = None
         """The far end's audio being written to a WAV file (:meth:`record`)."""
+        self._taps = TapSet()
+        self._stop_recording: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -416,7 +422,7 @@ class PhoneCall:
             raise MediaError("the call has no media to record yet")
         self.stop_recording()
         recording = CallRecording(path, self.codec)
-        session.inbound.tap = recording.push
+        self._stop_recording = self._taps.add_codes(recording.push)
         self.recording = recording
         return recording
 
@@ -425,10 +431,29 @@ class PhoneCall:
         recording, self.recording = self.recording, None
         if recording is None:
             return
-        session = self.session
-        if session is not None and session.inbound is not None:
-            session.inbound.tap = None
+        if self._stop_recording is not None:
+            self._stop_recording()
+            self._stop_recording = None
         recording.close()
+
+    def listen(self, sink: PcmSink) -> Callable[[], None]:
+        """Hand the far end's audio as played out (int16, 8 kHz, gaps concealed) to ``sink``
+        until the returned function is called or the call ends."""
+        return self._taps.add_pcm(sink)
+
+    async def play(self, samples: npt.NDArray[np.int16], *, loop: bool = False) -> AudioJob:
+        """Play 8 kHz int16 ``samples`` to the far end on the call's RTP stream (after any keys
+        queued before them) and return once the last packet has left; cancelling stops the
+        audio at the next frame, faded. :class:`CallEndedError` if the call is or goes down."""
+        self._check_live("cannot play audio")
+        session = self.session
+        if session is None:
+            raise MediaError("this call has no media stream to play audio in")
+        try:
+            return await play_audio(session, samples, loop=loop)
+        except SessionClosedError:
+            end = self.ended or self._end_now(EndReason.ERROR, "media stream closed")
+            raise CallEndedError(end, "playing audio") from None
 
     def _check_live(self, what: str) -> None:
         if self.ended is not None:
@@ -840,6 +865,7 @@ class PhoneCall:
         )
         session.on_foreign = self._on_foreign_rtp
         session.on_moved = self._on_rtp_moved
+        self._taps.attach(inbound, codec)
         self._endpoint = None
         self.session = session
         self.codec = codec

@@ -11,14 +11,19 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from dtmfgraph.rtp import (
+    AudioJob,
     Codec,
     DtmfJob,
     InbandBank,
     InboundStats,
     InboundStream,
+    Job,
     JobFinished,
     JobStarted,
     KeyHeard,
@@ -57,6 +62,14 @@ class DtmfSending:
 
     job: DtmfJob
     done: asyncio.Future[DtmfJob]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSending:
+    """Audio in flight: ``done`` resolves to the job once its last packet has been sent."""
+
+    job: AudioJob
+    done: asyncio.Future[AudioJob]
 
 
 _CLOSED = object()
@@ -136,7 +149,7 @@ class RtpSession:
         self.on_moved: Callable[[Address], None] | None = None
         """Optional observer of the far end's stream moving to a new address (a NAT rebinding
         followed by the strict RTP check): the new address."""
-        self._jobs: dict[int, tuple[DtmfJob, asyncio.Future[DtmfJob]]] = {}
+        self._jobs: dict[int, tuple[Job, asyncio.Future[Any]]] = {}
         self._keys: asyncio.Queue[KeyHeard | object] = asyncio.Queue()
         self._closed = False
         self.last_heard = self._loop.time()
@@ -275,6 +288,16 @@ class RtpSession:
         self._entry = self._pacer.add_outbound(self.outbound, sendto, remote)
 
     # -- sending --------------------------------------------------------------------------------
+    def _sending(self) -> tuple[OutboundStream, Outbound]:
+        """The outbound stream and its pacer entry; raises when there is none to send on."""
+        self._check_open()
+        stream, entry = self.outbound, self._entry
+        if stream is None or entry is None:
+            if not self._send:
+                raise MediaError("this session was opened with send=False")
+            raise NoRemoteError("no remote address yet: call set_remote() or wait for a peer")
+        return stream, entry
+
     def start_dtmf(
         self,
         keys: str,
@@ -289,12 +312,7 @@ class RtpSession:
         Raises ``ValueError`` (from the RTP layer) for bad keys, ``flash`` in-band, or RFC 4733
         without a telephone-event payload type; :class:`NoRemoteError` before a remote is known.
         """
-        self._check_open()
-        stream, entry = self.outbound, self._entry
-        if stream is None or entry is None:
-            if not self._send:
-                raise MediaError("this session was opened with send=False")
-            raise NoRemoteError("no remote address yet: call set_remote() or wait for a peer")
+        stream, entry = self._sending()
         job = stream.send_dtmf(
             keys,
             method=method,
@@ -331,8 +349,21 @@ class RtpSession:
                 self.cancel(sending.job)
             raise
 
-    def cancel(self, job: DtmfJob) -> None:
-        """Stop ``job`` at its next key boundary (its ``done`` future still resolves)."""
+    def start_audio(self, samples: npt.NDArray[np.int16], *, loop: bool = False) -> AudioSending:
+        """Queue 8 kHz int16 ``samples`` (FIFO after earlier jobs) on the outbound stream, in the
+        negotiated codec on the same clock, and return at once; ``done`` resolves when the last
+        packet has left (never, with ``loop``, until :meth:`cancel`). Errors as
+        :meth:`start_dtmf`."""
+        stream, entry = self._sending()
+        job = stream.play_audio(samples, loop=loop, now=self._pacer.time())
+        done: asyncio.Future[AudioJob] = self._loop.create_future()
+        self._jobs[job.id] = (job, done)
+        entry.on_event = self._on_job_event
+        return AudioSending(job, done)
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job`` at its next key boundary, audio at the next frame (its ``done`` future
+        still resolves)."""
         if self.outbound is not None and not job.done:
             self.outbound.cancel(job, self._pacer.time())
 

@@ -15,6 +15,10 @@ from ..service.model import (
     snapshot_operation,
 )
 
+_WITH_REASON = frozenset({"sendDtmfTonesOperation", "playPromptOperation", "recordOperation"})
+"""Operations with a ``completionReason`` (beta-only for the last two; emitted on v1.0 too,
+where the SDK keeps it in ``additional_data``)."""
+
 
 def _result(d: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if d is None else {"@odata.type": odata_type("resultInfo"), **d}
@@ -29,8 +33,11 @@ def operation_json(snap: dict[str, Any]) -> dict[str, Any]:
         "clientContext": snap["clientContext"],
         "resultInfo": _result(snap["resultInfo"]),
     }
-    if snap["kind"] == "sendDtmfTonesOperation":
+    if snap["kind"] in _WITH_REASON:
         out["completionReason"] = snap["completionReason"]
+    if snap["kind"] == "recordOperation":
+        out["recordingLocation"] = snap.get("recordingLocation")
+        out["recordingAccessToken"] = snap.get("recordingAccessToken")
     return out
 
 

@@ -9,7 +9,16 @@ from .codec import CLOCK_RATE, Codec
 from .errors import BadKeyError, BankFullError, DtmfJobError, InbandFlashError, RtpError
 from .inband import BankStats, InbandBank, InbandChannel, SoloInband
 from .inbound import InboundStats, InboundStream, KeyHeard
-from .outbound import DtmfJob, JobFinished, JobStarted, Method, OutboundEvent, OutboundStream
+from .outbound import (
+    AudioJob,
+    DtmfJob,
+    Job,
+    JobFinished,
+    JobStarted,
+    Method,
+    OutboundEvent,
+    OutboundStream,
+)
 from .packet import RtpPacket
 from .source import PROBATION, SourceGuard, Verdict
 from .telephone_event import TelephoneEvent
@@ -17,6 +26,7 @@ from .telephone_event import TelephoneEvent
 __all__ = [
     "CLOCK_RATE",
     "PROBATION",
+    "AudioJob",
     "BadKeyError",
     "BankFullError",
     "BankStats",
@@ -28,6 +38,7 @@ __all__ = [
     "InbandFlashError",
     "InboundStats",
     "InboundStream",
+    "Job",
     "JobFinished",
     "JobStarted",
     "KeyHeard",

@@ -12,6 +12,10 @@ Each frame slot carries exactly one packet:
 
 Keys are separated by ``gap_ms`` measured from the end of one tone to the start of the next (at
 least the two slots the end retransmissions need); the same gap separates consecutive jobs.
+
+- audio (a prompt, :meth:`OutboundStream.play_audio`): the job's frames, pre-encoded, one per
+  slot from its first slot on, with no gap before the next job (or before its own next round when
+  it loops). A cancel ends it at the next slot with that frame faded out (no click).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from dtmfgraph.tones import FLASH, UnknownKeyError, key_info, synthesize
 
@@ -81,11 +88,46 @@ class DtmfJob:
         return self.finished_at is not None
 
 
+@dataclass(eq=False, slots=True)
+class AudioJob:
+    """Queued audio (8 kHz int16 ``samples``, e.g. a prompt) and what became of it.
+
+    ``loop``: play it again and again, without a gap, until cancelled. ``frames_sent`` counts the
+    frames put on the wire (every round). Times as for :class:`DtmfJob`."""
+
+    id: int
+    samples: npt.NDArray[np.int16]
+    loop: bool
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    frames_sent: int = 0
+    cancelled: bool = False
+    _earliest: int = field(default=0, repr=False)
+    _frames: tuple[bytes, ...] = field(default=(), repr=False)
+    _last_due: float | None = field(default=None, repr=False)
+
+    keys = ""
+    """No keys (what the echo suppression of a DTMF job looks at)."""
+
+    @property
+    def done(self) -> bool:
+        return self.finished_at is not None
+
+    @property
+    def seconds(self) -> float:
+        """The length of one round."""
+        return len(self.samples) / CLOCK_RATE
+
+
+Job: TypeAlias = DtmfJob | AudioJob
+
+
 @dataclass(frozen=True, slots=True)
 class JobStarted:
     """The first packet of ``job`` was due ``at``."""
 
-    job: DtmfJob
+    job: Job
     at: float
 
 
@@ -93,7 +135,7 @@ class JobStarted:
 class JobFinished:
     """``job`` is over: its last packet was due ``at`` (cancelled or not: see ``job.cancelled``)."""
 
-    job: DtmfJob
+    job: Job
     at: float
 
 
@@ -140,7 +182,7 @@ class OutboundStream:
         """Payload octets sent beyond one silence frame per packet (events are shorter)."""
         self._ready = 0
         """First slot where the next key may start (the gap after the previous key)."""
-        self._jobs: deque[DtmfJob] = deque()
+        self._jobs: deque[Job] = deque()
         self._plan: list[_Slot] | None = None
         self._pos = 0
         self._events: deque[OutboundEvent] = deque()
@@ -178,7 +220,7 @@ class OutboundStream:
         return self._start
 
     @property
-    def jobs(self) -> tuple[DtmfJob, ...]:
+    def jobs(self) -> tuple[Job, ...]:
         """Jobs not finished yet, the running one first."""
         return tuple(self._jobs)
 
@@ -240,8 +282,30 @@ class OutboundStream:
         self._jobs.append(job)
         return job
 
-    def cancel(self, job: DtmfJob, now: float) -> None:
-        """Stop ``job`` at a key boundary: a key on the wire is finished, end packets included.
+    def play_audio(self, samples: npt.ArrayLike, *, loop: bool = False, now: float) -> AudioJob:
+        """Queue ``samples`` (int16, 8 kHz, 1-D; FIFO after earlier jobs) to start on the first
+        frame slot from ``now`` (or right after the job before it). Raises :class:`DtmfJobError`
+        for an empty or non-1-D array."""
+        pcm = np.asarray(samples, dtype=np.int16)
+        if pcm.ndim != 1 or len(pcm) == 0:
+            raise DtmfJobError("audio to play must be a non-empty 1-D array of samples")
+        data = self._codec.encode(pcm)
+        data += self._silence[: -len(data) % self._spf]
+        frames = tuple(data[i : i + self._spf] for i in range(0, len(data), self._spf))
+        job = AudioJob(
+            id=next(self._ids),
+            samples=pcm,
+            loop=loop,
+            queued_at=now,
+            _earliest=max(0, math.ceil((now - self._start) / self._ptime - _EPS)),
+            _frames=frames,
+        )
+        self._jobs.append(job)
+        return job
+
+    def cancel(self, job: Job, now: float) -> None:
+        """Stop ``job`` at a key boundary: a key on the wire is finished, end packets included;
+        audio ends at the next slot, with that frame faded out.
 
         A job that has not started is dropped at once (finished ``now``); a job between two keys
         finishes at its last packet. Either way a :class:`JobFinished` follows.
@@ -249,8 +313,10 @@ class OutboundStream:
         if job.done or job not in self._jobs:
             return
         job.cancelled = True
-        running = self._jobs[0] is job and job.keys_sent > 0
+        running = self._jobs[0] is job and job.started_at is not None
         if running and self._plan is not None:
+            if isinstance(job, AudioJob):
+                self._fade_out(job)
             return  # finishes when the current key's last packet is out
         self._jobs.remove(job)
         self._finish(job, job._last_due if running and job._last_due is not None else now)
@@ -320,11 +386,30 @@ class OutboundStream:
             self._end_key(k)
         return packet
 
+    def _fade_out(self, job: AudioJob) -> None:
+        """End the plan of ``job`` (sounding) with its next frame faded to zero."""
+        plan = self._plan
+        assert plan is not None
+        pos, spf = self._pos, self._spf
+        chunk = job.samples[pos * spf : (pos + 1) * spf].astype(np.float64)
+        chunk = np.concatenate([chunk, np.zeros(spf - len(chunk))])
+        faded = np.rint(chunk * np.linspace(1.0, 0.0, spf, endpoint=False)).astype(np.int16)
+        self._plan = [*plan[:pos], (self._audio_pt, -1, self._codec.encode(faded))]
+        self._ready = min(self._ready, self._tick + 1)
+
     def _start_key(self, k: int, ts: int) -> None:
         job = self._jobs[0]
         if k < self._ready or k < job._earliest:
             return
         due = self._start + k * self._ptime
+        if isinstance(job, AudioJob):
+            self._plan = [(self._audio_pt, -1, frame) for frame in job._frames]
+            self._pos = 0
+            self._ready = k + len(self._plan)
+            if job.started_at is None:
+                job.started_at = due
+                self._events.append(JobStarted(job, due))
+            return
         index = job.keys_sent
         n_tone = _samples(job.tone_ms)
         if job.method == "rfc4733":
@@ -344,14 +429,22 @@ class OutboundStream:
         job.keys_sent = index + 1
 
     def _end_key(self, k: int) -> None:
+        plan = self._plan
         self._plan = None
         job = self._jobs[0]
         job._last_due = self._start + k * self._ptime
+        if isinstance(job, AudioJob):
+            job.frames_sent += len(plan) if plan is not None else 0
+            if job.loop and not job.cancelled:
+                return  # the next round starts in the next slot
+            self._jobs.popleft()
+            self._finish(job, job._last_due)
+            return
         if job.cancelled or job.keys_sent == len(job.keys):
             self._jobs.popleft()
             self._finish(job, job._last_due)
 
-    def _finish(self, job: DtmfJob, at: float) -> None:
+    def _finish(self, job: Job, at: float) -> None:
         job.finished_at = at
         self._events.append(JobFinished(job, at))
 

@@ -14,6 +14,8 @@ from .calls import (
     NullObserver,
     Observer,
     Principal,
+    PromptRequest,
+    RecordRequest,
     ServiceConfig,
     check_callback_uri,
 )
@@ -59,6 +61,8 @@ __all__ = [
     "OpStatus",
     "Operation",
     "Principal",
+    "PromptRequest",
+    "RecordRequest",
     "Repository",
     "ServiceConfig",
     "ServiceError",

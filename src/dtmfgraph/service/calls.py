@@ -1,8 +1,9 @@
-"""``CallService``: calls, the per-call media queue, operation lifecycle, tones, keep-alive.
+"""``CallService``: calls, operation lifecycle, tones, keep-alive.
 
 Concurrency model: each live call has one ``asyncio.Lock``; every state change of that call and
 the events it causes are written in one transaction while holding it, so notifications are
-ordered per call. DTMF operations of a call run one at a time from a FIFO queue in a worker task.
+ordered per call. The media operations of a call (sendDtmfTones, playPrompt, recordResponse)
+run one at a time from its :class:`~dtmfgraph.service.media_queue.MediaQueue`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import logging
 import re
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from .media import (
     MediaCall,
     MediaSetupError,
 )
+from .media_queue import MediaQueue, call_end_reason, new_media_operation
 from .model import (
     Call,
     CallState,
@@ -54,6 +55,8 @@ from .model import (
     snapshot_call,
     snapshot_operation,
 )
+from .prompts import PromptConfig, PromptFetcher, PromptRef
+from .recordings import MEDIA_TIMEOUT_S, Recording, RecordParams
 from .repository import Repository, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,8 @@ class Limits:
 
     max_tones: int = 100
     delay_min_ms: int = 40
+    """Shortest gap we send (Q.24); a smaller ``delayBetweenTonesMs`` (Graph takes any) is
+    raised to it."""
     delay_max_ms: int = 10_000
     delay_default_ms: int = 100
     tone_min_ms: int = 40
@@ -97,6 +102,11 @@ class ServiceConfig:
     node_dead_after_s: float = 20.0
     """A node with no heartbeat for this long is gone: another node ends its calls."""
     limits: Limits = field(default_factory=Limits)
+    public_base_url: str = "http://127.0.0.1:8000"
+    """Where recordings are downloaded from (``{public_base_url}/recordings/{opId}``)."""
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    record_media_timeout_s: float = MEDIA_TIMEOUT_S
+    """A recordResponse that hears no audio at all for this long fails mediaReceiveTimeout."""
 
 
 class Observer(Protocol):
@@ -148,6 +158,25 @@ class NewCall:
     properties: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class PromptRequest:
+    """A playPrompt: ``prompts`` played in order, all again and again with ``loop``."""
+
+    prompts: list[PromptRef]
+    loop: bool = False
+    client_context: str | None = None
+    repeat_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRequest:
+    """A recordResponse (see :class:`~dtmfgraph.service.recordings.RecordParams`)."""
+
+    params: RecordParams
+    client_context: str | None = None
+    repeat_key: str | None = None
+
+
 @dataclass(slots=True)
 class _Live:
     """Runtime state of a call that this process owns."""
@@ -156,9 +185,7 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     media: MediaCall | None = None
     incoming: IncomingCall | None = None
-    queue: deque[str] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    current: tuple[str, asyncio.Task[None]] | None = None
+    mq: MediaQueue = field(init=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     forced_result: ResultInfo | None = None
     ending: bool = False
@@ -232,6 +259,15 @@ class CallService:
         self._finished: dict[int, list[Operation]] = {}
         self._live: dict[str, _Live] = {}
         self._bg: set[asyncio.Task[Any]] = set()
+        self.prompts = PromptFetcher(config.prompts)
+        self.base_url = config.public_base_url.rstrip("/")
+        self.record_media_timeout_s = config.record_media_timeout_s
+
+    def _new_live(self, call_id: str, incoming: IncomingCall | None = None) -> _Live:
+        live = _Live(call_id, incoming=incoming)
+        live.mq = MediaQueue(self, call_id, live.lock)
+        self._live[call_id] = live
+        return live
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -278,6 +314,7 @@ class CallService:
             try:
                 async with self._unit() as uow:
                     await uow.node_alive(self._cfg.node_id, now())
+                    await uow.delete_expired_recordings(now())
                 self._hang_up_orphans(await self._end_orphans(own=False))
                 await self._hold_registration()
             except Exception:
@@ -315,6 +352,7 @@ class CallService:
             for task in list(live.tasks):
                 task.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.prompts.close()
         await self._media.close()
 
     def _spawn(
@@ -414,13 +452,29 @@ class CallService:
             target_uri=target,
             properties=new.properties,
         )
-        live = _Live(call.id)
-        self._live[call.id] = live
+        self._prefetch_media(new.properties.get("mediaConfig"))
+        live = self._new_live(call.id)
         async with live.lock, self._unit() as uow:
             await uow.insert_call(call)
             await self._emit(uow, call, EventKind.CALL_UPDATED)
         self._spawn(self._dial(live, target), live)
         return call
+
+    def _prefetch_media(self, media_config: Any) -> None:
+        """``mediaConfig.preFetchMedia``: fetch those prompts now (bad entries are skipped)."""
+        items = media_config.get("preFetchMedia") if isinstance(media_config, dict) else None
+        if not isinstance(items, list):
+            return
+        refs = []
+        for item in items[:20]:
+            uri = item.get("uri") if isinstance(item, dict) else None
+            rid = item.get("resourceId")
+            try:
+                self.prompts.check_uri(uri, "preFetchMedia")  # type: ignore[arg-type]
+            except InvalidRequestError:
+                continue
+            refs.append(PromptRef(str(uri), str(rid) if isinstance(rid, str) and rid else None))
+        self.prompts.prefetch(refs)
 
     async def _dial(self, live: _Live, target: str) -> None:
         try:
@@ -447,17 +501,12 @@ class CallService:
                 call.audio_held = not media.audio_active
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
-                ops = await uow.list_operations(call.id)
-                if live.queue and not live.current:
-                    first = next((o for o in ops if o.id == live.queue[0]), None)
-                    if first is not None and first.status is OpStatus.NOT_STARTED:
-                        first.status = OpStatus.RUNNING
-                        await uow.update_operation(first)
-        self._spawn(self._worker(live), live)
+                await live.mq.mark_head_running(uow)
+        self._spawn(live.mq.run(media), live)
         self._spawn(self._listen(live, media), live)
         self._spawn(self._watch_audio(live, media), live)
         self._spawn(self._watch_end(live, media), live)
-        live.wake.set()
+        live.mq.wake.set()
 
     async def get_call(self, p: Principal, call_id: str) -> Call:
         async with self._repo.unit() as uow:
@@ -504,8 +553,10 @@ class CallService:
             if not op.finished:
                 op.status = OpStatus.FAILED
                 op.result_info = result
-                if op.kind is OpKind.SEND_DTMF:
-                    op.completion_reason = CompletionReason.UNKNOWN
+                if op.kind.media:
+                    op.completion_reason = call_end_reason(op.kind)
+                if op.kind is OpKind.RECORD:
+                    op.recording_location = op.recording_access_token = ""
                 await uow.update_operation(op)
                 await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
         call.state = CallState.TERMINATED
@@ -517,14 +568,13 @@ class CallService:
     async def _watch_end(self, live: _Live, media: MediaCall) -> None:
         reason = await media.ended
         live.ending = True
-        current = live.current
-        if current is not None:
-            current[1].cancel()
-            await asyncio.wait([current[1]])
+        await live.mq.end()
         async with live.lock, self._unit() as uow:
             call = await uow.get_call(live.call_id)
             if call is not None and call.state is not CallState.TERMINATED:
-                await self._finish_call(uow, call, live.forced_result or map_end(reason))
+                result = live.forced_result or map_end(reason)
+                await live.mq.save_partial(uow, call, result)
+                await self._finish_call(uow, call, result)
         self._live.pop(live.call_id, None)
         me = asyncio.current_task()
         for task in list(live.tasks):
@@ -576,8 +626,7 @@ class CallService:
                 "requestedModalities": ["audio"],
             },
         )
-        live = _Live(call.id, incoming=inc)
-        self._live[call.id] = live
+        live = self._new_live(call.id, incoming=inc)
         async with live.lock, self._unit() as uow:
             await uow.insert_call(call)
             await self._emit(uow, call, EventKind.CALL_CREATED)
@@ -719,122 +768,107 @@ class CallService:
     async def send_dtmf(self, p: Principal, call_id: str, req: DtmfRequest) -> Operation:
         self._require(p, ROLE_INITIATE)
         delay, tone_ms = self._validate_dtmf(req)
+
+        def make(live: _Live, running: bool) -> Operation:
+            method = self._resolve_method(live.media, req.method, req.tones)
+            return new_media_operation(
+                call_id,
+                OpKind.SEND_DTMF,
+                running=running,
+                client_context=req.client_context,
+                repeat_key=req.repeat_key,
+                tones=list(req.tones),
+                delay_ms=delay,
+                tone_ms=tone_ms,
+                method=method,
+            )
+
+        return await self._enqueue(p, call_id, req.repeat_key, make)
+
+    async def play_prompt(self, p: Principal, call_id: str, req: PromptRequest) -> Operation:
+        self._require(p, ROLE_INITIATE)
+        for i, ref in enumerate(req.prompts):
+            self.prompts.check_uri(ref.uri, f"prompts[{i}].mediaInfo.uri")
+
+        def make(_live: _Live, running: bool) -> Operation:
+            return new_media_operation(
+                call_id,
+                OpKind.PLAY_PROMPT,
+                running=running,
+                client_context=req.client_context,
+                repeat_key=req.repeat_key,
+                params={"prompts": [[r.uri, r.resource_id] for r in req.prompts], "loop": req.loop},
+            )
+
+        return await self._enqueue(p, call_id, req.repeat_key, make)
+
+    async def record_response(self, p: Principal, call_id: str, req: RecordRequest) -> Operation:
+        self._require(p, ROLE_MEDIA)
+        if req.params.prompt is not None:
+            self.prompts.check_uri(req.params.prompt.uri, "prompts[0].mediaInfo.uri")
+
+        def make(_live: _Live, running: bool) -> Operation:
+            return new_media_operation(
+                call_id,
+                OpKind.RECORD,
+                running=running,
+                client_context=req.client_context,
+                repeat_key=req.repeat_key,
+                params=req.params.to_json(),
+            )
+
+        barge = req.params.barge_in
+        return await self._enqueue(p, call_id, req.repeat_key, make, barge_in=barge)
+
+    async def _enqueue(
+        self,
+        p: Principal,
+        call_id: str,
+        repeat_key: str | None,
+        make: Callable[[_Live, bool], Operation],
+        *,
+        barge_in: bool = False,
+    ) -> Operation:
+        """Store the media operation ``make`` gives (told whether it will run at once) and queue
+        it on the call (at the head, for a barge-in); a repeat of ``repeat_key`` returns the
+        operation made the first time."""
         live = self._live.get(call_id)
         if live is None:
             async with self._repo.unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                if req.repeat_key and (found := await uow.find_repeat(call_id, req.repeat_key)):
+                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
         async with live.lock:
             async with self._unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                if req.repeat_key and (found := await uow.find_repeat(call_id, req.repeat_key)):
+                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                     return found
                 if call.state not in (CallState.ESTABLISHING, CallState.ESTABLISHED):
                     raise NotAllowedError(f"call {call_id} is {call.state.value}")
-                method = self._resolve_method(live.media, req.method, req.tones)
-                idle = call.state is CallState.ESTABLISHED and not live.queue and not live.current
-                op = Operation(
-                    id=str(uuid.uuid4()),
-                    call_id=call_id,
-                    kind=OpKind.SEND_DTMF,
-                    status=OpStatus.RUNNING if idle else OpStatus.NOT_STARTED,
-                    client_context=req.client_context,
-                    tones=list(req.tones),
-                    delay_ms=delay,
-                    tone_ms=tone_ms,
-                    method=method,
-                    repeat_key=req.repeat_key,
-                )
+                up = call.state is CallState.ESTABLISHED
+                current = live.mq.current
+                if barge_in:
+                    running = up and (current is None or current.kind is not OpKind.SEND_DTMF)
+                else:
+                    running = up and live.mq.idle
+                op = make(live, running)
                 await uow.insert_operation(op)
-            live.queue.append(op.id)
-            live.wake.set()
+            if barge_in:
+                await live.mq.barge_in(op)
+            else:
+                live.mq.push(op)
         return op
 
-    async def _worker(self, live: _Live) -> None:
-        media = live.media
-        assert media is not None
-        while True:
-            while not live.queue:
-                live.wake.clear()
-                await live.wake.wait()
-            async with live.lock:
-                if live.ending or media.ended.done():
-                    return  # the call is over: _watch_end fails what is still queued
-                op_id = live.queue.popleft()
-                async with self._unit() as uow:
-                    op = await uow.get_operation(live.call_id, op_id)
-                    if op is None or op.finished:
-                        continue
-                    if op.status is not OpStatus.RUNNING:
-                        op.status = OpStatus.RUNNING
-                        await uow.update_operation(op)
-                try:
-                    method = self._resolve_method(media, op.method or DtmfMethod.AUTO, op.tones)
-                except (InvalidRequestError, NotSupportedError) as exc:
-                    await self._fail_unsendable(live, op, str(exc))
-                    continue
-                keys = "".join(TONE_TO_KEY[t] for t in op.tones)
-                sent_before = media.dtmf_keys_sent
-                send = asyncio.ensure_future(
-                    media.send_dtmf(
-                        keys, method=method.value, tone_ms=op.tone_ms, gap_ms=op.delay_ms
-                    )
-                )
-                live.current = (op_id, send)
-            try:
-                await asyncio.wait([send])
-            except asyncio.CancelledError:
-                send.cancel()
-                raise
-            finally:
-                self._count_keys(method, media.dtmf_keys_sent - sent_before)
-            async with live.lock:
-                live.current = None
-                if send.cancelled() or live.ending:
-                    continue  # cancel or the end of the call has written the outcome
-                if send.exception() is not None:
-                    if isinstance(send.exception(), CallEndedError):
-                        return  # the call is over: _watch_end writes every outcome
-                    log.error("sendDtmf failed", exc_info=send.exception())
-                async with self._unit() as uow:
-                    op = await uow.get_operation(live.call_id, op_id)
-                    call = await uow.get_call(live.call_id)
-                    if op is None or call is None or op.finished:
-                        continue
-                    if send.exception() is None:
-                        op.status = OpStatus.COMPLETED
-                        op.completion_reason = CompletionReason.COMPLETED_SUCCESSFULLY
-                        op.result_info = Results.OK
-                    else:
-                        op.status = OpStatus.FAILED
-                        op.completion_reason = CompletionReason.UNKNOWN
-                        op.result_info = Results.MEDIA_ERROR
-                    await uow.update_operation(op)
-                    await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
-                    if live.queue:
-                        nxt = await uow.get_operation(live.call_id, live.queue[0])
-                        if nxt is not None and nxt.status is OpStatus.NOT_STARTED:
-                            nxt.status = OpStatus.RUNNING
-                            await uow.update_operation(nxt)
+    @staticmethod
+    def tone_keys(tones: list[str]) -> list[str]:
+        """Graph tone names -> keypad characters."""
+        return [TONE_TO_KEY[t] for t in tones]
 
     def _count_keys(self, method: DtmfMethod, count: int) -> None:
         if count > 0:
             with contextlib.suppress(Exception):
                 self._observer.dtmf_keys_sent(method, count)
-
-    async def _fail_unsendable(self, live: _Live, op: Operation, message: str) -> None:
-        """An operation queued before the call was set up asks for what it cannot carry."""
-        async with self._unit() as uow:
-            call = await uow.get_call(live.call_id)
-            if call is None:
-                return
-            op.status = OpStatus.FAILED
-            op.completion_reason = CompletionReason.UNKNOWN
-            op.result_info = ResultInfo(400, 0, message)
-            await uow.update_operation(op)
-            await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
 
     async def cancel_media(
         self, p: Principal, call_id: str, client_context: str | None, repeat_key: str | None
@@ -852,29 +886,19 @@ class CallService:
                 call = await self._owned(uow, p, call_id)
                 if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                     return found
-            current = live.current
-            if current is not None:
-                current[1].cancel()
-                await asyncio.wait([current[1]])
-            cancelled_ids = list(live.queue)
-            live.queue.clear()
-            if current is not None and current[1].cancelled():
-                cancelled_ids.insert(0, current[0])
+            cancelled_ids = await live.mq.stop(lambda _kind: True)
             async with self._unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                for op_id in cancelled_ids:
-                    op = await uow.get_operation(call_id, op_id)
-                    if op is None or op.finished:
-                        continue
-                    op.status = OpStatus.COMPLETED
-                    op.completion_reason = CompletionReason.MEDIA_OPERATION_CANCELED
-                    op.result_info = Results.CANCELED
-                    await uow.update_operation(op)
-                    await self._emit(uow, call, EventKind.OPERATION_DELETED, op)
+                await live.mq.write_cancelled(uow, call, cancelled_ids)
                 cancel_op = await self._completed_operation(
                     uow, call_id, OpKind.CANCEL_MEDIA, client_context, repeat_key
                 )
         return cancel_op
+
+    async def recording(self, op_id: str) -> Recording | None:
+        """The stored recording of recordResponse ``op_id`` (``None``: unknown or deleted)."""
+        async with self._repo.unit() as uow:
+            return await uow.get_recording(op_id)
 
     async def subscribe_to_tone(
         self, p: Principal, call_id: str, client_context: str | None, repeat_key: str | None
@@ -922,6 +946,7 @@ class CallService:
             tone = KEY_TO_TONE.get(info.key.upper())
             if tone is None:
                 continue
+            live.mq.key_heard(info.key.upper(), info.time)
             async with live.lock, self._unit() as uow:
                 call = await uow.get_call(live.call_id)
                 if call is None or not call.tone_subscribed or call.ended:
@@ -958,6 +983,8 @@ __all__ = [
     "NullObserver",
     "Observer",
     "Principal",
+    "PromptRequest",
+    "RecordRequest",
     "ServiceConfig",
     "check_callback_uri",
     "map_dial_error",

@@ -6,21 +6,30 @@ Dialling ``sip:USER@host`` answers at once, except these USER names, which fail 
 (``rfc4733``, ``sipinfo``; default both): ``;dtmf=inband`` leaves only in-band audio.
 
 Each key takes ``(tone_ms + gap_ms) * speed`` milliseconds; the last key has no trailing gap.
-The far end records every key it heard, with the method, in ``LoopbackCall.heard``; it can
-hang up (``remote_hangup``) and press keys (``press``). ``incoming`` simulates an incoming call
+The far end records every key it heard, with the method, in ``LoopbackCall.heard``, and the
+audio played to it in ``LoopbackCall.played`` (a prompt takes its length ``* speed``); it can
+hang up (``remote_hangup``), press keys (``press``) and speak (``speak``: while anyone listens,
+the far end sends audio in 100 ms chunks, ``* speed`` apart: what it was given to say, else
+silence; ``stop_media`` stops it sending altogether). ``incoming`` simulates an incoming call
 (whose caller can give up before the answer: ``LoopbackIncoming.cancel``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .media import (
+    Audio,
+    AudioSink,
     CallEndedError,
     DialError,
     EndKind,
@@ -57,6 +66,13 @@ class LoopbackCall:
         self._pressed: asyncio.Queue[KeyHeardInfo | None] = asyncio.Queue()
         self.audio_active = True
         self._audio: asyncio.Queue[bool | None] = asyncio.Queue()
+        self.played: list[Audio] = []
+        """Audio played to the far end (each round of a loop), in order."""
+        self._sinks: list[AudioSink] = []
+        self._speech: deque[Audio] = deque()
+        self._clock: asyncio.Task[None] | None = None
+        self.media_stopped = False
+        """The far end sends no audio (``stop_media``)."""
 
     @property
     def can_send_rfc4733(self) -> bool:
@@ -82,6 +98,7 @@ class LoopbackCall:
             self.ended.set_result(reason)
             self._pressed.put_nowait(None)
             self._audio.put_nowait(None)
+            self._sinks.clear()
 
     async def _wait(self, seconds: float) -> None:
         await asyncio.wait([self.ended], timeout=max(seconds, 0.0))
@@ -104,6 +121,42 @@ class LoopbackCall:
                 raise
             if i < len(keys) - 1:
                 await self._wait(gap_ms / 1000 * self.speed)
+
+    async def play(self, samples: Audio, *, loop: bool = False) -> None:
+        while True:
+            if self.ended.done():
+                raise CallEndedError("the call has ended")
+            await self._wait(len(samples) / 8000 * self.speed)
+            self.played.append(np.asarray(samples, dtype=np.int16))
+            if not loop:
+                return
+
+    def listen(self, sink: AudioSink) -> Callable[[], None]:
+        self._sinks.append(sink)
+        if self._clock is None and not self.ended.done():
+            self._clock = asyncio.ensure_future(self._send_audio())
+
+        def remove() -> None:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+
+        return remove
+
+    async def _send_audio(self) -> None:
+        """The far end's microphone: 100 ms chunks while anyone listens."""
+        chunk = 800
+        pending = np.zeros(0, np.int16)
+        while not self.ended.done():
+            await asyncio.wait([self.ended], timeout=chunk / 8000 * self.speed)
+            if not self._sinks or self.media_stopped or self.ended.done():
+                continue
+            while len(pending) < chunk and self._speech:
+                pending = np.concatenate([pending, self._speech.popleft()])
+            out = pending[:chunk]
+            pending = pending[chunk:]
+            out = np.concatenate([out, np.zeros(chunk - len(out), np.int16)])
+            for sink in tuple(self._sinks):
+                sink(out)
 
     async def keys_heard(self) -> AsyncIterator[KeyHeardInfo]:
         while True:
@@ -141,6 +194,21 @@ class LoopbackCall:
         """The far end presses ``keys``; this side hears them in order."""
         for key in keys:
             self._pressed.put_nowait(KeyHeardInfo(key, method, time.time()))
+
+    def speak(self, samples: Audio) -> None:
+        """The far end says ``samples`` (int16, 8 kHz), after what it was saying."""
+        self._speech.append(np.asarray(samples, dtype=np.int16))
+
+    def stop_media(self, stopped: bool = True) -> None:
+        """The far end stops (or resumes) sending audio at all."""
+        self.media_stopped = stopped
+
+    @property
+    def played_audio(self) -> Audio:
+        """Everything played to the far end, end to end."""
+        if not self.played:
+            return np.zeros(0, np.int16)
+        return np.concatenate(self.played)
 
 
 @dataclass
@@ -230,3 +298,7 @@ class LoopbackMedia:
     async def close(self) -> None:
         for call in self.calls:
             call._end(EndReason(EndKind.MEDIA_ERROR, detail="media backend closed"))
+        for call in self.calls:
+            if call._clock is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call._clock

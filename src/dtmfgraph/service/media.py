@@ -28,6 +28,11 @@ in-process simulation used by tests and demos.
     when ``send_dtmf`` returns, raises or is cancelled; a refused SIP INFO is not counted).
     ``can_send_rfc4733``/``can_send_sipinfo``: what the SDP/SIP negotiation allows; in-band
     audio is always possible (``flash`` has no in-band form).
+    ``play(samples, loop=)``: play int16 8 kHz audio to the far end (after keys queued before
+    it), returning when its last packet has left; cancellable (the audio stops at the next
+    frame, faded); ``CallEndedError`` if the call ends first.
+    ``listen(sink)``: hand the far end's audio (int16, 8 kHz, as played out) to ``sink`` until
+    the returned function is called or the call ends.
 
 ``IncomingCall``
     ``caller``/``callee`` URIs; ``cancelled``: a future resolved when the caller gives up
@@ -41,7 +46,13 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+Audio: TypeAlias = npt.NDArray[np.int16]
+AudioSink: TypeAlias = Callable[[Audio], None]
 
 
 class EndKind(StrEnum):
@@ -101,6 +112,10 @@ class MediaCall(Protocol):
     async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None: ...
 
     def keys_heard(self) -> AsyncIterator[KeyHeardInfo]: ...
+
+    async def play(self, samples: Audio, *, loop: bool = False) -> None: ...
+
+    def listen(self, sink: AudioSink) -> Callable[[], None]: ...
 
     @property
     def audio_active(self) -> bool:

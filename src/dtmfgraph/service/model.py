@@ -28,6 +28,13 @@ class OpKind(StrEnum):
     SEND_DTMF = "sendDtmfTonesOperation"
     CANCEL_MEDIA = "cancelMediaProcessingOperation"
     SUBSCRIBE_TONE = "subscribeToToneOperation"
+    PLAY_PROMPT = "playPromptOperation"
+    RECORD = "recordOperation"
+
+    @property
+    def media(self) -> bool:
+        """Runs in the call's media queue."""
+        return self in (OpKind.SEND_DTMF, OpKind.PLAY_PROMPT, OpKind.RECORD)
 
 
 class OpStatus(StrEnum):
@@ -38,9 +45,20 @@ class OpStatus(StrEnum):
 
 
 class CompletionReason(StrEnum):
+    """sendDtmfCompletionReason, playPromptCompletionReason and recordCompletionReason."""
+
     UNKNOWN = "unknown"
     COMPLETED_SUCCESSFULLY = "completedSuccessfully"
     MEDIA_OPERATION_CANCELED = "mediaOperationCanceled"
+    OPERATION_CANCELED = "operationCanceled"
+    STOP_TONE_DETECTED = "stopToneDetected"
+    MAX_RECORD_DURATION_REACHED = "maxRecordDurationReached"
+    INITIAL_SILENCE_TIMEOUT = "initialSilenceTimeout"
+    MAX_SILENCE_TIMEOUT = "maxSilenceTimeout"
+    PLAY_PROMPT_FAILED = "playPromptFailed"
+    PLAY_BEEP_FAILED = "playBeepFailed"
+    MEDIA_RECEIVE_TIMEOUT = "mediaReceiveTimeout"
+    UNSPECIFIED_ERROR = "unspecifiedError"
 
 
 class DtmfMethod(StrEnum):
@@ -92,6 +110,11 @@ class Results:
         500, 1005, "The call's media was lost with the node that carried it; the call was ended."
     )
     REJECTED = ResultInfo(200, 7000, "The incoming call was rejected by the application.")
+    MAX_DURATION = ResultInfo(200, 8515, "Action completed, max record duration reached.")
+    STOP_TONE = ResultInfo(200, 0, "Action completed, a stop tone was detected.")
+    MAX_SILENCE = ResultInfo(200, 0, "Action completed, the caller stopped speaking.")
+    INITIAL_SILENCE = ResultInfo(408, 0, "Action failed, nothing was said before the timeout.")
+    NO_MEDIA = ResultInfo(410, 0, "Action failed, no audio was received from the far end.")
 
 
 def now() -> float:
@@ -146,6 +169,10 @@ class Operation:
     method: DtmfMethod | None = None
     repeat_key: str | None = None
     created_at: float = field(default_factory=now)
+    params: dict[str, Any] | None = None
+    """What a playPrompt or recordResponse asked for (JSON; see ``media_queue``)."""
+    recording_location: str | None = None
+    recording_access_token: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -204,7 +231,7 @@ def snapshot_call(call: Call) -> dict[str, Any]:
 
 
 def snapshot_operation(op: Operation) -> dict[str, Any]:
-    return {
+    snap = {
         "id": op.id,
         "kind": op.kind.value,
         "status": op.status.value,
@@ -212,3 +239,7 @@ def snapshot_operation(op: Operation) -> dict[str, Any]:
         "completionReason": op.completion_reason.value if op.completion_reason else None,
         "resultInfo": op.result_info.to_dict() if op.result_info else None,
     }
+    if op.kind is OpKind.RECORD:
+        snap["recordingLocation"] = op.recording_location
+        snap["recordingAccessToken"] = op.recording_access_token
+    return snap

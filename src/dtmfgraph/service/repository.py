@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from .model import Call, Event, Operation
+from .recordings import Recording
 
 
 class UnitOfWork(Protocol):
@@ -28,6 +29,12 @@ class UnitOfWork(Protocol):
     async def update_operation(self, op: Operation) -> None: ...
 
     async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None: ...
+
+    async def insert_recording(self, rec: Recording) -> None: ...
+
+    async def get_recording(self, op_id: str) -> Recording | None: ...
+
+    async def delete_expired_recordings(self, now: float) -> int: ...
 
     async def unfinished_calls(self) -> list[Call]: ...
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..media.phone import (
@@ -45,6 +45,8 @@ from ..media.udp import Address, MediaError, PortRange
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
 from .media import (
+    Audio,
+    AudioSink,
     CallEndedError,
     DialError,
     EndKind,
@@ -161,6 +163,19 @@ class SipMediaCall:
             await asyncio.wait_for(asyncio.shield(send), tone_ms / 1000 + _CANCEL_GRACE_S)
         if not send.done():
             send.cancel()
+
+    async def play(self, samples: Audio, *, loop: bool = False) -> None:
+        try:
+            await self.call.play(samples, loop=loop)
+        except PhoneCallEndedError as exc:
+            raise CallEndedError(str(exc)) from exc
+        except MediaError as exc:
+            if self.call.ended is not None:
+                raise CallEndedError(str(exc)) from exc
+            raise
+
+    def listen(self, sink: AudioSink) -> Callable[[], None]:
+        return self.call.listen(sink)
 
     async def keys_heard(self) -> AsyncIterator[KeyHeardInfo]:
         async for heard in self.call.keys_heard():

@@ -24,7 +24,8 @@ from ..service.model import (
     OpStatus,
     ResultInfo,
 )
-from .tables import calls, nodes, operations, outbox
+from ..service.recordings import Recording
+from .tables import calls, nodes, operations, outbox, recordings
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
@@ -99,6 +100,9 @@ def _op_row(o: Operation) -> dict[str, Any]:
         "method": o.method.value if o.method else None,
         "repeat_key": o.repeat_key,
         "created_at": o.created_at,
+        "params": o.params,
+        "recording_location": o.recording_location,
+        "recording_token": o.recording_access_token,
     }
 
 
@@ -120,6 +124,9 @@ def _op(r: sa.Row[Any]) -> Operation:
         method=DtmfMethod(m["method"]) if m["method"] else None,
         repeat_key=m["repeat_key"],
         created_at=float(m["created_at"]),
+        params=dict(m["params"]) if m["params"] is not None else None,
+        recording_location=m["recording_location"],
+        recording_access_token=m["recording_token"],
     )
 
 
@@ -239,6 +246,31 @@ class SqlUnit:
         await self._c.execute(
             operations.update().where(operations.c.id == op.id).values(_op_row(op))
         )
+
+    async def insert_recording(self, rec: Recording) -> None:
+        await self._c.execute(
+            recordings.insert().values(
+                op_id=rec.op_id,
+                call_id=rec.call_id,
+                token_sha256=rec.token_digest,
+                wav=rec.wav,
+                created_at=rec.created_at,
+                expires_at=rec.expires_at,
+            )
+        )
+
+    async def get_recording(self, op_id: str) -> Recording | None:
+        q = sa.select(recordings).where(recordings.c.op_id == op_id)
+        r = (await self._c.execute(q)).first()
+        if r is None:
+            return None
+        return Recording(
+            r.op_id, r.call_id, r.token_sha256, bytes(r.wav), r.created_at, r.expires_at
+        )
+
+    async def delete_expired_recordings(self, now: float) -> int:
+        done = await self._c.execute(recordings.delete().where(recordings.c.expires_at <= now))
+        return int(done.rowcount or 0)
 
     async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None:
         t = time.time()

@@ -53,7 +53,21 @@ operations = sa.Table(
     sa.Column("method", sa.String(16), nullable=True),
     sa.Column("repeat_key", sa.String(128), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("params", sa.JSON, nullable=True),
+    sa.Column("recording_location", sa.Text, nullable=True),
+    sa.Column("recording_token", sa.String(64), nullable=True),
     sa.UniqueConstraint("call_id", "repeat_key", name="uq_operations_repeat"),
+)
+
+recordings = sa.Table(
+    "recordings",
+    metadata,
+    sa.Column("op_id", sa.String(64), primary_key=True),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False),
+    sa.Column("wav", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
 outbox = sa.Table(
