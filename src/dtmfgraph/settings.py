@@ -50,7 +50,27 @@ class Settings(BaseSettings):
     )
 
     # Signing of callbacks
-    callback_issuer: str = "dtmfgraph"
+    callback_issuer: str | None = Field(
+        default=None,
+        description=(
+            "The iss of callback tokens and the OpenID metadata's issuer; default "
+            "public_base_url (https://api.botframework.com makes validators written for "
+            "Microsoft's issuer need only the metadata URL changed)."
+        ),
+    )
+    callback_algorithm: Literal["RS256", "HS256"] = Field(
+        default="RS256",
+        description=(
+            "RS256 (the default: a key made in data_dir on first start unless one is given; "
+            "published with OpenID metadata) or HS256 with callback_signing_secret."
+        ),
+    )
+    callback_key_grace_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="How long a rolled-over callback key stays published after the next one "
+        "took over.",
+    )
     callback_signing_secret: str | None = Field(
         default=None, description="HS256 secret for callback JWTs; default jwt_hs256_secret."
     )
@@ -493,6 +513,9 @@ class Settings(BaseSettings):
 
     def effective_callback_secret(self) -> str | None:
         return self.callback_signing_secret or self.jwt_hs256_secret
+
+    def effective_callback_issuer(self) -> str:
+        return self.callback_issuer or self.effective_base_url()
 
 
 def _pem(text: str | None, path: Path | None, name: str) -> str | None:

@@ -128,10 +128,22 @@ class Receiver:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), left)
 
-    def verify_jwt(self, header: str, audience: str) -> dict[str, Any]:
+    def verify_jwt(
+        self, header: str, audience: str, *, jwks: dict[str, Any], issuer: str
+    ) -> dict[str, Any]:
+        """Verify a callback's bearer token as a receiver holding the published ``jwks``
+        would: RS256 only, the key named by ``kid``, issuer, audience and tenant required."""
         assert header.startswith("Bearer ")
+        token = header[7:]
+        kid = jwt.get_unverified_header(token)["kid"]
+        key = next(k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == kid)
         claims: dict[str, Any] = jwt.decode(
-            header[7:], SECRET, algorithms=["HS256"], audience=audience, issuer="dtmfgraph"
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["exp", "iat", "tid"]},
         )
         return claims
 
@@ -166,6 +178,11 @@ class Service:
 
     def sdk(self, version: str = "v1.0", token: str | None = None) -> Any:
         return sdk_client(self.base, self.token() if token is None else token, version)
+
+    def verify_callback(self, header: str, audience: str) -> dict[str, Any]:
+        """A callback's claims, verified against this service's published keys."""
+        signer = self.app.state.signer
+        return Receiver().verify_jwt(header, audience, jwks=signer.jwks(), issuer=signer.issuer)
 
     def incoming_token(self, **kw: Any) -> str:
         """A token of the app incoming calls belong to (``incoming_tenant_id``/``_app_id``)."""

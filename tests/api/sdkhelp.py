@@ -42,11 +42,13 @@ def dtmf_body(version: str, tones: str | list[str], **extra: Any) -> Any:
 
 
 def answer_body(version: str, callback_uri: str) -> Any:
-    """An ``answer`` body accepting audio, callbacks to ``callback_uri``."""
+    """An ``answer`` body accepting audio, service-hosted media (Graph requires mediaConfig),
+    callbacks to ``callback_uri``."""
     body = sdk_mod(version, "communications.calls.item.answer.answer_post_request_body")
     modality = sdk_mod(version, "models.modality").Modality
+    media = sdk_mod(version, "models.service_hosted_media_config").ServiceHostedMediaConfig()
     return body.AnswerPostRequestBody(
-        callback_uri=callback_uri, accepted_modalities=[modality.Audio]
+        callback_uri=callback_uri, accepted_modalities=[modality.Audio], media_config=media
     )
 
 

@@ -92,7 +92,7 @@ async def verify_with_jwks(base: str, header: str, audience: str) -> dict[str, A
     kid = jwt.get_unverified_header(token)["kid"]
     key = next(k for k in keys.keys if k.key_id == kid)
     out: dict[str, Any] = jwt.decode(
-        token, key.key, algorithms=["RS256"], audience=audience, issuer="dtmfgraph"
+        token, key.key, algorithms=["RS256"], audience=audience, issuer=base
     )
     return out
 
@@ -231,10 +231,19 @@ async def test_keys_from_pem_files_rs256_only(
         )
 
 
-async def test_hs256_callbacks_publish_no_key(svc: Service) -> None:
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(f"{svc.base}{JWKS_PATH}")
-    assert resp.status_code == 200 and resp.json() == {"keys": []}
+async def test_hs256_callbacks_publish_no_key(
+    service_factory: ServiceFactory, receiver: Receiver
+) -> None:
+    async with service_factory(callback_algorithm="HS256") as svc:
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(f"{svc.base}{JWKS_PATH}")
+        assert resp.status_code == 200 and resp.json() == {"keys": []}
+        assert (await create(svc, receiver, svc.token())).status_code == 201
+        await receiver.wait_for(lambda n: n["resourceData"].get("state") == "established")
+    claims = jwt.decode(
+        receiver.auth_headers[-1][7:], SECRET, algorithms=["HS256"], audience=APP, issuer=svc.base
+    )
+    assert claims["tid"] == TENANT
 
 
 async def test_key_rotation_api_tokens_and_callback_jwks(

@@ -151,10 +151,11 @@ def test_rs256_key_files_through_the_cli(tmp_path: Path) -> None:
         jwks = httpx.get(f"{base}/.well-known/dtmfgraph/jwks.json").json()
         assert len(jwks["keys"]) == 1
     # a callback token signed with that key verifies against what was published
-    signer = CallbackSigner(issuer="dtmfgraph", rs256_private_key=key_file.read_text())
+    signer = CallbackSigner(issuer=base, rs256_private_key=key_file.read_text())
     assert signer.jwks() == jwks
-    header = "Bearer " + signer.token(audience=APP, call_id="c1")
     with serving(tmp_path, "--jwt-rs256-public-key-file", str(pub)) as (base, _):
+        signer.issuer = base  # (a new port: a new default issuer)
+        header = "Bearer " + signer.token(audience=APP, call_id="c1")
         seen = asyncio.run(verify_with_jwks(base, header, audience=APP))  # same key on restart
     assert seen["callId"] == "c1"
 

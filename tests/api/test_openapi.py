@@ -14,7 +14,9 @@ ACTIONS = {
     "/communications/calls/{call_id}/sendDtmfTones": ("SendDtmfTonesBody", True),
     "/communications/calls/{call_id}/cancelMediaProcessing": ("CancelMediaProcessingBody", False),
     "/communications/calls/{call_id}/subscribeToTone": ("SubscribeToToneBody", False),
-    "/communications/calls/{call_id}/answer": ("AnswerBody", False),
+    "/communications/calls/{call_id}/answer": ("AnswerBody", True),
+    "/communications/calls/{call_id}/playPrompt": ("PlayPromptBody", True),
+    "/communications/calls/{call_id}/recordResponse": ("RecordResponseBody", True),
     "/communications/calls/{call_id}/reject": ("RejectBody", False),
 }
 
@@ -54,7 +56,7 @@ async def test_request_bodies_in_openapi(svc: Service, receiver: Receiver) -> No
     delay = props["delayBetweenTonesMs"]
     assert (delay["type"], delay["minimum"], delay["maximum"], delay["default"]) == (
         "integer",
-        40,
+        0,
         10_000,
         100,
     )

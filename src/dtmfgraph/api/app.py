@@ -9,17 +9,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from ..media.tls import TlsConfig, TlsConfigError
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
+from ..notify.keystore import data_dir_keys
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
 from ..service.prompts import PromptConfig
 from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
-from . import errors, loopback, media_routes, openapi, routes
+from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
 from .metrics import HttpMetricsMiddleware, Metrics
@@ -76,6 +76,31 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
             ca_file=settings.callback_ca_file,
         ),
         record_media_timeout_s=settings.record_media_timeout_s,
+    )
+
+
+def callback_signer(settings: Settings) -> CallbackSigner:
+    """The signer of callbacks the settings ask for: RS256 with the configured key or the keys
+    of the data directory (the first made now if there is none), or HS256 when asked; a
+    ``ValueError`` naming the setting when it cannot be made."""
+    issuer = settings.effective_callback_issuer()
+    if settings.callback_algorithm == "HS256":
+        secret = settings.effective_callback_secret()
+        if not secret:
+            raise ValueError(
+                "callback_algorithm HS256 needs callback_signing_secret (or jwt_hs256_secret)"
+            )
+        return CallbackSigner(issuer=issuer, hs256_secret=secret)
+    pem = settings.callback_private_key_pem()
+    return CallbackSigner(
+        issuer=issuer,
+        rs256_private_key=pem,
+        keys=[] if pem else data_dir_keys(settings.data_dir),
+        extra_public_keys=[
+            load_rs256_public_key(text, "callback_jwks_extra_public_key_files")
+            for text in settings.extra_pems("callback_jwks_extra_public_key_files")
+        ],
+        grace_s=settings.callback_key_grace_s,
     )
 
 
@@ -141,16 +166,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     if media is None:
         media = build_media(settings)
     authenticator = Authenticator(settings)
-    secret = settings.effective_callback_secret()
-    signer = CallbackSigner(
-        issuer=settings.callback_issuer,
-        hs256_secret=secret,
-        rs256_private_key=settings.callback_private_key_pem(),
-        extra_public_keys=[
-            load_rs256_public_key(pem, "callback_jwks_extra_public_key_files")
-            for pem in settings.extra_pems("callback_jwks_extra_public_key_files")
-        ],
-    )
+    signer = callback_signer(settings)
     metrics = Metrics()
     config = service_config(settings, media)
     callback_tls = settings.callback_tls_context()
@@ -224,14 +240,13 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(media_routes.router, prefix="/beta")
     app.include_router(media_routes.beta_router, prefix="/beta")
     app.include_router(media_routes.recordings_router)
+    app.include_router(unsupported.router, prefix="/v1.0")  # after every real route
+    app.include_router(unsupported.router, prefix="/beta")
     app.include_router(metrics_router)
     if isinstance(media, LoopbackMedia):
         app.include_router(loopback.router)
 
-    @app.get(JWKS_PATH, include_in_schema=False)
-    async def jwks() -> JSONResponse:
-        return JSONResponse(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
-
+    app.include_router(callback_keys.router)
     openapi.install(app, config.limits)
     app.add_middleware(Router, routing=routing)  # after the path is normalised, before the app
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)

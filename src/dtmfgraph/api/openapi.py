@@ -58,7 +58,7 @@ def body_schemas(limits: Limits) -> dict[str, Any]:
     props = schemas[SendDtmfTonesBody.__name__]["properties"]
     props["tones"]["maxItems"] = limits.max_tones
     for name, lo, hi, default in (
-        ("delayBetweenTonesMs", limits.delay_min_ms, limits.delay_max_ms, limits.delay_default_ms),
+        ("delayBetweenTonesMs", 0, limits.delay_max_ms, limits.delay_default_ms),
         ("toneDurationMs", limits.tone_min_ms, limits.tone_max_ms, limits.tone_default_ms),
     ):
         props[name] = {

@@ -128,12 +128,13 @@ async def keep_alive(call_id: str, svc: Svc, who: Who) -> Response:
 @router.post(
     "/communications/calls/{call_id}/answer",
     status_code=202,
-    openapi_extra=request_body(AnswerBody, required=False),
+    openapi_extra=request_body(AnswerBody, required=True),
 )
 async def answer(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
     body, _ = await _body(request, AnswerBody)
     if "audio" not in body.accepted_modalities:
         raise InvalidRequestError("acceptedModalities: must include 'audio'")
+    svc.prefetch_media(body.media_config)
     await svc.answer(who, call_id, body.callback_uri)
     return Response(status_code=202)
 

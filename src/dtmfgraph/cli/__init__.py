@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import rtp, serve, sip, tones
+from . import keys, rtp, serve, sip, tones
 
 app = typer.Typer(
     name="dtmfgraph",
@@ -16,6 +16,7 @@ tones.register(app)
 rtp.register(app)
 serve.register(app)
 sip.register(app)
+keys.register(app)
 
 
 def main() -> None:

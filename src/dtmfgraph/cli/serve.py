@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 from collections.abc import Callable
@@ -67,47 +66,24 @@ _OPTION_OF = {
 """The ``serve`` option behind each setting, for error messages."""
 
 SECRET_FILE = "jwt-secret"
-CALLBACK_KEY_FILE = "callback-key.pem"
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _ensure_secret(settings: Settings) -> Settings:
     """Keys to run with: the configured HS256 secret, or one kept in ``data_dir`` (created on
-    first use) unless API tokens are RS256. With RS256 tokens and no callback key configured,
-    callbacks are signed RS256 with a key kept in ``data_dir`` (created on first use)."""
+    first use) unless API tokens are RS256. (The callbacks' RSA key is the app's: made in
+    ``data_dir`` on first start unless one is configured.)"""
     from ..api.auth import load_rs256_public_key  # noqa: PLC0415
+    from ..notify.keystore import write_private  # noqa: PLC0415
 
     public_pem = settings.rs256_public_key_pem()
     if public_pem:
         load_rs256_public_key(public_pem)  # a bad key is refused before anything is written
-    if settings.jwt_hs256_secret:
+    if settings.jwt_hs256_secret or public_pem:
         return settings
-    if not public_pem:
-        path = settings.data_dir / SECRET_FILE
-        if not path.exists():
-            _write_private(path, secrets.token_urlsafe(48))
-        return settings.model_copy(update={"jwt_hs256_secret": path.read_text().strip()})
-    if settings.callback_signing_secret or settings.callback_private_key_pem():
-        return settings
-    path = settings.data_dir / CALLBACK_KEY_FILE
+    path = settings.data_dir / SECRET_FILE
     if not path.exists():
-        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-        from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
-
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write_private(path, pem.decode())
-    return settings.model_copy(update={"callback_rs256_private_key_file": path})
+        write_private(path, secrets.token_urlsafe(48))
+    return settings.model_copy(update={"jwt_hs256_secret": path.read_text().strip()})
 
 
 DataDir = Annotated[
@@ -514,8 +490,9 @@ def _print_banner(settings: Settings, mint: Callable[[Settings], str], *, real_s
         )
         auth_header = ""
     typer.echo(
-        f"dtmfgraph: callbacks signed {'RS256' if settings.callback_private_key_pem() else 'HS256'}"
-        f"; verification keys (JWKS) at {base}/.well-known/dtmfgraph/jwks.json; "
+        f"dtmfgraph: callbacks signed {settings.callback_algorithm} (iss "
+        f"{settings.effective_callback_issuer()}); OpenID metadata at "
+        f"{base}/.well-known/openid-configuration, keys at {base}/v1/keys; "
         f"metrics at {base}/metrics",
         err=True,
     )

@@ -14,13 +14,36 @@ from pydantic.alias_generators import to_camel
 CLIENT_CONTEXT_MAX = 256
 
 Modality = Literal["audio", "video", "videoBasedScreenSharing", "data"]
+_MODALITIES = {m.lower(): m for m in ("audio", "video", "videoBasedScreenSharing", "data")}
 
 
 def _audio_only() -> list[Modality]:
     return ["audio"]
 
 
-class ToneName(StrEnum):
+def any_case(value: Any, names: dict[str, str]) -> Any:
+    """``value`` (a string, or a list of them) spelled as in ``names`` (lower -> canonical):
+    Graph's own examples and SDKs mix ``Busy`` and ``busy``, so requests may use any case."""
+    if isinstance(value, str):
+        return names.get(value.lower(), value)
+    if isinstance(value, list):
+        return [names.get(v.lower(), v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+class _AnyCaseEnum(StrEnum):
+    """A wire enum that takes its values in any case (``Tone1``, ``TONE1``, ``tone1``)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            for member in cls:
+                if member.value.lower() == value.lower():
+                    return member
+        return None
+
+
+class ToneName(_AnyCaseEnum):
     """Graph ``tone`` enum (17 values, RFC 4733 event numbering)."""
 
     TONE0 = "tone0"
@@ -42,7 +65,7 @@ class ToneName(StrEnum):
     FLASH = "flash"
 
 
-class DtmfMethodName(StrEnum):
+class DtmfMethodName(_AnyCaseEnum):
     """Extension ``dtmfMethod``: how keys are carried."""
 
     AUTO = "auto"
@@ -72,7 +95,11 @@ class SendDtmfTonesBody(_WithClientContext):
 
     tones: list[ToneName] = Field(min_length=1, description="The keys to press, in order.")
     delay_between_tones_ms: int | None = Field(
-        default=None, description="Silence between two tones, in milliseconds."
+        default=None,
+        description=(
+            "Silence between two tones, in milliseconds; below 40 (the shortest pause ITU-T "
+            "Q.24 receivers must take) it is raised to 40."
+        ),
     )
     tone_duration_ms: int | None = Field(
         default=None, description="Extension: how long each tone sounds, in milliseconds."
@@ -103,6 +130,11 @@ class CreateCallBody(WireModel):
     media_config: dict[str, Any] | None = None
     tenant_id: str | None = None
 
+    @field_validator("requested_modalities", mode="before")
+    @classmethod
+    def _modality_case(cls, value: Any) -> Any:
+        return any_case(value, _MODALITIES)
+
     @field_validator("requested_modalities")
     @classmethod
     def _audio_required(cls, value: list[Modality]) -> list[Modality]:
@@ -112,12 +144,20 @@ class CreateCallBody(WireModel):
 
 
 class AnswerBody(WireModel):
-    """``POST .../answer``."""
+    """``POST .../answer``: ``mediaConfig`` is required (Docs call-answer: "(Required)"), as
+    Graph has it: a bot must not pass here and fail in the cloud."""
 
     callback_uri: str | None = None
     accepted_modalities: list[Modality] = Field(default_factory=_audio_only)
-    media_config: dict[str, Any] | None = None
+    media_config: dict[str, Any] = Field(
+        description="serviceHostedMediaConfig (preFetchMedia prompts are fetched at once)."
+    )
     participant_capacity: int | None = None
+
+    @field_validator("accepted_modalities", mode="before")
+    @classmethod
+    def _modality_case(cls, value: Any) -> Any:
+        return any_case(value, _MODALITIES)
 
 
 class RejectBody(WireModel):
@@ -125,3 +165,8 @@ class RejectBody(WireModel):
 
     reason: Literal["none", "busy", "forbidden"] = "none"
     callback_uri: str | None = None
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _reason_case(cls, value: Any) -> Any:
+        return any_case(value, {"none": "none", "busy": "busy", "forbidden": "forbidden"})

@@ -131,7 +131,11 @@ class Dispatcher:
 
     async def _deliver(self, item: OutboxItem) -> None:
         body = json.dumps(notification_batch(item.event), separators=(",", ":"))
-        token = self._signer.token(audience=item.app_id, call_id=item.call_id)
+        token = self._signer.token(
+            audience=item.app_id,
+            call_id=item.call_id,
+            tenant_id=item.event.call.get("tenantId"),
+        )
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         error: str | None = None
         started = time.perf_counter()

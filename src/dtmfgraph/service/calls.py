@@ -452,7 +452,7 @@ class CallService:
             target_uri=target,
             properties=new.properties,
         )
-        self._prefetch_media(new.properties.get("mediaConfig"))
+        self.prefetch_media(new.properties.get("mediaConfig"))
         live = self._new_live(call.id)
         async with live.lock, self._unit() as uow:
             await uow.insert_call(call)
@@ -460,7 +460,7 @@ class CallService:
         self._spawn(self._dial(live, target), live)
         return call
 
-    def _prefetch_media(self, media_config: Any) -> None:
+    def prefetch_media(self, media_config: Any) -> None:
         """``mediaConfig.preFetchMedia``: fetch those prompts now (bad entries are skipped)."""
         items = media_config.get("preFetchMedia") if isinstance(media_config, dict) else None
         if not isinstance(items, list):
@@ -619,7 +619,11 @@ class CallService:
                         "@odata.type": "#microsoft.graph.invitationParticipantInfo",
                         "identity": {
                             "@odata.type": "#microsoft.graph.identitySet",
-                            "user": {"id": inc.callee},
+                            "application": {
+                                "@odata.type": "#microsoft.graph.identity",
+                                "id": self._cfg.incoming_app_id,
+                                "displayName": inc.callee,
+                            },
                         },
                     }
                 ],
@@ -641,7 +645,7 @@ class CallService:
                 return
             async with self._unit() as uow:
                 call = await uow.get_call(live.call_id)
-                if call is not None and call.state is CallState.INCOMING:
+                if call is not None and call.state in (CallState.INCOMING, CallState.ESTABLISHING):
                     await self._finish_call(uow, call, Results.ENDED_BY_REMOTE)
         self._live.pop(live.call_id, None)
         me = asyncio.current_task()
@@ -654,6 +658,10 @@ class CallService:
         async with live.lock:
             if live.media is not None or live.incoming is None:
                 return
+            async with self._repo.unit() as uow:
+                call = await uow.get_call(live.call_id)
+            if call is not None and call.state is CallState.ESTABLISHING:
+                return  # being answered: the answer decides
             await live.incoming.reject(480)
             async with self._unit() as uow:
                 call = await uow.get_call(live.call_id)
@@ -674,11 +682,15 @@ class CallService:
         if callback_uri is not None:
             check_callback_uri(callback_uri, self._cfg.callback_allowed_hosts)
         live, inc = await self._incoming_live(p, call_id)
-        if callback_uri is not None:
-            async with live.lock, self._unit() as uow:
-                call = await self._owned(uow, p, call_id)
+        async with live.lock, self._unit() as uow:
+            call = await self._owned(uow, p, call_id)
+            if call.state is not CallState.INCOMING:
+                raise NotAllowedError(f"call {call_id} is {call.state.value}, not incoming")
+            if callback_uri is not None:
                 call.callback_uri = callback_uri
-                await uow.update_call(call)
+            call.state = CallState.ESTABLISHING  # Docs call-answer: establishing, then established
+            await uow.update_call(call)
+            await self._emit(uow, call, EventKind.CALL_UPDATED)
         live.last_keepalive = now()
         try:
             media = await inc.answer()
@@ -732,11 +744,11 @@ class CallService:
             if tone not in TONE_TO_KEY:
                 raise InvalidRequestError(f"tones[{i}]: {tone!r} is not a Graph tone")
         delay = lim.delay_default_ms if req.delay_ms is None else req.delay_ms
-        if not lim.delay_min_ms <= delay <= lim.delay_max_ms:
+        if not 0 <= delay <= lim.delay_max_ms:
             raise InvalidRequestError(
-                f"delayBetweenTonesMs: must be between {lim.delay_min_ms} and "
-                f"{lim.delay_max_ms}, got {delay}"
+                f"delayBetweenTonesMs: must be between 0 and {lim.delay_max_ms}, got {delay}"
             )
+        delay = max(delay, lim.delay_min_ms)  # Graph takes small gaps; Q.24 needs 40 ms
         tone_ms = lim.tone_default_ms if req.tone_ms is None else req.tone_ms
         if not lim.tone_min_ms <= tone_ms <= lim.tone_max_ms:
             raise InvalidRequestError(
