@@ -5,6 +5,7 @@ far end (a real HTTP prompt server, a real webhook receiver; SQLite). Real SIP i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from dtmfgraph.service import LoopbackMedia
+from dtmfgraph.store.tables import recordings
 from dtmfgraph.tones.resample import prepare
 from dtmfgraph.tones.wav import encode_wav, parse_wav
 
@@ -68,6 +71,7 @@ async def svc(tmp_path: Path, receiver: Receiver) -> AsyncIterator[Service]:
         record_media_timeout_s=1.0,
         incoming_callback_uri=receiver.url,
         prompt_dir=tmp_path / "prompts",
+        node_heartbeat_s=0.2,
     )
     (tmp_path / "prompts").mkdir()
     async with running_service(settings, LoopbackMedia(speed=0.05)) as s:
@@ -420,3 +424,27 @@ async def test_bad_record_bodies(
             headers={"Authorization": f"Bearer {weak}"},
         )
         assert r.status_code == 403 and r.json()["error"]["code"] == "accessDenied"
+
+
+async def test_recordings_expire_then_are_deleted(svc: Service, receiver: Receiver) -> None:
+    _, calls, far = await place(svc, receiver, "beta")
+    far.speak(tone(300, 3.0, rate=8000, dbfs=-15))
+    _, note = await _record(svc, receiver, calls, max_record_duration_in_seconds=1)
+    d = note["resourceData"]
+    auth = {"Authorization": f"Bearer {d['recordingAccessToken']}"}
+    engine = svc.app.state.repo.engine
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(d["recordingLocation"], headers=auth)).status_code == 200
+        async with engine.begin() as conn:  # kept 10 minutes: make those minutes pass
+            row = (await conn.execute(sa.select(recordings.c.expires_at))).one()
+            assert 590 < row.expires_at - time.time() <= 600
+            await conn.execute(recordings.update().values(expires_at=time.time() - 1))
+        r = await http.get(d["recordingLocation"], headers=auth)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "itemNotFound"
+    for _ in range(100):  # and the node's sweep (at its heartbeat) deletes it
+        async with engine.begin() as conn:
+            left = (await conn.execute(sa.select(sa.func.count()).select_from(recordings))).scalar()
+        if left == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert left == 0
