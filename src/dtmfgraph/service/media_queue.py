@@ -336,9 +336,13 @@ class MediaQueue:
             except PromptError as exc:
                 failed = ResultInfo(400, 0, str(exc))
                 return Outcome(OpStatus.FAILED, CompletionReason.PLAY_PROMPT_FAILED, failed)
-            await media.play(audio)
+            played = await _play(media, audio, CompletionReason.PLAY_PROMPT_FAILED)
+            if played is not None:
+                return played
         if params.play_beep:
-            await media.play(beep())
+            played = await _play(media, beep(), CompletionReason.PLAY_BEEP_FAILED)
+            if played is not None:
+                return played
         recorder = ResponseRecorder(
             params, start=time.time(), media_timeout_s=self._svc.record_media_timeout_s
         )
@@ -366,6 +370,18 @@ class MediaQueue:
         self._partial = None
         status, result, keep = _RECORDER_OUTCOMES[reason]
         return Outcome(status, reason, result, recorder.audio() if keep else None)
+
+
+async def _play(media: MediaCall, audio: Audio, failure: CompletionReason) -> Outcome | None:
+    """Play ``audio`` before a recording; the operation's outcome if it could not be played."""
+    try:
+        await media.play(audio)
+    except CallEndedError:
+        raise
+    except Exception as exc:  # the media refused it: the recording cannot go on
+        log.warning("recordResponse: playing failed: %s", exc)
+        return Outcome(OpStatus.FAILED, failure, ResultInfo(500, 0, f"playing failed: {exc}"))
+    return None
 
 
 def new_media_operation(
