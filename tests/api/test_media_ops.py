@@ -213,54 +213,58 @@ async def _record(svc: Service, receiver: Receiver, calls: Any, **fields: Any) -
     return op, note
 
 
-async def test_each_recorder_outcome(svc: Service, receiver: Receiver) -> None:
+SPEECH = tone(300, 2.0, rate=8000, dbfs=-15)
+
+
+@pytest.mark.parametrize(
+    "case", ["initialSilence", "maxDuration", "maxSilence", "mediaReceive", "promptFailed"]
+)
+async def test_each_recorder_outcome(svc: Service, receiver: Receiver, case: str) -> None:
     _, calls, far = await place(svc, receiver, "beta")
-    speech = tone(300, 2.0, rate=8000, dbfs=-15)
-
-    # nothing said: initialSilenceTimeout fails with no recording
-    _, note = await _record(svc, receiver, calls, initial_silence_timeout_in_seconds=2)
-    assert outcome(note) == ("failed", "initialSilenceTimeout", 408, 0)
-    assert note["resourceData"]["recordingLocation"] == ""
-
-    # talking all along: maxRecordDurationReached after exactly that much audio
-    far.speak(np.tile(speech, 3))
-    _, note = await _record(svc, receiver, calls, max_record_duration_in_seconds=3)
-    assert outcome(note) == ("completed", "maxRecordDurationReached", 200, 8515)
-    assert note["resourceData"]["resultInfo"]["message"] == (
-        "Action completed, max record duration reached."
-    )
-    async with httpx.AsyncClient() as http:
-        d = note["resourceData"]
-        r = await http.get(
-            d["recordingLocation"], headers={"Authorization": f"Bearer {d['recordingAccessToken']}"}
+    if case == "initialSilence":  # nothing said: fails, no recording
+        _, note = await _record(svc, receiver, calls, initial_silence_timeout_in_seconds=2)
+        assert outcome(note) == ("failed", "initialSilenceTimeout", 408, 0)
+        assert note["resourceData"]["recordingLocation"] == ""
+    elif case == "maxDuration":  # talking all along: exactly that much audio
+        far.speak(np.tile(SPEECH, 3))
+        _, note = await _record(svc, receiver, calls, max_record_duration_in_seconds=3)
+        assert outcome(note) == ("completed", "maxRecordDurationReached", 200, 8515)
+        assert note["resourceData"]["resultInfo"]["message"] == (
+            "Action completed, max record duration reached."
         )
-    assert len(wav_samples(r.content)) == 3 * 8000
+        d = note["resourceData"]
+        async with httpx.AsyncClient() as http:
+            r = await http.get(
+                d["recordingLocation"],
+                headers={"Authorization": f"Bearer {d['recordingAccessToken']}"},
+            )
+        assert len(wav_samples(r.content)) == 3 * 8000
+    elif case == "maxSilence":  # speech, then quiet
+        far.speak(SPEECH[:8000])
+        _, note = await _record(
+            svc,
+            receiver,
+            calls,
+            max_silence_timeout_in_seconds=2,
+            max_record_duration_in_seconds=60,
+        )
+        assert outcome(note) == ("completed", "maxSilenceTimeout", 200, 0)
+        assert note["resourceData"]["recordingLocation"].endswith(
+            "/recordings/" + note["resourceData"]["id"]
+        )
+    elif case == "mediaReceive":  # no audio at all for record_media_timeout_s (1 s)
+        far.stop_media(True)
+        _, note = await _record(svc, receiver, calls, initial_silence_timeout_in_seconds=60)
+        assert outcome(note) == ("failed", "mediaReceiveTimeout", 410, 0)
+    else:  # the prompt cannot be had
+        _, note = await _record(svc, receiver, calls, prompt="http://127.0.0.1:1/none.wav")
+        assert outcome(note) == ("failed", "playPromptFailed", 400, 0)
+        assert "127.0.0.1:1/none.wav" in note["resourceData"]["resultInfo"]["message"]
 
-    # speech, then quiet: maxSilenceTimeout
-    await asyncio.sleep(0.3)  # the rest of the speech goes by
-    far.speak(speech[:8000])
-    _, note = await _record(
-        svc, receiver, calls, max_silence_timeout_in_seconds=2, max_record_duration_in_seconds=60
-    )
-    assert outcome(note) == ("completed", "maxSilenceTimeout", 200, 0)
 
-    # the far end sends no audio at all: mediaReceiveTimeout (record_media_timeout_s = 1 s)
-    far.stop_media(True)
-    _, note = await _record(svc, receiver, calls, initial_silence_timeout_in_seconds=60)
-    assert outcome(note) == ("failed", "mediaReceiveTimeout", 410, 0)
-    far.stop_media(False)
-
-    # the prompt cannot be had: playPromptFailed
-    _, note = await _record(svc, receiver, calls, prompt="http://127.0.0.1:1/none.wav")
-    assert outcome(note)[:4] == ("failed", "playPromptFailed", 400, 0)
-    assert "127.0.0.1:1/none.wav" in note["resourceData"]["resultInfo"]["message"]
-
-
-async def test_cancel_barge_in_and_call_end(
-    svc: Service, receiver: Receiver, prompts: PromptServer
-) -> None:
-    _, calls, far = await place(svc, receiver, "beta")
-    # cancel: a running recordResponse fails operationCanceled with empty location and token
+async def test_cancel_ends_a_recording_operation_canceled(svc: Service, receiver: Receiver) -> None:
+    _, calls, _ = await place(svc, receiver, "beta")
+    # a running recordResponse fails operationCanceled with empty location and token
     rec = await calls.record_response.post(
         record_body("beta", play_beep=False, initial_silence_timeout_in_seconds=60)
     )
@@ -271,7 +275,10 @@ async def test_cancel_barge_in_and_call_end(
     d = note["resourceData"]
     assert (d["recordingLocation"], d["recordingAccessToken"]) == ("", "")
 
-    # barge-in: a prompt playing, a recording and keys queued; a bargeInAllowed recording
+
+async def test_barge_in(svc: Service, receiver: Receiver, prompts: PromptServer) -> None:
+    _, calls, _ = await place(svc, receiver, "beta")
+    # a prompt playing, a recording and keys queued; a bargeInAllowed recording
     # cancels the prompt and the queued recording, runs at once, and the keys wait behind it
     long_prompt = play_prompt_body("beta", prompts.url("menu.wav"))
     long_prompt.additional_data = {"loop": True}
@@ -295,6 +302,11 @@ async def test_cancel_barge_in_and_call_end(
     order = [n["resourceData"]["id"] for n in receiver.notes if n["changeType"] == "deleted"]
     assert order[-4:] == [playing.id, queued_rec.id, barge.id, keys.id]
 
+
+async def test_the_call_ends_while_recording_and_while_queued(
+    svc: Service, receiver: Receiver
+) -> None:
+    _, calls, far = await place(svc, receiver, "beta")
     # the call ends while recording (1 s or more recorded: kept) and with one queued
     far.speak(tone(300, 2.0, rate=8000, dbfs=-15))
     running = await calls.record_response.post(

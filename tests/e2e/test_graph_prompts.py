@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from kiota_abstractions.api_error import APIError
 
+from dtmfgraph.media import Phone
 from dtmfgraph.tones import detect, ulaw_decode
 from dtmfgraph.tones.resample import prepare
 from dtmfgraph.tones.wav import encode_wav, parse_wav
@@ -39,7 +40,7 @@ from ..api.audio import (
     wav_samples,
 )
 from ..api.harness import Receiver, stop
-from ..api.sdkhelp import dtmf_body, new_call, sdk_mod
+from ..api.sdkhelp import answer_body, dtmf_body, new_call, sdk_mod
 from ..judges.baresip import Baresip, require_baresip
 from ..media.helpers import capture, decode_rtp
 from .test_graph_sip import SipService, code, ev, is_op_end, place_call, start_sip_service
@@ -188,3 +189,39 @@ async def test_baresip_speaks_then_presses_pound(
     assert corr > 0.9, f"the recording correlates {corr:.3f} with what baresip said"
     assert detect(recorded) == [], "the stop tone is in the recording"
     assert len(recorded) < (2.0 + len(speech) / 8000 + 1.5) * 8000
+
+
+@pytest.mark.parametrize("method", ["inband", "sipinfo"])
+async def test_our_phone_speaks_then_presses_pound_in_band_or_by_info(
+    tmp_path: Path, svc: SipService, receiver: Receiver, phone: Phone, method: str
+) -> None:
+    """The stop tone by the other DTMF paths: a caller (our own Phone, playing speech as its
+    microphone) ends the recording with ``#`` as G.711 tones or as SIP INFO; the in-band key,
+    heard only once it is over, is cut from the recording all the same."""
+    said = prepare(parse_wav(espeak_wav("This is my message.", tmp_path / "said.wav")), 8000)
+    await warm_up(svc, receiver, "v1.0")
+    answered = asyncio.ensure_future(phone.dial(svc.media.uri, timeout=10))  # type: ignore[attr-defined]
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    calls = svc.incoming_sdk().communications.calls.by_call_id(created["resourceData"]["id"])
+    await calls.answer.post(answer_body("v1.0", receiver.url))
+    caller = await answered
+    op = await calls.record_response.post(
+        record_body("v1.0", stop_tones=["#"], play_beep=False, max_silence_timeout_in_seconds=10)
+    )
+    await asyncio.sleep(0.3)
+    await caller.play(said)
+    await asyncio.sleep(0.3)
+    await caller.send_dtmf("#", method=method, tone_ms=200)
+    [note] = await receiver.wait_for(is_op_end(op.id), timeout=15)
+    assert note["resourceData"]["completionReason"] == "stopToneDetected"
+    data = note["resourceData"]
+    async with httpx.AsyncClient() as http:
+        r = await http.get(
+            data["recordingLocation"],
+            headers={"Authorization": f"Bearer {data['recordingAccessToken']}"},
+        )
+    await caller.hangup()
+    recorded = wav_samples(r.content)
+    _, corr = best_lag(recorded, g711(said))
+    assert corr > 0.9, f"the recording correlates {corr:.3f} with what was said"
+    assert detect(recorded) == [], "the stop tone is in the recording"
