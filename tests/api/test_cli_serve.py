@@ -277,3 +277,12 @@ def test_an_inbound_auth_user_without_a_password_is_one_line_and_exit_2(tmp_path
         "error: sip_inbound_auth_password: the SIP user needs a password "
         "(DTMFGRAPH_SIP_INBOUND_AUTH_PASSWORD or a password file)"
     )
+
+
+def test_callback_issuer_and_prompt_options(tmp_path: Path) -> None:
+    args = ("--callback-issuer", "https://api.botframework.com", "--prompt-dir", str(tmp_path))
+    with serving(tmp_path, *args) as (base, log):
+        config = httpx.get(f"{base}/v1/.well-known/OpenIdConfiguration").json()
+        assert config["issuer"] == "https://api.botframework.com"
+        assert config["jwks_uri"] == f"{base}/v1/keys"
+        assert "callbacks signed RS256 (iss https://api.botframework.com)" in log.read_text()

@@ -62,6 +62,9 @@ _OPTION_OF = {
     "node_id": "--node-id",
     "jwt_rs256_public_key_file": "--jwt-rs256-public-key-file",
     "callback_rs256_private_key_file": "--callback-rs256-private-key-file",
+    "prompt_dir": "--prompt-dir",
+    "prompt_allowed_hosts": "--prompt-allow-host",
+    "callback_issuer": "--callback-issuer",
 }
 """The ``serve`` option behind each setting, for error messages."""
 
@@ -291,6 +294,23 @@ def serve(
             "the rest (default: on).",
         ),
     ] = None,
+    prompt_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory that file: prompt URIs (playPrompt) are read from."),
+    ] = None,
+    prompt_allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Host prompts may be fetched from over http://, and that may resolve to any "
+            "address (repeatable; loopback hosts need none)."
+        ),
+    ] = None,
+    callback_issuer: Annotated[
+        str | None,
+        typer.Option(
+            help="iss of callback tokens and of the OpenID metadata (default: the base URL)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation)."""
     updates: dict[str, object] = {}
@@ -335,6 +355,9 @@ def serve(
         "node_id": node_id,
         "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
         "callback_rs256_private_key_file": callback_rs256_private_key_file,
+        "prompt_dir": prompt_dir,
+        "prompt_allowed_hosts": prompt_allow_host,
+        "callback_issuer": callback_issuer,
     }.items():
         if value is not None:
             updates[key] = value
