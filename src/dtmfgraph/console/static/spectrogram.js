@@ -74,8 +74,7 @@ export class Spectrogram {
     const xOf = (t) => MARGIN.left + ((t - d.start) / d.seconds) * w;
     const yOf = (f) => MARGIN.top + h - ((f - f0) / (f1 - f0)) * h;
     g.font = "11px sans-serif"; g.fillStyle = "#222"; g.strokeStyle = "#222";
-    for (const f of [0, 500, 1000, 1500, 2000]) { g.fillText(`${f}`, 4, yOf(f) + 4); }
-    g.fillText("Hz", 4, MARGIN.top + 10);
+    for (const f of [0, 500, 1000, 1500, 2000]) { g.fillText(f === 2000 ? "2 kHz" : `${f}`, 4, yOf(f) + (f === 2000 ? 10 : 4)); }
     for (let i = 0; i <= 4; i++) {
       const t = d.start + (d.seconds * i) / 4;
       g.fillText(clock(t).slice(3), Math.min(xOf(t), c.width - 60), c.height - 6);
