@@ -152,11 +152,45 @@ def test_console_end_to_end(browser: WebDriver, served: Served) -> None:
     )
     assert held["status"] == 204
 
-    # hang up from the dev phone
+    # the call page lists each notification's delivery attempts: the inbox said 202
     driver.get(f"{served.base}/console/calls/{call_id}")
     ready(driver)
+    attempts = wait_for(
+        lambda: [
+            [c.text for c in r.find_elements(By.TAG_NAME, "td")]
+            for r in driver.find_elements(By.CSS_SELECTOR, "#notes tbody tr")
+        ],
+        what="delivery attempts",
+    )
+    assert all(a[3] == "202" and a[4].endswith(" ms") for a in attempts), attempts
+    assert any("deleted sendDtmfTonesOperation" in a[1] for a in attempts), attempts
+
+    # hang up from the dev phone
     driver.find_element(By.ID, "hangup").click()
     wait_for(lambda: driver.find_element(By.ID, "state").text == "terminated", what="terminated")
+
+    # the calls list changes live: a simulated incoming call appears, is answered, ends
+    driver.get(f"{served.base}/console")
+    ready(driver)
+    driver.execute_script("window.loadedOnce = 'yes';")
+    before = len(driver.find_elements(By.CSS_SELECTOR, "#calls tbody tr"))
+    driver.find_element(By.CSS_SELECTOR, "#incoming button[type=submit]").click()
+    row = wait_for(
+        lambda: (
+            (rows := driver.find_elements(By.CSS_SELECTOR, "#calls tbody tr"))
+            and len(rows) == before + 1
+            and rows[0]
+        ),
+        what="the incoming call's row",
+    )
+    assert "incoming" in row.text and "+14255550100" in row.text
+    assert driver.execute_script("return window.loadedOnce") == "yes"
+    row.find_element(By.TAG_NAME, "a").click()
+    ready(driver)
+    driver.find_element(By.ID, "answer").click()
+    wait_for(lambda: driver.find_element(By.ID, "state").text == "established", what="answered")
+    driver.find_element(By.ID, "far-hangup").click()
+    wait_for(lambda: driver.find_element(By.ID, "state").text == "terminated", what="far hangup")
 
     # another app's login: the call is a 404 page, the list does not show it
     driver.get(f"{served.base}/console/login")

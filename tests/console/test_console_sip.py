@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from dtmfgraph.api import create_app
 from dtmfgraph.service import ROLE_INITIATE, ROLE_MEDIA, Principal
@@ -112,6 +114,28 @@ def drive(driver: WebDriver, login: str, uri: str) -> None:
         assert abs(mark["start"] - at) < 0.045, (mark, at)
         assert (mark["low"], mark["high"]) in ((697.0, 1209.0), (770.0, 1336.0), (852.0, 1477.0))
     assert spec["columns"] > 100 and spec["bins"] == 160
+
+    # our side: an in-band 7 from the dev phone is in the audio we sent, where it left
+    Select(driver.find_element(By.ID, "method")).select_by_value("inband")
+    driver.find_element(By.CSS_SELECTOR, 'button.key[data-key="7"]').click()
+    sent = wait_for(
+        lambda: [r.get_attribute("data-at") for r in driver.find_elements(
+            By.CSS_SELECTOR, '#keytable tr[data-kind="key-sent"]')],
+        what="7 sent",
+    )  # fmt: skip
+    time.sleep(0.3)  # the tone lasts 100 ms
+    driver.execute_script("window.dtmfgraphSpectrogram = null")
+    Select(driver.find_element(By.ID, "spec-side")).select_by_value("ours")
+    ours = wait_for(
+        lambda: driver.execute_script("return window.dtmfgraphSpectrogram"), what="our side"
+    )
+    [mark] = ours["keys"]
+    assert (mark["key"], mark["low"], mark["high"]) == ("7", 852.0, 1209.0)
+    assert abs(mark["start"] - float(sent[0] or 0)) < 0.045, (mark, sent)
+    driver.execute_script("window.dtmfgraphSpectrogram = null")
+    Select(driver.find_element(By.ID, "spec-side")).select_by_value("far")
+    far = wait_for(lambda: driver.execute_script("return window.dtmfgraphSpectrogram"), what="far")
+    assert "".join(k["key"] for k in far["keys"]) == KEYS
     check_page(driver, "10-call-baresip")
 
     # hang up from the console: the ladder has the whole dialog, in order

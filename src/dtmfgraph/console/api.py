@@ -140,8 +140,10 @@ async def call_spectrogram(
     since: float | None = None,
     until: float | None = None,
     columns: Annotated[int, Query(ge=10, le=MAX_COLUMNS)] = 800,
+    side: Annotated[str, Query(pattern="^(far|ours)$")] = "far",
 ) -> JSONResponse:
-    """The far end's audio as the detector was fed it: levels on the detector's block grid
+    """The far end's audio as the detector was fed it (``side=ours``: the audio we sent, as
+    our RTP carried it): levels on the detector's block grid
     (max over the blocks each column covers, one byte per cell: 0 = ``FLOOR_DBM0``, 255 = 0
     dBm0), and the keys the detector finds in that audio with their two tones."""
     try:
@@ -149,9 +151,10 @@ async def call_spectrogram(
     except NotFoundError as exc:
         raise service_error(exc) from None
     journal = state.journal.get(call_id)
-    if journal is None or journal.audio is None:
+    ring = None if journal is None else journal.audio if side == "far" else journal.audio_out
+    if ring is None:
         raise ConsoleError(404, "no audio was kept for this call")
-    t0, samples = journal.audio.samples(since, until)
+    t0, samples = ring.samples(since, until)
     spec, marks = await asyncio.to_thread(_analyse, samples)
     blocks = spec.level.shape[0]
     step = max(1, -(-blocks // columns))

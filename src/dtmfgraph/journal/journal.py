@@ -25,9 +25,11 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
 import numpy.typing as npt
 
 from ..notify.outbox import DeliveryAttempt
@@ -44,6 +46,8 @@ MAX_BODY: Final = 16384
 """Characters of a notification body kept per delivery attempt."""
 _UNLINKED_DIALOGS: Final = 64
 _UNLINKED_MESSAGES: Final = 32
+FRAME: Final = 160
+"""Samples of one 20 ms frame at 8 kHz (what an RFC 4733 event packet stands in for)."""
 
 
 @dataclass(slots=True)
@@ -57,6 +61,9 @@ class CallJournal:
     ended_at: float | None = None
     methods: set[str] = field(default_factory=set)
     audio: AudioRing | None = None
+    """The far end's audio, as the in-band detector was fed it."""
+    audio_out: AudioRing | None = None
+    """Our audio, as the RTP we sent carried it (RFC 4733 events as silence)."""
     media: MediaCall | None = None
     rtcp_seen: int = -1
     sip_ids: set[str] = field(default_factory=set)
@@ -264,7 +271,7 @@ class Journal:
             info["srtp"] = getattr(suite, "name", None)
             info["local"] = _addr(getattr(session, "local_address", None))
             info["remote"] = _addr(getattr(session, "remote", None))
-            self._start_audio(journal, session)
+            self._start_audio(journal, session, getattr(phone_call, "codec", None))
         self.add(call_id, "media", **info)
 
     # --- SIP --------------------------------------------------------------------------------
@@ -323,7 +330,7 @@ class Journal:
         )
 
     # --- media: audio and RTCP --------------------------------------------------------------
-    def _start_audio(self, journal: CallJournal, session: Any) -> None:
+    def _start_audio(self, journal: CallJournal, session: Any, codec: Any) -> None:
         inbound = getattr(session, "inbound", None)
         if inbound is None or not hasattr(inbound, "tap_detector"):
             return
@@ -332,7 +339,7 @@ class Journal:
             return
         with_audio = [j for j in self._calls.values() if j.audio is not None]
         for old in with_audio[: max(0, len(with_audio) - 2 * self.max_audio_calls + 1)]:
-            old.audio = None  # keep the audio of the latest calls only
+            old.audio = old.audio_out = None  # keep the audio of the latest calls only
         ring = journal.audio = AudioRing(self.audio_seconds)
         loop = asyncio.get_running_loop()
 
@@ -340,12 +347,17 @@ class Journal:
             ring.push(samples, at + (time.time() - loop.time()))
 
         inbound.tap_detector(tap)
+        if codec is not None and hasattr(session, "tap_sent"):
+            journal.audio_out = AudioRing(self.audio_seconds)
+            session.tap_sent(_sent_audio(journal.audio_out, codec))
 
     def _stop_audio(self, journal: CallJournal) -> None:
         session = getattr(getattr(journal.media, "call", None), "session", None)
         inbound = getattr(session, "inbound", None)
         if inbound is not None and hasattr(inbound, "tap_detector"):
             inbound.tap_detector(None)
+        if session is not None and hasattr(session, "tap_sent"):
+            session.tap_sent(None)
 
     async def _sample_forever(self) -> None:
         while True:
@@ -378,6 +390,31 @@ class Journal:
             rtp_lost=getattr(inbound, "lost", None),
             jitter_ms=None if inbound is None else round(float(inbound.jitter_ms), 2),
         )
+
+
+def _sent_audio(ring: AudioRing, codec: Any) -> Callable[[bytes], None]:
+    """A tap for the RTP packets we send: audio frames decoded into ``ring`` at the time they
+    leave; another payload type (an RFC 4733 event) as a frame of silence."""
+    audio_pt = int(codec.payload_type)
+    decode = codec.decode
+    silence = np.zeros(FRAME, dtype=np.int16)
+
+    def tap(packet: bytes) -> None:
+        try:
+            if len(packet) < 12:
+                return
+            start = 12 + 4 * (packet[0] & 0x0F)
+            if packet[0] & 0x10 and len(packet) >= start + 4:  # a header extension
+                start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
+            payload = packet[start:]
+            if packet[1] & 0x7F == audio_pt and payload:
+                ring.push(decode(payload), time.time())
+            else:
+                ring.push(silence, time.time())
+        except Exception:  # a tap must never break the send path
+            log.debug("journal: an RTP packet of ours could not be decoded", exc_info=True)
+
+    return tap
 
 
 def _addr(value: object) -> str | None:

@@ -149,10 +149,13 @@ document.getElementById("zoom-out").addEventListener("click", () => spectrogram.
 document.getElementById("pan-left").addEventListener("click", () => spectrogram.pan(-0.5));
 document.getElementById("pan-right").addEventListener("click", () => spectrogram.pan(0.5));
 document.getElementById("spec-load").addEventListener("click", () => spectrogram.load());
+document.getElementById("spec-side").addEventListener("change", (ev) => {
+  spectrogram.side = ev.currentTarget.value; spectrogram.view = null; spectrogram.load();
+});
 
 refresh().then((data) => {
   document.body.dataset.ready = "yes";
   if (data.audio) spectrogram.load();
-  else for (const id of ["zoom-in", "zoom-out", "pan-left", "pan-right", "spec-load"]) document.getElementById(id).disabled = true;
+  else for (const id of ["zoom-in", "zoom-out", "pan-left", "pan-right", "spec-load", "spec-side"]) document.getElementById(id).disabled = true;
   if (!ladder.children.length && !data.call.state.startsWith("establishing")) ladder.dataset.empty = "yes";
 });

@@ -15,13 +15,14 @@ export class Spectrogram {
   constructor(canvas, url, note) {
     this.canvas = canvas; this.url = url; this.note = note;
     this.view = null;  // {since, until} wall seconds; null: all the audio kept
+    this.side = "far";
     this.data = null;
     canvas.addEventListener("wheel", (ev) => { ev.preventDefault(); this.zoom(ev.deltaY < 0 ? 0.5 : 2); });
   }
 
   async load() {
     const width = this.canvas.width - MARGIN.left - MARGIN.right;
-    const q = new URLSearchParams({ columns: String(Math.max(10, Math.min(2000, width))) });
+    const q = new URLSearchParams({ columns: String(Math.max(10, Math.min(2000, width))), side: this.side });
     if (this.view) { q.set("since", this.view.since); q.set("until", this.view.until); }
     const response = await fetch(`${this.url}?${q}`, { credentials: "same-origin" });
     const data = await response.json();
