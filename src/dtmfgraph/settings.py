@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     journal_max_calls: int = Field(
         default=500, ge=1, le=100_000, description="Calls whose journal the console keeps."
     )
+    journal_saved_calls: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Ended calls whose journal stays in the database for the console (latest).",
+    )
     journal_audio_calls: int = Field(
         default=16,
         ge=0,

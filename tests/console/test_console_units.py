@@ -25,10 +25,13 @@ from dtmfgraph.journal.sipsummary import summarize
 from dtmfgraph.notify import CallbackSigner
 from dtmfgraph.service import ROLE_INITIATE, ROLE_MEDIA, LoopbackMedia, Principal
 from dtmfgraph.service.hooks import DIALLING
+from dtmfgraph.service.model import Event, EventKind
+from dtmfgraph.store import SqlRepository, upgrade
+from dtmfgraph.store.journals import JournalStore
 from dtmfgraph.tones import synthesize
 from dtmfgraph.tones.spectrum import MAX_SAMPLES, key_marks, spectrogram
 
-from ..api.harness import APP, SECRET, TENANT, make_settings
+from ..api.harness import APP, SECRET, TENANT, make_settings, pg_database
 
 INVITE = (
     b"INVITE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"
@@ -247,3 +250,36 @@ async def test_console_off_and_open(tmp_path: Path) -> None:
             started = time.monotonic()
             assert (await c.get("/console/api/calls")).status_code == 200
             assert time.monotonic() - started < 30
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'j.sqlite3'}"
+        return
+    async with pg_database() as url:
+        yield url
+
+
+async def test_ended_calls_journals_are_saved_and_read_back(store_url: str) -> None:
+    """An ended call's journal is written to the database (migration 0009) after its end, read
+    back once it left memory, and only the latest ``keep`` stay."""
+    repo = SqlRepository(store_url)
+    try:
+        await upgrade(repo.engine)
+        journal = Journal(max_calls=2, store=JournalStore(repo.engine, keep=2), save_after_s=0.0)
+        for n, call_id in enumerate(("a", "b", "c")):
+            end = Event(
+                EventKind.CALL_DELETED, call_id, {"state": "terminated", "tenantId": TENANT}
+            )
+            journal.add(call_id, "note", n=n, text="x" * 100)
+            journal.committed([end], [APP])
+            await asyncio.sleep(0.05)  # the save runs soon after the end
+        assert journal.get("a") is None  # left memory (max_calls=2)
+        entries, dropped = await journal.saved_or_live("b")
+        assert [e["kind"] for e in entries] == ["note", "state"] and dropped == 0
+        assert entries[0]["text"] == "x" * 100
+        assert await journal.saved_or_live("a") == ([], 0)  # past keep=2: gone from the database
+        await journal.close()
+    finally:
+        await repo.close()

@@ -18,6 +18,7 @@ from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceC
 from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
+from ..store.journals import JournalStore
 from . import errors, loopback, openapi, routes
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
@@ -180,6 +181,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         )
         service = CallService(repo, media, config, on_commit=dispatcher.wake, observer=metrics)
         if journal is not None:  # the console's journal hears what each layer does
+            journal.store = JournalStore(repo.engine, keep=settings.journal_saved_calls)
             service.tap = journal
             dispatcher.tap = journal.delivery
             journal.start()
@@ -214,7 +216,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
                 await task
             await dispatcher.close()
             if journal is not None:
-                await journal.close()
+                await _bounded(journal.close(), "saving the console's call journals", 5.0)
             await repo.close()
 
     app = FastAPI(

@@ -109,14 +109,15 @@ async def call_detail(
     except NotFoundError as exc:
         raise service_error(exc) from None
     journal = state.journal.get(call_id)
+    entries, dropped = await state.journal.saved_or_live(call_id, after)
     media = svc.media_of(call_id)
     return JSONResponse(
         {
             "call": call_resource(call),
             "operations": [operation_resource(o) for o in ops],
             "notifications": await notifications(request.app.state.repo.engine, call_id),
-            "entries": state.journal.entries(call_id, after),
-            "dropped": journal.dropped if journal else 0,
+            "entries": entries,
+            "dropped": dropped,
             "audio": journal is not None and journal.audio is not None,
             "farEnd": _far_end_index(state.loopback, request, media),
             "now": time.time(),

@@ -36,6 +36,7 @@ from ..notify.outbox import DeliveryAttempt
 from ..service.hooks import DIALLING
 from ..service.media import IncomingCall, KeyHeardInfo, MediaCall
 from ..service.model import Event, EventKind, Operation
+from ..store.journals import JournalStore
 from .audio import AudioRing
 from .live import Hub
 from .sipsummary import summarize
@@ -67,6 +68,8 @@ class CallJournal:
     media: MediaCall | None = None
     rtcp_seen: int = -1
     sip_ids: set[str] = field(default_factory=set)
+    saved_seq: int = 0
+    """The last entry written to the store (``0``: none)."""
 
     @property
     def ended(self) -> bool:
@@ -84,7 +87,15 @@ class Journal:
         max_audio_calls: int = 16,
         audio_seconds: float = 120.0,
         sample_s: float = 2.0,
+        store: JournalStore | None = None,
+        save_after_s: float = 5.0,
     ) -> None:
+        self.store = store
+        """Where ended calls' journals are saved (``None``: memory only)."""
+        self.save_after_s = save_after_s
+        """How long after its end a call's journal is saved (its last messages and first
+        delivery attempts come in then); later entries are saved when it leaves memory."""
+        self._saving: set[asyncio.Task[None]] = set()
         self.max_calls = max_calls
         self.max_entries = max_entries
         self.max_audio_calls = max_audio_calls
@@ -108,12 +119,24 @@ class Journal:
             return []
         return [e for e in journal.entries if e["seq"] > after]
 
+    async def saved_or_live(self, call_id: str, after: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The call's entries (and how many were dropped): from memory, else as saved."""
+        journal = self._calls.get(call_id)
+        if journal is not None or self.store is None:
+            return self.entries(call_id, after), journal.dropped if journal else 0
+        found = await self.store.load(call_id)
+        if found is None:
+            return [], 0
+        entries, dropped = found
+        return [e for e in entries if int(e.get("seq", 0)) > after], dropped
+
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._sample_forever())
 
     async def close(self) -> None:
+        """Stop; save what ended calls added since they were saved (the caller bounds it)."""
         self.hub.close()
         task, self._task = self._task, None
         if task is not None:
@@ -122,6 +145,44 @@ class Journal:
                 await task
         for journal in self._calls.values():
             self._stop_audio(journal)
+        for pending in list(self._saving):
+            pending.cancel()
+        for journal in list(self._calls.values()):
+            if journal.ended:
+                await self._save(journal)
+
+    async def _save(self, journal: CallJournal) -> None:
+        store = self.store
+        if store is None or journal.app_id is None or journal.ended_at is None:
+            return
+        if not journal.entries or journal.entries[-1]["seq"] <= journal.saved_seq:
+            return
+        last = journal.entries[-1]["seq"]
+        try:
+            await store.save(
+                journal.call_id,
+                journal.tenant_id or "",
+                journal.app_id,
+                journal.ended_at,
+                list(journal.entries),
+                journal.dropped,
+            )
+        except Exception:
+            log.exception("journal: saving the journal of %s failed", journal.call_id)
+            return
+        journal.saved_seq = last
+
+    def _save_soon(self, journal: CallJournal, delay: float) -> None:
+        if self.store is None:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self._save(journal)
+
+        task = asyncio.ensure_future(later())
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     # --- writing ----------------------------------------------------------------------------
     def _journal(self, call_id: str) -> CallJournal:
@@ -139,6 +200,8 @@ class Journal:
             victim = next(iter(self._calls.values()))
         del self._calls[victim.call_id]
         self._stop_audio(victim)
+        if victim.ended:
+            self._save_soon(victim, 0.0)  # what came after it was saved
         for sip_id in victim.sip_ids:
             self._by_sip.pop(sip_id, None)
 
@@ -196,6 +259,7 @@ class Journal:
                     self._sample(journal)
                     self._stop_audio(journal)
                     journal.media = None
+                    self._save_soon(journal, self.save_after_s)
                 if changed or event.kind is not EventKind.CALL_UPDATED:
                     self.add(
                         event.call_id,
