@@ -61,7 +61,12 @@ export function el(tag, attrs = {}, ...children) {
 export function live(query, onMessage) {
   const status = document.getElementById("live");
   const source = new EventSource(`/console/api/stream${query}`);
-  source.onopen = () => { if (status) status.textContent = "live"; };
+  let opened = 0;
+  source.onopen = () => {
+    if (status) status.textContent = "live";
+    // the server ends each stream after a while: what happened in between is fetched again
+    if (opened++ > 0) onMessage({ type: "resync" });
+  };
   source.onerror = () => { if (status) status.textContent = "reconnecting…"; };
   source.onmessage = (event) => onMessage(JSON.parse(event.data));
   return source;

@@ -17,7 +17,11 @@ export class Spectrogram {
     this.view = null;  // {since, until} wall seconds; null: all the audio kept
     this.side = "far";
     this.data = null;
-    canvas.addEventListener("wheel", (ev) => { ev.preventDefault(); this.zoom(ev.deltaY < 0 ? 0.5 : 2); });
+    canvas.addEventListener("wheel", (ev) => {  // Ctrl + wheel zooms; the wheel alone scrolls
+      if (!ev.ctrlKey) return;
+      ev.preventDefault();
+      this.zoom(ev.deltaY < 0 ? 0.5 : 2);
+    });
   }
 
   async load() {
