@@ -146,6 +146,9 @@ async def test_journal_bounds_and_links() -> None:
     assert [e["label"] for e in journal.entries("c3")] == ["INVITE"]
     journal.add("c4", "note")  # a fourth call: the oldest goes
     assert journal.get("c1") is None and journal.get("c4") is not None
+    journal.note("c4", "prompt", {"uri": "https://x/a.wav", "seq": -1})  # a later feature's line
+    [_, prompt] = journal.entries("c4")
+    assert (prompt["kind"], prompt["uri"]) == ("prompt", "https://x/a.wav") and prompt["seq"] > 0
     journal.sip("in", b"garbage", ("127.0.0.1", 1), "udp")  # no Call-ID: nowhere to put it
     await journal.close()
 

@@ -310,6 +310,10 @@ class Journal:
             level_dbm0=None if info.level_dbm0 is None else round(info.level_dbm0, 1),
         )
 
+    def note(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        reserved = {"seq", "at", "kind"}
+        self.add(call_id, kind, **{k: v for k, v in data.items() if k not in reserved})
+
     def incoming(self, call_id: str, incoming: IncomingCall) -> None:
         sip_id = getattr(incoming, "sip_call_id", None)
         if isinstance(sip_id, str):

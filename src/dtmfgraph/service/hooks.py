@@ -9,7 +9,7 @@ a lower layer (the SIP transport) can tell which call an outgoing INVITE belongs
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 
 from .media import IncomingCall, KeyHeardInfo, MediaCall
 from .model import Event, Operation
@@ -38,6 +38,10 @@ class CallTap(Protocol):
     def key_heard(self, call_id: str, info: KeyHeardInfo) -> None:
         """The far end's key was heard."""
 
+    def note(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        """Anything else worth a line in the call's timeline (a prompt played, a recording
+        made, a transfer): ``kind`` names it, ``data`` is JSON-safe detail."""
+
 
 class NullTap:
     """A :class:`CallTap` that ignores everything."""
@@ -58,4 +62,7 @@ class NullTap:
         return None
 
     def key_heard(self, call_id: str, info: KeyHeardInfo) -> None:
+        return None
+
+    def note(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
         return None

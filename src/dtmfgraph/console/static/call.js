@@ -30,7 +30,10 @@ function describe(e) {
     case "delivery": return [`notification ${e.notification} attempt ${e.attempt}`, `${e.status ?? e.error} in ${e.ms} ms (${e.outcome})`];
     case "tone-notified": return ["toneInfo notified", e.tone];
     case "sip": return [`SIP ${e.dir === "out" ? "→" : "←"} ${e.label}`, `${e.peer} over ${e.transport}`];
-    default: return [e.kind, ""];
+    default: {
+      const { seq, at, kind, ...rest } = e;
+      return [kind, JSON.stringify(rest)];
+    }
   }
 }
 
