@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dtmfgraph.api import create_app, mint_token
@@ -286,3 +286,62 @@ async def test_ended_calls_journals_are_saved_and_read_back(store_url: str) -> N
         await journal.close()
     finally:
         await repo.close()
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+BODY = st.one_of(
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"tones": st.lists(st.sampled_from(["tone1", "pound", "x", 3]), max_size=4)},
+        optional={"dtmfMethod": st.sampled_from(["auto", "inband", "nope"]),
+                  "delayBetweenTonesMs": st.integers(-5, 20_000)},
+    ).map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+)  # fmt: skip
+
+
+PATHS = (
+    "/console/api/calls",
+    "/console/api/calls/{call}/sendDtmfTones",
+    "/console/api/calls/{call}/far/press",
+    "/console/api/calls/{call}/far/nope",
+    "/console/api/calls/no-such-call/sendDtmfTones",
+    "/console/api/incoming",
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(path=st.sampled_from(PATHS), body=BODY)
+async def test_console_posts_fuzzed(
+    client: tuple[httpx.AsyncClient, Any], path: str, body: bytes
+) -> None:
+    """Whatever a page (or anyone with its cookie and token) POSTs, the answer is a clear 4xx or
+    a success, never a server error."""
+    c, app = client
+    if not hasattr(app.state, "fuzz"):  # one login and one call for every example
+        cookies, csrf = _login(app)
+        token = mint_token(app.state.settings, tenant_id=TENANT, app_id=APP)
+        made = await c.post(
+            "/v1.0/communications/calls",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"callbackUri": "http://127.0.0.1:9/cb", "requestedModalities": ["audio"],
+                  "targets": [{"identity": {"user": {"id": "sip:a@127.0.0.1"}}}]},
+        )  # fmt: skip
+        headers = {**cookies, "X-CSRF-Token": csrf, "Content-Type": "application/json"}
+        app.state.fuzz = (headers, made.json()["id"])
+    headers, call_id = app.state.fuzz
+    r = await c.post(path.format(call=call_id), headers=headers, content=body)
+    assert r.status_code < 500, (path, body, r.status_code, r.text)
+    if r.status_code >= 400:
+        assert r.json()["error"], r.text

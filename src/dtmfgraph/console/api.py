@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from ..graph import CreateCallBody, SendDtmfTonesBody
+from ..journal import TooManyWatchersError
 from ..notify import call_resource, operation_resource
 from ..service import (
     DtmfMethod,
@@ -230,7 +231,7 @@ async def stream(
 
     try:
         watcher = state.journal.hub.watch(mine)
-    except Exception:
+    except TooManyWatchersError:
         raise ConsoleError(503, "too many live pages open; close some") from None
 
     async def events() -> AsyncIterator[bytes]:
