@@ -254,8 +254,9 @@ class InbandBank:
         if self._alaw.any():
             pcm = np.where(self._alaw[:, None], alaw_decode(codes), pcm)
         shift = self._start - self._latency + self._ptime
-        for slot, tap in list(self._taps.items()):
-            tap(pcm[slot], shift + self._tick * self._ptime)
+        if self._taps:
+            for slot, tap in list(self._taps.items()):
+                tap(pcm[slot], shift + self._tick * self._ptime)
         self._tick += 1
         self.stats.blocks += 1
         for digit in self._detector.feed(pcm):
