@@ -63,6 +63,7 @@ function addEntry(e) {
   const [what, detail] = describe(e);
   tables.timeline.append(el("tr", { "data-kind": e.kind }, el("td", {}, clock(e.at)), el("td", {}, what), el("td", {}, detail)));
   if (e.kind === "sip") ladder.append(ladderRow(e));
+  if (e.kind === "operation" && e.id && result.dataset.op === e.id) result.textContent = `operation ${e.id} ${e.status}${e.completion ? ` (${e.completion})` : ""}`;
   if (e.kind === "key-sent" || e.kind === "key-heard") {
     tables.keys.append(el("tr", { "data-kind": e.kind, "data-at": e.at },
       el("td", {}, clock(e.at)), el("td", {}, e.kind === "key-sent" ? "sent" : "heard"),
@@ -127,6 +128,7 @@ const tone = (k) => TONES[k] ?? (/\d/.test(k) ? `tone${k}` : k.toLowerCase());
 async function send(keys) {
   const method = document.getElementById("method").value;
   const op = await act("/sendDtmfTones", { tones: [...keys].map(tone), dtmfMethod: method });
+  result.dataset.op = op.id;
   result.textContent = `operation ${op.id} ${op.status}`;
 }
 for (const b of document.querySelectorAll(".key")) b.addEventListener("click", () => send(b.dataset.key).catch(() => null));
