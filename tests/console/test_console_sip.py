@@ -40,6 +40,7 @@ async def sip_service(tmp: Path) -> AsyncIterator[Any]:
         media="sip",
         sip_host="127.0.0.1",
         sip_port=0,
+        rtcp_interval_s=0.5,  # our reports often; baresip's first comes after ~5 s
     )
     app = create_app(settings)
     server, task = await serve_in_task(app, settings.port)
@@ -137,6 +138,13 @@ def drive(driver: WebDriver, login: str, uri: str) -> None:
     far = wait_for(lambda: driver.execute_script("return window.dtmfgraphSpectrogram"), what="far")
     assert "".join(k["key"] for k in far["keys"]) == KEYS
     check_page(driver, "10-call-baresip")
+
+    # RTCP: baresip's first report (after ~5 s) shows its round trip and losses
+    rtcp_rows = '#timeline tr[data-kind="rtcp"]'
+    rtcp = wait_for(
+        lambda: [r.text for r in driver.find_elements(By.CSS_SELECTOR, rtcp_rows)], 20, "RTCP"
+    )
+    assert "round trip" in rtcp[0] and "far end lost 0 of ours" in rtcp[0], rtcp
 
     # hang up from the console: the ladder has the whole dialog, in order
     driver.find_element(By.ID, "hangup").click()
