@@ -26,9 +26,14 @@ def set_session_cookie(request: Request, response: Response, session: Session) -
         max_age=int(SESSION_S),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or _public_https(request),
         path="/",
     )
+
+
+def _public_https(request: Request) -> bool:
+    """The service is reached over https (``public_base_url``), e.g. behind a TLS proxy."""
+    return str(request.app.state.base_url).startswith("https://")
 
 
 def _page(
