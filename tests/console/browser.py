@@ -112,7 +112,12 @@ def check_page(driver: WebDriver, name: str) -> Path:
     """Screenshot the page into the artifacts, then assert axe finds nothing serious."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    driver.save_screenshot(str(path))
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1280, max(800, min(height + 140, 6000)))  # the whole page
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        driver.set_window_size(1280, 1600)
     bad = axe_violations(driver)
     assert not bad, f"{name}: " + "; ".join(
         f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes'][:3]]}" for v in bad

@@ -24,7 +24,8 @@ function describe(e) {
         : `${e.completion ?? ""} ${e.result ? `${e.result.code}/${e.result.subcode}` : ""}`.trim()];
     case "key-sent": return [`key ${e.key} sent`, `left the media layer by ${e.method}`];
     case "key-heard": return [`key ${e.key} heard`, `${e.method}${e.level_dbm0 != null ? `, ${e.level_dbm0} dBm0` : ""}${e.duration_ms != null ? `, ${e.duration_ms} ms` : ""}`];
-    case "media": return ["media up", [e.codec, e.event_pt != null ? `telephone-event ${e.event_pt}` : null,
+    case "media": return ["media up", [e.codec ?? "simulated (loopback)", e.event_pt != null ? `telephone-event ${e.event_pt}` : null,
+      e.rfc4733 ? "RFC 4733 possible" : "no RFC 4733", e.sipinfo ? "SIP INFO possible" : null,
       e.srtp ? `SRTP ${e.srtp}` : null, e.local && e.remote ? `${e.local} ⇄ ${e.remote}` : null].filter(Boolean).join(", ")];
     case "rtcp": return ["RTCP", `round trip ${e.rtt_ms ?? "?"} ms, far end lost ${e.far_lost} of ours (${(e.far_fraction_lost * 100).toFixed(1)} %), jitter ${e.far_jitter_ms} ms; we got ${e.rtp_in ?? "?"} RTP, ${e.rtp_lost ?? "?"} lost`];
     case "delivery": return [`notification ${e.notification} attempt ${e.attempt}`, `${e.status ?? e.error} in ${e.ms} ms (${e.outcome})`];
@@ -56,27 +57,35 @@ function ladderRow(e) {
     el("span", { class: "end them" }, e.peer), details);
 }
 
+// rows stay in time order: a delivery attempt is stamped when its POST began but told when it
+// ended, after later entries
+function placeRow(body, row, at) {
+  row.dataset.at = at;
+  const later = [...body.children].find((r) => Number(r.dataset.at) > at);
+  body.insertBefore(row, later ?? null);
+}
+
 function addEntry(e) {
   if (seen.has(e.seq)) return;
   seen.add(e.seq);
   lastSeq = Math.max(lastSeq, e.seq);
   const [what, detail] = describe(e);
-  tables.timeline.append(el("tr", { "data-kind": e.kind }, el("td", {}, clock(e.at)), el("td", {}, what), el("td", {}, detail)));
+  placeRow(tables.timeline, el("tr", { "data-kind": e.kind }, el("td", {}, clock(e.at)), el("td", {}, what), el("td", {}, detail)), e.at);
   if (e.kind === "sip") ladder.append(ladderRow(e));
   if (e.kind === "operation" && e.id && result.dataset.op === e.id) result.textContent = `operation ${e.id} ${e.status}${e.completion ? ` (${e.completion})` : ""}`;
   if (e.kind === "key-sent" || e.kind === "key-heard") {
-    tables.keys.append(el("tr", { "data-kind": e.kind, "data-at": e.at },
+    placeRow(tables.keys, el("tr", { "data-kind": e.kind },
       el("td", {}, clock(e.at)), el("td", {}, e.kind === "key-sent" ? "sent" : "heard"),
       el("td", { class: "k" }, e.key), el("td", {}, e.method),
-      el("td", {}, e.kind === "key-heard" && e.level_dbm0 != null ? `${e.level_dbm0} dBm0` : "")));
+      el("td", {}, e.kind === "key-heard" && e.level_dbm0 != null ? `${e.level_dbm0} dBm0` : "")), e.at);
   }
   if (e.kind === "delivery") {
-    tables.notes.append(el("tr", { "data-outcome": e.outcome },
+    placeRow(tables.notes, el("tr", { "data-outcome": e.outcome },
       el("td", {}, el("button", { type: "button", class: "link", onclick: () => { noteBody.textContent = pretty(e.body); } }, clock(e.at))),
       el("td", {}, `#${e.notification} ${kindOf(e.body)}`),
       el("td", {}, `${e.attempt} (${e.outcome})`),
       el("td", {}, e.status != null ? String(e.status) : e.error),
-      el("td", {}, `${e.ms} ms`)));
+      el("td", {}, `${e.ms} ms`)), e.at);
   }
 }
 
@@ -110,6 +119,7 @@ async function refresh() {
   data.entries.forEach(addEntry);
   showCall(data.call);
   if (!data.audio) document.getElementById("spec-note").textContent = "No audio kept for this call (loopback media has none).";
+  document.getElementById("spectrogram").hidden = !data.audio;
   document.getElementById("ladder-note").hidden = ladder.children.length > 0;
   return data;
 }
