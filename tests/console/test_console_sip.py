@@ -60,7 +60,7 @@ async def test_a_baresip_call_in_the_console(tmp_path: Path, browser: WebDriver)
     require_baresip()
     prompt = np.concatenate(
         [np.zeros(8000, np.int16), synthesize(KEYS, tone_ms=120, gap_ms=120, level_dbm0=-12.0),
-         np.zeros(80_000, np.int16)]
+         np.zeros(8000 * 40, np.int16)]
     )  # fmt: skip
     source = tmp_path / "prompt.wav"
     source.write_bytes(encode_wav(prompt, 8000))
