@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from dtmfgraph.tones.wav import encode_wav
 
 from ..api.harness import APP, TENANT, free_port, make_settings, serve_in_task, stop
 from ..judges.baresip import Baresip, require_baresip
-from .browser import browser, check_page, fetch_json, ready, wait_for
+from .browser import ROOT, browser, check_page, fetch_json, ready, wait_for
 
 __all__ = ["browser"]
 
@@ -161,4 +163,6 @@ def drive(driver: WebDriver, login: str, uri: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "#ladder > li button.arrow").click()
     assert "INVITE sip:" in driver.find_element(By.CSS_SELECTOR, "#ladder .sipdetail").text
     driver.execute_script("window.scrollTo(0, 0)")
-    check_page(driver, "11-call-baresip-ended")
+    shot = check_page(driver, "11-call-baresip-ended")
+    if os.environ.get("DTMFGRAPH_UPDATE_SCREENSHOT"):  # the README's picture
+        shutil.copyfile(shot, ROOT / "docs" / "console-call.png")
