@@ -461,24 +461,32 @@ class Journal:
 
 
 def _sent_audio(ring: AudioRing, codec: Any) -> Callable[[bytes], None]:
-    """A tap for the RTP packets we send: audio frames decoded into ``ring`` at the time they
-    leave; another payload type (an RFC 4733 event) as a frame of silence."""
+    """A tap for the RTP packets we send: audio frames decoded into ``ring`` where the media
+    clock puts them (the first packet's send time, then its RTP timestamps: a pacer that wakes
+    late and sends several frames at once does not squeeze them); another payload type (an
+    RFC 4733 event) as a frame of silence."""
     audio_pt = int(codec.payload_type)
     decode = codec.decode
     silence = np.zeros(FRAME, dtype=np.int16)
+    anchor: list[float] = []  # [wall time, RTP timestamp] of the first packet
 
     def tap(packet: bytes) -> None:
         try:
             if len(packet) < 12:
                 return
+            ts = int.from_bytes(packet[4:8], "big")
+            if not anchor:
+                anchor.extend((time.time(), float(ts)))
+            since = ((ts - int(anchor[1]) + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            at = anchor[0] + since / 8000
             start = 12 + 4 * (packet[0] & 0x0F)
             if packet[0] & 0x10 and len(packet) >= start + 4:  # a header extension
                 start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
             payload = packet[start:]
             if packet[1] & 0x7F == audio_pt and payload:
-                ring.push(decode(payload), time.time())
+                ring.push(decode(payload), at)
             else:
-                ring.push(silence, time.time())
+                ring.push(silence, at)
         except Exception:  # a tap must never break the send path
             log.debug("journal: an RTP packet of ours could not be decoded", exc_info=True)
 
