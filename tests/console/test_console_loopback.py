@@ -20,6 +20,7 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from ..api.harness import free_port
 from .browser import browser, check_page, fetch_json, ready, wait_for
@@ -189,8 +190,15 @@ def test_console_end_to_end(browser: WebDriver, served: Served) -> None:
     ready(driver)
     driver.find_element(By.ID, "answer").click()
     wait_for(lambda: driver.find_element(By.ID, "state").text == "established", what="answered")
+    Select(driver.find_element(By.ID, "far-method")).select_by_value("sipinfo")
+    driver.find_element(By.CSS_SELECTOR, 'button.farkey[data-key="9"]').click()
+    wait_for(lambda: [k for k, _ in _keys(driver, "key-heard")] == ["9"], what="9 heard")
     driver.find_element(By.ID, "far-hangup").click()
     wait_for(lambda: driver.find_element(By.ID, "state").text == "terminated", what="far hangup")
+    driver.get(f"{served.base}/console")  # the list names the methods heard too
+    ready(driver)
+    first = driver.find_elements(By.CSS_SELECTOR, "#calls tbody tr td")
+    assert first[3].text == "terminated" and first[5].text == "sipinfo", [c.text for c in first]
 
     # another app's login: the call is a 404 page, the list does not show it
     driver.get(f"{served.base}/console/login")

@@ -38,7 +38,7 @@ from ..tones.spectrum import FLOOR_DBM0, key_marks, spectrogram
 from .inbox import MAX_BODY, NAME
 from .queries import MAX_PAGE, PAGE, calls_page, notifications
 from .sessions import COOKIE
-from .state import ConsoleDep, ConsoleError, CsrfSession, ServiceDep, SessionDep
+from .state import ConsoleDep, ConsoleError, CsrfSession, ServiceDep, SessionDep, methods_of
 
 router = APIRouter(prefix="/console/api", include_in_schema=False)
 inbox_router = APIRouter(include_in_schema=False)
@@ -85,11 +85,16 @@ def service_error(exc: Exception) -> ConsoleError:
 async def list_calls(
     request: Request,
     session: SessionDep,
+    state: ConsoleDep,
     before: float | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
 ) -> JSONResponse:
     rows = await calls_page(
-        request.app.state.repo.engine, session.principal, before=before, limit=limit
+        request.app.state.repo.engine,
+        session.principal,
+        before=before,
+        limit=limit,
+        heard=methods_of(state),
     )
     return JSONResponse({"value": [r.to_json() for r in rows]})
 

@@ -13,7 +13,15 @@ from ..api.auth import Authenticator, AuthError
 from ..service import NotFoundError
 from .queries import calls_page
 from .sessions import COOKIE, PRE_COOKIE, SESSION_S, Session
-from .state import TEMPLATES, ConsoleDep, ConsoleError, ServiceDep, SessionDep, page_context
+from .state import (
+    TEMPLATES,
+    ConsoleDep,
+    ConsoleError,
+    ServiceDep,
+    SessionDep,
+    methods_of,
+    page_context,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 MAX_FORM: Final = 16384
@@ -99,8 +107,10 @@ async def login_with_api_token(request: Request, state: ConsoleDep) -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-async def calls_list(request: Request, session: SessionDep) -> Response:
-    rows = await calls_page(request.app.state.repo.engine, session.principal)
+async def calls_list(request: Request, session: SessionDep, state: ConsoleDep) -> Response:
+    rows = await calls_page(
+        request.app.state.repo.engine, session.principal, heard=methods_of(state)
+    )
     return _page(request, session, "calls.html", rows=[r.to_json() for r in rows])
 
 

@@ -3,6 +3,7 @@ notifications (the same tables the API uses; read-only)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -52,10 +53,16 @@ def far_end(direction: str, target: str | None, properties: dict[str, Any]) -> s
 
 
 async def calls_page(
-    engine: AsyncEngine, who: Principal, *, before: float | None = None, limit: int = PAGE
+    engine: AsyncEngine,
+    who: Principal,
+    *,
+    before: float | None = None,
+    limit: int = PAGE,
+    heard: Callable[[str], set[str]] = lambda _: set(),
 ) -> list[CallRow]:
     """The principal's calls, newest first, ``limit`` of them created before ``before``
-    (keyset paging: the next page asks for ``before`` = the last row's ``createdAt``)."""
+    (keyset paging: the next page asks for ``before`` = the last row's ``createdAt``). Methods
+    are those of the operations, and those ``heard(call_id)`` adds (the journal's)."""
     limit = max(1, min(limit, MAX_PAGE))
     q = (
         sa.select(
@@ -103,7 +110,7 @@ async def calls_page(
             float(r.created_at),
             ended.get(r.id),
             r.result_info,
-            tuple(sorted(methods[r.id])),
+            tuple(sorted(methods[r.id] | heard(r.id))),
         )
         for r in rows
     ]

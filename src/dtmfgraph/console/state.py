@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +44,16 @@ class ConsoleError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def methods_of(state: Console) -> Callable[[str], set[str]]:
+    """The DTMF methods the journal saw in a call (sent and heard)."""
+
+    def methods(call_id: str) -> set[str]:
+        journal = state.journal.get(call_id)
+        return set(journal.methods) if journal is not None else set()
+
+    return methods
 
 
 def console(request: Request) -> Console:
