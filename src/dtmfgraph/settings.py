@@ -132,6 +132,40 @@ class Settings(BaseSettings):
         ),
     )
 
+    # The browser console (docs/console.md)
+    console_enabled: bool = Field(
+        default=True,
+        description=(
+            "Serve the browser console on /console (login by the one-time link serve prints, or "
+            "an API token; no login only where API auth is off, which is loopback only)."
+        ),
+    )
+    console_inbox: bool = Field(
+        default=True,
+        description=(
+            "With the console: a built-in webhook receiver on /inbox/{name} that checks each "
+            "callback's token and shows the deliveries in the console."
+        ),
+    )
+    journal_max_calls: int = Field(
+        default=500, ge=1, le=100_000, description="Calls whose journal the console keeps."
+    )
+    journal_saved_calls: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Ended calls whose journal stays in the database for the console (latest).",
+    )
+    journal_audio_calls: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="Live calls whose audio is kept for the console's spectrogram at once.",
+    )
+    journal_audio_s: float = Field(
+        default=120.0, gt=0, le=600, description="Seconds of each call's audio kept (the last)."
+    )
+
     # Media
     media: str = Field(default="sip", description="sip (real calls) or loopback (simulated).")
     sip_host: str = Field(default="127.0.0.1", description="Address the SIP/RTP sockets bind.")

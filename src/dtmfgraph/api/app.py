@@ -19,6 +19,7 @@ from ..service.prompts import PromptConfig
 from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
+from ..store.journals import JournalStore
 from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
@@ -54,12 +55,16 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
     trunk = settings.sip_trunk_template()
     if trunk is None and isinstance(media, LoopbackMedia):
         trunk = LOOPBACK_TRUNK
+    incoming = settings.incoming_callback_uri
+    console_inbox = settings.console_enabled and settings.console_inbox
+    if incoming is None and isinstance(media, LoopbackMedia) and console_inbox:
+        incoming = f"{settings.effective_base_url()}/inbox/incoming"  # the console inbox
     return ServiceConfig(
         sip_trunk_uri=trunk,
         callback_allowed_hosts=tuple(h.lower() for h in settings.callback_allowed_hosts),
         incoming_tenant_id=settings.incoming_tenant_id,
         incoming_app_id=settings.incoming_app_id,
-        incoming_callback_uri=settings.incoming_callback_uri,
+        incoming_callback_uri=incoming,
         incoming_answer_timeout_s=settings.incoming_answer_timeout_s,
         keepalive_timeout_s=settings.keepalive_timeout_s,
         dial_timeout_s=settings.dial_timeout_s,
@@ -168,6 +173,15 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     authenticator = Authenticator(settings)
     signer = callback_signer(settings)
     metrics = Metrics()
+    journal = None
+    if settings.console_enabled:
+        from ..journal import Journal  # noqa: PLC0415 (the console's, only when it is on)
+
+        journal = Journal(
+            max_calls=settings.journal_max_calls,
+            max_audio_calls=settings.journal_audio_calls,
+            audio_seconds=settings.journal_audio_s,
+        )
     config = service_config(settings, media)
     callback_tls = settings.callback_tls_context()
 
@@ -192,7 +206,14 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             node=config.node_id,
         )
         service = CallService(repo, media, config, on_commit=dispatcher.wake, observer=metrics)
+        if journal is not None:  # the console's journal hears what each layer does
+            journal.store = JournalStore(repo.engine, keep=settings.journal_saved_calls)
+            service.tap = journal
+            dispatcher.tap = journal.delivery
+            journal.start()
         await service.start()
+        if journal is not None and isinstance(media, SipMedia) and media.phone is not None:
+            media.phone.transport.tap = journal.sip
         app.state.repo = repo
         app.state.service = service
         app.state.dispatcher = dispatcher
@@ -220,6 +241,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await dispatcher.close()
+            if journal is not None:
+                await _bounded(journal.close(), "saving the console's call journals", 5.0)
             await repo.close()
 
     app = FastAPI(
@@ -245,6 +268,10 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(metrics_router)
     if isinstance(media, LoopbackMedia):
         app.include_router(loopback.router)
+    if journal is not None:
+        from .. import console  # noqa: PLC0415 (the console sits beside the API)
+
+        console.install(app, settings, journal, signer, loopback=isinstance(media, LoopbackMedia))
 
     app.include_router(callback_keys.router)
     openapi.install(app, config.limits)

@@ -9,7 +9,7 @@ import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -59,6 +59,7 @@ _OPTION_OF = {
     "media_timeout_s": "--media-timeout",
     "strict_rtp": "--strict-rtp/--no-strict-rtp",
     "log_level": "--log-level",
+    "console_enabled": "--console/--no-console",
     "node_id": "--node-id",
     "jwt_rs256_public_key_file": "--jwt-rs256-public-key-file",
     "callback_rs256_private_key_file": "--callback-rs256-private-key-file",
@@ -226,6 +227,14 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without a token (loopback only).")
     ] = False,
+    console: Annotated[
+        bool | None,
+        typer.Option(
+            "--console/--no-console",
+            help="The browser console on /console and the webhook inbox on /inbox/NAME "
+            "(default: on; serve prints a one-time login link).",
+        ),
+    ] = None,
     jwt_rs256_public_key_file: Annotated[
         Path | None,
         typer.Option(help="PEM public key (or certificate) that verifies RS256 API tokens."),
@@ -352,6 +361,7 @@ def serve(
         "media_timeout_s": media_timeout,
         "strict_rtp": strict_rtp,
         "log_level": log_level,
+        "console_enabled": console,
         "node_id": node_id,
         "jwt_rs256_public_key_file": jwt_rs256_public_key_file,
         "callback_rs256_private_key_file": callback_rs256_private_key_file,
@@ -482,10 +492,52 @@ async def _serve(settings: Settings) -> None:
         else:
             typer.echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
         _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
+        _print_console(settings, app)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
-        await uvicorn.Server(config).serve()
+        await _server(config, app).serve()
     finally:
         await media.close()
+
+
+def _server(config: Any, app: Any) -> Any:
+    """A uvicorn server that, when told to stop, first ends the console's live streams (a page
+    left open would otherwise hold the stop up)."""
+    import uvicorn  # noqa: PLC0415
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            console = getattr(app.state, "console", None)
+            if console is not None:
+                console.stopping = True
+                console.journal.hub.close()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
+def _print_console(settings: Settings, app: Any) -> None:
+    """The console's address: a one-time login link for the app incoming calls belong to (the
+    dev app by default), or the plain address where API auth is off."""
+    console = getattr(app.state, "console", None)
+    if console is None:
+        return
+    from ..service import ROLE_INITIATE, ROLE_MEDIA, Principal  # noqa: PLC0415
+
+    base = settings.effective_base_url()
+    if not settings.auth_enabled:
+        typer.echo(f"dtmfgraph: console at {base}/console (no login: API auth is off)", err=True)
+        return
+    who = Principal(
+        settings.incoming_tenant_id,
+        settings.incoming_app_id,
+        frozenset({ROLE_INITIATE, ROLE_MEDIA}),
+    )
+    token = console.auth.login_link(who)
+    typer.echo(
+        f"dtmfgraph: console (app {who.app_id}; the link logs in once):\n"
+        f"  {base}/console/login?token={token}",
+        err=True,
+    )
 
 
 def _print_banner(settings: Settings, mint: Callable[[Settings], str], *, real_sip: bool) -> None:
@@ -519,6 +571,9 @@ def _print_banner(settings: Settings, mint: Callable[[Settings], str], *, real_s
         f"metrics at {base}/metrics",
         err=True,
     )
+    callback = "http://127.0.0.1:9000/cb"
+    if settings.console_enabled and settings.console_inbox:
+        callback = f"{base}/inbox/first"  # the console's built-in receiver shows it
     if real_sip and settings.sip_trunk_template() is None:
         target = '{"user":{"id":"sip:alice@127.0.0.1:5070"}}'
     else:
@@ -527,7 +582,7 @@ def _print_banner(settings: Settings, mint: Callable[[Settings], str], *, real_s
         "example:\n"
         f"  curl -s {auth_header}-H 'Content-Type: application/json' "
         f"{base}/v1.0/communications/calls "
-        '-d \'{"callbackUri":"http://127.0.0.1:9000/cb","requestedModalities":["audio"],'
+        f'-d \'{{"callbackUri":"{callback}","requestedModalities":["audio"],'
         f'"targets":[{{"identity":{target}}}]}}\'\n',
         err=True,
     )

@@ -241,6 +241,9 @@ class HeardKey:
     at: float
     monotonic: float
     duration: float | None
+    level_dbm0: float | None = None
+    """Its level: the RFC 4733 volume, or what the in-band detector measured (``None`` for
+    SIP INFO)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,9 @@ class DtmfResult:
     cancelled: bool
     started_at: float
     finished_at: float
+    key_times: tuple[float, ...] = ()
+    """When each key that was sent left, on the event loop's clock (the first packet of an
+    RFC 4733 / in-band key; the INFO of a SIP INFO key)."""
 
     @property
     def elapsed(self) -> float:
@@ -572,6 +578,7 @@ class PhoneCall:
             job.cancelled,
             job.started_at if job.started_at is not None else job.queued_at,
             job.finished_at if job.finished_at is not None else now,
+            tuple(job.key_times),
         )
         self.last_dtmf = result
         return result
@@ -583,6 +590,7 @@ class PhoneCall:
         started = loop.time()
         sent = 0
         cancelled = False
+        left_at: list[float] = []
         # a gateway may play our INFO keys into a line that echoes: not the far end's keys
         inbound = self.session.inbound if self.session is not None else None
         echo_id = -next(_INFO_SENDS)  # apart from the RTP jobs' ids
@@ -591,7 +599,10 @@ class PhoneCall:
 
         def record() -> DtmfResult:
             now = loop.time()
-            result = DtmfResult(keys, "sipinfo", sent, len(keys) - sent, cancelled, started, now)
+            result = DtmfResult(
+                keys, "sipinfo", sent, len(keys) - sent, cancelled, started, now,
+                tuple(left_at[:sent]),
+            )  # fmt: skip
             self.last_dtmf = result
             if inbound is not None:
                 inbound.sent(echo_id, now + tone_ms / 1000)
@@ -612,6 +623,7 @@ class PhoneCall:
                 answer: asyncio.Future[int] = loop.create_future()
                 self._requests[request_id] = answer
                 self.phone.transport.kick()
+                left_at.append(key_start)
                 sent += 1  # the key has left; a refusal takes it back
                 try:
                     status = await answer
@@ -695,13 +707,20 @@ class PhoneCall:
             raise CallEndedError(self.ended, "no more keys")
         return item
 
-    def _heard(self, key: str, method: HeardMethod, start: float, duration: float | None) -> None:
+    def _heard(
+        self,
+        key: str,
+        method: HeardMethod,
+        start: float,
+        duration: float | None,
+        level: float | None = None,
+    ) -> None:
         wall = time.time() - (self._loop.time() - start)
-        self._keys.put_nowait(HeardKey(key, method, wall, start, duration))
+        self._keys.put_nowait(HeardKey(key, method, wall, start, duration, level))
 
     async def _forward_keys(self, session: RtpSession) -> None:
         async for heard in session.keys():
-            self._heard(heard.key, heard.method, heard.start, heard.duration)
+            self._heard(heard.key, heard.method, heard.start, heard.duration, heard.level_dbm0)
         self._keys.put_nowait(None)
 
     # -- hanging up ---------------------------------------------------------------------------

@@ -55,6 +55,8 @@ from .udp import Address, bind_udp
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Event | RegistrationEvent], None]
+SipTap = Callable[[str, bytes, Address, str], None]
+"""Told of each SIP message: ``"in"``/``"out"``, its bytes, the peer, ``udp``/``tcp``/``tls``."""
 
 
 @dataclass(slots=True)
@@ -157,6 +159,18 @@ class SipTransport(asyncio.DatagramProtocol):
         self._tls_watch: asyncio.TimerHandle | None = None
         self._udp_keepalive_interval: float | None = UDP_KEEPALIVE_S
         self._udp_keepalive: asyncio.TimerHandle | None = None
+        self.tap: SipTap | None = None
+        """Observer of every SIP message in and out (a console's ladder); it must be cheap
+        and is never allowed to break the transport (its errors are logged and dropped)."""
+
+    def _tapped(self, direction: str, data: bytes, peer: Address, kind: str) -> None:
+        tap = self.tap
+        if tap is None or not data.strip(b"\r\n \t"):  # keep-alives are not messages
+            return
+        try:
+            tap(direction, data, peer, kind)
+        except Exception:
+            logger.exception("SIP tap failed")
 
     @classmethod
     async def open(
@@ -262,6 +276,8 @@ class SipTransport(asyncio.DatagramProtocol):
             return
         self.stats.datagrams_in += 1
         peer = (str(addr[0]), int(addr[1]))
+        if self.tap is not None:
+            self._tapped("in", data, peer, "udp")
         try:
             ua.receive_datagram(data, peer, self._loop.time())
         except Exception:  # the agent must not take the phone down with it
@@ -336,6 +352,8 @@ class SipTransport(asyncio.DatagramProtocol):
                     self._keepalive_read(stream, framer.crlfs - crlfs, framer.pings - pings)
                 for message in messages:
                     self.stats.tcp_messages_in += 1
+                    if self.tap is not None:
+                        self._tapped("in", message, peer, "tls" if stream.secure else "tcp")
                     try:
                         ua.receive_stream_message(
                             message, peer, self._loop.time(), secure=stream.secure
@@ -634,12 +652,16 @@ class SipTransport(asyncio.DatagramProtocol):
     def _send(self, ua: UserAgent) -> None:
         for data, peer in ua.stream_messages_to_send(self._loop.time()):
             if not self.closed:
+                if self.tap is not None:
+                    self._tapped("out", data, peer, "tls" if ua.is_secure(peer) else "tcp")
                 self._write(data, peer)
         datagrams = ua.datagrams_to_send(self._loop.time())
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         for data, addr in datagrams:
+            if self.tap is not None:
+                self._tapped("out", data, addr, "udp")
             try:
                 transport.sendto(data, addr)
             except OSError as exc:

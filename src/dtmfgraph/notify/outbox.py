@@ -14,6 +14,8 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import httpx
@@ -33,6 +35,29 @@ class DeliveryObserver(Protocol):
     def attempt(self, outcome: Outcome, seconds: float) -> None:
         """One POST ended: delivered, failed and to be retried, or failed for good (dead);
         ``seconds`` is how long the POST took (to its answer, error or timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One POST of a notification, as a delivery tap sees it (a console's timeline)."""
+
+    notification_id: int
+    call_id: str
+    app_id: str
+    callback_uri: str
+    body: str
+    attempt: int
+    """1 for the first POST of this notification."""
+    status: int | None
+    """The receiver's HTTP status (``None``: no answer: refused, timed out, TLS error)."""
+    error: str | None
+    seconds: float
+    outcome: Outcome
+    at: float
+    """When the POST began (wall clock)."""
+
+
+DeliveryTap = Callable[[DeliveryAttempt], None]
 
 
 class Dispatcher:
@@ -61,6 +86,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=verify)
+        self.tap: DeliveryTap | None = None
+        """Told of every delivery attempt (cheap; its errors are logged and dropped)."""
 
     def wake(self) -> None:
         """Something was committed to the outbox: look now."""
@@ -138,17 +165,25 @@ class Dispatcher:
         )
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         error: str | None = None
+        status: int | None = None
+        began = time.time()
         started = time.perf_counter()
         try:
             resp = await self._client.post(item.callback_uri, content=body, headers=headers)
+            status = resp.status_code
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         took = time.perf_counter() - started
+        attempt = DeliveryAttempt(
+            item.id, item.call_id, item.app_id, item.callback_uri, body, item.attempts + 1,
+            status, error, took, "delivered", began,
+        )  # fmt: skip
         if error is None:
             await self._repo.mark_delivered(item.id)
             self._observe("delivered", took)
+            self._tell(attempt)
             return
         attempts = item.attempts + 1
         retry_at = None if attempts >= self._max_attempts else time.time() + self.backoff(attempts)
@@ -156,6 +191,14 @@ class Dispatcher:
             log.warning("outbox: giving up on notification %s: %s", item.id, error)
         await self._repo.mark_failed_attempt(item.id, error=error, retry_at=retry_at)
         self._observe("retried" if retry_at is not None else "dead", took)
+        self._tell(replace(attempt, outcome="retried" if retry_at is not None else "dead"))
+
+    def _tell(self, attempt: DeliveryAttempt) -> None:
+        if self.tap is not None:
+            try:
+                self.tap(attempt)
+            except Exception:
+                log.exception("outbox: the delivery tap failed")
 
     def _observe(self, outcome: Outcome, seconds: float) -> None:
         if self._observer is not None:

@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from dtmfgraph.tones import Detector, alaw_decode, ulaw_decode
 
 from .codec import CLOCK_RATE, Codec
 from .errors import BankFullError
 
-DigitSink: TypeAlias = Callable[[str, float, float], None]
-"""Called with ``(key, start, end)`` for each key the detector heard."""
+DigitSink: TypeAlias = Callable[[str, float, float, float], None]
+"""Called with ``(key, start, end, level_dbm0)`` for each key the detector heard."""
+AudioTap: TypeAlias = Callable[[npt.NDArray[np.float32], float], None]
+"""Observer of what a detector channel is fed: float samples and the time of the first one."""
 _REANCHOR_S: Final = 1.0
 _MAX_BLOCKS_PER_CALL: Final = 50
 
@@ -41,6 +44,12 @@ class SoloInband:
         self._detector = Detector(channels=1, rate=CLOCK_RATE)
         self._origin: float | None = None
         self._fed = 0
+        self.tap: AudioTap | None = None
+        """Observer of the samples fed to the detector (see :data:`AudioTap`)."""
+
+    def set_tap(self, tap: AudioTap | None) -> None:
+        """Observe the samples fed to the detector (``None``: stop)."""
+        self.tap = tap
 
     def push(self, codes: bytes, now: float) -> None:
         """Feed audio that arrived at ``now`` and follows the previous push without a gap."""
@@ -53,24 +62,26 @@ class SoloInband:
             drift = now - (self._origin + (self._fed + n) / CLOCK_RATE)
             if abs(drift) > _REANCHOR_S:  # a long pause: keep reporting on the arrival clock
                 self._origin += drift
-        self._fed += n
         block = self._codec.decode(codes).reshape(1, n)
+        if self.tap is not None:
+            self.tap(block[0], self._origin + self._fed / CLOCK_RATE)
+        self._fed += n
         for digit in self._detector.feed(block):
-            self._report(digit.key, digit.start, digit.end)
+            self._report(digit.key, digit.start, digit.end, digit.level_dbm0)
 
     def flush(self) -> None:
         """Report a digit still sounding at the end of the audio."""
         if self._origin is None:
             return
         for digit in self._detector.flush():
-            self._report(digit.key, digit.start, digit.end)
+            self._report(digit.key, digit.start, digit.end, digit.level_dbm0)
 
     def close(self) -> None:
         self.flush()
 
-    def _report(self, key: str, start: float, end: float) -> None:
+    def _report(self, key: str, start: float, end: float, level: float) -> None:
         origin = self._origin if self._origin is not None else 0.0
-        self._on_digit(key, origin + start, origin + end)
+        self._on_digit(key, origin + start, origin + end, level)
 
 
 @dataclass(slots=True)
@@ -92,7 +103,16 @@ class BankStats:
 class InbandChannel:
     """One stream's channel of an :class:`InbandBank` (from :meth:`InbandBank.attach`)."""
 
-    __slots__ = ("_bank", "buf", "codec", "on_digit", "playing", "silence", "since", "slot")
+    __slots__ = (
+        "_bank",
+        "buf",
+        "codec",
+        "on_digit",
+        "playing",
+        "silence",
+        "since",
+        "slot",
+    )
 
     def __init__(self, bank: InbandBank, slot: int, codec: Codec, on_digit: DigitSink) -> None:
         self._bank: InbandBank | None = bank
@@ -119,6 +139,15 @@ class InbandChannel:
 
     def flush(self) -> None:
         """Nothing to do: the bank plays the buffered audio out on its own clock."""
+
+    def set_tap(self, tap: AudioTap | None) -> None:
+        """Observe the samples the bank feeds the detector for this channel (``None``: stop)."""
+        bank = self._bank
+        if bank is not None:
+            if tap is None:
+                bank._taps.pop(self.slot, None)
+            else:
+                bank._taps[self.slot] = tap
 
     def close(self) -> None:
         """Give the channel back to the bank; digits it still reports are discarded."""
@@ -161,6 +190,8 @@ class InbandBank:
         self._idle = Codec.PCMU.silence(self._frame)
         self._alaw = np.zeros(channels, dtype=bool)
         self._tick = 0
+        self._taps: dict[int, AudioTap] = {}
+        """Observers of channels' detector input, by slot (a console's spectrogram)."""
         self.stats = BankStats()
 
     @property
@@ -179,6 +210,7 @@ class InbandBank:
         return channel
 
     def _detach(self, slot: int) -> None:
+        self._taps.pop(slot, None)
         if self._slots[slot] is not None:
             self._slots[slot] = None
             self._alaw[slot] = False
@@ -221,6 +253,10 @@ class InbandBank:
         pcm = ulaw_decode(codes)
         if self._alaw.any():
             pcm = np.where(self._alaw[:, None], alaw_decode(codes), pcm)
+        shift = self._start - self._latency + self._ptime
+        if self._taps:
+            for slot, tap in list(self._taps.items()):
+                tap(pcm[slot], shift + self._tick * self._ptime)
         self._tick += 1
         self.stats.blocks += 1
         for digit in self._detector.feed(pcm):
@@ -229,5 +265,4 @@ class InbandBank:
                 self.stats.discarded += 1
                 continue
             self.stats.digits += 1
-            shift = self._start - self._latency + self._ptime
-            channel.on_digit(digit.key, shift + digit.start, shift + digit.end)
+            channel.on_digit(digit.key, shift + digit.start, shift + digit.end, digit.level_dbm0)

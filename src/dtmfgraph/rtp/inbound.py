@@ -38,6 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Final, Literal, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from dtmfgraph.tones import by_event
 
 from .codec import CLOCK_RATE, Codec
@@ -80,6 +83,9 @@ class KeyHeard:
     start: float
     end: float
     ssrc: int
+    level_dbm0: float | None = None
+    """Its level (dBm0): the event's volume field for RFC 4733 (its sign flipped), the mean of
+    the two tones the detector measured for in-band."""
 
     @property
     def duration(self) -> float:
@@ -151,6 +157,7 @@ class _Event:
     """Duration of the segments before the current one."""
     last_arrival: float
     ended: bool = False
+    volume: int = 0
 
 
 # A packet waiting in the reorder buffer: (timestamp, payload, event or None, arrival).
@@ -170,6 +177,8 @@ class _Source:
 
 
 class _Sink(Protocol):
+    def set_tap(self, tap: Callable[[npt.NDArray[np.float32], float], None] | None) -> None: ...
+
     def push(self, codes: bytes, now: float) -> None: ...
 
     def flush(self) -> None: ...
@@ -468,7 +477,7 @@ class InboundStream:
                     stats.events_superseded += 1
                     self._finish(current)
                 start = arrival - ev.duration / CLOCK_RATE
-                state = _Event(ssrc, ev.event, start, ts, 0, 0, arrival)
+                state = _Event(ssrc, ev.event, start, ts, 0, 0, arrival, volume=ev.volume)
                 self._current = state
             self._events[ident] = state
             if len(self._events) > _MAX_EVENTS:
@@ -485,7 +494,8 @@ class InboundStream:
         state.ended = True
         end = state.start + (state.base + state.seg_dur) / CLOCK_RATE
         self._history.append((state.start, end))
-        self._emit(KeyHeard(by_event(state.event).key, "rfc4733", state.start, end, state.ssrc))
+        key = by_event(state.event).key
+        self._emit(KeyHeard(key, "rfc4733", state.start, end, state.ssrc, -float(state.volume)))
 
     def _emit(self, heard: KeyHeard) -> None:
         if not self._out:
@@ -540,7 +550,13 @@ class InboundStream:
         if own is not None:
             self._own[job] = (own[0], own[1], end + ECHO_TAIL)
 
-    def _on_inband(self, key: str, start: float, end: float) -> None:
+    def tap_detector(self, tap: Callable[[npt.NDArray[np.float32], float], None] | None) -> None:
+        """Observe what the in-band detector is fed: float samples and the time (on the clock
+        of ``now``) of the first one (a console's spectrogram); ``None`` stops it."""
+        if self._sink is not None:
+            self._sink.set_tap(tap)
+
+    def _on_inband(self, key: str, start: float, end: float, level: float | None = None) -> None:
         if any(
             key in keys and begin <= end and start <= until
             for keys, begin, until in self._own.values()
@@ -554,7 +570,7 @@ class InboundStream:
         ):
             self.stats.inband_suppressed += 1
             return
-        self._emit(KeyHeard(key, "inband", start, end, max(self._audio_ssrc, 0)))
+        self._emit(KeyHeard(key, "inband", start, end, max(self._audio_ssrc, 0), level))
 
 
 def _oldest(source: _Source) -> float:

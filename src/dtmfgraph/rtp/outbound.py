@@ -75,6 +75,9 @@ class DtmfJob:
     finished_at: float | None = None
     keys_sent: int = 0
     cancelled: bool = False
+    key_times: list[float] = field(default_factory=list)
+    """When each key sent so far left: the ``now`` of the :meth:`OutboundStream.packets_due`
+    that returned its first packet (the pacer sends what that returns at once)."""
     _earliest: int = field(default=0, repr=False)
     _frames: tuple[tuple[bytes, ...], ...] = field(default=(), repr=False)
     _last_due: float | None = field(default=None, repr=False)
@@ -180,6 +183,8 @@ class OutboundStream:
         self._tick = 0
         self._octets_off = 0
         """Payload octets sent beyond one silence frame per packet (events are shorter)."""
+        self._now = 0.0
+        """The ``now`` of the :meth:`packets_due` running (when a key's first packet leaves)."""
         self._ready = 0
         """First slot where the next key may start (the gap after the previous key)."""
         self._jobs: deque[Job] = deque()
@@ -348,6 +353,7 @@ class OutboundStream:
                     + self._silence
                 )
             else:
+                self._now = now
                 out.append(self._slot(k))
             k += 1
         self._tick = k
@@ -427,6 +433,7 @@ class OutboundStream:
             job.started_at = due
             self._events.append(JobStarted(job, due))
         job.keys_sent = index + 1
+        job.key_times.append(self._now)
 
     def _end_key(self, k: int) -> None:
         plan = self._plan

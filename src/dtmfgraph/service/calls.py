@@ -26,6 +26,7 @@ from .errors import (
     NotFoundError,
     NotSupportedError,
 )
+from .hooks import DIALLING, CallTap, NullTap
 from .media import (
     CallEndedError,
     DialError,
@@ -256,6 +257,9 @@ class CallService:
         self._cfg = config
         self._on_commit = on_commit
         self._observer: Observer = observer or NullObserver()
+        self.tap: CallTap = NullTap()
+        """Told what happens to each call (a console's journal); see :mod:`.hooks`."""
+        self._emitted: dict[int, list[tuple[Event, str]]] = {}
         self._finished: dict[int, list[Operation]] = {}
         self._live: dict[str, _Live] = {}
         self._bg: set[asyncio.Task[Any]] = set()
@@ -370,15 +374,27 @@ class CallService:
         """A transaction that may emit events; after its commit the outbox is woken and the
         operations it finished are reported to the observer."""
         finished: list[Operation] = []
+        emitted: list[tuple[Event, str]] = []
         async with self._repo.unit() as uow:
             self._finished[id(uow)] = finished
+            self._emitted[id(uow)] = emitted
             try:
                 yield uow
             finally:
                 del self._finished[id(uow)]
+                del self._emitted[id(uow)]
         self._on_commit()
         for op in finished:
             self._report_finished(op)
+        if emitted:
+            self._tell(self.tap.committed, [e for e, _ in emitted], [a for _, a in emitted])
+
+    def _tell(self, hook: Callable[..., None], *args: Any) -> None:
+        """Call a hook of :attr:`tap`; what it raises is logged, never the service's."""
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("call tap %s failed", getattr(hook, "__name__", hook))
 
     def _report_finished(self, op: Operation) -> None:
         with contextlib.suppress(Exception):
@@ -409,6 +425,8 @@ class CallService:
     ) -> None:
         event = Event(kind, call.id, snapshot_call(call), snapshot_operation(op) if op else None)
         await uow.add_event(event, callback_uri=call.callback_uri, app_id=call.app_id)
+        if (emitted := self._emitted.get(id(uow))) is not None:
+            emitted.append((event, call.app_id))
         if kind is EventKind.OPERATION_DELETED and op is not None:
             self._note_finished(uow, op)
 
@@ -477,6 +495,7 @@ class CallService:
         self.prompts.prefetch(refs)
 
     async def _dial(self, live: _Live, target: str) -> None:
+        DIALLING.set(live.call_id)  # this task's SIP messages belong to this call
         try:
             media = await self._media.dial(target, timeout=self._cfg.dial_timeout_s)
         except DialError as err:
@@ -502,11 +521,17 @@ class CallService:
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
                 await live.mq.mark_head_running(uow)
+        self._tell(self.tap.media_attached, live.call_id, media)
         self._spawn(live.mq.run(media), live)
         self._spawn(self._listen(live, media), live)
         self._spawn(self._watch_audio(live, media), live)
         self._spawn(self._watch_end(live, media), live)
         live.mq.wake.set()
+
+    def media_of(self, call_id: str) -> MediaCall | None:
+        """The media of a live call this node carries (``None``: not up, or not here)."""
+        live = self._live.get(call_id)
+        return live.media if live is not None else None
 
     async def get_call(self, p: Principal, call_id: str) -> Call:
         async with self._repo.unit() as uow:
@@ -634,6 +659,7 @@ class CallService:
         async with live.lock, self._unit() as uow:
             await uow.insert_call(call)
             await self._emit(uow, call, EventKind.CALL_CREATED)
+        self._tell(self.tap.incoming, call.id, inc)
         self._spawn(self._answer_timeout(live), live)
         self._spawn(self._caller_gave_up(live, inc), live)
 
@@ -870,12 +896,21 @@ class CallService:
                 await live.mq.barge_in(op)
             else:
                 live.mq.push(op)
+        self._tell(self.tap.operation_accepted, op)
         return op
 
     @staticmethod
     def tone_keys(tones: list[str]) -> list[str]:
         """Graph tone names -> keypad characters."""
         return [TONE_TO_KEY[t] for t in tones]
+
+    def _key_sent(
+        self, call_id: str, op_id: str, method: DtmfMethod
+    ) -> Callable[[str, float], None]:
+        def tell(key: str, at: float) -> None:
+            self._tell(self.tap.key_sent, call_id, op_id, key, method.value, at)
+
+        return tell
 
     def _count_keys(self, method: DtmfMethod, count: int) -> None:
         if count > 0:
@@ -955,6 +990,7 @@ class CallService:
 
     async def _listen(self, live: _Live, media: MediaCall) -> None:
         async for info in media.keys_heard():
+            self._tell(self.tap.key_heard, live.call_id, info)
             tone = KEY_TO_TONE.get(info.key.upper())
             if tone is None:
                 continue

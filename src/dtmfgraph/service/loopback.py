@@ -35,6 +35,7 @@ from .media import (
     EndKind,
     EndReason,
     KeyHeardInfo,
+    KeySent,
     MediaCall,
     OnIncoming,
 )
@@ -109,10 +110,14 @@ class LoopbackCall:
         await self._wait(seconds)
         self.heard.append((key, method))
 
-    async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None:
+    async def send_dtmf(
+        self, keys: str, *, method: str, tone_ms: int, gap_ms: int, on_key: KeySent | None = None
+    ) -> None:
         for i, key in enumerate(keys):
             if self.ended.done():
                 raise CallEndedError("the call has ended")
+            if on_key is not None:
+                on_key(key, time.time())
             task = asyncio.ensure_future(self._tone(key, method, tone_ms / 1000 * self.speed))
             try:
                 await asyncio.shield(task)

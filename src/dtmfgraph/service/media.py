@@ -24,6 +24,8 @@ in-process simulation used by tests and demos.
     it ends when the call ends.
     ``hangup()``: sends BYE (idempotent). ``ended``: a future resolved with the ``EndReason``
     (local BYE, remote BYE, media error, timeout).
+    ``on_key`` (optional) is told of each key that left and when (as it leaves, or once the
+    send is over, whichever the backend can tell).
     ``dtmf_keys_sent``: how many keys have left on this call so far (whole keys, counted
     when ``send_dtmf`` returns, raises or is cancelled; a refused SIP INFO is not counted).
     ``can_send_rfc4733``/``can_send_sipinfo``: what the SDP/SIP negotiation allows; in-band
@@ -74,6 +76,12 @@ class KeyHeardInfo:
     key: str
     method: str
     time: float
+    duration: float | None = None
+    level_dbm0: float | None = None
+
+
+KeySent = Callable[[str, float], None]
+"""Told of each key that left in a ``send_dtmf``: the key and when it left (wall clock)."""
 
 
 class MediaBackendError(Exception):
@@ -109,7 +117,9 @@ class MediaCall(Protocol):
     @property
     def dtmf_keys_sent(self) -> int: ...
 
-    async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None: ...
+    async def send_dtmf(
+        self, keys: str, *, method: str, tone_ms: int, gap_ms: int, on_key: KeySent | None = None
+    ) -> None: ...
 
     def keys_heard(self) -> AsyncIterator[KeyHeardInfo]: ...
 

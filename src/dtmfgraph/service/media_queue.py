@@ -311,7 +311,13 @@ class MediaQueue:
         keys = "".join(svc.tone_keys(op.tones))
         sent_before = media.dtmf_keys_sent
         try:
-            await media.send_dtmf(keys, method=method.value, tone_ms=op.tone_ms, gap_ms=op.delay_ms)
+            await media.send_dtmf(
+                keys,
+                method=method.value,
+                tone_ms=op.tone_ms,
+                gap_ms=op.delay_ms,
+                on_key=svc._key_sent(self.call_id, op.id, method),
+            )
         finally:
             svc._count_keys(method, media.dtmf_keys_sent - sent_before)
         return Outcome(OpStatus.COMPLETED, CompletionReason.COMPLETED_SUCCESSFULLY, Results.OK)
@@ -325,8 +331,14 @@ class MediaQueue:
             audio = await self._prompt_audio(prompt_refs(op.params))
         except PromptError as exc:
             return Outcome(OpStatus.FAILED, CompletionReason.UNKNOWN, ResultInfo(400, 0, str(exc)))
+        self._note(op, "prompt", seconds=round(len(audio) / 8000, 3))
         await media.play(audio, loop=bool((op.params or {}).get("loop")))
         return Outcome(OpStatus.COMPLETED, CompletionReason.COMPLETED_SUCCESSFULLY, Results.OK)
+
+    def _note(self, op: Operation, kind: str, **data: Any) -> None:
+        """A line in the call's journal (the console's timeline)."""
+        svc = self._svc
+        svc._tell(svc.tap.note, self.call_id, kind, {"operation": op.id, **data})
 
     async def _record(self, op: Operation, media: MediaCall) -> Outcome:
         params = RecordParams.from_json(op.params or {})
@@ -369,6 +381,7 @@ class MediaQueue:
         assert reason is not None
         self._partial = None
         status, result, keep = _RECORDER_OUTCOMES[reason]
+        self._note(op, "recording", seconds=round(recorder.seconds, 3), reason=reason.value)
         return Outcome(status, reason, result, recorder.audio() if keep else None)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ from .media import (
     EndKind,
     EndReason,
     KeyHeardInfo,
+    KeySent,
     MediaCall,
     MediaSetupError,
     OnIncoming,
@@ -100,6 +102,11 @@ class SipMediaCall:
     def can_send_rfc4733(self) -> bool:
         return self._rfc4733
 
+    @property
+    def sip_call_id(self) -> str:
+        """The SIP Call-ID of the call's dialog."""
+        return self.call.call_id
+
     def recovery_record(self) -> dict[str, Any] | None:
         return self.call.recovery_record()
 
@@ -111,21 +118,35 @@ class SipMediaCall:
     def dtmf_keys_sent(self) -> int:
         return self._keys_sent
 
-    def _count(self, send: asyncio.Task[DtmfResult]) -> None:
-        """Add the keys that ``send`` got out (whatever way it ended) to ``dtmf_keys_sent``."""
+    def _count(self, send: asyncio.Task[DtmfResult], on_key: KeySent | None = None) -> None:
+        """Add the keys that ``send`` got out (whatever way it ended) to ``dtmf_keys_sent``;
+        tell ``on_key`` when each left."""
         if not send.done():
             return
         if send.cancelled():
             last = self.call.last_dtmf  # a cancelled SIP INFO send records what had left
             self._keys_sent += last.keys_sent if last is not None and last.cancelled else 0
+            self._tell(last if last is not None and last.cancelled else None, on_key)
             return
         exc = send.exception()
         if exc is None:
             self._keys_sent += send.result().keys_sent
+            self._tell(send.result(), on_key)
         else:
             self._keys_sent += int(getattr(exc, "keys_sent", 0))
+            self._tell(self.call.last_dtmf, on_key)
 
-    async def send_dtmf(self, keys: str, *, method: str, tone_ms: int, gap_ms: int) -> None:
+    def _tell(self, result: DtmfResult | None, on_key: KeySent | None) -> None:
+        if result is None or on_key is None:
+            return
+        wall = time.time() - asyncio.get_running_loop().time()
+        for key, at in zip(result.keys, result.key_times, strict=False):
+            with contextlib.suppress(Exception):
+                on_key(key, wall + at)
+
+    async def send_dtmf(
+        self, keys: str, *, method: str, tone_ms: int, gap_ms: int, on_key: KeySent | None = None
+    ) -> None:
         if method not in ("rfc4733", "sipinfo", "inband"):
             raise ValueError(f"unknown DTMF method {method!r}")
         send = asyncio.ensure_future(
@@ -140,15 +161,15 @@ class SipMediaCall:
             await asyncio.shield(send)
         except asyncio.CancelledError:
             await self._stop_at_key_boundary(send, method, tone_ms)
-            self._count(send)
+            self._count(send, on_key)
             raise
         except PhoneCallEndedError as exc:
-            self._count(send)
+            self._count(send, on_key)
             raise CallEndedError(str(exc)) from exc
         except Exception:
-            self._count(send)
+            self._count(send, on_key)
             raise
-        self._count(send)
+        self._count(send, on_key)
 
     async def _stop_at_key_boundary(
         self, send: asyncio.Task[DtmfResult], method: str, tone_ms: int
@@ -179,7 +200,7 @@ class SipMediaCall:
 
     async def keys_heard(self) -> AsyncIterator[KeyHeardInfo]:
         async for heard in self.call.keys_heard():
-            yield KeyHeardInfo(heard.key, heard.method, heard.at)
+            yield KeyHeardInfo(heard.key, heard.method, heard.at, heard.duration, heard.level_dbm0)
 
     @property
     def audio_active(self) -> bool:
@@ -212,6 +233,11 @@ class SipIncoming:
     @property
     def caller(self) -> str:
         return self.invite.caller
+
+    @property
+    def sip_call_id(self) -> str:
+        """The SIP Call-ID of the INVITE."""
+        return self.invite.call_id
 
     @property
     def callee(self) -> str:

@@ -87,3 +87,17 @@ outbox = sa.Table(
     sa.Column("claimed_by", sa.String(128), nullable=True),
     sa.Column("claimed_until", sa.Float, nullable=True),
 )
+
+call_journals = sa.Table(
+    "call_journals",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("app_id", sa.String(128), nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False, index=True),
+    sa.Column("dropped", sa.Integer, nullable=False, default=0),
+    sa.Column("entries", sa.JSON, nullable=False),
+)
+"""The console's journal of each ended call (``dtmfgraph.journal``), the latest ones only."""
+
+sa.Index("ix_calls_owner_created", calls.c.tenant_id, calls.c.app_id, calls.c.created_at)

@@ -1,7 +1,7 @@
 """playPrompt and recordResponse: operation parameters and recording fields; the recordings.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0009 (0009 landed first: the chain stays linear)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
