@@ -27,7 +27,7 @@ AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = Path(os.environ.get("DTMFGRAPH_ARTIFACTS", ROOT / "test-artifacts")) / "console"
 MISSING = (
     "headless Chromium is not installed: run scripts/test, which installs Debian's chromium "
-    "and chromium-driver and axe-core@{AXE_VERSION} from npm"
+    f"and chromium-driver and axe-core@{AXE_VERSION} from npm"
 )
 T = TypeVar("T")
 
