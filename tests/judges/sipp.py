@@ -266,7 +266,7 @@ async def run_sipp(
     """Run sipp with ``scenario`` (XML text) against ``target``; ``calls`` in all, at ``rate``
     calls/s with at most ``limit`` at once; ``transport`` is sipp's ``-t`` (``u1`` UDP, ``t1``
     one TCP connection)."""
-    exe = require_sipp()
+    exe = require_sipp()  # ``peer``: host:port its own requests (a NOTIFY, a BYE) go to
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "scenario.xml"
     path.write_text(scenario)
@@ -350,7 +350,7 @@ def uas_reject_scenario(status: int, reason: str) -> str:
 
 @contextlib.asynccontextmanager
 async def sipp_uas(
-    workdir: Path, scenario: str | None = None, *, timeout_s: int = 15
+    workdir: Path, scenario: str | None = None, *, timeout_s: int = 15, peer: str | None = None
 ) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
     """sipp answering one call on a free port: its built-in ``uas`` scenario (answers with SDP,
     sends no RTP, waits for BYE) or ``scenario`` (XML text). Yields (port, process); killed on
@@ -365,7 +365,8 @@ async def sipp_uas(
         path.write_text(scenario)
         which = ["-sf", str(path)]
     proc = await asyncio.create_subprocess_exec(
-        *[exe, *which, "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin"],
+        *[exe, *([peer] if peer else []), *which, "-i", "127.0.0.1", "-p", str(port)],
+        *["-m", "1", "-nostdin"],
         *["-timeout", f"{timeout_s}s", "-timeout_error"],
         cwd=workdir,
         stdin=asyncio.subprocess.DEVNULL,

@@ -72,6 +72,7 @@ from dtmfgraph.sip import Codec as SdpCodec
 from dtmfgraph.sip.acl import SourceAllowlist
 from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.grammar import is_ip_address
+from dtmfgraph.sip.refer import TransferProgress
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
 
@@ -370,6 +371,8 @@ class PhoneCall:
         self._taps = TapSet()
         self._stop_recording: Callable[[], None] | None = None
         self._muted = False
+        self.transfer_progress: asyncio.Queue[TransferProgress] = asyncio.Queue()
+        """The NOTIFYs about a REFER this call sent (see :mod:`dtmfgraph.media.transfer`)."""
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -799,6 +802,8 @@ class PhoneCall:
             self._answer_request(event.request_id, event.status)
         elif isinstance(event, ReInvite):
             self._on_reinvite()
+        elif isinstance(event, TransferProgress):
+            self.transfer_progress.put_nowait(event)
 
     def _answer_request(self, request_id: int, status: int) -> None:
         future = self._requests.get(request_id)

@@ -60,6 +60,7 @@ from .model import (
 from .prompts import PromptConfig, PromptFetcher, PromptRef
 from .recordings import MEDIA_TIMEOUT_S, Recording, RecordParams
 from .repository import Repository, UnitOfWork
+from .transfer import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ class CallService:
         self.record_media_timeout_s = config.record_media_timeout_s
         self.control = CallControls(self)
         """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
+        self.transfers = Transfers(self)
+        """The transfer action (see :mod:`.transfer`)."""
 
     def _new_live(self, call_id: str, incoming: IncomingCall | None = None) -> _Live:
         live = _Live(call_id, incoming=incoming)

@@ -105,6 +105,14 @@ class CallEndedError(MediaBackendError):
     """The call ended while an operation was using it."""
 
 
+class TransferFailedError(MediaBackendError):
+    """A transfer failed; ``sip_status`` says why (0: no SIP status), the message names it."""
+
+    def __init__(self, sip_status: int, message: str) -> None:
+        super().__init__(message)
+        self.sip_status = sip_status
+
+
 class MediaCall(Protocol):
     ended: asyncio.Future[EndReason]
 
@@ -140,6 +148,14 @@ class MediaCall(Protocol):
     def audio_direction(self) -> str:
         """The far end's audio direction as its SDP says, as a Graph ``mediaDirection``
         (``sendReceive``, ``sendOnly``, ``receiveOnly``, ``inactive``)."""
+        ...
+
+    async def transfer(
+        self, target: str, *, timeout: float, on_accepted: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Blind transfer: ask the far end to call ``target`` (a SIP URI). ``on_accepted`` is
+        awaited once it accepted; returns once its call to the target is answered and this
+        call is over (or being ended); raises ``TransferFailedError`` (the call goes on)."""
         ...
 
     def set_muted(self, muted: bool) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ..media.phone import (
@@ -42,6 +42,7 @@ from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
 from ..media.sip_transport import DEFAULT_KEEPALIVE_S, UDP_KEEPALIVE_S
 from ..media.tls import TlsConfig
+from ..media.transfer import TransferError, blind_transfer
 from ..media.udp import Address, MediaError, PortRange
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
@@ -57,6 +58,7 @@ from .media import (
     MediaCall,
     MediaSetupError,
     OnIncoming,
+    TransferFailedError,
 )
 
 log = logging.getLogger(__name__)
@@ -216,6 +218,14 @@ class SipMediaCall:
 
     def set_muted(self, muted: bool) -> None:
         self.call.muted = muted
+
+    async def transfer(
+        self, target: str, *, timeout: float, on_accepted: Callable[[], Awaitable[None]]
+    ) -> None:
+        try:
+            await blind_transfer(self.call, target, timeout=timeout, on_accepted=on_accepted)
+        except TransferError as exc:
+            raise TransferFailedError(exc.status, str(exc)) from exc
 
     async def hangup(self) -> None:
         await self.call.hangup()

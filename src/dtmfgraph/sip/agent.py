@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from dtmfgraph.sip import dtmf_relay
+from dtmfgraph.sip import dtmf_relay, refer
 from dtmfgraph.sip.call import Call, CallState, Role
 from dtmfgraph.sip.counters import SipCounters
 from dtmfgraph.sip.dialog import Dialog, DialogState
@@ -91,13 +91,13 @@ from dtmfgraph.sip.transaction import (
 )
 from dtmfgraph.sip.uri import NameAddr, SipUri
 
-ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY")
 """Methods we implement (sent in Allow)."""
 KNOWN_METHODS: Final = frozenset(
     {"REGISTER", "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 )
 """Methods we know but do not allow (answered 405); anything else unknown gets 501."""
-ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF)
+ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF, refer.SIPFRAG)
 
 RESTORE_SEQ_GAP: Final = 1000
 """How far :meth:`UserAgent.restore` moves a recorded dialog's local CSeq: past the requests
@@ -530,6 +530,16 @@ class UserAgent:
         call.require("info")
         return self._send_in_dialog(call, "OPTIONS", now)
 
+    def refer(
+        self, call: Call, target: str, now: float, replaces: refer.Replaces | None = None
+    ) -> int:
+        """Send REFER (RFC 3515) asking the far end to call ``target`` (a SIP URI; with
+        ``replaces``, an attended transfer); returns its request id. Its NOTIFYs come back as
+        :class:`~dtmfgraph.sip.refer.TransferProgress` events."""
+        call.require("info")
+        extra = refer.refer_headers(target, str(self.uri), replaces)
+        return self._send_in_dialog(call, "REFER", now, extra=extra)
+
     def reinvite(self, call: Call, sdp: SessionDescription, now: float) -> int:
         """Send a re-INVITE with a new offer (the session version is advanced for us)."""
         call.require("reinvite")
@@ -631,12 +641,15 @@ class UserAgent:
         *,
         purpose: str = "request",
         offer: SessionDescription | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> int:
         dialog = self._require_dialog(call)
         dest = self._hop(dialog)
         request = dialog.request(
             method, self._via(dest), self._contact(dest), body=body, content_type=content_type
         )
+        for name, value in extra:
+            request.headers.add(name, value)
         self._common_headers(request.headers)
         request_id = next(self._request_ids)
         self._start_client(request, dest, now, _Pending(call, purpose, request_id, offer))
@@ -925,6 +938,11 @@ class UserAgent:
             self._on_reinvite(call, request, tx, now)
         elif method == "OPTIONS":
             self._respond(tx, 200, now, extra=self._capabilities())
+        elif method == "NOTIFY":
+            verdict = refer.read_notify(request)
+            self._respond(tx, verdict.status, now, reason=verdict.reason)
+            if verdict.progress is not None:
+                self._events.append(refer.TransferProgress(call, *verdict.progress))
         else:
             self._reject_method(request, tx, now)
 

@@ -1,0 +1,133 @@
+"""``transfer``: hand the far end of an established call to another party (spec section 3).
+
+Blind transfer only: the far end is asked to call the target (SIP REFER). Notified as Graph
+does: ``transferring`` when asked, ``transferAccepted`` when the far end accepts, then the call
+ends ``terminated`` with resultInfo 0/7015 ``GracefulTransferCompleted`` (media operations
+still running end ``failed`` with it). A transfer that fails (refused, the target busy, no
+report in ``dial_timeout_s``) returns the call to ``established`` with 500/7000 and a message
+naming the SIP outcome; the call goes on, keys and all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidRequestError, NotAllowedError, NotSupportedError
+from .media import TransferFailedError
+from .model import CallState, EventKind, ResultInfo, Results, far_participant_id
+
+if TYPE_CHECKING:
+    from .calls import CallService, Principal, _Live
+
+log = logging.getLogger(__name__)
+
+_IN_FLIGHT = (CallState.TRANSFERRING, CallState.TRANSFER_ACCEPTED)
+
+
+def _failed(message: str) -> ResultInfo:
+    return ResultInfo(500, 7000, message)
+
+
+class Transfers:
+    """The transfer action of a :class:`~dtmfgraph.service.calls.CallService`."""
+
+    def __init__(self, svc: CallService) -> None:
+        self._svc = svc
+
+    def _target_uri(self, target: dict[str, Any]) -> str:
+        if not isinstance(target, dict) or not isinstance(target.get("identity"), dict):
+            raise InvalidRequestError("transferTarget.identity: is required")
+        if target.get("replacesCallId"):
+            raise NotSupportedError(
+                "transferTarget.replacesCallId: consultative transfer is not supported yet"
+            )
+        try:
+            return self._svc._resolve_target([target])
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(str(exc).replace("targets[0].", "transferTarget.")) from None
+
+    @staticmethod
+    def _check_transferee(call_id: str, far_leg: int, transferee: dict[str, Any]) -> None:
+        """A 1:1 call's transferee is its far end: a given one must name it."""
+        pid = transferee.get("participantId")
+        if pid is not None and pid != far_participant_id(call_id, far_leg):
+            raise InvalidRequestError(
+                f"transferee.participantId: {pid} is not the far end of this call (on a 1:1 "
+                "call the far end is the transferee; group calls are not supported)"
+            )
+
+    async def transfer(
+        self,
+        p: Principal,
+        call_id: str,
+        target: dict[str, Any],
+        transferee: dict[str, Any] | None = None,
+    ) -> None:
+        svc = self._svc
+        svc._require(p, "Calls.Initiate.All")
+        uri = self._target_uri(target)
+        live = svc._live.get(call_id)
+        if live is None:
+            call = await svc.get_call(p, call_id)
+            raise NotAllowedError(f"call {call_id} is {call.state.value}, not established")
+        async with live.lock, svc._unit() as uow:
+            call = await svc._owned(uow, p, call_id)
+            if call.state in _IN_FLIGHT:
+                raise NotAllowedError(f"call {call_id}: a transfer is already in progress")
+            if call.state is not CallState.ESTABLISHED or live.media is None or live.ending:
+                raise NotAllowedError(
+                    f"call {call_id} is {call.state.value}: only an established call can be "
+                    "transferred"
+                )
+            if transferee is not None:
+                self._check_transferee(call_id, call.control.far_leg, transferee)
+            call.state = CallState.TRANSFERRING
+            call.control.transfer = {"target": uri}
+            await uow.update_call(call)
+            await svc._emit(uow, call, EventKind.CALL_UPDATED)
+        svc._spawn(self._run(live, uri), live)
+
+    async def _accepted(self, live: _Live) -> None:
+        svc = self._svc
+        # from now on the far end leaving is the transfer completing (RFC 5589: it may BYE)
+        live.forced_result = Results.TRANSFERRED
+        async with live.lock, svc._unit() as uow:
+            call = await uow.get_call(live.call_id)
+            if call is None or call.state is not CallState.TRANSFERRING:
+                return
+            call.state = CallState.TRANSFER_ACCEPTED
+            await uow.update_call(call)
+            await svc._emit(uow, call, EventKind.CALL_UPDATED)
+
+    async def _run(self, live: _Live, uri: str) -> None:
+        svc = self._svc
+        media = live.media
+        assert media is not None
+        try:
+            await media.transfer(
+                uri, timeout=svc._cfg.dial_timeout_s, on_accepted=lambda: self._accepted(live)
+            )
+        except TransferFailedError as exc:
+            await self._back_to_established(live, _failed(str(exc)))
+            return
+        live.forced_result = Results.TRANSFERRED
+        log.info("call %s: transferred to %s", live.call_id, uri)
+
+    async def _back_to_established(self, live: _Live, result: ResultInfo) -> None:
+        svc = self._svc
+        if live.forced_result is Results.TRANSFERRED:
+            live.forced_result = None
+        async with live.lock, svc._unit() as uow:
+            call = await uow.get_call(live.call_id)
+            if call is None or call.state not in _IN_FLIGHT:
+                return  # hung up meanwhile: that ends it
+            call.state = CallState.ESTABLISHED
+            call.control.transfer = None
+            call.result_info = result
+            await svc._emit(uow, call, EventKind.CALL_UPDATED)
+            call.result_info = None  # the failure is told once; the call goes on
+            await uow.update_call(call)
+
+
+__all__ = ["Transfers"]

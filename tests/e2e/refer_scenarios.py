@@ -1,0 +1,94 @@
+"""sipp UAS scenarios for REFER edge cases: sipp answers our call, then takes our REFER with
+a given status and sends the given NOTIFYs (sipfrag bodies), then waits for our BYE."""
+
+from __future__ import annotations
+
+_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer, take a REFER, notify">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:bob@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+
+]]></send>
+  <recv request="ACK"/>
+  <recv request="REFER">
+    <action>
+      <ereg regexp="tag=([^;> \r\n]+)" search_in="hdr" header="From:" assign_to="ftag,our_tag"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 {refer_status} {refer_reason}
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"""
+
+_NOTIFY = """  <send><![CDATA[
+NOTIFY sip:dtmfgraph@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:bob@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: <sip:dtmfgraph@[remote_ip]:[remote_port]>;tag=[$our_tag]
+Call-ID: [call_id]
+CSeq: {cseq} NOTIFY
+Contact: <sip:bob@[local_ip]:[local_port]>
+Max-Forwards: 70
+Event: refer
+Subscription-State: {state}
+Content-Type: message/sipfrag;version=2.0
+Content-Length: [len]
+
+SIP/2.0 {frag}
+]]></send>
+  <recv response="200"/>
+"""
+
+_TAIL = """  <recv request="BYE" timeout="{bye_timeout_ms}"/>
+  <Reference variables="ftag,our_tag"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+def refer_scenario(
+    refer_status: int = 202,
+    refer_reason: str = "Accepted",
+    notifies: tuple[tuple[str, str], ...] = (),
+    bye_timeout_ms: int = 20000,
+) -> str:
+    """``notifies``: (sipfrag status line without ``SIP/2.0``, Subscription-State) each."""
+    out = _HEAD.format(refer_status=refer_status, refer_reason=refer_reason)
+    for cseq, (frag, state) in enumerate(notifies, 1):
+        out += _NOTIFY.format(cseq=cseq, frag=frag, state=state)
+    return out + _TAIL.format(bye_timeout_ms=bye_timeout_ms)
