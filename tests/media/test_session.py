@@ -386,3 +386,26 @@ async def test_the_echo_of_our_own_inband_keys_is_not_heard_as_the_far_ends() ->
         await a.close()
         transport.close()
         pacer.close()
+
+
+async def test_close_closes_the_sockets_whatever_failed_before() -> None:
+    """A failure while winding down (here the last RTCP report cannot be made) is logged, and
+    the RTP and RTCP sockets are closed all the same: before, close() raised first and left
+    both bound for good."""
+    pacer = Pacer()
+    peer = await RtpSession.open(pacer, latch=True)
+    session = await RtpSession.open(pacer, remote=peer.local_address, rtcp=True)
+    assert session.rtcp_endpoint is not None
+
+    def broken(*_: object, **__: object) -> None:
+        raise TypeError("host name must not contain null character")
+
+    session._send_rtcp = broken  # type: ignore[method-assign]
+    await session.close()
+    assert session.endpoint.closed and session.rtcp_endpoint.closed
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(session.local_address)  # the port is free again
+    with pytest.raises(SessionClosedError):
+        await session.next_key(0.1)
+    await peer.close()
+    pacer.close()

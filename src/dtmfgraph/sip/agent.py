@@ -8,7 +8,6 @@ drain :meth:`UserAgent.next_event`. Time only ever comes in as ``now`` (seconds,
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import random
@@ -75,6 +74,7 @@ from dtmfgraph.sip.sdp import (
     SessionDescription,
     audio_media,
     build_answer,
+    check_media,
     next_local_version,
     with_direction,
 )
@@ -848,6 +848,14 @@ class UserAgent:
         except SipParseError as exc:
             self._respond(tx, 400, now, reason=f"Bad Request ({exc})"[:120])
             return
+        if offer is not None:
+            try:
+                check_media(offer)
+            except SdpNegotiationError as exc:
+                self.counters.sdp_refused += 1
+                warning = f"301 {self.local_host} {quote(str(exc)[:200])}"
+                self._respond(tx, 488, now, extra=(("Warning", warning),))
+                return
         call = Call(request.call_id, Role.CALLEE, dialog.local, dialog.remote, addr)
         call.state = CallState.INCOMING
         call.dialog = dialog
@@ -896,9 +904,9 @@ class UserAgent:
         if call is None or call._ok is None or request.cseq.seq != call._ok_seq:
             return  # ACK for nothing we wait on, or a retransmitted ACK: ignore
         self._stop_2xx_retransmission(call)
-        if request.body and request.content_type == SDP_CONTENT_TYPE:
-            with contextlib.suppress(SipParseError):
-                call.remote_sdp = SessionDescription.parse(request.body)
+        sdp = self._sdp_of(request)
+        if sdp is not None:
+            call.remote_sdp = sdp
         if call.state is CallState.ANSWERED:
             call.move_to(CallState.ESTABLISHED)
             self._events.append(CallEstablished(call, call.remote_sdp))
@@ -1574,9 +1582,11 @@ class UserAgent:
         if not message.body or message.content_type != SDP_CONTENT_TYPE:
             return None
         try:
-            return SessionDescription.parse(message.body)
-        except SipParseError:
-            return None
+            sdp = SessionDescription.parse(message.body)
+            check_media(sdp)
+        except (SipParseError, SdpNegotiationError):
+            return None  # unusable: as if there were none (the phone then ends the call)
+        return sdp
 
 
 def status_reason(status: int) -> str:

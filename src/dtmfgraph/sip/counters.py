@@ -31,6 +31,10 @@ class SipCounters:
     """Out-of-dialog requests from sources not allowed (``UserAgent.allow_source``), answered
     403."""
 
+    sdp_refused: int = 0
+    """INVITEs refused with 488 before ringing because their SDP cannot be used safely (an
+    address that is not an IP literal, a number out of range)."""
+
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict."""
         return asdict(self)

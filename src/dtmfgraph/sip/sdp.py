@@ -4,6 +4,7 @@ SDES crypto attributes (RFC 4568) for SRTP."""
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -308,6 +309,41 @@ class AudioMedia:
         return not self.direction.receives or self.address in HOLD_ADDRESSES
 
 
+def is_ip_literal(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address as written (no host name, no zone)."""
+    if "%" in text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_media(desc: SessionDescription) -> None:
+    """Refuse (:class:`SdpNegotiationError`, a 488) an SDP we could not use safely.
+
+    Every active stream's connection address must be an IP literal: a host name would have to
+    be resolved, and we never resolve names for media (a name server that does not answer
+    would stall every call), and an address with a NUL or other junk cannot be sent to.
+    """
+    for m in desc.media:
+        if m.port == 0:
+            continue
+        address = m.connection or desc.connection
+        if address is None or not is_ip_literal(address):
+            raise SdpNegotiationError(
+                f"m={_printable(m.media)}: the connection address {_printable(address)} "
+                "is not an IP address (host names are not resolved)"
+            )
+
+
+def _printable(text: str | None, limit: int = 60) -> str:
+    """``text`` quoted, cut and made ASCII, for an error message (and a Warning header)."""
+    shown = ascii(text if text is None else text[:limit])
+    return shown + ("..." if text is not None and len(text) > limit else "")
+
+
 def audio_media(desc: SessionDescription) -> AudioMedia | None:
     """The audio stream of ``desc`` (its first active ``m=audio``), or ``None``."""
     m = desc.audio
@@ -401,8 +437,10 @@ def build_answer(
     other ``m=`` line is refused with port 0. An SRTP stream (``RTP/SAVP``) is taken only when
     ``crypto`` picks one of its crypto lines; crypto lines in ``RTP/AVP`` (best-effort SRTP)
     are answered when it picks one, else the stream is plain RTP. Raises
-    :class:`SdpNegotiationError` when there is no usable audio stream or no common codec.
+    :class:`SdpNegotiationError` when there is no usable audio stream or no common codec, or
+    the offer fails :func:`check_media`.
     """
+    check_media(offer)
     chosen_index: int | None = None
     formats: list[Codec] = []
     offered: AudioMedia | None = None
