@@ -409,3 +409,20 @@ async def test_close_closes_the_sockets_whatever_failed_before() -> None:
         await session.next_key(0.1)
     await peer.close()
     pacer.close()
+
+
+@pytest.mark.parametrize("host", ["localhost", "pbx.example.com", "127.0.0.1\x00"])
+async def test_a_session_never_sends_to_a_host_name(host: str) -> None:
+    """``sendto((name, port))`` would resolve ``name`` on the event loop for every packet (a
+    name server that never answers froze the process): only IP literals are taken."""
+    pacer = Pacer()
+    session = await RtpSession.open(pacer, rtcp=True)
+    try:
+        with pytest.raises(MediaError, match="not an IP address"):
+            session.set_remote((host, 4000))
+        with pytest.raises(MediaError, match="not an IP address"):
+            session.set_rtcp_remote((host, 4001))
+        assert session.remote is None and session.outbound is None
+    finally:
+        await session.close()
+        pacer.close()

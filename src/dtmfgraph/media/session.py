@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import time
@@ -130,6 +131,8 @@ class RtpSession:
     ) -> None:
         if send:
             pacer.check_ptime(ptime_ms)
+        if rtcp_remote is not None:
+            _check_literal(rtcp_remote)
         self._pacer = pacer
         self._loop = asyncio.get_running_loop()
         self.endpoint = endpoint
@@ -263,6 +266,7 @@ class RtpSession:
         """Send to ``remote`` from now on, and take packets from it (under ``strict``, also
         from one address learned anew); the first call starts the outbound stream on the grid."""
         self._check_open()
+        _check_literal(remote)
         self.guard.expect(remote)
         self._send_to(remote)
 
@@ -459,6 +463,8 @@ class RtpSession:
 
     def set_rtcp_remote(self, remote: Address | None) -> None:
         """Send RTCP to ``remote`` (the far end's ``a=rtcp``); ``None``: its RTP port + 1."""
+        if remote is not None:
+            _check_literal(remote)
         self._rtcp_given = remote
         if remote is None and self.remote is not None:
             remote = self.remote if self.rtcp_mux else (self.remote[0], self.remote[1] + 1)
@@ -617,6 +623,19 @@ class RtpSession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _check_literal(address: Address) -> None:
+    """``MediaError`` unless ``address`` names an IP literal: a host name would be resolved by
+    ``sendto`` on the event loop for every packet (a name server that does not answer stalls
+    the whole process), and junk (a NUL byte) raises there."""
+    host = address[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise MediaError(
+            f"not an IP address: {host[:60]!r} (host names are not resolved)"
+        ) from None
 
 
 def _srtcp_of(context: SrtpContext | None) -> SrtcpContext | None:

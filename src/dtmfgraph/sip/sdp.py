@@ -323,9 +323,10 @@ def is_ip_literal(text: str) -> bool:
 def check_media(desc: SessionDescription) -> None:
     """Refuse (:class:`SdpNegotiationError`, a 488) an SDP we could not use safely.
 
-    Every active stream's connection address must be an IP literal: a host name would have to
-    be resolved, and we never resolve names for media (a name server that does not answer
-    would stall every call), and an address with a NUL or other junk cannot be sent to.
+    Every active stream's connection address (and ``a=rtcp`` address) must be an IP literal:
+    a host name would have to be resolved, and we never resolve names for media (a name
+    server that does not answer would stall every call), and an address with a NUL or other
+    junk cannot be sent to.
     """
     for m in desc.media:
         if m.port == 0:
@@ -336,6 +337,14 @@ def check_media(desc: SessionDescription) -> None:
                 f"m={_printable(m.media)}: the connection address {_printable(address)} "
                 "is not an IP address (host names are not resolved)"
             )
+        rtcp = m.attribute("rtcp")
+        if rtcp is not None:
+            parts = rtcp.split()
+            if len(parts) == 4 and not is_ip_literal(parts[3]):
+                raise SdpNegotiationError(
+                    f"a=rtcp: the address {_printable(parts[3])} is not an IP address "
+                    "(host names are not resolved)"
+                )
 
 
 def _printable(text: str | None, limit: int = 60) -> str:
