@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from dtmfgraph.sip import CallEstablished, UserAgent, build_offer, parse_message
+from dtmfgraph.sip import (
+    CallEstablished,
+    SipParseError,
+    UserAgent,
+    build_offer,
+    parse_message,
+)
+from dtmfgraph.sip.dtmf_relay import DtmfBodyError, decode
+from dtmfgraph.sip.registration import _seconds
+from dtmfgraph.sip.stream import StreamFramer
 
 from .hostile import exchange, incoming, invite, sdp
 
@@ -72,3 +81,74 @@ def test_an_answer_naming_a_host_is_not_taken() -> None:
         events.append(event)
     assert any(isinstance(e, CallEstablished) for e in events)
     assert call.remote_sdp is None and call.media is None
+
+
+BIG = "9" * 5000
+"""Past Python's 4,300-digit int() limit: a ValueError where a number is read unbounded."""
+TE = "a=rtpmap:101 telephone-event/8000\r\n"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "formats", "why"),
+    [
+        (f"{TE}a=ptime:{BIG}\r\n", "0 101", "a=ptime"),
+        (f"{TE}a=ptime:0\r\n", "0 101", "a=ptime"),
+        (f"{TE}a=maxptime:20x\r\n", "0 101", "a=maxptime"),
+        (f"a=rtpmap:101 telephone-event/{BIG}\r\n", "0 101", "a=rtpmap"),
+        ("a=rtpmap:101 telephone-event/0\r\n", "0 101", "a=rtpmap"),
+        (f"{TE}a=rtcp:{BIG}\r\n", "0 101", "a=rtcp"),
+        (f"{TE}a=rtcp:70000\r\n", "0 101", "a=rtcp"),
+        (f"{TE}a=fmtp:{BIG} 0-16\r\n", "0 101", "a=fmtp"),
+        ("a=rtpmap:128 telephone-event/8000\r\n", "0 128", "payload type"),
+        ("a=rtpmap:101 telephone-event/8000\r\n", f"0 {BIG}", "payload type"),
+        (TE, "0 101 1000", "payload type"),
+        ("a=rtpmap:255 PCMU/8000\r\n", "255", "payload type"),
+    ],
+)
+def test_every_sdp_number_is_bounded_488(attributes: str, formats: str, why: str) -> None:
+    """A 5,000-digit number in a=ptime, the telephone-event rate or a=rtcp once left the
+    INVITE unanswered (a ValueError); a payload type outside 0-127 (telephone-event on 128)
+    was answered as offered. Now each is 488 with a Warning naming the field."""
+    ua = _ua()
+    [final] = exchange(ua, invite(sdp(formats=formats, attributes=attributes)))
+    assert final.status == 488, final
+    assert why in (final.headers.get("Warning") or ""), final.headers.get("Warning")
+    assert incoming(ua) == []
+
+
+def test_a_media_port_of_5000_digits_is_400() -> None:
+    ua = _ua()
+    [final] = exchange(
+        ua, invite(sdp(port=int(BIG[:5])).replace("m=audio 99999", f"m=audio {BIG}"))
+    )
+    assert final.status == 400
+
+
+@pytest.mark.parametrize("value", [BIG, "256", "٧٠", "-1"])
+def test_a_bad_max_forwards_is_400(value: str) -> None:
+    """Max-Forwards of 5,000 digits once raised ValueError (12 log lines, no reply)."""
+    ua = _ua()
+    data = invite(sdp()).replace(b"Max-Forwards: 70", f"Max-Forwards: {value}".encode())
+    [final] = exchange(ua, data)
+    assert final.status == 400 and "Max-Forwards" in (final.headers.get("Warning") or "")
+
+
+def test_a_content_length_of_5000_digits_breaks_the_stream_cleanly() -> None:
+
+    framer = StreamFramer()
+    with pytest.raises(SipParseError, match="Content-Length"):
+        framer.feed(
+            b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: " + BIG.encode() + b"\r\n\r\n"
+        )
+
+
+@pytest.mark.parametrize("signal", [BIG, "١"])
+def test_an_info_signal_of_5000_digits_is_400(signal: str) -> None:
+    with pytest.raises(DtmfBodyError):
+        decode("application/dtmf-relay", f"Signal={signal}\r\nDuration=100\r\n".encode())
+
+
+def test_an_expires_of_5000_digits_is_capped() -> None:
+    assert _seconds(BIG) == 2**32 - 1
+    assert _seconds("٣") is None
+    assert _seconds("3600") == 3600
