@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -47,7 +48,38 @@ def _principal(
 
 Svc = Annotated[CallService, Depends(_service)]
 Who = Annotated[Principal, Depends(_principal)]
-RepeatId = Annotated[str | None, Header(alias="Repeatability-Request-ID")]
+REPEAT_HEADER = "Repeatability-Request-ID"
+REPEAT_MAX = 128
+"""Longest ``Repeatability-Request-ID`` taken (a UUID is 36 characters)."""
+_REPEAT_OK = re.compile(rf"[\x21-\x7e]{{1,{REPEAT_MAX}}}")
+
+
+def _repeat_id(
+    value: Annotated[
+        str | None,
+        Header(
+            alias=REPEAT_HEADER,
+            json_schema_extra={"minLength": 1, "maxLength": REPEAT_MAX, "pattern": "^[!-~]+$"},
+        ),
+    ] = None,
+) -> str | None:
+    """The ``Repeatability-Request-ID`` of a request: absent, or 1 to 128 visible ASCII
+    characters (an empty, over-long or otherwise odd key is a 400 naming the header)."""
+    if value is None:
+        return None
+    if not _REPEAT_OK.fullmatch(value):
+        why = (
+            "is empty"
+            if not value
+            else f"is {len(value)} characters long; at most {REPEAT_MAX} are allowed"
+            if len(value) > REPEAT_MAX
+            else "may hold only visible ASCII characters (no spaces or control characters)"
+        )
+        raise InvalidRequestError(f"{REPEAT_HEADER}: the header {why}")
+    return value
+
+
+RepeatId = Annotated[str | None, Depends(_repeat_id)]
 
 
 async def _json(request: Request) -> dict[str, Any]:
