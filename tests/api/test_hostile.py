@@ -75,3 +75,28 @@ async def test_a_bad_repeatability_key_is_a_400_naming_the_header(
     for headers in ({}, {"Repeatability-Request-ID": "k" * 128}):
         r = await client.post(url, json=DTMF, headers=headers)
         assert r.status_code == 200, r.text
+
+
+async def test_a_repeatability_key_belongs_to_one_action_kind(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    cid = await new_call(client, receiver)
+    key = {"Repeatability-Request-ID": "K-1"}
+    sent = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF, headers=key)
+    assert sent.status_code == 200, sent.text
+    op = sent.json()
+    # reusing the key for another action is refused: it cancels nothing and returns no send
+    for action in ("cancelMediaProcessing", "subscribeToTone"):
+        r = await client.post(f"{V}/{cid}/{action}", json={}, headers=key)
+        graph_error(r, 400, "invalidRequest", "Repeatability-Request-ID", "sendDtmfTones")
+    # a retry of the same action still returns the first operation
+    again = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF, headers=key)
+    assert again.status_code == 200 and again.json()["id"] == op["id"]
+    # a cancel with a key of its own cancels; retried, it is the same cancel
+    cancel_key = {"Repeatability-Request-ID": "K-2"}
+    cancel = await client.post(f"{V}/{cid}/cancelMediaProcessing", json={}, headers=cancel_key)
+    assert cancel.json()["@odata.type"] == "#microsoft.graph.cancelMediaProcessingOperation"
+    again = await client.post(f"{V}/{cid}/cancelMediaProcessing", json={}, headers=cancel_key)
+    assert again.json()["id"] == cancel.json()["id"]
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF, headers=cancel_key)
+    graph_error(r, 400, "invalidRequest", "cancelMediaProcessing")
