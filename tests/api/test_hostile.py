@@ -3,12 +3,15 @@ envelope, on SQLite and PostgreSQL alike, and the call it aimed at still usable 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from .conftest import ServiceFactory
 from .harness import Receiver, Service
 
 V = "/v1.0/communications/calls"
@@ -100,3 +103,87 @@ async def test_a_repeatability_key_belongs_to_one_action_kind(
     assert again.json()["id"] == cancel.json()["id"]
     r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF, headers=cancel_key)
     graph_error(r, 400, "invalidRequest", "cancelMediaProcessing")
+
+
+async def test_a_body_over_the_cap_is_a_413_and_stores_nothing(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    assert svc.settings.max_body_bytes == 64 * 1024  # the documented default
+    big = create_body(receiver, subject="x" * (64 * 1024))
+    r = await client.post(V, json=big)  # refused by its Content-Length, unread
+    graph_error(r, 413, "invalidRequest", str(64 * 1024))
+    assert "request-id" in r.headers
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused as it passes
+        yield json.dumps(create_body(receiver))[:-1].encode()
+        for _ in range(100):
+            yield b', "x": "' + b"y" * 1000 + b'"'
+        yield b"}"
+
+    r = await client.post(V, content=chunks(), headers={"Content-Type": "application/json"})
+    graph_error(r, 413, "invalidRequest", str(64 * 1024))
+    # just under the cap is taken
+    r = await client.post(V, json=create_body(receiver, subject="x" * (60 * 1024)))
+    assert r.status_code == 201, r.text
+
+
+async def test_the_body_cap_is_a_setting(
+    service_factory: ServiceFactory, receiver: Receiver
+) -> None:
+    async with (
+        service_factory(max_body_bytes=2048) as svc,
+        httpx.AsyncClient(
+            base_url=svc.base, headers={"Authorization": f"Bearer {svc.token()}"}
+        ) as c,
+    ):
+        r = await c.post(V, json=create_body(receiver, subject="x" * 2048))
+        graph_error(r, 413, "invalidRequest", "2048")
+        r = await c.post(V, json=create_body(receiver, subject="x" * 1024))
+        assert r.status_code == 201, r.text
+
+
+async def test_a_body_that_trickles_is_cut_off_with_408(
+    service_factory: ServiceFactory, receiver: Receiver
+) -> None:
+    async with service_factory(body_read_timeout_s=0.5) as svc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.settings.port)
+        body = json.dumps(create_body(receiver)).encode()
+        writer.write(
+            b"POST /v1.0/communications/calls HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {svc.token()}\r\n".encode()
+            + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        error = json.loads(await reader.readexactly(length))["error"]
+        assert error["code"] == "invalidRequest" and "0.5 s" in error["message"]
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (json.dumps({f"k{i}": i for i in range(300)}), ["wide", "256"]),
+        ('{"d": ' * 40 + "{}" + "}" * 40, ["deeper", "32"]),
+        ("[" * 2000 + "]" * 2000, ["deeper", "32"]),
+        ("[" * 30000 + "]" * 30000, ["deeper", "32"]),
+    ],
+    ids=["300 members", "40 levels", "2000 levels", "30000 levels"],
+)
+async def test_open_type_extras_are_bounded(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver, extra: str, words: list[str]
+) -> None:
+    def with_extra(body: dict[str, Any]) -> bytes:
+        name = "wide" if "wide" in words else "deep"
+        return (json.dumps(body)[:-1] + f', "{name}": {extra}}}').encode()
+
+    json_type = {"Content-Type": "application/json"}
+    r = await client.post(V, content=with_extra(create_body(receiver)), headers=json_type)
+    graph_error(r, 400, "invalidRequest", *words)
+    # sendDtmfTones is an open type too
+    cid = await new_call(client, receiver)
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", content=with_extra(DTMF), headers=json_type)
+    graph_error(r, 400, "invalidRequest", *words)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -29,6 +28,7 @@ from ..service import (
     Principal,
 )
 from .auth import Authenticator
+from .body import parse_object
 from .openapi import request_body
 
 M = TypeVar("M", bound=WireModel)
@@ -83,16 +83,7 @@ RepeatId = Annotated[str | None, Depends(_repeat_id)]
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    return data
+    return parse_object(await request.body())
 
 
 async def _body(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
