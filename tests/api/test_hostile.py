@@ -10,6 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+
+from dtmfgraph.store.tables import outbox
 
 from .conftest import ServiceFactory
 from .harness import Receiver, Service
@@ -187,3 +190,53 @@ async def test_open_type_extras_are_bounded(
     cid = await new_call(client, receiver)
     r = await client.post(f"{V}/{cid}/sendDtmfTones", content=with_extra(DTMF), headers=json_type)
     graph_error(r, 400, "invalidRequest", *words)
+
+
+BAD_CALLBACKS = {
+    "port 99999": "http://localhost:99999/cb",
+    "port 0": "http://localhost:0/cb",
+    "CR LF": "http://localhost:8000/cb\r\nX-Evil: 1",
+    "NUL": "http://localhost:8000/cb\x00",
+    "space": "http://localhost:8000/c b",
+    "non-ASCII": "https://example.com/caf\u00e9",
+    "3000 characters": "https://example.com/" + "a" * 3000,
+    "unclosed IPv6": "http://[::1",
+    "bad port": "http://localhost:80x/cb",
+}
+
+
+@pytest.mark.parametrize("uri", BAD_CALLBACKS.values(), ids=BAD_CALLBACKS.keys())
+async def test_a_callback_uri_that_cannot_be_delivered_to_is_a_400(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver, uri: str
+) -> None:
+    r = await client.post(V, json=create_body(receiver) | {"callbackUri": uri})
+    graph_error(r, 400, "invalidRequest", "callbackUri")
+    # answer checks it the same way, and the call stays answerable
+    await svc.media.incoming("+14255550123", "sip:bot@127.0.0.1")
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    cid = created["resourceData"]["id"]
+    answer = {"callbackUri": uri, "acceptedModalities": ["audio"], "mediaConfig": {}}
+    async with httpx.AsyncClient(
+        base_url=svc.base, headers={"Authorization": f"Bearer {svc.incoming_token()}"}
+    ) as c:
+        r = await c.post(f"{V}/{cid}/answer", json=answer)
+        graph_error(r, 400, "invalidRequest", "callbackUri")
+        r = await c.post(f"{V}/{cid}/answer", json=answer | {"callbackUri": receiver.url})
+        assert r.status_code == 202, r.text
+
+
+async def test_any_delivery_error_is_a_failed_attempt(
+    service_factory: ServiceFactory, receiver: Receiver
+) -> None:
+    # incoming_callback_uri is configuration (not checked by the policy): one httpx refuses
+    async with service_factory(incoming_callback_uri="http://localhost:99999/cb") as svc:
+        await svc.media.incoming("+14255550123", "sip:bot@127.0.0.1")
+        engine = svc.app.state.repo.engine
+        for _ in range(200):
+            async with engine.connect() as conn:
+                rows = (await conn.execute(sa.select(outbox))).mappings().all()
+            if rows and rows[0]["attempts"] >= 1:
+                break
+            await asyncio.sleep(0.05)
+        [row] = rows
+        assert row["attempts"] >= 1 and "65535" in row["last_error"], row

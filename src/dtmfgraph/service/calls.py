@@ -226,12 +226,35 @@ LOOPBACK_CALLBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 be listed like any other host)."""
 
 
+CALLBACK_URI_MAX = 2048
+"""Longest callbackUri taken (browsers' and servers' common URL limit)."""
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+"""The characters RFC 3986 allows in a URI (nothing else: no spaces, controls or non-ASCII)."""
+
+
 def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
-    """https only, except loopback hosts and hosts on the allow-list (http allowed there)."""
-    parts = urlsplit(uri)
-    host = (parts.hostname or "").lower()
+    """A URL we can deliver to: at most 2,048 characters of RFC 3986, an absolute http(s) URL
+    with a host and a port in 1-65535; https only, except loopback hosts and hosts on the
+    allow-list (http allowed there)."""
+    if len(uri) > CALLBACK_URI_MAX:
+        raise InvalidRequestError(
+            f"callbackUri: is {len(uri)} characters long; at most {CALLBACK_URI_MAX} are allowed"
+        )
+    if not _URI_CHARS.fullmatch(uri):
+        raise InvalidRequestError(
+            f"callbackUri: {uri!r} holds characters a URL may not (spaces, control or non-ASCII "
+            "characters: percent-encode them)"
+        )
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(f"callbackUri: {uri!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidRequestError(f"callbackUri: {uri!r} is not an absolute http(s) URL")
+    if port == 0:
+        raise InvalidRequestError(f"callbackUri: {uri!r}: the port must be 1 to 65535")
     if parts.scheme == "https":
         return
     if host not in LOOPBACK_CALLBACK_HOSTS and host not in allowed_hosts:
