@@ -4,7 +4,9 @@ envelope, on SQLite and PostgreSQL alike, and the call it aimed at still usable 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,3 +242,64 @@ async def test_any_delivery_error_is_a_failed_attempt(
             await asyncio.sleep(0.05)
         [row] = rows
         assert row["attempts"] >= 1 and "65535" in row["last_error"], row
+
+
+def forged(header: dict[str, Any]) -> str:
+    """A token whose JOSE header is ``header`` (any JSON), with a junk signature."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = {"tid": "t", "appid": "a", "iss": "dtmfgraph", "aud": "dtmfgraph", "exp": 2**40}
+    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), "c2ln"])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": ["HS256"], "typ": "JWT"},
+        {"alg": {"HS256": 1}, "typ": "JWT"},
+        {"alg": 256},
+        {"alg": None},
+        {"alg": "HS256", "kid": ["x"], "crit": [{"a": 1}]},
+        {"alg": "HS256", "typ": {"x": 1}},
+    ],
+    ids=["alg list", "alg object", "alg number", "alg null", "odd kid and crit", "typ object"],
+)
+async def test_a_forged_jose_header_is_a_401_with_one_log_line_at_most(
+    svc: Service, receiver: Receiver, header: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    auth = {"Authorization": f"Bearer {forged(header)}"}
+    async with httpx.AsyncClient(base_url=svc.base, headers=auth) as c:
+        for r in (
+            await c.post(V, json=create_body(receiver)),
+            await c.get(f"{V}/some-call"),
+            await c.delete(f"{V}/some-call"),
+        ):
+            graph_error(r, 401, "unauthenticated", "Access token")
+            assert r.headers["www-authenticate"] == "Bearer"
+    noisy = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert len(noisy) <= 3 and not any(rec.exc_info for rec in noisy), noisy
+
+
+async def test_non_utf8_header_bytes_are_a_4xx_or_ignored(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    cid = await new_call(client, receiver)
+    # a header nobody reads: the request is served as if it were not there
+    r = await client.get(f"{V}/{cid}", headers={"X-Whatever": b"\xff\xfe caf\xe9"})
+    assert r.status_code == 200, r.text
+    r = await client.get(f"{V}/{cid}", headers={"client-request-id": b"\xffbad"})
+    graph_error(r, 400, "invalidRequest", "client-request-id")
+    r = await client.post(
+        f"{V}/{cid}/sendDtmfTones", json=DTMF, headers={"Repeatability-Request-ID": b"k\xff"}
+    )
+    graph_error(r, 400, "invalidRequest", "Repeatability-Request-ID")
+    for value in (b"Bearer \xff\xfe.\xff.\xff", b"\xffBearer x"):
+        r = await client.get(f"{V}/{cid}", headers={"Authorization": value})
+        graph_error(r, 401, "unauthenticated")
+    # a good client-request-id is echoed
+    r = await client.get(f"{V}/{cid}", headers={"client-request-id": "abc-123"})
+    assert r.headers["client-request-id"] == "abc-123"
