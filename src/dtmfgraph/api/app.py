@@ -23,6 +23,7 @@ from ..store.journals import JournalStore
 from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
+from .limits import BodyLimitMiddleware, BodyLimits
 from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
@@ -276,6 +277,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(callback_keys.router)
     openapi.install(app, config.limits)
     app.add_middleware(Router, routing=routing)  # after the path is normalised, before the app
+    limits = BodyLimits(settings.max_body_bytes, settings.body_read_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, limits=limits)  # before any body is read
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(GraphMiddleware)  # outermost: it normalises the path first
     return app

@@ -226,12 +226,35 @@ LOOPBACK_CALLBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 be listed like any other host)."""
 
 
+CALLBACK_URI_MAX = 2048
+"""Longest callbackUri taken (browsers' and servers' common URL limit)."""
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+"""The characters RFC 3986 allows in a URI (nothing else: no spaces, controls or non-ASCII)."""
+
+
 def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
-    """https only, except loopback hosts and hosts on the allow-list (http allowed there)."""
-    parts = urlsplit(uri)
-    host = (parts.hostname or "").lower()
+    """A URL we can deliver to: at most 2,048 characters of RFC 3986, an absolute http(s) URL
+    with a host and a port in 1-65535; https only, except loopback hosts and hosts on the
+    allow-list (http allowed there)."""
+    if len(uri) > CALLBACK_URI_MAX:
+        raise InvalidRequestError(
+            f"callbackUri: is {len(uri)} characters long; at most {CALLBACK_URI_MAX} are allowed"
+        )
+    if not _URI_CHARS.fullmatch(uri):
+        raise InvalidRequestError(
+            f"callbackUri: {uri!r} holds characters a URL may not (spaces, control or non-ASCII "
+            "characters: percent-encode them)"
+        )
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(f"callbackUri: {uri!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidRequestError(f"callbackUri: {uri!r} is not an absolute http(s) URL")
+    if port == 0:
+        raise InvalidRequestError(f"callbackUri: {uri!r}: the port must be 1 to 65535")
     if parts.scheme == "https":
         return
     if host not in LOOPBACK_CALLBACK_HOSTS and host not in allowed_hosts:
@@ -413,6 +436,21 @@ class CallService:
     def _require(p: Principal, role: str) -> None:
         if role not in p.roles:
             raise AccessDeniedError(f"this action requires the application role {role}")
+
+    @staticmethod
+    async def _repeat(
+        uow: UnitOfWork, call_id: str, repeat_key: str | None, kind: OpKind
+    ) -> Operation | None:
+        """The operation an earlier request with ``repeat_key`` made on the call, if any; a key
+        used there by another action is refused (keys are not shared between kinds)."""
+        if repeat_key is None or (found := await uow.find_repeat(call_id, repeat_key)) is None:
+            return None
+        if found.kind is not kind:
+            raise InvalidRequestError(
+                f"Repeatability-Request-ID: {repeat_key!r} was already used on this call by "
+                f"{found.kind.value.removesuffix('Operation')}; use a new key for each request"
+            )
+        return found
 
     async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
         call = await uow.get_call(call_id)
@@ -821,7 +859,7 @@ class CallService:
                 method=method,
             )
 
-        return await self._enqueue(p, call_id, req.repeat_key, make)
+        return await self._enqueue(p, call_id, (req.repeat_key, OpKind.SEND_DTMF), make)
 
     async def play_prompt(self, p: Principal, call_id: str, req: PromptRequest) -> Operation:
         self._require(p, ROLE_INITIATE)
@@ -838,7 +876,7 @@ class CallService:
                 params={"prompts": [[r.uri, r.resource_id] for r in req.prompts], "loop": req.loop},
             )
 
-        return await self._enqueue(p, call_id, req.repeat_key, make)
+        return await self._enqueue(p, call_id, (req.repeat_key, OpKind.PLAY_PROMPT), make)
 
     async def record_response(self, p: Principal, call_id: str, req: RecordRequest) -> Operation:
         self._require(p, ROLE_MEDIA)
@@ -856,31 +894,33 @@ class CallService:
             )
 
         barge = req.params.barge_in
-        return await self._enqueue(p, call_id, req.repeat_key, make, barge_in=barge)
+        repeat = (req.repeat_key, OpKind.RECORD)
+        return await self._enqueue(p, call_id, repeat, make, barge_in=barge)
 
     async def _enqueue(
         self,
         p: Principal,
         call_id: str,
-        repeat_key: str | None,
+        repeat: tuple[str | None, OpKind],
         make: Callable[[_Live, bool], Operation],
         *,
         barge_in: bool = False,
     ) -> Operation:
         """Store the media operation ``make`` gives (told whether it will run at once) and queue
-        it on the call (at the head, for a barge-in); a repeat of ``repeat_key`` returns the
-        operation made the first time."""
+        it on the call (at the head, for a barge-in); a repeat of ``repeat`` (key, kind)
+        returns the operation made the first time."""
+        repeat_key, kind = repeat
         live = self._live.get(call_id)
         if live is None:
             async with self._repo.unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, kind):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
         async with live.lock:
             async with self._unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, kind):
                     return found
                 if call.state not in (CallState.ESTABLISHING, CallState.ESTABLISHED):
                     raise NotAllowedError(f"call {call_id} is {call.state.value}")
@@ -925,13 +965,13 @@ class CallService:
         if live is None:
             async with self._repo.unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, OpKind.CANCEL_MEDIA):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
         async with live.lock:
             async with self._repo.unit() as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, OpKind.CANCEL_MEDIA):
                     return found
             cancelled_ids = await live.mq.stop(lambda _kind: True)
             async with self._unit() as uow:
@@ -954,7 +994,7 @@ class CallService:
         live = self._live.get(call_id)
         async with self._unit() as uow:
             call = await self._owned(uow, p, call_id)
-            if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+            if found := await self._repeat(uow, call_id, repeat_key, OpKind.SUBSCRIBE_TONE):
                 return found
             if live is None or call.ended:
                 raise NotAllowedError(f"call {call_id} is {call.state.value}")
