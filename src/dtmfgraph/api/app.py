@@ -129,7 +129,10 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     try:
         config.check()
     except TlsConfigError as exc:
-        raise ValueError(f"sip_tls_cert_file: {exc}") from None
+        raise ValueError(
+            f"sip_tls_cert_file: {exc}; give readable PEM files: the certificate chain, its "
+            "private key (in it or in sip_tls_key_file), CAs in sip_tls_ca_file"
+        ) from None
     return config
 
 
