@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation).",
     ),
+    "config": ("config", "The settings serve runs with: `config show` prints them."),
     "token": ("serve", "Print a development bearer token that ``dtmfgraph serve`` accepts."),
     "call": (
         "sip",
