@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from ..settings import Settings
+from .config import ConfigError, ConfigFile, load
 from .limits import raise_open_file_limit
+from .panels import ServeCommand
 from .preflight import StartError, bind_hint, bind_http, check_data_dir, check_database
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ DataDir = Annotated[
 
 
 def serve(
+    config: ConfigFile = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
     data_dir: DataDir = None,
@@ -383,12 +385,9 @@ def serve(
     if no_auth:
         updates["auth_enabled"] = False
     try:
-        settings = Settings(**updates)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = str(error["loc"][0]) if error["loc"] else "settings"
-        option = _OPTION_OF.get(where, where)
-        typer.echo(f"error: {option}: {error['msg']}", err=True)
+        settings = load(updates, config, lambda name: _OPTION_OF.get(name, name)).settings
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if settings.media not in ("sip", "loopback"):
         typer.echo(
@@ -646,5 +645,5 @@ def token(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", cls=ServeCommand)(serve)
     app.command("token")(token)
