@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..service.errors import StoreUnavailableError
 from ..service.model import (
     Call,
     CallState,
@@ -24,6 +25,7 @@ from ..service.model import (
     OpStatus,
     ResultInfo,
 )
+from ..service.outage import StoreHealth
 from ..service.recordings import Recording
 from .tables import calls, nodes, operations, outbox, recordings
 
@@ -294,11 +296,29 @@ class SqlRepository:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url))
+        self.health = StoreHealth()
+        """Up or down; told of every transaction (see :func:`unavailable`)."""
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
-        async with self.engine.begin() as conn:
+        async with self.guard(), self.engine.begin() as conn:
             yield SqlUnit(conn)
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Around a use of :attr:`engine`: the store being away (read-only, full, stopped,
+        unreachable) becomes :class:`StoreUnavailableError` and is told to :attr:`health`
+        (which logs once per outage); anything else passes through unchanged."""
+        try:
+            yield
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            self.health.failed(exc)
+            raise StoreUnavailableError("the store is unavailable for now; retry later") from exc
+        self.health.ok()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -328,7 +348,7 @@ class SqlRepository:
             .order_by(outbox.c.id)
             .limit(limit)
         )
-        async with self.engine.begin() as conn:
+        async with self.guard(), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             rows = (await conn.execute(q)).all()
@@ -358,12 +378,12 @@ class SqlRepository:
         )
         when = sa.case((claimed, outbox.c.claimed_until), else_=outbox.c.next_attempt_at)
         q = sa.select(sa.func.min(when)).where(self._first_pending_of_its_call())
-        async with self.engine.connect() as conn:
+        async with self.guard(), self.engine.connect() as conn:
             v = (await conn.execute(q)).scalar()
         return float(v) if v is not None else None
 
     async def mark_delivered(self, item_id: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self.guard(), self.engine.begin() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.id == item_id)
@@ -388,14 +408,14 @@ class SqlRepository:
             values["state"] = DEAD
         else:
             values["next_attempt_at"] = retry_at
-        async with self.engine.begin() as conn:
+        async with self.guard(), self.engine.begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == item_id).values(values))
 
     # --- monitoring -----------------------------------------------------------------------
     async def calls_by_state(self) -> dict[str, int]:
         """How many calls are in each state (every node's calls: the database's view)."""
         q = sa.select(calls.c.state, sa.func.count()).group_by(calls.c.state)
-        async with self.engine.connect() as conn:
+        async with self.guard(), self.engine.connect() as conn:
             return {str(state): int(n) for state, n in await conn.execute(q)}
 
     async def outbox_backlog(self) -> dict[str, int]:
@@ -406,7 +426,7 @@ class SqlRepository:
             .group_by(outbox.c.state)
         )
         counts = {PENDING: 0, DEAD: 0}
-        async with self.engine.connect() as conn:
+        async with self.guard(), self.engine.connect() as conn:
             counts.update({str(state): int(n) for state, n in await conn.execute(q)})
         return counts
 
@@ -424,7 +444,27 @@ def _others_alive(me: str, dead_before: float) -> sa.Select[tuple[str]]:
     return sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
 
 
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+"""PostgreSQL error classes of a server that is away: connection exception, insufficient
+resources (disk full), operator intervention (shutting down, starting up)."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is away for now (rather than that a statement is wrong):
+    SQLite's read-only, full, locked or I/O errors, a PostgreSQL server stopped, restarting,
+    unreachable or out of disk, a connection lost."""
+    if isinstance(exc, (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = str(getattr(exc.orig, "sqlstate", "") or getattr(exc.orig, "pgcode", "") or "")
+        return state.startswith(_UNAVAILABLE_SQLSTATES)
+    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+
+
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30}}
-    return {"pool_size": 10, "max_overflow": 10}
+    # pre-ping: after the server restarts, pooled connections are found dead before use
+    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
