@@ -272,7 +272,12 @@ class CallService:
         health = getattr(repo, "health", None)
         if not isinstance(health, StoreHealth):
             health = StoreHealth()
-        self.writes = WriteBehind(repo, health, drained=self._drained)
+        self.writes = WriteBehind(
+            repo,
+            health,
+            drained=self._drained,
+            probe=lambda uow: uow.node_alive(config.node_id, now()),
+        )
         """Writes the changes of those calls, in order, retried while the store is away."""
         self._bg: set[asyncio.Task[Any]] = set()
         self.prompts = PromptFetcher(config.prompts)

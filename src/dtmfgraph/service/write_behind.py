@@ -179,7 +179,7 @@ class WriteBehind:
     """Writes each call's batches in order; keeps and retries them while the store is away
     (see the module docstring). One task retries for every call, with exponential backoff
     from ``backoff_initial_s`` to ``backoff_max_s``; while the store is down and nothing waits,
-    it probes the store so that :attr:`health` learns the outage ended."""
+    it writes ``probe`` so that :attr:`health` learns the outage ended."""
 
     def __init__(
         self,
@@ -190,6 +190,7 @@ class WriteBehind:
         backoff_max_s: float = 1.0,
         max_droppable: int = 200,
         drained: Callable[[str], None] = lambda _call_id: None,
+        probe: Step | None = None,
     ) -> None:
         self._repo = repo
         self.health = health
@@ -197,6 +198,8 @@ class WriteBehind:
         self._bmax = backoff_max_s
         self.max_droppable = max_droppable
         self._drained = drained
+        self._probe = probe
+        """A write that shows the store is back when nothing else waits (a heartbeat)."""
         self._queues: dict[str, deque[tuple[Batch, CallRecord]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -271,12 +274,12 @@ class WriteBehind:
 
     async def _retry(self) -> None:
         self.delay_s = self._b0
-        while self._queues or self.health.down:
+        while self._queues or (self.health.down and self._probe is not None):
             await asyncio.sleep(self.delay_s)
             try:
-                if not self._queues:
-                    async with self._repo.unit() as uow:  # a probe: is the store back?
-                        await uow.get_call("")
+                if not self._queues and self._probe is not None:
+                    async with self._repo.unit() as uow:  # is the store back?
+                        await self._probe(uow)
                 for call_id in list(self._queues):
                     await self._drain(call_id)
             except StoreUnavailableError:
