@@ -431,7 +431,9 @@ class CallService:
         """A change of a call this node carries: made in memory, then written through
         :attr:`writes` (at once, or in order once the store is back); what :meth:`_unit` does
         after its commit happens when the change lands."""
-        record = self._records[call_id]
+        record = self._records.get(call_id)
+        if record is None:  # it ended (and was written) while this waited for its lock
+            raise NotFoundError(f"call {call_id} has ended")
         uow = LiveUnit(record)
         finished: list[Operation] = []
         emitted: list[tuple[Event, str]] = []
