@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 import httpx
 
+from ..service.errors import StoreUnavailableError
 from ..store import OutboxItem, SqlRepository
 from .render import notification_batch
 from .signer import CallbackSigner
@@ -113,6 +114,8 @@ class Dispatcher:
                 nxt = await self._repo.next_notification_at()
                 if nxt is not None:
                     wait = min(max(nxt - time.time(), 0.005), 1.0)
+            except StoreUnavailableError:
+                pass  # logged once per outage by the store's health; retried
             except Exception:
                 log.exception("outbox: a delivery round failed; retrying")
             with contextlib.suppress(TimeoutError):
