@@ -20,7 +20,16 @@ from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from ..store.journals import JournalStore
-from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
+from . import (
+    callback_keys,
+    control_routes,
+    errors,
+    loopback,
+    media_routes,
+    openapi,
+    routes,
+    unsupported,
+)
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
 from .limits import BodyLimitMiddleware, BodyLimits
@@ -267,6 +276,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(media_routes.router, prefix="/beta")
     app.include_router(media_routes.beta_router, prefix="/beta")
     app.include_router(media_routes.recordings_router)
+    app.include_router(control_routes.router, prefix="/v1.0")
+    app.include_router(control_routes.router, prefix="/beta")
     app.include_router(unsupported.router, prefix="/v1.0")  # after every real route
     app.include_router(unsupported.router, prefix="/beta")
     app.include_router(metrics_router)

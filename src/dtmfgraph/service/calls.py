@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..tones.keypad import ALL_KEYS
+from .control import CallControls
 from .errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -306,6 +307,8 @@ class CallService:
         self.prompts = PromptFetcher(config.prompts)
         self.base_url = config.public_base_url.rstrip("/")
         self.record_media_timeout_s = config.record_media_timeout_s
+        self.control = CallControls(self)
+        """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
 
     def _new_live(self, call: Call, incoming: IncomingCall | None = None) -> _Live:
         live = _Live(call.id, incoming=incoming)
@@ -630,6 +633,7 @@ class CallService:
                 call.state = CallState.ESTABLISHED
                 call.media_record = media.recovery_record()
                 call.audio_held = not media.audio_active
+                call.control.far_direction = media.audio_direction
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
                 await live.mq.mark_head_running(uow)
@@ -1144,11 +1148,15 @@ class CallService:
         async for active in media.audio_changes():
             async with live.lock, self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
-                if call is None or call.ended or call.audio_held == (not active):
+                if call is None or call.ended:
                     continue
-                call.audio_held = not active
-                await uow.update_call(call)
-                await self._emit(uow, call, EventKind.CALL_UPDATED)
+                if call.audio_held != (not active):
+                    call.audio_held = not active
+                    await uow.update_call(call)
+                    await self._emit(uow, call, EventKind.CALL_UPDATED)
+                if call.control.far_direction != media.audio_direction:
+                    call.control.far_direction = media.audio_direction
+                    await self.control.roster_changed(uow, call)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
