@@ -244,7 +244,11 @@ async def test_refer_edge_cases_with_sipp(
     try:
         host, sip_port = service.media.sip_address
         peer = f"{host}:{sip_port}"
-        async with sipp_uas(tmp_path / "sipp", scenario, timeout_s=20, peer=peer) as (port, sipp):
+        # sipp's own requests (NOTIFY) go to its remote host: the service
+        async with sipp_uas(tmp_path / "sipp", scenario, timeout_s=20, extra=(peer,)) as (
+            port,
+            sipp,
+        ):
             client, call = await place_call(service, receiver, "v1.0", f"sip:bob@127.0.0.1:{port}")
             calls = client.communications.calls.by_call_id(call.id)
             await calls.transfer.post(_transfer_body("v1.0", "sip:carol@127.0.0.1:9"))

@@ -32,6 +32,7 @@ from . import (
 )
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
+from .limits import BodyLimitMiddleware, BodyLimits
 from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
@@ -137,7 +138,10 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     try:
         config.check()
     except TlsConfigError as exc:
-        raise ValueError(f"sip_tls_cert_file: {exc}") from None
+        raise ValueError(
+            f"sip_tls_cert_file: {exc}; give readable PEM files: the certificate chain, its "
+            "private key (in it or in sip_tls_key_file), CAs in sip_tls_ca_file"
+        ) from None
     return config
 
 
@@ -287,6 +291,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(callback_keys.router)
     openapi.install(app, config.limits)
     app.add_middleware(Router, routing=routing)  # after the path is normalised, before the app
+    limits = BodyLimits(settings.max_body_bytes, settings.body_read_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, limits=limits)  # before any body is read
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(GraphMiddleware)  # outermost: it normalises the path first
     return app

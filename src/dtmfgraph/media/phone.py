@@ -835,8 +835,13 @@ class PhoneCall:
             return
         remote = (media.address, media.port)
         if remote != session.remote and not media.on_hold:
-            session.set_remote(remote)
-            session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
+            try:
+                session.set_remote(remote)
+                session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
+            except MediaError as exc:  # the UA lets none through; never resolve, never raise
+                logger.warning("%s: unusable media address: %s", self.call_id, exc)
+                self._hangup_soon(EndReason.ERROR, f"unusable media address: {exc}")
+                return
         if session.srtp_receive is not None and self.srtp_suite is not None:
             theirs = next((c for c in media.crypto if not c.extra), None)
             if theirs is not None and theirs.inline != self._peer_key:

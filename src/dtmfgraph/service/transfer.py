@@ -10,10 +10,11 @@ naming the SIP outcome; the call goes on, keys and all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError, NotAllowedError, NotSupportedError
+from .errors import InvalidRequestError, NotAllowedError, NotFoundError, NotSupportedError
 from .media import TransferFailedError
 from .model import CallState, EventKind, ResultInfo, Results, far_participant_id
 
@@ -71,7 +72,8 @@ class Transfers:
         if live is None:
             call = await svc.get_call(p, call_id)
             raise NotAllowedError(f"call {call_id} is {call.state.value}, not established")
-        async with live.lock, svc._unit() as uow:
+        svc.writes.accepting(call_id)
+        async with live.lock, svc._call_unit(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if call.state in _IN_FLIGHT:
                 raise NotAllowedError(f"call {call_id}: a transfer is already in progress")
@@ -89,16 +91,9 @@ class Transfers:
         svc._spawn(self._run(live, uri), live)
 
     async def _accepted(self, live: _Live) -> None:
-        svc = self._svc
         # from now on the far end leaving is the transfer completing (RFC 5589: it may BYE)
         live.forced_result = Results.TRANSFERRED
-        async with live.lock, svc._unit() as uow:
-            call = await uow.get_call(live.call_id)
-            if call is None or call.state is not CallState.TRANSFERRING:
-                return
-            call.state = CallState.TRANSFER_ACCEPTED
-            await uow.update_call(call)
-            await svc._emit(uow, call, EventKind.CALL_UPDATED)
+        await self._change(live, (CallState.TRANSFERRING,), CallState.TRANSFER_ACCEPTED)
 
     async def _run(self, live: _Live, uri: str) -> None:
         svc = self._svc
@@ -115,19 +110,32 @@ class Transfers:
         log.info("call %s: transferred to %s", live.call_id, uri)
 
     async def _back_to_established(self, live: _Live, result: ResultInfo) -> None:
-        svc = self._svc
         if live.forced_result is Results.TRANSFERRED:
             live.forced_result = None
-        async with live.lock, svc._unit() as uow:
-            call = await uow.get_call(live.call_id)
-            if call is None or call.state not in _IN_FLIGHT:
-                return  # hung up meanwhile: that ends it
-            call.state = CallState.ESTABLISHED
-            call.control.transfer = None
-            call.result_info = result
-            await svc._emit(uow, call, EventKind.CALL_UPDATED)
-            call.result_info = None  # the failure is told once; the call goes on
-            await uow.update_call(call)
+        await self._change(live, _IN_FLIGHT, CallState.ESTABLISHED, result)
+
+    async def _change(
+        self,
+        live: _Live,
+        from_states: tuple[CallState, ...],
+        state: CallState,
+        told: ResultInfo | None = None,
+    ) -> None:
+        """Move the call from one of ``from_states`` to ``state``, notified (with ``told``
+        as its resultInfo in that notification only); nothing if it is elsewhere or gone."""
+        svc = self._svc
+        with contextlib.suppress(NotFoundError):  # it ended (and was written away) meanwhile
+            async with live.lock, svc._call_unit(live.call_id) as uow:
+                call = await uow.get_call(live.call_id)
+                if call is None or call.state not in from_states:
+                    return
+                call.state = state
+                if state is CallState.ESTABLISHED:
+                    call.control.transfer = None
+                call.result_info = told
+                await svc._emit(uow, call, EventKind.CALL_UPDATED)
+                call.result_info = None  # a failure is told once; the call goes on
+                await uow.update_call(call)
 
 
 __all__ = ["Transfers"]
