@@ -273,3 +273,49 @@ async def test_transfer_requests_and_outcomes(svc: Service, receiver: Receiver) 
         "establishing", "established", "transferring", "transferAccepted", "established",
         "transferring", "transferAccepted", "terminated",
     ]  # fmt: skip
+
+
+async def test_redirect_requests_and_outcome(svc: Service, receiver: Receiver) -> None:
+    """redirect: bad bodies are 400 invalidRequest (no targets, 26 targets, timeout outside
+    15..90, an unmappable target); a good one answers the caller 302 with every target, 202
+    here, and the call ends terminated 200/7000 (sent to the redirect's callbackUri); a call
+    that is not incoming any more is 400 notAllowed. The ringing call's roster is the bot and
+    the caller."""
+    inc = await svc.media.incoming("+14255550123", "sip:bot@127.0.0.1")
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    cid = created["resourceData"]["id"]
+    base = f"/v1.0/communications/calls/{cid}"
+    target = {"identity": {"user": {"id": "sip:bob@127.0.0.1:5070"}}}
+    async with httpx.AsyncClient(
+        base_url=svc.base, headers={"Authorization": f"Bearer {svc.incoming_token()}"}
+    ) as http:
+        roster = (await http.get(f"{base}/participants")).json()["value"]
+        assert roster[1]["info"]["identity"]["phone"]["id"] == "+14255550123"
+        assert roster[1]["info"]["identity"]["@odata.type"] == (
+            "#microsoft.graph.communicationsIdentitySet"
+        )
+        cases = [
+            ({"targets": []}, "targets: give 1 to 25 targets"),
+            ({"targets": [target] * 26}, "targets: give 1 to 25 targets, got 26"),
+            ({"targets": [target], "timeout": 10}, "timeout: must be between 15 and 90"),
+            ({"targets": [{"identity": {"user": {"id": "bob"}}}]}, "targets[0].identity"),
+        ]
+        for body, words in cases:
+            r = await http.post(f"{base}/redirect", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalidRequest"
+            assert words in r.json()["error"]["message"], r.json()
+        second = {"identity": {"phone": {"id": "sip:carol@127.0.0.1"}}}
+        r = await http.post(
+            f"{base}/redirect",
+            json={"targets": [target, second], "timeout": 60, "callbackUri": receiver.url},
+        )
+        assert r.status_code == 202 and r.content == b""
+        assert await inc.outcome == 302
+        assert inc.redirected_to == ["sip:bob@127.0.0.1:5070", "sip:carol@127.0.0.1"]
+        [end] = await receiver.wait_for(
+            lambda n: n["resourceUrl"] == _call_url(cid) and n["changeType"] == "deleted"
+        )
+        info = end["resourceData"]["resultInfo"]
+        assert (info["code"], info["subcode"]) == (200, 7000)
+        r = await http.post(f"{base}/redirect", json={"targets": [target]})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "notAllowed"

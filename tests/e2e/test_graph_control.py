@@ -277,3 +277,47 @@ async def test_refer_edge_cases_with_sipp(
     else:
         assert "transferAccepted" not in states
     assert states[-1] == "terminated"
+
+
+def _redirect_body(version: str, *targets: str, callback: str | None = None) -> Any:
+    m = lambda p: sdk_mod(version, p)  # noqa: E731
+    infos = [
+        m("models.invitation_participant_info").InvitationParticipantInfo(
+            identity=m("models.communications_identity_set").CommunicationsIdentitySet(
+                user=m("models.identity").Identity(id=t)
+            )
+        )
+        for t in targets
+    ]
+    body = m("communications.calls.item.redirect.redirect_post_request_body")
+    return body.RedirectPostRequestBody(targets=infos, timeout=30, callback_uri=callback)
+
+
+async def test_redirect_baresip_caller_to_another_baresip(
+    tmp_path: Path, svc: SipService, receiver: Receiver
+) -> None:
+    """baresip (alice) calls the service; the bot redirects the ringing call to bob: alice
+    gets 302 with bob as Contact, follows it, and bob answers alice; the call ends
+    terminated 200/7000 and was never answered by us."""
+    async with (
+        Baresip(tmp_path / "alice", answer=False) as alice,
+        Baresip(tmp_path / "bob", user="bob") as bob,
+    ):
+        await alice.dial(svc.media.uri)  # type: ignore[attr-defined]
+        [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+        cid = created["resourceData"]["id"]
+        calls = svc.incoming_sdk("v1.0").communications.calls.by_call_id(cid)
+        assert await calls.redirect.post(_redirect_body("v1.0", bob.uri)) is None
+        [end] = await receiver.wait_for(
+            lambda n: (
+                n["resourceUrl"] == f"/communications/calls/{cid}" and n["changeType"] == "deleted"
+            )
+        )
+        info = end["resourceData"]["resultInfo"]
+        assert (info["code"], info["subcode"]) == (200, 7000)
+        assert end["resourceData"]["state"] == "terminated"
+        await bob.wait_event("CALL_ESTABLISHED", 10)
+        [invited] = bob.of_type("CALL_ESTABLISHED")
+        assert invited.data["peeruri"] == alice.uri
+    states = [s[1] for s in _states(receiver, cid)]
+    assert states == ["incoming", "terminated"]

@@ -9,7 +9,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ..graph.control_models import MuteBody, TransferBody, UpdateRecordingStatusBody
+from ..graph.control_models import (
+    MuteBody,
+    RedirectBody,
+    TransferBody,
+    UpdateRecordingStatusBody,
+)
 from ..notify.participants import participants_json
 from ..service import NotFoundError
 from ..service.model import snapshot_call
@@ -111,4 +116,13 @@ async def update_recording_status(
 async def transfer(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
     body, _ = await _body(request, TransferBody)
     await svc.transfers.transfer(who, call_id, body.transfer_target, body.transferee)
+    return Response(status_code=202)
+
+
+@router.post(
+    CALL + "/redirect", status_code=202, openapi_extra=request_body(RedirectBody, required=True)
+)
+async def redirect(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
+    body, _ = await _body(request, RedirectBody)
+    await svc.transfers.redirect(who, call_id, body.targets, body.timeout, body.callback_uri)
     return Response(status_code=202)

@@ -1130,11 +1130,12 @@ class IncomingInvite:
             self.phone.ua.ringing(self.sip, self.phone.loop.time())
             self.phone.transport.kick()
 
-    def reject(self, status: int = 486, reason: str = "") -> None:
-        """Refuse the call (486 Busy Here by default; 300-699)."""
+    def reject(self, status: int = 486, reason: str = "", contacts: Sequence[str] = ()) -> None:
+        """Refuse the call (486 Busy Here by default; 300-699); a redirect (3xx, e.g.
+        ``reject(302, contacts=[...])``) names where to call instead."""
         if not self.pending:
             return
-        self.phone.ua.reject(self.sip, status, self.phone.loop.time(), reason)
+        self.phone.ua.reject(self.sip, status, self.phone.loop.time(), reason, contacts)
         self.phone.transport.kick()
         self.ended = CallEnd(EndReason.REJECTED, f"rejected with {status}", False, time.time())
         self.phone._incoming.pop(self.call_id, None)

@@ -256,6 +256,7 @@ class LoopbackIncoming:
     cancelled: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    redirected_to: list[str] = field(default_factory=list)
 
     def cancel(self) -> None:
         """The caller gives up before the call is answered (SIP CANCEL)."""
@@ -272,6 +273,11 @@ class LoopbackIncoming:
     async def reject(self, sip_status: int) -> None:
         if not self.outcome.done():
             self.outcome.set_result(sip_status)
+
+    async def redirect(self, targets: list[str]) -> None:
+        """302: ``outcome`` is 302, ``redirected_to`` the targets."""
+        self.redirected_to = list(targets)
+        await self.reject(302)
 
 
 class LoopbackMedia:

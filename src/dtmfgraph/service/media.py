@@ -182,6 +182,10 @@ class IncomingCall(Protocol):
 
     async def reject(self, sip_status: int) -> None: ...
 
+    async def redirect(self, targets: list[str]) -> None:
+        """Answer the caller that it should call ``targets`` (SIP URIs) instead (302)."""
+        ...
+
 
 OnIncoming = Callable[[IncomingCall], Awaitable[None]]
 

@@ -272,6 +272,9 @@ class SipIncoming:
     async def reject(self, sip_status: int) -> None:
         self.invite.reject(sip_status)
 
+    async def redirect(self, targets: list[str]) -> None:
+        self.invite.reject(302, "Moved Temporarily", targets)
+
 
 class SipMedia:
     """The ``MediaBackend`` of ``dtmfgraph serve --media sip``: one ``Phone`` on one address.

@@ -1,4 +1,9 @@
-"""``transfer``: hand the far end of an established call to another party (spec section 3).
+"""``transfer`` (spec section 3) and ``redirect`` (section 4).
+
+``redirect`` answers a ringing incoming call with SIP 302, the targets as Contacts, and ends the
+call ``terminated`` 200/7000 (notified to the redirect's callbackUri when it gives one).
+
+``transfer`` hands the far end of an established call to another party.
 
 Blind transfer only: the far end is asked to call the target (SIP REFER). Notified as Graph
 does: ``transferring`` when asked, ``transferAccepted`` when the far end accepts, then the call
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _IN_FLIGHT = (CallState.TRANSFERRING, CallState.TRANSFER_ACCEPTED)
+MAX_REDIRECT_TARGETS = 25
+"""Graph's limit (Docs call-redirect: "up to 25 targets")."""
 
 
 def _failed(message: str) -> ResultInfo:
@@ -37,16 +44,55 @@ class Transfers:
         self._svc = svc
 
     def _target_uri(self, target: dict[str, Any]) -> str:
-        if not isinstance(target, dict) or not isinstance(target.get("identity"), dict):
-            raise InvalidRequestError("transferTarget.identity: is required")
-        if target.get("replacesCallId"):
+        if isinstance(target, dict) and target.get("replacesCallId"):
             raise NotSupportedError(
                 "transferTarget.replacesCallId: consultative transfer is not supported yet"
             )
+        return self._uri(target, "transferTarget")
+
+    def _uri(self, target: Any, where: str) -> str:
+        """The SIP URI an invitationParticipantInfo maps to (as ``POST /calls`` targets)."""
+        if not isinstance(target, dict) or not isinstance(target.get("identity"), dict):
+            raise InvalidRequestError(f"{where}.identity: is required")
         try:
             return self._svc._resolve_target([target])
         except InvalidRequestError as exc:
-            raise InvalidRequestError(str(exc).replace("targets[0].", "transferTarget.")) from None
+            raise InvalidRequestError(str(exc).replace("targets[0].", f"{where}.")) from None
+
+    async def redirect(
+        self,
+        p: Principal,
+        call_id: str,
+        targets: list[Any],
+        timeout: int | None = None,
+        callback_uri: str | None = None,
+    ) -> None:
+        """Send a ringing incoming call elsewhere (SIP 302 with the targets as Contacts); the
+        call ends ``terminated`` 200/7000, told to ``callback_uri`` if given."""
+        from .calls import check_callback_uri  # noqa: PLC0415  (calls imports this module)
+
+        svc = self._svc
+        svc._require(p, "Calls.Initiate.All")
+        if not 1 <= len(targets) <= MAX_REDIRECT_TARGETS:
+            raise InvalidRequestError(
+                f"targets: give 1 to {MAX_REDIRECT_TARGETS} targets, got {len(targets)}"
+            )
+        if timeout is not None and not 15 <= timeout <= 90:
+            raise InvalidRequestError(f"timeout: must be between 15 and 90 seconds, got {timeout}")
+        uris = [self._uri(t, f"targets[{i}]") for i, t in enumerate(targets)]
+        if callback_uri is not None:
+            check_callback_uri(callback_uri, svc._cfg.callback_allowed_hosts)
+        live, inc = await svc._incoming_live(p, call_id)
+        await inc.redirect(uris)
+        async with live.lock, svc._call_unit(call_id) as uow:
+            call = await svc._owned(uow, p, call_id)
+            if callback_uri is not None:
+                call.callback_uri = callback_uri
+            await svc._finish_call(uow, call, Results.REDIRECTED)
+        for task in list(live.tasks):
+            task.cancel()
+        svc._forget(call_id)
+        log.info("call %s: redirected to %s", call_id, ", ".join(uris))
 
     @staticmethod
     def _check_transferee(call_id: str, far_leg: int, transferee: dict[str, Any]) -> None:

@@ -461,12 +461,21 @@ class UserAgent:
         call.move_to(CallState.ANSWERED)
         self._start_2xx_retransmission(call, call.invite.cseq.seq, now)
 
-    def reject(self, call: Call, status: int, now: float, reason: str = "") -> None:
-        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603)."""
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str = "",
+        contacts: Sequence[str] = (),
+    ) -> None:
+        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); a 3xx
+        (redirect, e.g. 302) names where to call instead in ``contacts`` (SIP URIs)."""
         call.require("reject")
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
-        self._respond_invite(call, status, now, reason=reason)
+        extra = tuple(("Contact", f"<{uri}>") for uri in contacts) if status < 400 else ()
+        self._respond_invite(call, status, now, reason=reason, extra=extra)
         call.end_status = status
         self._terminate(call, now)
 
@@ -728,15 +737,18 @@ class UserAgent:
         *,
         reason: str = "",
         sdp: SessionDescription | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         tx = call._server_tx
         assert tx is not None and call.dialog is not None and call.invite is not None
-        extra: list[tuple[str, str]] = []
+        extra = tuple(extra)
         if status < 300:
-            extra += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
-            extra.append(("Contact", str(self._contact(call.peer_addr))))
+            extra += tuple(
+                ("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")
+            )
+            extra += (("Contact", str(self._contact(call.peer_addr))),)
         if 200 <= status < 300:
-            extra.append(("Allow", ", ".join(ALLOWED_METHODS)))
+            extra += (("Allow", ", ".join(ALLOWED_METHODS)),)
         body = bytes(sdp) if sdp is not None else b""
         response = self._respond(
             tx,
