@@ -481,6 +481,13 @@ class CallService:
 
         await self.writes.submit(Batch(call_id, uow.steps, landed, droppable), record)
 
+    def _changing(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
+        """A change of ``call_id``: through :meth:`_call_unit` when this node carries it (the
+        memory its reads come from), else a store transaction (:meth:`_unit`)."""
+        if call_id in self._records:
+            return self._call_unit(call_id)
+        return self._unit()
+
     def _reading(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
         """Reads of ``call_id``: from memory when this node has it, else from the store."""
         record = self._records.get(call_id)
