@@ -303,3 +303,37 @@ async def test_non_utf8_header_bytes_are_a_4xx_or_ignored(
     # a good client-request-id is echoed
     r = await client.get(f"{V}/{cid}", headers={"client-request-id": "abc-123"})
     assert r.headers["client-request-id"] == "abc-123"
+
+
+async def test_every_action_checks_its_role(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    cid = await new_call(client, receiver)
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF)
+    op_id = r.json()["id"]
+    calls = (
+        ("GET", f"{V}/{cid}", None),
+        ("GET", f"{V}/{cid}/operations", None),
+        ("GET", f"{V}/{cid}/operations/{op_id}", None),
+        ("POST", f"{V}/{cid}/keepAlive", None),
+        ("POST", f"{V}/{cid}/sendDtmfTones", DTMF),
+        ("POST", f"{V}/{cid}/cancelMediaProcessing", {}),
+        ("POST", f"{V}/{cid}/subscribeToTone", {}),
+        ("POST", V, create_body(receiver)),
+        ("DELETE", f"{V}/{cid}", None),
+    )
+    nobody = {"Authorization": f"Bearer {svc.token(roles=())}"}
+    for method, url, body in calls:
+        r = await client.request(method, url, json=body, headers=nobody)
+        graph_error(r, 403, "accessDenied", "Calls.")
+    # reading needs either role; hanging up needs Calls.Initiate.All
+    media_only = {"Authorization": f"Bearer {svc.token(roles=('Calls.AccessMedia.All',))}"}
+    for method, url, _ in calls[:3]:
+        r = await client.request(method, url, headers=media_only)
+        assert r.status_code == 200, (url, r.text)
+    r = await client.delete(f"{V}/{cid}", headers=media_only)
+    graph_error(r, 403, "accessDenied", "Calls.Initiate.All")
+    # the call was never hung up by them
+    r = await client.get(f"{V}/{cid}")
+    assert r.json()["state"] in ("establishing", "established"), r.json()
+    assert (await client.delete(f"{V}/{cid}")).status_code == 204

@@ -438,6 +438,14 @@ class CallService:
             raise AccessDeniedError(f"this action requires the application role {role}")
 
     @staticmethod
+    def _require_read(p: Principal) -> None:
+        """Reading a call or its operations needs either calls role (as Graph's GET call)."""
+        if not p.roles & {ROLE_INITIATE, ROLE_MEDIA}:
+            raise AccessDeniedError(
+                f"reading calls requires the application role {ROLE_INITIATE} or {ROLE_MEDIA}"
+            )
+
+    @staticmethod
     async def _repeat(
         uow: UnitOfWork, call_id: str, repeat_key: str | None, kind: OpKind
     ) -> Operation | None:
@@ -572,10 +580,12 @@ class CallService:
         return live.media if live is not None else None
 
     async def get_call(self, p: Principal, call_id: str) -> Call:
+        self._require_read(p)
         async with self._repo.unit() as uow:
             return await self._owned(uow, p, call_id)
 
     async def hangup(self, p: Principal, call_id: str) -> None:
+        self._require(p, ROLE_INITIATE)
         live = self._live.get(call_id)
         if live is None:
             async with self._repo.unit() as uow:
@@ -784,11 +794,13 @@ class CallService:
 
     # --- operations -----------------------------------------------------------------------
     async def list_operations(self, p: Principal, call_id: str) -> list[Operation]:
+        self._require_read(p)
         async with self._repo.unit() as uow:
             await self._owned(uow, p, call_id)
             return await uow.list_operations(call_id)
 
     async def get_operation(self, p: Principal, call_id: str, op_id: str) -> Operation:
+        self._require_read(p)
         async with self._repo.unit() as uow:
             await self._owned(uow, p, call_id)
             op = await uow.get_operation(call_id, op_id)
