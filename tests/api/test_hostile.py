@@ -337,3 +337,34 @@ async def test_every_action_checks_its_role(
     r = await client.get(f"{V}/{cid}")
     assert r.json()["state"] in ("establishing", "established"), r.json()
     assert (await client.delete(f"{V}/{cid}")).status_code == 204
+
+
+async def test_nul_and_odd_ids_are_answered_alike_on_both_databases(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    cid = await new_call(client, receiver)
+    for bad in ("a%00b", "%00", "x" * 65, "caf%C3%A9"):
+        for method, url in (
+            ("GET", f"{V}/{bad}"),
+            ("DELETE", f"{V}/{bad}"),
+            ("GET", f"{V}/{bad}/operations"),
+            ("POST", f"{V}/{bad}/sendDtmfTones"),
+            ("POST", f"{V}/{bad}/keepAlive"),
+            ("GET", f"{V}/{cid}/operations/{bad}"),
+        ):
+            r = await client.request(method, url, json=DTMF if method == "POST" else None)
+            graph_error(r, 404, "itemNotFound")
+        r = await client.get(f"/recordings/{bad}", headers={"Authorization": "Bearer x"})
+        graph_error(r, 404, "itemNotFound")
+    # NUL inside strings of a body: a 400 naming where
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF | {"clientContext": "a\x00b"})
+    graph_error(r, 400, "invalidRequest", "clientContext", "NUL")
+    r = await client.post(f"{V}/{cid}/cancelMediaProcessing", json={"clientContext": "\x00"})
+    graph_error(r, 400, "invalidRequest", "clientContext", "NUL")
+    r = await client.post(V, json=create_body(receiver, subject="x\x00"))
+    graph_error(r, 400, "invalidRequest", "subject", "NUL")
+    r = await client.post(V, json=create_body(receiver, **{"we\x00ird": 1}))
+    graph_error(r, 400, "invalidRequest", "NUL")
+    # and the call is still fine
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF | {"clientContext": "ok"})
+    assert r.status_code == 200, r.text

@@ -35,13 +35,25 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def check_text(text: str, where: str) -> None:
+    """A string we can store and send: no NUL (PostgreSQL's text cannot hold it)."""
+    if "\x00" in text:
+        raise InvalidRequestError(f"{where or 'the body'}: strings may not contain NUL (\\u0000)")
+
+
 def check_shape(data: Any) -> None:
-    """Refuse ``data`` nested deeper than :data:`MAX_DEPTH` or with an object or array of
-    more than :data:`MAX_MEMBERS` members (iterative: no recursion to exhaust)."""
+    """Refuse ``data`` nested deeper than :data:`MAX_DEPTH`, with an object or array of more
+    than :data:`MAX_MEMBERS` members, or with a string :func:`check_text` refuses (iterative:
+    no recursion to exhaust)."""
     stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
         value, depth, where = stack.pop()
+        if isinstance(value, str):
+            check_text(value, where)
+            continue
         if isinstance(value, dict):
+            for key in value:
+                check_text(key, where)
             items: list[tuple[str, Any]] = [
                 (f"{where}.{k}" if where else k, v) for k, v in value.items()
             ]

@@ -69,6 +69,9 @@ TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
 """Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
 KEY_TO_TONE = {entry.key: entry.tone for entry in ALL_KEYS.values()}
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+RESOURCE_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+"""What a call or operation id can be (ours are UUIDs): anything else is not found, before any
+database sees it (PostgreSQL refuses NUL in text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +464,8 @@ class CallService:
         return found
 
     async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
+        if not RESOURCE_ID.fullmatch(call_id):
+            raise NotFoundError(f"call {call_id!r} was not found")
         call = await uow.get_call(call_id)
         if call is None or call.tenant_id != p.tenant_id or call.app_id != p.app_id:
             raise NotFoundError(f"call {call_id} was not found")
@@ -803,9 +808,9 @@ class CallService:
         self._require_read(p)
         async with self._repo.unit() as uow:
             await self._owned(uow, p, call_id)
-            op = await uow.get_operation(call_id, op_id)
+            op = await uow.get_operation(call_id, op_id) if RESOURCE_ID.fullmatch(op_id) else None
         if op is None:
-            raise NotFoundError(f"operation {op_id} was not found on call {call_id}")
+            raise NotFoundError(f"operation {op_id!r} was not found on call {call_id}")
         return op
 
     def _validate_dtmf(self, req: DtmfRequest) -> tuple[int, int]:
@@ -996,6 +1001,8 @@ class CallService:
 
     async def recording(self, op_id: str) -> Recording | None:
         """The stored recording of recordResponse ``op_id`` (``None``: unknown or deleted)."""
+        if not RESOURCE_ID.fullmatch(op_id):
+            return None
         async with self._repo.unit() as uow:
             return await uow.get_recording(op_id)
 
