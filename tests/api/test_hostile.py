@@ -368,3 +368,25 @@ async def test_nul_and_odd_ids_are_answered_alike_on_both_databases(
     # and the call is still fine
     r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF | {"clientContext": "ok"})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"clientContext": "caf\xe9"}', b"\xff\xfe{\x00}\x00", b'{"clientContext": "\\ud800"}'],
+    ids=["latin-1", "UTF-16", "lone surrogate"],
+)
+async def test_a_body_that_is_not_unicode_text_is_a_400(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver, raw: bytes
+) -> None:
+    cid = await new_call(client, receiver)
+    json_type = {"Content-Type": "application/json"}
+    for url in (V, f"{V}/{cid}/sendDtmfTones", f"{V}/{cid}/cancelMediaProcessing"):
+        r = await client.post(url, content=raw, headers=json_type)
+        graph_error(r, 400, "invalidRequest")
+    await svc.media.incoming("+14255550123", "sip:bot@127.0.0.1")
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    token = {"Authorization": f"Bearer {svc.incoming_token()}"}
+    for action in ("answer", "reject"):
+        url = f"{V}/{created['resourceData']['id']}/{action}"
+        r = await client.post(url, content=raw, headers=json_type | token)
+        graph_error(r, 400, "invalidRequest")

@@ -24,9 +24,11 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode())  # UTF-8 only (RFC 8259), not json's guess of UTF-16/32
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(f"the body is not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the body is not UTF-8 text") from None
     except RecursionError:
         raise InvalidRequestError(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
@@ -36,9 +38,18 @@ def parse_object(raw: bytes) -> dict[str, Any]:
 
 
 def check_text(text: str, where: str) -> None:
-    """A string we can store and send: no NUL (PostgreSQL's text cannot hold it)."""
+    """A string we can store and send: no NUL (PostgreSQL's text cannot hold it), no lone
+    surrogate (no UTF-8 for it)."""
     if "\x00" in text:
         raise InvalidRequestError(f"{where or 'the body'}: strings may not contain NUL (\\u0000)")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                f"{where or 'the body'}: a string holds a lone surrogate (\\ud800-\\udfff), "
+                "which is not Unicode text"
+            ) from None
 
 
 def check_shape(data: Any) -> None:

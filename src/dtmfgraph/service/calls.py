@@ -523,9 +523,13 @@ class CallService:
         )
         self.prefetch_media(new.properties.get("mediaConfig"))
         live = self._new_live(call.id)
-        async with live.lock, self._unit() as uow:
-            await uow.insert_call(call)
-            await self._emit(uow, call, EventKind.CALL_UPDATED)
+        try:
+            async with live.lock, self._unit() as uow:
+                await uow.insert_call(call)
+                await self._emit(uow, call, EventKind.CALL_UPDATED)
+        except BaseException:
+            self._live.pop(call.id, None)  # not stored: nothing of it stays in memory
+            raise
         self._spawn(self._dial(live, target), live)
         return call
 
