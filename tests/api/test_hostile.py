@@ -390,3 +390,21 @@ async def test_a_body_that_is_not_unicode_text_is_a_400(
         url = f"{V}/{created['resourceData']['id']}/{action}"
         r = await client.post(url, content=raw, headers=json_type | token)
         graph_error(r, 400, "invalidRequest")
+
+
+async def test_made_up_methods_do_not_grow_the_metrics(
+    svc: Service, client: httpx.AsyncClient
+) -> None:
+    for i in range(30):
+        r = await client.request(f"X{i}", f"{V}/whatever")
+        assert r.status_code in (404, 405), r.text
+        r = await client.request(f"FOO{i}", "/metrics")
+        assert r.status_code in (404, 405), r.text
+    text = (await client.get("/metrics")).text
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("dtmfgraph_http_requests_total{")
+    }
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert "other" in methods
