@@ -408,3 +408,15 @@ async def test_made_up_methods_do_not_grow_the_metrics(
     }
     assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
     assert "other" in methods
+
+
+async def test_loopback_calls_out_of_range_are_404(svc: Service, client: httpx.AsyncClient) -> None:
+    for index in ("0", "7", "-1", "99999999999999999999"):
+        for method, action in (("POST", "hangup"), ("POST", "press"), ("GET", "played")):
+            body = {"keys": "1"} if action == "press" else None
+            r = await client.request(method, f"/_loopback/calls/{index}/{action}", json=body)
+            graph_error(r, 404, "itemNotFound", "loopback call")
+    r = await client.post("/_loopback/calls/abc/hangup")
+    graph_error(r, 400, "invalidRequest", "index")
+    r = await client.post("/_loopback/calls/0/press", json={"keys": 5})
+    graph_error(r, 400, "invalidRequest", "keys")
