@@ -274,6 +274,11 @@ def _reason(reason: CompletionReason | None) -> str:
     return "" if reason is None else reason.value
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The ``method`` labels; any other method is counted as ``other`` (a client may send any
+token as a method: each would otherwise make a new series)."""
+
+
 class HttpMetricsMiddleware:
     """Counts every HTTP request by method, route template (``/v1.0/communications/calls/
     {call_id}``, never the raw path) and final status."""
@@ -298,7 +303,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_and_see)
         finally:
             route = route_template(scope.get("route"), scope["path"])
-            self.metrics.http.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.http.labels(method, route, str(status)).inc()
 
 
 def route_template(route: object, path: str) -> str:
