@@ -459,6 +459,9 @@ class CallService:
         if new.tenant_id and new.tenant_id != p.tenant_id:
             raise InvalidRequestError("tenantId: does not match the caller's tenant")
         target = self._resolve_target(new.targets)
+        check_capacity = getattr(self._media, "check_capacity", None)
+        if check_capacity is not None:
+            check_capacity()  # ServiceUnavailableError (503) before a 201: no RTP port free
         call = Call(
             id=str(uuid.uuid4()),
             tenant_id=p.tenant_id,

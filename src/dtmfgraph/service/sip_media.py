@@ -27,6 +27,7 @@ from typing import Any
 from ..media.phone import (
     DEFAULT_FAILOVER_AFTER,
     DEFAULT_MEDIA_TIMEOUT,
+    RTP_FULL_RETRY_AFTER_S,
     CallEnd,
     DtmfResult,
     IncomingInvite,
@@ -45,6 +46,7 @@ from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
+from .errors import ServiceUnavailableError
 from .media import (
     Audio,
     AudioSink,
@@ -443,6 +445,16 @@ class SipMedia:
             return
         invite.ring()
         await handler(SipIncoming(invite))
+
+    def check_capacity(self) -> None:
+        """``ServiceUnavailableError`` (503, Retry-After) when a call placed now could get no
+        RTP port: refused at once, before a 201 (counted as the phone's ``rtp_ports_exhausted``)."""
+        phone = self.phone
+        if phone is not None and not phone.rtp_port_free():
+            raise ServiceUnavailableError(
+                "every RTP port is in use: try again shortly",
+                retry_after_s=RTP_FULL_RETRY_AFTER_S,
+            )
 
     async def dial(self, target: str, *, timeout: float) -> MediaCall:
         phone = await self.open()
