@@ -121,3 +121,34 @@ async def test_create_call_with_no_rtp_port_free_is_503(tmp_path: Path, receiver
             assert float(line.rsplit(" ", 1)[1]) == 1
         finally:
             await stop(server, task)
+
+
+def _pending(name: str) -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if name in getattr(t.get_coro(), "__qualname__", "")]
+
+
+async def test_an_incoming_call_abandoned_without_cancel_leaves_no_task(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The caller sends an INVITE and goes away (no CANCEL, no ACK): the app never answers,
+    the answer timeout refuses it 480, and nothing of it is left waiting (before: one task
+    per such call, waiting for a CANCEL for good: 2,076 destroyed at stop)."""
+    svc, server, task = await start_sip_service(
+        tmp_path / "svc", receiver, incoming_answer_timeout_s=0.3
+    )
+    try:
+        phone = svc.media.phone
+        before = len(_pending("_caller_gave_up"))
+        for n in range(3):
+            response = await final_response(
+                lambda port, n=n: invite(
+                    sdp(), target=phone.sip_address, via_port=port, call_id=f"gone-{n}"
+                ).decode(),
+                phone.sip_address,
+            )
+            assert response.startswith("SIP/2.0 480"), response
+        await asyncio.sleep(0.1)
+        assert len(_pending("_caller_gave_up")) == before
+        assert not any(live.incoming for live in svc.app.state.service._live.values())
+    finally:
+        await stop(server, task)

@@ -697,6 +697,10 @@ class CallService:
                 if call is not None and call.state is CallState.INCOMING:
                     await self._finish_call(uow, call, Results.ANSWER_TIMEOUT)
         self._live.pop(live.call_id, None)
+        me = asyncio.current_task()
+        for task in list(live.tasks):  # the wait for a CANCEL that a caller gone never sends
+            if task is not me:
+                task.cancel()
 
     async def _incoming_live(self, p: Principal, call_id: str) -> tuple[_Live, IncomingCall]:
         async with self._repo.unit() as uow:
