@@ -314,6 +314,14 @@ _INFO_SENDS = itertools.count(1)
 """Numbers the SIP INFO sends (echo windows, see :meth:`PhoneCall._send_info`)."""
 
 
+_GRAPH_DIRECTION = {
+    "sendrecv": "sendReceive",
+    "sendonly": "sendOnly",
+    "recvonly": "receiveOnly",
+    "inactive": "inactive",
+}
+
+
 class PhoneCall:
     """One call of a :class:`Phone` (placed by :meth:`Phone.dial` or answered).
 
@@ -365,6 +373,7 @@ class PhoneCall:
         """The far end's audio being written to a WAV file (:meth:`record`)."""
         self._taps = TapSet()
         self._stop_recording: Callable[[], None] | None = None
+        self._muted = False
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -680,6 +689,29 @@ class PhoneCall:
                 return
             yield item
 
+    @property
+    def audio_direction(self) -> str:
+        """The far end's audio direction as its SDP says, in Graph's words (``sendReceive``,
+        ``sendOnly``, ``receiveOnly``, ``inactive``; address 0.0.0.0 is ``inactive``)."""
+        media = self.sip.media
+        if media is None:
+            return "sendReceive"
+        if media.address in ("0.0.0.0", "::") or media.port == 0:
+            return "inactive"
+        return _GRAPH_DIRECTION.get(media.direction.value, "sendReceive")
+
+    @property
+    def muted(self) -> bool:
+        """The audio we play (prompts, :meth:`play`) goes out as silence; DTMF keys, in-band
+        ones too, still go out, and RTP keeps flowing."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        self._muted = bool(muted)
+        if self.session is not None:
+            self.session.muted = self._muted
+
     def _note_audio(self) -> None:
         media = self.sip.media
         if media is None:
@@ -892,6 +924,7 @@ class PhoneCall:
             rtcp_mux=mux,
         )
         session.on_foreign = self._on_foreign_rtp
+        session.muted = self._muted
         session.on_moved = self._on_rtp_moved
         self._taps.attach(inbound, codec)
         self._endpoint = None

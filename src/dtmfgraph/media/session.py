@@ -144,6 +144,7 @@ class RtpSession:
         self.inbound = inbound
         self.outbound: OutboundStream | None = None
         self._entry: Outbound | None = None
+        self._muted = False
         self.remote: Address | None = None
         self.latch = latch
         self.guard = SourceGuard(strict=strict)
@@ -289,12 +290,24 @@ class RtpSession:
             ssrc=self._ssrc,
             rng=self._rng,
         )
+        self.outbound.muted = self._muted
         # Straight to the socket: one C call per packet. A packet the kernel cannot take now is
         # dropped by the pacer (late media is useless), never queued.
         sendto: Callable[[bytes, Address], object] = self.endpoint.sock.sendto
         if self.srtp_send is not None:
             sendto = _protected(self.srtp_send, self.endpoint.sock.sendto)
         self._entry = self._pacer.add_outbound(self.outbound, sendto, remote)
+
+    @property
+    def muted(self) -> bool:
+        """Audio jobs (prompts) go out as silence (see ``OutboundStream.muted``)."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        self._muted = muted
+        if self.outbound is not None:
+            self.outbound.muted = muted
 
     def tap_sent(self, tap: Callable[[bytes], None] | None) -> None:
         """Observe each RTP packet this session sends, before any SRTP protection (a console's

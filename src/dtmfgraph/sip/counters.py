@@ -30,6 +30,8 @@ class SipCounters:
     forbidden: int = 0
     """Out-of-dialog requests from sources not allowed (``UserAgent.allow_source``), answered
     403."""
+    orphans_hung_up: int = 0
+    """2xx to INVITEs we had no call for (sent before a restart), ACKed and then BYEd."""
 
     sdp_refused: int = 0
     """INVITEs refused with 488 before ringing because their SDP cannot be used safely (an
