@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..media.phone import (
@@ -41,7 +42,13 @@ from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
-from ..media.sip_transport import DEFAULT_KEEPALIVE_S, UDP_KEEPALIVE_S
+from ..media.sip_transport import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_S,
+    MAX_TCP_CONNECTIONS,
+    UDP_KEEPALIVE_S,
+    TcpLimits,
+)
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
 from ..rtp.rtcp import MIN_INTERVAL
@@ -223,6 +230,15 @@ class SipMediaCall:
         await self.call.hangup()
 
 
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    """The SIP TCP/TLS limits a ``SipMedia`` gives its transport."""
+
+    limits: TcpLimits = field(default_factory=TcpLimits)
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = MAX_TCP_CONNECTIONS
+
+
 class SipIncoming:
     """A ringing ``IncomingInvite`` as an ``IncomingCall``."""
 
@@ -297,7 +313,10 @@ class SipMedia:
         rtcp_interval: float = MIN_INTERVAL,
         inbound_auth_sha256: bool = False,
         rtcp_mux_offer: bool = False,
+        tcp: TcpSettings | None = None,
     ) -> None:
+        self.tcp = tcp
+        """SIP TCP/TLS limits (``None``: the transport's defaults)."""
         self.rtcp_mux_offer = rtcp_mux_offer
         """Calls placed offer ``a=rtcp-mux``."""
         self.inbound_auth_sha256 = inbound_auth_sha256
@@ -355,6 +374,10 @@ class SipMedia:
             self.phone.failover_after = self.failover_after
             self.phone.transport.keepalive_interval = self.keepalive
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
+            if self.tcp is not None:
+                self.phone.transport.limits = self.tcp.limits
+                self.phone.transport.idle_timeout = self.tcp.idle_timeout
+                self.phone.transport.max_tcp_connections = self.tcp.max_connections
             self.phone.allow_sources = self.allow_from
             self.phone.rtcp_interval = self.rtcp_interval
             self.phone.rtcp_mux_offer = self.rtcp_mux_offer
@@ -493,4 +516,4 @@ class SipMedia:
             await phone.close()
 
 
-__all__ = ["SipIncoming", "SipMedia", "SipMediaCall", "map_call_end"]
+__all__ = ["SipIncoming", "SipMedia", "SipMediaCall", "TcpSettings", "map_call_end"]
