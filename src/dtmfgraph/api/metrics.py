@@ -118,6 +118,12 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
+        self.rtp_ports_exhausted = Counter(
+            "dtmfgraph_rtp_ports_exhausted",
+            "Calls refused because every RTP port was taken: incoming INVITEs answered 503 "
+            "with Retry-After, create-call requests answered 503 serviceNotAvailable.",
+            registry=r,
+        )
         self.sip_unauthenticated = Counter(
             "dtmfgraph_sip_calls_unauthenticated",
             "Calls to the service refused for want of a good answer to its digest challenge "
@@ -208,6 +214,7 @@ class Metrics:
         unauthenticated: int,
         rtcp: RtcpStats | None = None,
         rtts: collections.deque[float] | None = None,
+        rtp_ports_exhausted: int = 0,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals; ``rtts`` (the
         round trips of calls ended since, drained here) go into the histogram."""
@@ -229,6 +236,7 @@ class Metrics:
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
             ("rtp_moved", self.rtp_moved, rtp_moved),
             ("failovers", self.sip_failovers, failovers),
+            ("rtp_ports_exhausted", self.rtp_ports_exhausted, rtp_ports_exhausted),
         ):
             seen = self._phone_seen.get(name, 0)
             if total > seen:
@@ -363,5 +371,6 @@ async def metrics(request: Request) -> Response:
             phone.ua.counters.auth_refused,
             phone.rtcp_counts(),
             phone.ended_rtts,
+            phone.rtp_ports_exhausted,
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

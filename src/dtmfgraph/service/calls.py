@@ -593,6 +593,9 @@ class CallService:
         if new.tenant_id and new.tenant_id != p.tenant_id:
             raise InvalidRequestError("tenantId: does not match the caller's tenant")
         target = self._resolve_target(new.targets)
+        check_capacity = getattr(self._media, "check_capacity", None)
+        if check_capacity is not None:
+            check_capacity()  # ServiceUnavailableError (503) before a 201: no RTP port free
         call = Call(
             id=str(uuid.uuid4()),
             tenant_id=p.tenant_id,
@@ -848,6 +851,10 @@ class CallService:
                 if call is not None and call.state is CallState.INCOMING:
                     await self._finish_call(uow, call, Results.ANSWER_TIMEOUT)
         self._forget(live.call_id)
+        me = asyncio.current_task()
+        for task in list(live.tasks):  # the wait for a CANCEL that a caller gone never sends
+            if task is not me:
+                task.cancel()
 
     async def _incoming_live(self, p: Principal, call_id: str) -> tuple[_Live, IncomingCall]:
         async with self._reading(call_id) as uow:
