@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from _report import machine, markdown_table, write_section
+from dtmfgraph.cli.progress import progress
 
 LOOPS = ("asyncio", "uvloop")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -146,12 +147,16 @@ def main() -> None:
 
     api: dict[str, list[tuple[float, float]]] = {loop: [] for loop in LOOPS}
     media: dict[str, list[dict[str, float]]] = {loop: [] for loop in LOOPS}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        progress("rounds (API and media, both loops)", args.rounds * 2) as advance,
+    ):
         for i in range(args.rounds):
             for loop in LOOPS if i % 2 == 0 else LOOPS[::-1]:
                 api[loop].append(api_round(loop, args.seconds, Path(tmp) / loop))
                 media[loop].append(media_round(loop, args.streams))
                 print(loop, api[loop][-1], media[loop][-1], flush=True)
+                advance(description=f"round {i + 1}: {loop} done")
 
     def med(values: list[float]) -> float:
         return statistics.median(values)

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import machine, markdown_table, write_section
+from dtmfgraph.cli.progress import progress
 
 HELLO = """
 import sys
@@ -113,10 +114,12 @@ def _alternate(
     """A table row: ``label``, then medians of ``rounds`` alternating runs: ours, theirs, ratio."""
     mine: list[float] = []
     refs: list[float] = []
-    for i in range(rounds):
-        pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
-        for run in pair:
-            (mine if run is ours else refs).append(run())
+    with progress(label.split(" / ", maxsplit=1)[0].strip("`"), rounds) as advance:
+        for i in range(rounds):
+            pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+            for run in pair:
+                (mine if run is ours else refs).append(run())
+            advance()
     a, b = statistics.median(mine), statistics.median(refs)
     return [label, f"{a:.3f} s", f"{b:.3f} s", f"**{a / b:.2f}x**"]
 
