@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _report import machine, markdown_table, write_section
+from _report import machine, markdown_table, stop, write_section
 from dtmfgraph.cli.progress import progress
 
 LOOPS = ("asyncio", "uvloop")
@@ -97,12 +96,7 @@ def api_round(loop: str, seconds: float, data: Path) -> tuple[float, float]:
             raise RuntimeError(f"{non2xx.group(1)} failed requests")
         return rps, 1000 * cpu / total
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def media_child(loop: str, streams: int) -> None:
