@@ -202,7 +202,10 @@ class Router:
         ):
             await self.app(scope, receive, send)
             return
-        owner = await self._live_owner(match.group(1))
+        try:
+            owner = await self._live_owner(match.group(1))
+        except (sa.exc.SQLAlchemyError, OSError):  # the store is away: a call of this node
+            owner = None  # is served from its memory, any other answers 503 here
         if owner is None or owner == forwarder.node_id:
             await self.app(scope, receive, send)
             return
