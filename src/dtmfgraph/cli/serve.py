@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import signal
@@ -475,6 +476,7 @@ async def _serve(settings: Settings, event_loop: str = "asyncio") -> None:
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _freeze_start_up_heap()
     sock = None
     try:
         try:
@@ -540,6 +542,15 @@ async def _serve(settings: Settings, event_loop: str = "asyncio") -> None:
         if sock is not None:
             sock.close()
         await media.close()
+
+
+def _freeze_start_up_heap() -> None:
+    """Put what start-up made (modules, the app) out of the cyclic collector's sight, as the
+    pacer's ``settle_heap`` would (it then finds the heap frozen and does nothing), without its
+    full collection: right after the imports that walks every object (~80 ms of CPU) and frees
+    nothing; the young generations hold what start-up left behind."""
+    gc.collect(1)
+    gc.freeze()
 
 
 def _server(config: Any, app: Any) -> Any:
