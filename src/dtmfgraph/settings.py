@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="Base URL used in Location headers; default http://host:port."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description=(
+            "The event loop serve runs on: uvloop where installed (auto; the extra "
+            "dtmfgraph[fast], with httptools), or asyncio's own (with h11)."
+        ),
+    )
     data_dir: Path = Path("dtmfgraph-data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default sqlite+aiosqlite in data_dir."
