@@ -176,7 +176,9 @@ class Dispatcher:
             status = resp.status_code
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}"
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure (InvalidURL too) is a failed attempt
+            while isinstance(exc, ExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]  # what anyio's task group wrapped
             error = f"{type(exc).__name__}: {exc}"
         took = time.perf_counter() - started
         attempt = DeliveryAttempt(

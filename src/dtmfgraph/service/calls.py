@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..tones.keypad import ALL_KEYS
+from .control import CallControls
 from .errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -230,12 +231,35 @@ LOOPBACK_CALLBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 be listed like any other host)."""
 
 
+CALLBACK_URI_MAX = 2048
+"""Longest callbackUri taken (browsers' and servers' common URL limit)."""
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+"""The characters RFC 3986 allows in a URI (nothing else: no spaces, controls or non-ASCII)."""
+
+
 def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
-    """https only, except loopback hosts and hosts on the allow-list (http allowed there)."""
-    parts = urlsplit(uri)
-    host = (parts.hostname or "").lower()
+    """A URL we can deliver to: at most 2,048 characters of RFC 3986, an absolute http(s) URL
+    with a host and a port in 1-65535; https only, except loopback hosts and hosts on the
+    allow-list (http allowed there)."""
+    if len(uri) > CALLBACK_URI_MAX:
+        raise InvalidRequestError(
+            f"callbackUri: is {len(uri)} characters long; at most {CALLBACK_URI_MAX} are allowed"
+        )
+    if not _URI_CHARS.fullmatch(uri):
+        raise InvalidRequestError(
+            f"callbackUri: {uri!r} holds characters a URL may not (spaces, control or non-ASCII "
+            "characters: percent-encode them)"
+        )
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(f"callbackUri: {uri!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidRequestError(f"callbackUri: {uri!r} is not an absolute http(s) URL")
+    if port == 0:
+        raise InvalidRequestError(f"callbackUri: {uri!r}: the port must be 1 to 65535")
     if parts.scheme == "https":
         return
     if host not in LOOPBACK_CALLBACK_HOSTS and host not in allowed_hosts:
@@ -283,6 +307,8 @@ class CallService:
         self.prompts = PromptFetcher(config.prompts)
         self.base_url = config.public_base_url.rstrip("/")
         self.record_media_timeout_s = config.record_media_timeout_s
+        self.control = CallControls(self)
+        """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
 
     def _new_live(self, call: Call, incoming: IncomingCall | None = None) -> _Live:
         live = _Live(call.id, incoming=incoming)
@@ -487,6 +513,21 @@ class CallService:
         if role not in p.roles:
             raise AccessDeniedError(f"this action requires the application role {role}")
 
+    @staticmethod
+    async def _repeat(
+        uow: UnitOfWork, call_id: str, repeat_key: str | None, kind: OpKind
+    ) -> Operation | None:
+        """The operation an earlier request with ``repeat_key`` made on the call, if any; a key
+        used there by another action is refused (keys are not shared between kinds)."""
+        if repeat_key is None or (found := await uow.find_repeat(call_id, repeat_key)) is None:
+            return None
+        if found.kind is not kind:
+            raise InvalidRequestError(
+                f"Repeatability-Request-ID: {repeat_key!r} was already used on this call by "
+                f"{found.kind.value.removesuffix('Operation')}; use a new key for each request"
+            )
+        return found
+
     async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
         call = await uow.get_call(call_id)
         if call is None or call.tenant_id != p.tenant_id or call.app_id != p.app_id:
@@ -592,6 +633,7 @@ class CallService:
                 call.state = CallState.ESTABLISHED
                 call.media_record = media.recovery_record()
                 call.audio_held = not media.audio_active
+                call.control.far_direction = media.audio_direction
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
                 await live.mq.mark_head_running(uow)
@@ -907,7 +949,7 @@ class CallService:
                 method=method,
             )
 
-        return await self._enqueue(p, call_id, req.repeat_key, make)
+        return await self._enqueue(p, call_id, (req.repeat_key, OpKind.SEND_DTMF), make)
 
     async def play_prompt(self, p: Principal, call_id: str, req: PromptRequest) -> Operation:
         self._require(p, ROLE_INITIATE)
@@ -924,7 +966,7 @@ class CallService:
                 params={"prompts": [[r.uri, r.resource_id] for r in req.prompts], "loop": req.loop},
             )
 
-        return await self._enqueue(p, call_id, req.repeat_key, make)
+        return await self._enqueue(p, call_id, (req.repeat_key, OpKind.PLAY_PROMPT), make)
 
     async def record_response(self, p: Principal, call_id: str, req: RecordRequest) -> Operation:
         self._require(p, ROLE_MEDIA)
@@ -942,32 +984,34 @@ class CallService:
             )
 
         barge = req.params.barge_in
-        return await self._enqueue(p, call_id, req.repeat_key, make, barge_in=barge)
+        repeat = (req.repeat_key, OpKind.RECORD)
+        return await self._enqueue(p, call_id, repeat, make, barge_in=barge)
 
     async def _enqueue(
         self,
         p: Principal,
         call_id: str,
-        repeat_key: str | None,
+        repeat: tuple[str | None, OpKind],
         make: Callable[[_Live, bool], Operation],
         *,
         barge_in: bool = False,
     ) -> Operation:
         """Store the media operation ``make`` gives (told whether it will run at once) and queue
-        it on the call (at the head, for a barge-in); a repeat of ``repeat_key`` returns the
-        operation made the first time."""
+        it on the call (at the head, for a barge-in); a repeat of ``repeat`` (key, kind)
+        returns the operation made the first time."""
+        repeat_key, kind = repeat
         live = self._live.get(call_id)
         if live is None:
             async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, kind):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
         self.writes.accepting(call_id)
         async with live.lock:
             async with self._call_unit(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, kind):
                     return found
                 if call.state not in (CallState.ESTABLISHING, CallState.ESTABLISHED):
                     raise NotAllowedError(f"call {call_id} is {call.state.value}")
@@ -1012,14 +1056,14 @@ class CallService:
         if live is None:
             async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, OpKind.CANCEL_MEDIA):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
         self.writes.accepting(call_id)
         async with live.lock:
             async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, OpKind.CANCEL_MEDIA):
                     return found
             cancelled_ids = await live.mq.stop(lambda _kind: True)
             async with self._call_unit(call_id) as uow:
@@ -1049,7 +1093,7 @@ class CallService:
         self.writes.accepting(call_id)
         async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
-            if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+            if found := await self._repeat(uow, call_id, repeat_key, OpKind.SUBSCRIBE_TONE):
                 return found
             if call.ended:
                 raise NotAllowedError(f"call {call_id} is {call.state.value}")
@@ -1104,11 +1148,15 @@ class CallService:
         async for active in media.audio_changes():
             async with live.lock, self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
-                if call is None or call.ended or call.audio_held == (not active):
+                if call is None or call.ended:
                     continue
-                call.audio_held = not active
-                await uow.update_call(call)
-                await self._emit(uow, call, EventKind.CALL_UPDATED)
+                if call.audio_held != (not active):
+                    call.audio_held = not active
+                    await uow.update_call(call)
+                    await self._emit(uow, call, EventKind.CALL_UPDATED)
+                if call.control.far_direction != media.audio_direction:
+                    call.control.far_direction = media.audio_direction
+                    await self.control.roster_changed(uow, call)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from ..service.errors import StoreUnavailableError
 from ..service.model import (
     Call,
+    CallControl,
     CallState,
     CompletionReason,
     Direction,
@@ -61,6 +62,7 @@ def _call_row(c: Call) -> dict[str, Any]:
         "media_record": c.media_record,
         "node_id": c.node_id,
         "audio_held": c.audio_held,
+        "control": c.control.to_json(),
     }
 
 
@@ -84,6 +86,7 @@ def _call(r: sa.Row[Any]) -> Call:
         media_record=dict(m["media_record"]) if m["media_record"] else None,
         node_id=m["node_id"],
         audio_held=bool(m["audio_held"]),
+        control=CallControl.from_json(m["control"]),
     )
 
 
