@@ -185,8 +185,45 @@ def _side(edge: F32, n: int, forward: bool) -> _Side:
     return _Side(fill * (gain if forward else gain[::-1]), steady, freqs, coef, origin)
 
 
+def conceal(before: npt.ArrayLike, n: int, after: npt.ArrayLike | None = None) -> F32:
+    """``n`` samples (int16 scale, float32) to play in place of a gap between ``before`` (the
+    audio played before it, up to 48.75 ms are used) and ``after`` (the audio after it, if
+    known: then the gap is filled from both sides)."""
+    out = np.zeros(max(n, 0), dtype=np.float32)
+    if n <= 0:
+        return out
+    past = np.asarray(before, dtype=np.float32).ravel()[-HISTORY:]
+    edge = round(EDGE_MS * RATE / 1000)
+    fwd = _side(past, n, True) if len(past) >= 2 * PITCH_MIN else None
+    nxt = None if after is None else np.asarray(after, dtype=np.float32).ravel()[:HISTORY]
+    bwd = _side(nxt, n, False) if nxt is not None and len(nxt) >= 2 * PITCH_MIN else None
+    mid = n // 2 if nxt is not None else n
+    short = n < BRIDGE_MS * RATE / 1000
+    if (
+        fwd is not None
+        and bwd is not None
+        and short
+        and fwd.steady
+        and bwd.steady
+        and (np.allclose(np.sort(fwd.freqs), np.sort(bwd.freqs), rtol=0.01))
+    ):  # the same tone on both sides of a gap too short to hide a pause
+        out[:] = _crossfade(fwd.fill, bwd.fill, mid)
+    elif fwd is not None and short and nxt is not None and fwd.explains(nxt[:_EDGE_CHECK], n):
+        out[:] = fwd.fill  # the tone before the gap is still sounding after it
+    elif bwd is not None and short and bwd.explains(past[-_EDGE_CHECK:], -_EDGE_CHECK):
+        out[:] = bwd.fill  # the tone after the gap was already sounding before it
+    else:
+        if fwd is not None:
+            k = min(edge, mid)
+            out[:k] = fwd.fill[:k] * _fade_out(k)
+        if bwd is not None:
+            k = min(edge, n - mid)
+            out[n - k :] = bwd.fill[n - k :] * _fade_out(k)[::-1]
+    return out
+
+
 class Concealer:
-    """Packet-loss concealment for one 8 kHz channel (sans-I/O, numpy).
+    """:func:`conceal` with its history kept: for one 8 kHz channel (sans-I/O, numpy).
 
     Feed every frame really received to :meth:`good`, in order; ask :meth:`conceal` for the
     samples of a gap before the frame that follows it (pass that frame, or more, as ``after``
@@ -214,43 +251,11 @@ class Concealer:
             h[HISTORY - len(x) :] = x
 
     def conceal(self, n: int, after: npt.ArrayLike | None = None) -> F32:
-        """``n`` samples to play in place of a gap (int16 scale, float32); they become history.
-
-        ``after``: the audio right after the gap, if known (the next packet): the gap is then
-        filled from both sides."""
-        out = np.zeros(max(n, 0), dtype=np.float32)
-        if n <= 0:
-            return out
-        past = self._history[HISTORY - min(self._heard, HISTORY) :]
-        edge = round(EDGE_MS * RATE / 1000)
-        fwd = _side(past, n, True) if len(past) >= 2 * PITCH_MIN else None
-        nxt = None if after is None else np.asarray(after, dtype=np.float32).ravel()[:HISTORY]
-        bwd = _side(nxt, n, False) if nxt is not None and len(nxt) >= 2 * PITCH_MIN else None
-        mid = n // 2 if nxt is not None else n
-        short = n < BRIDGE_MS * RATE / 1000
-        if (
-            fwd is not None
-            and bwd is not None
-            and short
-            and fwd.steady
-            and bwd.steady
-            and (np.allclose(np.sort(fwd.freqs), np.sort(bwd.freqs), rtol=0.01))
-        ):  # the same tone on both sides of a gap too short to hide a pause
-            out[:] = _crossfade(fwd.fill, bwd.fill, mid)
-        elif fwd is not None and short and nxt is not None and fwd.explains(nxt[:_EDGE_CHECK], n):
-            out[:] = fwd.fill  # the tone before the gap is still sounding after it
-        elif bwd is not None and short and bwd.explains(past[-_EDGE_CHECK:], -_EDGE_CHECK):
-            out[:] = bwd.fill  # the tone after the gap was already sounding before it
-        else:
-            if fwd is not None:
-                k = min(edge, mid)
-                out[:k] = fwd.fill[:k] * _fade_out(k)
-            if bwd is not None:
-                k = min(edge, n - mid)
-                out[n - k :] = bwd.fill[n - k :] * _fade_out(k)[::-1]
+        """``n`` samples to play in place of a gap (see :func:`conceal`); they become history."""
+        out = conceal(self._history[HISTORY - min(self._heard, HISTORY) :], n, after)
         self._push(out)
-        self._heard += n
-        self.concealed += n
+        self._heard += len(out)
+        self.concealed += len(out)
         return out
 
 
