@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 import httpx
 
+from ..service.errors import StoreUnavailableError
 from ..store import OutboxItem, SqlRepository
 from .render import notification_batch
 from .signer import CallbackSigner
@@ -113,6 +114,8 @@ class Dispatcher:
                 nxt = await self._repo.next_notification_at()
                 if nxt is not None:
                     wait = min(max(nxt - time.time(), 0.005), 1.0)
+            except StoreUnavailableError:
+                pass  # logged once per outage by the store's health; retried
             except Exception:
                 log.exception("outbox: a delivery round failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -173,7 +176,9 @@ class Dispatcher:
             status = resp.status_code
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}"
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure (InvalidURL too) is a failed attempt
+            while isinstance(exc, ExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]  # what anyio's task group wrapped
             error = f"{type(exc).__name__}: {exc}"
         took = time.perf_counter() - started
         attempt = DeliveryAttempt(
