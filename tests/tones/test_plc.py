@@ -63,7 +63,7 @@ def test_pitch_of_a_periodic_signal() -> None:
 
 def test_a_lost_packet_of_a_tone_mostly_keeps_the_key() -> None:
     """50 ms tones losing one packet that overlaps the tone, at every alignment: silence in its
-    place loses most of those keys; concealed, at least 97 % are heard (measured: 97.6 %)."""
+    place loses most of those keys; concealed, at least 98.5 % are heard (measured: 99.2 %)."""
     total = heard = silent = 0
     for key in KEYS:
         for lead in range(0, FRAME, 16):
@@ -74,7 +74,7 @@ def test_a_lost_packet_of_a_tone_mostly_keeps_the_key() -> None:
                 x = frames.copy()
                 x[lost] = 0
                 silent += _keys(x.ravel()) == key * 3
-    assert heard >= 0.97 * total
+    assert heard >= 0.985 * total
     assert silent < 0.8 * total
 
 

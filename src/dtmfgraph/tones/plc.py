@@ -54,6 +54,8 @@ BRIDGE_MS: Final = 40.0
 """Gaps this long or longer are never bridged whole: they could hide a Q.24 pause (>= 40 ms)."""
 _EDGE_CHECK: Final = 40
 """The last 5 ms before the gap (first after it) must be as loud as the 20 ms they end."""
+_MEET: Final = 24
+"""The 3 ms on the far side of the gap that a tone carried across it must explain."""
 _NFFT: Final = 4096
 _FADE: Final = 20
 """Cross-fade where the two fills meet (2.5 ms)."""
@@ -208,9 +210,9 @@ def conceal(before: npt.ArrayLike, n: int, after: npt.ArrayLike | None = None) -
         and (np.allclose(np.sort(fwd.freqs), np.sort(bwd.freqs), rtol=0.01))
     ):  # the same tone on both sides of a gap too short to hide a pause
         out[:] = _crossfade(fwd.fill, bwd.fill, mid)
-    elif fwd is not None and short and nxt is not None and fwd.explains(nxt[:_EDGE_CHECK], n):
+    elif fwd is not None and short and nxt is not None and fwd.explains(nxt[:_MEET], n):
         out[:] = fwd.fill  # the tone before the gap is still sounding after it
-    elif bwd is not None and short and bwd.explains(past[-_EDGE_CHECK:], -_EDGE_CHECK):
+    elif bwd is not None and short and bwd.explains(past[-_MEET:], -_MEET):
         out[:] = bwd.fill  # the tone after the gap was already sounding before it
     else:
         if fwd is not None:
