@@ -129,3 +129,12 @@ def test_a_timestamp_jump_restarts_the_play_out() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         JitterBuffer(min_delay=0.2, max_delay=0.1)
+
+
+def test_pop_ahead_releases_only_what_is_held_in_order() -> None:
+    jb = JitterBuffer()
+    for k in (0, 1, 3):
+        jb.put(k, k * FRAME, _payload(k), 0.0)
+    assert [p.payload for p in jb.pop_ahead(2 * FRAME)] == [_payload(0), _payload(1)]
+    assert jb.pop_ahead(FRAME) == []  # packet 2 may still come
+    assert jb.stats.concealed == 0

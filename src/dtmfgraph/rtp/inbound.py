@@ -257,7 +257,9 @@ class InboundStream:
         """How long after its would-be arrival the latest audio was played out."""
         if inband and codec is not None:
             if bank is not None:
-                self._sink = bank.attach(codec, self._on_inband)
+                channel = bank.attach(codec, self._on_inband)
+                channel.refill = self._refill
+                self._sink = channel
             else:
                 self._sink = SoloInband(codec, self._on_inband)
 
@@ -543,6 +545,12 @@ class InboundStream:
         jb.put(seq, ts, payload, now)
         self.stats.late = jb.stats.late
         self.stats.playout_delay = jb.delay
+
+    def _refill(self, samples: int) -> None:
+        """The detector bank is short of audio: play out early what is held in order."""
+        played = self._jb.pop_ahead(samples)
+        if played:
+            self._play(played, self._lag + played[-1].at)
 
     def _play(self, played: list[Played], now: float) -> None:
         """Hand the audio played out to the detector and the tap, gaps concealed."""

@@ -201,6 +201,18 @@ class JitterBuffer:
             out.append(self._take())
         return out
 
+    def pop_ahead(self, samples: int) -> list[Played]:
+        """Up to ``samples`` (rounded up to whole packets) of the packets held in order at the
+        head, before they are due: for a consumer on its own clock that is running short (a
+        detector bank). A gap is never released early: its packets may still come."""
+        out: list[Played] = []
+        held = self._held
+        while samples > 0 and self._next is not None and self._next in held:
+            item = self._take()
+            samples -= item.samples
+            out.append(item)
+        return out
+
     def flush(self) -> list[Played]:
         """Everything held, gaps and all (the stream ended)."""
         out: list[Played] = []
