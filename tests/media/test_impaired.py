@@ -10,12 +10,23 @@ the Phone and the service use). All profiles run at once, in real time (about 10
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import socket
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
 
 from dtmfgraph.media import InbandBanks, Pacer, RtpSession
-from dtmfgraph.rtp import InboundStats
+from dtmfgraph.media.recording import CallRecording
+from dtmfgraph.rtp import Codec, InboundStats, InboundStream, RtpPacket
+from dtmfgraph.tones import detect
 
+from ..judges.ports import free_udp_port
 from ..rtp import impair
+from .test_cli import Listener
 
 KEYS_PER_PROFILE = {"random loss 1 %": 100, "random loss 3 %": 100, "random loss 5 %": 100}
 OTHERS = 40
@@ -79,3 +90,45 @@ async def test_every_impairment_profile_over_udp() -> None:
     banks.close()
     pacer.close()
     assert not failures, "\n".join(report)
+
+
+def test_rtp_listen_hears_keys_through_loss_and_jitter(tmp_path: Path) -> None:
+    """``dtmfgraph rtp listen`` (a subprocess) given 5 % loss and 0-60 ms jitter at once."""
+    keys, stream = impair.impaired(impair.PROFILES[2], 40, SEED)  # random loss 5 %
+    packets = impair.jitter(60.0)(impair.Stream(keys, stream), random.Random(SEED))
+    port = free_udp_port()
+    listener = Listener(
+        "--port", str(port), "--json", "--count", str(len(keys)), "--duration", "20",
+        "--jitter-max-ms", "100",
+    )  # fmt: skip
+    t0 = time.monotonic() + 0.05
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for at, data in packets:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            sock.sendto(data, ("127.0.0.1", port))
+    code, out, err = listener.finish()
+    assert code == 0, err
+    heard = "".join(json.loads(line)["key"] for line in out.splitlines())
+    right, extra = impair.score(keys, heard)
+    assert extra == 0 and right >= len(keys) - 1, (keys, heard)
+    assert "concealed=" in err and "concealed=0," not in err
+
+
+def test_a_recording_keeps_the_concealed_audio_and_counts_it(tmp_path: Path) -> None:
+    keys, packets = impair.impaired(impair.PROFILES[3], 40, SEED)  # random loss 10 %
+    stream = InboundStream(codec=Codec.PCMU, inband=False)
+    recording = CallRecording(tmp_path / "lossy.wav", Codec.PCMU, stream.stats)
+    stream.tap = recording.push
+    for at, data in packets:
+        stream.receive(data, at)
+        stream.handle_deadline(at)
+    stream.close(packets[-1][0] + 1)
+    recording.close()
+    assert recording.concealed == stream.stats.concealed > 0
+    with wave.open(str(tmp_path / "lossy.wav")) as wav:
+        audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    first, last = RtpPacket.parse(packets[0][1]), RtpPacket.parse(packets[-1][1])
+    span = ((last.sequence - first.sequence) & 0xFFFF) + 1  # every packet in between is there
+    assert len(audio) == span * impair.FRAME
+    right, extra = impair.score(keys, "".join(e.key for e in detect(audio)))
+    assert extra == 0 and right >= len(keys) - 1

@@ -43,6 +43,7 @@ from ..media.resolve import SipResolver
 from ..media.sip_transport import DEFAULT_KEEPALIVE_S, UDP_KEEPALIVE_S
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
+from ..rtp.jitter import MAX_DELAY
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
 from .media import (
@@ -295,7 +296,10 @@ class SipMedia:
         rtcp_interval: float = MIN_INTERVAL,
         inbound_auth_sha256: bool = False,
         rtcp_mux_offer: bool = False,
+        jitter_max_delay: float = MAX_DELAY,
     ) -> None:
+        self.jitter_max_delay = jitter_max_delay
+        """Greatest play-out delay of a call's jitter buffer (seconds)."""
         self.rtcp_mux_offer = rtcp_mux_offer
         """Calls placed offer ``a=rtcp-mux``."""
         self.inbound_auth_sha256 = inbound_auth_sha256
@@ -355,6 +359,7 @@ class SipMedia:
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
             self.phone.allow_sources = self.allow_from
             self.phone.rtcp_interval = self.rtcp_interval
+            self.phone.jitter_max_delay = self.jitter_max_delay
             self.phone.rtcp_mux_offer = self.rtcp_mux_offer
             if self.inbound_auth is not None:
                 algorithms = ("SHA-256", "MD5") if self.inbound_auth_sha256 else ("MD5",)
