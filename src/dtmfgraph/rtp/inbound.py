@@ -202,6 +202,7 @@ class InboundStream:
     ``codec`` is the audio codec negotiated (``None``: audio packets are unknown payload types);
     ``event_pt`` the telephone-event payload type (``None``: not negotiated). With ``inband`` the
     audio goes to a tone detector: a channel of ``bank`` if given, else one of the stream's own.
+    ``min_delay``/``max_delay`` bound the audio jitter buffer's play-out delay (seconds).
     """
 
     def __init__(
