@@ -267,6 +267,15 @@ class Settings(BaseSettings):
             "NAT on the way keeps the mapping its calls to us come through. 0: none."
         ),
     )
+    jitter_max_ms: int = Field(
+        default=120,
+        ge=20,
+        le=1000,
+        description=(
+            "Greatest play-out delay of a call's jitter buffer for in-band DTMF, ms (it adapts "
+            "from 20 ms to this to the far end's jitter; lost packets are concealed)."
+        ),
+    )
     rtcp_interval_s: float = Field(
         default=5.0,
         ge=0,

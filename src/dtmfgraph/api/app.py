@@ -185,6 +185,7 @@ def build_media(settings: Settings) -> MediaBackend:
             allow_from=settings.sip_allow_from or None,
             inbound_auth=settings.sip_inbound_credentials(),
             rtcp_interval=settings.rtcp_interval_s,
+            jitter_max_delay=settings.jitter_max_ms / 1000,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             rtcp_mux_offer=settings.rtcp_mux_offer,
             tls=tls_config(settings),
