@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import keys, rtp, serve, sip, tones
+from . import keys, notifications, rtp, serve, sip, tones
 
 app = typer.Typer(
     name="dtmfgraph",
@@ -17,6 +17,7 @@ rtp.register(app)
 serve.register(app)
 sip.register(app)
 keys.register(app)
+notifications.register(app)
 
 
 def main() -> None:
