@@ -374,6 +374,17 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="How long a request forwarded to a call's node may take."
     )
 
+    # API request limits (docs/api.md "Limits")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest Graph API request body; larger: 413.",
+    )
+    body_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest a request body may take to arrive; then 408."
+    )
+
     # Outbox delivery
     notify_timeout_s: float = Field(
         default=5.0, gt=0, description="How long one callback POST may take, start to answer."

@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+
+from dtmfgraph.console.media import CHIME_NOTES
+from dtmfgraph.tones.wav import encode_wav, parse_wav
 
 from ..api.harness import free_port
 from .browser import browser, check_page, fetch_json, ready, wait_for
@@ -41,6 +46,10 @@ class Served:
             capture_output=True, text=True, timeout=60, check=True, env=_env(),
         )  # fmt: skip
         return done.stdout.strip()
+
+    def far(self, far: dict[str, Any]) -> str:
+        """The loopback far end's own routes (``/play``, ``/played``, ...)."""
+        return f"{self.base}/_loopback/calls/{far['index']}"
 
     def far_ends(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = httpx.get(f"{self.base}/_loopback/calls", timeout=10).json()
@@ -84,6 +93,36 @@ def _keys(driver: WebDriver, kind: str) -> list[tuple[str, float]]:
     ]
 
 
+def _status(driver: WebDriver) -> str:
+    return driver.find_element(By.ID, "phone-result").text
+
+
+def _done(driver: WebDriver, before: str) -> bool:
+    """The dev phone's status line names another operation than ``before``, completed."""
+    now = _status(driver)
+    return now.split(" ")[:2] != before.split(" ")[:2] and "completed" in now
+
+
+def _timeline(driver: WebDriver, kind: str) -> list[Any]:
+    return driver.find_elements(By.CSS_SELECTOR, f'#timeline tr[data-kind="{kind}"]')
+
+
+def _peaks(samples: npt.NDArray[Any], rate: int) -> list[int]:
+    """The strong frequencies (Hz, rounded) in a sound."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    hz = np.fft.rfftfreq(len(samples), 1 / rate)
+    strong = spectrum > spectrum.max() / 4
+    tops = strong & (spectrum >= np.roll(spectrum, 1)) & (spectrum >= np.roll(spectrum, -1))
+    return sorted({round(float(f)) for f in hz[tops]})
+
+
+def _voice(seconds: float) -> npt.NDArray[np.int16]:
+    """A vowel-like sound (harmonics of 140 Hz, no DTMF pair) for the caller to say."""
+    t = np.arange(round(8000 * seconds)) / 8000
+    x = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    return np.rint(6000 * x / np.max(np.abs(x))).astype(np.int16)
+
+
 def test_console_end_to_end(browser: WebDriver, served: Served) -> None:
     driver = browser
     # the link serve printed logs in once, then is spent
@@ -123,6 +162,39 @@ def test_console_end_to_end(browser: WebDriver, served: Served) -> None:
     driver.find_element(By.CSS_SELECTOR, 'button.farkey[data-key="5"]').click()
     wait_for(lambda: [k for k, _ in _keys(driver, "key-heard")] == ["5"], what="5 heard")
     assert far["methods"] == ["rfc4733"]
+
+    # the dev phone plays the sample prompt (playPrompt): the far end hears the chime's notes
+    uri = driver.find_element(By.ID, "prompt-uri").get_attribute("value")
+    assert uri == f"{served.base}/console/prompts/chime.wav"
+    before = _status(driver)
+    driver.find_element(By.CSS_SELECTOR, "#prompt button[type=submit]").click()
+    wait_for(lambda: _done(driver, before), what="the prompt's operation to complete")
+    played = parse_wav(httpx.get(f"{served.far(far)}/played", timeout=10).content)
+    peaks = _peaks(played.samples[0], played.rate)
+    assert len(peaks) == 3, peaks
+    assert all(abs(p - n) <= 3 for p, (n, _) in zip(peaks, CHIME_NOTES, strict=True)), peaks
+    wait_for(lambda: _timeline(driver, "prompt"), what="the prompt on the timeline")
+
+    # ... and records a response: the caller speaks, then falls silent (the recorder ends it)
+    before = _status(driver)
+    driver.find_element(By.ID, "record").click()
+    wait_for(lambda: _status(driver) != before, what="the recorder to start")
+    before = _status(driver)
+    assert "running" in before, before
+    speech = encode_wav(_voice(1.5), 8000)
+    assert httpx.post(f"{served.far(far)}/play", content=speech, timeout=10).status_code == 200
+    wait_for(
+        lambda: (
+            _status(driver) == f"{before.removesuffix(' running')} completed (maxSilenceTimeout)"
+        ),
+        what="the recording's operation to complete",
+    )
+    assert "(maxSilenceTimeout)" in _status(driver), _status(driver)
+    [row] = wait_for(lambda: _timeline(driver, "recording"), what="the recording on the timeline")
+    assert "maxSilenceTimeout" in row.text
+    src = row.find_element(By.TAG_NAME, "audio").get_attribute("src") or ""
+    got = fetch_json(driver, src.removeprefix(served.base))
+    assert got["status"] == 200 and got["body"].startswith("RIFF"), got["status"]
     check_page(driver, "02-call-loopback")
 
     # the inbox shows the sendDtmfTonesOperation's deleted notification, its token verified

@@ -20,9 +20,19 @@ from ..service.sip_media import SipMedia
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from ..store.journals import JournalStore
-from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
+from . import (
+    callback_keys,
+    control_routes,
+    errors,
+    loopback,
+    media_routes,
+    openapi,
+    routes,
+    unsupported,
+)
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
+from .limits import BodyLimitMiddleware, BodyLimits
 from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
@@ -128,7 +138,10 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     try:
         config.check()
     except TlsConfigError as exc:
-        raise ValueError(f"sip_tls_cert_file: {exc}") from None
+        raise ValueError(
+            f"sip_tls_cert_file: {exc}; give readable PEM files: the certificate chain, its "
+            "private key (in it or in sip_tls_key_file), CAs in sip_tls_ca_file"
+        ) from None
     return config
 
 
@@ -265,6 +278,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(media_routes.router, prefix="/beta")
     app.include_router(media_routes.beta_router, prefix="/beta")
     app.include_router(media_routes.recordings_router)
+    app.include_router(control_routes.router, prefix="/v1.0")
+    app.include_router(control_routes.router, prefix="/beta")
     app.include_router(unsupported.router, prefix="/v1.0")  # after every real route
     app.include_router(unsupported.router, prefix="/beta")
     app.include_router(metrics_router)
@@ -278,6 +293,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(callback_keys.router)
     openapi.install(app, config.limits)
     app.add_middleware(Router, routing=routing)  # after the path is normalised, before the app
+    limits = BodyLimits(settings.max_body_bytes, settings.body_read_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, limits=limits)  # before any body is read
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(GraphMiddleware)  # outermost: it normalises the path first
     return app

@@ -40,18 +40,17 @@ async def play_prompt(
     call_id: str, request: Request, svc: Svc, who: Who, repeat: RepeatId = None
 ) -> JSONResponse:
     body, _ = await _body(request, PlayPromptBody)
-    op = await svc.play_prompt(
-        who,
-        call_id,
-        PromptRequest(_refs(body.prompts), body.loop, body.client_context, repeat),
-    )
+    op = await svc.play_prompt(who, call_id, prompt_request(body, repeat))
     return _op_response(request, call_id, op)
 
 
-async def _record(
-    call_id: str, request: Request, svc: Svc, who: Who, repeat: str | None
-) -> JSONResponse:
-    body, _ = await _body(request, RecordResponseBody)
+def prompt_request(body: PlayPromptBody, repeat: str | None) -> PromptRequest:
+    """The service's request for a validated playPrompt body (the API's and the console's)."""
+    return PromptRequest(_refs(body.prompts), body.loop, body.client_context, repeat)
+
+
+def record_request(body: RecordResponseBody, repeat: str | None) -> RecordRequest:
+    """The service's request for a validated recordResponse body (the API's and the console's)."""
     refs = _refs(body.prompts)
     params = RecordParams(
         prompt=refs[0] if refs else None,
@@ -62,7 +61,14 @@ async def _record(
         play_beep=body.play_beep,
         stop_tones=stop_keys(body.stop_tones),
     )
-    op = await svc.record_response(who, call_id, RecordRequest(params, body.client_context, repeat))
+    return RecordRequest(params, body.client_context, repeat)
+
+
+async def _record(
+    call_id: str, request: Request, svc: Svc, who: Who, repeat: str | None
+) -> JSONResponse:
+    body, _ = await _body(request, RecordResponseBody)
+    op = await svc.record_response(who, call_id, record_request(body, repeat))
     return _op_response(request, call_id, op)
 
 

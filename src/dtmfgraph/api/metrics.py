@@ -20,7 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..notify.outbox import Outcome
 from ..rtp.rtcp import RtcpStats
 from ..service import AccessDeniedError, CallState, DtmfMethod, OpKind, OpStatus
+from ..service.errors import StoreUnavailableError
 from ..service.model import CompletionReason
+from ..service.write_behind import WriteBehind
 from ..settings import Settings
 from ..store import SqlRepository
 from .auth import AuthError
@@ -45,6 +47,30 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.store_up = Gauge(
+            "dtmfgraph_store_up",
+            "1 while this node's store (database) answers, 0 during an outage.",
+            registry=r,
+        )
+        self.store_outages = Counter(
+            "dtmfgraph_store_outages", "Store outages this node has seen.", registry=r
+        )
+        self.store_outage_seconds = Counter(
+            "dtmfgraph_store_outage_seconds",
+            "Seconds this node's store was unavailable (the outage going on included).",
+            registry=r,
+        )
+        self.store_pending = Gauge(
+            "dtmfgraph_store_pending_writes",
+            "Changes of live calls waiting in memory for the store (0 unless it is away).",
+            registry=r,
+        )
+        self.store_dropped = Counter(
+            "dtmfgraph_store_dropped_tone_notifications",
+            "tone notifications dropped because too many waited for the store on one call.",
+            registry=r,
+        )
+        self._store_seen = {"outages": 0.0, "seconds": 0.0, "dropped": 0.0}
         self.operations = Counter(
             "dtmfgraph_operations_finished",
             "Operations that reached a final status, by kind, status and completion reason "
@@ -209,13 +235,36 @@ class Metrics:
                 counter.inc(total - seen)
                 self._phone_seen[name] = total
 
-    async def refresh(self, repo: SqlRepository) -> None:
-        """Read the database gauges."""
-        by_state = await repo.calls_by_state()
+    async def refresh(self, repo: SqlRepository, writes: WriteBehind | None = None) -> None:
+        """Read the database gauges (kept as they were while the store is away) and the
+        store's health."""
+        if writes is not None:
+            self.store_health(writes)
+        try:
+            by_state = await repo.calls_by_state()
+            backlog = await repo.outbox_backlog()
+        except StoreUnavailableError:
+            if writes is not None:
+                self.store_health(writes)
+            return
         for state in CallState:
             self.calls.labels(state.value).set(by_state.get(state.value, 0))
-        for row_state, n in (await repo.outbox_backlog()).items():
+        for row_state, n in backlog.items():
             self.outbox.labels(row_state).set(n)
+
+    def store_health(self, writes: WriteBehind) -> None:
+        health = writes.health
+        self.store_up.set(0 if health.down else 1)
+        self.store_pending.set(writes.pending)
+        for name, counter, total in (
+            ("outages", self.store_outages, float(health.outages)),
+            ("seconds", self.store_outage_seconds, health.outage_seconds()),
+            ("dropped", self.store_dropped, float(writes.dropped)),
+        ):
+            seen = self._store_seen[name]
+            if total > seen:
+                counter.inc(total - seen)
+                self._store_seen[name] = total
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -293,7 +342,7 @@ router = APIRouter()
 async def metrics(request: Request) -> Response:
     check_access(request.app.state.settings, request.headers.get("authorization"))
     m: Metrics = request.app.state.metrics
-    await m.refresh(request.app.state.repo)
+    await m.refresh(request.app.state.repo, request.app.state.service.writes)
     media = request.app.state.media
     registered = getattr(media, "registered", None)
     if registered is not None:

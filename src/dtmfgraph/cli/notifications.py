@@ -52,6 +52,7 @@ def _url(data_dir: Path | None, database_url: str | None) -> str:
 def _run(url: str, work: Callable[[SqlRepository], Awaitable[T]]) -> T:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
+    from ..service.errors import StoreUnavailableError  # noqa: PLC0415
     from ..store import SqlRepository  # noqa: PLC0415
 
     async def go() -> T:
@@ -63,8 +64,9 @@ def _run(url: str, work: Callable[[SqlRepository], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except (SQLAlchemyError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (SQLAlchemyError, OSError, StoreUnavailableError) as exc:
+        cause = exc.__cause__ if isinstance(exc, StoreUnavailableError) else exc
+        first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         typer.echo(
             f"error: the database did not answer as expected ({first}); is the URL right, and "
             "has `dtmfgraph serve` run once since the upgrade (it updates the schema)?",

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from ..settings import Settings
+from .config import ConfigError, ConfigFile, load
 from .limits import raise_open_file_limit
+from .panels import ServeCommand
+from .preflight import StartError, bind_hint, bind_http, check_data_dir, check_database
 
 if TYPE_CHECKING:
     from ..media.sip_transport import SipTransport
@@ -76,12 +78,9 @@ def _ensure_secret(settings: Settings) -> Settings:
     """Keys to run with: the configured HS256 secret, or one kept in ``data_dir`` (created on
     first use) unless API tokens are RS256. (The callbacks' RSA key is the app's: made in
     ``data_dir`` on first start unless one is configured.)"""
-    from ..api.auth import load_rs256_public_key  # noqa: PLC0415
     from ..notify.keystore import write_private  # noqa: PLC0415
 
-    public_pem = settings.rs256_public_key_pem()
-    if public_pem:
-        load_rs256_public_key(public_pem)  # a bad key is refused before anything is written
+    public_pem = _check_api_key(settings)
     if settings.jwt_hs256_secret or public_pem:
         return settings
     path = settings.data_dir / SECRET_FILE
@@ -90,12 +89,24 @@ def _ensure_secret(settings: Settings) -> Settings:
     return settings.model_copy(update={"jwt_hs256_secret": path.read_text().strip()})
 
 
+def _check_api_key(settings: Settings) -> str | None:
+    """The RS256 public key of API tokens, if one is configured; ``ValueError`` when it is not
+    a usable key (refused before anything is written)."""
+    from ..api.auth import load_rs256_public_key  # noqa: PLC0415
+
+    public_pem = settings.rs256_public_key_pem()
+    if public_pem:
+        load_rs256_public_key(public_pem)
+    return public_pem
+
+
 DataDir = Annotated[
     Path | None, typer.Option(help="Where the SQLite file and the dev secret live.")
 ]
 
 
 def serve(
+    config: ConfigFile = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
     data_dir: DataDir = None,
@@ -374,12 +385,9 @@ def serve(
     if no_auth:
         updates["auth_enabled"] = False
     try:
-        settings = Settings(**updates)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = str(error["loc"][0]) if error["loc"] else "settings"
-        option = _OPTION_OF.get(where, where)
-        typer.echo(f"error: {option}: {error['msg']}", err=True)
+        settings = load(updates, config, lambda name: _OPTION_OF.get(name, name)).settings
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if settings.media not in ("sip", "loopback"):
         typer.echo(
@@ -398,8 +406,10 @@ def serve(
         settings.sip_credentials()
         settings.sip_inbound_credentials()
         settings.sip_dns_address()
+        _check_api_key(settings)
+        check_data_dir(settings)
         settings = _ensure_secret(settings)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StartError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _log_to_stderr(settings.log_level)
@@ -450,13 +460,24 @@ async def _serve(settings: Settings) -> None:
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    sock = None
     try:
+        try:
+            await check_database(settings.effective_database_url())
+            sock = bind_http(settings.host, settings.port)
+        except StartError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         if isinstance(media, SipMedia):
             try:
                 await media.open()
             except (OSError, ValueError) as exc:
+                hint = ""
+                if isinstance(exc, OSError):
+                    hint = ": " + bind_hint(exc, "--sip-port or --sip-tls-port", "--sip-host")
                 typer.echo(
-                    f"error: cannot start SIP on {settings.sip_host}:{settings.sip_port}: {exc}",
+                    f"error: cannot start SIP on {settings.sip_host}:{settings.sip_port}: "
+                    f"{exc}{hint}",
                     err=True,
                 )
                 raise typer.Exit(2) from None
@@ -494,8 +515,10 @@ async def _serve(settings: Settings) -> None:
         _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
         _print_console(settings, app)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
-        await _server(config, app).serve()
+        await _server(config, app).serve(sockets=[sock] if sock is not None else None)
     finally:
+        if sock is not None:
+            sock.close()
         await media.close()
 
 
@@ -622,5 +645,5 @@ def token(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", cls=ServeCommand)(serve)
     app.command("token")(token)

@@ -14,7 +14,7 @@ from ..api.auth import DEV_PRINCIPAL
 from ..journal import Journal
 from ..notify import CallbackSigner
 from ..settings import Settings
-from . import api, pages
+from . import api, media, pages
 from .inbox import Inbox
 from .sessions import ConsoleAuth
 from .state import HERE, Console, ConsoleError, LoginRequiredError
@@ -42,6 +42,7 @@ def install(
     app.state.console = state
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(media.router)
     app.include_router(api.inbox_router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 

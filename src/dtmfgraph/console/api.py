@@ -8,13 +8,13 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Final, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..graph import CreateCallBody, SendDtmfTonesBody
 from ..journal import TooManyWatchersError
@@ -28,6 +28,7 @@ from ..service import (
     NotAllowedError,
     NotFoundError,
     NotSupportedError,
+    Operation,
     Principal,
     ServiceError,
     ServiceUnavailableError,
@@ -42,6 +43,8 @@ from .state import ConsoleDep, ConsoleError, CsrfSession, ServiceDep, SessionDep
 
 router = APIRouter(prefix="/console/api", include_in_schema=False)
 inbox_router = APIRouter(include_in_schema=False)
+
+B = TypeVar("B", bound=BaseModel)
 
 STREAM_MAX_S: Final = 20.0
 """An event stream ends after this long (the browser reconnects): a stopping server is never
@@ -58,7 +61,7 @@ _SERVICE_ERRORS = {
 }
 
 
-async def _json_body(request: Request, limit: int = 65536) -> dict[str, Any]:
+async def json_body(request: Request, limit: int = 65536) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > limit:
         raise ConsoleError(413, f"the body is larger than {limit} bytes")
@@ -264,7 +267,7 @@ async def stream(
 @router.post("/calls")
 async def place_call(request: Request, session: CsrfSession, svc: ServiceDep) -> JSONResponse:
     """Place a call: the body of ``POST /communications/calls`` (validated by the same model)."""
-    data = await _json_body(request)
+    data = await json_body(request)
     try:
         body = CreateCallBody.model_validate(data)
         call = await svc.create_call(
@@ -272,10 +275,25 @@ async def place_call(request: Request, session: CsrfSession, svc: ServiceDep) ->
             NewCall(body.callback_uri, body.targets, body.tenant_id, data),
         )
     except ValidationError as exc:
-        raise ConsoleError(400, _first_error(exc)) from None
+        raise ConsoleError(400, first_error(exc)) from None
     except Exception as exc:
         raise service_error(exc) from None
     return JSONResponse(call_resource(call), status_code=201)
+
+
+async def start_operation(
+    request: Request, model: type[B], start: Callable[[B], Awaitable[Operation]]
+) -> JSONResponse:
+    """A dev-phone action: the Graph request body of the action, validated by its model, then
+    the same service call as the API; the operation as the API would render it."""
+    data = await json_body(request)
+    try:
+        op = await start(model.model_validate(data))
+    except ValidationError as exc:
+        raise ConsoleError(400, first_error(exc)) from None
+    except Exception as exc:
+        raise service_error(exc) from None
+    return JSONResponse(operation_resource(op))
 
 
 @router.post("/calls/{call_id}/sendDtmfTones")
@@ -283,10 +301,9 @@ async def send_tones(
     call_id: str, request: Request, session: CsrfSession, svc: ServiceDep
 ) -> JSONResponse:
     """The keypad: the body of Graph ``sendDtmfTones``, the same model and service call."""
-    data = await _json_body(request)
-    try:
-        body = SendDtmfTonesBody.model_validate(data)
-        op = await svc.send_dtmf(
+
+    def send(body: SendDtmfTonesBody) -> Awaitable[Operation]:
+        return svc.send_dtmf(
             session.principal,
             call_id,
             DtmfRequest(
@@ -297,11 +314,8 @@ async def send_tones(
                 client_context=body.client_context,
             ),
         )
-    except ValidationError as exc:
-        raise ConsoleError(400, _first_error(exc)) from None
-    except Exception as exc:
-        raise service_error(exc) from None
-    return JSONResponse(operation_resource(op))
+
+    return await start_operation(request, SendDtmfTonesBody, send)
 
 
 @router.post("/calls/{call_id}/hangup")
@@ -352,7 +366,7 @@ async def far_end(call_id: str, action: str, request: Request, session: CsrfSess
     ``resume``, ``hangup``."""
     far = await _far_end(call_id, session.principal, request)
     if action == "press":
-        data = await _json_body(request)
+        data = await json_body(request)
         keys, method = str(data.get("keys", "")), str(data.get("method", "rfc4733"))
         if not keys or len(keys) > 32 or any(k not in "0123456789*#ABCD" for k in keys.upper()):
             raise ConsoleError(400, "keys: 1 to 32 of 0-9 * # A-D")
@@ -382,13 +396,13 @@ async def incoming(request: Request, session: CsrfSession) -> Response:
     media = request.app.state.media
     if not isinstance(media, LoopbackMedia):
         raise ConsoleError(404, "incoming calls can be simulated only with --media loopback")
-    data = await _json_body(request)
+    data = await json_body(request)
     caller = str(data.get("caller") or "+14255550100")[:128]
     await media.incoming(caller, "sip:bot@127.0.0.1")
     return Response(status_code=202)
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"])
     return f"{where}: {error['msg']}" if where else str(error["msg"])

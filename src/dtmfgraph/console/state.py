@@ -105,5 +105,6 @@ def page_context(request: Request, session: Session, **extra: Any) -> dict[str, 
         "app": who.app_id,
         "loopback": state.loopback,
         "inbox_url": f"{state.settings.effective_base_url()}/inbox/console",
+        "chime_url": f"{state.settings.effective_base_url()}/console/prompts/chime.wav",
         **extra,
     }

@@ -310,6 +310,14 @@ _INFO_SENDS = itertools.count(1)
 """Numbers the SIP INFO sends (echo windows, see :meth:`PhoneCall._send_info`)."""
 
 
+_GRAPH_DIRECTION = {
+    "sendrecv": "sendReceive",
+    "sendonly": "sendOnly",
+    "recvonly": "receiveOnly",
+    "inactive": "inactive",
+}
+
+
 class PhoneCall:
     """One call of a :class:`Phone` (placed by :meth:`Phone.dial` or answered).
 
@@ -361,6 +369,7 @@ class PhoneCall:
         """The far end's audio being written to a WAV file (:meth:`record`)."""
         self._taps = TapSet()
         self._stop_recording: Callable[[], None] | None = None
+        self._muted = False
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -676,6 +685,29 @@ class PhoneCall:
                 return
             yield item
 
+    @property
+    def audio_direction(self) -> str:
+        """The far end's audio direction as its SDP says, in Graph's words (``sendReceive``,
+        ``sendOnly``, ``receiveOnly``, ``inactive``; address 0.0.0.0 is ``inactive``)."""
+        media = self.sip.media
+        if media is None:
+            return "sendReceive"
+        if media.address in ("0.0.0.0", "::") or media.port == 0:
+            return "inactive"
+        return _GRAPH_DIRECTION.get(media.direction.value, "sendReceive")
+
+    @property
+    def muted(self) -> bool:
+        """The audio we play (prompts, :meth:`play`) goes out as silence; DTMF keys, in-band
+        ones too, still go out, and RTP keeps flowing."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        self._muted = bool(muted)
+        if self.session is not None:
+            self.session.muted = self._muted
+
     def _note_audio(self) -> None:
         media = self.sip.media
         if media is None:
@@ -798,8 +830,13 @@ class PhoneCall:
             return
         remote = (media.address, media.port)
         if remote != session.remote and not media.on_hold:
-            session.set_remote(remote)
-            session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
+            try:
+                session.set_remote(remote)
+                session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
+            except MediaError as exc:  # the UA lets none through; never resolve, never raise
+                logger.warning("%s: unusable media address: %s", self.call_id, exc)
+                self._hangup_soon(EndReason.ERROR, f"unusable media address: {exc}")
+                return
         if session.srtp_receive is not None and self.srtp_suite is not None:
             theirs = next((c for c in media.crypto if not c.extra), None)
             if theirs is not None and theirs.inline != self._peer_key:
@@ -883,6 +920,7 @@ class PhoneCall:
             rtcp_mux=mux,
         )
         session.on_foreign = self._on_foreign_rtp
+        session.muted = self._muted
         session.on_moved = self._on_rtp_moved
         self._taps.attach(inbound, codec)
         self._endpoint = None

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from ..service.errors import StoreUnavailableError
 from ..store import OutboxItem, SqlRepository
 from .receivers import Receiver, RetryPolicy, delivery_id, receiver_of
 from .render import notification_batch
@@ -135,6 +136,8 @@ class Dispatcher:
             wait = 1.0
             try:
                 wait = await self._feed()
+            except StoreUnavailableError:
+                pass  # logged once per outage by the store's health; retried
             except Exception:
                 log.exception("outbox: reading the outbox failed; retrying")
             if wait > 0:
@@ -219,6 +222,8 @@ class Dispatcher:
                 if not await self._still_mine(item):
                     return
                 await self._deliver(receiver, item)
+        except StoreUnavailableError:
+            pass  # logged once per outage; the row keeps its claim until the lease ends
         except Exception:
             log.exception("outbox: delivering notification %s failed; retrying", item.id)
         finally:
@@ -268,6 +273,8 @@ class Dispatcher:
         except TimeoutError:
             error = "cut off by a stop" if self._closed else f"no answer within {self._timeout:g} s"
         except Exception as exc:  # any failure is a failed attempt (bad URL, TLS, ...)
+            while isinstance(exc, ExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]  # what anyio's task group wrapped
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         took = time.perf_counter() - started
         attempt = DeliveryAttempt(

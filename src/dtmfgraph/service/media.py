@@ -136,6 +136,17 @@ class MediaCall(Protocol):
         """``audio_active`` each time it changes, until the call ends."""
         ...
 
+    @property
+    def audio_direction(self) -> str:
+        """The far end's audio direction as its SDP says, as a Graph ``mediaDirection``
+        (``sendReceive``, ``sendOnly``, ``receiveOnly``, ``inactive``)."""
+        ...
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute (``True``) or unmute the bot: while muted, audio it plays (prompts, beeps)
+        goes out as silence; RTP keeps flowing and DTMF keys still go out."""
+        ...
+
     async def hangup(self) -> None: ...
 
     def recovery_record(self) -> dict[str, Any] | None: ...

@@ -210,6 +210,13 @@ class SipMediaCall:
         async for active in self.call.audio_changes():
             yield active
 
+    @property
+    def audio_direction(self) -> str:
+        return self.call.audio_direction
+
+    def set_muted(self, muted: bool) -> None:
+        self.call.muted = muted
+
     async def hangup(self) -> None:
         await self.call.hangup()
 

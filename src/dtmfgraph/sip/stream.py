@@ -60,6 +60,8 @@ class StreamFramer:
                 raise SipParseError("a message on a stream needs a Content-Length (RFC 3261 18.3)")
             if len(set(lengths)) > 1:
                 raise SipParseError("conflicting Content-Length headers")
+            if len(lengths[0]) > 9:
+                raise SipParseError(f"Content-Length of {len(lengths[0])} digits")
             length = int(lengths[0])
             if length > MAX_BODY_BYTES:
                 raise SipParseError(f"Content-Length {length} is too large")

@@ -26,6 +26,7 @@ calls = sa.Table(
     sa.Column("media_record", sa.JSON, nullable=True),
     sa.Column("node_id", sa.String(128), nullable=True, index=True),
     sa.Column("audio_held", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("control", sa.JSON, nullable=True),
 )
 
 nodes = sa.Table(

@@ -20,7 +20,7 @@ function describe(e) {
   switch (e.kind) {
     case "state": return [`call ${e.state}`, e.result ? `${e.result.code}/${e.result.subcode} ${e.result.message}` : e.event];
     case "operation": return [`${e.operation} ${e.status}`,
-      e.tones ? `tones ${e.tones.join(" ")} by ${e.method}, ${e.tone_ms} ms on, ${e.delay_ms} ms apart`
+      e.tones?.length ? `tones ${e.tones.join(" ")} by ${e.method}, ${e.tone_ms} ms on, ${e.delay_ms} ms apart`
         : `${e.completion ?? ""} ${e.result ? `${e.result.code}/${e.result.subcode}` : ""}`.trim()];
     case "key-sent": return [`key ${e.key} sent`, `left the media layer by ${e.method}`];
     case "key-heard": return [`key ${e.key} heard`, `${e.method}${e.level_dbm0 != null ? `, ${e.level_dbm0} dBm0` : ""}${e.duration_ms != null ? `, ${e.duration_ms} ms` : ""}`];
@@ -30,6 +30,9 @@ function describe(e) {
     case "rtcp": return ["RTCP", `round trip ${e.rtt_ms ?? "?"} ms, far end lost ${e.far_lost} of ours (${(e.far_fraction_lost * 100).toFixed(1)} %), jitter ${e.far_jitter_ms} ms; we got ${e.rtp_in ?? "?"} RTP, ${e.rtp_lost ?? "?"} lost`];
     case "delivery": return [`notification ${e.notification} attempt ${e.attempt}`, `${e.status ?? e.error} in ${e.ms} ms (${e.outcome})`];
     case "tone-notified": return ["toneInfo notified", e.tone];
+    case "prompt": return ["prompt played", `${e.seconds} s of audio (operation ${e.operation})`];
+    case "recording": return [`recording of ${e.seconds} s`, el("span", {}, `${e.reason} `,
+      el("audio", { controls: "", preload: "none", src: `${base}/recordings/${e.operation}`, "aria-label": `the recording of operation ${e.operation}` }))];
     case "sip": return [`SIP ${e.dir === "out" ? "→" : "←"} ${e.label}`, `${e.peer} over ${e.transport}`];
     default: {
       const { seq, at, kind, ...rest } = e;
@@ -105,7 +108,7 @@ function showCall(call) {
   document.getElementById("answer").hidden = call.state !== "incoming";
   document.getElementById("reject").hidden = call.state !== "incoming";
   document.getElementById("hangup").disabled = ended;
-  for (const b of document.querySelectorAll("#send button, .key")) b.disabled = call.state !== "established";
+  for (const b of document.querySelectorAll("#send button, .key, #prompt button")) b.disabled = call.state !== "established";
   const far = document.getElementById("far");
   if (far) for (const b of far.querySelectorAll("button")) b.disabled = farIndex == null || ended;
   const target = call.targets?.[0]?.identity ?? call.source?.identity ?? {};
@@ -147,6 +150,23 @@ document.getElementById("send").addEventListener("submit", (ev) => {
   const keys = document.getElementById("keys").value.replace(/\s/g, "");
   if (keys) send(keys).catch(() => null);
 });
+document.getElementById("prompt").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const uri = document.getElementById("prompt-uri").value.trim();
+  if (!uri) return;
+  const prompt = { "@odata.type": "#microsoft.graph.mediaPrompt", mediaInfo: { "@odata.type": "#microsoft.graph.mediaInfo", uri } };
+  follow(act("/playPrompt", { prompts: [prompt] }));
+});
+document.getElementById("record").addEventListener("click", () => follow(act("/recordResponse", {
+  playBeep: true, initialSilenceTimeoutInSeconds: 5, maxSilenceTimeoutInSeconds: 2,
+  maxRecordDurationInSeconds: 10, stopTones: ["#"],
+})));
+function follow(request) {
+  request.then((op) => {
+    result.dataset.op = op.id;
+    result.textContent = `operation ${op.id} ${op.status}`;
+  }).catch(() => null);
+}
 document.getElementById("hangup").addEventListener("click", () => act("/hangup").catch(() => null));
 document.getElementById("answer").addEventListener("click", () => act("/answer").catch(() => null));
 document.getElementById("reject").addEventListener("click", () => act("/reject").catch(() => null));

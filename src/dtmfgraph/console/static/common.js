@@ -69,6 +69,10 @@ export function live(query, onMessage) {
   };
   source.onerror = () => { if (status) status.textContent = "reconnecting…"; };
   source.onmessage = (event) => onMessage(JSON.parse(event.data));
+  // a page left behind (or kept in the back/forward cache) must not hold its stream open: the
+  // browser allows six connections per host, and held streams would queue the next page's POSTs
+  addEventListener("pagehide", () => source.close());
+  addEventListener("pageshow", (event) => { if (event.persisted) location.reload(); });
   return source;
 }
 

@@ -2,7 +2,7 @@
 creation), for retry by time.
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0007"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
