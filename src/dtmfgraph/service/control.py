@@ -64,22 +64,13 @@ class CallControls:
         svc._require(p, "Calls.Initiate.All")
         kind = OpKind.MUTE if muted else OpKind.UNMUTE
         live = svc._live.get(call_id)
-        if live is None:
-            async with svc._reading(call_id) as reading:
-                call = await svc._owned(reading, p, call_id)
-                if found := await svc._repeat(reading, call_id, repeat_key, kind):
-                    return found
-            raise NotAllowedError(
-                f"call {call_id} is {call.state.value}: mute and unmute need an established call"
-            )
-        svc.writes.accepting(call_id)
-        async with live.lock, svc._call_unit(call_id) as uow:
+        async with svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
-            if found := await svc._repeat(uow, call_id, repeat_key, kind):
+            if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found
             if participant_id is not None:
                 self._check_participant(call, participant_id)
-            if call.state not in _LIVE or live.media is None:
+            if call.state not in _LIVE or live is None or live.media is None:
                 raise NotAllowedError(
                     f"call {call_id} is {call.state.value}: mute and unmute need an "
                     "established call"
@@ -116,24 +107,17 @@ class CallControls:
             raise InvalidRequestError(
                 f"status: {status!r} is not one of notRecording, recording, failed"
             )
-        kind = OpKind.UPDATE_RECORDING_STATUS
-        live = svc._live.get(call_id)
-        if live is None:
-            async with svc._reading(call_id) as reading:
-                call = await svc._owned(reading, p, call_id)
-                if found := await svc._repeat(reading, call_id, repeat_key, kind):
-                    return found
-            raise NotAllowedError(f"call {call_id} is {call.state.value}")
-        svc.writes.accepting(call_id)
-        async with live.lock, svc._call_unit(call_id) as uow:
+        async with svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
-            if found := await svc._repeat(uow, call_id, repeat_key, kind):
+            if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found
             if call.ended:
                 raise NotAllowedError(f"call {call_id} is {call.state.value}")
             call.control.recording_status = value
             await uow.update_call(call)
-            return await svc._completed_operation(uow, call_id, kind, client_context, repeat_key)
+            return await svc._completed_operation(
+                uow, call_id, OpKind.UPDATE_RECORDING_STATUS, client_context, repeat_key
+            )
 
 
 __all__ = ["RECORDING_STATUSES", "CallControls"]

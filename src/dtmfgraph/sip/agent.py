@@ -468,13 +468,18 @@ class UserAgent:
         now: float,
         reason: str = "",
         contacts: Sequence[str] = (),
+        *,
+        retry_after: int | None = None,
     ) -> None:
         """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); a 3xx
-        (redirect, e.g. 302) names where to call instead in ``contacts`` (SIP URIs)."""
+        (redirect, e.g. 302) names where to call instead in ``contacts`` (SIP URIs); with
+        ``retry_after`` (seconds), a ``Retry-After`` header (a 503 for a full resource)."""
         call.require("reject")
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
         extra = tuple(("Contact", f"<{uri}>") for uri in contacts) if status < 400 else ()
+        if retry_after is not None:
+            extra += (("Retry-After", str(retry_after)),)
         self._respond_invite(call, status, now, reason=reason, extra=extra)
         call.end_status = status
         self._terminate(call, now)
@@ -741,14 +746,12 @@ class UserAgent:
     ) -> None:
         tx = call._server_tx
         assert tx is not None and call.dialog is not None and call.invite is not None
-        extra = tuple(extra)
+        headers: list[tuple[str, str]] = list(extra)
         if status < 300:
-            extra += tuple(
-                ("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")
-            )
-            extra += (("Contact", str(self._contact(call.peer_addr))),)
+            headers += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
+            headers.append(("Contact", str(self._contact(call.peer_addr))))
         if 200 <= status < 300:
-            extra += (("Allow", ", ".join(ALLOWED_METHODS)),)
+            headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         body = bytes(sdp) if sdp is not None else b""
         response = self._respond(
             tx,
@@ -758,7 +761,7 @@ class UserAgent:
             to_tag=call.dialog.local_tag,
             body=body,
             content_type=SDP_CONTENT_TYPE if sdp is not None else None,
-            extra=tuple(extra),
+            extra=tuple(headers),
         )
         if 200 <= status < 300:
             call._ok = (bytes(response), tx.dest)
