@@ -608,7 +608,8 @@ def test_bye_without_dialog_gets_481_and_unknown_methods() -> None:
         assert isinstance(response, SipResponse) and response.status == status
         if status != 200:
             assert (
-                response.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
+                response.headers.get("Allow")
+                == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER"
             )
 
 

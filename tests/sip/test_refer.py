@@ -8,6 +8,7 @@ from dtmfgraph.sip.message import SipRequest, parse_message
 from dtmfgraph.sip.refer import (
     ReferError,
     Replaces,
+    parse_refer_to,
     parse_sipfrag,
     read_notify,
     refer_headers,
@@ -74,3 +75,27 @@ def test_notify_verdicts() -> None:
     assert read_notify(_notify("refer", "active", b"garbage")).status == 400
     empty = read_notify(_notify("refer", "active", b""))
     assert (empty.status, empty.progress) == (200, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "replaces"),
+    [
+        ("<sip:agent@10.0.0.5:5070>", "sip:agent@10.0.0.5:5070", None),
+        ("sip:agent@h;method=INVITE", "sip:agent@h", None),
+        (
+            "<sip:carol@h?Replaces=abc%40h%3Bto-tag%3Dt1%3Bfrom-tag%3Df1>",
+            "sip:carol@h",
+            Replaces("abc@h", "t1", "f1"),
+        ),
+    ],
+)
+def test_refer_to_values(value: str, target: str, replaces: Replaces | None) -> None:
+    assert parse_refer_to(value) == (target, replaces)
+
+
+@pytest.mark.parametrize(
+    "value", ["<tel:+1425>", "<sip:carol@h", "<sip:c@h?Replaces=abc%3Bto-tag%3Dt1>", "mailto:x"]
+)
+def test_bad_refer_to(value: str) -> None:
+    with pytest.raises(ReferError):
+        parse_refer_to(value)

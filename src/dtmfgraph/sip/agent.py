@@ -92,7 +92,7 @@ from dtmfgraph.sip.transaction import (
 )
 from dtmfgraph.sip.uri import NameAddr, SipUri
 
-ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY")
+ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "REFER")
 """Methods we implement (sent in Allow)."""
 KNOWN_METHODS: Final = frozenset(
     {"REGISTER", "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
@@ -963,6 +963,8 @@ class UserAgent:
             self._on_reinvite(call, request, tx, now)
         elif method == "OPTIONS":
             self._respond(tx, 200, now, extra=self._capabilities())
+        elif method == "REFER":
+            self._on_refer(call, request, tx, now)
         elif method == "NOTIFY":
             verdict = refer.read_notify(request)
             self._respond(tx, verdict.status, now, reason=verdict.reason)
@@ -970,6 +972,40 @@ class UserAgent:
                 self._events.append(refer.TransferProgress(call, *verdict.progress))
         else:
             self._reject_method(request, tx, now)
+
+    def _on_refer(self, call: Call, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        values = request.headers.get_raw("Refer-To") or request.headers.get_raw("r")
+        if len(values) != 1:
+            self._respond(tx, 400, now, reason="Exactly One Refer-To Needed")
+            return
+        if call._refer_tx is not None:
+            self._respond(tx, 491, now)  # one REFER at a time
+            return
+        try:
+            target, replaces = refer.parse_refer_to(values[0])
+        except refer.ReferError:
+            self._respond(tx, 400, now, reason="Bad Refer-To")
+            return
+        call._refer_tx = tx
+        referred_by = request.headers.get("Referred-By") or request.headers.get("b")
+        self._events.append(refer.ReferReceived(call, target, replaces, referred_by))
+
+    def answer_refer(self, call: Call, status: int, now: float) -> None:
+        """Answer the far end's pending REFER: 202 (we will call the target) or a refusal
+        (e.g. 603 Decline, 403 Forbidden)."""
+        tx, call._refer_tx = call._refer_tx, None
+        if tx is None:
+            raise SipStateError("no REFER is waiting for an answer on this call")
+        self._respond(tx, status, now)
+
+    def notify_refer(self, call: Call, status: int, reason: str, now: float, *, final: bool) -> int:
+        """Tell the far end how our call to its REFER's target goes (NOTIFY, sipfrag body);
+        ``final`` ends the implicit subscription. Returns the request id."""
+        call.require("info")
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        extra = (("Event", "refer"), ("Subscription-State", state))
+        body = refer.sipfrag(status, reason)
+        return self._send_in_dialog(call, "NOTIFY", now, body, refer.SIPFRAG_TYPE, extra=extra)
 
     def _on_info(self, call: Call, request: SipRequest, tx: ServerTransaction, now: float) -> None:
         if not request.body:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from dtmfgraph.sip.events import Event
 from dtmfgraph.sip.message import SipRequest
@@ -45,6 +45,16 @@ class TransferProgress(Event):
         return self.status >= 200
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ReferReceived(Event):
+    """The far end asks us to call ``target`` (its REFER); answer with
+    ``UserAgent.answer_refer`` (202 or a refusal), report with ``UserAgent.notify_refer``."""
+
+    target: str
+    replaces: Replaces | None
+    referred_by: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class Replaces:
     """The dialog an attended transfer replaces (RFC 3891): ``to_tag`` is the tag of the UA
@@ -67,6 +77,34 @@ def refer_headers(
         sep = "&" if "?" in uri else "?"
         uri = f"{uri}{sep}Replaces={quote(replaces.header_value(), safe='')}"
     return (("Refer-To", f"<{uri}>"), ("Referred-By", f"<{referred_by}>"))
+
+
+def parse_refer_to(value: str) -> tuple[str, Replaces | None]:
+    """The target URI of a ``Refer-To`` value and the dialog its ``Replaces`` header names
+    (``ReferError`` for anything that is not a SIP URI)."""
+    text = value.strip()
+    if text.startswith("<"):
+        end = text.find(">")
+        if end < 0:
+            raise ReferError("Refer-To: no closing '>'")
+        text = text[1:end]
+    else:  # without <>, what follows ';' are header parameters
+        text = text.split(";", 1)[0]
+    uri, _, headers = text.partition("?")
+    if not uri.lower().startswith(("sip:", "sips:")) or len(uri) > 512:
+        raise ReferError(f"Refer-To: not a SIP URI: {uri[:80]!r}")
+    replaces = None
+    for item in headers.split("&") if headers else ():
+        name, _, raw = item.partition("=")
+        if name.lower() != "replaces":
+            continue
+        parts = unquote(raw).split(";")
+        params = dict(p.strip().partition("=")[::2] for p in parts[1:])
+        to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
+        if not parts[0] or not to_tag or not from_tag:
+            raise ReferError("Refer-To: Replaces needs a Call-ID, to-tag and from-tag")
+        replaces = Replaces(parts[0].strip(), to_tag, from_tag)
+    return uri, replaces
 
 
 def parse_sipfrag(body: bytes) -> tuple[int, str]:
@@ -120,8 +158,10 @@ __all__ = [
     "SIPFRAG_TYPE",
     "NotifyVerdict",
     "ReferError",
+    "ReferReceived",
     "Replaces",
     "TransferProgress",
+    "parse_refer_to",
     "parse_sipfrag",
     "read_notify",
     "refer_headers",
