@@ -188,7 +188,8 @@ def main() -> None:
     body = (
         "## Event loop: uvloop against asyncio (`bench/event_loop.py`)\n\n"
         f"Machine: {machine()}; uvloop {uvloop.__version__}, httptools "
-        f"{httptools.__version__}.\n\n"
+        f"{httptools.__version__}; load average {os.getloadavg()[0]:.1f} at the end (a "
+        "machine shared with other work: read the ratios and the CPU per unit of work).\n\n"
         f"Medians of {args.rounds} alternating rounds. API: `serve --media loopback --no-auth "
         f"--no-console --loop L` on SQLite, `wrk -t1 -c32 -d{args.seconds:g}s` on GET a call "
         "(wrk on the same 2 cores). Media: one process per run, "

@@ -163,7 +163,9 @@ def main() -> None:
     )
     body = (
         "## Start-up (`bench/startup.py`)\n\n"
-        f"Machine: {machine()}; {stack}.\n\n"
+        f"Machine: {machine()}; {stack}; load average {os.getloadavg()[0]:.1f} at the end "
+        "(a machine shared with other work: the ratios, measured in alternating rounds, are "
+        "what to read).\n\n"
         f"Medians of {args.rounds} alternating rounds (ours, then the reference, then the other "
         "way round). `serve` runs with SIP media on a free port and a data directory whose "
         "schema is current (a restart); its first 200 is `GET "
