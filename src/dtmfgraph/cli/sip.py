@@ -269,7 +269,14 @@ async def _call(
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
-        recorded = {} if recording is None else {"recorded_s": round(recording.seconds, 3)}
+        recorded = (
+            {}
+            if recording is None
+            else {
+                "recorded_s": round(recording.seconds, 3),
+                "recorded_concealed": recording.concealed,
+            }
+        )
         rtp_text, rtp = _media_quality(call)
         _emit(
             as_json,
@@ -297,9 +304,16 @@ def _media_quality(call: PhoneCall) -> tuple[str, dict[str, Any]]:
     fields: dict[str, Any] = {
         "rtp_received": stats.received,
         "rtp_lost": stats.lost,
+        "rtp_late": stats.late,
+        "rtp_reordered": stats.reordered,
+        "rtp_concealed": stats.concealed,
         "jitter_ms": round(stats.jitter_ms, 2),
     }
-    text = f"; RTP {stats.received} received, {stats.lost} lost, jitter {stats.jitter_ms:.1f} ms"
+    text = (
+        f"; RTP {stats.received} received, {stats.lost} lost, {stats.late} late, "
+        f"{stats.reordered} reordered, {stats.concealed} concealed, "
+        f"jitter {stats.jitter_ms:.1f} ms"
+    )
     rtcp = call.rtcp
     if rtcp is not None and rtcp.received:  # what the far end said of ours
         fields["rtt_ms"] = None if rtcp.rtt_ms is None else round(rtcp.rtt_ms, 2)
