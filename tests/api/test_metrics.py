@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from dtmfgraph.api.metrics import Metrics
+
 from .conftest import ServiceFactory
 from .harness import Receiver, Service
 
@@ -233,3 +235,22 @@ async def test_garbage_collection_pauses_are_timed(svc: Service) -> None:
     took = delta(before, after, "dtmfgraph_gc_pause_seconds_sum", generation="2")
     assert 0.0 < took < 5.0
     assert val(after, "dtmfgraph_gc_pause_seconds_bucket", generation="2", le="+Inf") >= count
+
+
+def test_received_rtp_counts_are_exported() -> None:
+    """The phone's totals of far ends' RTP lost, late, reordered and concealed reach /metrics
+    as increments of ``dtmfgraph_rtp_inbound_packets_total``."""
+    m = Metrics()
+    m.phone_counters(0, 0, 0, 0, 0, media={"lost": 3, "late": 1, "reordered": 2, "concealed": 3})
+    m.phone_counters(0, 0, 0, 0, 0, media={"lost": 5, "late": 1, "reordered": 2, "concealed": 4})
+    got: Samples = {}
+    for family in text_string_to_metric_families(m.exposition().decode()):
+        for s in family.samples:
+            got[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    name = "dtmfgraph_rtp_inbound_packets_total"
+    assert [val(got, name, kind=k) for k in ("lost", "late", "reordered", "concealed")] == [
+        5,
+        1,
+        2,
+        4,
+    ]
