@@ -4,13 +4,16 @@ IVR that transfers us, baresip the agent. Keys pressed after the transfer reach 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from dtmfgraph.media import Phone
 
 from ..judges.baresip import Baresip, require_baresip
+from ..judges.baresip import free_port as free_udp_port
 from ..judges.sipp import sipp_uas
 from .refer_scenarios import ivr_refer_scenario
+from .test_cli import _run
 
 
 async def test_phone_follows_an_ivrs_refer_to_baresip(tmp_path: Path) -> None:
@@ -64,3 +67,30 @@ async def test_phone_refuses_a_refer_by_policy(tmp_path: Path) -> None:
             await call.hangup()
             _, err = await asyncio.wait_for(ivr.communicate(), 15)
             assert ivr.returncode == 0, err.decode(errors="replace")
+
+
+async def test_dtmfgraph_call_follows_the_transfer_and_says_where(tmp_path: Path) -> None:
+    """``dtmfgraph call`` to the IVR (sipp) that transfers it to baresip: it prints where it
+    was transferred, and the keys it presses after the pause reach baresip."""
+    require_baresip()
+    sip_port = free_udp_port()
+    async with Baresip(tmp_path / "agent", user="agent") as agent:
+        scenario = ivr_refer_scenario(agent.uri)
+        peer = f"127.0.0.1:{sip_port}"
+        async with sipp_uas(tmp_path / "ivr", scenario, timeout_s=20, extra=(peer,)) as (
+            ivr_port,
+            ivr,
+        ):
+            code, out, err = await _run(
+                "call", f"sip:ivr@127.0.0.1:{ivr_port}", "--sip-port", str(sip_port),
+                "--send", "WW73", "--method", "rfc4733", "--json",
+            )  # fmt: skip
+            assert code == 0, err
+            _, sipp_err = await asyncio.wait_for(ivr.communicate(), 15)
+            assert ivr.returncode == 0, sipp_err.decode(errors="replace")
+        await agent.wait_for(lambda b: b.rfc4733_keys() == "73", 5, "keys after the transfer")
+    events = [json.loads(line) for line in out.splitlines()]
+    moved = [e for e in events if e["event"] == "transferred"]
+    assert [e["uri"] for e in moved] == [agent.uri]
+    kinds = [e["event"] for e in events]
+    assert kinds.index("transferred") < kinds.index("sent")
