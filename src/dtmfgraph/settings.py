@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="Base URL used in Location headers; default http://host:port."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description=(
+            "The event loop serve runs on: uvloop where installed (auto; the extra "
+            "dtmfgraph[fast], with httptools), or asyncio's own (with h11)."
+        ),
+    )
     data_dir: Path = Path("dtmfgraph-data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default sqlite+aiosqlite in data_dir."
@@ -214,6 +221,43 @@ class Settings(BaseSettings):
             "list) whose hosts may call the service or send it other out-of-dialog SIP "
             "requests; others are answered 403. Empty: everyone."
         ),
+    )
+    sip_tcp_idle_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "A SIP TCP/TLS connection with no traffic for this long, that no transaction, call "
+            "or registration needs, is closed."
+        ),
+    )
+    sip_tcp_message_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A SIP message begun on a TCP/TLS connection must be complete within this "
+        "(header block and body), or the connection is closed (slowloris).",
+    )
+    sip_tcp_max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open SIP TCP/TLS connections; past it the least recently active one that "
+        "nothing needs is closed to make room, else the new one is refused.",
+    )
+    sip_tcp_max_per_source: int = Field(
+        default=64,
+        ge=1,
+        description="Open SIP TCP/TLS connections from one IP address (same rule past it).",
+    )
+    sip_tcp_max_body_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        description="The largest body a SIP message over TCP/TLS may announce; past it the "
+        "connection is closed.",
+    )
+    sip_tcp_max_buffered_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=65536,
+        description="Bytes of incomplete SIP messages held for all TCP/TLS connections "
+        "together; the connection that would go past it is closed.",
     )
     sip_udp_keepalive_s: float = Field(
         default=25.0,

@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI
 
+from ..media.sip_transport import TcpLimits
 from ..media.tls import TlsConfig, TlsConfigError
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..notify.keystore import data_dir_keys
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
 from ..service.prompts import PromptConfig
-from ..service.sip_media import SipMedia
+from ..service.sip_media import SipMedia, TcpSettings
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from ..store.journals import JournalStore
@@ -145,6 +146,20 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     return config
 
 
+def tcp_limits(settings: Settings) -> TcpSettings:
+    """The SIP TCP/TLS limits of ``settings``."""
+    return TcpSettings(
+        TcpLimits(
+            message_timeout=settings.sip_tcp_message_timeout_s,
+            max_per_source=settings.sip_tcp_max_per_source,
+            max_body_bytes=settings.sip_tcp_max_body_bytes,
+            max_buffered_bytes=settings.sip_tcp_max_buffered_bytes,
+        ),
+        idle_timeout=settings.sip_tcp_idle_timeout_s,
+        max_connections=settings.sip_tcp_max_connections,
+    )
+
+
 def build_media(settings: Settings) -> MediaBackend:
     """The media backend ``settings.media`` names: ``sip`` (a ``SipMedia`` on ``sip_host``,
     ``sip_port``, ``rtp_ports``; not yet bound) or ``loopback``."""
@@ -166,6 +181,7 @@ def build_media(settings: Settings) -> MediaBackend:
             failover_after=settings.sip_failover_after_s,
             keepalive=settings.sip_keepalive_s or None,
             udp_keepalive=settings.sip_udp_keepalive_s or None,
+            tcp=tcp_limits(settings),
             allow_from=settings.sip_allow_from or None,
             inbound_auth=settings.sip_inbound_credentials(),
             rtcp_interval=settings.rtcp_interval_s,

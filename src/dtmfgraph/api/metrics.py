@@ -119,6 +119,12 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
+        self.rtp_ports_exhausted = Counter(
+            "dtmfgraph_rtp_ports_exhausted",
+            "Calls refused because every RTP port was taken: incoming INVITEs answered 503 "
+            "with Retry-After, create-call requests answered 503 serviceNotAvailable.",
+            registry=r,
+        )
         self.sip_unauthenticated = Counter(
             "dtmfgraph_sip_calls_unauthenticated",
             "Calls to the service refused for want of a good answer to its digest challenge "
@@ -218,6 +224,7 @@ class Metrics:
         unauthenticated: int,
         rtcp: RtcpStats | None = None,
         rtts: collections.deque[float] | None = None,
+        rtp_ports_exhausted: int = 0,
         media: Mapping[str, int] | None = None,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals; ``rtts`` (the
@@ -244,6 +251,7 @@ class Metrics:
                 (f"rtp_{kind}", self.rtp_inbound.labels(kind), total)
                 for kind, total in (media or {}).items()
             ),
+            ("rtp_ports_exhausted", self.rtp_ports_exhausted, rtp_ports_exhausted),
         ):
             seen = self._phone_seen.get(name, 0)
             if total > seen:
@@ -289,6 +297,11 @@ def _reason(reason: CompletionReason | None) -> str:
     return "" if reason is None else reason.value
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The ``method`` labels; any other method is counted as ``other`` (a client may send any
+token as a method: each would otherwise make a new series)."""
+
+
 class HttpMetricsMiddleware:
     """Counts every HTTP request by method, route template (``/v1.0/communications/calls/
     {call_id}``, never the raw path) and final status."""
@@ -313,7 +326,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_and_see)
         finally:
             route = route_template(scope.get("route"), scope["path"])
-            self.metrics.http.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.http.labels(method, route, str(status)).inc()
 
 
 def route_template(route: object, path: str) -> str:
@@ -372,6 +386,7 @@ async def metrics(request: Request) -> Response:
             phone.ua.counters.auth_refused,
             phone.rtcp_counts(),
             phone.ended_rtts,
-            phone.media_counts(),
+            phone.rtp_ports_exhausted,
+            media=phone.media_counts(),
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +31,7 @@ from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import SipError, SipUri, SourceAllowlist
 from ..tones import KeypadError, parse_keys
 from .limits import raise_open_file_limit
+from .progress import Advance, progress
 
 EXIT_BAD_INPUT = 2
 EXIT_CALL_FAILED = 1
@@ -172,8 +172,8 @@ def _check_rtcp_interval(seconds: float) -> None:
 
 
 def _emit(as_json: bool, text: str, **fields: Any) -> None:
-    typer.echo(json.dumps(fields) if as_json else text)
-    sys.stdout.flush()
+    # print, not typer.echo: a progress bar on the same terminal takes over sys.stdout
+    print(json.dumps(fields) if as_json else text, flush=True)
 
 
 # -- call ---------------------------------------------------------------------------------------
@@ -499,6 +499,7 @@ class _Answerer:
         self.keys = 0
         self.failed = 0
         self.done = asyncio.Event()
+        self.advance: Advance = lambda steps=1, description=None: None
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def on_incoming(self, invite: IncomingInvite) -> None:
@@ -586,8 +587,16 @@ class _Answerer:
 
     def _count_end(self) -> None:
         self.ended += 1
+        self.advance(1, f"calls ended ({self.keys} keys heard)")
         if self.count is not None and self.ended >= self.count:
             self.done.set()
+
+
+def _progress(count: int | None, as_json: bool) -> contextlib.AbstractContextManager[Advance]:
+    """``answer --count N``'s bar of calls ended (not with --json, nor off a terminal)."""
+    if count is None or as_json:
+        return contextlib.nullcontext(lambda steps=1, description=None: None)
+    return progress("calls ended", count)
 
 
 async def _answer(
@@ -632,7 +641,7 @@ async def _answer(
     if as_json:
         _emit(True, "", event="ready", uri=phone.uri, tls_uri=phone.tls_uri)
     try:
-        with contextlib.suppress(TimeoutError):
+        with _progress(count, as_json) as answerer.advance, contextlib.suppress(TimeoutError):
             await asyncio.wait_for(answerer.done.wait(), duration)
     finally:
         await phone.close()

@@ -89,7 +89,9 @@ from .udp import (
     Address,
     MediaError,
     PortRange,
+    PortRangeExhaustedError,
     UdpEndpoint,
+    bind_udp,
     open_rtcp_endpoint,
     open_udp_endpoint,
 )
@@ -114,6 +116,8 @@ _RESOLVE_WAIT = 5.0
 SERVER_DOWN_S = 60.0
 """For this long after a call left a server (no response, or 503), later calls to a target that
 DNS maps to several servers try that one last."""
+RTP_FULL_RETRY_AFTER_S = 5
+"""``Retry-After`` (seconds) of the 503 a call gets while every RTP port is taken."""
 DEFAULT_FAILOVER_AFTER = 4.0
 """Seconds without a single response (the INVITE sent 4 times over UDP) after which a call
 goes to the target's next server, when DNS named more than one (RFC 3263 4.3)."""
@@ -1140,11 +1144,15 @@ class IncomingInvite:
             self.phone.ua.ringing(self.sip, self.phone.loop.time())
             self.phone.transport.kick()
 
-    def reject(self, status: int = 486, reason: str = "") -> None:
-        """Refuse the call (486 Busy Here by default; 300-699)."""
+    def reject(
+        self, status: int = 486, reason: str = "", *, retry_after: int | None = None
+    ) -> None:
+        """Refuse the call (486 Busy Here by default; 300-699), with ``Retry-After`` if given."""
         if not self.pending:
             return
-        self.phone.ua.reject(self.sip, status, self.phone.loop.time(), reason)
+        self.phone.ua.reject(
+            self.sip, status, self.phone.loop.time(), reason, retry_after=retry_after
+        )
         self.phone.transport.kick()
         self.ended = CallEnd(EndReason.REJECTED, f"rejected with {status}", False, time.time())
         self.phone._incoming.pop(self.call_id, None)
@@ -1163,7 +1171,12 @@ class IncomingInvite:
             )
         phone = self.phone
         ours = _sdp_codecs(codecs)
-        endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
+        try:
+            endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
+        except PortRangeExhaustedError as exc:
+            phone._rtp_full(str(exc))
+            self.reject(503, "Service Unavailable", retry_after=RTP_FULL_RETRY_AFTER_S)
+            raise
         if not self.pending:  # cancelled while we were binding
             await endpoint.close()
             raise CallEndedError(
@@ -1293,6 +1306,9 @@ class Phone:
         self.calls_refused = 0
         self.media_timeouts = 0
         """Calls hung up for want of RTP."""
+        self.rtp_ports_exhausted = 0
+        """Calls refused with 503 (incoming) or not placed (outgoing) because every RTP port
+        of ``rtp_ports`` was taken."""
         self.failover_after = DEFAULT_FAILOVER_AFTER
         """Seconds without a response after which :meth:`dial` tries the target's next server."""
         self.failovers = 0
@@ -1549,7 +1565,11 @@ class Phone:
         give_up_s: float | None,
     ) -> PhoneCall:
         """One INVITE of :meth:`dial`, to ``destination``."""
-        endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
+        try:
+            endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
+        except PortRangeExhaustedError as exc:
+            self._rtp_full(str(exc))
+            raise
         offer = build_offer(
             self.sdp_host,
             endpoint.local_address[1],
@@ -1721,12 +1741,42 @@ class Phone:
             invite._cancelled(event)
             del self._incoming[call_id]
 
+    def rtp_port_free(self) -> bool:
+        """Whether a call could get an RTP port now (one is bound and let go at once)."""
+        try:
+            bind_udp(self.rtp_host, self.rtp_ports).close()
+        except PortRangeExhaustedError as exc:
+            self._rtp_full(str(exc))
+            return False
+        return True
+
+    def _rtp_full(self, detail: str) -> None:
+        """A call was refused (503) or not placed: every RTP port is taken. Counted; logged
+        at the first and every 100th (a flood must not flood the log too)."""
+        self.rtp_ports_exhausted += 1
+        if self.rtp_ports_exhausted % 100 == 1:
+            logger.warning(
+                "RTP ports exhausted (%d call(s) refused so far): %s",
+                self.rtp_ports_exhausted,
+                detail,
+            )
+
     def _on_incoming(self, event: IncomingCall) -> None:
         invite = IncomingInvite(self, event.call, event)
         handler = self.on_incoming
         if handler is None or self._closed:
             self.calls_refused += 1
             self.ua.reject(event.call, 480, self.loop.time(), "Temporarily Unavailable")
+            return
+        if not self.rtp_port_free():
+            self.calls_refused += 1
+            self.ua.reject(
+                event.call,
+                503,
+                self.loop.time(),
+                "Service Unavailable",
+                retry_after=RTP_FULL_RETRY_AFTER_S,
+            )
             return
         self._incoming[invite.call_id] = invite
         try:

@@ -74,6 +74,9 @@ TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
 """Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
 KEY_TO_TONE = {entry.key: entry.tone for entry in ALL_KEYS.values()}
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+RESOURCE_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+"""What a call or operation id can be (ours are UUIDs): anything else is not found, before any
+database sees it (PostgreSQL refuses NUL in text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +484,13 @@ class CallService:
 
         await self.writes.submit(Batch(call_id, uow.steps, landed, droppable), record)
 
+    def _changing(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
+        """A change of ``call_id``: through :meth:`_call_unit` when this node carries it (the
+        memory its reads come from), else a store transaction (:meth:`_unit`)."""
+        if call_id in self._records:
+            return self._call_unit(call_id)
+        return self._unit()
+
     def _reading(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
         """Reads of ``call_id``: from memory when this node has it, else from the store."""
         record = self._records.get(call_id)
@@ -514,6 +524,14 @@ class CallService:
             raise AccessDeniedError(f"this action requires the application role {role}")
 
     @staticmethod
+    def _require_read(p: Principal) -> None:
+        """Reading a call or its operations needs either calls role (as Graph's GET call)."""
+        if not p.roles & {ROLE_INITIATE, ROLE_MEDIA}:
+            raise AccessDeniedError(
+                f"reading calls requires the application role {ROLE_INITIATE} or {ROLE_MEDIA}"
+            )
+
+    @staticmethod
     async def _repeat(
         uow: UnitOfWork, call_id: str, repeat_key: str | None, kind: OpKind
     ) -> Operation | None:
@@ -529,6 +547,8 @@ class CallService:
         return found
 
     async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
+        if not RESOURCE_ID.fullmatch(call_id):
+            raise NotFoundError(f"call {call_id!r} was not found")
         call = await uow.get_call(call_id)
         if call is None or call.tenant_id != p.tenant_id or call.app_id != p.app_id:
             raise NotFoundError(f"call {call_id} was not found")
@@ -573,6 +593,9 @@ class CallService:
         if new.tenant_id and new.tenant_id != p.tenant_id:
             raise InvalidRequestError("tenantId: does not match the caller's tenant")
         target = self._resolve_target(new.targets)
+        check_capacity = getattr(self._media, "check_capacity", None)
+        if check_capacity is not None:
+            check_capacity()  # ServiceUnavailableError (503) before a 201: no RTP port free
         call = Call(
             id=str(uuid.uuid4()),
             tenant_id=p.tenant_id,
@@ -587,9 +610,13 @@ class CallService:
         self.writes.accepting(call.id)
         self.prefetch_media(new.properties.get("mediaConfig"))
         live = self._new_live(call)
-        async with live.lock, self._call_unit(call.id) as uow:
-            await uow.insert_call(call)
-            await self._emit(uow, call, EventKind.CALL_UPDATED)
+        try:
+            async with live.lock, self._call_unit(call.id) as uow:
+                await uow.insert_call(call)
+                await self._emit(uow, call, EventKind.CALL_UPDATED)
+        except BaseException:
+            self._forget(call.id)  # not taken: nothing of it stays in memory
+            raise
         self._spawn(self._dial(live, target), live)
         return call
 
@@ -650,12 +677,14 @@ class CallService:
         return live.media if live is not None else None
 
     async def get_call(self, p: Principal, call_id: str) -> Call:
+        self._require_read(p)
         async with self._reading(call_id) as uow:
             return await self._owned(uow, p, call_id)
 
     async def hangup(self, p: Principal, call_id: str) -> None:
         """Always taken for a call this node carries, the store up or not: the far end is hung
         up now, the call's end is written when the store takes it."""
+        self._require(p, ROLE_INITIATE)
         live = self._live.get(call_id)
         if live is None:
             async with self._reading(call_id) as uow:
@@ -822,6 +851,10 @@ class CallService:
                 if call is not None and call.state is CallState.INCOMING:
                     await self._finish_call(uow, call, Results.ANSWER_TIMEOUT)
         self._forget(live.call_id)
+        me = asyncio.current_task()
+        for task in list(live.tasks):  # the wait for a CANCEL that a caller gone never sends
+            if task is not me:
+                task.cancel()
 
     async def _incoming_live(self, p: Principal, call_id: str) -> tuple[_Live, IncomingCall]:
         async with self._reading(call_id) as uow:
@@ -874,16 +907,18 @@ class CallService:
 
     # --- operations -----------------------------------------------------------------------
     async def list_operations(self, p: Principal, call_id: str) -> list[Operation]:
+        self._require_read(p)
         async with self._reading(call_id) as uow:
             await self._owned(uow, p, call_id)
             return await uow.list_operations(call_id)
 
     async def get_operation(self, p: Principal, call_id: str, op_id: str) -> Operation:
+        self._require_read(p)
         async with self._reading(call_id) as uow:
             await self._owned(uow, p, call_id)
-            op = await uow.get_operation(call_id, op_id)
+            op = await uow.get_operation(call_id, op_id) if RESOURCE_ID.fullmatch(op_id) else None
         if op is None:
-            raise NotFoundError(f"operation {op_id} was not found on call {call_id}")
+            raise NotFoundError(f"operation {op_id!r} was not found on call {call_id}")
         return op
 
     def _validate_dtmf(self, req: DtmfRequest) -> tuple[int, int]:
@@ -1076,6 +1111,8 @@ class CallService:
 
     async def recording(self, op_id: str) -> Recording | None:
         """The stored recording of recordResponse ``op_id`` (``None``: unknown or deleted)."""
+        if not RESOURCE_ID.fullmatch(op_id):
+            return None
         async with self._repo.unit() as uow:
             return await uow.get_recording(op_id)
 

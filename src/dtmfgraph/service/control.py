@@ -10,6 +10,7 @@ status on the bot participant and answers ``completed``, without a notification.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from .errors import InvalidRequestError, NotAllowedError, NotFoundError, NotSupportedError
@@ -64,7 +65,8 @@ class CallControls:
         svc._require(p, "Calls.Initiate.All")
         kind = OpKind.MUTE if muted else OpKind.UNMUTE
         live = svc._live.get(call_id)
-        async with svc._unit() as uow:
+        lock = live.lock if live is not None else contextlib.nullcontext()
+        async with lock, svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found
@@ -107,7 +109,9 @@ class CallControls:
             raise InvalidRequestError(
                 f"status: {status!r} is not one of notRecording, recording, failed"
             )
-        async with svc._unit() as uow:
+        live = svc._live.get(call_id)
+        lock = live.lock if live is not None else contextlib.nullcontext()
+        async with lock, svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found

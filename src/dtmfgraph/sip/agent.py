@@ -461,12 +461,22 @@ class UserAgent:
         call.move_to(CallState.ANSWERED)
         self._start_2xx_retransmission(call, call.invite.cseq.seq, now)
 
-    def reject(self, call: Call, status: int, now: float, reason: str = "") -> None:
-        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603)."""
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str = "",
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); with
+        ``retry_after`` (seconds), a ``Retry-After`` header (a 503 for a full resource)."""
         call.require("reject")
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
-        self._respond_invite(call, status, now, reason=reason)
+        extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+        self._respond_invite(call, status, now, reason=reason, extra=extra)
         call.end_status = status
         self._terminate(call, now)
 
@@ -715,15 +725,16 @@ class UserAgent:
         *,
         reason: str = "",
         sdp: SessionDescription | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         tx = call._server_tx
         assert tx is not None and call.dialog is not None and call.invite is not None
-        extra: list[tuple[str, str]] = []
+        headers: list[tuple[str, str]] = list(extra)
         if status < 300:
-            extra += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
-            extra.append(("Contact", str(self._contact(call.peer_addr))))
+            headers += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
+            headers.append(("Contact", str(self._contact(call.peer_addr))))
         if 200 <= status < 300:
-            extra.append(("Allow", ", ".join(ALLOWED_METHODS)))
+            headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         body = bytes(sdp) if sdp is not None else b""
         response = self._respond(
             tx,
@@ -733,7 +744,7 @@ class UserAgent:
             to_tag=call.dialog.local_tag,
             body=body,
             content_type=SDP_CONTENT_TYPE if sdp is not None else None,
-            extra=tuple(extra),
+            extra=tuple(headers),
         )
         if 200 <= status < 300:
             call._ok = (bytes(response), tx.dest)
