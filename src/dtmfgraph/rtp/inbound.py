@@ -329,10 +329,16 @@ class InboundStream:
             source.expected += 1
             source.received = ((source.received << 1) | 1) & _RECENT_MASK
             if event is not None:
+                if ssrc == self._audio_ssrc:  # its sequence number is no lost audio
+                    self._jb.skip(seq)
                 self._on_event(ssrc, ts, event, now)
                 return
             self.stats.audio += 1
-        elif not self._order(source, delta, ts, payload, event, now) or event is not None:
+        elif not self._order(source, delta, ts, payload, event, now):
+            return
+        elif event is not None:
+            if ssrc == self._audio_ssrc:
+                self._jb.skip(seq)
             return
         if (self._sink is not None or self.tap is not None) and payload:
             self._buffer(ssrc, seq, ts, payload, now)
