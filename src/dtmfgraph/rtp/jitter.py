@@ -12,7 +12,8 @@ changes *when* frames are released, never which samples follow which.
 What comes out is a list of :class:`Played` stretches: a packet's payload, or a gap. A gap
 whose sequence numbers are missing is **lost** (to be concealed; the packet after it is given
 as ``after`` when held, for concealment from both sides); a gap in timestamps only (a sender
-that paused its audio, as during RFC 4733 events) is not. Nothing is released while nothing is
+that paused its audio, as during RFC 4733 events, whose packets take the audio's sequence
+numbers: :meth:`JitterBuffer.skip`) is not. Nothing is released while nothing is
 held: a silent sender, or a burst being lost, holds the play-out until the next packet comes.
 
 Counts (:class:`JitterStats`): packets ``late`` (came after their place was played),
