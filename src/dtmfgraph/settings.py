@@ -439,10 +439,25 @@ class Settings(BaseSettings):
     )
 
     # Outbox delivery
-    notify_timeout_s: float = 5.0
-    notify_max_attempts: int = 10
+    notify_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long one callback POST may take, start to answer."
+    )
+    notify_retry_for_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "How long a notification is retried (from when it was written, or redelivered) "
+            "before it is kept as dead; `dtmfgraph notifications redeliver` sends it again."
+        ),
+    )
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
+    notify_receiver_concurrency: int = Field(
+        default=8, ge=1, description="Callback POSTs in flight at once to one receiver (origin)."
+    )
+    notify_concurrency: int = Field(
+        default=100, ge=1, description="Callback POSTs in flight at once in all."
+    )
     notify_drain_on_stop_s: float = Field(
         default=5.0,
         ge=0,

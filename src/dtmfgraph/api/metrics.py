@@ -247,11 +247,11 @@ class Metrics:
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
             ("rtp_moved", self.rtp_moved, rtp_moved),
             ("failovers", self.sip_failovers, failovers),
+            ("rtp_ports_exhausted", self.rtp_ports_exhausted, rtp_ports_exhausted),
             *(
                 (f"rtp_{kind}", self.rtp_inbound.labels(kind), total)
                 for kind, total in (media or {}).items()
             ),
-            ("rtp_ports_exhausted", self.rtp_ports_exhausted, rtp_ports_exhausted),
         ):
             seen = self._phone_seen.get(name, 0)
             if total > seen:
@@ -387,6 +387,6 @@ async def metrics(request: Request) -> Response:
             phone.rtcp_counts(),
             phone.ended_rtts,
             phone.rtp_ports_exhausted,
-            media=phone.media_counts(),
+            phone.media_counts(),
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -484,12 +484,19 @@ class CallService:
 
         await self.writes.submit(Batch(call_id, uow.steps, landed, droppable), record)
 
-    def _changing(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
-        """A change of ``call_id``: through :meth:`_call_unit` when this node carries it (the
-        memory its reads come from), else a store transaction (:meth:`_unit`)."""
-        if call_id in self._records:
-            return self._call_unit(call_id)
-        return self._unit()
+    @contextlib.asynccontextmanager
+    async def _changing(self, call_id: str) -> AsyncIterator[UnitOfWork]:
+        """A change a request makes to ``call_id``: under its lock and through :attr:`writes`
+        when this node carries it (503 while its earlier changes wait for the store), else a
+        transaction of the store."""
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._unit() as uow:
+                yield uow
+            return
+        self.writes.accepting(call_id)
+        async with live.lock, self._call_unit(call_id) as live_uow:
+            yield live_uow
 
     def _reading(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
         """Reads of ``call_id``: from memory when this node has it, else from the store."""

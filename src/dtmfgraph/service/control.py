@@ -10,7 +10,6 @@ status on the bot participant and answers ``completed``, without a notification.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from .errors import InvalidRequestError, NotAllowedError, NotFoundError, NotSupportedError
@@ -65,8 +64,7 @@ class CallControls:
         svc._require(p, "Calls.Initiate.All")
         kind = OpKind.MUTE if muted else OpKind.UNMUTE
         live = svc._live.get(call_id)
-        lock = live.lock if live is not None else contextlib.nullcontext()
-        async with lock, svc._changing(call_id) as uow:
+        async with svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found
@@ -109,9 +107,7 @@ class CallControls:
             raise InvalidRequestError(
                 f"status: {status!r} is not one of notRecording, recording, failed"
             )
-        live = svc._live.get(call_id)
-        lock = live.lock if live is not None else contextlib.nullcontext()
-        async with lock, svc._changing(call_id) as uow:
+        async with svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found

@@ -314,13 +314,13 @@ class SipMedia:
         rtcp_interval: float = MIN_INTERVAL,
         inbound_auth_sha256: bool = False,
         rtcp_mux_offer: bool = False,
-        jitter_max_delay: float = MAX_DELAY,
         tcp: TcpSettings | None = None,
+        jitter_max_delay: float = MAX_DELAY,
     ) -> None:
-        self.jitter_max_delay = jitter_max_delay
-        """Greatest play-out delay of a call's jitter buffer (seconds)."""
         self.tcp = tcp
         """SIP TCP/TLS limits (``None``: the transport's defaults)."""
+        self.jitter_max_delay = jitter_max_delay
+        """Greatest play-out delay of a call's jitter buffer (seconds)."""
         self.rtcp_mux_offer = rtcp_mux_offer
         """Calls placed offer ``a=rtcp-mux``."""
         self.inbound_auth_sha256 = inbound_auth_sha256
