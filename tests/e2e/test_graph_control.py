@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dtmfgraph.service.model import far_participant_id
 from dtmfgraph.tones.wav import encode_wav
 
 from ..api.audio import PromptServer, play_prompt_body, tone
@@ -19,7 +20,7 @@ from ..api.harness import Receiver, stop
 from ..api.sdkhelp import dtmf_body, sdk_mod
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.sipp import sipp_uas, uas_reject_scenario
-from .refer_scenarios import refer_scenario
+from .refer_scenarios import ivr_refer_scenario, refer_scenario
 from .test_graph_sip import SipService, ev, is_op_end, place_call, start_sip_service
 
 
@@ -321,3 +322,50 @@ async def test_redirect_baresip_caller_to_another_baresip(
         assert invited.data["peeruri"] == alice.uri
     states = [s[1] for s in _states(receiver, cid)]
     assert states == ["incoming", "terminated"]
+
+
+async def test_graph_call_follows_an_ivrs_transfer_and_keys_go_on(
+    tmp_path: Path, svc: SipService, receiver: Receiver
+) -> None:
+    """The bot calls an IVR (sipp) that transfers the call to an agent (baresip) with REFER:
+    the service follows it (sipp checks our 202, NOTIFYs and BYE); the same Graph call stays
+    established, its roster is notified with the new far end (baresip's URI, a new participant
+    id); keys sent afterwards reach baresip and baresip's keys reach the bot's subscription."""
+    async with Baresip(tmp_path / "agent", user="agent") as agent:
+        host, sip_port = svc.media.sip_address  # type: ignore[attr-defined]
+        scenario = ivr_refer_scenario(agent.uri)
+        async with sipp_uas(
+            tmp_path / "ivr", scenario, timeout_s=20, extra=(f"{host}:{sip_port}",)
+        ) as (port, ivr):
+            client, call = await place_call(svc, receiver, "v1.0", f"sip:ivr@127.0.0.1:{port}")
+            calls = client.communications.calls.by_call_id(call.id)
+            [roster] = await receiver.wait_for(
+                lambda n: n["resourceUrl"] == f"/communications/calls/{call.id}/participants",
+                timeout=15,
+            )
+            _, err = await asyncio.wait_for(ivr.communicate(), 15)
+            assert ivr.returncode == 0, err.decode(errors="replace")
+        await agent.wait_event("CALL_ESTABLISHED", 5)
+        far = roster["resourceData"][1]
+        assert far["info"]["identity"]["user"]["id"] == agent.uri
+        # a new participant: the far end's id counts the far ends the call has had
+        assert far["id"] == far_participant_id(call.id, 1) != far_participant_id(call.id, 0)
+        back = await calls.get()
+        assert ev(back.state) == "established"
+        keys = await calls.send_dtmf_tones.post(dtmf_body("v1.0", "73", dtmfMethod="rfc4733"))
+        await receiver.wait_for(is_op_end(keys.id), timeout=10)
+        await agent.wait_for(lambda b: b.rfc4733_keys() == "73", 5, "keys after the transfer")
+        subscribe = sdk_mod(
+            "v1.0",
+            "communications.calls.item.subscribe_to_tone.subscribe_to_tone_post_request_body",
+        )
+        await calls.subscribe_to_tone.post(subscribe.SubscribeToTonePostRequestBody())
+        await agent.sndcode("5")
+        [tone] = await receiver.wait_for(lambda n: "toneInfo" in n["resourceData"], timeout=10)
+        assert tone["resourceData"]["toneInfo"]["tone"] == "tone5"
+        roster_now = (await calls.participants.get()).value
+        assert roster_now[1].info.identity.user.id == agent.uri
+        await calls.delete()
+        await agent.wait_event("CALL_CLOSED", 5)
+    assert [s[1] for s in _states(receiver, call.id)][:2] == ["establishing", "established"]
+    assert "terminated" not in [s[1] for s in _states(receiver, call.id)][:-1]

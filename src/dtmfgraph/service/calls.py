@@ -678,6 +678,7 @@ class CallService:
         self._spawn(live.mq.run(media), live)
         self._spawn(self._listen(live, media), live)
         self._spawn(self._watch_audio(live, media), live)
+        self._spawn(self.control.follow_far_ends(live, media), live)
         self._spawn(self._watch_end(live, media), live)
         live.mq.wake.set()
 

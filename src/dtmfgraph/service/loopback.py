@@ -190,6 +190,12 @@ class LoopbackCall:
     def set_muted(self, muted: bool) -> None:
         self.muted = muted
 
+    async def far_ends(self) -> AsyncIterator[str]:
+        """A simulated far end never transfers the call."""
+        await asyncio.shield(self.ended)
+        return
+        yield  # an async generator
+
     async def transfer(
         self, target: str, *, timeout: float, on_accepted: Callable[[], Awaitable[None]]
     ) -> None:

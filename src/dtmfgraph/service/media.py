@@ -160,6 +160,11 @@ class MediaCall(Protocol):
         call is over (or being ended); raises ``TransferFailedError`` (the call goes on)."""
         ...
 
+    def far_ends(self) -> AsyncIterator[str]:
+        """The URI of each new far end (the far end transferred the call and the media
+        followed: keys, audio and sends go on with the new one), until the call ends."""
+        ...
+
     def set_muted(self, muted: bool) -> None:
         """Mute (``True``) or unmute the bot: while muted, audio it plays (prompts, beeps)
         goes out as silence; RTP keeps flowing and DTMF keys still go out."""
