@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,7 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, markdown_table, write_section
+from _report import machine, markdown_table, stop, write_section
+from dtmfgraph.cli.loops import installed
+from dtmfgraph.cli.progress import progress
 
 HELLO = """
 import sys
@@ -99,12 +100,7 @@ def _exec_to_first_200(argv: Callable[[int], list[str]], path: str) -> float:
             time.sleep(0.005)
         return time.perf_counter() - began
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _alternate(
@@ -113,10 +109,12 @@ def _alternate(
     """A table row: ``label``, then medians of ``rounds`` alternating runs: ours, theirs, ratio."""
     mine: list[float] = []
     refs: list[float] = []
-    for i in range(rounds):
-        pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
-        for run in pair:
-            (mine if run is ours else refs).append(run())
+    with progress(label.split(" / ", maxsplit=1)[0].strip("`"), rounds) as advance:
+        for i in range(rounds):
+            pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+            for run in pair:
+                (mine if run is ours else refs).append(run())
+            advance()
     a, b = statistics.median(mine), statistics.median(refs)
     return [label, f"{a:.3f} s", f"{b:.3f} s", f"**{a / b:.2f}x**"]
 
@@ -158,9 +156,14 @@ def main() -> None:
             ),
         ]
     table = markdown_table(["figure", "dtmfgraph", "reference", "ratio (median)"], rows)
+    stack = (
+        "uvloop and httptools installed (both servers use them)"
+        if installed("uvloop") and installed("httptools")
+        else "asyncio's loop and h11 (no uvloop/httptools installed)"
+    )
     body = (
         "## Start-up (`bench/startup.py`)\n\n"
-        f"Machine: {machine()}.\n\n"
+        f"Machine: {machine()}; {stack}.\n\n"
         f"Medians of {args.rounds} alternating rounds (ours, then the reference, then the other "
         "way round). `serve` runs with SIP media on a free port and a data directory whose "
         "schema is current (a restart); its first 200 is `GET "

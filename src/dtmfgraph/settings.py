@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="Base URL used in Location headers; default http://host:port."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description=(
+            "The event loop serve runs on: uvloop where installed (auto; the extra "
+            "dtmfgraph[fast], with httptools), or asyncio's own (with h11)."
+        ),
+    )
     data_dir: Path = Path("dtmfgraph-data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default sqlite+aiosqlite in data_dir."
@@ -260,6 +267,15 @@ class Settings(BaseSettings):
             "NAT on the way keeps the mapping its calls to us come through. 0: none."
         ),
     )
+    jitter_max_ms: int = Field(
+        default=120,
+        ge=20,
+        le=1000,
+        description=(
+            "Greatest play-out delay of a call's jitter buffer for in-band DTMF, ms (it adapts "
+            "from 20 ms to this to the far end's jitter; lost packets are concealed)."
+        ),
+    )
     rtcp_interval_s: float = Field(
         default=5.0,
         ge=0,
@@ -423,10 +439,25 @@ class Settings(BaseSettings):
     )
 
     # Outbox delivery
-    notify_timeout_s: float = 5.0
-    notify_max_attempts: int = 10
+    notify_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long one callback POST may take, start to answer."
+    )
+    notify_retry_for_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "How long a notification is retried (from when it was written, or redelivered) "
+            "before it is kept as dead; `dtmfgraph notifications redeliver` sends it again."
+        ),
+    )
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
+    notify_receiver_concurrency: int = Field(
+        default=8, ge=1, description="Callback POSTs in flight at once to one receiver (origin)."
+    )
+    notify_concurrency: int = Field(
+        default=100, ge=1, description="Callback POSTs in flight at once in all."
+    )
     notify_drain_on_stop_s: float = Field(
         default=5.0,
         ge=0,

@@ -303,3 +303,120 @@ async def test_non_utf8_header_bytes_are_a_4xx_or_ignored(
     # a good client-request-id is echoed
     r = await client.get(f"{V}/{cid}", headers={"client-request-id": "abc-123"})
     assert r.headers["client-request-id"] == "abc-123"
+
+
+async def test_every_action_checks_its_role(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    cid = await new_call(client, receiver)
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF)
+    op_id = r.json()["id"]
+    calls = (
+        ("GET", f"{V}/{cid}", None),
+        ("GET", f"{V}/{cid}/operations", None),
+        ("GET", f"{V}/{cid}/operations/{op_id}", None),
+        ("POST", f"{V}/{cid}/keepAlive", None),
+        ("POST", f"{V}/{cid}/sendDtmfTones", DTMF),
+        ("POST", f"{V}/{cid}/cancelMediaProcessing", {}),
+        ("POST", f"{V}/{cid}/subscribeToTone", {}),
+        ("POST", V, create_body(receiver)),
+        ("DELETE", f"{V}/{cid}", None),
+    )
+    nobody = {"Authorization": f"Bearer {svc.token(roles=())}"}
+    for method, url, body in calls:
+        r = await client.request(method, url, json=body, headers=nobody)
+        graph_error(r, 403, "accessDenied", "Calls.")
+    # reading needs either role; hanging up needs Calls.Initiate.All
+    media_only = {"Authorization": f"Bearer {svc.token(roles=('Calls.AccessMedia.All',))}"}
+    for method, url, _ in calls[:3]:
+        r = await client.request(method, url, headers=media_only)
+        assert r.status_code == 200, (url, r.text)
+    r = await client.delete(f"{V}/{cid}", headers=media_only)
+    graph_error(r, 403, "accessDenied", "Calls.Initiate.All")
+    # the call was never hung up by them
+    r = await client.get(f"{V}/{cid}")
+    assert r.json()["state"] in ("establishing", "established"), r.json()
+    assert (await client.delete(f"{V}/{cid}")).status_code == 204
+
+
+async def test_nul_and_odd_ids_are_answered_alike_on_both_databases(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    cid = await new_call(client, receiver)
+    for bad in ("a%00b", "%00", "x" * 65, "caf%C3%A9"):
+        for method, url in (
+            ("GET", f"{V}/{bad}"),
+            ("DELETE", f"{V}/{bad}"),
+            ("GET", f"{V}/{bad}/operations"),
+            ("POST", f"{V}/{bad}/sendDtmfTones"),
+            ("POST", f"{V}/{bad}/keepAlive"),
+            ("GET", f"{V}/{cid}/operations/{bad}"),
+        ):
+            r = await client.request(method, url, json=DTMF if method == "POST" else None)
+            graph_error(r, 404, "itemNotFound")
+        r = await client.get(f"/recordings/{bad}", headers={"Authorization": "Bearer x"})
+        graph_error(r, 404, "itemNotFound")
+    # NUL inside strings of a body: a 400 naming where
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF | {"clientContext": "a\x00b"})
+    graph_error(r, 400, "invalidRequest", "clientContext", "NUL")
+    r = await client.post(f"{V}/{cid}/cancelMediaProcessing", json={"clientContext": "\x00"})
+    graph_error(r, 400, "invalidRequest", "clientContext", "NUL")
+    r = await client.post(V, json=create_body(receiver, subject="x\x00"))
+    graph_error(r, 400, "invalidRequest", "subject", "NUL")
+    r = await client.post(V, json=create_body(receiver, **{"we\x00ird": 1}))
+    graph_error(r, 400, "invalidRequest", "NUL")
+    # and the call is still fine
+    r = await client.post(f"{V}/{cid}/sendDtmfTones", json=DTMF | {"clientContext": "ok"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"clientContext": "caf\xe9"}', b"\xff\xfe{\x00}\x00", b'{"clientContext": "\\ud800"}'],
+    ids=["latin-1", "UTF-16", "lone surrogate"],
+)
+async def test_a_body_that_is_not_unicode_text_is_a_400(
+    svc: Service, client: httpx.AsyncClient, receiver: Receiver, raw: bytes
+) -> None:
+    cid = await new_call(client, receiver)
+    json_type = {"Content-Type": "application/json"}
+    for url in (V, f"{V}/{cid}/sendDtmfTones", f"{V}/{cid}/cancelMediaProcessing"):
+        r = await client.post(url, content=raw, headers=json_type)
+        graph_error(r, 400, "invalidRequest")
+    await svc.media.incoming("+14255550123", "sip:bot@127.0.0.1")
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    token = {"Authorization": f"Bearer {svc.incoming_token()}"}
+    for action in ("answer", "reject"):
+        url = f"{V}/{created['resourceData']['id']}/{action}"
+        r = await client.post(url, content=raw, headers=json_type | token)
+        graph_error(r, 400, "invalidRequest")
+
+
+async def test_made_up_methods_do_not_grow_the_metrics(
+    svc: Service, client: httpx.AsyncClient
+) -> None:
+    for i in range(30):
+        r = await client.request(f"X{i}", f"{V}/whatever")
+        assert r.status_code in (404, 405), r.text
+        r = await client.request(f"FOO{i}", "/metrics")
+        assert r.status_code in (404, 405), r.text
+    text = (await client.get("/metrics")).text
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("dtmfgraph_http_requests_total{")
+    }
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert "other" in methods
+
+
+async def test_loopback_calls_out_of_range_are_404(svc: Service, client: httpx.AsyncClient) -> None:
+    for index in ("0", "7", "-1", "99999999999999999999"):
+        for method, action in (("POST", "hangup"), ("POST", "press"), ("GET", "played")):
+            body = {"keys": "1"} if action == "press" else None
+            r = await client.request(method, f"/_loopback/calls/{index}/{action}", json=body)
+            graph_error(r, 404, "itemNotFound", "loopback call")
+    r = await client.post("/_loopback/calls/abc/hangup")
+    graph_error(r, 400, "invalidRequest", "index")
+    r = await client.post("/_loopback/calls/0/press", json={"keys": 5})
+    graph_error(r, 400, "invalidRequest", "keys")

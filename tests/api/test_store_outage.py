@@ -164,6 +164,7 @@ async def _outage_scenario(
                 ),
                 timeout=30,
             )
+        await _until("the outage is over", lambda: not service.writes.health.down)
         r = await http.post(f"/communications/calls/{b}/sendDtmfTones", json={"tones": ["tone2"]})
         assert r.status_code == 200, r.text
         op2 = r.json()["id"]
@@ -286,3 +287,46 @@ async def test_postgresql_stopped_and_started(
         async with _service_on(tmp_path, url, receiver) as svc:
             await _outage_scenario(svc, receiver, fault, reads_fail=True)
     _outage_logged_once(caplog)
+
+
+async def test_keepalive_watchdog_ends_a_call_during_an_outage(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"sqlite+aiosqlite:///{data / 'graph.sqlite3'}"
+    settings = make_settings(
+        data,
+        url,
+        free_port(),
+        loopback_speed=SPEED,
+        incoming_callback_uri=receiver.url,
+        keepalive_timeout_s=3.0,
+    )
+    async with (
+        running_service(settings, LoopbackMedia(speed=SPEED)) as svc,
+        httpx.AsyncClient(base_url=f"{svc.base}/v1.0", headers=_auth(svc), timeout=30) as http,
+    ):
+        service = _service(svc)
+        cid = await _new_call(http, receiver, "idle")
+        assert (await http.post(f"/communications/calls/{cid}/keepAlive")).status_code == 200
+        with read_only(data):
+            await _until(
+                "the watchdog ended the call in memory, its end waiting for the store",
+                lambda: (
+                    _record(svc, cid).call.state.value == "terminated"
+                    and service.writes.backlog(cid)
+                ),
+            )
+            r = await http.post(f"/communications/calls/{cid}/keepAlive")
+            assert r.status_code == 404, r.text  # it has ended: known from memory
+        [end] = await receiver.wait_for(
+            lambda n: (
+                n["resourceUrl"] == f"/communications/calls/{cid}" and n["changeType"] == "deleted"
+            ),
+            timeout=30,
+        )
+        info = end["resourceData"]["resultInfo"]
+        assert (info["code"], info["subcode"]) == (408, 8537)
+        _assert_in_order(receiver.for_call(cid), [])
+        await _until_delivered(svc.app.state.repo)

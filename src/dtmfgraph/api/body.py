@@ -24,9 +24,11 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode())  # UTF-8 only (RFC 8259), not json's guess of UTF-16/32
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(f"the body is not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the body is not UTF-8 text") from None
     except RecursionError:
         raise InvalidRequestError(f"the body is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
@@ -35,13 +37,34 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def check_text(text: str, where: str) -> None:
+    """A string we can store and send: no NUL (PostgreSQL's text cannot hold it), no lone
+    surrogate (no UTF-8 for it)."""
+    if "\x00" in text:
+        raise InvalidRequestError(f"{where or 'the body'}: strings may not contain NUL (\\u0000)")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                f"{where or 'the body'}: a string holds a lone surrogate (\\ud800-\\udfff), "
+                "which is not Unicode text"
+            ) from None
+
+
 def check_shape(data: Any) -> None:
-    """Refuse ``data`` nested deeper than :data:`MAX_DEPTH` or with an object or array of
-    more than :data:`MAX_MEMBERS` members (iterative: no recursion to exhaust)."""
+    """Refuse ``data`` nested deeper than :data:`MAX_DEPTH`, with an object or array of more
+    than :data:`MAX_MEMBERS` members, or with a string :func:`check_text` refuses (iterative:
+    no recursion to exhaust)."""
     stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
         value, depth, where = stack.pop()
+        if isinstance(value, str):
+            check_text(value, where)
+            continue
         if isinstance(value, dict):
+            for key in value:
+                check_text(key, where)
             items: list[tuple[str, Any]] = [
                 (f"{where}.{k}" if where else k, v) for k, v in value.items()
             ]

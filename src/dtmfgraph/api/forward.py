@@ -46,7 +46,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORWARDED_HEADER = "x-dtmfgraph-forwarded-by"
 """Set on a request a node runs for another one (so it is never forwarded again)."""
-_CALL_PATH = re.compile(r"^/(?:v1\.0|beta)/communications/calls/([^/]+)(?:/|$)")
+_CALL_PATH = re.compile(r"^/(?:v1\.0|beta)/communications/calls/([A-Za-z0-9._~-]{1,64})(?:/|$)")
 _PAYLOAD_MAX = 7900
 """Bytes a ``NOTIFY`` payload may have (PostgreSQL's limit is 8,000)."""
 _KEPT_REQUEST_HEADERS = ("authorization", "content-type", "client-request-id")

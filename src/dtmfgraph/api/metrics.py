@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hmac
 import re
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -135,6 +136,13 @@ class Metrics:
             "SIP requests from sources outside --sip-allow-from, answered 403.",
             registry=r,
         )
+        self.rtp_inbound = Counter(
+            "dtmfgraph_rtp_inbound_packets",
+            "Far ends' RTP audio packets lost, late (after their play-out), reordered, and "
+            "concealed (lost audio made up for in-band DTMF detection and recordings).",
+            ["kind"],
+            registry=r,
+        )
         self.rtp_moved = Counter(
             "dtmfgraph_rtp_moved",
             "Far ends' RTP streams followed to a new address in the middle of a call (their NAT "
@@ -183,6 +191,8 @@ class Metrics:
                     self.operations.labels(kind.value, status.value, _reason(reason))
         for method in (DtmfMethod.RFC4733, DtmfMethod.SIPINFO, DtmfMethod.INBAND):
             self.keys.labels(method.value)
+        for what in ("lost", "late", "reordered", "concealed"):
+            self.rtp_inbound.labels(what)
         for outcome in ("delivered", "retried", "dead"):
             self.notifications.labels(outcome)
             self.webhook_seconds.labels(outcome)
@@ -215,6 +225,7 @@ class Metrics:
         rtcp: RtcpStats | None = None,
         rtts: collections.deque[float] | None = None,
         rtp_ports_exhausted: int = 0,
+        media: Mapping[str, int] | None = None,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals; ``rtts`` (the
         round trips of calls ended since, drained here) go into the histogram."""
@@ -237,6 +248,10 @@ class Metrics:
             ("rtp_moved", self.rtp_moved, rtp_moved),
             ("failovers", self.sip_failovers, failovers),
             ("rtp_ports_exhausted", self.rtp_ports_exhausted, rtp_ports_exhausted),
+            *(
+                (f"rtp_{kind}", self.rtp_inbound.labels(kind), total)
+                for kind, total in (media or {}).items()
+            ),
         ):
             seen = self._phone_seen.get(name, 0)
             if total > seen:
@@ -282,6 +297,11 @@ def _reason(reason: CompletionReason | None) -> str:
     return "" if reason is None else reason.value
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The ``method`` labels; any other method is counted as ``other`` (a client may send any
+token as a method: each would otherwise make a new series)."""
+
+
 class HttpMetricsMiddleware:
     """Counts every HTTP request by method, route template (``/v1.0/communications/calls/
     {call_id}``, never the raw path) and final status."""
@@ -306,7 +326,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_and_see)
         finally:
             route = route_template(scope.get("route"), scope["path"])
-            self.metrics.http.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.http.labels(method, route, str(status)).inc()
 
 
 def route_template(route: object, path: str) -> str:
@@ -366,5 +387,6 @@ async def metrics(request: Request) -> Response:
             phone.rtcp_counts(),
             phone.ended_rtts,
             phone.rtp_ports_exhausted,
+            phone.media_counts(),
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

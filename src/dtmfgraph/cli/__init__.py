@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Send or hear DTMF over RTP (RFC 4733 telephone-events or in-band G.711 tones).",
     ),
     "callback-key": ("keys", "The RSA keys that sign callbacks (kept in the data directory)."),
+    "notifications": (
+        "notifications",
+        "The notification outbox: list what was not delivered, send dead ones again.",
+    ),
 }
 """Each command: the module of this package that registers it, and its one-line help (the
 first paragraph of its docstring; a test keeps the two the same)."""

@@ -458,6 +458,9 @@ class Journal:
             far_jitter_ms=round(stats.peer_jitter_ms, 2),
             rtp_in=getattr(inbound, "received", None),
             rtp_lost=getattr(inbound, "lost", None),
+            rtp_late=getattr(inbound, "late", None),
+            rtp_reordered=getattr(inbound, "reordered", None),
+            rtp_concealed=getattr(inbound, "concealed", None),
             jitter_ms=None if inbound is None else round(float(inbound.jitter_ms), 2),
         )
 

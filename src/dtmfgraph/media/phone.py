@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from dtmfgraph.rtp import AudioJob, DtmfJob, DtmfJobError, InboundStream
 from dtmfgraph.rtp import Codec as RtpCodec
+from dtmfgraph.rtp.jitter import MAX_DELAY, MIN_DELAY
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpStats
 from dtmfgraph.rtp.srtp import SrtpContext, SrtpError, SrtpKey, SrtpSuite
 from dtmfgraph.sip import (
@@ -96,6 +97,8 @@ from .udp import (
 )
 
 logger = logging.getLogger(__name__)
+MEDIA_COUNTS = ("lost", "late", "reordered", "concealed")
+"""The counts of a call's received RTP the phone totals (fields of ``InboundStats``)."""
 
 SrtpPolicy: TypeAlias = Literal["never", "optional", "mandatory"]
 """SRTP with SDES keys (RFC 4568). ``optional``: calls whose signalling goes over TLS offer
@@ -440,7 +443,7 @@ class PhoneCall:
         if session is None or session.inbound is None or self.codec is None:
             raise MediaError("the call has no media to record yet")
         self.stop_recording()
-        recording = CallRecording(path, self.codec)
+        recording = CallRecording(path, self.codec, session.inbound.stats)
         self._stop_recording = self._taps.add_codes(recording.push)
         self.recording = recording
         return recording
@@ -902,7 +905,13 @@ class PhoneCall:
             event_pt = None
         phone = self.phone
         bank = phone.banks.bank() if phone.banks is not None else None
-        inbound = InboundStream(codec=codec, event_pt=event_pt, inband=True, bank=bank)
+        inbound = InboundStream(
+            codec=codec,
+            event_pt=event_pt,
+            inband=True,
+            bank=bank,
+            max_delay=max(phone.jitter_max_delay, MIN_DELAY),
+        )
         target = None if remote.on_hold or remote.port == 0 else (remote.address, remote.port)
         mux = bool(phone.rtcp_interval) and local is not None and local.rtcp_mux and remote.rtcp_mux
         rtcp = open_rtcp_endpoint(endpoint) if phone.rtcp_interval and not mux else None
@@ -1074,12 +1083,18 @@ class PhoneCall:
             self.phone.ended_rtts.append(rtcp.rtt)
         stats = session.stats
         if stats is not None:
+            for name in MEDIA_COUNTS:
+                self.phone.media_totals[name] += getattr(stats, name)
             far = f"; {rtcp.far_end()}" if rtcp.received else ""
             logger.info(
-                "%s: media: RTP %d received, %d lost, jitter %.1f ms%s",
+                "%s: media: RTP %d received, %d lost, %d late, %d reordered, %d concealed, "
+                "jitter %.1f ms%s",
                 self.call_id,
                 stats.received,
                 stats.lost,
+                stats.late,
+                stats.reordered,
+                stats.concealed,
                 stats.jitter_ms,
                 far,
             )
@@ -1250,6 +1265,8 @@ class Phone:
         self.rtp_moved = 0
         """Calls' far-end streams followed to a new address mid-call (NAT rebindings)."""
         self.rtcp_interval: float = MIN_INTERVAL
+        self.jitter_max_delay: float = MAX_DELAY
+        """Greatest play-out delay of a call's jitter buffer for in-band DTMF (seconds)."""
         """Seconds between a call's RTCP reports (randomised, RFC 3550 6.3); 0: no RTCP."""
         self.rtcp_mux_offer = False
         """Offer ``a=rtcp-mux`` (RFC 5761: RTCP on the RTP port) in calls we place; offers
@@ -1260,6 +1277,8 @@ class Phone:
         """The last round-trip time (s) of each call ended with one, newest last (the service's
         /metrics takes them into ``dtmfgraph_rtcp_rtt_seconds``)."""
         self.rtcp_totals = RtcpStats()
+        self.media_totals: dict[str, int] = dict.fromkeys(MEDIA_COUNTS, 0)
+        """Far ends' RTP as the calls ended so far got it (see :meth:`media_counts`)."""
         """RTCP counts of the calls ended so far (sent, received, malformed, foreign)."""
         self.resolver = resolver or SipResolver()
         self.rtp_host = rtp_host
@@ -1682,6 +1701,18 @@ class Phone:
         for call in self._calls.values():
             if call.session is not None and not call.session.closed:
                 self._count_rtcp(call.session.rtcp_stats, counts)
+        return counts
+
+    def media_counts(self) -> dict[str, int]:
+        """Far ends' RTP packets lost, late, reordered, and concealed for in-band detection,
+        by the calls ended and those going on (:data:`MEDIA_COUNTS`)."""
+        counts = dict(self.media_totals)
+        for call in self._calls.values():
+            session = call.session
+            stats = session.stats if session is not None and not session.closed else None
+            if stats is not None:
+                for name in MEDIA_COUNTS:
+                    counts[name] += getattr(stats, name)
         return counts
 
     def _track(self, call: PhoneCall) -> None:

@@ -33,6 +33,7 @@ from dtmfgraph.rtp import (
     SourceGuard,
     Verdict,
 )
+from dtmfgraph.rtp.jitter import MAX_DELAY, MIN_DELAY
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpSession, RtcpStats
 from dtmfgraph.rtp.source import canonical_host
 from dtmfgraph.rtp.srtp import SrtcpContext, SrtpContext
@@ -217,6 +218,7 @@ class RtpSession:
         rng: random.Random | None = None,
         rtcp: bool = False,
         rtcp_interval: float = MIN_INTERVAL,
+        jitter_max_delay: float = MAX_DELAY,
     ) -> RtpSession:
         """Bind a UDP endpoint on ``host`` (a port, a :class:`PortRange`, or 0 for any) and start.
 
@@ -226,13 +228,20 @@ class RtpSession:
         ``latch`` (default: on when ``remote`` is not given) sends back to the first sender heard.
         ``strict``: take packets only from the remote address (or one learned; see the class).
         ``rtcp``: also RTCP, on the RTP port + 1 (left out when that port is taken).
+        ``jitter_max_delay``: greatest play-out delay of the received audio's jitter buffer.
         """
         endpoint = await open_udp_endpoint(host, port)
         inbound: InboundStream | None = None
         rtcp_endpoint = open_rtcp_endpoint(endpoint) if rtcp else None
         try:
             inbound = (
-                InboundStream(codec=codec, event_pt=event_pt, inband=inband, bank=bank)
+                InboundStream(
+                    codec=codec,
+                    event_pt=event_pt,
+                    inband=inband,
+                    bank=bank,
+                    max_delay=max(jitter_max_delay, MIN_DELAY),
+                )
                 if receive
                 else None
             )

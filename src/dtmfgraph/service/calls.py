@@ -74,6 +74,9 @@ TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
 """Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
 KEY_TO_TONE = {entry.key: entry.tone for entry in ALL_KEYS.values()}
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+RESOURCE_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+"""What a call or operation id can be (ours are UUIDs): anything else is not found, before any
+database sees it (PostgreSQL refuses NUL in text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +484,20 @@ class CallService:
 
         await self.writes.submit(Batch(call_id, uow.steps, landed, droppable), record)
 
+    @contextlib.asynccontextmanager
+    async def _changing(self, call_id: str) -> AsyncIterator[UnitOfWork]:
+        """A change a request makes to ``call_id``: under its lock and through :attr:`writes`
+        when this node carries it (503 while its earlier changes wait for the store), else a
+        transaction of the store."""
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._unit() as uow:
+                yield uow
+            return
+        self.writes.accepting(call_id)
+        async with live.lock, self._call_unit(call_id) as live_uow:
+            yield live_uow
+
     def _reading(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
         """Reads of ``call_id``: from memory when this node has it, else from the store."""
         record = self._records.get(call_id)
@@ -514,6 +531,14 @@ class CallService:
             raise AccessDeniedError(f"this action requires the application role {role}")
 
     @staticmethod
+    def _require_read(p: Principal) -> None:
+        """Reading a call or its operations needs either calls role (as Graph's GET call)."""
+        if not p.roles & {ROLE_INITIATE, ROLE_MEDIA}:
+            raise AccessDeniedError(
+                f"reading calls requires the application role {ROLE_INITIATE} or {ROLE_MEDIA}"
+            )
+
+    @staticmethod
     async def _repeat(
         uow: UnitOfWork, call_id: str, repeat_key: str | None, kind: OpKind
     ) -> Operation | None:
@@ -529,6 +554,8 @@ class CallService:
         return found
 
     async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
+        if not RESOURCE_ID.fullmatch(call_id):
+            raise NotFoundError(f"call {call_id!r} was not found")
         call = await uow.get_call(call_id)
         if call is None or call.tenant_id != p.tenant_id or call.app_id != p.app_id:
             raise NotFoundError(f"call {call_id} was not found")
@@ -590,9 +617,13 @@ class CallService:
         self.writes.accepting(call.id)
         self.prefetch_media(new.properties.get("mediaConfig"))
         live = self._new_live(call)
-        async with live.lock, self._call_unit(call.id) as uow:
-            await uow.insert_call(call)
-            await self._emit(uow, call, EventKind.CALL_UPDATED)
+        try:
+            async with live.lock, self._call_unit(call.id) as uow:
+                await uow.insert_call(call)
+                await self._emit(uow, call, EventKind.CALL_UPDATED)
+        except BaseException:
+            self._forget(call.id)  # not taken: nothing of it stays in memory
+            raise
         self._spawn(self._dial(live, target), live)
         return call
 
@@ -653,12 +684,14 @@ class CallService:
         return live.media if live is not None else None
 
     async def get_call(self, p: Principal, call_id: str) -> Call:
+        self._require_read(p)
         async with self._reading(call_id) as uow:
             return await self._owned(uow, p, call_id)
 
     async def hangup(self, p: Principal, call_id: str) -> None:
         """Always taken for a call this node carries, the store up or not: the far end is hung
         up now, the call's end is written when the store takes it."""
+        self._require(p, ROLE_INITIATE)
         live = self._live.get(call_id)
         if live is None:
             async with self._reading(call_id) as uow:
@@ -881,16 +914,18 @@ class CallService:
 
     # --- operations -----------------------------------------------------------------------
     async def list_operations(self, p: Principal, call_id: str) -> list[Operation]:
+        self._require_read(p)
         async with self._reading(call_id) as uow:
             await self._owned(uow, p, call_id)
             return await uow.list_operations(call_id)
 
     async def get_operation(self, p: Principal, call_id: str, op_id: str) -> Operation:
+        self._require_read(p)
         async with self._reading(call_id) as uow:
             await self._owned(uow, p, call_id)
-            op = await uow.get_operation(call_id, op_id)
+            op = await uow.get_operation(call_id, op_id) if RESOURCE_ID.fullmatch(op_id) else None
         if op is None:
-            raise NotFoundError(f"operation {op_id} was not found on call {call_id}")
+            raise NotFoundError(f"operation {op_id!r} was not found on call {call_id}")
         return op
 
     def _validate_dtmf(self, req: DtmfRequest) -> tuple[int, int]:
@@ -1083,6 +1118,8 @@ class CallService:
 
     async def recording(self, op_id: str) -> Recording | None:
         """The stored recording of recordResponse ``op_id`` (``None``: unknown or deleted)."""
+        if not RESOURCE_ID.fullmatch(op_id):
+            return None
         async with self._repo.unit() as uow:
             return await uow.get_recording(op_id)
 

@@ -64,7 +64,7 @@ class CallControls:
         svc._require(p, "Calls.Initiate.All")
         kind = OpKind.MUTE if muted else OpKind.UNMUTE
         live = svc._live.get(call_id)
-        async with svc._unit() as uow:
+        async with svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found
@@ -107,7 +107,7 @@ class CallControls:
             raise InvalidRequestError(
                 f"status: {status!r} is not one of notRecording, recording, failed"
             )
-        async with svc._unit() as uow:
+        async with svc._changing(call_id) as uow:
             call = await svc._owned(uow, p, call_id)
             if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
                 return found

@@ -18,9 +18,15 @@ class StoreHealth:
     """Up or down, with totals: ``outages``, ``outage_seconds`` (ended outages, plus the one
     going on), ``failures`` (failed transactions)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, settle_s: float = 1.0
+    ) -> None:
         self._clock = clock
+        self.settle_s = settle_s
+        """An outage ends once writes have gone through for this long with no failure
+        between (a full disk frees a little space now and then: one outage, not several)."""
         self.down_since: float | None = None
+        self._ok_since: float | None = None
         self.outages = 0
         self.failures = 0
         self._ended_seconds = 0.0
@@ -33,13 +39,16 @@ class StoreHealth:
         return self.down_since is not None
 
     def outage_seconds(self) -> float:
-        """Seconds spent in outages so far (the current one included)."""
-        current = 0.0 if self.down_since is None else self._clock() - self.down_since
+        """Seconds spent in outages so far (the current one included, up to the first write
+        that went through if it is settling)."""
+        end = self._ok_since if self._ok_since is not None else self._clock()
+        current = 0.0 if self.down_since is None else end - self.down_since
         return self._ended_seconds + current
 
     def failed(self, exc: BaseException) -> None:
         """A transaction failed because the store is unavailable."""
         self.failures += 1
+        self._ok_since = None
         if self.down_since is not None:
             return
         self.down_since = self._clock()
@@ -53,12 +62,18 @@ class StoreHealth:
         self.on_down()
 
     def ok(self) -> None:
-        """A transaction committed: the store is back (if it was away)."""
+        """A write committed: the store is back (if it was away, once writes have gone
+        through for ``settle_s``)."""
         if self.down_since is None:
             return
-        took = self._clock() - self.down_since
+        t = self._clock()
+        if self._ok_since is None:
+            self._ok_since = t
+        if t - self._ok_since < self.settle_s:
+            return
+        took = self._ok_since - self.down_since
         self._ended_seconds += took
-        self.down_since = None
+        self.down_since = self._ok_since = None
         log.warning(
             "store available again after %.1f s (outage began with: %s)", took, self._first_error
         )

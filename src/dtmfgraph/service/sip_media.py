@@ -51,6 +51,7 @@ from ..media.sip_transport import (
 )
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
+from ..rtp.jitter import MAX_DELAY
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
 from .errors import ServiceUnavailableError
@@ -314,9 +315,12 @@ class SipMedia:
         inbound_auth_sha256: bool = False,
         rtcp_mux_offer: bool = False,
         tcp: TcpSettings | None = None,
+        jitter_max_delay: float = MAX_DELAY,
     ) -> None:
         self.tcp = tcp
         """SIP TCP/TLS limits (``None``: the transport's defaults)."""
+        self.jitter_max_delay = jitter_max_delay
+        """Greatest play-out delay of a call's jitter buffer (seconds)."""
         self.rtcp_mux_offer = rtcp_mux_offer
         """Calls placed offer ``a=rtcp-mux``."""
         self.inbound_auth_sha256 = inbound_auth_sha256
@@ -380,6 +384,7 @@ class SipMedia:
                 self.phone.transport.max_tcp_connections = self.tcp.max_connections
             self.phone.allow_sources = self.allow_from
             self.phone.rtcp_interval = self.rtcp_interval
+            self.phone.jitter_max_delay = self.jitter_max_delay
             self.phone.rtcp_mux_offer = self.rtcp_mux_offer
             if self.inbound_auth is not None:
                 algorithms = ("SHA-256", "MD5") if self.inbound_auth_sha256 else ("MD5",)

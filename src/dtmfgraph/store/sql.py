@@ -41,6 +41,9 @@ class OutboxItem:
     callback_uri: str
     event: Event
     attempts: int
+    created_at: float = 0.0
+    retry_from: float | None = None
+    """When its retry window began, if it was redelivered (else: ``created_at``)."""
 
 
 def _call_row(c: Call) -> dict[str, Any]:
@@ -341,10 +344,12 @@ class SqlRepository:
     # --- outbox ---------------------------------------------------------------------------
     @staticmethod
     def _first_pending_of_its_call() -> sa.ColumnElement[bool]:
+        """The row is pending and the first of its call not delivered: a dead row holds the
+        rows after it (order per call) until it is redelivered."""
         o2 = outbox.alias("o2")
         first = (
             sa.select(sa.func.min(o2.c.id))
-            .where(o2.c.call_id == outbox.c.call_id, o2.c.state == PENDING)
+            .where(o2.c.call_id == outbox.c.call_id, o2.c.state.in_([PENDING, DEAD]))
             .scalar_subquery()
         )
         return sa.and_(outbox.c.state == PENDING, outbox.c.id == first)
@@ -382,6 +387,8 @@ class SqlRepository:
                 callback_uri=r.callback_uri,
                 event=_event(r.event),
                 attempts=int(r.attempts),
+                created_at=float(r.created_at),
+                retry_from=None if r.retry_from is None else float(r.retry_from),
             )
             for r in rows
         ]
@@ -414,7 +421,8 @@ class SqlRepository:
     async def mark_failed_attempt(
         self, item_id: int, *, error: str, retry_at: float | None
     ) -> None:
-        """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``)."""
+        """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``, with
+        the call's later rows: they wait behind it, see :meth:`redeliver`)."""
         values: dict[str, Any] = {
             "attempts": outbox.c.attempts + 1,
             "last_error": error[:2000],
@@ -426,6 +434,109 @@ class SqlRepository:
             values["next_attempt_at"] = retry_at
         async with self.guard(), self.engine.begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == item_id).values(values))
+            if retry_at is None:
+                await self._held_behind(conn, item_id)
+
+    @staticmethod
+    async def _held_behind(conn: AsyncConnection, item_id: int) -> None:
+        call = sa.select(outbox.c.call_id).where(outbox.c.id == item_id).scalar_subquery()
+        await conn.execute(
+            outbox.update()
+            .where(outbox.c.call_id == call, outbox.c.state == PENDING, outbox.c.id > item_id)
+            .values(
+                state=DEAD, claimed_until=None, last_error=f"held behind notification {item_id}"
+            )
+        )
+
+    async def renew_claim(self, item_id: int, node: str, until: float) -> bool:
+        """Extend ``node``'s claim on a pending row; False if the row is no longer its own."""
+        async with self.guard(), self.engine.begin() as conn:
+            done = await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.id == item_id,
+                    outbox.c.state == PENDING,
+                    outbox.c.claimed_by == node,
+                )
+                .values(claimed_until=until)
+            )
+        return bool(done.rowcount)
+
+    async def give_up(self, item_ids: list[int], error: str) -> None:
+        """Keep rows that were not tried (their receiver kept failing past their retry
+        window) as dead, with the rows after them."""
+        async with self.guard(), self.engine.begin() as conn:
+            for item_id in item_ids:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id == item_id, outbox.c.state == PENDING)
+                    .values(state=DEAD, last_error=error[:2000], claimed_until=None)
+                )
+                await self._held_behind(conn, item_id)
+
+    async def postpone(self, item_ids: list[int], at: float, *, node: str = "") -> None:
+        """Give back claimed rows, not tried, due again at ``at`` (their receiver backs off)."""
+        if not item_ids:
+            return
+        async with self.guard(), self.engine.begin() as conn:
+            await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.id.in_(item_ids),
+                    outbox.c.state == PENDING,
+                    outbox.c.claimed_by == node,
+                )
+                .values(next_attempt_at=at, claimed_until=None)
+            )
+
+    async def retry_now(self, callback_uris: list[str], now: float) -> int:
+        """Make the pending rows for these callback URIs due now (their receiver answered
+        again); returns how many were waiting."""
+        if not callback_uris:
+            return 0
+        async with self.guard(), self.engine.begin() as conn:
+            done = await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.state == PENDING,
+                    outbox.c.callback_uri.in_(callback_uris),
+                    outbox.c.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
+        return int(done.rowcount or 0)
+
+    async def undelivered(
+        self, *, dead: bool = True, call_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Dead rows (or, with ``dead=False``, pending ones), oldest first (``dtmfgraph
+        notifications list``)."""
+        state = DEAD if dead else PENDING
+        q = sa.select(outbox).where(outbox.c.state == state).order_by(outbox.c.id).limit(limit)
+        if call_id is not None:
+            q = q.where(outbox.c.call_id == call_id)
+        async with self.guard(wrote=lambda: False), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    async def redeliver(
+        self, *, ids: list[int] | None = None, call_id: str | None = None, now: float
+    ) -> int:
+        """Put dead rows back in the queue, due now, with a new retry window: the given ones
+        and the dead rows of their calls after them (with ``ids``), those of one call, or all
+        (neither); returns how many."""
+        values = {"state": PENDING, "next_attempt_at": now, "retry_from": now}
+        base = outbox.update().where(outbox.c.state == DEAD).values(claimed_until=None, **values)
+        if call_id is not None:
+            base = base.where(outbox.c.call_id == call_id)
+        n = 0
+        async with self.guard(), self.engine.begin() as conn:
+            if ids is None:
+                return int((await conn.execute(base)).rowcount or 0)
+            for item_id in ids:
+                call = sa.select(outbox.c.call_id).where(outbox.c.id == item_id)
+                q = base.where(outbox.c.call_id == call.scalar_subquery(), outbox.c.id >= item_id)
+                n += int((await conn.execute(q)).rowcount or 0)
+        return n
 
     # --- monitoring -----------------------------------------------------------------------
     async def calls_by_state(self) -> dict[str, int]:

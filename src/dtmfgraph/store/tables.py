@@ -87,6 +87,7 @@ outbox = sa.Table(
     sa.Column("delivered_at", sa.Float, nullable=True),
     sa.Column("claimed_by", sa.String(128), nullable=True),
     sa.Column("claimed_until", sa.Float, nullable=True),
+    sa.Column("retry_from", sa.Float, nullable=True),
 )
 
 call_journals = sa.Table(
