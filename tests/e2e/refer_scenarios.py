@@ -3,9 +3,11 @@ a given status and sends the given NOTIFYs (sipfrag bodies), then waits for our 
 
 from __future__ import annotations
 
-_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answer, take a REFER, notify">
-  <recv request="INVITE"/>
+_ANSWER = """  <recv request="INVITE">
+    <action>
+      <ereg regexp="tag=([^;> \\r\\n]+)" search_in="hdr" header="From:" assign_to="ftag,our_tag"/>
+    </action>
+  </recv>
   <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
@@ -29,7 +31,16 @@ a=sendrecv
 
 ]]></send>
   <recv request="ACK"/>
-  <recv request="REFER">
+"""
+"""Answer the INVITE (SDP: PCMU and telephone-event) and take the ACK; ``$our_tag`` is
+the caller's tag (for the requests sipp sends in the dialog)."""
+
+_HEAD = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer, take a REFER, notify">
+"""
+    + _ANSWER
+    + """  <recv request="REFER">
     <action>
       <ereg regexp="tag=([^;> \r\n]+)" search_in="hdr" header="From:" assign_to="ftag,our_tag"/>
     </action>
@@ -45,6 +56,7 @@ Content-Length: 0
 
 ]]></send>
 """
+)
 
 _NOTIFY = """  <send><![CDATA[
 NOTIFY sip:dtmfgraph@[remote_ip]:[remote_port] SIP/2.0
@@ -94,37 +106,12 @@ def refer_scenario(
     return out + _TAIL.format(bye_timeout_ms=bye_timeout_ms)
 
 
-_IVR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+_IVR = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="answer, then transfer the caller with REFER and follow its NOTIFYs">
-  <recv request="INVITE">
-    <action>
-      <ereg regexp="tag=([^;> \\r\\n]+)" search_in="hdr" header="From:" assign_to="ftag,our_tag"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:ivr@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [local_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-
-]]></send>
-  <recv request="ACK"/>
-  <pause milliseconds="300"/>
+"""
+    + _ANSWER
+    + """  <pause milliseconds="300"/>
   <send><![CDATA[
 REFER sip:caller@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -154,6 +141,7 @@ Content-Length: 0
   <Reference variables="ftag"/>
 </scenario>
 """
+)
 
 _TAKE_NOTIFY = """  <recv request="NOTIFY"/>
   <send><![CDATA[
