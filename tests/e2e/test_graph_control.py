@@ -369,3 +369,42 @@ async def test_graph_call_follows_an_ivrs_transfer_and_keys_go_on(
         await agent.wait_event("CALL_CLOSED", 5)
     assert [s[1] for s in _states(receiver, call.id)][:2] == ["establishing", "established"]
     assert "terminated" not in [s[1] for s in _states(receiver, call.id)][:-1]
+
+
+async def test_graph_refer_policy_domains_refuses_other_hosts(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """``sip_refer_policy=domains`` with ``sip_refer_domains=agents.example.com``: the IVR's
+    REFER to 127.0.0.1 is answered 603 (sipp insists on it); the Graph call stays with the IVR,
+    no roster change, until the bot hangs up."""
+    require_baresip()
+    service, server, task = await start_sip_service(
+        tmp_path / "svc",
+        receiver,
+        sip_refer_policy="domains",
+        sip_refer_domains="agents.example.com",
+    )
+    try:
+        host, sip_port = service.media.sip_address  # type: ignore[attr-defined]
+        scenario = ivr_refer_scenario("sip:agent@127.0.0.1:9", accepted=False)
+        async with sipp_uas(
+            tmp_path / "ivr", scenario, timeout_s=20, extra=(f"{host}:{sip_port}",)
+        ) as (port, ivr):
+            client, call = await place_call(service, receiver, "v1.0", f"sip:ivr@127.0.0.1:{port}")
+            await asyncio.sleep(1.0)  # the REFER comes 0.3 s after the answer
+            calls = client.communications.calls.by_call_id(call.id)
+            assert ev((await calls.get()).state) == "established"
+            await calls.delete()
+            _, err = await asyncio.wait_for(ivr.communicate(), 15)
+            assert ivr.returncode == 0, err.decode(errors="replace")
+    finally:
+        await stop(server, task)
+    assert _rosters_of(receiver, call.id) == []
+
+
+def _rosters_of(receiver: Receiver, call_id: str) -> list[Any]:
+    return [
+        n
+        for n in receiver.notes
+        if n["resourceUrl"] == f"/communications/calls/{call_id}/participants"
+    ]
