@@ -408,3 +408,39 @@ def _rosters_of(receiver: Receiver, call_id: str) -> list[Any]:
         for n in receiver.notes
         if n["resourceUrl"] == f"/communications/calls/{call_id}/participants"
     ]
+
+
+async def test_hanging_up_while_a_transfer_is_accepted_ends_it_by_the_app(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The far end accepts the REFER and then reports nothing; the bot hangs up meanwhile:
+    the call ends 200/7000 (ended by the application), not as a completed transfer."""
+    require_baresip()
+    service, server, task = await start_sip_service(tmp_path / "svc", receiver)
+    try:
+        host, sip_port = service.media.sip_address  # type: ignore[attr-defined]
+        async with sipp_uas(
+            tmp_path / "sipp", refer_scenario(), timeout_s=20, extra=(f"{host}:{sip_port}",)
+        ) as (port, sipp):
+            client, call = await place_call(service, receiver, "v1.0", f"sip:bob@127.0.0.1:{port}")
+            calls = client.communications.calls.by_call_id(call.id)
+            await calls.transfer.post(_transfer_body("v1.0", "sip:carol@127.0.0.1:9"))
+            await receiver.wait_for(
+                lambda n: (
+                    n["resourceUrl"] == f"/communications/calls/{call.id}"
+                    and n["resourceData"]["state"] == "transferAccepted"
+                )
+            )
+            await calls.delete()
+            [end] = await receiver.wait_for(
+                lambda n: (
+                    n["resourceUrl"] == f"/communications/calls/{call.id}"
+                    and n["changeType"] == "deleted"
+                )
+            )
+            _, err = await asyncio.wait_for(sipp.communicate(), 15)
+            assert sipp.returncode == 0, err.decode(errors="replace")
+    finally:
+        await stop(server, task)
+    info = end["resourceData"]["resultInfo"]
+    assert (info["code"], info["subcode"]) == (200, 7000)

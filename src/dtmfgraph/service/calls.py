@@ -709,6 +709,8 @@ class CallService:
             call.state = CallState.TERMINATING
             await uow.update_call(call)
             await self._emit(uow, call, EventKind.CALL_UPDATED)
+            if live.forced_result is Results.TRANSFERRED:  # the app ends it, not the transfer
+                live.forced_result = None
             media = live.media
             if media is None:  # still dialling, or incoming and never answered
                 for task in list(live.tasks):
