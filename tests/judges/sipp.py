@@ -348,13 +348,60 @@ def uas_reject_scenario(status: int, reason: str) -> str:
     return _UAS_REJECT.format(status=status, reason=reason)
 
 
+_UAS_LATE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="ring, answer late, want ACK and BYE">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:bob@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="{pause_ms}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:bob@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=bob 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+
+]]></send>
+  <recv request="ACK"/>
+"""
+
+
+def uas_late_answer_scenario(pause_ms: int) -> str:
+    """A UAS scenario for :func:`sipp_uas`: ring, answer ``pause_ms`` later (the 200 resent
+    until the ACK), then insist on the ACK and a BYE (answered 200)."""
+    return _UAS_LATE.format(pause_ms=pause_ms) + _AWAIT_BYE.format(timeout_ms=60_000)
+
+
 @contextlib.asynccontextmanager
 async def sipp_uas(
-    workdir: Path, scenario: str | None = None, *, timeout_s: int = 15
+    workdir: Path, scenario: str | None = None, *, timeout_s: int = 15, extra: tuple[str, ...] = ()
 ) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
     """sipp answering one call on a free port: its built-in ``uas`` scenario (answers with SDP,
-    sends no RTP, waits for BYE) or ``scenario`` (XML text). Yields (port, process); killed on
-    exit if still running. ``await proc.communicate()`` and a 0 exit mean the call passed."""
+    sends no RTP, waits for BYE) or ``scenario`` (XML text); ``extra``: more sipp options.
+    Yields (port, process); killed on exit if still running. ``await proc.communicate()`` and a
+    0 exit mean the call passed."""
     exe = require_sipp()
     port = free_udp_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -366,7 +413,7 @@ async def sipp_uas(
         which = ["-sf", str(path)]
     proc = await asyncio.create_subprocess_exec(
         *[exe, *which, "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin"],
-        *["-timeout", f"{timeout_s}s", "-timeout_error"],
+        *["-timeout", f"{timeout_s}s", "-timeout_error", *extra],
         cwd=workdir,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,

@@ -10,17 +10,27 @@ from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI
 
+from ..media.sip_transport import TcpLimits
 from ..media.tls import TlsConfig, TlsConfigError
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..notify.keystore import data_dir_keys
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
 from ..service.prompts import PromptConfig
-from ..service.sip_media import SipMedia
+from ..service.sip_media import SipMedia, TcpSettings
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from ..store.journals import JournalStore
-from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
+from . import (
+    callback_keys,
+    control_routes,
+    errors,
+    loopback,
+    media_routes,
+    openapi,
+    routes,
+    unsupported,
+)
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
 from .limits import BodyLimitMiddleware, BodyLimits
@@ -129,8 +139,25 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     try:
         config.check()
     except TlsConfigError as exc:
-        raise ValueError(f"sip_tls_cert_file: {exc}") from None
+        raise ValueError(
+            f"sip_tls_cert_file: {exc}; give readable PEM files: the certificate chain, its "
+            "private key (in it or in sip_tls_key_file), CAs in sip_tls_ca_file"
+        ) from None
     return config
+
+
+def tcp_limits(settings: Settings) -> TcpSettings:
+    """The SIP TCP/TLS limits of ``settings``."""
+    return TcpSettings(
+        TcpLimits(
+            message_timeout=settings.sip_tcp_message_timeout_s,
+            max_per_source=settings.sip_tcp_max_per_source,
+            max_body_bytes=settings.sip_tcp_max_body_bytes,
+            max_buffered_bytes=settings.sip_tcp_max_buffered_bytes,
+        ),
+        idle_timeout=settings.sip_tcp_idle_timeout_s,
+        max_connections=settings.sip_tcp_max_connections,
+    )
 
 
 def build_media(settings: Settings) -> MediaBackend:
@@ -154,9 +181,11 @@ def build_media(settings: Settings) -> MediaBackend:
             failover_after=settings.sip_failover_after_s,
             keepalive=settings.sip_keepalive_s or None,
             udp_keepalive=settings.sip_udp_keepalive_s or None,
+            tcp=tcp_limits(settings),
             allow_from=settings.sip_allow_from or None,
             inbound_auth=settings.sip_inbound_credentials(),
             rtcp_interval=settings.rtcp_interval_s,
+            jitter_max_delay=settings.jitter_max_ms / 1000,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             rtcp_mux_offer=settings.rtcp_mux_offer,
             tls=tls_config(settings),
@@ -199,9 +228,11 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             repo,
             signer,
             timeout_s=settings.notify_timeout_s,
-            max_attempts=settings.notify_max_attempts,
+            retry_for_s=settings.notify_retry_for_s,
             backoff_initial_s=settings.notify_backoff_initial_s,
             backoff_max_s=settings.notify_backoff_max_s,
+            per_receiver=settings.notify_receiver_concurrency,
+            concurrency=settings.notify_concurrency,
             observer=metrics,
             verify=callback_tls,
             node=config.node_id,
@@ -264,6 +295,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(media_routes.router, prefix="/beta")
     app.include_router(media_routes.beta_router, prefix="/beta")
     app.include_router(media_routes.recordings_router)
+    app.include_router(control_routes.router, prefix="/v1.0")
+    app.include_router(control_routes.router, prefix="/beta")
     app.include_router(unsupported.router, prefix="/v1.0")  # after every real route
     app.include_router(unsupported.router, prefix="/beta")
     app.include_router(metrics_router)

@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -77,7 +76,7 @@ class Forwarder:
         self.node_id = node_id
         self.channel = channel_of(node_id)
         self._timeout = timeout_s
-        self._conn: asyncpg.Connection | None = None
+        self._conn: Any = None  # an asyncpg connection
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0
@@ -86,6 +85,8 @@ class Forwarder:
         """Requests this node ran for others."""
 
     async def start(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 (PostgreSQL only)
+
         self._conn = await asyncpg.connect(self._dsn)
         await self._conn.add_listener(self.channel, self._on_notify)
 
@@ -201,7 +202,10 @@ class Router:
         ):
             await self.app(scope, receive, send)
             return
-        owner = await self._live_owner(match.group(1))
+        try:
+            owner = await self._live_owner(match.group(1))
+        except (sa.exc.SQLAlchemyError, OSError):  # the store is away: a call of this node
+            owner = None  # is served from its memory, any other answers 503 here
         if owner is None or owner == forwarder.node_id:
             await self.app(scope, receive, send)
             return

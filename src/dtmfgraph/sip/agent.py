@@ -8,7 +8,6 @@ drain :meth:`UserAgent.next_event`. Time only ever comes in as ``now`` (seconds,
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import random
@@ -61,6 +60,7 @@ from dtmfgraph.sip.message import (
     parse_message,
     response_to,
 )
+from dtmfgraph.sip.orphan import OrphanAnswers, orphan_dialog, orphan_key
 from dtmfgraph.sip.registration import (
     DEFAULT_EXPIRES,
     DEFAULT_RETRY_S,
@@ -75,6 +75,7 @@ from dtmfgraph.sip.sdp import (
     SessionDescription,
     audio_media,
     build_answer,
+    check_media,
     next_local_version,
     with_direction,
 )
@@ -168,6 +169,7 @@ class UserAgent:
         self._registering: dict[ClientKey, tuple[Registration, int]] = {}
         """REGISTER transactions: their registration and the expires they ask for."""
         self._server_tx: dict[ServerKey, ServerTransaction] = {}
+        self._orphans = OrphanAnswers(keep_s=self.timers.h)
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = itertools.count()
         self._request_ids = itertools.count(1)
@@ -202,7 +204,7 @@ class UserAgent:
             self._answer_unparseable(exc, addr)
             return
         if isinstance(message, SipResponse):
-            self._on_response(message, now)
+            self._on_response(message, addr, now)
         else:
             self._on_request(message, addr, now)
 
@@ -459,12 +461,22 @@ class UserAgent:
         call.move_to(CallState.ANSWERED)
         self._start_2xx_retransmission(call, call.invite.cseq.seq, now)
 
-    def reject(self, call: Call, status: int, now: float, reason: str = "") -> None:
-        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603)."""
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str = "",
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); with
+        ``retry_after`` (seconds), a ``Retry-After`` header (a 503 for a full resource)."""
         call.require("reject")
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
-        self._respond_invite(call, status, now, reason=reason)
+        extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+        self._respond_invite(call, status, now, reason=reason, extra=extra)
         call.end_status = status
         self._terminate(call, now)
 
@@ -713,15 +725,16 @@ class UserAgent:
         *,
         reason: str = "",
         sdp: SessionDescription | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         tx = call._server_tx
         assert tx is not None and call.dialog is not None and call.invite is not None
-        extra: list[tuple[str, str]] = []
+        headers: list[tuple[str, str]] = list(extra)
         if status < 300:
-            extra += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
-            extra.append(("Contact", str(self._contact(call.peer_addr))))
+            headers += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
+            headers.append(("Contact", str(self._contact(call.peer_addr))))
         if 200 <= status < 300:
-            extra.append(("Allow", ", ".join(ALLOWED_METHODS)))
+            headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         body = bytes(sdp) if sdp is not None else b""
         response = self._respond(
             tx,
@@ -731,7 +744,7 @@ class UserAgent:
             to_tag=call.dialog.local_tag,
             body=body,
             content_type=SDP_CONTENT_TYPE if sdp is not None else None,
-            extra=tuple(extra),
+            extra=tuple(headers),
         )
         if 200 <= status < 300:
             call._ok = (bytes(response), tx.dest)
@@ -848,6 +861,14 @@ class UserAgent:
         except SipParseError as exc:
             self._respond(tx, 400, now, reason=f"Bad Request ({exc})"[:120])
             return
+        if offer is not None:
+            try:
+                check_media(offer)
+            except SdpNegotiationError as exc:
+                self.counters.sdp_refused += 1
+                warning = f"301 {self.local_host} {quote(str(exc)[:200])}"
+                self._respond(tx, 488, now, extra=(("Warning", warning),))
+                return
         call = Call(request.call_id, Role.CALLEE, dialog.local, dialog.remote, addr)
         call.state = CallState.INCOMING
         call.dialog = dialog
@@ -896,9 +917,9 @@ class UserAgent:
         if call is None or call._ok is None or request.cseq.seq != call._ok_seq:
             return  # ACK for nothing we wait on, or a retransmitted ACK: ignore
         self._stop_2xx_retransmission(call)
-        if request.body and request.content_type == SDP_CONTENT_TYPE:
-            with contextlib.suppress(SipParseError):
-                call.remote_sdp = SessionDescription.parse(request.body)
+        sdp = self._sdp_of(request)
+        if sdp is not None:
+            call.remote_sdp = sdp
         if call.state is CallState.ANSWERED:
             call.move_to(CallState.ESTABLISHED)
             self._events.append(CallEstablished(call, call.remote_sdp))
@@ -1011,12 +1032,12 @@ class UserAgent:
 
     # ================================================================== internals: responses
 
-    def _on_response(self, response: SipResponse, now: float) -> None:
+    def _on_response(self, response: SipResponse, addr: Addr, now: float) -> None:
         key = client_key(response)
         tx = self._client_tx.get(key)
         if tx is None:
             if response.cseq.method == "INVITE" and 200 <= response.status < 300:
-                self._on_stray_2xx(response, now)
+                self._on_stray_2xx(response, addr, now)
             else:
                 self.counters.stray_responses += 1
             return
@@ -1124,10 +1145,13 @@ class UserAgent:
         self._start_client(bye, dest, now, _Pending(call, "cleanup"))
         del response
 
-    def _on_stray_2xx(self, response: SipResponse, now: float) -> None:
+    def _on_stray_2xx(self, response: SipResponse, addr: Addr, now: float) -> None:
         """A 2xx whose INVITE transaction is gone: ACK it again, or ACK and BYE a stray dialog."""
         call = self._calls.get(response.call_id)
-        if call is None or call.role is not Role.CALLER or call.invite is None:
+        if call is None:
+            self._on_orphan_2xx(response, addr, now)
+            return
+        if call.role is not Role.CALLER or call.invite is None:
             self.counters.stray_responses += 1
             return
         if response.cseq.seq != call.invite.cseq.seq:
@@ -1138,6 +1162,38 @@ class UserAgent:
             self._wire.send(*call._ack, retransmission=True)
             return
         self._ack_and_bye(call, call.invite, response, now, Dialog.as_uac(call.invite, response))
+
+    def _on_orphan_2xx(self, response: SipResponse, addr: Addr, now: float) -> None:
+        """A 2xx to an INVITE we have no call for (this process restarted while it rang):
+        ACK it, then BYE the dialog it made; a retransmission gets the same ACK again
+        (:mod:`.orphan`). Not taken from a source :attr:`allow_source` refuses."""
+        key = orphan_key(response)
+        sent = self._orphans.ack_of(key, now)
+        if sent is not None:
+            self.counters.retransmissions_received += 1
+            self._wire.send(*sent, retransmission=True)
+            return
+        allow = self.allow_source
+        try:
+            if (allow is not None and not allow(addr[0])) or self._orphans.full(now):
+                raise SipParseError("orphan 2xx not taken")
+            sent_by = {(self.local_host, self.local_port)}
+            if self.tls_port is not None:
+                sent_by.add((self.local_host, self.tls_port))
+            dialog = orphan_dialog(response, sent_by)
+            dest = self._hop(dialog)
+        except SipParseError:
+            self.counters.stray_responses += 1
+            return
+        ack = dialog.request("ACK", self._via(dest), self._contact(dest), seq=dialog.local_seq)
+        self._wire.send(bytes(ack), dest)
+        self._orphans.remember(key, bytes(ack), dest, now)
+        self.counters.orphans_hung_up += 1
+        gone = Call(dialog.call_id, Role.CALLER, dialog.local, dialog.remote, dest, dialog=dialog)
+        gone.state = CallState.TERMINATED  # never one of our calls: nothing reports on it
+        bye = dialog.request("BYE", self._via(dest), self._contact(dest))
+        bye.headers.add("User-Agent", self.user_agent)
+        self._start_client(bye, dest, now, _Pending(gone, "cleanup"))
 
     def _resend_reinvite_ack(self, call: Call, response: SipResponse) -> None:
         if call._reack is not None and call._reack[0] == response.cseq.seq:
@@ -1574,9 +1630,11 @@ class UserAgent:
         if not message.body or message.content_type != SDP_CONTENT_TYPE:
             return None
         try:
-            return SessionDescription.parse(message.body)
-        except SipParseError:
-            return None
+            sdp = SessionDescription.parse(message.body)
+            check_media(sdp)
+        except (SipParseError, SdpNegotiationError):
+            return None  # unusable: as if there were none (the phone then ends the call)
+        return sdp
 
 
 def status_reason(status: int) -> str:
