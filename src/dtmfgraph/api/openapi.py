@@ -192,11 +192,11 @@ def _graph_operation(method: str, path: str, op: dict[str, Any], links: Links) -
         responses[status] = _error(text)
     if path == "/communications/calls" and method == "post":
         responses["201"]["links"] = {
-            f"{m.upper()} {p}": {
+            o["operationId"]: {
                 "operationId": o["operationId"],
                 "parameters": {"call_id": "$response.body#/id"},
             }
-            for p, m, o in links["calls"]
+            for _, _, o in links["calls"]
         }
     elif found is not None and path.rsplit("/", 1)[-1] in ACTIONS:
         responses["200"]["links"] = {
