@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import re
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +52,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """Interrupt ``proc`` as Ctrl-C does and wait for it; kill it if it lingers."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

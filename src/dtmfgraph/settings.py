@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="Base URL used in Location headers; default http://host:port."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description=(
+            "The event loop serve runs on: uvloop where installed (auto; the extra "
+            "dtmfgraph[fast], with httptools), or asyncio's own (with h11)."
+        ),
+    )
     data_dir: Path = Path("dtmfgraph-data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default sqlite+aiosqlite in data_dir."
@@ -215,12 +222,58 @@ class Settings(BaseSettings):
             "requests; others are answered 403. Empty: everyone."
         ),
     )
+    sip_tcp_idle_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "A SIP TCP/TLS connection with no traffic for this long, that no transaction, call "
+            "or registration needs, is closed."
+        ),
+    )
+    sip_tcp_message_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A SIP message begun on a TCP/TLS connection must be complete within this "
+        "(header block and body), or the connection is closed (slowloris).",
+    )
+    sip_tcp_max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open SIP TCP/TLS connections; past it the least recently active one that "
+        "nothing needs is closed to make room, else the new one is refused.",
+    )
+    sip_tcp_max_per_source: int = Field(
+        default=64,
+        ge=1,
+        description="Open SIP TCP/TLS connections from one IP address (same rule past it).",
+    )
+    sip_tcp_max_body_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        description="The largest body a SIP message over TCP/TLS may announce; past it the "
+        "connection is closed.",
+    )
+    sip_tcp_max_buffered_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=65536,
+        description="Bytes of incomplete SIP messages held for all TCP/TLS connections "
+        "together; the connection that would go past it is closed.",
+    )
     sip_udp_keepalive_s: float = Field(
         default=25.0,
         ge=0,
         description=(
             "Send each registrar reached over UDP a double-CRLF datagram this often, so that a "
             "NAT on the way keeps the mapping its calls to us come through. 0: none."
+        ),
+    )
+    jitter_max_ms: int = Field(
+        default=120,
+        ge=20,
+        le=1000,
+        description=(
+            "Greatest play-out delay of a call's jitter buffer for in-band DTMF, ms (it adapts "
+            "from 20 ms to this to the far end's jitter; lost packets are concealed)."
         ),
     )
     rtcp_interval_s: float = Field(
@@ -381,11 +434,37 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="How long a request forwarded to a call's node may take."
     )
 
+    # API request limits (docs/api.md "Limits")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest Graph API request body; larger: 413.",
+    )
+    body_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest a request body may take to arrive; then 408."
+    )
+
     # Outbox delivery
-    notify_timeout_s: float = 5.0
-    notify_max_attempts: int = 10
+    notify_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long one callback POST may take, start to answer."
+    )
+    notify_retry_for_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "How long a notification is retried (from when it was written, or redelivered) "
+            "before it is kept as dead; `dtmfgraph notifications redeliver` sends it again."
+        ),
+    )
     notify_backoff_initial_s: float = 0.5
     notify_backoff_max_s: float = 60.0
+    notify_receiver_concurrency: int = Field(
+        default=8, ge=1, description="Callback POSTs in flight at once to one receiver (origin)."
+    )
+    notify_concurrency: int = Field(
+        default=100, ge=1, description="Callback POSTs in flight at once in all."
+    )
     notify_drain_on_stop_s: float = Field(
         default=5.0,
         ge=0,

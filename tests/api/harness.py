@@ -204,7 +204,7 @@ def make_settings(tmp: Path, db_url: str, port: int, **over: Any) -> Settings:
         "loopback_speed": 0.05,
         "notify_backoff_initial_s": 0.05,
         "notify_backoff_max_s": 0.3,
-        "notify_max_attempts": 50,
+        "notify_retry_for_s": 60.0,
         "notify_timeout_s": 2.0,
     }
     base.update(over)

@@ -286,3 +286,22 @@ def test_callback_issuer_and_prompt_options(tmp_path: Path) -> None:
         assert config["issuer"] == "https://api.botframework.com"
         assert config["jwks_uri"] == f"{base}/v1/keys"
         assert "callbacks signed RS256 (iss https://api.botframework.com)" in log.read_text()
+
+
+def test_settings_file_under_environment_under_flags(tmp_path: Path) -> None:
+    """``serve --config FILE``: the file's settings apply unless a DTMFGRAPH_* variable or a
+    flag gives the same one."""
+    config = tmp_path / "dtmfgraph.toml"
+    config.write_text(
+        'port = 1\ncallback_issuer = "https://file.example"\n\n'
+        '[auth]\nauth_enabled = false\njwt_issuer = "from-file"\n'
+    )
+    env = _env(DTMFGRAPH_CALLBACK_ISSUER="https://env.example")
+    with serving(tmp_path, "--config", str(config), env=env) as (base, log):
+        text = log.read_text()
+        assert f"Graph API on {base}/v1.0" in text, text  # the flag's port, not the file's
+        assert "AUTHENTICATION IS DISABLED" in text, text  # the file's auth_enabled
+        assert "(iss https://env.example)" in text, text  # the variable over the file
+    done = run_serve("--config", str(tmp_path / "missing.toml"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {tmp_path / 'missing.toml'}: cannot read"), done.stderr

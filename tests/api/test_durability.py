@@ -79,10 +79,11 @@ async def test_give_up_keeps_last_error(
 ) -> None:
     receiver.up = False
     async with (
-        service_factory(notify_max_attempts=2) as svc,
+        service_factory(notify_retry_for_s=1.0) as svc,
         httpx.AsyncClient(base_url=f"{svc.base}/v1.0", headers=_auth(svc)) as http,
     ):
         cid = (await http.post("/communications/calls", json=_call_body(receiver))).json()["id"]
+        await _wait_state(http, f"/communications/calls/{cid}", "state", "established")
         deadline = time.monotonic() + 10
         while True:
             rows = await svc.app.state.repo.outbox_rows(cid)
@@ -90,7 +91,12 @@ async def test_give_up_keeps_last_error(
                 break
             assert time.monotonic() < deadline, rows
             await asyncio.sleep(0.05)
-    assert all(r["attempts"] == 2 and r["last_error"] == "HTTP 503" for r in rows)
+    # retried for its window (1 s), then dead; the call's later notification is held behind it
+    first, *later = rows
+    assert first["attempts"] >= 2 and first["last_error"] == "HTTP 503"
+    assert first["attempts"] == receiver.refused  # the later one was never sent
+    assert all(r["attempts"] == 0 for r in later)
+    assert all(r["last_error"] == f"held behind notification {first['id']}" for r in later)
 
 
 async def test_keepalive_timeout(

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from dtmfgraph.service.model import Call, CallState, Direction
-from dtmfgraph.store.migrate import upgrade
+from dtmfgraph.store.migrate import MIGRATIONS, head_revisions, upgrade
 from dtmfgraph.store.sql import SqlRepository
 
 
@@ -44,3 +48,56 @@ async def test_upgrade_from_0001_keeps_calls_and_adds_media_record(db_url: str) 
             assert got is not None and got.media_record == record
     finally:
         await repo.close()
+
+
+def test_head_read_from_the_files_is_alembics() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revisions() == set(ScriptDirectory.from_config(cfg).get_heads())
+
+
+def test_head_revisions_of_a_branched_chain(tmp_path: Path) -> None:
+    for name, body in {
+        "a.py": 'revision = "a"\ndown_revision = None\n',
+        "b.py": 'revision: str = "b"\ndown_revision: str | None = "a"\n',
+        "c.py": "revision = 'c'\ndown_revision = 'a'\n",
+        "d.py": 'revision = "d"\ndown_revision = ("b", "c")\n',
+        "e.py": 'revision = "e"\ndown_revision = "a"\n',
+        "__init__.py": "",
+    }.items():
+        (tmp_path / name).write_text(body)
+    assert head_revisions(tmp_path) == {"d", "e"}
+
+
+CHECK = """
+import asyncio, sys
+from dtmfgraph.store.migrate import upgrade
+from dtmfgraph.store.sql import SqlRepository
+
+async def main():
+    repo = SqlRepository(sys.argv[1])
+    await upgrade(repo.engine)
+    await repo.close()
+
+asyncio.run(main())
+print("alembic" in sys.modules)
+"""
+
+
+def test_current_schema_is_checked_without_alembic(db_url: str) -> None:
+    """The first start migrates (with Alembic); a restart on the current schema reads the
+    stored revision and does not import Alembic at all."""
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", CHECK, db_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert runs == ["True", "False"]

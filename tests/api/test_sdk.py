@@ -341,7 +341,7 @@ async def test_an_established_calls_audio_is_active(
     for audio in ("inactive", "active"):
         [update] = await receiver.wait_for(
             lambda n, audio=audio: (
-                n["resourceData"].get("id") == call.id
+                n["resourceUrl"] == f"/communications/calls/{call.id}"
                 and n["resourceData"].get("mediaState", {}).get("audio") == audio
                 and n is not note
             )
@@ -356,6 +356,18 @@ async def test_an_established_calls_audio_is_active(
     states = [
         n["resourceData"]["mediaState"]["audio"]
         for n in receiver.notes
-        if n["resourceData"].get("id") == call.id and "mediaState" in n["resourceData"]
+        if n["resourceUrl"] == f"/communications/calls/{call.id}"
+        and "mediaState" in n["resourceData"]
     ]
     assert states == ["active", "inactive", "active"]
+    # the roster follows the far end's audio direction (spec 5): sendOnly, then sendReceive
+    rosters = [
+        n["resourceData"]
+        for n in await receiver.wait_for(
+            lambda n: n["resourceUrl"] == f"/communications/calls/{call.id}/participants",
+            count=2,
+        )
+    ]
+    far = [next(p for p in r if p["id"] != call.my_participant_id) for r in rosters]
+    assert [p["mediaStreams"][0]["direction"] for p in far] == ["sendOnly", "sendReceive"]
+    assert [p["rosterSequenceNumber"] for p in far] == [1, 2]

@@ -692,7 +692,7 @@ async def test_the_far_end_holding_the_call_makes_its_audio_inactive(
             assert (await bs.command(command))["ok"]
             await receiver.wait_for(
                 lambda n, audio=audio: (
-                    n["resourceData"].get("id") == call.id
+                    n["resourceUrl"] == call_url(call.id)
                     and n["changeType"] == "updated"
                     and n["resourceData"].get("mediaState", {}).get("audio") == audio
                     and n["resourceData"]["state"] == "established"

@@ -386,3 +386,43 @@ async def test_the_echo_of_our_own_inband_keys_is_not_heard_as_the_far_ends() ->
         await a.close()
         transport.close()
         pacer.close()
+
+
+async def test_close_closes_the_sockets_whatever_failed_before() -> None:
+    """A failure while winding down (here the last RTCP report cannot be made) is logged, and
+    the RTP and RTCP sockets are closed all the same: before, close() raised first and left
+    both bound for good."""
+    pacer = Pacer()
+    peer = await RtpSession.open(pacer, latch=True)
+    session = await RtpSession.open(pacer, remote=peer.local_address, rtcp=True)
+    assert session.rtcp_endpoint is not None
+
+    def broken(*_: object, **__: object) -> None:
+        raise TypeError("host name must not contain null character")
+
+    session._send_rtcp = broken  # type: ignore[method-assign]
+    await session.close()
+    assert session.endpoint.closed and session.rtcp_endpoint.closed
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(session.local_address)  # the port is free again
+    with pytest.raises(SessionClosedError):
+        await session.next_key(0.1)
+    await peer.close()
+    pacer.close()
+
+
+@pytest.mark.parametrize("host", ["localhost", "pbx.example.com", "127.0.0.1\x00"])
+async def test_a_session_never_sends_to_a_host_name(host: str) -> None:
+    """``sendto((name, port))`` would resolve ``name`` on the event loop for every packet (a
+    name server that never answers froze the process): only IP literals are taken."""
+    pacer = Pacer()
+    session = await RtpSession.open(pacer, rtcp=True)
+    try:
+        with pytest.raises(MediaError, match="not an IP address"):
+            session.set_remote((host, 4000))
+        with pytest.raises(MediaError, match="not an IP address"):
+            session.set_rtcp_remote((host, 4001))
+        assert session.remote is None and session.outbound is None
+    finally:
+        await session.close()
+        pacer.close()

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 
+from dtmfgraph.api.app import build_media
 from dtmfgraph.media import Phone
+from dtmfgraph.media.sip_transport import TcpLimits
+from dtmfgraph.service.sip_media import SipMedia
+from dtmfgraph.settings import Settings
 
 
 async def _connect(phone: Phone) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -63,16 +69,95 @@ async def test_a_stream_that_is_not_sip_is_closed_and_counted(phone: Phone) -> N
     writer.close()
 
 
-async def test_connections_beyond_the_limit_are_refused(phone: Phone) -> None:
+async def test_the_oldest_idle_connection_makes_room_past_the_limit(phone: Phone) -> None:
+    """4,096 idle connections once locked every caller out: past ``max_tcp_connections`` the
+    least recently active connection nothing needs is closed and the new one served."""
     phone.transport.max_tcp_connections = 2
     held = [await _connect(phone) for _ in range(2)]
     await asyncio.sleep(0.05)
     reader, writer = await _connect(phone)
+    assert await asyncio.wait_for(held[0][0].read(), 5) == b""  # the oldest: closed by us
+    writer.write(_options(writer.get_extra_info("sockname")[1]))
+    assert (await _response(reader)).startswith(b"SIP/2.0 200 OK")
+    stats = phone.transport.stats
+    assert (stats.tcp_evicted, stats.tcp_refused) == (1, 0)
+    for _, w in [*held, (reader, writer)]:
+        w.close()
+
+
+async def test_connections_past_the_limit_are_refused_when_all_are_needed(
+    phone: Phone,
+) -> None:
+    phone.transport.limits.max_per_source = 2
+    held = [await _connect(phone) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    phone.ua.peer_in_use = lambda peer: True
+    reader, writer = await _connect(phone)
     assert await asyncio.wait_for(reader.read(), 5) == b""
-    assert phone.transport.stats.tcp_refused == 1
+    assert (phone.transport.stats.tcp_refused, phone.transport.stats.tcp_evicted) == (1, 0)
     for _, w in held:
         w.close()
     writer.close()
+
+
+async def test_one_source_has_a_connection_cap(phone: Phone) -> None:
+    phone.transport.limits.max_per_source = 3
+    held = [await _connect(phone) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    _, writer = await _connect(phone)
+    assert await asyncio.wait_for(held[0][0].read(), 5) == b""
+    assert phone.transport.stats.tcp_evicted == 1
+    assert len(phone.transport._streams) == 3
+    for _, w in [*held, (None, writer)]:
+        w.close()
+
+
+async def test_a_slow_message_is_cut_off(phone: Phone) -> None:
+    """Slowloris: a header block sent a byte at a time is closed ``message_timeout`` after it
+    began (before: never), while the bytes still trickle in."""
+    phone.transport.limits.message_timeout = 0.5
+    reader, writer = await _connect(phone)
+    message = _options(writer.get_extra_info("sockname")[1])
+    with contextlib.suppress(ConnectionError):  # closed by us while we trickle
+        for byte in message[:40]:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    with contextlib.suppress(ConnectionError):  # (a reset, having written after the close)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert phone.transport.stats.tcp_slow == 1
+    writer.close()
+
+
+async def test_a_body_over_the_cap_closes_the_connection(phone: Phone) -> None:
+    """A body announced over ``max_body_bytes`` (64 KiB by default; it was 1 MiB, held per
+    connection without any overall cap) is refused before it is read."""
+    reader, writer = await _connect(phone)
+    head = _options(writer.get_extra_info("sockname")[1]).replace(
+        b"Content-Length: 0", b"Content-Length: 100000"
+    )
+    writer.write(head + b"x" * 1000)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert phone.transport.stats.tcp_errors == 1
+    writer.close()
+
+
+async def test_incomplete_messages_have_an_overall_cap(phone: Phone) -> None:
+    """Bytes held for incomplete messages, all connections together, stay under
+    ``max_buffered_bytes``: the connection that would go past it is closed."""
+    phone.transport.limits.max_buffered_bytes = 10_000
+    first = await _connect(phone)
+    first[1].write(b"OPTIONS sip:x SIP/2.0\r\nX-Pad: " + b"a" * 6000)
+    await asyncio.sleep(0.1)
+    second = await _connect(phone)
+    second[1].write(b"OPTIONS sip:x SIP/2.0\r\nX-Pad: " + b"b" * 6000)
+    assert await asyncio.wait_for(second[0].read(), 5) == b""
+    assert phone.transport.stats.tcp_overflow == 1
+    assert phone.transport._buffered < 10_000
+    first[1].close()
+    second[1].close()
+    await asyncio.sleep(0.1)
+    assert phone.transport._buffered == 0
 
 
 async def test_a_taken_tcp_port_leaves_udp_working(caplog: pytest.LogCaptureFixture) -> None:
@@ -132,3 +217,27 @@ async def test_idle_connections_are_closed_unless_a_call_needs_them() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_tcp_limits_come_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        media="sip",
+        sip_host="127.0.0.1",
+        sip_port=0,
+        sip_tcp_message_timeout_s=3.0,
+        sip_tcp_max_per_source=5,
+        sip_tcp_max_connections=50,
+        sip_tcp_idle_timeout_s=30.0,
+        sip_tcp_max_body_bytes=4096,
+        sip_tcp_max_buffered_bytes=1 << 20,
+    )
+    media = build_media(settings)
+    assert isinstance(media, SipMedia)
+    phone = await media.open()
+    try:
+        transport = phone.transport
+        assert transport.limits == TcpLimits(3.0, 5, 4096, 1 << 20)
+        assert (transport.idle_timeout, transport.max_tcp_connections) == (30.0, 50)
+    finally:
+        await media.close()

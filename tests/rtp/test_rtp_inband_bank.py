@@ -120,7 +120,8 @@ def test_streams_sharing_a_bank_each_hear_their_own_keys(jitter: float) -> None:
     for h in heard[0]:
         assert h.duration == pytest.approx(0.1, abs=0.03)
     first = heard[0][0]
-    assert first.start == pytest.approx(0.0, abs=0.04)  # bank times: about one frame
+    # bank times: about one frame (and the jitter buffer's release on the 20 ms ticks)
+    assert first.start == pytest.approx(0.0, abs=0.045)
     assert bank.stats.digits == 12
 
 
@@ -132,7 +133,7 @@ def test_bank_and_solo_agree() -> None:
     hb, hs = _drive(bank, [banked, solo], [feed, feed], until=1.3)
     assert [x.key for x in hb] == [x.key for x in hs] == list("3690")
     for b, s in zip(hb, hs, strict=True):
-        assert b.start == pytest.approx(s.start, abs=0.04)
+        assert b.start == pytest.approx(s.start, abs=0.045)
 
 
 def test_a_reused_channel_does_not_inherit_a_digit() -> None:
@@ -158,11 +159,13 @@ def test_bank_is_much_cheaper_than_a_detector_per_stream() -> None:
             now = k * PTIME
             for s in streams:
                 s.receive(payloads[k], now)
+                s.handle_deadline(now)  # the pacer's sweep: the jitter buffer plays out
             if bank is not None:
                 bank.handle_deadline(now)
         return (time.perf_counter() - t) / (n * ticks)
 
     banked = cost_per_stream_tick(500, InbandBank(500, start=0.0))
     solo = cost_per_stream_tick(20, None)
-    assert banked < solo / 5, f"bank {banked * 1e6:.1f} us vs solo {solo * 1e6:.1f} us"
-    assert banked < 40e-6, f"{banked * 1e6:.1f} us per stream-tick with the bank"
+    assert banked < solo / 3, f"bank {banked * 1e6:.1f} us vs solo {solo * 1e6:.1f} us"
+    # each stream also runs its jitter buffer (about as much again as the bank's share)
+    assert banked < 80e-6, f"{banked * 1e6:.1f} us per stream-tick with the bank"

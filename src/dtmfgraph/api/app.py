@@ -10,19 +10,30 @@ from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI
 
+from ..media.sip_transport import TcpLimits
 from ..media.tls import TlsConfig, TlsConfigError
 from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..notify.keystore import data_dir_keys
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
 from ..service.prompts import PromptConfig
-from ..service.sip_media import SipMedia
+from ..service.sip_media import SipMedia, TcpSettings
 from ..settings import Settings
 from ..store import SqlRepository, upgrade
 from ..store.journals import JournalStore
-from . import callback_keys, errors, loopback, media_routes, openapi, routes, unsupported
+from . import (
+    callback_keys,
+    control_routes,
+    errors,
+    loopback,
+    media_routes,
+    openapi,
+    routes,
+    unsupported,
+)
 from .auth import Authenticator, load_rs256_public_key
 from .forward import Forwarder, Router, Routing, asyncpg_dsn
+from .limits import BodyLimitMiddleware, BodyLimits
 from .metrics import HttpMetricsMiddleware, Metrics
 from .metrics import router as metrics_router
 from .middleware import GraphMiddleware
@@ -135,6 +146,20 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     return config
 
 
+def tcp_limits(settings: Settings) -> TcpSettings:
+    """The SIP TCP/TLS limits of ``settings``."""
+    return TcpSettings(
+        TcpLimits(
+            message_timeout=settings.sip_tcp_message_timeout_s,
+            max_per_source=settings.sip_tcp_max_per_source,
+            max_body_bytes=settings.sip_tcp_max_body_bytes,
+            max_buffered_bytes=settings.sip_tcp_max_buffered_bytes,
+        ),
+        idle_timeout=settings.sip_tcp_idle_timeout_s,
+        max_connections=settings.sip_tcp_max_connections,
+    )
+
+
 def build_media(settings: Settings) -> MediaBackend:
     """The media backend ``settings.media`` names: ``sip`` (a ``SipMedia`` on ``sip_host``,
     ``sip_port``, ``rtp_ports``; not yet bound) or ``loopback``."""
@@ -156,9 +181,11 @@ def build_media(settings: Settings) -> MediaBackend:
             failover_after=settings.sip_failover_after_s,
             keepalive=settings.sip_keepalive_s or None,
             udp_keepalive=settings.sip_udp_keepalive_s or None,
+            tcp=tcp_limits(settings),
             allow_from=settings.sip_allow_from or None,
             inbound_auth=settings.sip_inbound_credentials(),
             rtcp_interval=settings.rtcp_interval_s,
+            jitter_max_delay=settings.jitter_max_ms / 1000,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             rtcp_mux_offer=settings.rtcp_mux_offer,
             tls=tls_config(settings),
@@ -201,9 +228,11 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             repo,
             signer,
             timeout_s=settings.notify_timeout_s,
-            max_attempts=settings.notify_max_attempts,
+            retry_for_s=settings.notify_retry_for_s,
             backoff_initial_s=settings.notify_backoff_initial_s,
             backoff_max_s=settings.notify_backoff_max_s,
+            per_receiver=settings.notify_receiver_concurrency,
+            concurrency=settings.notify_concurrency,
             observer=metrics,
             verify=callback_tls,
             node=config.node_id,
@@ -271,6 +300,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(media_routes.router, prefix="/beta")
     app.include_router(media_routes.beta_router, prefix="/beta")
     app.include_router(media_routes.recordings_router)
+    app.include_router(control_routes.router, prefix="/v1.0")
+    app.include_router(control_routes.router, prefix="/beta")
     app.include_router(unsupported.router, prefix="/v1.0")  # after every real route
     app.include_router(unsupported.router, prefix="/beta")
     app.include_router(metrics_router)
@@ -284,6 +315,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
     app.include_router(callback_keys.router)
     openapi.install(app, config.limits)
     app.add_middleware(Router, routing=routing)  # after the path is normalised, before the app
+    limits = BodyLimits(settings.max_body_bytes, settings.body_read_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, limits=limits)  # before any body is read
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(GraphMiddleware)  # outermost: it normalises the path first
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -14,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from ..notify.signer import rsa_kid
 from ..service import ROLE_INITIATE, ROLE_MEDIA, Principal
 from ..settings import Settings
+
+log = logging.getLogger(__name__)
 
 DEV_PRINCIPAL = Principal(
     tenant_id="00000000-0000-0000-0000-000000000000",
@@ -83,7 +86,13 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError("The Authorization header must be 'Bearer <token>'.")
-        claims = self._verify(token)
+        try:
+            claims = self._verify(token)
+        except AuthError:
+            raise
+        except Exception as exc:  # whatever a forged token makes the JWT library raise
+            log.warning("a bearer token made the JWT check fail: %s: %s", type(exc).__name__, exc)
+            raise AuthError("Access token validation failure: the token is malformed.") from None
         tid = claims.get("tid")
         if not isinstance(tid, str) or not tid:
             raise AuthError(
@@ -107,7 +116,7 @@ class Authenticator:
         except jwt.PyJWTError:
             raise AuthError(f"{fail}: the token is not a well-formed JWT.") from None
         alg = header.get("alg")
-        if alg not in self._keys:
+        if not isinstance(alg, str) or alg not in self._keys:
             accepted = " or ".join(self._keys)
             raise AuthError(
                 f"{fail}: the token is signed with {_short(alg)}; this service accepts {accepted}."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -71,6 +72,14 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, ValidationError)
         return graph_error(request, 400, "invalidRequest", validation_message(exc))
 
+    async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
+        """FastAPI's own checks (a path parameter, a dev route's body): 400, never 422."""
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+        return graph_error(request, 400, "invalidRequest", message)
+
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
@@ -85,3 +94,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, on_known)
     app.add_exception_handler(ValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_request_validation)

@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -52,7 +51,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORWARDED_HEADER = "x-dtmfgraph-forwarded-by"
 """Set on a request a node runs for another one (so it is never forwarded again)."""
-_CALL_PATH = re.compile(r"^/(?:v1\.0|beta)/communications/calls/([^/]+)(?:/|$)")
+_CALL_PATH = re.compile(r"^/(?:v1\.0|beta)/communications/calls/([A-Za-z0-9._~-]{1,64})(?:/|$)")
 _PAYLOAD_MAX = 7900
 """Bytes a ``NOTIFY`` payload may have (PostgreSQL's limit is 8,000)."""
 _KEPT_REQUEST_HEADERS = ("authorization", "content-type", "client-request-id")
@@ -102,7 +101,7 @@ class Forwarder:
         """This node's public base URL: the ``Location`` of what it forwards names it."""
         self._timeout = timeout_s
         self._check_every = check_every_s
-        self._conn: asyncpg.Connection | None = None
+        self._conn: Any = None  # an asyncpg connection
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0
@@ -111,6 +110,8 @@ class Forwarder:
         """Requests this node ran for others."""
 
     async def start(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 (PostgreSQL only)
+
         # named after the channel, so that the other nodes see whether this node still listens
         self._conn = await asyncpg.connect(
             self._dsn, server_settings={"application_name": self.channel}
@@ -260,7 +261,10 @@ class Router:
             await self.app(scope, receive, send)
             return
         call_id = match.group(1)
-        owner, retry_after = await self._owner(call_id)
+        try:
+            owner, retry_after = await self._owner(call_id)
+        except (sa.exc.SQLAlchemyError, OSError):  # the store is away: a call of this node
+            owner, retry_after = None, None  # is served from its memory, any other 503 here
         if owner is None or owner == forwarder.node_id:
             await self.app(scope, receive, send)
             return
@@ -287,7 +291,10 @@ class Router:
         }
 
         async def died() -> float | None:
-            return (await self._owner(call_id))[1]
+            try:
+                return (await self._owner(call_id))[1]
+            except (sa.exc.SQLAlchemyError, OSError):  # cannot tell now: keep waiting
+                return None
 
         try:
             response = await forwarder.forward(owner, request, died)

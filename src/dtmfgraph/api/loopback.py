@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from ..service import InvalidRequestError, LoopbackMedia
+from ..service import InvalidRequestError, LoopbackMedia, NotFoundError
+from ..service.loopback import LoopbackCall
 from ..tones.resample import PromptAudioError, prepare
 from ..tones.wav import WavError, encode_wav, parse_wav
 
@@ -34,6 +35,14 @@ def _media(request: Request) -> LoopbackMedia:
     return media
 
 
+def _call(request: Request, index: int) -> LoopbackCall:
+    """The simulated far end of call ``index`` (in ``GET /_loopback/calls``); 404 otherwise."""
+    calls = _media(request).calls
+    if not 0 <= index < len(calls):
+        raise NotFoundError(f"no loopback call {index} (there are {len(calls)})")
+    return calls[index]
+
+
 router = APIRouter(prefix="/_loopback")
 
 
@@ -53,25 +62,25 @@ async def calls(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/calls/{index}/hangup")
 async def hangup(index: int, request: Request) -> dict[str, str]:
-    _media(request).calls[index].remote_hangup()
+    _call(request, index).remote_hangup()
     return {"result": "ok"}
 
 
 @router.post("/calls/{index}/press")
 async def press(index: int, body: _Press, request: Request) -> dict[str, str]:
-    _media(request).calls[index].press(body.keys, body.method)
+    _call(request, index).press(body.keys, body.method)
     return {"result": "ok"}
 
 
 @router.post("/calls/{index}/hold")
 async def hold(index: int, request: Request) -> dict[str, str]:
-    _media(request).calls[index].hold(True)
+    _call(request, index).hold(True)
     return {"result": "ok"}
 
 
 @router.post("/calls/{index}/resume")
 async def resume(index: int, request: Request) -> dict[str, str]:
-    _media(request).calls[index].hold(False)
+    _call(request, index).hold(False)
     return {"result": "ok"}
 
 
@@ -85,27 +94,27 @@ async def play(index: int, request: Request) -> dict[str, Any]:
         samples = prepare(parse_wav(data), 8000, max_seconds=300)
     except (WavError, PromptAudioError) as exc:
         raise InvalidRequestError(f"the body is not a WAV file we can play: {exc}") from None
-    _media(request).calls[index].speak(samples)
+    _call(request, index).speak(samples)
     return {"result": "ok", "seconds": round(len(samples) / 8000, 3)}
 
 
 @router.get("/calls/{index}/played")
 async def played(index: int, request: Request) -> Response:
     """What the bot played to the far end (8 kHz 16-bit mono WAV)."""
-    audio = _media(request).calls[index].played_audio
+    audio = _call(request, index).played_audio
     return Response(encode_wav(audio, 8000), media_type="audio/wav")
 
 
 @router.post("/calls/{index}/stop-audio")
 async def stop_audio(index: int, request: Request) -> dict[str, str]:
     """The far end stops sending audio at all (``/start-audio`` resumes)."""
-    _media(request).calls[index].stop_media(True)
+    _call(request, index).stop_media(True)
     return {"result": "ok"}
 
 
 @router.post("/calls/{index}/start-audio")
 async def start_audio(index: int, request: Request) -> dict[str, str]:
-    _media(request).calls[index].stop_media(False)
+    _call(request, index).stop_media(False)
     return {"result": "ok"}
 
 

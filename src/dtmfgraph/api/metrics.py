@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hmac
 import re
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -20,7 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..notify.outbox import Outcome
 from ..rtp.rtcp import RtcpStats
 from ..service import AccessDeniedError, CallState, DtmfMethod, OpKind, OpStatus
+from ..service.errors import StoreUnavailableError
 from ..service.model import CompletionReason
+from ..service.write_behind import WriteBehind
 from ..settings import Settings
 from ..store import SqlRepository
 from .auth import AuthError
@@ -45,6 +48,30 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.store_up = Gauge(
+            "dtmfgraph_store_up",
+            "1 while this node's store (database) answers, 0 during an outage.",
+            registry=r,
+        )
+        self.store_outages = Counter(
+            "dtmfgraph_store_outages", "Store outages this node has seen.", registry=r
+        )
+        self.store_outage_seconds = Counter(
+            "dtmfgraph_store_outage_seconds",
+            "Seconds this node's store was unavailable (the outage going on included).",
+            registry=r,
+        )
+        self.store_pending = Gauge(
+            "dtmfgraph_store_pending_writes",
+            "Changes of live calls waiting in memory for the store (0 unless it is away).",
+            registry=r,
+        )
+        self.store_dropped = Counter(
+            "dtmfgraph_store_dropped_tone_notifications",
+            "tone notifications dropped because too many waited for the store on one call.",
+            registry=r,
+        )
+        self._store_seen = {"outages": 0.0, "seconds": 0.0, "dropped": 0.0}
         self.operations = Counter(
             "dtmfgraph_operations_finished",
             "Operations that reached a final status, by kind, status and completion reason "
@@ -92,6 +119,12 @@ class Metrics:
             "(strict RTP; absent with the loopback media).",
             registry=r,
         )
+        self.rtp_ports_exhausted = Counter(
+            "dtmfgraph_rtp_ports_exhausted",
+            "Calls refused because every RTP port was taken: incoming INVITEs answered 503 "
+            "with Retry-After, create-call requests answered 503 serviceNotAvailable.",
+            registry=r,
+        )
         self.sip_unauthenticated = Counter(
             "dtmfgraph_sip_calls_unauthenticated",
             "Calls to the service refused for want of a good answer to its digest challenge "
@@ -101,6 +134,13 @@ class Metrics:
         self.sip_forbidden = Counter(
             "dtmfgraph_sip_requests_forbidden",
             "SIP requests from sources outside --sip-allow-from, answered 403.",
+            registry=r,
+        )
+        self.rtp_inbound = Counter(
+            "dtmfgraph_rtp_inbound_packets",
+            "Far ends' RTP audio packets lost, late (after their play-out), reordered, and "
+            "concealed (lost audio made up for in-band DTMF detection and recordings).",
+            ["kind"],
             registry=r,
         )
         self.rtp_moved = Counter(
@@ -151,6 +191,8 @@ class Metrics:
                     self.operations.labels(kind.value, status.value, _reason(reason))
         for method in (DtmfMethod.RFC4733, DtmfMethod.SIPINFO, DtmfMethod.INBAND):
             self.keys.labels(method.value)
+        for what in ("lost", "late", "reordered", "concealed"):
+            self.rtp_inbound.labels(what)
         for outcome in ("delivered", "retried", "dead"):
             self.notifications.labels(outcome)
             self.webhook_seconds.labels(outcome)
@@ -182,6 +224,8 @@ class Metrics:
         unauthenticated: int,
         rtcp: RtcpStats | None = None,
         rtts: collections.deque[float] | None = None,
+        rtp_ports_exhausted: int = 0,
+        media: Mapping[str, int] | None = None,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals; ``rtts`` (the
         round trips of calls ended since, drained here) go into the histogram."""
@@ -203,19 +247,47 @@ class Metrics:
             ("rtp_foreign_dropped", self.rtp_foreign, rtp_foreign_dropped),
             ("rtp_moved", self.rtp_moved, rtp_moved),
             ("failovers", self.sip_failovers, failovers),
+            ("rtp_ports_exhausted", self.rtp_ports_exhausted, rtp_ports_exhausted),
+            *(
+                (f"rtp_{kind}", self.rtp_inbound.labels(kind), total)
+                for kind, total in (media or {}).items()
+            ),
         ):
             seen = self._phone_seen.get(name, 0)
             if total > seen:
                 counter.inc(total - seen)
                 self._phone_seen[name] = total
 
-    async def refresh(self, repo: SqlRepository) -> None:
-        """Read the database gauges."""
-        by_state = await repo.calls_by_state()
+    async def refresh(self, repo: SqlRepository, writes: WriteBehind | None = None) -> None:
+        """Read the database gauges (kept as they were while the store is away) and the
+        store's health."""
+        if writes is not None:
+            self.store_health(writes)
+        try:
+            by_state = await repo.calls_by_state()
+            backlog = await repo.outbox_backlog()
+        except StoreUnavailableError:
+            if writes is not None:
+                self.store_health(writes)
+            return
         for state in CallState:
             self.calls.labels(state.value).set(by_state.get(state.value, 0))
-        for row_state, n in (await repo.outbox_backlog()).items():
+        for row_state, n in backlog.items():
             self.outbox.labels(row_state).set(n)
+
+    def store_health(self, writes: WriteBehind) -> None:
+        health = writes.health
+        self.store_up.set(0 if health.down else 1)
+        self.store_pending.set(writes.pending)
+        for name, counter, total in (
+            ("outages", self.store_outages, float(health.outages)),
+            ("seconds", self.store_outage_seconds, health.outage_seconds()),
+            ("dropped", self.store_dropped, float(writes.dropped)),
+        ):
+            seen = self._store_seen[name]
+            if total > seen:
+                counter.inc(total - seen)
+                self._store_seen[name] = total
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -223,6 +295,11 @@ class Metrics:
 
 def _reason(reason: CompletionReason | None) -> str:
     return "" if reason is None else reason.value
+
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The ``method`` labels; any other method is counted as ``other`` (a client may send any
+token as a method: each would otherwise make a new series)."""
 
 
 class HttpMetricsMiddleware:
@@ -249,7 +326,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_and_see)
         finally:
             route = route_template(scope.get("route"), scope["path"])
-            self.metrics.http.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.http.labels(method, route, str(status)).inc()
 
 
 def route_template(route: object, path: str) -> str:
@@ -293,7 +371,7 @@ router = APIRouter()
 async def metrics(request: Request) -> Response:
     check_access(request.app.state.settings, request.headers.get("authorization"))
     m: Metrics = request.app.state.metrics
-    await m.refresh(request.app.state.repo)
+    await m.refresh(request.app.state.repo, request.app.state.service.writes)
     media = request.app.state.media
     registered = getattr(media, "registered", None)
     if registered is not None:
@@ -308,5 +386,7 @@ async def metrics(request: Request) -> Response:
             phone.ua.counters.auth_refused,
             phone.rtcp_counts(),
             phone.ended_rtts,
+            phone.rtp_ports_exhausted,
+            phone.media_counts(),
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

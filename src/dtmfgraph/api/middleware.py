@@ -14,6 +14,8 @@ from ..graph import error_envelope
 log = logging.getLogger(__name__)
 
 _SLASHES = re.compile(r"/{2,}")
+_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
+"""A ``client-request-id`` we echo (Graph's are GUIDs)."""
 
 
 def normalise_path(path: str) -> str:
@@ -39,9 +41,13 @@ class GraphMiddleware:
             return
         path = normalise_path(scope["path"])
         scope = dict(scope, path=path, raw_path=path.encode())
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        # as HTTP defines them (and Starlette reads them): bytes, latin-1; never a decode error
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
         client_id = headers.get("client-request-id")
+        bad_client_id = client_id is not None and not _CLIENT_ID.fullmatch(client_id)
+        if bad_client_id:
+            client_id = None  # not echoed
         state = dict(scope.get("state") or {})
         state.update(request_id=request_id, client_request_id=client_id)
         scope["state"] = state
@@ -58,25 +64,28 @@ class GraphMiddleware:
                 message = dict(message, headers=[*message.get("headers", []), *extra])
             await send(message)
 
+        async def answer(status: int, code: str, message: str) -> None:
+            body = json.dumps(
+                error_envelope(code, message, request_id=request_id, client_request_id=client_id)
+            ).encode()
+            headers = [(b"content-type", b"application/json")]
+            await send_with_ids(
+                {"type": "http.response.start", "status": status, "headers": headers}
+            )
+            await send_with_ids({"type": "http.response.body", "body": body})
+
+        if bad_client_id:
+            await answer(
+                400,
+                "invalidRequest",
+                "client-request-id: the header must be 1 to 128 visible ASCII characters "
+                "(a GUID is 36)",
+            )
+            return
         try:
             await self.app(scope, receive, send_with_ids)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), path)
             if started:
                 raise
-            body = json.dumps(
-                error_envelope(
-                    "generalException",
-                    "An internal error occurred.",
-                    request_id=request_id,
-                    client_request_id=client_id,
-                )
-            ).encode()
-            await send_with_ids(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send_with_ids({"type": "http.response.body", "body": body})
+            await answer(500, "generalException", "An internal error occurred.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -28,6 +28,7 @@ from ..service import (
     Principal,
 )
 from .auth import Authenticator
+from .body import parse_object
 from .openapi import request_body
 
 M = TypeVar("M", bound=WireModel)
@@ -47,20 +48,42 @@ def _principal(
 
 Svc = Annotated[CallService, Depends(_service)]
 Who = Annotated[Principal, Depends(_principal)]
-RepeatId = Annotated[str | None, Header(alias="Repeatability-Request-ID")]
+REPEAT_HEADER = "Repeatability-Request-ID"
+REPEAT_MAX = 128
+"""Longest ``Repeatability-Request-ID`` taken (a UUID is 36 characters)."""
+_REPEAT_OK = re.compile(rf"[\x21-\x7e]{{1,{REPEAT_MAX}}}")
+
+
+def _repeat_id(
+    value: Annotated[
+        str | None,
+        Header(
+            alias=REPEAT_HEADER,
+            json_schema_extra={"minLength": 1, "maxLength": REPEAT_MAX, "pattern": "^[!-~]+$"},
+        ),
+    ] = None,
+) -> str | None:
+    """The ``Repeatability-Request-ID`` of a request: absent, or 1 to 128 visible ASCII
+    characters (an empty, over-long or otherwise odd key is a 400 naming the header)."""
+    if value is None:
+        return None
+    if not _REPEAT_OK.fullmatch(value):
+        why = (
+            "is empty"
+            if not value
+            else f"is {len(value)} characters long; at most {REPEAT_MAX} are allowed"
+            if len(value) > REPEAT_MAX
+            else "may hold only visible ASCII characters (no spaces or control characters)"
+        )
+        raise InvalidRequestError(f"{REPEAT_HEADER}: the header {why}")
+    return value
+
+
+RepeatId = Annotated[str | None, Depends(_repeat_id)]
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    return data
+    return parse_object(await request.body())
 
 
 async def _body(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:

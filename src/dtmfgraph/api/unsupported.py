@@ -42,14 +42,8 @@ UNSUPPORTED: tuple[tuple[str, str, str], ...] = (
     # until issue 16 lands (its routes replace these rows)
     ("POST", CALL + "/transfer", "transfer (not yet)"),
     ("POST", CALL + "/redirect", "redirect (not yet)"),
-    ("POST", CALL + "/mute", "mute (not yet)"),
-    ("POST", CALL + "/unmute", "unmute (not yet)"),
-    ("POST", CALL + "/updateRecordingStatus", "updateRecordingStatus (not yet)"),
-    ("GET", CALL + "/participants", "participants (not yet)"),
-    ("GET", CALL + "/participants/{item_id}", "participants (not yet)"),
-    ("DELETE", CALL + "/participants/{item_id}", "removing a participant (not yet)"),
+    ("DELETE", CALL + "/participants/{item_id}", "removing a participant (1:1 calls)"),
     ("POST", CALL + "/participants/invite", "inviting participants (no mixer)"),
-    ("POST", CALL + "/participants/{item_id}/mute", "participant mute (not yet)"),
 )
 COLLECTION: tuple[tuple[str, str, str], ...] = (
     ("POST", "/communications/calls/logTeleconferenceDeviceQuality", "device quality logs"),

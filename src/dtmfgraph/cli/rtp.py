@@ -182,10 +182,18 @@ async def _listen(
     as_json: bool,
     duration: float | None,
     count: int | None,
+    jitter_max_ms: int = 120,
 ) -> int:
     pacer = Pacer()
     session = await RtpSession.open(
-        pacer, host=host, port=port, codec=codec, event_pt=pt, send=False, inband=inband
+        pacer,
+        host=host,
+        port=port,
+        codec=codec,
+        event_pt=pt,
+        send=False,
+        inband=inband,
+        jitter_max_delay=jitter_max_ms / 1000,
     )
     heard = 0
     t0 = pacer.time()
@@ -226,6 +234,12 @@ def listen(
         float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
     ] = None,
     count: Annotated[int | None, typer.Option(help="Stop after this many keys.")] = None,
+    jitter_max_ms: Annotated[
+        int,
+        typer.Option(
+            help="Greatest play-out delay of the jitter buffer for in-band keys (20-1000 ms)."
+        ),
+    ] = 120,
 ) -> None:
     """Print every DTMF key heard on an RTP port, one line each.
 
@@ -239,8 +253,12 @@ def listen(
         raise fail(f"--duration {duration}: must be > 0")
     if count is not None and count <= 0:
         raise fail(f"--count {count}: must be > 0")
+    if not 20 <= jitter_max_ms <= 1000:
+        raise fail(f"--jitter-max-ms {jitter_max_ms}: must be 20-1000")
     try:
-        asyncio.run(_listen(host, port, codec.codec, pt, inband, as_json, duration, count))
+        asyncio.run(
+            _listen(host, port, codec.codec, pt, inband, as_json, duration, count, jitter_max_ms)
+        )
     except KeyboardInterrupt:
         return
     except OSError as exc:

@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +31,7 @@ from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import SipError, SipUri, SourceAllowlist
 from ..tones import KeypadError, parse_keys
 from .limits import raise_open_file_limit
+from .progress import Advance, progress
 
 EXIT_BAD_INPUT = 2
 EXIT_CALL_FAILED = 1
@@ -172,8 +172,8 @@ def _check_rtcp_interval(seconds: float) -> None:
 
 
 def _emit(as_json: bool, text: str, **fields: Any) -> None:
-    typer.echo(json.dumps(fields) if as_json else text)
-    sys.stdout.flush()
+    # print, not typer.echo: a progress bar on the same terminal takes over sys.stdout
+    print(json.dumps(fields) if as_json else text, flush=True)
 
 
 # -- call ---------------------------------------------------------------------------------------
@@ -269,7 +269,14 @@ async def _call(
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
-        recorded = {} if recording is None else {"recorded_s": round(recording.seconds, 3)}
+        recorded = (
+            {}
+            if recording is None
+            else {
+                "recorded_s": round(recording.seconds, 3),
+                "recorded_concealed": recording.concealed,
+            }
+        )
         rtp_text, rtp = _media_quality(call)
         _emit(
             as_json,
@@ -297,9 +304,16 @@ def _media_quality(call: PhoneCall) -> tuple[str, dict[str, Any]]:
     fields: dict[str, Any] = {
         "rtp_received": stats.received,
         "rtp_lost": stats.lost,
+        "rtp_late": stats.late,
+        "rtp_reordered": stats.reordered,
+        "rtp_concealed": stats.concealed,
         "jitter_ms": round(stats.jitter_ms, 2),
     }
-    text = f"; RTP {stats.received} received, {stats.lost} lost, jitter {stats.jitter_ms:.1f} ms"
+    text = (
+        f"; RTP {stats.received} received, {stats.lost} lost, {stats.late} late, "
+        f"{stats.reordered} reordered, {stats.concealed} concealed, "
+        f"jitter {stats.jitter_ms:.1f} ms"
+    )
     rtcp = call.rtcp
     if rtcp is not None and rtcp.received:  # what the far end said of ours
         fields["rtt_ms"] = None if rtcp.rtt_ms is None else round(rtcp.rtt_ms, 2)
@@ -485,6 +499,7 @@ class _Answerer:
         self.keys = 0
         self.failed = 0
         self.done = asyncio.Event()
+        self.advance: Advance = lambda steps=1, description=None: None
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def on_incoming(self, invite: IncomingInvite) -> None:
@@ -572,8 +587,16 @@ class _Answerer:
 
     def _count_end(self) -> None:
         self.ended += 1
+        self.advance(1, f"calls ended ({self.keys} keys heard)")
         if self.count is not None and self.ended >= self.count:
             self.done.set()
+
+
+def _progress(count: int | None, as_json: bool) -> contextlib.AbstractContextManager[Advance]:
+    """``answer --count N``'s bar of calls ended (not with --json, nor off a terminal)."""
+    if count is None or as_json:
+        return contextlib.nullcontext(lambda steps=1, description=None: None)
+    return progress("calls ended", count)
 
 
 async def _answer(
@@ -618,7 +641,7 @@ async def _answer(
     if as_json:
         _emit(True, "", event="ready", uri=phone.uri, tls_uri=phone.tls_uri)
     try:
-        with contextlib.suppress(TimeoutError):
+        with _progress(count, as_json) as answerer.advance, contextlib.suppress(TimeoutError):
             await asyncio.wait_for(answerer.done.wait(), duration)
     finally:
         await phone.close()

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Depends, Request
-from fastapi.templating import Jinja2Templates
 
 from ..journal import Journal
 from ..service import CallService, Principal
@@ -16,8 +15,29 @@ from ..settings import Settings
 from .inbox import Inbox
 from .sessions import COOKIE, ConsoleAuth, Session
 
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
+
 HERE = Path(__file__).parent
-TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class _Templates:
+    """The console's Jinja2 templates, loaded (Jinja2 with them) when the first page is
+    rendered, so that a start-up does not pay for them."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._templates: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._templates is None:
+            from fastapi.templating import Jinja2Templates  # noqa: PLC0415
+
+            self._templates = Jinja2Templates(directory=str(self._directory))
+        return getattr(self._templates, name)
+
+
+TEMPLATES = cast("Jinja2Templates", _Templates(HERE / "templates"))
 
 
 @dataclass

@@ -37,6 +37,7 @@ from ..service.hooks import DIALLING
 from ..service.media import IncomingCall, KeyHeardInfo, MediaCall
 from ..service.model import Event, EventKind, Operation
 from ..store.journals import JournalStore
+from ..store.sql import unavailable
 from .audio import AudioRing
 from .live import Hub
 from .sipsummary import summarize
@@ -167,8 +168,9 @@ class Journal:
                 list(journal.entries),
                 journal.dropped,
             )
-        except Exception:
-            log.exception("journal: saving the journal of %s failed", journal.call_id)
+        except Exception as exc:
+            if not unavailable(exc):  # an outage is logged once, by the store's health
+                log.exception("journal: saving the journal of %s failed", journal.call_id)
             return
         journal.saved_seq = last
 
@@ -456,6 +458,9 @@ class Journal:
             far_jitter_ms=round(stats.peer_jitter_ms, 2),
             rtp_in=getattr(inbound, "received", None),
             rtp_lost=getattr(inbound, "lost", None),
+            rtp_late=getattr(inbound, "late", None),
+            rtp_reordered=getattr(inbound, "reordered", None),
+            rtp_concealed=getattr(inbound, "concealed", None),
             jitter_ms=None if inbound is None else round(float(inbound.jitter_ms), 2),
         )
 

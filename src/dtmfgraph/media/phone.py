@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from dtmfgraph.rtp import AudioJob, DtmfJob, DtmfJobError, InboundStream
 from dtmfgraph.rtp import Codec as RtpCodec
+from dtmfgraph.rtp.jitter import MAX_DELAY, MIN_DELAY
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpStats
 from dtmfgraph.rtp.srtp import SrtpContext, SrtpError, SrtpKey, SrtpSuite
 from dtmfgraph.sip import (
@@ -88,12 +89,16 @@ from .udp import (
     Address,
     MediaError,
     PortRange,
+    PortRangeExhaustedError,
     UdpEndpoint,
+    bind_udp,
     open_rtcp_endpoint,
     open_udp_endpoint,
 )
 
 logger = logging.getLogger(__name__)
+MEDIA_COUNTS = ("lost", "late", "reordered", "concealed")
+"""The counts of a call's received RTP the phone totals (fields of ``InboundStats``)."""
 
 SrtpPolicy: TypeAlias = Literal["never", "optional", "mandatory"]
 """SRTP with SDES keys (RFC 4568). ``optional``: calls whose signalling goes over TLS offer
@@ -111,6 +116,8 @@ _RESOLVE_WAIT = 5.0
 SERVER_DOWN_S = 60.0
 """For this long after a call left a server (no response, or 503), later calls to a target that
 DNS maps to several servers try that one last."""
+RTP_FULL_RETRY_AFTER_S = 5
+"""``Retry-After`` (seconds) of the 503 a call gets while every RTP port is taken."""
 DEFAULT_FAILOVER_AFTER = 4.0
 """Seconds without a single response (the INVITE sent 4 times over UDP) after which a call
 goes to the target's next server, when DNS named more than one (RFC 3263 4.3)."""
@@ -310,6 +317,14 @@ _INFO_SENDS = itertools.count(1)
 """Numbers the SIP INFO sends (echo windows, see :meth:`PhoneCall._send_info`)."""
 
 
+_GRAPH_DIRECTION = {
+    "sendrecv": "sendReceive",
+    "sendonly": "sendOnly",
+    "recvonly": "receiveOnly",
+    "inactive": "inactive",
+}
+
+
 class PhoneCall:
     """One call of a :class:`Phone` (placed by :meth:`Phone.dial` or answered).
 
@@ -361,6 +376,7 @@ class PhoneCall:
         """The far end's audio being written to a WAV file (:meth:`record`)."""
         self._taps = TapSet()
         self._stop_recording: Callable[[], None] | None = None
+        self._muted = False
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -427,7 +443,7 @@ class PhoneCall:
         if session is None or session.inbound is None or self.codec is None:
             raise MediaError("the call has no media to record yet")
         self.stop_recording()
-        recording = CallRecording(path, self.codec)
+        recording = CallRecording(path, self.codec, session.inbound.stats)
         self._stop_recording = self._taps.add_codes(recording.push)
         self.recording = recording
         return recording
@@ -676,6 +692,29 @@ class PhoneCall:
                 return
             yield item
 
+    @property
+    def audio_direction(self) -> str:
+        """The far end's audio direction as its SDP says, in Graph's words (``sendReceive``,
+        ``sendOnly``, ``receiveOnly``, ``inactive``; address 0.0.0.0 is ``inactive``)."""
+        media = self.sip.media
+        if media is None:
+            return "sendReceive"
+        if media.address in ("0.0.0.0", "::") or media.port == 0:
+            return "inactive"
+        return _GRAPH_DIRECTION.get(media.direction.value, "sendReceive")
+
+    @property
+    def muted(self) -> bool:
+        """The audio we play (prompts, :meth:`play`) goes out as silence; DTMF keys, in-band
+        ones too, still go out, and RTP keeps flowing."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        self._muted = bool(muted)
+        if self.session is not None:
+            self.session.muted = self._muted
+
     def _note_audio(self) -> None:
         media = self.sip.media
         if media is None:
@@ -798,8 +837,13 @@ class PhoneCall:
             return
         remote = (media.address, media.port)
         if remote != session.remote and not media.on_hold:
-            session.set_remote(remote)
-            session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
+            try:
+                session.set_remote(remote)
+                session.set_rtcp_remote(media.rtcp_address if media.rtcp is not None else None)
+            except MediaError as exc:  # the UA lets none through; never resolve, never raise
+                logger.warning("%s: unusable media address: %s", self.call_id, exc)
+                self._hangup_soon(EndReason.ERROR, f"unusable media address: {exc}")
+                return
         if session.srtp_receive is not None and self.srtp_suite is not None:
             theirs = next((c for c in media.crypto if not c.extra), None)
             if theirs is not None and theirs.inline != self._peer_key:
@@ -861,7 +905,13 @@ class PhoneCall:
             event_pt = None
         phone = self.phone
         bank = phone.banks.bank() if phone.banks is not None else None
-        inbound = InboundStream(codec=codec, event_pt=event_pt, inband=True, bank=bank)
+        inbound = InboundStream(
+            codec=codec,
+            event_pt=event_pt,
+            inband=True,
+            bank=bank,
+            max_delay=max(phone.jitter_max_delay, MIN_DELAY),
+        )
         target = None if remote.on_hold or remote.port == 0 else (remote.address, remote.port)
         mux = bool(phone.rtcp_interval) and local is not None and local.rtcp_mux and remote.rtcp_mux
         rtcp = open_rtcp_endpoint(endpoint) if phone.rtcp_interval and not mux else None
@@ -883,6 +933,7 @@ class PhoneCall:
             rtcp_mux=mux,
         )
         session.on_foreign = self._on_foreign_rtp
+        session.muted = self._muted
         session.on_moved = self._on_rtp_moved
         self._taps.attach(inbound, codec)
         self._endpoint = None
@@ -1032,12 +1083,18 @@ class PhoneCall:
             self.phone.ended_rtts.append(rtcp.rtt)
         stats = session.stats
         if stats is not None:
+            for name in MEDIA_COUNTS:
+                self.phone.media_totals[name] += getattr(stats, name)
             far = f"; {rtcp.far_end()}" if rtcp.received else ""
             logger.info(
-                "%s: media: RTP %d received, %d lost, jitter %.1f ms%s",
+                "%s: media: RTP %d received, %d lost, %d late, %d reordered, %d concealed, "
+                "jitter %.1f ms%s",
                 self.call_id,
                 stats.received,
                 stats.lost,
+                stats.late,
+                stats.reordered,
+                stats.concealed,
                 stats.jitter_ms,
                 far,
             )
@@ -1087,11 +1144,15 @@ class IncomingInvite:
             self.phone.ua.ringing(self.sip, self.phone.loop.time())
             self.phone.transport.kick()
 
-    def reject(self, status: int = 486, reason: str = "") -> None:
-        """Refuse the call (486 Busy Here by default; 300-699)."""
+    def reject(
+        self, status: int = 486, reason: str = "", *, retry_after: int | None = None
+    ) -> None:
+        """Refuse the call (486 Busy Here by default; 300-699), with ``Retry-After`` if given."""
         if not self.pending:
             return
-        self.phone.ua.reject(self.sip, status, self.phone.loop.time(), reason)
+        self.phone.ua.reject(
+            self.sip, status, self.phone.loop.time(), reason, retry_after=retry_after
+        )
         self.phone.transport.kick()
         self.ended = CallEnd(EndReason.REJECTED, f"rejected with {status}", False, time.time())
         self.phone._incoming.pop(self.call_id, None)
@@ -1110,7 +1171,12 @@ class IncomingInvite:
             )
         phone = self.phone
         ours = _sdp_codecs(codecs)
-        endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
+        try:
+            endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
+        except PortRangeExhaustedError as exc:
+            phone._rtp_full(str(exc))
+            self.reject(503, "Service Unavailable", retry_after=RTP_FULL_RETRY_AFTER_S)
+            raise
         if not self.pending:  # cancelled while we were binding
             await endpoint.close()
             raise CallEndedError(
@@ -1199,6 +1265,8 @@ class Phone:
         self.rtp_moved = 0
         """Calls' far-end streams followed to a new address mid-call (NAT rebindings)."""
         self.rtcp_interval: float = MIN_INTERVAL
+        self.jitter_max_delay: float = MAX_DELAY
+        """Greatest play-out delay of a call's jitter buffer for in-band DTMF (seconds)."""
         """Seconds between a call's RTCP reports (randomised, RFC 3550 6.3); 0: no RTCP."""
         self.rtcp_mux_offer = False
         """Offer ``a=rtcp-mux`` (RFC 5761: RTCP on the RTP port) in calls we place; offers
@@ -1209,6 +1277,8 @@ class Phone:
         """The last round-trip time (s) of each call ended with one, newest last (the service's
         /metrics takes them into ``dtmfgraph_rtcp_rtt_seconds``)."""
         self.rtcp_totals = RtcpStats()
+        self.media_totals: dict[str, int] = dict.fromkeys(MEDIA_COUNTS, 0)
+        """Far ends' RTP as the calls ended so far got it (see :meth:`media_counts`)."""
         """RTCP counts of the calls ended so far (sent, received, malformed, foreign)."""
         self.resolver = resolver or SipResolver()
         self.rtp_host = rtp_host
@@ -1236,6 +1306,9 @@ class Phone:
         self.calls_refused = 0
         self.media_timeouts = 0
         """Calls hung up for want of RTP."""
+        self.rtp_ports_exhausted = 0
+        """Calls refused with 503 (incoming) or not placed (outgoing) because every RTP port
+        of ``rtp_ports`` was taken."""
         self.failover_after = DEFAULT_FAILOVER_AFTER
         """Seconds without a response after which :meth:`dial` tries the target's next server."""
         self.failovers = 0
@@ -1492,7 +1565,11 @@ class Phone:
         give_up_s: float | None,
     ) -> PhoneCall:
         """One INVITE of :meth:`dial`, to ``destination``."""
-        endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
+        try:
+            endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
+        except PortRangeExhaustedError as exc:
+            self._rtp_full(str(exc))
+            raise
         offer = build_offer(
             self.sdp_host,
             endpoint.local_address[1],
@@ -1626,6 +1703,18 @@ class Phone:
                 self._count_rtcp(call.session.rtcp_stats, counts)
         return counts
 
+    def media_counts(self) -> dict[str, int]:
+        """Far ends' RTP packets lost, late, reordered, and concealed for in-band detection,
+        by the calls ended and those going on (:data:`MEDIA_COUNTS`)."""
+        counts = dict(self.media_totals)
+        for call in self._calls.values():
+            session = call.session
+            stats = session.stats if session is not None and not session.closed else None
+            if stats is not None:
+                for name in MEDIA_COUNTS:
+                    counts[name] += getattr(stats, name)
+        return counts
+
     def _track(self, call: PhoneCall) -> None:
         self._calls[call.call_id] = call
 
@@ -1652,12 +1741,42 @@ class Phone:
             invite._cancelled(event)
             del self._incoming[call_id]
 
+    def rtp_port_free(self) -> bool:
+        """Whether a call could get an RTP port now (one is bound and let go at once)."""
+        try:
+            bind_udp(self.rtp_host, self.rtp_ports).close()
+        except PortRangeExhaustedError as exc:
+            self._rtp_full(str(exc))
+            return False
+        return True
+
+    def _rtp_full(self, detail: str) -> None:
+        """A call was refused (503) or not placed: every RTP port is taken. Counted; logged
+        at the first and every 100th (a flood must not flood the log too)."""
+        self.rtp_ports_exhausted += 1
+        if self.rtp_ports_exhausted % 100 == 1:
+            logger.warning(
+                "RTP ports exhausted (%d call(s) refused so far): %s",
+                self.rtp_ports_exhausted,
+                detail,
+            )
+
     def _on_incoming(self, event: IncomingCall) -> None:
         invite = IncomingInvite(self, event.call, event)
         handler = self.on_incoming
         if handler is None or self._closed:
             self.calls_refused += 1
             self.ua.reject(event.call, 480, self.loop.time(), "Temporarily Unavailable")
+            return
+        if not self.rtp_port_free():
+            self.calls_refused += 1
+            self.ua.reject(
+                event.call,
+                503,
+                self.loop.time(),
+                "Service Unavailable",
+                retry_after=RTP_FULL_RETRY_AFTER_S,
+            )
             return
         self._incoming[invite.call_id] = invite
         try:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +33,7 @@ from dtmfgraph.rtp import (
     SourceGuard,
     Verdict,
 )
+from dtmfgraph.rtp.jitter import MAX_DELAY, MIN_DELAY
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpSession, RtcpStats
 from dtmfgraph.rtp.srtp import SrtcpContext, SrtpContext
 
@@ -43,6 +46,8 @@ from .udp import (
     open_rtcp_endpoint,
     open_udp_endpoint,
 )
+
+logger = logging.getLogger(__name__)
 
 Method: TypeAlias = Literal["rfc4733", "inband"]
 JobEvent: TypeAlias = JobStarted | JobFinished
@@ -127,6 +132,8 @@ class RtpSession:
     ) -> None:
         if send:
             pacer.check_ptime(ptime_ms)
+        if rtcp_remote is not None:
+            _check_literal(rtcp_remote)
         self._pacer = pacer
         self._loop = asyncio.get_running_loop()
         self.endpoint = endpoint
@@ -138,6 +145,7 @@ class RtpSession:
         self.inbound = inbound
         self.outbound: OutboundStream | None = None
         self._entry: Outbound | None = None
+        self._muted = False
         self.remote: Address | None = None
         self.latch = latch
         self.guard = SourceGuard(strict=strict)
@@ -208,6 +216,7 @@ class RtpSession:
         rng: random.Random | None = None,
         rtcp: bool = False,
         rtcp_interval: float = MIN_INTERVAL,
+        jitter_max_delay: float = MAX_DELAY,
     ) -> RtpSession:
         """Bind a UDP endpoint on ``host`` (a port, a :class:`PortRange`, or 0 for any) and start.
 
@@ -217,13 +226,20 @@ class RtpSession:
         ``latch`` (default: on when ``remote`` is not given) sends back to the first sender heard.
         ``strict``: take packets only from the remote address (or one learned; see the class).
         ``rtcp``: also RTCP, on the RTP port + 1 (left out when that port is taken).
+        ``jitter_max_delay``: greatest play-out delay of the received audio's jitter buffer.
         """
         endpoint = await open_udp_endpoint(host, port)
         inbound: InboundStream | None = None
         rtcp_endpoint = open_rtcp_endpoint(endpoint) if rtcp else None
         try:
             inbound = (
-                InboundStream(codec=codec, event_pt=event_pt, inband=inband, bank=bank)
+                InboundStream(
+                    codec=codec,
+                    event_pt=event_pt,
+                    inband=inband,
+                    bank=bank,
+                    max_delay=max(jitter_max_delay, MIN_DELAY),
+                )
                 if receive
                 else None
             )
@@ -260,6 +276,7 @@ class RtpSession:
         """Send to ``remote`` from now on, and take packets from it (under ``strict``, also
         from one address learned anew); the first call starts the outbound stream on the grid."""
         self._check_open()
+        _check_literal(remote)
         self.guard.expect(remote)
         self._send_to(remote)
 
@@ -282,12 +299,24 @@ class RtpSession:
             ssrc=self._ssrc,
             rng=self._rng,
         )
+        self.outbound.muted = self._muted
         # Straight to the socket: one C call per packet. A packet the kernel cannot take now is
         # dropped by the pacer (late media is useless), never queued.
         sendto: Callable[[bytes, Address], object] = self.endpoint.sock.sendto
         if self.srtp_send is not None:
             sendto = _protected(self.srtp_send, self.endpoint.sock.sendto)
         self._entry = self._pacer.add_outbound(self.outbound, sendto, remote)
+
+    @property
+    def muted(self) -> bool:
+        """Audio jobs (prompts) go out as silence (see ``OutboundStream.muted``)."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        self._muted = muted
+        if self.outbound is not None:
+            self.outbound.muted = muted
 
     def tap_sent(self, tap: Callable[[bytes], None] | None) -> None:
         """Observe each RTP packet this session sends, before any SRTP protection (a console's
@@ -456,6 +485,8 @@ class RtpSession:
 
     def set_rtcp_remote(self, remote: Address | None) -> None:
         """Send RTCP to ``remote`` (the far end's ``a=rtcp``); ``None``: its RTP port + 1."""
+        if remote is not None:
+            _check_literal(remote)
         self._rtcp_given = remote
         if remote is None and self.remote is not None:
             remote = self.remote if self.rtcp_mux else (self.remote[0], self.remote[1] + 1)
@@ -566,39 +597,67 @@ class RtpSession:
         if self._closed:
             return
         self._closed = True
+        try:
+            await self._wind_down(drain)
+        except Exception:  # whatever failed, the sockets below are closed
+            logger.warning("closing an RTP session failed; its sockets are closed", exc_info=True)
+        finally:
+            for _, done in self._jobs.values():
+                if not done.done():
+                    error = SessionClosedError("session closed before the keys were sent")
+                    done.set_exception(error)
+                    done.exception()  # retrieved: no "never retrieved" warning if none awaits
+            self._jobs.clear()
+            self.endpoint.on_datagram = None
+            self.endpoint.close_now()
+            if self.rtcp_endpoint is not None:
+                self.rtcp_endpoint.on_datagram = None
+                self.rtcp_endpoint.close_now()
+            self._keys.put_nowait(_CLOSED)
+
+    async def _wind_down(self, drain: float) -> None:
+        """Stop sending, say goodbye (RTCP BYE), hear through ``drain``; each step is tried
+        whatever the one before did."""
         if self.outbound is not None:
             self._pacer.remove_outbound(self.outbound)
         if self._rtcp_timer is not None:
             self._rtcp_timer.cancel()
             self._rtcp_timer = None
-            self._send_rtcp(goodbye="")  # our last report, and BYE
+            try:
+                self._send_rtcp(goodbye="")  # our last report, and BYE
+            except Exception:
+                logger.warning("could not send the RTCP BYE", exc_info=True)
         inbound = self.inbound
-        if inbound is not None and drain > 0:
-            await asyncio.sleep(drain)
-        if inbound is not None:
-            self._pacer.remove_inbound(inbound)
-            inbound.close(self._loop.time())  # flushes a key still sounding, frees a bank channel
-            event = inbound.next_event()
-            while event is not None:
-                self._keys.put_nowait(event)
+        try:
+            if inbound is not None and drain > 0:
+                await asyncio.sleep(drain)
+        finally:
+            if inbound is not None:
+                self._pacer.remove_inbound(inbound)
+                inbound.close(self._loop.time())  # flushes a key still sounding, frees a channel
                 event = inbound.next_event()
-        for _, done in self._jobs.values():
-            if not done.done():
-                done.set_exception(SessionClosedError("session closed before the keys were sent"))
-                done.exception()  # retrieved: no "never retrieved" warning if nobody awaits it
-        self._jobs.clear()
-        self._keys.put_nowait(_CLOSED)
-        self.endpoint.on_datagram = None
-        await self.endpoint.close()
-        if self.rtcp_endpoint is not None:
-            self.rtcp_endpoint.on_datagram = None
-            await self.rtcp_endpoint.close()
+                while event is not None:
+                    self._keys.put_nowait(event)
+                    event = inbound.next_event()
 
     async def __aenter__(self) -> RtpSession:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _check_literal(address: Address) -> None:
+    """``MediaError`` unless ``address`` names an IP literal: a host name would be resolved by
+    ``sendto`` on the event loop for every packet (a name server that does not answer stalls
+    the whole process), and junk (a NUL byte) raises there."""
+    host = address[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise MediaError(
+            f"not an IP address: {host[:60]!r} (host names are not resolved)"
+        ) from None
 
 
 def _srtcp_of(context: SrtpContext | None) -> SrtcpContext | None:

@@ -13,7 +13,11 @@ into messages by a :class:`~dtmfgraph.sip.stream.StreamFramer`; a stream that ca
 is closed (logged and counted). A connection that closes makes its peer a UDP address again for
 the agent; one that cannot be opened fails the requests waiting for it at once (503, with the
 reason), as RFC 3261 8.1.3.1 has a transport error do. A connection idle for ``idle_timeout``
-(default 300 s) that no transaction, call or registration of the agent needs is closed.
+(default 120 s) that no transaction, call or registration of the agent needs is closed. What
+connections may cost is bounded (:class:`TcpLimits`): a message must be complete within
+``message_timeout``, bodies and the bytes held for all incomplete messages are capped, and
+past ``max_tcp_connections`` (or ``max_per_source`` from one address) the least recently
+active connection nothing needs is closed to make room for the new one.
 
 Keep-alives (RFC 5626 3.5.1, 4.4.1): a double CRLF (ping) that arrives on any connection is
 answered with one CRLF (pong). Every ``keepalive_interval`` (default 120 s, less up to 20 %
@@ -59,6 +63,16 @@ SipTap = Callable[[str, bytes, Address, str], None]
 """Told of each SIP message: ``"in"``/``"out"``, its bytes, the peer, ``udp``/``tcp``/``tls``."""
 
 
+DEFAULT_MESSAGE_TIMEOUT_S = 10.0
+"""A message begun on a connection must be complete within this (headers and body)."""
+DEFAULT_MAX_PER_SOURCE = 64
+"""Open connections from one IP address."""
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+"""The largest body a SIP message over TCP/TLS may announce (SDP is a few hundred bytes)."""
+DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024
+"""Bytes of incomplete messages held for all connections together."""
+
+
 @dataclass(slots=True)
 class TransportStats:
     """What the driver itself counted (the agent's own counters are in ``ua.counters``)."""
@@ -78,7 +92,14 @@ class TransportStats:
     tcp_errors: int = 0
     """Connections that could not be opened, broke, or carried bytes that are not SIP."""
     tcp_refused: int = 0
-    """Connections closed at once: ``max_tcp_connections`` were open."""
+    """Connections closed at once: ``max_tcp_connections`` were open, or ``max_per_source``
+    from that address, none of them closable."""
+    tcp_evicted: int = 0
+    """Connections nothing needed, closed (oldest first) to make room for a new one."""
+    tcp_slow: int = 0
+    """Connections closed because a message took longer than ``message_timeout``."""
+    tcp_overflow: int = 0
+    """Connections closed because their incomplete messages went past ``max_buffered_bytes``."""
     tls_connections: int = 0
     """TLS connections accepted or opened (also counted in ``tcp_connections``)."""
     tls_errors: int = 0
@@ -100,6 +121,23 @@ class TransportStats:
 
 
 @dataclass(slots=True)
+class TcpLimits:
+    """What one TCP/TLS connection, and all of them together, may cost (defaults: below)."""
+
+    message_timeout: float = DEFAULT_MESSAGE_TIMEOUT_S
+    """A message begun (header block or body) must be complete within this many seconds, or
+    the connection is closed (slowloris)."""
+    max_per_source: int = DEFAULT_MAX_PER_SOURCE
+    """Open connections from one IP address; past it, that address's oldest connection that
+    nothing needs is closed to make room, else the new one is refused."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """A Content-Length above this breaks the stream (the connection is closed)."""
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    """Bytes of incomplete messages held for all connections together; the connection whose
+    bytes would go past it is closed."""
+
+
+@dataclass(slots=True)
 class _Stream:
     """One TCP connection with a peer: its writer once connected, and what waits for it."""
 
@@ -118,6 +156,8 @@ class _Stream:
     answer pings at all, and an unanswered one proves nothing)."""
     keepalive: asyncio.TimerHandle | None = None
     """The next ping (connections we opened) or the check that the last one was answered."""
+    buffered: int = 0
+    """Bytes of an incomplete message held for this connection."""
 
 
 class SipTransport(asyncio.DatagramProtocol):
@@ -143,7 +183,12 @@ class SipTransport(asyncio.DatagramProtocol):
         """Where we take SIP over TLS (``None``: no TLS)."""
         self._streams: dict[Address, _Stream] = {}
         self.max_tcp_connections = MAX_TCP_CONNECTIONS
-        """Connections accepted beyond this many open ones are closed at once."""
+        """Open connections; past it the oldest one nothing needs is closed to make room for a
+        new one, else the new one is refused."""
+        self.limits = TcpLimits()
+        """Per-connection and overall limits of TCP/TLS (see :class:`TcpLimits`)."""
+        self._buffered = 0
+        """Bytes of incomplete messages held over all connections."""
         self.idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_S
         """A TCP or TLS connection without traffic for this long is closed, unless the agent
         still needs its peer (a transaction, a call, a registration); ``None``: never."""
@@ -290,7 +335,7 @@ class SipTransport(asyncio.DatagramProtocol):
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, secure: bool = False
     ) -> None:
         peer = _peer(writer)
-        if len(self._streams) >= self.max_tcp_connections:
+        if not self._make_room(peer):
             self.stats.tcp_refused += 1
             writer.close()
             return
@@ -338,16 +383,69 @@ class SipTransport(asyncio.DatagramProtocol):
         stream.waiting.clear()
         await self._read(peer, stream, reader)
 
+    def _make_room(self, peer: Address) -> bool:
+        """Whether a new connection from ``peer`` may be kept: under both caps, or after the
+        oldest connection that nothing needs (of its address for the per-source cap) was
+        closed to make room."""
+        same = [(p, s) for p, s in self._streams.items() if p[0] == peer[0]]
+        if len(same) >= self.limits.max_per_source and not self._evict(same):
+            return False
+        if len(self._streams) >= self.max_tcp_connections:
+            return self._evict(list(self._streams.items()))
+        return True
+
+    def _evict(self, candidates: list[tuple[Address, _Stream]]) -> bool:
+        """Close the least recently active of ``candidates`` that the agent does not need;
+        whether one was."""
+        ua = self._ua
+        for peer, stream in sorted(candidates, key=lambda item: item[1].last_active):
+            if stream.writer is None or stream.task is not None:
+                continue  # one we are opening, or opened ourselves
+            try:
+                needed = ua is not None and ua.peer_in_use(peer)
+            except Exception:
+                self.stats.agent_errors += 1
+                logger.exception("SIP agent failed on a connection check")
+                needed = True
+            if not needed:
+                self.stats.tcp_evicted += 1
+                self._drop(peer, stream)
+                return True
+        return False
+
+    async def _read_some(self, reader: asyncio.StreamReader, deadline: float | None) -> bytes:
+        """The next bytes; ``TimeoutError`` once ``deadline`` (loop time) has passed."""
+        if deadline is None:
+            return await reader.read(65536)
+        return await asyncio.wait_for(reader.read(65536), max(0.0, deadline - self._loop.time()))
+
     async def _read(self, peer: Address, stream: _Stream, reader: asyncio.StreamReader) -> None:
-        framer = StreamFramer()
+        framer = StreamFramer(max_body_bytes=self.limits.max_body_bytes)
+        deadline: float | None = None
+        """When the message begun must be complete (``None``: none begun)."""
         try:
-            while data := await reader.read(65536):
+            while data := await self._read_some(reader, deadline):
                 ua = self._ua
                 if ua is None:
                     break
-                stream.last_active = self._loop.time()
+                now = stream.last_active = self._loop.time()
                 crlfs, pings = framer.crlfs, framer.pings
                 messages = framer.feed(data)
+                self._buffered += framer.pending - stream.buffered
+                stream.buffered = framer.pending
+                if not framer.pending:
+                    deadline = None
+                elif deadline is None or messages:
+                    deadline = now + self.limits.message_timeout
+                if self._buffered > self.limits.max_buffered_bytes:
+                    self.stats.tcp_overflow += 1
+                    logger.warning(
+                        "SIP TCP stream from %s:%d closed: incomplete messages of all "
+                        "connections over %d bytes",
+                        *peer,
+                        self.limits.max_buffered_bytes,
+                    )
+                    break
                 if framer.crlfs != crlfs:
                     self._keepalive_read(stream, framer.crlfs - crlfs, framer.pings - pings)
                 for message in messages:
@@ -365,9 +463,18 @@ class SipTransport(asyncio.DatagramProtocol):
         except SipParseError as exc:
             self.stats.tcp_errors += 1
             logger.warning("SIP TCP stream from %s:%d closed: %s", *peer, exc)
+        except TimeoutError:
+            self.stats.tcp_slow += 1
+            logger.info(
+                "SIP TCP stream from %s:%d closed: a message took over %g s",
+                *peer,
+                self.limits.message_timeout,
+            )
         except (OSError, asyncio.IncompleteReadError):
             self.stats.tcp_errors += 1
         finally:
+            self._buffered -= stream.buffered
+            stream.buffered = 0
             self._drop(peer, stream)
 
     def _keepalive_read(self, stream: _Stream, crlfs: int, pings: int) -> None:
@@ -734,11 +841,10 @@ class SipTransport(asyncio.DatagramProtocol):
 
 
 MAX_TCP_CONNECTIONS = 4096
-"""Open TCP connections (ours and accepted) beyond which new ones are refused."""
-DEFAULT_IDLE_TIMEOUT_S = 300.0
+"""Open TCP connections (ours and accepted); past it the oldest one nothing needs makes room."""
+DEFAULT_IDLE_TIMEOUT_S = 120.0
 """A connection with no traffic for this long, that no transaction, call or registration of the
-agent needs, is closed (Kamailio's default lifetime is 120 s; ours is longer, as we are an
-endpoint rather than a proxy)."""
+agent needs, is closed (Kamailio's default lifetime)."""
 DEFAULT_KEEPALIVE_S = 120.0
 """Ping interval on connections we opened (RFC 5626 4.4.1: 80-100 % of 120 s without a
 ``Flow-Timer``)."""

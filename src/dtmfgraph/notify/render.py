@@ -14,6 +14,7 @@ from ..service.model import (
     snapshot_call,
     snapshot_operation,
 )
+from .participants import participants_json
 
 _WITH_REASON = frozenset({"sendDtmfTonesOperation", "playPromptOperation", "recordOperation"})
 """Operations with a ``completionReason`` (beta-only for the last two; emitted on v1.0 too,
@@ -81,7 +82,11 @@ def operation_resource(op: Operation) -> dict[str, Any]:
 def notification_batch(event: Event) -> dict[str, Any]:
     """The ``commsNotifications`` body POSTed to the callbackUri for one event."""
     call_url = f"/communications/calls/{event.call_id}"
-    if event.kind is EventKind.OPERATION_DELETED:
+    data: Any
+    if event.kind is EventKind.ROSTER:
+        change, url = "updated", f"{call_url}/participants"
+        data = participants_json(event.call)
+    elif event.kind is EventKind.OPERATION_DELETED:
         assert event.operation is not None
         change, url = "deleted", f"{call_url}/operations/{event.operation['id']}"
         data = operation_json(event.operation)

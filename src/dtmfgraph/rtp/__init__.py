@@ -9,6 +9,7 @@ from .codec import CLOCK_RATE, Codec
 from .errors import BadKeyError, BankFullError, DtmfJobError, InbandFlashError, RtpError
 from .inband import BankStats, InbandBank, InbandChannel, SoloInband
 from .inbound import InboundStats, InboundStream, KeyHeard
+from .jitter import JitterBuffer, JitterStats, Played
 from .outbound import (
     AudioJob,
     DtmfJob,
@@ -38,6 +39,8 @@ __all__ = [
     "InbandFlashError",
     "InboundStats",
     "InboundStream",
+    "JitterBuffer",
+    "JitterStats",
     "Job",
     "JobFinished",
     "JobStarted",
@@ -45,6 +48,7 @@ __all__ = [
     "Method",
     "OutboundEvent",
     "OutboundStream",
+    "Played",
     "RtpError",
     "RtpPacket",
     "SoloInband",

@@ -109,6 +109,7 @@ class InbandChannel:
         "codec",
         "on_digit",
         "playing",
+        "refill",
         "silence",
         "since",
         "slot",
@@ -124,6 +125,9 @@ class InbandChannel:
         self.silence = codec.silence(bank._frame)
         self.buf = bytearray()
         self.playing = False
+        self.refill: Callable[[int], None] | None = None
+        """Called with the samples missing when the bank finds the channel short of a frame:
+        the owner may push audio it holds back (a jitter buffer's next packets) at once."""
 
     def push(self, codes: bytes, now: float) -> None:
         """Append audio (payload bytes in the channel's codec) that arrived at ``now``."""
@@ -237,6 +241,8 @@ class InbandBank:
             if channel is None:
                 continue
             buf = channel.buf
+            if channel.playing and len(buf) < frame and channel.refill is not None:
+                channel.refill(frame - len(buf))
             if not channel.playing and len(buf) >= max(self._prebuffer, 1):
                 channel.playing = True
             if channel.playing and len(buf) >= frame:

@@ -5,9 +5,10 @@
 use is counted in :class:`InboundStats` by reason.
 
 Order. Packets are put back in sequence order per SSRC: a packet after a gap waits at most
-``reorder_window`` seconds for the missing ones (those still missing then count as lost). Audio
-arriving after its place was passed is dropped (``too_late``); a late telephone-event packet is
-still used, since events are deduplicated anyway. A repeated sequence number is a ``duplicate``.
+``reorder_window`` seconds for the missing ones (those still missing then count as ``lost``).
+A telephone-event packet arriving after its place was passed is still used (events are
+deduplicated anyway); audio takes the jitter buffer's way (below), which has its own ``late``.
+A repeated sequence number is a ``duplicate``.
 
 Events. One event is keyed by (SSRC, RTP timestamp, event code). It starts on its first packet
 and ends on its first end (E) packet; the other packets only update it. If no packet of an
@@ -17,9 +18,12 @@ continues the event after a full segment (~0xFFFF units) belongs to the same eve
 times: ``start`` = arrival of the first packet less the duration it already carried;
 ``end`` = ``start`` + the event's total duration.
 
-In-band. Audio is decoded and run through the tone detector (its own, or a channel of a shared
-:class:`~dtmfgraph.rtp.inband.InbandBank`). Timestamp gaps of up to 2 frames are concealed by
-repeating the last frame, longer ones (up to 1 s) with silence. Many phones send a key both as
+In-band. Audio goes through an adaptive :class:`~dtmfgraph.rtp.jitter.JitterBuffer` (play-out
+delay ``min_delay``..``max_delay``, default 20..120 ms) that puts it back in timestamp order;
+what was lost is concealed by a :class:`~dtmfgraph.tones.plc.Concealer` (from both sides of the
+gap), and the result is decoded and run through the tone detector (its own, or a channel of a
+shared :class:`~dtmfgraph.rtp.inband.InbandBank`) and given to :attr:`InboundStream.tap` (a
+recording: concealed audio as a receiver plays it). Many phones send a key both as
 events and as in-band audio: so an in-band detection is ignored (counted as
 ``inband_suppressed``) while an event is active, or if it overlaps an event's span widened by
 ``inband_guard`` seconds on each side.
@@ -42,10 +46,12 @@ import numpy as np
 import numpy.typing as npt
 
 from dtmfgraph.tones import by_event
+from dtmfgraph.tones.plc import HISTORY, conceal
 
 from .codec import CLOCK_RATE, Codec
 from .errors import RtpError
 from .inband import InbandBank, SoloInband
+from .jitter import MAX_DELAY, MIN_DELAY, JitterBuffer, Played
 from .packet import HEADER, HEADER_SIZE, RtpPacket
 from .rtcp import ReceptionStats
 from .telephone_event import FLASH_EVENT, MAX_DURATION, TelephoneEvent
@@ -63,8 +69,6 @@ _RECENT_MASK: Final = (1 << _RECENT) - 1
 _MAX_SOURCES: Final = 8
 _MAX_EVENTS: Final = 64
 _MAX_HISTORY: Final = 16
-_PLC_SAMPLES: Final = 2 * 160
-_MAX_FILL_SAMPLES: Final = CLOCK_RATE
 _JITTER_SPAN: Final = float(1 << 30)
 """A transit-time change this large is a timestamp wrap (or a restart), not jitter."""
 ECHO_TAIL: Final = 0.6
@@ -109,7 +113,7 @@ class InboundStats:
     duplicate: int = 0
     """A sequence number already received."""
     too_late: int = 0
-    """Audio arriving after its place in the stream was passed; or a stale event."""
+    """A stale telephone-event packet (older than the event in progress)."""
     unknown_event: int = 0
     """A telephone-event code that is no key (not 0..16)."""
     lost: int = 0
@@ -126,6 +130,12 @@ class InboundStats:
     """In-band detections ignored as the echo of keys we were sending."""
     keys: int = 0
     """Keys reported."""
+    late: int = 0
+    """Audio that came after its place had been played out (the jitter buffer's view)."""
+    concealed: int = 0
+    """Packets' worth of lost audio concealed for the detector and the recording."""
+    playout_delay: float = 0.0
+    """The jitter buffer's play-out delay now, in seconds."""
     jitter: float = 0.0
     """Interarrival jitter of the audio (RFC 3550 6.4.1, A.8), in timestamp units (1/8000 s):
     how much the spacing of arrivals wanders from the spacing of the packets' timestamps."""
@@ -192,6 +202,7 @@ class InboundStream:
     ``codec`` is the audio codec negotiated (``None``: audio packets are unknown payload types);
     ``event_pt`` the telephone-event payload type (``None``: not negotiated). With ``inband`` the
     audio goes to a tone detector: a channel of ``bank`` if given, else one of the stream's own.
+    ``min_delay``/``max_delay`` bound the audio jitter buffer's play-out delay (seconds).
     """
 
     def __init__(
@@ -204,6 +215,8 @@ class InboundStream:
         reorder_window: float = 0.06,
         event_timeout: float = 0.25,
         inband_guard: float = 0.15,
+        min_delay: float = MIN_DELAY,
+        max_delay: float = MAX_DELAY,
     ) -> None:
         if event_pt is not None and codec is not None and event_pt == codec.payload_type:
             raise ValueError("the telephone-event payload type must differ from the codec's")
@@ -223,8 +236,9 @@ class InboundStream:
         self._out: deque[KeyHeard] = deque()
         self._out_since = 0.0
         self._audio_ssrc = -1
-        self._next_ts = 0
-        self._last_frame = b""
+        self._jb = JitterBuffer(min_delay=min_delay, max_delay=max_delay)
+        self._played = bytearray()
+        """The codes of the last 48.75 ms played (the concealment's history)."""
         self._closed = False
         self.reception: ReceptionStats | None = None
         """The far end's sequence numbers as RTCP reports them (RFC 3550 A.1; the last SSRC
@@ -239,9 +253,14 @@ class InboundStream:
         """Optional observer of the audio as it is played out: the codec's codes in order,
         gaps concealed as for the detector (a recording)."""
         self._sink: _Sink | None = None
+        self._banked = bank is not None
+        self._lag = 0.0
+        """How long after its would-be arrival the latest audio was played out."""
         if inband and codec is not None:
             if bank is not None:
-                self._sink = bank.attach(codec, self._on_inband)
+                channel = bank.attach(codec, self._on_inband)
+                channel.refill = self._refill
+                self._sink = channel
             else:
                 self._sink = SoloInband(codec, self._on_inband)
 
@@ -309,15 +328,21 @@ class InboundStream:
         if delta == 0 and not source.pending:  # in order: the usual case
             source.expected += 1
             source.received = ((source.received << 1) | 1) & _RECENT_MASK
-            if event is None:
-                self._on_audio(ssrc, ts, payload, now)
-            else:
+            if event is not None:
                 self._on_event(ssrc, ts, event, now)
+                return
+            self.stats.audio += 1
+        elif not self._order(source, delta, ts, payload, event, now) or event is not None:
             return
-        self._order(source, delta, ts, payload, event, now)
+        if (self._sink is not None or self.tap is not None) and payload:
+            self._buffer(ssrc, seq, ts, payload, now)
 
     def handle_deadline(self, now: float) -> None:
-        """Give up on reordering gaps and time out events whose deadline has passed."""
+        """Play out the audio due, give up on reordering gaps and time out events whose deadline
+        has passed."""
+        due = self._jb.next_deadline()
+        if due is not None and due <= now + 1e-9:
+            self._play(self._jb.pop(now), now)
         for source in list(self._sources.values()):
             if source.pending and _oldest(source) + self._window <= now + 1e-9:
                 self._give_up_gap(source)
@@ -334,7 +359,7 @@ class InboundStream:
         """When :meth:`handle_deadline` is next needed (already past while keys wait to be read)."""
         if self._out:
             return self._out_since
-        deadline: float | None = None
+        deadline = self._jb.next_deadline()
         for source in self._sources.values():
             if source.pending:
                 t = _oldest(source) + self._window
@@ -351,6 +376,7 @@ class InboundStream:
 
     def flush(self, now: float) -> None:
         """Release everything held: pending packets, the active event, a digit still sounding."""
+        self._play(self._jb.flush(), now)
         for source in list(self._sources.values()):
             while source.pending:
                 self._give_up_gap(source)
@@ -393,7 +419,8 @@ class InboundStream:
         payload: bytes,
         event: TelephoneEvent | None,
         now: float,
-    ) -> None:
+    ) -> bool:
+        """Put a packet out of order in its place; ``False`` for a duplicate."""
         stats = self.stats
         if delta < -MAX_MISORDER or delta > MAX_DROPOUT:  # the sender restarted its numbering
             while source.pending:
@@ -406,19 +433,19 @@ class InboundStream:
             behind = -delta - 1
             if behind < _RECENT and source.received >> behind & 1:
                 stats.duplicate += 1
-                return
-            if event is None:
-                stats.too_late += 1
-                return
+                return False
             stats.reordered += 1
             if behind < _RECENT:
                 source.received |= 1 << behind
-            self._on_event(source.ssrc, ts, event, now)
-            return
+            if event is None:  # the jitter buffer tells whether it is still in time
+                stats.audio += 1
+            else:
+                self._on_event(source.ssrc, ts, event, now)
+            return True
         pending = source.pending
         if ext in pending:
             stats.duplicate += 1
-            return
+            return False
         if pending and max(pending) > ext:  # a later packet came first
             stats.reordered += 1
         pending[ext] = (ts, payload, event, now)
@@ -426,6 +453,7 @@ class InboundStream:
             self._drain(source)
         elif len(pending) > MAX_PENDING:
             self._give_up_gap(source)
+        return True
 
     def _give_up_gap(self, source: _Source) -> None:
         """Skip the missing packets before the oldest pending one and release what follows."""
@@ -505,37 +533,51 @@ class InboundStream:
 
     # -- audio ----------------------------------------------------------------------------------
     def _on_audio(self, ssrc: int, ts: int, payload: bytes, arrival: float) -> None:
-        gap = 0
-        if ssrc == self._audio_ssrc:
-            gap = ((ts - self._next_ts + 0x80000000) & _U32) - 0x80000000
-            if gap < 0:  # overlaps audio already played
-                self.stats.too_late += 1
-                return
+        """An audio packet in sequence order (its audio took the jitter buffer's way)."""
         self.stats.audio += 1
-        sink, tap = self._sink, self.tap
-        if (sink is None and tap is None) or not payload:
-            return
-        self._audio_ssrc = ssrc
-        if 0 < gap <= _MAX_FILL_SAMPLES:
-            fill = self._conceal(gap)
-            if sink is not None:
-                sink.push(fill, arrival)
-            if tap is not None:
-                tap(fill)
-        self._next_ts = (ts + len(payload)) & _U32
-        self._last_frame = payload
-        if sink is not None:
-            sink.push(payload, arrival)
-        if tap is not None:
-            tap(payload)
 
-    def _conceal(self, gap: int) -> bytes:
-        assert self._codec is not None
-        last = self._last_frame
-        if gap <= _PLC_SAMPLES and last:
-            filler = last * (gap // len(last) + 1)
-            return filler[:gap]
-        return self._codec.silence(gap)
+    def _buffer(self, ssrc: int, seq: int, ts: int, payload: bytes, now: float) -> None:
+        jb = self._jb
+        if ssrc != self._audio_ssrc:  # a new source: play the old one out, start anew
+            if self._audio_ssrc >= 0:
+                self._play(jb.flush(), now)
+                jb.restart()
+            self._audio_ssrc = ssrc
+        jb.put(seq, ts, payload, now)
+        self.stats.late = jb.stats.late
+        self.stats.playout_delay = jb.delay
+
+    def _refill(self, samples: int) -> None:
+        """The detector bank is short of audio: play out early what is held in order."""
+        played = self._jb.pop_ahead(samples)
+        if played:
+            self._play(played, self._lag + played[-1].at)
+
+    def _play(self, played: list[Played], now: float) -> None:
+        """Hand the audio played out to the detector and the tap, gaps concealed."""
+        if not played:
+            return
+        codec, sink, tap, history = self._codec, self._sink, self.tap, self._played
+        assert codec is not None
+        for item in played:
+            codes = item.payload
+            if codes is None:
+                if item.lost:
+                    after = None if item.after is None else codec.decode(item.after)
+                    fill = conceal(codec.decode(history), item.samples, after)
+                    codes = codec.encode(np.clip(np.rint(fill), -32768, 32767).astype(np.int16))
+                else:
+                    codes = codec.silence(item.samples)
+            history += codes
+            if len(history) > HISTORY:
+                del history[: len(history) - HISTORY]
+            if sink is not None:
+                sink.push(codes, item.at)
+            if tap is not None:
+                tap(codes)
+        self._lag = now - played[-1].at
+        self.stats.concealed = self._jb.stats.concealed
+        self.stats.playout_delay = self._jb.delay
 
     def sending(self, job: int, keys: str, start: float) -> None:
         """We began sending ``keys`` (job id ``job``) at ``start``: their echo is ignored."""
@@ -557,6 +599,9 @@ class InboundStream:
             self._sink.set_tap(tap)
 
     def _on_inband(self, key: str, start: float, end: float, level: float | None = None) -> None:
+        if self._banked:  # the bank's clock runs behind by the jitter buffer's play-out lag
+            start -= self._lag
+            end -= self._lag
         if any(
             key in keys and begin <= end and start <= until
             for keys, begin, until in self._own.values()

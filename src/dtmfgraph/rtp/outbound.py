@@ -192,6 +192,9 @@ class OutboundStream:
         self._pos = 0
         self._events: deque[OutboundEvent] = deque()
         self._ids = itertools.count(1)
+        self.muted = False
+        """Audio jobs go out as silence, on their own clock (they still start and finish);
+        DTMF jobs, in-band ones too, are not muted."""
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -385,6 +388,8 @@ class OutboundStream:
         if plan is None:
             return _pack(_V2, self._audio_pt, seq, ts, self._ssrc) + self._silence
         second, planned_ts, payload = plan[self._pos]
+        if self.muted and isinstance(self._jobs[0], AudioJob):
+            payload = self._silence
         self._octets_off += len(payload) - len(self._silence)
         self._pos += 1
         packet = _pack(_V2, second, seq, ts if planned_ts < 0 else planned_ts, self._ssrc) + payload

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import uuid
@@ -19,12 +20,14 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..tones.keypad import ALL_KEYS
+from .control import CallControls
 from .errors import (
     AccessDeniedError,
     InvalidRequestError,
     NotAllowedError,
     NotFoundError,
     NotSupportedError,
+    StoreUnavailableError,
 )
 from .hooks import DIALLING, CallTap, NullTap
 from .media import (
@@ -56,9 +59,11 @@ from .model import (
     snapshot_call,
     snapshot_operation,
 )
+from .outage import StoreHealth
 from .prompts import PromptConfig, PromptFetcher, PromptRef
 from .recordings import MEDIA_TIMEOUT_S, Recording, RecordParams
 from .repository import Repository, UnitOfWork
+from .write_behind import Batch, CallRecord, LiveUnit, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,9 @@ TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
 """Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
 KEY_TO_TONE = {entry.key: entry.tone for entry in ALL_KEYS.values()}
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+RESOURCE_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+"""What a call or operation id can be (ours are UUIDs): anything else is not found, before any
+database sees it (PostgreSQL refuses NUL in text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +234,35 @@ LOOPBACK_CALLBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 be listed like any other host)."""
 
 
+CALLBACK_URI_MAX = 2048
+"""Longest callbackUri taken (browsers' and servers' common URL limit)."""
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+"""The characters RFC 3986 allows in a URI (nothing else: no spaces, controls or non-ASCII)."""
+
+
 def check_callback_uri(uri: str, allowed_hosts: tuple[str, ...]) -> None:
-    """https only, except loopback hosts and hosts on the allow-list (http allowed there)."""
-    parts = urlsplit(uri)
-    host = (parts.hostname or "").lower()
+    """A URL we can deliver to: at most 2,048 characters of RFC 3986, an absolute http(s) URL
+    with a host and a port in 1-65535; https only, except loopback hosts and hosts on the
+    allow-list (http allowed there)."""
+    if len(uri) > CALLBACK_URI_MAX:
+        raise InvalidRequestError(
+            f"callbackUri: is {len(uri)} characters long; at most {CALLBACK_URI_MAX} are allowed"
+        )
+    if not _URI_CHARS.fullmatch(uri):
+        raise InvalidRequestError(
+            f"callbackUri: {uri!r} holds characters a URL may not (spaces, control or non-ASCII "
+            "characters: percent-encode them)"
+        )
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(f"callbackUri: {uri!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidRequestError(f"callbackUri: {uri!r} is not an absolute http(s) URL")
+    if port == 0:
+        raise InvalidRequestError(f"callbackUri: {uri!r}: the port must be 1 to 65535")
     if parts.scheme == "https":
         return
     if host not in LOOPBACK_CALLBACK_HOSTS and host not in allowed_hosts:
@@ -262,16 +293,46 @@ class CallService:
         self._emitted: dict[int, list[tuple[Event, str]]] = {}
         self._finished: dict[int, list[Operation]] = {}
         self._live: dict[str, _Live] = {}
+        self._records: dict[str, CallRecord] = {}
+        """The calls this node carries, in memory (kept after a call ends until its last
+        changes are in the store): their reads are served from here."""
+        health = getattr(repo, "health", None)
+        if not isinstance(health, StoreHealth):
+            health = StoreHealth()
+        self.writes = WriteBehind(
+            repo,
+            health,
+            drained=self._drained,
+            probe=lambda uow: uow.node_alive(config.node_id, now()),
+        )
+        """Writes the changes of those calls, in order, retried while the store is away."""
         self._bg: set[asyncio.Task[Any]] = set()
         self.prompts = PromptFetcher(config.prompts)
         self.base_url = config.public_base_url.rstrip("/")
         self.record_media_timeout_s = config.record_media_timeout_s
+        self.control = CallControls(self)
+        """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
 
-    def _new_live(self, call_id: str, incoming: IncomingCall | None = None) -> _Live:
-        live = _Live(call_id, incoming=incoming)
-        live.mq = MediaQueue(self, call_id, live.lock)
-        self._live[call_id] = live
+    def _new_live(self, call: Call, incoming: IncomingCall | None = None) -> _Live:
+        live = _Live(call.id, incoming=incoming)
+        live.mq = MediaQueue(self, call.id, live.lock)
+        self._live[call.id] = live
+        self._records[call.id] = CallRecord(copy.deepcopy(call))
         return live
+
+    def _forget(self, call_id: str) -> None:
+        """The node no longer carries ``call_id`` (its record goes once its writes landed)."""
+        self._live.pop(call_id, None)
+        record = self._records.get(call_id)
+        if record is not None:
+            record.live = False
+            if not self.writes.backlog(call_id):
+                del self._records[call_id]
+
+    def _drained(self, call_id: str) -> None:
+        record = self._records.get(call_id)
+        if record is not None and not record.live:
+            del self._records[call_id]
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -321,6 +382,8 @@ class CallService:
                     await uow.delete_expired_recordings(now())
                 self._hang_up_orphans(await self._end_orphans(own=False))
                 await self._hold_registration()
+            except StoreUnavailableError:
+                continue  # logged once per outage by the store's health
             except Exception:
                 log.exception("node heartbeat failed")
 
@@ -339,7 +402,9 @@ class CallService:
         # recorded and announced (the notifications go out from the outbox, on the next start
         # or from another node), and the media hangs up their far ends below, so nobody ends
         # them again later (no second BYE); and the other nodes need not wait
-        # node_dead_after_s, so the registration moves to the next node at once.
+        # node_dead_after_s, so the registration moves to the next node at once. Changes still
+        # waiting for the store get a few seconds to land first.
+        await self.writes.flush(5.0)
         try:
             async with self._unit() as uow:
                 calls = await uow.calls_of_node(self._cfg.node_id)
@@ -356,6 +421,7 @@ class CallService:
             for task in list(live.tasks):
                 task.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.writes.close()
         await self.prompts.close()
         await self._media.close()
 
@@ -389,6 +455,56 @@ class CallService:
         if emitted:
             self._tell(self.tap.committed, [e for e, _ in emitted], [a for _, a in emitted])
 
+    @contextlib.asynccontextmanager
+    async def _call_unit(self, call_id: str, *, droppable: bool = False) -> AsyncIterator[LiveUnit]:
+        """A change of a call this node carries: made in memory, then written through
+        :attr:`writes` (at once, or in order once the store is back); what :meth:`_unit` does
+        after its commit happens when the change lands."""
+        record = self._records.get(call_id)
+        if record is None:  # it ended (and was written) while this waited for its lock
+            raise NotFoundError(f"call {call_id} has ended")
+        uow = LiveUnit(record)
+        finished: list[Operation] = []
+        emitted: list[tuple[Event, str]] = []
+        self._finished[id(uow)] = finished
+        self._emitted[id(uow)] = emitted
+        try:
+            yield uow
+        finally:
+            del self._finished[id(uow)]
+            del self._emitted[id(uow)]
+        uow.commit()
+
+        def landed() -> None:
+            self._on_commit()
+            for op in finished:
+                self._report_finished(op)
+            if emitted:
+                self._tell(self.tap.committed, [e for e, _ in emitted], [a for _, a in emitted])
+
+        await self.writes.submit(Batch(call_id, uow.steps, landed, droppable), record)
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, call_id: str) -> AsyncIterator[UnitOfWork]:
+        """A change a request makes to ``call_id``: under its lock and through :attr:`writes`
+        when this node carries it (503 while its earlier changes wait for the store), else a
+        transaction of the store."""
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._unit() as uow:
+                yield uow
+            return
+        self.writes.accepting(call_id)
+        async with live.lock, self._call_unit(call_id) as live_uow:
+            yield live_uow
+
+    def _reading(self, call_id: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
+        """Reads of ``call_id``: from memory when this node has it, else from the store."""
+        record = self._records.get(call_id)
+        if record is None:
+            return self._repo.unit()
+        return contextlib.nullcontext(LiveUnit(record))
+
     def _tell(self, hook: Callable[..., None], *args: Any) -> None:
         """Call a hook of :attr:`tap`; what it raises is logged, never the service's."""
         try:
@@ -414,7 +530,32 @@ class CallService:
         if role not in p.roles:
             raise AccessDeniedError(f"this action requires the application role {role}")
 
+    @staticmethod
+    def _require_read(p: Principal) -> None:
+        """Reading a call or its operations needs either calls role (as Graph's GET call)."""
+        if not p.roles & {ROLE_INITIATE, ROLE_MEDIA}:
+            raise AccessDeniedError(
+                f"reading calls requires the application role {ROLE_INITIATE} or {ROLE_MEDIA}"
+            )
+
+    @staticmethod
+    async def _repeat(
+        uow: UnitOfWork, call_id: str, repeat_key: str | None, kind: OpKind
+    ) -> Operation | None:
+        """The operation an earlier request with ``repeat_key`` made on the call, if any; a key
+        used there by another action is refused (keys are not shared between kinds)."""
+        if repeat_key is None or (found := await uow.find_repeat(call_id, repeat_key)) is None:
+            return None
+        if found.kind is not kind:
+            raise InvalidRequestError(
+                f"Repeatability-Request-ID: {repeat_key!r} was already used on this call by "
+                f"{found.kind.value.removesuffix('Operation')}; use a new key for each request"
+            )
+        return found
+
     async def _owned(self, uow: UnitOfWork, p: Principal, call_id: str) -> Call:
+        if not RESOURCE_ID.fullmatch(call_id):
+            raise NotFoundError(f"call {call_id!r} was not found")
         call = await uow.get_call(call_id)
         if call is None or call.tenant_id != p.tenant_id or call.app_id != p.app_id:
             raise NotFoundError(f"call {call_id} was not found")
@@ -459,6 +600,9 @@ class CallService:
         if new.tenant_id and new.tenant_id != p.tenant_id:
             raise InvalidRequestError("tenantId: does not match the caller's tenant")
         target = self._resolve_target(new.targets)
+        check_capacity = getattr(self._media, "check_capacity", None)
+        if check_capacity is not None:
+            check_capacity()  # ServiceUnavailableError (503) before a 201: no RTP port free
         call = Call(
             id=str(uuid.uuid4()),
             tenant_id=p.tenant_id,
@@ -470,11 +614,16 @@ class CallService:
             target_uri=target,
             properties=new.properties,
         )
+        self.writes.accepting(call.id)
         self.prefetch_media(new.properties.get("mediaConfig"))
-        live = self._new_live(call.id)
-        async with live.lock, self._unit() as uow:
-            await uow.insert_call(call)
-            await self._emit(uow, call, EventKind.CALL_UPDATED)
+        live = self._new_live(call)
+        try:
+            async with live.lock, self._call_unit(call.id) as uow:
+                await uow.insert_call(call)
+                await self._emit(uow, call, EventKind.CALL_UPDATED)
+        except BaseException:
+            self._forget(call.id)  # not taken: nothing of it stays in memory
+            raise
         self._spawn(self._dial(live, target), live)
         return call
 
@@ -499,18 +648,18 @@ class CallService:
         try:
             media = await self._media.dial(target, timeout=self._cfg.dial_timeout_s)
         except DialError as err:
-            async with live.lock, self._unit() as uow:
+            async with live.lock, self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
                 if call is not None and call.state != CallState.TERMINATED:
                     await self._finish_call(uow, call, map_dial_error(err))
-            self._live.pop(live.call_id, None)
+            self._forget(live.call_id)
             return
         await self._established(live, media)
 
     async def _established(self, live: _Live, media: MediaCall) -> None:
         async with live.lock:
             live.media = media
-            async with self._unit() as uow:
+            async with self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
                 if call is None or call.ended:
                     await media.hangup()
@@ -518,6 +667,7 @@ class CallService:
                 call.state = CallState.ESTABLISHED
                 call.media_record = media.recovery_record()
                 call.audio_held = not media.audio_active
+                call.control.far_direction = media.audio_direction
                 await uow.update_call(call)
                 await self._emit(uow, call, EventKind.CALL_UPDATED)
                 await live.mq.mark_head_running(uow)
@@ -534,17 +684,21 @@ class CallService:
         return live.media if live is not None else None
 
     async def get_call(self, p: Principal, call_id: str) -> Call:
-        async with self._repo.unit() as uow:
+        self._require_read(p)
+        async with self._reading(call_id) as uow:
             return await self._owned(uow, p, call_id)
 
     async def hangup(self, p: Principal, call_id: str) -> None:
+        """Always taken for a call this node carries, the store up or not: the far end is hung
+        up now, the call's end is written when the store takes it."""
+        self._require(p, ROLE_INITIATE)
         live = self._live.get(call_id)
         if live is None:
-            async with self._repo.unit() as uow:
+            async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
             raise NotFoundError(f"call {call.id} has already ended")
         media: MediaCall | None = None
-        async with live.lock, self._unit() as uow:
+        async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
             if call.ended:
                 raise NotFoundError(f"call {call_id} has already ended")
@@ -558,19 +712,26 @@ class CallService:
                 if live.incoming is not None:
                     await live.incoming.reject(603)
                 await self._finish_call(uow, call, Results.ENDED_BY_APP)
-                self._live.pop(call_id, None)
-        if media is not None:
+        if media is None:
+            self._forget(call_id)
+        else:
             await media.hangup()
 
     async def keep_alive(self, p: Principal, call_id: str) -> None:
         self._require(p, ROLE_INITIATE)
-        async with self._unit() as uow:
+        live = self._live.get(call_id)
+        if live is None:
+            async with self._reading(call_id) as uow:
+                await self._owned(uow, p, call_id)
+            raise NotFoundError(f"call {call_id} has ended")
+        self.writes.accepting(call_id)
+        async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
-            if call.state is CallState.TERMINATED or call_id not in self._live:
+            if call.state is CallState.TERMINATED:
                 raise NotFoundError(f"call {call_id} has ended")
             call.last_keepalive_at = now()
             await uow.update_call(call)
-        self._live[call_id].last_keepalive = call.last_keepalive_at
+        live.last_keepalive = call.last_keepalive_at
 
     async def _finish_call(self, uow: UnitOfWork, call: Call, result: ResultInfo) -> None:
         """End every unfinished operation (failed), then the call (terminated) with ``result``."""
@@ -594,13 +755,13 @@ class CallService:
         reason = await media.ended
         live.ending = True
         await live.mq.end()
-        async with live.lock, self._unit() as uow:
+        async with live.lock, self._call_unit(live.call_id) as uow:
             call = await uow.get_call(live.call_id)
             if call is not None and call.state is not CallState.TERMINATED:
                 result = live.forced_result or map_end(reason)
                 await live.mq.save_partial(uow, call, result)
                 await self._finish_call(uow, call, result)
-        self._live.pop(live.call_id, None)
+        self._forget(live.call_id)
         me = asyncio.current_task()
         for task in list(live.tasks):
             if task is not me:
@@ -614,7 +775,10 @@ class CallService:
             for live in list(self._live.values()):
                 if live.media is not None and not live.ending and t - live.last_keepalive > timeout:
                     live.forced_result = Results.KEEPALIVE_TIMEOUT
-                    await live.media.hangup()
+                    try:
+                        await live.media.hangup()
+                    except Exception:  # one call's failure never stops the watchdog
+                        log.exception("call %s: hanging up after keepAlive timeout", live.call_id)
 
     # --- incoming -------------------------------------------------------------------------
     async def _on_incoming(self, inc: IncomingCall) -> None:
@@ -655,8 +819,8 @@ class CallService:
                 "requestedModalities": ["audio"],
             },
         )
-        live = self._new_live(call.id, incoming=inc)
-        async with live.lock, self._unit() as uow:
+        live = self._new_live(call, incoming=inc)
+        async with live.lock, self._call_unit(call.id) as uow:
             await uow.insert_call(call)
             await self._emit(uow, call, EventKind.CALL_CREATED)
         self._tell(self.tap.incoming, call.id, inc)
@@ -669,11 +833,11 @@ class CallService:
         async with live.lock:
             if live.media is not None or live.incoming is None:
                 return
-            async with self._unit() as uow:
+            async with self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
                 if call is not None and call.state in (CallState.INCOMING, CallState.ESTABLISHING):
                     await self._finish_call(uow, call, Results.ENDED_BY_REMOTE)
-        self._live.pop(live.call_id, None)
+        self._forget(live.call_id)
         me = asyncio.current_task()
         for task in list(live.tasks):
             if task is not me:
@@ -684,19 +848,23 @@ class CallService:
         async with live.lock:
             if live.media is not None or live.incoming is None:
                 return
-            async with self._repo.unit() as uow:
+            async with self._reading(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
             if call is not None and call.state is CallState.ESTABLISHING:
                 return  # being answered: the answer decides
             await live.incoming.reject(480)
-            async with self._unit() as uow:
+            async with self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
                 if call is not None and call.state is CallState.INCOMING:
                     await self._finish_call(uow, call, Results.ANSWER_TIMEOUT)
-        self._live.pop(live.call_id, None)
+        self._forget(live.call_id)
+        me = asyncio.current_task()
+        for task in list(live.tasks):  # the wait for a CANCEL that a caller gone never sends
+            if task is not me:
+                task.cancel()
 
     async def _incoming_live(self, p: Principal, call_id: str) -> tuple[_Live, IncomingCall]:
-        async with self._repo.unit() as uow:
+        async with self._reading(call_id) as uow:
             call = await self._owned(uow, p, call_id)
         live = self._live.get(call_id)
         if call.state is not CallState.INCOMING or live is None or live.incoming is None:
@@ -708,7 +876,7 @@ class CallService:
         if callback_uri is not None:
             check_callback_uri(callback_uri, self._cfg.callback_allowed_hosts)
         live, inc = await self._incoming_live(p, call_id)
-        async with live.lock, self._unit() as uow:
+        async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
             if call.state is not CallState.INCOMING:
                 raise NotAllowedError(f"call {call_id} is {call.state.value}, not incoming")
@@ -722,14 +890,14 @@ class CallService:
             media = await inc.answer()
         except MediaBackendError as exc:
             gone = isinstance(exc, CallEndedError)
-            async with live.lock, self._unit() as uow:
+            async with live.lock, self._call_unit(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
                 if not call.ended:
                     result = Results.ENDED_BY_REMOTE if gone else Results.MEDIA_ERROR
                     await self._finish_call(uow, call, result)
             for task in list(live.tasks):
                 task.cancel()
-            self._live.pop(call_id, None)
+            self._forget(call_id)
             raise NotAllowedError(f"call {call_id} could not be answered: {exc}") from exc
         await self._established(live, media)
 
@@ -737,25 +905,27 @@ class CallService:
         self._require(p, ROLE_INITIATE)
         live, inc = await self._incoming_live(p, call_id)
         await inc.reject({"busy": 486, "forbidden": 403}.get(reason, 603))
-        async with live.lock, self._unit() as uow:
+        async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
             await self._finish_call(uow, call, Results.REJECTED)
         for task in list(live.tasks):
             task.cancel()
-        self._live.pop(call_id, None)
+        self._forget(call_id)
 
     # --- operations -----------------------------------------------------------------------
     async def list_operations(self, p: Principal, call_id: str) -> list[Operation]:
-        async with self._repo.unit() as uow:
+        self._require_read(p)
+        async with self._reading(call_id) as uow:
             await self._owned(uow, p, call_id)
             return await uow.list_operations(call_id)
 
     async def get_operation(self, p: Principal, call_id: str, op_id: str) -> Operation:
-        async with self._repo.unit() as uow:
+        self._require_read(p)
+        async with self._reading(call_id) as uow:
             await self._owned(uow, p, call_id)
-            op = await uow.get_operation(call_id, op_id)
+            op = await uow.get_operation(call_id, op_id) if RESOURCE_ID.fullmatch(op_id) else None
         if op is None:
-            raise NotFoundError(f"operation {op_id} was not found on call {call_id}")
+            raise NotFoundError(f"operation {op_id!r} was not found on call {call_id}")
         return op
 
     def _validate_dtmf(self, req: DtmfRequest) -> tuple[int, int]:
@@ -821,7 +991,7 @@ class CallService:
                 method=method,
             )
 
-        return await self._enqueue(p, call_id, req.repeat_key, make)
+        return await self._enqueue(p, call_id, (req.repeat_key, OpKind.SEND_DTMF), make)
 
     async def play_prompt(self, p: Principal, call_id: str, req: PromptRequest) -> Operation:
         self._require(p, ROLE_INITIATE)
@@ -838,7 +1008,7 @@ class CallService:
                 params={"prompts": [[r.uri, r.resource_id] for r in req.prompts], "loop": req.loop},
             )
 
-        return await self._enqueue(p, call_id, req.repeat_key, make)
+        return await self._enqueue(p, call_id, (req.repeat_key, OpKind.PLAY_PROMPT), make)
 
     async def record_response(self, p: Principal, call_id: str, req: RecordRequest) -> Operation:
         self._require(p, ROLE_MEDIA)
@@ -856,31 +1026,34 @@ class CallService:
             )
 
         barge = req.params.barge_in
-        return await self._enqueue(p, call_id, req.repeat_key, make, barge_in=barge)
+        repeat = (req.repeat_key, OpKind.RECORD)
+        return await self._enqueue(p, call_id, repeat, make, barge_in=barge)
 
     async def _enqueue(
         self,
         p: Principal,
         call_id: str,
-        repeat_key: str | None,
+        repeat: tuple[str | None, OpKind],
         make: Callable[[_Live, bool], Operation],
         *,
         barge_in: bool = False,
     ) -> Operation:
         """Store the media operation ``make`` gives (told whether it will run at once) and queue
-        it on the call (at the head, for a barge-in); a repeat of ``repeat_key`` returns the
-        operation made the first time."""
+        it on the call (at the head, for a barge-in); a repeat of ``repeat`` (key, kind)
+        returns the operation made the first time."""
+        repeat_key, kind = repeat
         live = self._live.get(call_id)
         if live is None:
-            async with self._repo.unit() as uow:
+            async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, kind):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
+        self.writes.accepting(call_id)
         async with live.lock:
-            async with self._unit() as uow:
+            async with self._call_unit(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, kind):
                     return found
                 if call.state not in (CallState.ESTABLISHING, CallState.ESTABLISHED):
                     raise NotAllowedError(f"call {call_id} is {call.state.value}")
@@ -923,18 +1096,19 @@ class CallService:
         self._require(p, ROLE_INITIATE)
         live = self._live.get(call_id)
         if live is None:
-            async with self._repo.unit() as uow:
+            async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, OpKind.CANCEL_MEDIA):
                     return found
             raise NotAllowedError(f"call {call_id} is {call.state.value}")
+        self.writes.accepting(call_id)
         async with live.lock:
-            async with self._repo.unit() as uow:
+            async with self._reading(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
-                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                if found := await self._repeat(uow, call_id, repeat_key, OpKind.CANCEL_MEDIA):
                     return found
             cancelled_ids = await live.mq.stop(lambda _kind: True)
-            async with self._unit() as uow:
+            async with self._call_unit(call_id) as uow:
                 call = await self._owned(uow, p, call_id)
                 await live.mq.write_cancelled(uow, call, cancelled_ids)
                 cancel_op = await self._completed_operation(
@@ -944,6 +1118,8 @@ class CallService:
 
     async def recording(self, op_id: str) -> Recording | None:
         """The stored recording of recordResponse ``op_id`` (``None``: unknown or deleted)."""
+        if not RESOURCE_ID.fullmatch(op_id):
+            return None
         async with self._repo.unit() as uow:
             return await uow.get_recording(op_id)
 
@@ -952,11 +1128,18 @@ class CallService:
     ) -> Operation:
         self._require(p, ROLE_MEDIA)
         live = self._live.get(call_id)
-        async with self._unit() as uow:
+        if live is None:
+            async with self._reading(call_id) as uow:
+                call = await self._owned(uow, p, call_id)
+                if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+                    return found
+            raise NotAllowedError(f"call {call_id} is {call.state.value}")
+        self.writes.accepting(call_id)
+        async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
-            if repeat_key and (found := await uow.find_repeat(call_id, repeat_key)):
+            if found := await self._repeat(uow, call_id, repeat_key, OpKind.SUBSCRIBE_TONE):
                 return found
-            if live is None or call.ended:
+            if call.ended:
                 raise NotAllowedError(f"call {call_id} is {call.state.value}")
             call.tone_subscribed = True
             await uow.update_call(call)
@@ -995,7 +1178,7 @@ class CallService:
             if tone is None:
                 continue
             live.mq.key_heard(info.key.upper(), info.time)
-            async with live.lock, self._unit() as uow:
+            async with live.lock, self._call_unit(live.call_id, droppable=True) as uow:
                 call = await uow.get_call(live.call_id)
                 if call is None or not call.tone_subscribed or call.ended:
                     continue
@@ -1007,13 +1190,17 @@ class CallService:
     async def _watch_audio(self, live: _Live, media: MediaCall) -> None:
         """The far end holds or resumes the call: ``mediaState.audio`` follows, notified."""
         async for active in media.audio_changes():
-            async with live.lock, self._unit() as uow:
+            async with live.lock, self._call_unit(live.call_id) as uow:
                 call = await uow.get_call(live.call_id)
-                if call is None or call.ended or call.audio_held == (not active):
+                if call is None or call.ended:
                     continue
-                call.audio_held = not active
-                await uow.update_call(call)
-                await self._emit(uow, call, EventKind.CALL_UPDATED)
+                if call.audio_held != (not active):
+                    call.audio_held = not active
+                    await uow.update_call(call)
+                    await self._emit(uow, call, EventKind.CALL_UPDATED)
+                if call.control.far_direction != media.audio_direction:
+                    call.control.far_direction = media.audio_direction
+                    await self.control.roster_changed(uow, call)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -34,3 +34,13 @@ class ServiceUnavailableError(ServiceError):
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = max(1, int(retry_after_s))
+
+
+class StoreUnavailableError(ServiceUnavailableError):
+    """The store (SQLite file, PostgreSQL server) cannot be read or written right now: read-only,
+    full, stopped, unreachable. Transient by nature: what needs it is retried or answered 503."""
+
+    def __init__(
+        self, message: str = "the store is unavailable", *, retry_after_s: int = 2
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)

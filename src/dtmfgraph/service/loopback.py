@@ -74,6 +74,8 @@ class LoopbackCall:
         self._clock: asyncio.Task[None] | None = None
         self.media_stopped = False
         """The far end sends no audio (``stop_media``)."""
+        self.muted = False
+        """The bot is muted: what it plays reaches the far end as silence."""
 
     @property
     def can_send_rfc4733(self) -> bool:
@@ -132,7 +134,8 @@ class LoopbackCall:
             if self.ended.done():
                 raise CallEndedError("the call has ended")
             await self._wait(len(samples) / 8000 * self.speed)
-            self.played.append(np.asarray(samples, dtype=np.int16))
+            played = np.asarray(samples, dtype=np.int16)
+            self.played.append(np.zeros_like(played) if self.muted else played)
             if not loop:
                 return
 
@@ -176,6 +179,13 @@ class LoopbackCall:
             if item is None:
                 return
             yield item
+
+    @property
+    def audio_direction(self) -> str:
+        return "sendReceive" if self.audio_active else "sendOnly"
+
+    def set_muted(self, muted: bool) -> None:
+        self.muted = muted
 
     async def hangup(self) -> None:
         self._end(EndReason(EndKind.LOCAL_BYE))

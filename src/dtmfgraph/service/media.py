@@ -11,6 +11,8 @@ in-process simulation used by tests and demos.
     ``MediaCall`` once it is answered, or raises ``DialError`` with the final SIP status
     (0 when there was no final response, e.g. no route; 408 for a dial timeout), or
     ``MediaSetupError`` when the local media could not be set up. ``close()`` ends all.
+    Optional ``check_capacity()``: raise ``ServiceUnavailableError`` when a call placed now
+    could not get its media (every RTP port taken); the service asks before it answers 201.
 
 ``MediaCall``
     ``send_dtmf(keys, method=, tone_ms=, gap_ms=)``: ``keys`` are keypad characters
@@ -134,6 +136,17 @@ class MediaCall(Protocol):
 
     def audio_changes(self) -> AsyncIterator[bool]:
         """``audio_active`` each time it changes, until the call ends."""
+        ...
+
+    @property
+    def audio_direction(self) -> str:
+        """The far end's audio direction as its SDP says, as a Graph ``mediaDirection``
+        (``sendReceive``, ``sendOnly``, ``receiveOnly``, ``inactive``)."""
+        ...
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute (``True``) or unmute the bot: while muted, audio it plays (prompts, beeps)
+        goes out as silence; RTP keeps flowing and DTMF keys still go out."""
         ...
 
     async def hangup(self) -> None: ...

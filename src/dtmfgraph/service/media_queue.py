@@ -155,7 +155,7 @@ class MediaQueue:
         victims = await self.stop(lambda kind: kind in _BARGED)
         self.entries.appendleft((op.id, op.kind))
         self._prefetch(op)
-        async with self._svc._unit() as uow:
+        async with self._svc._call_unit(self.call_id) as uow:
             call = await uow.get_call(self.call_id)
             if call is not None:
                 await self.write_cancelled(uow, call, victims)
@@ -232,7 +232,7 @@ class MediaQueue:
                 if self.ending or media.ended.done():
                     return  # the call is over: its end writes every outcome
                 op_id, kind = self.entries.popleft()
-                async with self._svc._unit() as uow:
+                async with self._svc._call_unit(self.call_id) as uow:
                     op = await uow.get_operation(self.call_id, op_id)
                     if op is None or op.finished:
                         continue
@@ -259,7 +259,7 @@ class MediaQueue:
                     outcome = Outcome(OpStatus.FAILED, call_end_reason(kind), Results.MEDIA_ERROR)
                 else:
                     outcome = job.result()
-                async with self._svc._unit() as uow:
+                async with self._svc._call_unit(self.call_id) as uow:
                     op = await uow.get_operation(self.call_id, op_id)
                     call = await uow.get_call(self.call_id)
                     if op is None or call is None or op.finished:

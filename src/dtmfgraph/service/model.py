@@ -13,6 +13,8 @@ class CallState(StrEnum):
     INCOMING = "incoming"
     ESTABLISHING = "establishing"
     ESTABLISHED = "established"
+    TRANSFERRING = "transferring"
+    TRANSFER_ACCEPTED = "transferAccepted"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
 
@@ -30,6 +32,9 @@ class OpKind(StrEnum):
     SUBSCRIBE_TONE = "subscribeToToneOperation"
     PLAY_PROMPT = "playPromptOperation"
     RECORD = "recordOperation"
+    MUTE = "muteParticipantOperation"
+    UNMUTE = "unmuteParticipantOperation"
+    UPDATE_RECORDING_STATUS = "updateRecordingStatusOperation"
 
     @property
     def media(self) -> bool:
@@ -122,6 +127,51 @@ def now() -> float:
 
 
 @dataclass(slots=True)
+class CallControl:
+    """The call-control state of a call, stored as one JSON value: the roster's changing
+    parts (the bot muted, its recording status, the far end's audio direction and which far
+    end it is) and a transfer in flight."""
+
+    muted: bool = False
+    recording_status: str | None = None
+    roster_seq: int = 0
+    far_leg: int = 0
+    """How many far ends the call has had before this one (a transfer the far end made)."""
+    far_direction: str = "sendReceive"
+    """The far end's audio direction (Graph ``mediaDirection``) from its SDP."""
+    far_identity: dict[str, Any] | None = None
+    """The far end's identity set when it is not the call's own target/source (after the far
+    end transferred the call)."""
+    transfer: dict[str, Any] | None = None
+    """The transfer in flight (target, consultative or not), ``None`` when none."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "muted": self.muted,
+            "recordingStatus": self.recording_status,
+            "rosterSeq": self.roster_seq,
+            "farLeg": self.far_leg,
+            "farDirection": self.far_direction,
+            "farIdentity": self.far_identity,
+            "transfer": self.transfer,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> CallControl:
+        if not d:
+            return cls()
+        return cls(
+            muted=bool(d.get("muted", False)),
+            recording_status=d.get("recordingStatus"),
+            roster_seq=int(d.get("rosterSeq", 0)),
+            far_leg=int(d.get("farLeg", 0)),
+            far_direction=str(d.get("farDirection") or "sendReceive"),
+            far_identity=d.get("farIdentity"),
+            transfer=d.get("transfer"),
+        )
+
+
+@dataclass(slots=True)
 class Call:
     """A call as the service sees it. ``properties`` is the open Graph data kept verbatim."""
 
@@ -146,6 +196,8 @@ class Call:
     """The node (``dtmfgraph serve`` process) whose media carries the call."""
     audio_held: bool = False
     """The far end holds the call (Graph ``mediaState.audio`` ``inactive``)."""
+    control: CallControl = field(default_factory=CallControl)
+    """Participants, mute, recording status and transfer state (see :class:`CallControl`)."""
 
     @property
     def ended(self) -> bool:
@@ -185,6 +237,8 @@ class EventKind(StrEnum):
     CALL_DELETED = "callDeleted"
     OPERATION_DELETED = "operationDeleted"
     TONE = "tone"
+    ROSTER = "roster"
+    """The participants changed (``updated`` on ``.../participants``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +281,8 @@ def snapshot_call(call: Call) -> dict[str, Any]:
         "lastTone": call.last_tone,
         "audioHeld": call.audio_held,
         "properties": call.properties,
+        "appId": call.app_id,
+        "control": call.control.to_json(),
     }
 
 

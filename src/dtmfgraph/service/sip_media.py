@@ -22,11 +22,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..media.phone import (
     DEFAULT_FAILOVER_AFTER,
     DEFAULT_MEDIA_TIMEOUT,
+    RTP_FULL_RETRY_AFTER_S,
     CallEnd,
     DtmfResult,
     IncomingInvite,
@@ -40,11 +42,19 @@ from ..media.phone import DialTimeoutError as PhoneDialTimeoutError
 from ..media.phone import EndReason as PhoneEndReason
 from ..media.registration import PhoneRegistration, RegistrationError
 from ..media.resolve import SipResolver
-from ..media.sip_transport import DEFAULT_KEEPALIVE_S, UDP_KEEPALIVE_S
+from ..media.sip_transport import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_S,
+    MAX_TCP_CONNECTIONS,
+    UDP_KEEPALIVE_S,
+    TcpLimits,
+)
 from ..media.tls import TlsConfig
 from ..media.udp import Address, MediaError, PortRange
+from ..rtp.jitter import MAX_DELAY
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
+from .errors import ServiceUnavailableError
 from .media import (
     Audio,
     AudioSink,
@@ -210,8 +220,24 @@ class SipMediaCall:
         async for active in self.call.audio_changes():
             yield active
 
+    @property
+    def audio_direction(self) -> str:
+        return self.call.audio_direction
+
+    def set_muted(self, muted: bool) -> None:
+        self.call.muted = muted
+
     async def hangup(self) -> None:
         await self.call.hangup()
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    """The SIP TCP/TLS limits a ``SipMedia`` gives its transport."""
+
+    limits: TcpLimits = field(default_factory=TcpLimits)
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = MAX_TCP_CONNECTIONS
 
 
 class SipIncoming:
@@ -288,7 +314,13 @@ class SipMedia:
         rtcp_interval: float = MIN_INTERVAL,
         inbound_auth_sha256: bool = False,
         rtcp_mux_offer: bool = False,
+        tcp: TcpSettings | None = None,
+        jitter_max_delay: float = MAX_DELAY,
     ) -> None:
+        self.tcp = tcp
+        """SIP TCP/TLS limits (``None``: the transport's defaults)."""
+        self.jitter_max_delay = jitter_max_delay
+        """Greatest play-out delay of a call's jitter buffer (seconds)."""
         self.rtcp_mux_offer = rtcp_mux_offer
         """Calls placed offer ``a=rtcp-mux``."""
         self.inbound_auth_sha256 = inbound_auth_sha256
@@ -346,8 +378,13 @@ class SipMedia:
             self.phone.failover_after = self.failover_after
             self.phone.transport.keepalive_interval = self.keepalive
             self.phone.transport.udp_keepalive_interval = self.udp_keepalive
+            if self.tcp is not None:
+                self.phone.transport.limits = self.tcp.limits
+                self.phone.transport.idle_timeout = self.tcp.idle_timeout
+                self.phone.transport.max_tcp_connections = self.tcp.max_connections
             self.phone.allow_sources = self.allow_from
             self.phone.rtcp_interval = self.rtcp_interval
+            self.phone.jitter_max_delay = self.jitter_max_delay
             self.phone.rtcp_mux_offer = self.rtcp_mux_offer
             if self.inbound_auth is not None:
                 algorithms = ("SHA-256", "MD5") if self.inbound_auth_sha256 else ("MD5",)
@@ -444,6 +481,16 @@ class SipMedia:
         invite.ring()
         await handler(SipIncoming(invite))
 
+    def check_capacity(self) -> None:
+        """``ServiceUnavailableError`` (503, Retry-After) when a call placed now could get no
+        RTP port: refused at once, before a 201 (counted as the phone's ``rtp_ports_exhausted``)."""
+        phone = self.phone
+        if phone is not None and not phone.rtp_port_free():
+            raise ServiceUnavailableError(
+                "every RTP port is in use: try again shortly",
+                retry_after_s=RTP_FULL_RETRY_AFTER_S,
+            )
+
     async def dial(self, target: str, *, timeout: float) -> MediaCall:
         phone = await self.open()
         try:
@@ -474,4 +521,4 @@ class SipMedia:
             await phone.close()
 
 
-__all__ = ["SipIncoming", "SipMedia", "SipMediaCall", "map_call_end"]
+__all__ = ["SipIncoming", "SipMedia", "SipMediaCall", "TcpSettings", "map_call_end"]

@@ -8,7 +8,6 @@ drain :meth:`UserAgent.next_event`. Time only ever comes in as ``now`` (seconds,
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import random
@@ -76,6 +75,7 @@ from dtmfgraph.sip.sdp import (
     SessionDescription,
     audio_media,
     build_answer,
+    check_media,
     next_local_version,
     with_direction,
 )
@@ -461,12 +461,22 @@ class UserAgent:
         call.move_to(CallState.ANSWERED)
         self._start_2xx_retransmission(call, call.invite.cseq.seq, now)
 
-    def reject(self, call: Call, status: int, now: float, reason: str = "") -> None:
-        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603)."""
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str = "",
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); with
+        ``retry_after`` (seconds), a ``Retry-After`` header (a 503 for a full resource)."""
         call.require("reject")
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
-        self._respond_invite(call, status, now, reason=reason)
+        extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+        self._respond_invite(call, status, now, reason=reason, extra=extra)
         call.end_status = status
         self._terminate(call, now)
 
@@ -715,15 +725,16 @@ class UserAgent:
         *,
         reason: str = "",
         sdp: SessionDescription | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         tx = call._server_tx
         assert tx is not None and call.dialog is not None and call.invite is not None
-        extra: list[tuple[str, str]] = []
+        headers: list[tuple[str, str]] = list(extra)
         if status < 300:
-            extra += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
-            extra.append(("Contact", str(self._contact(call.peer_addr))))
+            headers += [("Record-Route", rr) for rr in call.invite.headers.get_raw("Record-Route")]
+            headers.append(("Contact", str(self._contact(call.peer_addr))))
         if 200 <= status < 300:
-            extra.append(("Allow", ", ".join(ALLOWED_METHODS)))
+            headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         body = bytes(sdp) if sdp is not None else b""
         response = self._respond(
             tx,
@@ -733,7 +744,7 @@ class UserAgent:
             to_tag=call.dialog.local_tag,
             body=body,
             content_type=SDP_CONTENT_TYPE if sdp is not None else None,
-            extra=tuple(extra),
+            extra=tuple(headers),
         )
         if 200 <= status < 300:
             call._ok = (bytes(response), tx.dest)
@@ -850,6 +861,14 @@ class UserAgent:
         except SipParseError as exc:
             self._respond(tx, 400, now, reason=f"Bad Request ({exc})"[:120])
             return
+        if offer is not None:
+            try:
+                check_media(offer)
+            except SdpNegotiationError as exc:
+                self.counters.sdp_refused += 1
+                warning = f"301 {self.local_host} {quote(str(exc)[:200])}"
+                self._respond(tx, 488, now, extra=(("Warning", warning),))
+                return
         call = Call(request.call_id, Role.CALLEE, dialog.local, dialog.remote, addr)
         call.state = CallState.INCOMING
         call.dialog = dialog
@@ -898,9 +917,9 @@ class UserAgent:
         if call is None or call._ok is None or request.cseq.seq != call._ok_seq:
             return  # ACK for nothing we wait on, or a retransmitted ACK: ignore
         self._stop_2xx_retransmission(call)
-        if request.body and request.content_type == SDP_CONTENT_TYPE:
-            with contextlib.suppress(SipParseError):
-                call.remote_sdp = SessionDescription.parse(request.body)
+        sdp = self._sdp_of(request)
+        if sdp is not None:
+            call.remote_sdp = sdp
         if call.state is CallState.ANSWERED:
             call.move_to(CallState.ESTABLISHED)
             self._events.append(CallEstablished(call, call.remote_sdp))
@@ -1611,9 +1630,11 @@ class UserAgent:
         if not message.body or message.content_type != SDP_CONTENT_TYPE:
             return None
         try:
-            return SessionDescription.parse(message.body)
-        except SipParseError:
-            return None
+            sdp = SessionDescription.parse(message.body)
+            check_media(sdp)
+        except (SipParseError, SdpNegotiationError):
+            return None  # unusable: as if there were none (the phone then ends the call)
+        return sdp
 
 
 def status_reason(status: int) -> str:

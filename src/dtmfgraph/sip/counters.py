@@ -33,6 +33,10 @@ class SipCounters:
     orphans_hung_up: int = 0
     """2xx to INVITEs we had no call for (sent before a restart), ACKed and then BYEd."""
 
+    sdp_refused: int = 0
+    """INVITEs refused with 488 before ringing because their SDP cannot be used safely (an
+    address that is not an IP literal, a number out of range)."""
+
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict."""
         return asdict(self)

@@ -47,7 +47,7 @@ def normalize_key(key: str | int) -> str:
         return "F"
     if len(text) == 1 and text in _EVENT_KEYS:
         return text
-    if text.isascii() and text.isdigit() and int(text) < len(_EVENT_KEYS):
+    if len(text) <= 2 and text.isascii() and text.isdigit() and int(text) < len(_EVENT_KEYS):
         return _EVENT_KEYS[int(text)]
     raise DtmfBodyError(f"unreadable DTMF signal {key!r}")
 

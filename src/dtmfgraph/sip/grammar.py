@@ -150,6 +150,14 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
     return host, _parse_port(port_text)
 
 
+def small_int(text: str, max_digits: int) -> int | None:
+    """``text`` as an integer when it is 1 to ``max_digits`` ASCII digits, else ``None``: a
+    number read off the wire never reaches ``int()`` unbounded (4,300+ digits raise there)."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _parse_port(text: str) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > 5:
         raise SipParseError(f"bad port {text!r}")

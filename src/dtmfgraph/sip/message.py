@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from dtmfgraph.sip.errors import SipParseError
-from dtmfgraph.sip.grammar import is_token
+from dtmfgraph.sip.grammar import is_token, small_int
 from dtmfgraph.sip.headers import CSeq, Headers, Via
 from dtmfgraph.sip.uri import NameAddr, Uri, parse_uri
 
@@ -299,7 +299,7 @@ def _validate(message: SipMessage) -> None:
         cseq = message.cseq
         max_forwards = message.headers.get("Max-Forwards")
         if max_forwards is not None and (
-            not max_forwards.isascii() or not max_forwards.isdigit() or int(max_forwards) > 255
+            (hops := small_int(max_forwards.lstrip("0") or "0", 3)) is None or hops > 255
         ):
             raise SipParseError(f"bad Max-Forwards {max_forwards!r}")
         if isinstance(message, SipRequest) and cseq.method != message.method:

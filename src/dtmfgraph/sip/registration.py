@@ -167,6 +167,8 @@ def _seconds(text: str | None) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    if not text.isdigit():
+    if not text.isascii() or not text.isdigit():
         return None
+    if len(text) > 10:  # more than 32 bits: capped, never an unbounded int()
+        return 2**32 - 1
     return min(int(text), 2**32 - 1)

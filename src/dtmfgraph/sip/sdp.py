@@ -4,15 +4,23 @@ SDES crypto attributes (RFC 4568) for SRTP."""
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
 from dtmfgraph.sip.errors import SdpNegotiationError, SdpParseError
+from dtmfgraph.sip.grammar import small_int
 
 SDP_CONTENT_TYPE: Final = "application/sdp"
 _SESSION_ORDER: Final = "vosiuepcbtrzkam"
 _MEDIA_ORDER: Final = "micbka"
+MAX_PT: Final = 127
+"""RTP payload types are 7 bits (RFC 3550 5.1): 0-127."""
+MAX_PTIME_MS: Final = 1000
+"""The longest ``a=ptime`` / ``a=maxptime`` we read (ms)."""
+_PTIME_RE: Final = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,4})?")
 HOLD_ADDRESSES: Final = frozenset({"0.0.0.0", "::"})
 """Connection addresses that mean "send me nothing" (RFC 2543-style hold)."""
 
@@ -123,7 +131,8 @@ class CryptoAttribute:
     def parse(cls, value: str) -> CryptoAttribute | None:
         """The attribute of an ``a=crypto:`` value, or ``None`` when it is malformed."""
         parts = value.split()
-        if len(parts) < 3 or not parts[0].isdigit() or not parts[2].startswith("inline:"):
+        tag = small_int(parts[0], 10) if parts else None
+        if len(parts) < 3 or tag is None or not parts[2].startswith("inline:"):
             return None
         key_params = parts[2][len("inline:") :]
         extra = len(parts) > 3 or ";" in key_params
@@ -131,7 +140,7 @@ class CryptoAttribute:
         for param in rest.split("|") if rest else ():
             if ":" in param:  # an MKI (value:length); a lifetime alone is fine
                 extra = True
-        return cls(int(parts[0]), parts[1], key, extra)
+        return cls(tag, parts[1], key, extra)
 
 
 CryptoChooser = Callable[[Sequence[CryptoAttribute]], CryptoAttribute | None]
@@ -173,13 +182,14 @@ class MediaDescription:
                 rtpmaps[codec.payload_type] = codec
         for value in self.attribute_values("fmtp"):
             pt_text, _, params = value.partition(" ")
-            if pt_text.isdigit():
-                fmtps[int(pt_text)] = params.strip()
+            fmtp_pt = _payload_type(pt_text)
+            if fmtp_pt is not None:
+                fmtps[fmtp_pt] = params.strip()
         codecs: list[Codec] = []
         for fmt in self.formats:
-            if not fmt.isdigit():
+            pt = _payload_type(fmt)
+            if pt is None:
                 continue
-            pt = int(fmt)
             codec = rtpmaps.get(pt) or _STATIC.get(pt)
             if codec is not None:
                 codecs.append(replace(codec, fmtp=fmtps.get(pt)))
@@ -196,8 +206,8 @@ class MediaDescription:
     @property
     def ptime(self) -> int | None:
         """The ``a=ptime`` value in ms."""
-        value = self.attribute("ptime")
-        return int(value) if value and value.isdigit() else None
+        ms = small_int(self.attribute("ptime") or "", 4)
+        return ms if ms is not None and 0 < ms <= MAX_PTIME_MS else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +318,77 @@ class AudioMedia:
         return not self.direction.receives or self.address in HOLD_ADDRESSES
 
 
+def is_ip_literal(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address as written (no host name, no zone)."""
+    if "%" in text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_media(desc: SessionDescription) -> None:
+    """Refuse (:class:`SdpNegotiationError`, a 488) an SDP we could not use safely.
+
+    Every active stream's connection address (and ``a=rtcp`` address) must be an IP literal:
+    a host name would have to be resolved, and we never resolve names for media (a name
+    server that does not answer would stall every call), and an address with a NUL or other
+    junk cannot be sent to.
+    """
+    for m in desc.media:
+        if m.port == 0:
+            continue
+        address = m.connection or desc.connection
+        if address is None or not is_ip_literal(address):
+            raise SdpNegotiationError(
+                f"m={_printable(m.media)}: the connection address {_printable(address)} "
+                "is not an IP address (host names are not resolved)"
+            )
+        rtcp = m.attribute("rtcp")
+        if rtcp is not None:
+            parts = rtcp.split()
+            if len(parts) == 4 and not is_ip_literal(parts[3]):
+                raise SdpNegotiationError(
+                    f"a=rtcp: the address {_printable(parts[3])} is not an IP address "
+                    "(host names are not resolved)"
+                )
+            if _rtcp_attribute(rtcp) is None:
+                raise SdpNegotiationError(f"a=rtcp: {_printable(rtcp)} is not a port 1-65535")
+        if m.proto.upper().startswith("RTP/"):
+            _check_numbers(m)
+
+
+def _check_numbers(m: MediaDescription) -> None:
+    """Every number an RTP stream's SDP gives is one we can read and use: payload types 0-127
+    (in ``m=``, ``a=rtpmap``, ``a=fmtp``), clock rates, ptime."""
+    for fmt in m.formats:
+        if _payload_type(fmt) is None:
+            raise SdpNegotiationError(f"m=: payload type {_printable(fmt)} is not in 0-{MAX_PT}")
+    for key, value in m.attributes:
+        if key in ("rtpmap", "fmtp"):
+            pt_text = (value or "").partition(" ")[0]
+            if _payload_type(pt_text) is None:
+                raise SdpNegotiationError(
+                    f"a={key}: payload type {_printable(pt_text)} is not in 0-{MAX_PT}"
+                )
+            if key == "rtpmap" and _parse_rtpmap(value or "") is None:
+                raise SdpNegotiationError(f"a=rtpmap: unreadable {_printable(value)}")
+        elif key in ("ptime", "maxptime"):
+            text = value or ""
+            if _PTIME_RE.fullmatch(text) is None or not 0 < float(text) <= MAX_PTIME_MS:
+                raise SdpNegotiationError(
+                    f"a={key}: {_printable(text)} is not a number of ms in 1-{MAX_PTIME_MS}"
+                )
+
+
+def _printable(text: str | None, limit: int = 60) -> str:
+    """``text`` quoted, cut and made ASCII, for an error message (and a Warning header)."""
+    shown = ascii(text if text is None else text[:limit])
+    return shown + ("..." if text is not None and len(text) > limit else "")
+
+
 def audio_media(desc: SessionDescription) -> AudioMedia | None:
     """The audio stream of ``desc`` (its first active ``m=audio``), or ``None``."""
     m = desc.audio
@@ -345,10 +426,11 @@ def _rtcp_attribute(value: str | None) -> tuple[str | None, int] | None:
     if value is None:
         return None
     parts = value.split()
-    if not parts or not parts[0].isdigit() or not 0 < int(parts[0]) < 65536:
+    port = small_int(parts[0], 5) if parts else None
+    if port is None or not 0 < port < 65536:
         return None
     host = parts[3] if len(parts) == 4 and parts[0] and parts[1].upper() == "IN" else None
-    return host, int(parts[0])
+    return host, port
 
 
 def build_offer(
@@ -401,8 +483,10 @@ def build_answer(
     other ``m=`` line is refused with port 0. An SRTP stream (``RTP/SAVP``) is taken only when
     ``crypto`` picks one of its crypto lines; crypto lines in ``RTP/AVP`` (best-effort SRTP)
     are answered when it picks one, else the stream is plain RTP. Raises
-    :class:`SdpNegotiationError` when there is no usable audio stream or no common codec.
+    :class:`SdpNegotiationError` when there is no usable audio stream or no common codec, or
+    the offer fails :func:`check_media`.
     """
+    check_media(offer)
     chosen_index: int | None = None
     formats: list[Codec] = []
     offered: AudioMedia | None = None
@@ -509,10 +593,18 @@ def _session_direction(desc: SessionDescription) -> Direction | None:
 def _parse_rtpmap(value: str) -> Codec | None:
     pt_text, _, encoding = value.partition(" ")
     parts = encoding.strip().split("/")
-    if not pt_text.isdigit() or len(parts) < 2 or not parts[1].isdigit():
+    pt = _payload_type(pt_text)
+    rate = small_int(parts[1], 6) if len(parts) >= 2 else None
+    if pt is None or not rate:
         return None
-    channels = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
-    return Codec(int(pt_text), parts[0], int(parts[1]), channels)
+    channels = small_int(parts[2], 2) if len(parts) > 2 else None
+    return Codec(pt, parts[0], rate, channels)
+
+
+def _payload_type(text: str) -> int | None:
+    """A payload type (0-127) as written in ``m=`` or an attribute, or ``None``."""
+    pt = small_int(text, 3)
+    return pt if pt is not None and pt <= MAX_PT else None
 
 
 def _connection_line(address: str) -> str:
@@ -584,10 +676,10 @@ def _parse(data: bytes | str) -> SessionDescription:
             parts = value.split()
             if len(parts) < 4:
                 raise SdpParseError(f"bad m= line {value!r}")
-            port_text = parts[1].split("/", 1)[0]
-            if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-                raise SdpParseError(f"bad media port {parts[1]!r}")
-            current = _MediaBuilder(parts[0], int(port_text), parts[2], tuple(parts[3:]))
+            port = small_int(parts[1].split("/", 1)[0], 5)
+            if port is None or port > 65535:
+                raise SdpParseError(f"bad media port {_printable(parts[1])}")
+            current = _MediaBuilder(parts[0], port, parts[2], tuple(parts[3:]))
         elif kind == "a":
             name, colon, attr_value = value.partition(":")
             attribute: Attribute = (name, attr_value if colon else None)

@@ -26,7 +26,9 @@ class StreamFramer:
     the connection must be closed: where the next message starts is unknown.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.max_body_bytes = max_body_bytes
+        """A Content-Length above this breaks the stream."""
         self._buffer = bytearray()
         self._run = 0
         """CRLFs in the gap before the next message, not yet counted as a ping."""
@@ -60,9 +62,13 @@ class StreamFramer:
                 raise SipParseError("a message on a stream needs a Content-Length (RFC 3261 18.3)")
             if len(set(lengths)) > 1:
                 raise SipParseError("conflicting Content-Length headers")
+            if len(lengths[0]) > 9:
+                raise SipParseError(f"Content-Length of {len(lengths[0])} digits")
             length = int(lengths[0])
-            if length > MAX_BODY_BYTES:
-                raise SipParseError(f"Content-Length {length} is too large")
+            if length > self.max_body_bytes:
+                raise SipParseError(
+                    f"Content-Length {length} is too large (over {self.max_body_bytes} bytes)"
+                )
             total = end + 4 + length
             if len(buffer) < total:
                 return out

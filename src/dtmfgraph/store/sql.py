@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -11,8 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..service.errors import StoreUnavailableError
 from ..service.model import (
     Call,
+    CallControl,
     CallState,
     CompletionReason,
     Direction,
@@ -24,6 +26,7 @@ from ..service.model import (
     OpStatus,
     ResultInfo,
 )
+from ..service.outage import StoreHealth
 from ..service.recordings import Recording
 from .tables import calls, nodes, operations, outbox, recordings
 
@@ -38,6 +41,9 @@ class OutboxItem:
     callback_uri: str
     event: Event
     attempts: int
+    created_at: float = 0.0
+    retry_from: float | None = None
+    """When its retry window began, if it was redelivered (else: ``created_at``)."""
 
 
 def _call_row(c: Call) -> dict[str, Any]:
@@ -59,6 +65,7 @@ def _call_row(c: Call) -> dict[str, Any]:
         "media_record": c.media_record,
         "node_id": c.node_id,
         "audio_held": c.audio_held,
+        "control": c.control.to_json(),
     }
 
 
@@ -82,6 +89,7 @@ def _call(r: sa.Row[Any]) -> Call:
         media_record=dict(m["media_record"]) if m["media_record"] else None,
         node_id=m["node_id"],
         audio_held=bool(m["audio_held"]),
+        control=CallControl.from_json(m["control"]),
     )
 
 
@@ -145,43 +153,49 @@ class SqlUnit:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._c = conn
+        self.wrote = False
+        """Whether this transaction changed anything (only a write shows the store is back:
+        a read-only or full store still reads)."""
+
+    async def _exec(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
+        if isinstance(stmt, (sa.Insert, sa.Update, sa.Delete)):
+            self.wrote = True
+        return await self._c.execute(stmt)
 
     async def get_call(self, call_id: str) -> Call | None:
-        r = (await self._c.execute(sa.select(calls).where(calls.c.id == call_id))).first()
+        r = (await self._exec(sa.select(calls).where(calls.c.id == call_id))).first()
         return _call(r) if r else None
 
     async def insert_call(self, call: Call) -> None:
-        await self._c.execute(calls.insert().values(_call_row(call)))
+        await self._exec(calls.insert().values(_call_row(call)))
 
     async def update_call(self, call: Call) -> None:
-        await self._c.execute(calls.update().where(calls.c.id == call.id).values(_call_row(call)))
+        await self._exec(calls.update().where(calls.c.id == call.id).values(_call_row(call)))
 
     async def unfinished_calls(self) -> list[Call]:
         q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value)
-        return [_call(r) for r in await self._c.execute(q)]
+        return [_call(r) for r in await self._exec(q)]
 
     async def node_alive(self, node_id: str, now: float, *, started: bool = False) -> None:
         """Record that ``node_id`` is alive at ``now`` (``started``: it just started)."""
         values: dict[str, Any] = {"heartbeat_at": now}
         if started:
             values["started_at"] = now
-        done = await self._c.execute(nodes.update().where(nodes.c.id == node_id).values(values))
+        done = await self._exec(nodes.update().where(nodes.c.id == node_id).values(values))
         if done.rowcount == 0:
-            await self._c.execute(
-                nodes.insert().values(id=node_id, started_at=now, heartbeat_at=now)
-            )
+            await self._exec(nodes.insert().values(id=node_id, started_at=now, heartbeat_at=now))
 
     async def node_stopped(self, node_id: str) -> None:
         """Record that ``node_id`` stopped: to the other nodes it is gone at once (its row is
         kept; it beats again when it restarts)."""
-        await self._c.execute(nodes.update().where(nodes.c.id == node_id).values(heartbeat_at=0.0))
+        await self._exec(nodes.update().where(nodes.c.id == node_id).values(heartbeat_at=0.0))
 
     async def calls_of_node(self, node_id: str) -> list[Call]:
         """The calls ``node_id`` carries that are not terminated."""
         q = sa.select(calls).where(
             calls.c.state != CallState.TERMINATED.value, calls.c.node_id == node_id
         )
-        return [_call(r) for r in await self._c.execute(q)]
+        return [_call(r) for r in await self._exec(q)]
 
     async def first_node_alive(self, me: str, dead_before: float) -> bool:
         """Whether ``me`` comes first (by id) among the nodes alive: ``me`` and those that
@@ -207,7 +221,7 @@ class SqlUnit:
         q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value, gone)
         if self._c.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
-        return [_call(r) for r in await self._c.execute(q)]
+        return [_call(r) for r in await self._exec(q)]
 
     async def release_claims(self, me: str, dead_before: float, *, own: bool) -> int:
         """Free the outbox rows that gone nodes had claimed (and, with ``own``, those of
@@ -216,7 +230,7 @@ class SqlUnit:
         gone: sa.ColumnElement[bool] = outbox.c.claimed_by.not_in(_others_alive(me, dead_before))
         if not own:
             gone = sa.and_(gone, outbox.c.claimed_by != me)
-        done = await self._c.execute(
+        done = await self._exec(
             outbox.update()
             .where(outbox.c.state == PENDING, outbox.c.claimed_until.is_not(None), gone)
             .values(claimed_until=None)
@@ -225,30 +239,28 @@ class SqlUnit:
 
     async def get_operation(self, call_id: str, op_id: str) -> Operation | None:
         q = sa.select(operations).where(operations.c.id == op_id, operations.c.call_id == call_id)
-        r = (await self._c.execute(q)).first()
+        r = (await self._exec(q)).first()
         return _op(r) if r else None
 
     async def list_operations(self, call_id: str) -> list[Operation]:
         q = sa.select(operations).where(operations.c.call_id == call_id).order_by(operations.c.seq)
-        return [_op(r) for r in await self._c.execute(q)]
+        return [_op(r) for r in await self._exec(q)]
 
     async def find_repeat(self, call_id: str, repeat_key: str) -> Operation | None:
         q = sa.select(operations).where(
             operations.c.call_id == call_id, operations.c.repeat_key == repeat_key
         )
-        r = (await self._c.execute(q)).first()
+        r = (await self._exec(q)).first()
         return _op(r) if r else None
 
     async def insert_operation(self, op: Operation) -> None:
-        await self._c.execute(operations.insert().values({**_op_row(op), "seq": time.time_ns()}))
+        await self._exec(operations.insert().values({**_op_row(op), "seq": time.time_ns()}))
 
     async def update_operation(self, op: Operation) -> None:
-        await self._c.execute(
-            operations.update().where(operations.c.id == op.id).values(_op_row(op))
-        )
+        await self._exec(operations.update().where(operations.c.id == op.id).values(_op_row(op)))
 
     async def insert_recording(self, rec: Recording) -> None:
-        await self._c.execute(
+        await self._exec(
             recordings.insert().values(
                 op_id=rec.op_id,
                 call_id=rec.call_id,
@@ -261,7 +273,7 @@ class SqlUnit:
 
     async def get_recording(self, op_id: str) -> Recording | None:
         q = sa.select(recordings).where(recordings.c.op_id == op_id)
-        r = (await self._c.execute(q)).first()
+        r = (await self._exec(q)).first()
         if r is None:
             return None
         return Recording(
@@ -269,12 +281,12 @@ class SqlUnit:
         )
 
     async def delete_expired_recordings(self, now: float) -> int:
-        done = await self._c.execute(recordings.delete().where(recordings.c.expires_at <= now))
+        done = await self._exec(recordings.delete().where(recordings.c.expires_at <= now))
         return int(done.rowcount or 0)
 
     async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None:
         t = time.time()
-        await self._c.execute(
+        await self._exec(
             outbox.insert().values(
                 call_id=event.call_id,
                 app_id=app_id,
@@ -294,11 +306,37 @@ class SqlRepository:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url))
+        self.health = StoreHealth()
+        """Up or down; told of every transaction (see :func:`unavailable`)."""
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
-        async with self.engine.begin() as conn:
-            yield SqlUnit(conn)
+        done: list[SqlUnit] = []
+        async with self.guard(lambda: any(u.wrote for u in done)), self.engine.begin() as conn:
+            done.append(unit := SqlUnit(conn))
+            yield unit
+
+    @asynccontextmanager
+    async def guard(self, wrote: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
+        """Around a use of :attr:`engine`: the store being away (read-only, full, stopped,
+        unreachable) becomes :class:`StoreUnavailableError` and is told to :attr:`health`
+        (which logs once per outage); anything else passes through unchanged. A success
+        that ``wrote`` tells :attr:`health` the store is back."""
+        try:
+            yield
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            self.health.failed(exc)
+            if self.engine.dialect.name == "sqlite":
+                # a connection that failed mid-write (a journal it could not remove) keeps a
+                # stale view of the file: start afresh
+                await self.engine.dispose()
+            raise StoreUnavailableError("the store is unavailable for now; retry later") from exc
+        if wrote():
+            self.health.ok()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -306,10 +344,12 @@ class SqlRepository:
     # --- outbox ---------------------------------------------------------------------------
     @staticmethod
     def _first_pending_of_its_call() -> sa.ColumnElement[bool]:
+        """The row is pending and the first of its call not delivered: a dead row holds the
+        rows after it (order per call) until it is redelivered."""
         o2 = outbox.alias("o2")
         first = (
             sa.select(sa.func.min(o2.c.id))
-            .where(o2.c.call_id == outbox.c.call_id, o2.c.state == PENDING)
+            .where(o2.c.call_id == outbox.c.call_id, o2.c.state.in_([PENDING, DEAD]))
             .scalar_subquery()
         )
         return sa.and_(outbox.c.state == PENDING, outbox.c.id == first)
@@ -328,10 +368,11 @@ class SqlRepository:
             .order_by(outbox.c.id)
             .limit(limit)
         )
-        async with self.engine.begin() as conn:
+        rows: list[sa.Row[Any]] = []
+        async with self.guard(wrote=lambda: bool(rows)), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
-            rows = (await conn.execute(q)).all()
+            rows = list((await conn.execute(q)).all())
             if rows:
                 await conn.execute(
                     outbox.update()
@@ -346,6 +387,8 @@ class SqlRepository:
                 callback_uri=r.callback_uri,
                 event=_event(r.event),
                 attempts=int(r.attempts),
+                created_at=float(r.created_at),
+                retry_from=None if r.retry_from is None else float(r.retry_from),
             )
             for r in rows
         ]
@@ -358,12 +401,12 @@ class SqlRepository:
         )
         when = sa.case((claimed, outbox.c.claimed_until), else_=outbox.c.next_attempt_at)
         q = sa.select(sa.func.min(when)).where(self._first_pending_of_its_call())
-        async with self.engine.connect() as conn:
+        async with self.guard(wrote=lambda: False), self.engine.connect() as conn:
             v = (await conn.execute(q)).scalar()
         return float(v) if v is not None else None
 
     async def mark_delivered(self, item_id: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self.guard(), self.engine.begin() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.id == item_id)
@@ -378,7 +421,8 @@ class SqlRepository:
     async def mark_failed_attempt(
         self, item_id: int, *, error: str, retry_at: float | None
     ) -> None:
-        """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``)."""
+        """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``, with
+        the call's later rows: they wait behind it, see :meth:`redeliver`)."""
         values: dict[str, Any] = {
             "attempts": outbox.c.attempts + 1,
             "last_error": error[:2000],
@@ -388,14 +432,117 @@ class SqlRepository:
             values["state"] = DEAD
         else:
             values["next_attempt_at"] = retry_at
-        async with self.engine.begin() as conn:
+        async with self.guard(), self.engine.begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == item_id).values(values))
+            if retry_at is None:
+                await self._held_behind(conn, item_id)
+
+    @staticmethod
+    async def _held_behind(conn: AsyncConnection, item_id: int) -> None:
+        call = sa.select(outbox.c.call_id).where(outbox.c.id == item_id).scalar_subquery()
+        await conn.execute(
+            outbox.update()
+            .where(outbox.c.call_id == call, outbox.c.state == PENDING, outbox.c.id > item_id)
+            .values(
+                state=DEAD, claimed_until=None, last_error=f"held behind notification {item_id}"
+            )
+        )
+
+    async def renew_claim(self, item_id: int, node: str, until: float) -> bool:
+        """Extend ``node``'s claim on a pending row; False if the row is no longer its own."""
+        async with self.guard(), self.engine.begin() as conn:
+            done = await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.id == item_id,
+                    outbox.c.state == PENDING,
+                    outbox.c.claimed_by == node,
+                )
+                .values(claimed_until=until)
+            )
+        return bool(done.rowcount)
+
+    async def give_up(self, item_ids: list[int], error: str) -> None:
+        """Keep rows that were not tried (their receiver kept failing past their retry
+        window) as dead, with the rows after them."""
+        async with self.guard(), self.engine.begin() as conn:
+            for item_id in item_ids:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id == item_id, outbox.c.state == PENDING)
+                    .values(state=DEAD, last_error=error[:2000], claimed_until=None)
+                )
+                await self._held_behind(conn, item_id)
+
+    async def postpone(self, item_ids: list[int], at: float, *, node: str = "") -> None:
+        """Give back claimed rows, not tried, due again at ``at`` (their receiver backs off)."""
+        if not item_ids:
+            return
+        async with self.guard(), self.engine.begin() as conn:
+            await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.id.in_(item_ids),
+                    outbox.c.state == PENDING,
+                    outbox.c.claimed_by == node,
+                )
+                .values(next_attempt_at=at, claimed_until=None)
+            )
+
+    async def retry_now(self, callback_uris: list[str], now: float) -> int:
+        """Make the pending rows for these callback URIs due now (their receiver answered
+        again); returns how many were waiting."""
+        if not callback_uris:
+            return 0
+        async with self.guard(), self.engine.begin() as conn:
+            done = await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.state == PENDING,
+                    outbox.c.callback_uri.in_(callback_uris),
+                    outbox.c.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
+        return int(done.rowcount or 0)
+
+    async def undelivered(
+        self, *, dead: bool = True, call_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Dead rows (or, with ``dead=False``, pending ones), oldest first (``dtmfgraph
+        notifications list``)."""
+        state = DEAD if dead else PENDING
+        q = sa.select(outbox).where(outbox.c.state == state).order_by(outbox.c.id).limit(limit)
+        if call_id is not None:
+            q = q.where(outbox.c.call_id == call_id)
+        async with self.guard(wrote=lambda: False), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    async def redeliver(
+        self, *, ids: list[int] | None = None, call_id: str | None = None, now: float
+    ) -> int:
+        """Put dead rows back in the queue, due now, with a new retry window: the given ones
+        and the dead rows of their calls after them (with ``ids``), those of one call, or all
+        (neither); returns how many."""
+        values = {"state": PENDING, "next_attempt_at": now, "retry_from": now}
+        base = outbox.update().where(outbox.c.state == DEAD).values(claimed_until=None, **values)
+        if call_id is not None:
+            base = base.where(outbox.c.call_id == call_id)
+        n = 0
+        async with self.guard(), self.engine.begin() as conn:
+            if ids is None:
+                return int((await conn.execute(base)).rowcount or 0)
+            for item_id in ids:
+                call = sa.select(outbox.c.call_id).where(outbox.c.id == item_id)
+                q = base.where(outbox.c.call_id == call.scalar_subquery(), outbox.c.id >= item_id)
+                n += int((await conn.execute(q)).rowcount or 0)
+        return n
 
     # --- monitoring -----------------------------------------------------------------------
     async def calls_by_state(self) -> dict[str, int]:
         """How many calls are in each state (every node's calls: the database's view)."""
         q = sa.select(calls.c.state, sa.func.count()).group_by(calls.c.state)
-        async with self.engine.connect() as conn:
+        async with self.guard(wrote=lambda: False), self.engine.connect() as conn:
             return {str(state): int(n) for state, n in await conn.execute(q)}
 
     async def outbox_backlog(self) -> dict[str, int]:
@@ -406,7 +553,7 @@ class SqlRepository:
             .group_by(outbox.c.state)
         )
         counts = {PENDING: 0, DEAD: 0}
-        async with self.engine.connect() as conn:
+        async with self.guard(wrote=lambda: False), self.engine.connect() as conn:
             counts.update({str(state): int(n) for state, n in await conn.execute(q)})
         return counts
 
@@ -424,7 +571,27 @@ def _others_alive(me: str, dead_before: float) -> sa.Select[tuple[str]]:
     return sa.select(nodes.c.id).where(nodes.c.heartbeat_at >= dead_before, nodes.c.id != me)
 
 
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+"""PostgreSQL error classes of a server that is away: connection exception, insufficient
+resources (disk full), operator intervention (shutting down, starting up)."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is away for now (rather than that a statement is wrong):
+    SQLite's read-only, full, locked or I/O errors, a PostgreSQL server stopped, restarting,
+    unreachable or out of disk, a connection lost."""
+    if isinstance(exc, (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = str(getattr(exc.orig, "sqlstate", "") or getattr(exc.orig, "pgcode", "") or "")
+        return state.startswith(_UNAVAILABLE_SQLSTATES)
+    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+
+
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30}}
-    return {"pool_size": 10, "max_overflow": 10}
+    # pre-ping: after the server restarts, pooled connections are found dead before use
+    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}

@@ -26,6 +26,7 @@ calls = sa.Table(
     sa.Column("media_record", sa.JSON, nullable=True),
     sa.Column("node_id", sa.String(128), nullable=True, index=True),
     sa.Column("audio_held", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("control", sa.JSON, nullable=True),
 )
 
 nodes = sa.Table(
@@ -86,6 +87,7 @@ outbox = sa.Table(
     sa.Column("delivered_at", sa.Float, nullable=True),
     sa.Column("claimed_by", sa.String(128), nullable=True),
     sa.Column("claimed_until", sa.Float, nullable=True),
+    sa.Column("retry_from", sa.Float, nullable=True),
 )
 
 call_journals = sa.Table(

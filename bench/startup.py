@@ -1,0 +1,180 @@
+"""Start-up: ``dtmfgraph --help`` and ``dtmfgraph serve`` beside FastAPI's own floor.
+
+Two pairs, each measured in alternating rounds on the same box (medians; the ratio is ours over
+the reference's):
+
+- ``dtmfgraph --help`` against ``python -c "import fastapi, uvicorn"`` (exec to exit);
+- ``dtmfgraph serve`` (SIP media on a free port, a data directory whose schema is current, as
+  at every restart) against a hello-world FastAPI app on uvicorn: exec to the first 200 on
+  ``GET /.well-known/openid-configuration`` (ours) and ``GET /`` (hello), polled every 5 ms.
+
+The table goes into docs/benchmarks.md with the machine.
+
+    .venv/bin/python bench/startup.py [--rounds 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine, markdown_table, stop, write_section
+from dtmfgraph.cli.loops import installed
+from dtmfgraph.cli.progress import progress
+
+HELLO = """
+import sys
+import uvicorn
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+def hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    """This environment without DTMFGRAPH_ settings, and with bytecode caching on (as an
+    installed package has it: the warm-up runs write the .pyc files)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DTMFGRAPH_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+
+
+def _exec_to_exit(argv: list[str]) -> float:
+    began = time.perf_counter()
+    subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), check=True
+    )
+    return time.perf_counter() - began
+
+
+def _ok(port: int, path: str) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def _exec_to_first_200(argv: Callable[[int], list[str]], path: str) -> float:
+    port = _free_port()
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
+    try:
+        while not _ok(port, path):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv(port)} exited {proc.returncode}")
+            if time.perf_counter() - began > 60:
+                raise RuntimeError(f"{argv(port)}: no 200 in 60 s")
+            time.sleep(0.005)
+        return time.perf_counter() - began
+    finally:
+        stop(proc)
+
+
+def _alternate(
+    label: str, rounds: int, ours: Callable[[], float], theirs: Callable[[], float]
+) -> list[str]:
+    """A table row: ``label``, then medians of ``rounds`` alternating runs: ours, theirs, ratio."""
+    mine: list[float] = []
+    refs: list[float] = []
+    with progress(label.split(" / ", maxsplit=1)[0].strip("`"), rounds) as advance:
+        for i in range(rounds):
+            pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+            for run in pair:
+                (mine if run is ours else refs).append(run())
+            advance()
+    a, b = statistics.median(mine), statistics.median(refs)
+    return [label, f"{a:.3f} s", f"{b:.3f} s", f"**{a / b:.2f}x**"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
+    args = parser.parse_args()
+    python = sys.executable
+    dtmfgraph = [python, "-m", "dtmfgraph"]
+    with tempfile.TemporaryDirectory() as tmp:
+        hello = Path(tmp) / "hello.py"
+        hello.write_text(HELLO)
+        data = Path(tmp) / "data"
+
+        def serve(port: int) -> list[str]:
+            return [
+                *dtmfgraph, "serve", "--no-auth", "--port", str(port), "--sip-port", "0",
+                "--data-dir", str(data),
+            ]  # fmt: skip
+
+        # warm-up: the schema made, the bytecode cached
+        _exec_to_first_200(serve, "/.well-known/openid-configuration")
+        _exec_to_first_200(lambda p: [python, str(hello), str(p)], "/")
+        _exec_to_exit([*dtmfgraph, "--help"])
+        rows = [
+            _alternate(
+                '`dtmfgraph --help` / `python -c "import fastapi, uvicorn"` (exec to exit)',
+                args.rounds,
+                lambda: _exec_to_exit([*dtmfgraph, "--help"]),
+                lambda: _exec_to_exit([python, "-c", "import fastapi, uvicorn"]),
+            ),
+            _alternate(
+                "`dtmfgraph serve` / hello-world FastAPI on uvicorn (exec to first 200)",
+                args.rounds,
+                lambda: _exec_to_first_200(serve, "/.well-known/openid-configuration"),
+                lambda: _exec_to_first_200(lambda p: [python, str(hello), str(p)], "/"),
+            ),
+        ]
+    table = markdown_table(["figure", "dtmfgraph", "reference", "ratio (median)"], rows)
+    stack = (
+        "uvloop and httptools installed (both servers use them)"
+        if installed("uvloop") and installed("httptools")
+        else "asyncio's loop and h11 (no uvloop/httptools installed)"
+    )
+    body = (
+        "## Start-up (`bench/startup.py`)\n\n"
+        f"Machine: {machine()}; {stack}.\n\n"
+        f"Medians of {args.rounds} alternating rounds (ours, then the reference, then the other "
+        "way round). `serve` runs with SIP media on a free port and a data directory whose "
+        "schema is current (a restart); its first 200 is `GET "
+        "/.well-known/openid-configuration`. Goals (issue 18): `--help` at most 0.75x, serve "
+        "at most 2x.\n\n"
+        f"{table}\n"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("startup", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The calls a node carries live in its memory; their changes reach the store in order, retried.
+
+Each change of a call the node carries (a state transition, an operation's end, the
+notification it causes) is made on a :class:`CallRecord` through a :class:`LiveUnit`, which
+reads the record and writes down what the store must get as one :class:`Batch`. The
+:class:`WriteBehind` writes a call's batches in the order they were made: at once while the
+store answers (so a change is in the store before the request that made it is answered, as
+without it); while the store is away (read-only, full, stopped), the batches wait in memory
+and are retried with exponential backoff, and land in order when it is back. A change is never
+dropped because a write failed, and no worker of the call waits for the store.
+
+Bounded: what a call can make while the store is away is bounded by what it has (requests that
+would add work answer 503 meanwhile, see ``CallService``); only ``tone`` notifications, which
+the far end can send without end, are dropped past :attr:`WriteBehind.max_droppable` waiting
+for one call (counted in :attr:`WriteBehind.dropped`; the call's state still lands).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .errors import StoreUnavailableError
+from .model import Call, Event, Operation
+from .outage import StoreHealth
+from .recordings import Recording
+from .repository import Repository, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[UnitOfWork], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """A call this node carries (or carried, while its last changes wait for the store), and
+    every operation of it, in the order they were made."""
+
+    call: Call
+    ops: dict[str, Operation] = field(default_factory=dict)
+    live: bool = True
+    """The node still carries the call (when not, the record goes once its writes landed)."""
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(slots=True)
+class Batch:
+    """One transaction of one call: its steps and what to do once it committed."""
+
+    call_id: str
+    steps: list[Step]
+    after: Callable[[], None]
+    droppable: bool = False
+
+
+class LiveUnit:
+    """A :class:`~dtmfgraph.service.repository.UnitOfWork` on a :class:`CallRecord`: reads
+    come from memory, writes are staged, then applied to the record by :meth:`commit` and
+    recorded as :attr:`steps` for the store. Hands out copies, so a change made and then
+    abandoned (the body raised) leaves the record as it was."""
+
+    def __init__(self, record: CallRecord) -> None:
+        self._rec = record
+        self._call: Call | None = None
+        self._ops: dict[str, Operation] = {}
+        self.steps: list[Step] = []
+
+    def commit(self) -> None:
+        if self._call is not None:
+            self._rec.call = self._call
+        self._rec.ops.update(self._ops)
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def get_call(self, call_id: str) -> Call | None:
+        if call_id != self._rec.call.id:
+            return None
+        return copy.deepcopy(self._call or self._rec.call)
+
+    def _op(self, op_id: str) -> Operation | None:
+        return self._ops.get(op_id) or self._rec.ops.get(op_id)
+
+    async def get_operation(self, call_id: str, op_id: str) -> Operation | None:
+        op = self._op(op_id) if call_id == self._rec.call.id else None
+        return copy.deepcopy(op)
+
+    async def list_operations(self, call_id: str) -> list[Operation]:
+        if call_id != self._rec.call.id:
+            return []
+        ids = list(self._rec.ops) + [i for i in self._ops if i not in self._rec.ops]
+        return [copy.deepcopy(op) for i in ids if (op := self._op(i)) is not None]
+
+    async def find_repeat(self, call_id: str, repeat_key: str) -> Operation | None:
+        for op in await self.list_operations(call_id):
+            if op.repeat_key == repeat_key:
+                return op
+        return None
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def insert_call(self, call: Call) -> None:
+        self._call = c = copy.deepcopy(call)
+
+        async def step(uow: UnitOfWork) -> None:
+            if await uow.get_call(c.id) is None:  # a retry after a commit that did land
+                await uow.insert_call(c)
+            else:
+                await uow.update_call(c)
+
+        self.steps.append(step)
+
+    async def update_call(self, call: Call) -> None:
+        self._call = c = copy.deepcopy(call)
+        self.steps.append(lambda uow: uow.update_call(c))
+
+    async def insert_operation(self, op: Operation) -> None:
+        self._ops[op.id] = o = copy.deepcopy(op)
+
+        async def step(uow: UnitOfWork) -> None:
+            if await uow.get_operation(o.call_id, o.id) is None:
+                await uow.insert_operation(o)
+            else:
+                await uow.update_operation(o)
+
+        self.steps.append(step)
+
+    async def update_operation(self, op: Operation) -> None:
+        self._ops[op.id] = o = copy.deepcopy(op)
+        self.steps.append(lambda uow: uow.update_operation(o))
+
+    async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None:
+        self.steps.append(
+            lambda uow: uow.add_event(event, callback_uri=callback_uri, app_id=app_id)
+        )
+
+    async def insert_recording(self, rec: Recording) -> None:
+        async def step(uow: UnitOfWork) -> None:
+            if await uow.get_recording(rec.op_id) is None:
+                await uow.insert_recording(rec)
+
+        self.steps.append(step)
+
+    async def get_recording(self, op_id: str) -> Recording | None:
+        raise _not_here("recordings")
+
+    # -- what is not one call's: never asked of a call's unit ------------------------------------
+    async def delete_expired_recordings(self, now: float) -> int:
+        raise _not_here("recordings")
+
+    async def unfinished_calls(self) -> list[Call]:
+        raise _not_here("calls")
+
+    async def node_alive(self, node_id: str, now: float, *, started: bool = False) -> None:
+        raise _not_here("nodes")
+
+    async def orphaned_calls(self, me: str, dead_before: float, *, own: bool) -> list[Call]:
+        raise _not_here("calls")
+
+    async def release_claims(self, me: str, dead_before: float, *, own: bool) -> int:
+        raise _not_here("the outbox")
+
+    async def first_node_alive(self, me: str, dead_before: float) -> bool:
+        raise _not_here("nodes")
+
+    async def node_stopped(self, node_id: str) -> None:
+        raise _not_here("nodes")
+
+    async def calls_of_node(self, node_id: str) -> list[Call]:
+        raise _not_here("calls")
+
+
+def _not_here(what: str) -> NotImplementedError:
+    return NotImplementedError(f"a call's unit does not hold {what}: use the store's")
+
+
+class WriteBehind:
+    """Writes each call's batches in order; keeps and retries them while the store is away
+    (see the module docstring). One task retries for every call, with exponential backoff
+    from ``backoff_initial_s`` to ``backoff_max_s``; while the store is down and nothing waits,
+    it writes ``probe`` so that :attr:`health` learns the outage ended."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        health: StoreHealth,
+        *,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 1.0,
+        max_droppable: int = 200,
+        drained: Callable[[str], None] = lambda _call_id: None,
+        probe: Step | None = None,
+    ) -> None:
+        self._repo = repo
+        self.health = health
+        self._b0 = backoff_initial_s
+        self._bmax = backoff_max_s
+        self.max_droppable = max_droppable
+        self._drained = drained
+        self._probe = probe
+        """A write that shows the store is back when nothing else waits (a heartbeat)."""
+        self._queues: dict[str, deque[tuple[Batch, CallRecord]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        """``tone`` notifications dropped because too many waited for their call."""
+        self.delay_s = backoff_initial_s
+        """The current retry interval (what a 503 asks clients to wait, rounded up)."""
+        health.on_down = self.kick
+
+    @property
+    def pending(self) -> int:
+        """Batches waiting for the store."""
+        return sum(len(q) for q in self._queues.values())
+
+    def backlog(self, call_id: str) -> bool:
+        """Whether changes of ``call_id`` wait for the store."""
+        return call_id in self._queues
+
+    def accepting(self, call_id: str) -> None:
+        """Raise :class:`StoreUnavailableError` if new work for ``call_id`` must wait: the
+        store is away, or the call's earlier changes have not reached it yet."""
+        if self.health.down or self.backlog(call_id):
+            raise StoreUnavailableError(
+                "the store is unavailable for now; this call goes on, retry the request later",
+                retry_after_s=max(1, round(self.delay_s + 0.5)),
+            )
+
+    async def submit(self, batch: Batch, record: CallRecord) -> None:
+        """Write ``batch`` now if nothing of its call waits and the store takes it; else keep
+        it, behind the call's earlier batches, for the retry task."""
+        if not batch.steps:
+            batch.after()
+            return
+        if batch.call_id not in self._queues:
+            async with record.write_lock:
+                if batch.call_id not in self._queues:
+                    try:
+                        await self._land(batch)
+                        return
+                    except StoreUnavailableError:
+                        pass
+        queue = self._queues.setdefault(batch.call_id, deque())
+        if batch.droppable and len(queue) >= self.max_droppable:
+            self.dropped += 1
+            return
+        queue.append((batch, record))
+        self.kick()
+
+    def kick(self) -> None:
+        """Start the retry task if it is not running."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._retry())
+
+    async def flush(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for every waiting batch to land; whether they all did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._queues and loop.time() < deadline:
+            self.kick()
+            await asyncio.sleep(0.02)
+        return not self._queues
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _land(self, batch: Batch) -> None:
+        async with self._repo.unit() as uow:
+            for step in batch.steps:
+                await step(uow)
+        batch.after()
+
+    async def _retry(self) -> None:
+        self.delay_s = self._b0
+        while self._queues or (self.health.down and self._probe is not None):
+            await asyncio.sleep(self.delay_s)
+            try:
+                if not self._queues and self._probe is not None:
+                    async with self._repo.unit() as uow:  # is the store back?
+                        await self._probe(uow)
+                for call_id in list(self._queues):
+                    await self._drain(call_id)
+            except StoreUnavailableError:
+                self.delay_s = min(self.delay_s * 2, self._bmax)
+            else:
+                self.delay_s = self._b0
+
+    async def _drain(self, call_id: str) -> None:
+        queue = self._queues[call_id]
+        while queue:
+            batch, record = queue[0]
+            async with record.write_lock:
+                try:
+                    await self._land(batch)
+                except StoreUnavailableError:
+                    raise
+                except Exception:  # not the store being away: retrying cannot help
+                    log.exception("call %s: a change could not be written; dropped", call_id)
+            queue.popleft()
+        del self._queues[call_id]
+        self._drained(call_id)
+
+
+__all__ = ["Batch", "CallRecord", "LiveUnit", "WriteBehind"]

@@ -1,0 +1,193 @@
+"""Participants, mute/unmute and updateRecordingStatus through the official SDKs (spec 5-6).
+
+The SDKs are the client: their request builders send the bodies, their models parse our
+answers, and the roster notifications our webhook receiver gets are parsed with their
+``participant`` model as a bot would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from kiota_abstractions.api_error import APIError
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+
+from .harness import APP, Receiver, Service
+from .sdkhelp import new_call, sdk_mod
+from .test_sdk import VERSIONS, ev
+
+
+def _call_url(call_id: str) -> str:
+    return f"/communications/calls/{call_id}"
+
+
+def _rosters(receiver: Receiver, call_id: str) -> list[list[dict[str, Any]]]:
+    return [
+        n["resourceData"]
+        for n in receiver.notes
+        if n["resourceUrl"] == f"{_call_url(call_id)}/participants"
+    ]
+
+
+def _parse_participant(version: str, data: dict[str, Any]) -> Any:
+    cls = sdk_mod(version, "models.participant").Participant
+    node = JsonParseNodeFactory().get_root_parse_node("application/json", json.dumps(data).encode())
+    return node.get_object_value(cls)
+
+
+async def _up(svc: Service, receiver: Receiver, version: str, target: str) -> tuple[Any, Any]:
+    client = svc.sdk(version)
+    call = await client.communications.calls.post(new_call(version, receiver.url, target))
+    await receiver.wait_for(
+        lambda n: (
+            n["resourceUrl"] == _call_url(call.id) and n["resourceData"]["state"] == "established"
+        )
+    )
+    return client.communications.calls.by_call_id(call.id), call
+
+
+def _mute_body(version: str, action: str, context: str) -> Any:
+    name = {"mute": "Mute", "unmute": "Unmute"}[action]
+    mod = sdk_mod(version, f"communications.calls.item.{action}.{action}_post_request_body")
+    return getattr(mod, f"{name}PostRequestBody")(client_context=context)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_participants_are_the_bot_and_the_far_end(
+    svc: Service, receiver: Receiver, version: str
+) -> None:
+    """GET participants: two, the bot's id is the call's myParticipantId, the far end's
+    identity is the call's target (a phone: communicationsIdentitySet); by id each one; an
+    unknown id is 404 itemNotFound."""
+    calls, call = await _up(svc, receiver, version, "+14255550100")
+    roster = await calls.participants.get()
+    assert roster is not None and len(roster.value) == 2
+    bot, far = roster.value
+    assert bot.id == call.my_participant_id != call.id
+    assert bot.info.identity.application.id == APP
+    assert bot.is_muted is False and bot.is_in_lobby is False
+    assert ev(bot.media_streams[0].media_type) == "audio"
+    assert far.id not in (bot.id, call.id)
+    assert far.info.identity.odata_type == "#microsoft.graph.communicationsIdentitySet"
+    assert far.info.identity.phone.id == "+14255550100"
+    assert ev(far.info.endpoint_type) == "default"
+    assert ev(far.media_streams[0].direction) == "sendReceive"
+    one = await calls.participants.by_participant_id(far.id).get()
+    assert one is not None and one.id == far.id and one.info.identity.phone.id == "+14255550100"
+    with pytest.raises(APIError) as err:
+        await calls.participants.by_participant_id("no-such-participant").get()
+    assert err.value.response_status_code == 404
+    assert err.value.error.code == "itemNotFound"  # type: ignore[attr-defined]
+    # no roster notification without a change: the notification sequence is as before
+    assert _rosters(receiver, call.id) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_mute_and_unmute_return_completed_operations_and_notify_the_roster(
+    svc: Service, receiver: Receiver, version: str
+) -> None:
+    """mute: a completed muteParticipantOperation (200 + Location), the bot's isMuted true in
+    GET and in a roster notification the SDK's model parses; muting again: completed, no new
+    roster; unmute: unmuteParticipantOperation, isMuted false, roster again."""
+    calls, call = await _up(svc, receiver, version, "sip:bob@example.invalid")
+    op = await calls.mute.post(_mute_body(version, "mute", "m1"))
+    mute_cls = sdk_mod(version, "models.mute_participant_operation").MuteParticipantOperation
+    assert isinstance(op, mute_cls)
+    assert ev(op.status) == "completed" and op.client_context == "m1"
+    assert op.result_info.code == 200
+    bot = await calls.participants.by_participant_id(call.my_participant_id).get()
+    assert bot.is_muted is True and bot.media_streams[0].server_muted is True
+    [roster] = await receiver.wait_for(
+        lambda n: n["resourceUrl"] == f"{_call_url(call.id)}/participants"
+    )
+    assert roster["changeType"] == "updated"
+    parsed = [_parse_participant(version, p) for p in roster["resourceData"]]
+    assert next(p.id for p in parsed) == call.my_participant_id
+    assert parsed[0].is_muted is True and parsed[1].is_muted is False
+    assert parsed[0].roster_sequence_number == 1
+    assert parsed[1].info.identity.user.id == "sip:bob@example.invalid"
+
+    again = await calls.mute.post(_mute_body(version, "mute", "m2"))
+    assert ev(again.status) == "completed"
+    un = await calls.unmute.post(_mute_body(version, "unmute", "u1"))
+    unmute_cls = sdk_mod(version, "models.unmute_participant_operation")
+    assert isinstance(un, unmute_cls.UnmuteParticipantOperation)
+    assert ev(un.status) == "completed" and un.client_context == "u1"
+    rosters = await receiver.wait_for(
+        lambda n: n["resourceUrl"] == f"{_call_url(call.id)}/participants", count=2
+    )
+    assert len(rosters) == 2  # muting a muted call changed nothing
+    bots = [r["resourceData"][0] for r in rosters]
+    assert [b["isMuted"] for b in bots] == [True, False]
+    assert [b["rosterSequenceNumber"] for b in bots] == [1, 2]
+    ops = {o.id: o for o in (await calls.operations.get()).value}
+    assert {op.id, again.id, un.id} <= set(ops)
+    # no operation notification for these (completed in the response: spec 0)
+    op_notes = [n for n in receiver.notes if "/operations/" in n["resourceUrl"]]
+    assert op_notes == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_update_recording_status(svc: Service, receiver: Receiver, version: str) -> None:
+    """updateRecordingStatus: a completed operation, the status on the bot's recordingInfo
+    (initiator: the application), no notification; an unknown status is 400."""
+    calls, call = await _up(svc, receiver, version, "sip:bob@example.invalid")
+    mod = sdk_mod(
+        version,
+        "communications.calls.item.update_recording_status.update_recording_status_post_request_body",
+    )
+    status = sdk_mod(version, "models.recording_status").RecordingStatus
+    op = await calls.update_recording_status.post(
+        mod.UpdateRecordingStatusPostRequestBody(status=status.Recording, client_context="r1")
+    )
+    op_cls = sdk_mod(version, "models.update_recording_status_operation")
+    assert isinstance(op, op_cls.UpdateRecordingStatusOperation)
+    assert ev(op.status) == "completed" and op.client_context == "r1"
+    bot = await calls.participants.by_participant_id(call.my_participant_id).get()
+    assert ev(bot.recording_info.recording_status) == "recording"
+    assert bot.recording_info.initiator.application.id == APP
+    async with httpx.AsyncClient(
+        base_url=svc.base, headers={"Authorization": f"Bearer {svc.token()}"}
+    ) as http:
+        r = await http.post(
+            f"/{version}/communications/calls/{call.id}/updateRecordingStatus",
+            json={"status": "paused"},
+        )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalidRequest"
+    assert "notRecording, recording, failed" in r.json()["error"]["message"]
+    assert _rosters(receiver, call.id) == []
+
+
+async def test_mute_errors(svc: Service, receiver: Receiver) -> None:
+    """mute needs Calls.Initiate.All (403), an established call (400 notAllowed); the far
+    end's participant cannot be muted (400 notSupported, no mixer); the bot's can (the same
+    as call mute); an unknown participant is 404."""
+    calls, call = await _up(svc, receiver, "v1.0", "sip:bob@example.invalid")
+    roster = await calls.participants.get()
+    far_id = roster.value[1].id
+    base = f"/v1.0/communications/calls/{call.id}"
+    async with httpx.AsyncClient(
+        base_url=svc.base, headers={"Authorization": f"Bearer {svc.token()}"}
+    ) as http:
+        r = await http.post(f"{base}/participants/{far_id}/mute", json={})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "notSupported"
+        r = await http.post(f"{base}/participants/nobody/mute", json={})
+        assert r.status_code == 404
+        r = await http.post(f"{base}/participants/{call.my_participant_id}/mute", json={})
+        assert r.status_code == 200
+        assert r.json()["@odata.type"] == "#microsoft.graph.muteParticipantOperation"
+        assert r.headers["location"].endswith(f"{base}/operations/{r.json()['id']}")
+        weak = svc.token(roles=("Calls.AccessMedia.All",))
+        r = await http.post(f"{base}/unmute", json={}, headers={"Authorization": f"Bearer {weak}"})
+        assert r.status_code == 403
+        await http.delete(base)
+        await receiver.wait_for(
+            lambda n: n["resourceUrl"] == _call_url(call.id) and n["changeType"] == "deleted"
+        )
+        r = await http.post(f"{base}/unmute", json={})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "notAllowed"
+        r = await http.get(f"{base}/participants")
+        assert r.status_code == 200 and r.json()["value"] == []
