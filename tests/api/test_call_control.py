@@ -195,9 +195,9 @@ async def test_mute_errors(svc: Service, receiver: Receiver) -> None:
 
 async def test_transfer_requests_and_outcomes(svc: Service, receiver: Receiver) -> None:
     """transfer: 202 and no body; bad targets, a transferee that is not the far end and a
-    consultative transfer (not yet) are 400 with precise messages; a far end that fails the
-    transfer (486) brings the call back to established 500/7000; one that succeeds ends it
-    0/7015 GracefulTransferCompleted."""
+    consultative transfer naming no other call of ours are 400 with precise messages; a far
+    end that fails the transfer (486) brings the call back to established 500/7000; one that
+    succeeds ends it 0/7015 GracefulTransferCompleted."""
     _calls, call = await _up(svc, receiver, "v1.0", "sip:bob@example.invalid")
     base = f"/v1.0/communications/calls/{call.id}/transfer"
     async with httpx.AsyncClient(
@@ -225,8 +225,13 @@ async def test_transfer_requests_and_outcomes(svc: Service, receiver: Receiver) 
                         "replacesCallId": "x",
                     }
                 },
-                "notSupported",
-                "consultative",
+                "invalidRequest",
+                "transferTarget.replacesCallId: no call x of this application",
+            ),
+            (
+                {"transferTarget": {"replacesCallId": call.id}},
+                "invalidRequest",
+                "transferTarget.replacesCallId: must name another call of this application",
             ),
         ]
         for body, code, words in cases:
@@ -273,6 +278,49 @@ async def test_transfer_requests_and_outcomes(svc: Service, receiver: Receiver) 
         "establishing", "established", "transferring", "transferAccepted", "established",
         "transferring", "transferAccepted", "terminated",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_consultative_transfer_ends_both_calls(
+    svc: Service, receiver: Receiver, version: str
+) -> None:
+    """The SDK transfers call A's far end to call B's (transferTarget.replacesCallId = B): A
+    goes transferring, transferAccepted, terminated 0/7015 with terminationReason
+    AppTransferred; B, its far end replaced, ends 0/7015 too. A transfer replacing a call
+    that is over is 400 notAllowed."""
+    a, call_a = await _up(svc, receiver, version, "sip:caller@example.invalid")
+    _b, call_b = await _up(svc, receiver, version, "sip:agent@example.invalid")
+    m = lambda p: sdk_mod(version, p)  # noqa: E731
+    info = m("models.invitation_participant_info").InvitationParticipantInfo(
+        identity=m("models.communications_identity_set").CommunicationsIdentitySet(
+            user=m("models.identity").Identity(id="sip:agent@example.invalid")
+        ),
+        replaces_call_id=call_b.id,
+    )
+    body = m("communications.calls.item.transfer.transfer_post_request_body")
+    await a.transfer.post(body.TransferPostRequestBody(transfer_target=info))
+    ends = {}
+    for cid in (call_a.id, call_b.id):
+        [ends[cid]] = await receiver.wait_for(
+            lambda n, c=cid: n["resourceUrl"] == _call_url(c) and n["changeType"] == "deleted"
+        )
+    end_a = ends[call_a.id]["resourceData"]
+    assert end_a["terminationReason"] == "AppTransferred"
+    for end in ends.values():
+        info_ = end["resourceData"]["resultInfo"]
+        assert (info_["code"], info_["subcode"]) == (0, 7015)
+    assert "terminationReason" not in ends[call_b.id]["resourceData"]
+    states = [
+        n["resourceData"]["state"]
+        for n in receiver.for_call(call_a.id)
+        if n["resourceUrl"] == _call_url(call_a.id)
+    ]
+    assert states[2:] == ["transferring", "transferAccepted", "terminated"]
+    c, _call_c = await _up(svc, receiver, version, "sip:third@example.invalid")
+    with pytest.raises(APIError) as err:
+        await c.transfer.post(body.TransferPostRequestBody(transfer_target=info))
+    assert err.value.response_status_code == 400
+    assert "not established" in str(err.value.error.message)  # type: ignore[attr-defined]
 
 
 async def test_redirect_requests_and_outcome(svc: Service, receiver: Receiver) -> None:

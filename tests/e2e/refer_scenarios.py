@@ -163,3 +163,70 @@ def ivr_refer_scenario(target: str, *, accepted: bool = True) -> str:
     for our BYE."""
     notifies = _TAKE_NOTIFY * 2 if accepted else ""
     return _IVR.format(target=target, refer_status=202 if accepted else 603, notifies=notifies)
+
+
+def consultative_refer_scenario(target: str) -> str:
+    """sipp as the transferee of a consultative transfer: as :func:`refer_scenario` with 202,
+    NOTIFYs 100 then 200, but the REFER's Refer-To must be ``<target?Replaces=...>`` with a
+    to-tag and a from-tag (sipp fails otherwise); it logs the Refer-To (``-trace_logs``)."""
+    check = (
+        '      <ereg regexp="^ *&lt;(.*)&gt;" search_in="hdr" header="Refer-To:"'
+        ' check_it="true" assign_to="all,referto"/>\n'
+        '      <ereg regexp="[?]Replaces=[^&gt;]+%3Bto-tag%3D[^&gt;%]+%3Bfrom-tag%3D[^&gt;%]+&gt;"'
+        ' search_in="hdr" header="Refer-To:" check_it="true" assign_to="replaces"/>\n'
+        f'      <ereg regexp="&lt;{target.replace(".", "[.]")}[?]" search_in="hdr"'
+        ' header="Refer-To:" check_it="true" assign_to="to_target"/>\n'
+        '      <log message="REFER-TO [$referto]"/>\n'
+    )
+    out = refer_scenario(
+        202, "Accepted", (("100 Trying", "active;expires=60"), ("200 OK", "terminated"))
+    )
+    marker = 'assign_to="ftag,our_tag"/>\n    </action>\n  </recv>\n  <send><![CDATA[\nSIP/2.0 202'
+    assert marker in out
+    head, tail = out.split(marker)
+    tail = tail.replace(
+        "</scenario>", '  <Reference variables="all,replaces,to_target"/>\n</scenario>'
+    )
+    return head + 'assign_to="ftag,our_tag"/>\n' + check + marker.split("/>\n", 1)[1] + tail
+
+
+_REPLACED = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer, then hang up when told (an INFO), as a replaced call's far end does">
+"""
+    + _ANSWER
+    + """  <nop><action><log message="CALL-ID [call_id]"/></action></nop>
+  <recv request="INFO"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+BYE sip:dtmfgraph@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: <sip:dtmfgraph@[remote_ip]:[remote_port]>;tag=[$our_tag]
+Call-ID: [call_id]
+CSeq: 1 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+  <Reference variables="ftag"/>
+</scenario>
+"""
+)
+
+
+def replaced_scenario() -> str:
+    """sipp as call B's far end (the agent) in a consultative transfer: it answers, logs its
+    Call-ID (``-trace_logs``), and hangs up (BYE) once it gets an INFO, as the target does with
+    the call an INVITE with Replaces took over."""
+    return _REPLACED

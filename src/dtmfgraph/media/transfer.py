@@ -111,6 +111,18 @@ async def blind_transfer(
     return TransferOutcome(progress.status, progress.reason, far_end)
 
 
+def replaces_ref(call: PhoneCall) -> tuple[str, Replaces]:
+    """Where a consultative transfer sends the transferee to replace ``call`` (call B): its
+    far end (the address we dialed; for a call it made to us, its Contact) and the
+    ``Replaces`` naming its dialog, the to-tag being the far end's (RFC 3891 section 3).
+    ``TransferError`` when ``call`` has no confirmed dialog."""
+    dialog = call.sip.dialog
+    if call.ended is not None or dialog is None or not dialog.remote_tag:
+        raise TransferError(0, "Transfer failed: the call to replace is over")
+    uri = dialog.remote.uri if call.direction == "outbound" else dialog.remote_target
+    return str(uri), Replaces(dialog.call_id, dialog.remote_tag, dialog.local_tag)
+
+
 async def _next_progress(call: PhoneCall, left: float) -> TransferProgress | None:
     """The next NOTIFY's report (``None``: the call ended first; ``TransferError`` when
     ``left`` seconds pass first)."""
@@ -187,4 +199,5 @@ __all__ = [
     "blind_transfer",
     "follow_refer",
     "refer_allowed",
+    "replaces_ref",
 ]

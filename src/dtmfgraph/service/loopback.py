@@ -197,9 +197,15 @@ class LoopbackCall:
         yield  # an async generator
 
     async def transfer(
-        self, target: str, *, timeout: float, on_accepted: Callable[[], Awaitable[None]]
+        self,
+        target: str,
+        *,
+        timeout: float,
+        on_accepted: Callable[[], Awaitable[None]],
+        replacing: MediaCall | None = None,
     ) -> None:
-        """The far end takes any transfer; one to a user named ``busy`` fails 486."""
+        """The far end takes any transfer; one to a user named ``busy`` fails 486. The far
+        end of a call it replaces hangs that call up."""
         if self.ended.done():
             raise TransferFailedError(0, "Transfer failed: the call has ended")
         await on_accepted()
@@ -207,6 +213,8 @@ class LoopbackCall:
         if _user_and_params(target)[0] == "busy":
             raise TransferFailedError(486, "Transfer failed: SIP 486 Busy Here")
         self.transferred_to = target
+        if isinstance(replacing, LoopbackCall):
+            replacing._end(EndReason(EndKind.REMOTE_BYE))
         self._end(EndReason(EndKind.LOCAL_BYE))
 
     async def hangup(self) -> None:

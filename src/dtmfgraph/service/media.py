@@ -153,11 +153,18 @@ class MediaCall(Protocol):
         ...
 
     async def transfer(
-        self, target: str, *, timeout: float, on_accepted: Callable[[], Awaitable[None]]
+        self,
+        target: str,
+        *,
+        timeout: float,
+        on_accepted: Callable[[], Awaitable[None]],
+        replacing: MediaCall | None = None,
     ) -> None:
         """Blind transfer: ask the far end to call ``target`` (a SIP URI). ``on_accepted`` is
         awaited once it accepted; returns once its call to the target is answered and this
-        call is over (or being ended); raises ``TransferFailedError`` (the call goes on)."""
+        call is over (or being ended); raises ``TransferFailedError`` (the call goes on).
+        Consultative (``replacing``, another call of this backend): the far end is asked to
+        call ``replacing``'s far end in its place (``target`` is then ignored)."""
         ...
 
     def far_ends(self) -> AsyncIterator[str]:

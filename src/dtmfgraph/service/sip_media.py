@@ -51,7 +51,7 @@ from ..media.sip_transport import (
     TcpLimits,
 )
 from ..media.tls import TlsConfig
-from ..media.transfer import TransferError, blind_transfer
+from ..media.transfer import TransferError, blind_transfer, replaces_ref
 from ..media.udp import Address, MediaError, PortRange
 from ..rtp.jitter import MAX_DELAY
 from ..rtp.rtcp import MIN_INTERVAL
@@ -267,10 +267,22 @@ class SipMediaCall:
         self.call.muted = muted
 
     async def transfer(
-        self, target: str, *, timeout: float, on_accepted: Callable[[], Awaitable[None]]
+        self,
+        target: str,
+        *,
+        timeout: float,
+        on_accepted: Callable[[], Awaitable[None]],
+        replacing: MediaCall | None = None,
     ) -> None:
         try:
-            await blind_transfer(self.call, target, timeout=timeout, on_accepted=on_accepted)
+            replaces = None
+            if isinstance(replacing, SipMediaCall):
+                target, replaces = replaces_ref(replacing.call)
+            elif replacing is not None:
+                raise TransferError(0, "Transfer failed: the call to replace is not a SIP call")
+            await blind_transfer(
+                self.call, target, timeout=timeout, on_accepted=on_accepted, replaces=replaces
+            )
         except TransferError as exc:
             raise TransferFailedError(exc.status, str(exc)) from exc
 

@@ -5,12 +5,16 @@ call ``terminated`` 200/7000 (notified to the redirect's callbackUri when it giv
 
 ``transfer`` hands the far end of an established call to another party.
 
-Blind transfer only: the far end is asked to call the target (SIP REFER). Notified as Graph
-does: ``transferring`` when asked, ``transferAccepted`` when the far end accepts, then the call
-ends ``terminated`` with resultInfo 0/7015 ``GracefulTransferCompleted`` (media operations
-still running end ``failed`` with it). A transfer that fails (refused, the target busy, no
-report in ``dial_timeout_s``) returns the call to ``established`` with 500/7000 and a message
-naming the SIP outcome; the call goes on, keys and all.
+Blind: the far end is asked to call the target (SIP REFER). Consultative
+(``transferTarget.replacesCallId`` names call B, the bot's call with the target): the far end is
+asked to call B's far end replacing B (REFER with ``Replaces``, RFC 3891); the final
+notification also says ``terminationReason: AppTransferred``, a failure is 500/7700, and B ends
+0/7015 when the target, replaced, hangs it up. Notified as Graph does: ``transferring`` when
+asked, ``transferAccepted`` when the far end accepts, then the call ends ``terminated`` with
+resultInfo 0/7015 ``GracefulTransferCompleted`` (media operations still running end ``failed``
+with it). A transfer that fails (refused, the target busy, no report in ``dial_timeout_s``)
+returns the call to ``established`` with 500/7000 and a message naming the SIP outcome; the call
+goes on, keys and all.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError, NotAllowedError, NotFoundError, NotSupportedError
+from .errors import InvalidRequestError, NotAllowedError, NotFoundError
 from .media import TransferFailedError
 from .model import CallState, EventKind, ResultInfo, Results, far_participant_id
 
@@ -33,8 +37,8 @@ MAX_REDIRECT_TARGETS = 25
 """Graph's limit (Docs call-redirect: "up to 25 targets")."""
 
 
-def _failed(message: str) -> ResultInfo:
-    return ResultInfo(500, 7000, message)
+def _failed(message: str, consultative: bool = False) -> ResultInfo:
+    return ResultInfo(500, 7700 if consultative else 7000, message)
 
 
 class Transfers:
@@ -43,12 +47,22 @@ class Transfers:
     def __init__(self, svc: CallService) -> None:
         self._svc = svc
 
-    def _target_uri(self, target: dict[str, Any]) -> str:
-        if isinstance(target, dict) and target.get("replacesCallId"):
-            raise NotSupportedError(
-                "transferTarget.replacesCallId: consultative transfer is not supported yet"
+    async def _replaced(self, p: Principal, call_id: str, other_id: Any) -> _Live:
+        """Call B of a consultative transfer: ours, the same app's, established."""
+        svc = self._svc
+        where = "transferTarget.replacesCallId"
+        if not isinstance(other_id, str) or other_id == call_id:
+            raise InvalidRequestError(f"{where}: must name another call of this application")
+        live = svc._live.get(other_id)
+        async with svc._reading(other_id) as uow:
+            other = await uow.get_call(other_id)
+        if other is None or (other.tenant_id, other.app_id) != (p.tenant_id, p.app_id):
+            raise InvalidRequestError(f"{where}: no call {other_id} of this application")
+        if other.state is not CallState.ESTABLISHED or live is None or live.media is None:
+            raise NotAllowedError(
+                f"{where}: call {other_id} is {other.state.value}, not established"
             )
-        return self._uri(target, "transferTarget")
+        return live
 
     def _uri(self, target: Any, where: str) -> str:
         """The SIP URI an invitationParticipantInfo maps to (as ``POST /calls`` targets)."""
@@ -113,7 +127,12 @@ class Transfers:
     ) -> None:
         svc = self._svc
         svc._require(p, "Calls.Initiate.All")
-        uri = self._target_uri(target)
+        replaced: _Live | None = None
+        if isinstance(target, dict) and target.get("replacesCallId") is not None:
+            replaced = await self._replaced(p, call_id, target["replacesCallId"])
+            uri = ""  # call B's far end, as its dialog names it
+        else:
+            uri = self._uri(target, "transferTarget")
         live = svc._live.get(call_id)
         if live is None:
             call = await svc.get_call(p, call_id)
@@ -132,28 +151,38 @@ class Transfers:
                 self._check_transferee(call_id, call.control.far_leg, transferee)
             call.state = CallState.TRANSFERRING
             call.control.transfer = {"target": uri}
+            if replaced is not None:
+                call.control.transfer["replacesCallId"] = replaced.call_id
             await uow.update_call(call)
             await svc._emit(uow, call, EventKind.CALL_UPDATED)
-        svc._spawn(self._run(live, uri), live)
+        svc._spawn(self._run(live, uri, replaced), live)
 
-    async def _accepted(self, live: _Live) -> None:
-        # from now on the far end leaving is the transfer completing (RFC 5589: it may BYE)
+    async def _accepted(self, live: _Live, replaced: _Live | None) -> None:
+        # from now on the far end leaving is the transfer completing (RFC 5589: it may BYE),
+        # and so is call B's far end leaving (the target hangs up the call it replaced)
         live.forced_result = Results.TRANSFERRED
+        if replaced is not None and replaced.forced_result is None:
+            replaced.forced_result = Results.TRANSFERRED
         await self._change(live, (CallState.TRANSFERRING,), CallState.TRANSFER_ACCEPTED)
 
-    async def _run(self, live: _Live, uri: str) -> None:
+    async def _run(self, live: _Live, uri: str, replaced: _Live | None) -> None:
         svc = self._svc
         media = live.media
         assert media is not None
         try:
             await media.transfer(
-                uri, timeout=svc._cfg.dial_timeout_s, on_accepted=lambda: self._accepted(live)
+                uri,
+                timeout=svc._cfg.dial_timeout_s,
+                on_accepted=lambda: self._accepted(live, replaced),
+                replacing=None if replaced is None else replaced.media,
             )
         except TransferFailedError as exc:
-            await self._back_to_established(live, _failed(str(exc)))
+            if replaced is not None and replaced.forced_result is Results.TRANSFERRED:
+                replaced.forced_result = None
+            await self._back_to_established(live, _failed(str(exc), replaced is not None))
             return
         live.forced_result = Results.TRANSFERRED
-        log.info("call %s: transferred to %s", live.call_id, uri)
+        log.info("call %s: transferred to %s", live.call_id, uri or replaced)
 
     async def _back_to_established(self, live: _Live, result: ResultInfo) -> None:
         if live.forced_result is Results.TRANSFERRED:

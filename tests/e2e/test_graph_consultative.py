@@ -1,0 +1,107 @@
+"""Consultative transfer on real SIP calls: the official SDK as the bot, sipp as the caller
+(the transferee, call A) and as the agent (the target, call B)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ..api.harness import Receiver, stop
+from ..api.sdkhelp import dtmf_body, sdk_mod
+from ..judges.baresip import require_baresip
+from ..judges.sipp import sipp_uas
+from .refer_scenarios import consultative_refer_scenario, replaced_scenario
+from .test_graph_sip import place_call, start_sip_service
+
+
+def _consultative_body(target: str, replaces_call_id: str) -> Any:
+    m = lambda p: sdk_mod("v1.0", p)  # noqa: E731
+    ident = m("models.identity").Identity(id=target)
+    info = m("models.invitation_participant_info").InvitationParticipantInfo(
+        identity=m("models.communications_identity_set").CommunicationsIdentitySet(user=ident),
+        replaces_call_id=replaces_call_id,
+    )
+    body = m("communications.calls.item.transfer.transfer_post_request_body")
+    return body.TransferPostRequestBody(transfer_target=info)
+
+
+def _logged(workdir: Path, prefix: str) -> str:
+    """What a sipp scenario logged (``-trace_logs``) after ``prefix``."""
+    for log in workdir.glob("*_logs.log"):
+        for line in log.read_text().splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+    raise AssertionError(f"sipp logged no {prefix!r} in {workdir}")
+
+
+def _ended(call_id: str) -> Any:
+    return lambda n: (
+        n["resourceUrl"] == f"/communications/calls/{call_id}" and n["changeType"] == "deleted"
+    )
+
+
+async def test_consultative_transfer_refers_a_to_b_with_replaces(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The bot has call A with the caller (sipp) and call B with the agent (sipp). It
+    transfers A with transferTarget.replacesCallId = B: the caller gets REFER with
+    Refer-To <agent?Replaces=B's Call-ID;to-tag=agent's tag;from-tag=ours> (sipp checks it),
+    accepts it and reports 100 then 200; A ends transferring, transferAccepted, terminated
+    0/7015 with terminationReason AppTransferred; when the agent hangs up B (replaced), B ends
+    0/7015 as well."""
+    require_baresip()  # the SIP service's test set-up
+    service, server, task = await start_sip_service(tmp_path / "svc", receiver)
+    try:
+        host, sip_port = service.media.sip_address
+        peer = (f"{host}:{sip_port}", "-trace_logs")
+        async with sipp_uas(tmp_path / "agent", replaced_scenario(), timeout_s=30, extra=peer) as (
+            agent_port,
+            agent,
+        ):
+            agent_uri = f"sip:agent@127.0.0.1:{agent_port}"
+            client, call_b = await place_call(service, receiver, "v1.0", agent_uri)
+            async with sipp_uas(
+                tmp_path / "caller",
+                consultative_refer_scenario(agent_uri),
+                timeout_s=30,
+                extra=peer,
+            ) as (caller_port, caller):
+                _, call_a = await place_call(
+                    service, receiver, "v1.0", f"sip:caller@127.0.0.1:{caller_port}"
+                )
+                calls = client.communications.calls
+                await calls.by_call_id(call_a.id).transfer.post(
+                    _consultative_body(agent_uri, call_b.id)
+                )
+                [end_a] = await receiver.wait_for(_ended(call_a.id), timeout=15)
+                _, err = await asyncio.wait_for(caller.communicate(), 15)
+                assert caller.returncode == 0, err.decode(errors="replace")
+                # the agent, its call taken over, hangs up B (told to by an INFO here)
+                await calls.by_call_id(call_b.id).send_dtmf_tones.post(
+                    dtmf_body("v1.0", "1", dtmfMethod="sipinfo")
+                )
+                [end_b] = await receiver.wait_for(_ended(call_b.id), timeout=15)
+                _, err = await asyncio.wait_for(agent.communicate(), 15)
+                assert agent.returncode == 0, err.decode(errors="replace")
+    finally:
+        await stop(server, task)
+    refer_to = _logged(tmp_path / "caller", "REFER-TO")
+    b_call_id = _logged(tmp_path / "agent", "CALL-ID")
+    assert refer_to.startswith(f"{agent_uri}?Replaces={quote(b_call_id, safe='')}%3Bto-tag%3D")
+    states = [
+        n["resourceData"]["state"]
+        for n in receiver.notes
+        if n["resourceUrl"] == f"/communications/calls/{call_a.id}"
+    ]
+    assert states == ["establishing", "established", "transferring", "transferAccepted",
+                      "terminated"]  # fmt: skip
+    assert end_a["resourceData"]["terminationReason"] == "AppTransferred"
+    for end in (end_a, end_b):
+        info = end["resourceData"]["resultInfo"]
+        assert (info["code"], info["subcode"], info["message"]) == (
+            0,
+            7015,
+            "GracefulTransferCompleted",
+        )
