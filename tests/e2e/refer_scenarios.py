@@ -230,3 +230,61 @@ def replaced_scenario() -> str:
     Call-ID (``-trace_logs``), and hangs up (BYE) once it gets an INFO, as the target does with
     the call an INVITE with Replaces took over."""
     return _REPLACED
+
+
+_HOLDING = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer, log the dialog, wait for our BYE (the call an attended transfer replaces)">
+"""
+    + _ANSWER
+    + """  <nop><action><log message="DIALOG [call_id] [$our_tag] [pid]SIPpTag01[call_number]"/>
+  </action></nop>
+"""
+    + _TAIL.format(bye_timeout_ms=20000)
+)
+
+
+def holding_scenario() -> str:
+    """sipp as the far end of a call that another party then replaces (RFC 3891): it
+    answers, logs ``DIALOG <Call-ID> <our tag> <its tag>`` (``-trace_logs``), and waits for our
+    BYE."""
+    return _HOLDING
+
+
+def replacing_caller_scenario(replaces: str, *, expect: int = 200) -> str:
+    """sipp (UAC) calling us with ``Replaces: <replaces>``. ``expect`` 200: it ACKs, waits for
+    an INFO (a key the bot sends on the new leg), answers it, then hangs up; otherwise it wants
+    that final status (e.g. 481) and ACKs it."""
+    from ..judges.sipp import replacing_invite_head
+
+    head = replacing_invite_head(replaces, expect)
+    if expect != 200:
+        return head + "</scenario>\n"
+    return head + _REPLACER_TAIL
+
+
+_REPLACER_TAIL = """  <recv request="INFO"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""

@@ -1,5 +1,6 @@
-"""Consultative transfer on real SIP calls: the official SDK as the bot, sipp as the caller
-(the transferee, call A) and as the agent (the target, call B)."""
+"""Attended transfers on real SIP calls, the official SDK as the bot and sipp as the peers:
+the bot's consultative transfer (sipp as the caller, the transferee of call A, and as the
+agent, the target of call B), and an INVITE with Replaces taking over one of our calls."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from dtmfgraph.service.model import far_participant_id
+
 from ..api.harness import Receiver, stop
 from ..api.sdkhelp import dtmf_body, sdk_mod
 from ..judges.baresip import require_baresip
-from ..judges.sipp import sipp_uas
-from .refer_scenarios import consultative_refer_scenario, replaced_scenario
+from ..judges.sipp import run_sipp, sipp_uas
+from .refer_scenarios import (
+    consultative_refer_scenario,
+    holding_scenario,
+    replaced_scenario,
+    replacing_caller_scenario,
+)
 from .test_graph_sip import place_call, start_sip_service
 
 
@@ -105,3 +113,60 @@ async def test_consultative_transfer_refers_a_to_b_with_replaces(
             7015,
             "GracefulTransferCompleted",
         )
+
+
+async def test_invite_with_replaces_takes_over_the_graph_call(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """An attended transfer to us: the bot calls sipp (the old far end); another sipp calls us
+    with Replaces naming that dialog (its to-tag ours, its from-tag the old far end's). We
+    answer it, BYE the old dialog (sipp checks), and the same Graph call goes on with the new
+    far end: still established, the roster notified with the new participant, and a key the
+    bot sends (SIP INFO) reaches the new far end, which then hangs up. Replaces naming no
+    dialog of ours is 481."""
+    require_baresip()  # the SIP service's test set-up
+    service, server, task = await start_sip_service(tmp_path / "svc", receiver)
+    try:
+        host, sip_port = service.media.sip_address
+        extra = (f"{host}:{sip_port}", "-trace_logs")
+        async with sipp_uas(tmp_path / "old", holding_scenario(), timeout_s=30, extra=extra) as (
+            old_port,
+            old,
+        ):
+            client, call = await place_call(
+                service, receiver, "v1.0", f"sip:old@127.0.0.1:{old_port}"
+            )
+            sip_call_id, our_tag, its_tag = _logged(tmp_path / "old", "DIALOG").split()
+            unknown = await run_sipp(
+                replacing_caller_scenario(
+                    f"{sip_call_id};to-tag=nope;from-tag={its_tag}", expect=481
+                ),
+                (host, sip_port),
+                tmp_path / "unknown",
+            )
+            assert unknown.returncode == 0, unknown.explain()
+            replaces = f"{sip_call_id};to-tag={our_tag};from-tag={its_tag}"
+            new = asyncio.ensure_future(
+                run_sipp(replacing_caller_scenario(replaces), (host, sip_port), tmp_path / "new")
+            )
+            _, err = await asyncio.wait_for(old.communicate(), 15)
+            assert old.returncode == 0, err.decode(errors="replace")  # our BYE reached it
+            roster_url = f"/communications/calls/{call.id}/participants"
+            [roster] = await receiver.wait_for(lambda n: n["resourceUrl"] == roster_url, 10)
+            calls = client.communications.calls.by_call_id(call.id)
+            await calls.send_dtmf_tones.post(dtmf_body("v1.0", "7", dtmfMethod="sipinfo"))
+            result = await asyncio.wait_for(new, 30)
+            assert result.returncode == 0, result.explain()
+            [end] = await receiver.wait_for(_ended(call.id), timeout=15)
+    finally:
+        await stop(server, task)
+    far = roster["resourceData"][1]
+    assert far["id"] == far_participant_id(call.id, 1)
+    assert far["info"]["identity"]["user"]["id"].startswith("sip:sipp@127.0.0.1:")
+    states = [
+        n["resourceData"]["state"]
+        for n in receiver.notes
+        if n["resourceUrl"] == f"/communications/calls/{call.id}"
+    ]
+    assert states == ["establishing", "established", "terminated"]
+    assert end["resourceData"]["resultInfo"]["code"] == 200  # the new far end hung up

@@ -220,6 +220,18 @@ _AWAIT_BYE = """  <recv request="BYE" timeout="{timeout_ms}"/>
 """
 
 
+def replacing_invite_head(replaces: str, expect: int = 200) -> str:
+    """The start of a UAC scenario whose INVITE carries ``Replaces: <replaces>`` (RFC 3891):
+    up to the ACK of the final response, which must be ``expect``."""
+    invite = _HEAD.format(name="dtmfgraph replacing caller").replace(
+        "      Max-Forwards: 70\n", f"      Max-Forwards: 70\n      Replaces: {replaces}\n", 1
+    )
+    if expect == 200:
+        return invite + _ACK.format(cseq=1)
+    invite = invite.split('  <recv response="200"', 1)[0]
+    return invite + f'  <recv response="{expect}"/>\n' + _ACK.format(cseq=1)
+
+
 def silent_caller_scenario(*, hold_first: bool = False, bye_after_ms: int | None = None) -> str:
     """A UAC scenario that never sends RTP: INVITE, ACK, then (``hold_first``) a re-INVITE
     that holds the call (``a=inactive``); then either its own BYE after ``bye_after_ms`` or,

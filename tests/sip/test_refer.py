@@ -9,6 +9,7 @@ from dtmfgraph.sip.refer import (
     ReferError,
     Replaces,
     parse_refer_to,
+    parse_replaces,
     parse_sipfrag,
     read_notify,
     refer_headers,
@@ -99,3 +100,14 @@ def test_refer_to_values(value: str, target: str, replaces: Replaces | None) -> 
 def test_bad_refer_to(value: str) -> None:
     with pytest.raises(ReferError):
         parse_refer_to(value)
+
+
+def test_replaces_header_values() -> None:
+    """RFC 3891 Replaces: Call-ID and both tags in any order, other parameters ignored; a
+    missing part is an error (the INVITE is answered 400)."""
+    want = Replaces("abc@host", to_tag="t1", from_tag="f1")
+    assert parse_replaces("abc@host;to-tag=t1;from-tag=f1") == want
+    assert parse_replaces(" abc@host ; from-tag=f1;early-only; to-tag=t1") == want
+    for bad in ("abc@host;to-tag=t1", ";to-tag=t1;from-tag=f1", "abc;to-tag=;from-tag=f1"):
+        with pytest.raises(ReferError):
+            parse_replaces(bad)

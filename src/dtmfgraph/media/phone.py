@@ -1788,6 +1788,9 @@ class Phone:
 
     def _on_incoming(self, event: IncomingCall) -> None:
         invite = IncomingInvite(self, event.call, event)
+        if event.replaces is not None:  # an attended transfer to us: no handler, no ringing
+            self._on_replacing(invite, event.replaces.call_id)
+            return
         handler = self.on_incoming
         if handler is None or self._closed:
             self.calls_refused += 1
@@ -1812,6 +1815,21 @@ class Phone:
             return
         if inspect.isawaitable(result):
             self._spawn_handler(invite, result)
+
+    def _on_replacing(self, invite: IncomingInvite, old_call_id: str) -> None:
+        """An INVITE that replaces our call ``old_call_id``: see
+        :func:`dtmfgraph.media.transfer.take_over`."""
+        from . import transfer  # noqa: PLC0415  (transfer builds on this module)
+
+        old = self._calls.get(old_call_id)
+        if old is None or old.ended is not None:
+            self.ua.reject(invite.sip, 481, self.loop.time(), "Call Does Not Exist")
+            self.transport.kick()
+            return
+        self._incoming[invite.call_id] = invite
+        task = asyncio.ensure_future(transfer.take_over(old, invite))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     def _on_refer(self, call: PhoneCall, event: ReferReceived) -> None:
         """The far end of ``call`` sent REFER: answer it as :attr:`refer_policy` says and

@@ -5,6 +5,9 @@ REFER; the :class:`~dtmfgraph.media.phone.Phone` answers it 202 or 603 as its ``
 says (:func:`refer_allowed`), calls the target, reports with NOTIFY sipfrag, and ends the old
 call; ``PhoneCall.transferred`` then holds the new call.
 
+:func:`take_over` honours an INVITE with ``Replaces`` (RFC 3891) naming one of our calls:
+the new call takes the old one's place (``PhoneCall.transferred``), the old one is ended.
+
 :func:`blind_transfer` asks the far end to call a target (REFER, RFC 3515) and follows its
 NOTIFYs (``message/sipfrag``) until the transferee's call to the target is answered (then our
 call is ended with BYE, unless the transferee already ended it, RFC 5589 section 6) or fails:
@@ -25,10 +28,10 @@ from typing import TYPE_CHECKING
 from dtmfgraph.sip import SipError, SipUri
 from dtmfgraph.sip.refer import ReferReceived, Replaces, TransferProgress
 
-from .phone import CallEndedError, DialError, ReferPolicy
+from .phone import CallEndedError, DialError, PhoneError, ReferPolicy
 
 if TYPE_CHECKING:
-    from .phone import PhoneCall
+    from .phone import IncomingInvite, PhoneCall
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,22 @@ async def _next_progress(call: PhoneCall, left: float) -> TransferProgress | Non
     raise TransferError(408, "Transfer failed: no final report from the transferee in time")
 
 
+async def take_over(old: PhoneCall, invite: IncomingInvite) -> None:
+    """An INVITE with ``Replaces`` naming ``old`` (RFC 3891; the far end of ``old`` handed
+    it to the caller of ``invite``, an attended transfer to us): answer it at once, hand the
+    new call out through ``old.transferred`` and end ``old`` with BYE."""
+    try:
+        new = await invite.answer()
+    except (PhoneError, OSError) as exc:
+        log.info("%s: the call replacing it could not be answered: %s", old.call_id, exc)
+        return
+    log.info("%s: replaced by %s from %s", old.call_id, new.call_id, new.remote_uri)
+    if not old.transferred.done():
+        old.transferred.set_result(new)
+    if old.ended is None:
+        await old.hangup()
+
+
 def refer_allowed(policy: ReferPolicy, domains: Sequence[str], target: str) -> bool:
     """Whether ``policy`` lets a REFER send us to ``target`` (a SIP URI)."""
     if policy == "accept":
@@ -200,4 +219,5 @@ __all__ = [
     "follow_refer",
     "refer_allowed",
     "replaces_ref",
+    "take_over",
 ]

@@ -61,6 +61,7 @@ from dtmfgraph.sip.message import (
     response_to,
 )
 from dtmfgraph.sip.orphan import OrphanAnswers, orphan_dialog, orphan_key
+from dtmfgraph.sip.refer import Replaces
 from dtmfgraph.sip.registration import (
     DEFAULT_EXPIRES,
     DEFAULT_RETRY_S,
@@ -98,6 +99,8 @@ KNOWN_METHODS: Final = frozenset(
     {"REGISTER", "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 )
 """Methods we know but do not allow (answered 405); anything else unknown gets 501."""
+SUPPORTED_OPTIONS: Final = ("replaces",)
+"""SIP option tags we support (``Supported``; a ``Require`` naming another is 420)."""
 ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF, refer.SIPFRAG)
 
 RESTORE_SEQ_GAP: Final = 1000
@@ -821,7 +824,9 @@ class UserAgent:
         if request.method == "CANCEL":
             self._on_cancel(request, tx, now)
             return
-        required = request.headers.get_list("Require")
+        required = [
+            r for r in request.headers.get_list("Require") if r.lower() not in SUPPORTED_OPTIONS
+        ]
         if required:
             self._respond(tx, 420, now, extra=(("Unsupported", ", ".join(required)),))
             return
@@ -842,6 +847,7 @@ class UserAgent:
         return (
             ("Allow", ", ".join(ALLOWED_METHODS)),
             ("Accept", ", ".join(ACCEPTED_TYPES)),
+            ("Supported", ", ".join(SUPPORTED_OPTIONS)),
             ("Contact", str(self.contact)),
         )
 
@@ -870,6 +876,18 @@ class UserAgent:
         if request.body and request.content_type != SDP_CONTENT_TYPE:
             self._respond(tx, 415, now, extra=(("Accept", SDP_CONTENT_TYPE),))
             return
+        replaced: Call | None = None
+        raw_replaces = request.headers.get("Replaces")
+        if raw_replaces is not None:
+            try:
+                replaced = self._replaced_call(refer.parse_replaces(raw_replaces))
+            except refer.ReferError:
+                self._respond(tx, 400, now, reason="Bad Replaces")
+                return
+            if replaced is None:  # RFC 3891 section 3: no such confirmed dialog of ours
+                self.counters.unknown_dialog += 1
+                self._respond(tx, 481, now)
+                return
         offer: SessionDescription | None = None
         try:
             if request.body:
@@ -894,7 +912,20 @@ class UserAgent:
         call._server_tx = tx
         self._calls[call.call_id] = call
         self._respond(tx, 100, now)
-        self._events.append(IncomingCall(call, request.from_, request.to, offer))
+        self._events.append(IncomingCall(call, request.from_, request.to, offer, replaced))
+
+    def _replaced_call(self, replaces: Replaces) -> Call | None:
+        """Our confirmed call that a ``Replaces`` header names: its to-tag is ours (we receive
+        the INVITE), its from-tag the far end's."""
+        call = self._calls.get(replaces.call_id)
+        if call is None or call.is_over or call.dialog is None:
+            return None
+        dialog = call.dialog
+        if dialog.state is not DialogState.CONFIRMED:
+            return None
+        if (dialog.local_tag, dialog.remote_tag) != (replaces.to_tag, replaces.from_tag):
+            return None
+        return call
 
     def _on_cancel(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
         invite_tx = self._server_tx.get((*server_key(request)[:-1], "INVITE"))

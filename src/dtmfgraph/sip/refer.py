@@ -96,15 +96,20 @@ def parse_refer_to(value: str) -> tuple[str, Replaces | None]:
     replaces = None
     for item in headers.split("&") if headers else ():
         name, _, raw = item.partition("=")
-        if name.lower() != "replaces":
-            continue
-        parts = unquote(raw).split(";")
-        params = dict(p.strip().partition("=")[::2] for p in parts[1:])
-        to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
-        if not parts[0] or not to_tag or not from_tag:
-            raise ReferError("Refer-To: Replaces needs a Call-ID, to-tag and from-tag")
-        replaces = Replaces(parts[0].strip(), to_tag, from_tag)
+        if name.lower() == "replaces":
+            replaces = parse_replaces(unquote(raw))
     return uri, replaces
+
+
+def parse_replaces(value: str) -> Replaces:
+    """A ``Replaces`` header value (RFC 3891: ``call-id;to-tag=..;from-tag=..``, other
+    parameters such as ``early-only`` ignored); ``ReferError`` when a part is missing."""
+    parts = value.strip().split(";")
+    params = dict(p.strip().partition("=")[::2] for p in parts[1:])
+    to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
+    if not parts[0].strip() or not to_tag or not from_tag or len(value) > 1024:
+        raise ReferError("Replaces needs a Call-ID, to-tag and from-tag")
+    return Replaces(parts[0].strip(), to_tag, from_tag)
 
 
 def parse_sipfrag(body: bytes) -> tuple[int, str]:
@@ -162,6 +167,7 @@ __all__ = [
     "Replaces",
     "TransferProgress",
     "parse_refer_to",
+    "parse_replaces",
     "parse_sipfrag",
     "read_notify",
     "refer_headers",
