@@ -419,9 +419,16 @@ class Settings(BaseSettings):
             "carries. Default: host name and API port. Keep it across restarts."
         ),
     )
-    node_heartbeat_s: float = Field(default=5.0, gt=0)
+    node_heartbeat_s: float = Field(
+        default=1.0, gt=0, description="How often a node tells the others it is alive."
+    )
     node_dead_after_s: float = Field(
-        default=20.0, gt=0, description="No heartbeat for this long: another node ends its calls."
+        default=5.0,
+        gt=0,
+        description=(
+            "The node lease: no heartbeat for this long and the node is dead: another node ends "
+            "its calls, and requests for them are answered 503 with Retry-After meanwhile."
+        ),
     )
     node_forward_timeout_s: float = Field(
         default=15.0, gt=0, description="How long a request forwarded to a call's node may take."

@@ -253,11 +253,16 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         forwarder: Forwarder | None = None
         if url.startswith("postgresql"):  # several nodes may share this database
             forwarder = Forwarder(
-                app, asyncpg_dsn(url), config.node_id, timeout_s=settings.node_forward_timeout_s
+                app,
+                asyncpg_dsn(url),
+                config.node_id,
+                timeout_s=settings.node_forward_timeout_s,
+                base_url=settings.effective_base_url(),
             )
             await forwarder.start()
             routing.forwarder, routing.engine = forwarder, repo.engine
             routing.dead_after_s = settings.node_dead_after_s
+            routing.heartbeat_s = settings.node_heartbeat_s
         app.state.forwarder = forwarder
         metrics.gc.start()
         try:
