@@ -1,19 +1,22 @@
 """Several nodes on one PostgreSQL database: a request about a live call goes to its node.
 
-A call's SIP dialog and RTP live in the node (``dtmfgraph serve`` process) that placed or
-answered it; any node can read every call from the database, but only the owner can send its
-keys, cancel, subscribe, answer, reject or hang up. :class:`Forwarder` carries such a request
-(method, path, query, the ``Authorization`` and ``Content-Type`` headers, body) over
-PostgreSQL ``NOTIFY`` to the owner's channel; the owner runs it through its own app, exactly as
-if it had arrived there (authentication included), and ``NOTIFY``s the response (status,
-``Content-Type`` and ``Location``, body) back to the asking node's channel; a ``Location``
-names the node the client asked (its public base URL), not the owner. :class:`Router` is the
-ASGI middleware that decides: a state-changing request (POST, PATCH, DELETE) under
-``/communications/calls/{id}`` whose call another live node owns is forwarded; one whose owner
-is known dead (no heartbeat for the lease, ``node_dead_after_s``, or its forwarding connection
-gone from the database) is answered at once 503 with ``Retry-After`` (the time until another
-node has ended the call); everything else (reads, new calls, calls of this node or of stopped
-nodes) is handled here.
+A call's SIP dialog and RTP live in the node (``dtmfgraph serve`` process) that placed or answered
+it; any node can read every call from the database, but only the owner can send its keys, cancel,
+subscribe, answer, reject or hang up. :class:`Forwarder` carries such a request (method, path,
+query, the ``Authorization`` and ``Content-Type`` headers, body) over PostgreSQL ``NOTIFY`` to the
+owner's channel; the owner runs it through its own app, exactly as if it had arrived there
+(authentication included), and ``NOTIFY``s the response (status, ``Content-Type``, ``Location``,
+``Retry-After``, body) back to the asking node's channel; a ``Location`` names the node the client
+asked (its public base URL), not the owner. :class:`Router` is the ASGI middleware that decides: a
+state-changing request (POST, PATCH, DELETE) under ``/communications/calls/{id}`` whose call
+another live node owns is forwarded; one whose owner is known dead (no heartbeat for the lease,
+``node_dead_after_s``, or its forwarding connection gone from the database) is answered at once 503
+with ``Retry-After`` (the time until another node has ended the call); everything else (reads, new
+calls, calls of this node or of stopped nodes) is handled here.
+
+The connection that listens (:class:`.listener.Listener`) is reopened when it goes (the
+database restarted): meanwhile a request to forward answers 503 with ``Retry-After`` at once,
+and one waiting for an answer that can no longer come back ends the same way.
 
 No cluster protocol of our own: the database is the only thing the nodes share. A ``NOTIFY``
 payload is at most 8,000 bytes, far above these requests and responses; one that does not fit
