@@ -3,6 +3,21 @@ a given status and sends the given NOTIFYs (sipfrag bodies), then waits for our 
 
 from __future__ import annotations
 
+from ..judges.sipp import replacing_invite_head
+
+_OK = """  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"""
+"""Answer the request just received 200 OK."""
+
 _ANSWER = """  <recv request="INVITE">
     <action>
       <ereg regexp="tag=([^;> \\r\\n]+)" search_in="hdr" header="From:" assign_to="ftag,our_tag"/>
@@ -143,18 +158,11 @@ Content-Length: 0
 """
 )
 
-_TAKE_NOTIFY = """  <recv request="NOTIFY"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
+_TAKE_NOTIFY = (
+    """  <recv request="NOTIFY"/>
 """
+    + _OK
+)
 
 
 def ivr_refer_scenario(target: str, *, accepted: bool = True) -> str:
@@ -197,17 +205,9 @@ _REPLACED = (
     + _ANSWER
     + """  <nop><action><log message="CALL-ID [call_id]"/></action></nop>
   <recv request="INFO"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
+"""
+    + _OK
+    + """  <send><![CDATA[
 BYE sip:dtmfgraph@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
@@ -255,26 +255,17 @@ def replacing_caller_scenario(replaces: str, *, expect: int = 200) -> str:
     """sipp (UAC) calling us with ``Replaces: <replaces>``. ``expect`` 200: it ACKs, waits for
     an INFO (a key the bot sends on the new leg), answers it, then hangs up; otherwise it wants
     that final status (e.g. 481) and ACKs it."""
-    from ..judges.sipp import replacing_invite_head
-
     head = replacing_invite_head(replaces, expect)
     if expect != 200:
         return head + "</scenario>\n"
     return head + _REPLACER_TAIL
 
 
-_REPLACER_TAIL = """  <recv request="INFO"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
+_REPLACER_TAIL = (
+    """  <recv request="INFO"/>
+"""
+    + _OK
+    + """  <send retrans="500"><![CDATA[
 BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -288,3 +279,4 @@ Content-Length: 0
   <recv response="200"/>
 </scenario>
 """
+)

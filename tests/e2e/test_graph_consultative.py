@@ -18,6 +18,7 @@ from ..judges.sipp import run_sipp, sipp_uas
 from .refer_scenarios import (
     consultative_refer_scenario,
     holding_scenario,
+    refer_scenario,
     replaced_scenario,
     replacing_caller_scenario,
 )
@@ -170,3 +171,59 @@ async def test_invite_with_replaces_takes_over_the_graph_call(
     ]
     assert states == ["establishing", "established", "terminated"]
     assert end["resourceData"]["resultInfo"]["code"] == 200  # the new far end hung up
+
+
+async def test_refused_consultative_transfer_leaves_both_calls(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The caller (sipp) refuses the REFER of a consultative transfer (603): call A is
+    established again with 500/7700 naming the refusal; call B is untouched (still
+    established, no notification); the bot then hangs both up."""
+    require_baresip()
+    service, server, task = await start_sip_service(tmp_path / "svc", receiver)
+    try:
+        host, sip_port = service.media.sip_address
+        async with (
+            sipp_uas(tmp_path / "agent", timeout_s=30) as (agent_port, agent),
+            sipp_uas(
+                tmp_path / "caller",
+                refer_scenario(603, "Decline"),
+                timeout_s=30,
+                extra=(f"{host}:{sip_port}",),
+            ) as (caller_port, caller),
+        ):
+            agent_uri = f"sip:agent@127.0.0.1:{agent_port}"
+            client, call_b = await place_call(service, receiver, "v1.0", agent_uri)
+            _, call_a = await place_call(
+                service, receiver, "v1.0", f"sip:caller@127.0.0.1:{caller_port}"
+            )
+            calls = client.communications.calls
+            await calls.by_call_id(call_a.id).transfer.post(
+                _consultative_body(agent_uri, call_b.id)
+            )
+            [back] = await receiver.wait_for(
+                lambda n: (
+                    n["resourceUrl"] == f"/communications/calls/{call_a.id}"
+                    and n["resourceData"]["state"] == "established"
+                    and n["resourceData"].get("resultInfo") is not None
+                ),
+                timeout=15,
+            )
+            b_now = await calls.by_call_id(call_b.id).get()
+            assert b_now is not None and b_now.state.value == "established"
+            for cid in (call_a.id, call_b.id):
+                await calls.by_call_id(cid).delete()
+            for proc in (caller, agent):
+                _, err = await asyncio.wait_for(proc.communicate(), 15)
+                assert proc.returncode == 0, err.decode(errors="replace")
+    finally:
+        await stop(server, task)
+    info = back["resourceData"]["resultInfo"]
+    assert (info["code"], info["subcode"]) == (500, 7700)
+    assert "603" in info["message"]
+    b_states = [
+        n["resourceData"]["state"]
+        for n in receiver.notes
+        if n["resourceUrl"] == f"/communications/calls/{call_b.id}"
+    ]
+    assert b_states == ["establishing", "established", "terminating", "terminated"]
