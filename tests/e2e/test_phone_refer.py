@@ -1,5 +1,6 @@
 """The Phone followed by a far end's REFER (an IVR handing the caller to an agent): sipp is the
-IVR that transfers us, baresip the agent. Keys pressed after the transfer reach the agent."""
+IVR that transfers us, baresip the agent. Keys pressed after the transfer reach the agent. And
+the Phone taken over by an INVITE with Replaces (an attended transfer to us), sipp both ends."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from dtmfgraph.media import Phone
 
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.baresip import free_port as free_udp_port
-from ..judges.sipp import sipp_uas
-from .refer_scenarios import ivr_refer_scenario
+from ..judges.sipp import run_sipp, sipp_uas
+from .refer_scenarios import holding_scenario, ivr_refer_scenario, replacing_caller_scenario
 from .test_cli import _run
 
 
@@ -94,3 +95,39 @@ async def test_dtmfgraph_call_follows_the_transfer_and_says_where(tmp_path: Path
     assert [e["uri"] for e in moved] == [agent.uri]
     kinds = [e["event"] for e in events]
     assert kinds.index("transferred") < kinds.index("sent")
+
+
+async def test_phone_honours_an_invite_with_replaces(tmp_path: Path) -> None:
+    """We call sipp (the old far end); another sipp calls us with Replaces naming that dialog:
+    the Phone answers it without asking ``on_incoming``, BYEs the old call (sipp checks), and
+    ``transferred`` is the new call, on which a key (SIP INFO) reaches the new far end."""
+    asked: list[object] = []
+    async with await Phone.start("127.0.0.1", 0, (31000, 31200)) as phone:
+        phone.on_incoming = asked.append
+        host, port = phone.sip_address
+        extra = (f"{host}:{port}", "-trace_logs")
+        async with sipp_uas(tmp_path / "old", holding_scenario(), timeout_s=20, extra=extra) as (
+            old_port,
+            old,
+        ):
+            call = await phone.dial(f"sip:old@127.0.0.1:{old_port}", timeout=5)
+            log = next((tmp_path / "old").glob("*_logs.log")).read_text().split()
+            sip_call_id, our_tag, its_tag = log[log.index("DIALOG") + 1 :][:3]
+            assert sip_call_id == call.call_id
+            replacer = asyncio.ensure_future(
+                run_sipp(
+                    replacing_caller_scenario(f"{sip_call_id};to-tag={our_tag};from-tag={its_tag}"),
+                    (host, port),
+                    tmp_path / "new",
+                )
+            )
+            new = await asyncio.wait_for(call.transferred, 10)
+            end = await call.wait_ended(5)
+            assert not end.by_remote  # we ended the old leg
+            _, err = await asyncio.wait_for(old.communicate(), 15)
+            assert old.returncode == 0, err.decode(errors="replace")
+            assert new.direction == "inbound" and new.remote_uri.startswith("sip:sipp@")
+            await new.send_dtmf("7", method="sipinfo")
+            result = await asyncio.wait_for(replacer, 30)
+            assert result.returncode == 0, result.explain()
+    assert asked == []
