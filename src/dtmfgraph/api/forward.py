@@ -181,6 +181,8 @@ class Routing:
         self.forwarder: Forwarder | None = None
         self.engine: AsyncEngine | None = None
         self.dead_after_s = 20.0
+        self.carries: Callable[[str], bool] = lambda _call_id: False
+        """Whether this node carries the call (then no other can own it: nothing to look up)."""
 
 
 class Router:
@@ -197,6 +199,7 @@ class Router:
         if (
             forwarder is None
             or match is None
+            or self.routing.carries(match.group(1))
             or scope["method"] not in ("POST", "PATCH", "DELETE")
             or any(k.decode().lower() == FORWARDED_HEADER for k, _ in scope["headers"])
         ):
