@@ -34,6 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from _report import machine, markdown_table, stop, write_section
 from dtmfgraph.cli.progress import progress
 
+NOTES = """
+Notes:
+- The API path gains with uvloop and httptools (requests per second above; the server's CPU
+  per request lower). The media send path costs the same per packet on both loops within this
+  machine's noise (the issue's earlier profile saw 17 % less CPU on uvloop while carrying 200
+  calls, receive side included). So `--loop auto` takes uvloop where it is installed; the
+  extra is opt-in, and asyncio stays the default of a plain install and the loop of the tests.
+- The media column's CPU share is CPU over wall time of a run whose length grows with the
+  machine's load (silence is sent until every stream's keys are out): read the CPU per packet.
+"""
+
 LOOPS = ("asyncio", "uvloop")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -188,7 +199,8 @@ def main() -> None:
     body = (
         "## Event loop: uvloop against asyncio (`bench/event_loop.py`)\n\n"
         f"Machine: {machine()}; uvloop {uvloop.__version__}, httptools "
-        f"{httptools.__version__}.\n\n"
+        f"{httptools.__version__}; load average {os.getloadavg()[0]:.1f} at the end (a "
+        "machine shared with other work: read the ratios and the CPU per unit of work).\n\n"
         f"Medians of {args.rounds} alternating rounds. API: `serve --media loopback --no-auth "
         f"--no-console --loop L` on SQLite, `wrk -t1 -c32 -d{args.seconds:g}s` on GET a call "
         "(wrk on the same 2 cores). Media: one process per run, "
@@ -198,6 +210,7 @@ def main() -> None:
         f"{u_pkt / a_pkt:.2f}x. `serve --loop auto` (the default) takes uvloop where it is "
         "installed (`pip install 'dtmfgraph[fast]'`); asyncio stays the fallback and the "
         "tests' loop.\n"
+        f"{NOTES}"
     )
     print(body)
     if not args.no_write:

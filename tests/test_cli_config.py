@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from typer.testing import CliRunner
 
@@ -129,3 +130,19 @@ def test_serve_help_has_every_option_in_a_panel() -> None:
     assert done.exit_code == 0
     for title in ("HTTP API", "Storage", "SIP", "TLS and SRTP", "Media", "Notifications"):
         assert f"─ {title}" in done.output
+
+
+def test_token_reads_the_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "dtmfgraph.toml"
+    config.write_text('jwt_hs256_secret = "file-secret-for-tokens-0123456789"\n')
+    done = CliRunner().invoke(app, ["token", "--config", str(config), "--app", "bot"])
+    assert done.exit_code == 0, done.output
+    claims = jwt.decode(
+        done.output.strip(),
+        "file-secret-for-tokens-0123456789",
+        algorithms=["HS256"],
+        audience="dtmfgraph",
+    )
+    assert claims["appid"] == "bot"
+    assert not (tmp_path / "dtmfgraph-data").exists()  # the file's secret, none made

@@ -420,3 +420,32 @@ async def test_loopback_calls_out_of_range_are_404(svc: Service, client: httpx.A
     graph_error(r, 400, "invalidRequest", "index")
     r = await client.post("/_loopback/calls/0/press", json={"keys": 5})
     graph_error(r, 400, "invalidRequest", "keys")
+
+
+async def test_the_openapi_document_tells_the_truth(
+    svc: Service, client: httpx.AsyncClient
+) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert '"422"' not in json.dumps(doc)  # the service never answers 422
+    call = "/v1.0/communications/calls/{call_id}"
+    ops = doc["paths"]
+    for method, path, status in (
+        ("post", call + "/keepAlive", "200"),
+        ("post", call + "/answer", "202"),
+        ("post", call + "/reject", "202"),
+        ("delete", call, "204"),
+    ):
+        assert "content" not in ops[path][method]["responses"][status], (path, status)
+    for method, path in (("get", call), ("post", call + "/sendDtmfTones")):
+        op = ops[path][method]
+        assert op["security"] == [{"bearerAuth": []}]
+        assert "authorization" not in [p["name"] for p in op.get("parameters", [])]
+        for status in ("400", "401", "403", "404", "408", "413", "503"):
+            assert status in op["responses"], (path, status)
+    links = ops["/v1.0/communications/calls"]["post"]["responses"]["201"]["links"]
+    assert any(link["parameters"] == {"call_id": "$response.body#/id"} for link in links.values())
+    # a method no route serves: 405 naming every method the path has
+    r = await client.put(f"{V}/some-call")
+    graph_error(r, 405, "notAllowed")
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "DELETE"}, r.headers

@@ -1,12 +1,14 @@
-"""``dtmfgraph answer --count N`` shows a progress bar of the calls ended on a terminal, and
-none where stderr is not one (a pipe, a log file)."""
+"""``dtmfgraph answer --count N`` and ``call --count N`` show a progress bar of the calls on a
+terminal, and none where stderr is not one (a pipe, a log file)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,51 @@ async def test_answer_count_shows_progress_on_a_terminal_only(terminal: bool) ->
         assert "calls ended (3 keys heard)" in err and "2/2" in err, err
     else:
         assert "calls ended" not in err and "2/2" not in err, err
+
+
+async def test_call_count_places_calls_one_after_another_with_progress() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DTMFGRAPH_", "TTY_"))}
+    answer = await asyncio.create_subprocess_exec(
+        *CLI, "answer", "--port", "0", "--count", "3", "--json",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert answer.stdout is not None
+    try:
+        ready = json.loads(await asyncio.wait_for(answer.stdout.readline(), 20))
+        call = await asyncio.create_subprocess_exec(
+            *CLI, "call", ready["uri"].replace("dtmfgraph@", "bob@"), "--send", "5",
+            "--count", "3", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**env, "TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "100"},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(call.communicate(), 60)
+        assert call.returncode == 0, err
+        rest, _ = await asyncio.wait_for(answer.communicate(), 20)
+    finally:
+        if answer.returncode is None:
+            answer.kill()
+            await answer.wait()
+    assert out.decode().count("call ended: ") == 3, out
+    assert "calls placed (0 failed)" in err.decode() and "3/3" in err.decode(), err
+    events = [json.loads(line) for line in rest.decode().splitlines()]
+    assert [e["keys"] for e in events if e["event"] == "ended"] == ["5", "5", "5"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--count", "0"], "error: --count 0: must be > 0"),
+        (["--count", "2", "--record", "x.wav"], "error: --record takes one call"),
+    ],
+)
+def test_call_count_refuses_what_it_cannot_do(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [*CLI, "call", "sip:bob@127.0.0.1:9", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stderr.startswith(message), done.stderr

@@ -81,38 +81,36 @@ async def test_reports_flow_both_ways_with_rtt_and_bye(tmp_path: Path) -> None:
 
 
 async def test_rtcp_from_another_host_or_garbage_is_dropped_and_counted() -> None:
-    """Only valid RTCP from the far end's host is read; it also keeps the media clock going (a
-    far end that suppresses silence is alive), and ours follow it (symmetric RTCP)."""
+    """Only valid RTCP from a port the far end signalled (``a=rtcp``) or sends RTP from (or the
+    one after it) is read; it also keeps the media clock going (a far end that suppresses
+    silence is alive). Another port of the same host is a stranger's (anyone on that host
+    could send from it): dropped, counted, and ours never go there."""
     pacer = Pacer()
     a = await RtpSession.open(pacer, rtcp=True, rtcp_interval=60.0, remote=("127.0.0.1", 9))
     assert a.rtcp_endpoint is not None
     stranger = await open_udp_endpoint("127.0.0.2")
     friend = await open_udp_endpoint("127.0.0.1")
+    neighbour = await open_udp_endpoint("127.0.0.1")  # same host, a port nobody signalled
+    a.set_rtcp_remote(friend.local_address)  # the far end's a=rtcp
     try:
         target = a.rtcp_endpoint.local_address
         report = bytes.fromhex("80c9000100000001")
         started = a.last_heard
         await asyncio.sleep(0.05)
         stranger.sendto(report, target)
+        neighbour.sendto(report, target)
         friend.sendto(b"\x80\xc9 not rtcp at all", target)
-        await _until(lambda: a.rtcp_stats.malformed == 1 and a.rtcp_stats.foreign == 1, 5)
+        await _until(lambda: a.rtcp_stats.malformed == 1 and a.rtcp_stats.foreign == 2, 5)
         assert a.last_heard == started
+        assert a.rtcp_remote == friend.local_address
         friend.sendto(report, target)
         await _until(lambda: a.rtcp_stats.received == 1, 5)
         assert a.last_heard > started
-        assert a.rtcp_stats.foreign == 1
-        assert a.rtcp_stats.malformed == 1
-        assert a.rtcp_stats.received == 1
-        # symmetric RTCP: ours now go where the far end's came from
+        assert (a.rtcp_stats.foreign, a.rtcp_stats.malformed, a.rtcp_stats.received) == (2, 1, 1)
         assert a.rtcp_remote == friend.local_address
-        moved = await open_udp_endpoint("127.0.0.1")  # its NAT rebound: a new source port
-        moved.sendto(report, target)
-        await _until(lambda: a.rtcp_stats.received == 2, 5)
-        assert a.rtcp_remote == moved.local_address
-        await moved.close()
     finally:
-        await stranger.close()
-        await friend.close()
+        for endpoint in (stranger, friend, neighbour):
+            await endpoint.close()
         await a.close()
 
 

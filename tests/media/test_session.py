@@ -426,3 +426,54 @@ async def test_a_session_never_sends_to_a_host_name(host: str) -> None:
     finally:
         await session.close()
         pacer.close()
+
+
+def _keys_stream(keys: str, ssrc: int, sequence: int) -> list[bytes]:
+    """The RTP packets of ``keys`` (PCMU and RFC 4733 on PT 101), 20 ms apart."""
+    out = OutboundStream(start=0.0, ssrc=ssrc, sequence=sequence, rng=random.Random(7))
+    out.send_dtmf(keys, now=0.0)
+    return [data for _, data in datagrams_of(out, 0.25 * len(keys) + 0.1)]
+
+
+async def _play(sock: socket.socket, packets: list[bytes], to: tuple[str, int]) -> None:
+    for data in packets:
+        sock.sendto(data, to)
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stranger_on_the_far_ends_host_takes_over_nothing() -> None:
+    """The attack of issue 14, on real sockets. A stranger on the caller's host (another
+    port) sends one RTCP report: before, our RTCP then went to it, revealing the caller's SSRC
+    and highest sequence; now it is dropped and counted. Knowing them anyway, it sends "909"
+    continuing the caller's stream 32,000 ahead while the caller is quiet: before, that moved
+    the stream and the caller's "6" was lost for minutes; now the caller is heard, the
+    stranger not."""
+    pacer = Pacer()
+    us = await RtpSession.open(pacer, strict=True, rtcp=True, rtcp_interval=60.0)
+    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    thief = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        caller.bind(("127.0.0.1", 0))
+        thief.bind(("127.0.0.1", 0))
+        far = caller.getsockname()
+        us.set_remote(far)
+        assert us.rtcp_endpoint is not None and us.rtcp_remote == (far[0], far[1] + 1)
+        thief.sendto(bytes.fromhex("80c9000100000001"), us.rtcp_endpoint.local_address)
+        ssrc, seq = 0x5EC12E7, 1000
+        five = _keys_stream("5", ssrc, seq)
+        await _play(caller, five, us.local_address)
+        assert [k.key for k in await _heard(us, 1)] == ["5"]
+        assert us.rtcp_stats.foreign == 1 and us.rtcp_remote == (far[0], far[1] + 1)
+        last = seq + len(five) - 1
+        await asyncio.sleep(0.3)  # the caller is quiet (silence suppression)
+        await _play(thief, _keys_stream("909", ssrc, last + 32000), us.local_address)
+        await _play(caller, _keys_stream("6", ssrc, last + 1), us.local_address)
+        assert [k.key for k in await _heard(us, 1)] == ["6"]
+        with pytest.raises(TimeoutError):
+            await us.next_key(0.3)
+        assert us.guard.source == far and us.guard.moved == 0 and us.guard.dropped > 0
+    finally:
+        caller.close()
+        thief.close()
+        await us.close()
+        pacer.close()

@@ -241,3 +241,42 @@ async def test_the_tcp_limits_come_from_the_settings(tmp_path: Path) -> None:
         assert (transport.idle_timeout, transport.max_tcp_connections) == (30.0, 50)
     finally:
         await media.close()
+
+
+class _Queued:
+    """Stands in for the agent: one datagram queued for ``addr``."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.queue = [(b"\r\n\r\nhello", addr)]
+
+    def stream_messages_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        return []
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.queue = self.queue, []
+        return out
+
+
+async def test_a_datagram_to_a_host_name_is_resolved_off_the_loop(phone: Phone) -> None:
+    """A dialog whose Contact names a host: asyncio's sendto would resolve the name on the
+    event loop (a name server that never answers froze the process). The name is looked up
+    off the loop (getaddrinfo in the executor, with a timeout), then the datagram sent."""
+    transport = phone.transport
+    assert transport._transport is not None
+    seen: list[tuple[str, int]] = []
+    real = transport._transport.sendto
+
+    def sendto(data: bytes, addr: tuple[str, int]) -> None:
+        seen.append(addr)
+        real(data, addr)
+
+    transport._transport.sendto = sendto  # type: ignore[method-assign]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.setblocking(False)
+        port = sink.getsockname()[1]
+        transport._send(_Queued(("localhost", port)))  # type: ignore[arg-type]
+        assert seen == []  # not sent from the loop with the name in it
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(sink, 100), 5)
+    assert data.endswith(b"hello") and seen == [("127.0.0.1", port)]

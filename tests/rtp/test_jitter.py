@@ -138,3 +138,18 @@ def test_pop_ahead_releases_only_what_is_held_in_order() -> None:
     assert [p.payload for p in jb.pop_ahead(2 * FRAME)] == [_payload(0), _payload(1)]
     assert jb.pop_ahead(FRAME) == []  # packet 2 may still come
     assert jb.stats.concealed == 0
+
+
+def test_sequence_numbers_of_events_are_no_loss() -> None:
+    jb = JitterBuffer()
+    jb.put(0, 0, _payload(0), 0.0)
+    for seq in (1, 2, 3):  # telephone-events in the audio's sequence space
+        jb.skip(seq)
+    jb.put(5, 5 * FRAME, _payload(5), 0.1)  # 4 was audio, and lost
+    played = jb.flush()
+    assert [(p.samples, p.lost) for p in played] == [
+        (FRAME, False),
+        (4 * FRAME, True),
+        (FRAME, False),
+    ]
+    assert jb.stats.concealed == 1

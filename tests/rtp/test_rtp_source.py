@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dtmfgraph.rtp import PROBATION, RtpPacket, SourceGuard, Verdict
+from dtmfgraph.rtp.source import MAX_MOVE_JUMP, MOVE_SILENCE_S
 
 FAR = ("192.0.2.10", 40000)  # the address the far end's SDP gives
 NAT = ("198.51.100.7", 61000)  # where its packets really come from, behind NAT
@@ -148,3 +149,45 @@ def test_a_move_needs_the_streams_ssrc_a_sequence_ahead_and_the_old_address_gone
     loose = SourceGuard(FAR, strict=False)
     feed(loose, FAR, range(5))
     assert set(feed(loose, NAT, range(5, 20))) == {Verdict.ACCEPT} and loose.moved == 0
+
+
+def test_a_stranger_knowing_the_ssrc_cannot_jump_far_ahead_even_in_a_silence() -> None:
+    """The attack of issue 14: a stranger on the far end's host, which learnt the stream's
+    SSRC and highest sequence number, sends in-order packets 32,000 ahead while the far end
+    is quiet. Before, 4 of them moved the stream and the real far end was locked out for
+    ~400 s; now a move must continue the stream closely (MAX_MOVE_JUMP), so it stays put and
+    the far end is heard again when it speaks."""
+    guard = SourceGuard(FAR)
+    for seq in range(100, 110):
+        assert guard.admit(rtp(seq), FAR, seq * 0.02) is Verdict.ACCEPT
+    thief = (FAR[0], FAR[1] + 2)
+    at = 10.0  # long after the far end's last packet
+    verdicts = {guard.admit(rtp(seq), thief, at + seq * 0.02) for seq in range(32110, 32150)}
+    assert verdicts == {Verdict.DROP}
+    assert guard.source == FAR and guard.moved == 0
+    assert guard.admit(rtp(110), FAR, 12.0) is Verdict.ACCEPT
+
+
+def test_a_move_waits_for_a_real_silence_of_the_old_address() -> None:
+    """A rebinding is followed only once the old address has been silent MOVE_SILENCE_S."""
+    guard = SourceGuard(FAR)
+    for seq in range(1, 11):
+        guard.admit(rtp(seq), FAR, seq * 0.02)
+    last = 10 * 0.02
+    verdicts = [guard.admit(rtp(seq), NAT, last + (seq - 10) * 0.02) for seq in range(11, 21)]
+    first = verdicts.index(Verdict.LEARNED)
+    assert set(verdicts[:first]) == {Verdict.PROBATION}
+    assert first + 1 >= PROBATION and (first + 1) * 0.02 >= MOVE_SILENCE_S - 1e-9
+    assert (first + 1) * 0.02 < MOVE_SILENCE_S + 0.02 + 1e-9  # no later than that
+    assert guard.source == NAT and guard.moved == 1
+
+
+def test_a_move_must_start_close_to_the_stream() -> None:
+    guard = SourceGuard(FAR)
+    feed(guard, FAR, range(1, 11))
+    assert set(feed(guard, NAT, range(10 + MAX_MOVE_JUMP + 1, 10 + MAX_MOVE_JUMP + 20))) == {
+        Verdict.DROP
+    }
+    assert feed(guard, NAT, range(10 + MAX_MOVE_JUMP, 10 + MAX_MOVE_JUMP + PROBATION))[-1] is (
+        Verdict.LEARNED
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +57,19 @@ def graph_error(
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
+def allowed_methods(request: Request, starlette_allow: str) -> str:
+    """Every method served at ``request``'s path, from ``/openapi.json`` (Starlette's
+    ``Allow`` names only the first route's methods); ``starlette_allow`` for other paths."""
+    methods: set[str] = set()
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(m.upper() for m in ops)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) if methods else starlette_allow
+
+
 def install(app: FastAPI) -> None:
     async def on_known(request: Request, exc: Exception) -> JSONResponse:
         for typ, status, code in _MAP:
@@ -87,7 +101,14 @@ def install(app: FastAPI) -> None:
                 request, 404, "itemNotFound", f"Resource not found for {request.url.path}"
             )
         if exc.status_code == 405:
-            return graph_error(request, 405, "notAllowed", "Method not allowed on this resource")
+            allow = allowed_methods(request, (exc.headers or {}).get("Allow", ""))
+            return graph_error(
+                request,
+                405,
+                "notAllowed",
+                f"{request.method[:20]} is not allowed on this resource (allowed: {allow})",
+                headers={"Allow": allow},
+            )
         return graph_error(request, exc.status_code, "invalidRequest", str(exc.detail))
 
     app.add_exception_handler(ServiceError, on_known)

@@ -9,9 +9,8 @@ one: 401; a recording unknown or past its retention: 404. Every node serves ever
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..graph import PlayPromptBody, RecordResponseBody
@@ -98,9 +97,8 @@ async def recording(
     op_id: str,
     request: Request,
     svc: Svc,
-    authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
-    scheme, _, token = (authorization or "").partition(" ")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return graph_error(
             request,

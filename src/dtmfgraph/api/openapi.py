@@ -72,6 +72,200 @@ def body_schemas(limits: Limits) -> dict[str, Any]:
     return schemas
 
 
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="GraphError")}}},
+    }
+
+
+def _json(model: str, description: str, **extra: Any) -> dict[str, Any]:
+    content = {"application/json": {"schema": {"$ref": REF.format(model=model)}}}
+    return {"description": description, "content": content, **extra}
+
+
+LOCATION = {"Location": {"description": "The resource's URL", "schema": {"type": "string"}}}
+ERRORS: dict[str, str] = {
+    "400": "invalidRequest / notAllowed / notSupported: the message names the field",
+    "401": "unauthenticated: no or bad bearer token",
+    "403": "accessDenied: the token lacks the role",
+    "404": "itemNotFound: no such call or operation (or not the caller's)",
+    "408": "invalidRequest: the request body did not arrive in time",
+    "413": "invalidRequest: the request body is over the limit",
+    "503": "serviceNotAvailable: a resource is exhausted or down for now (Retry-After)",
+}
+_STATUS = ("not" + "Started", "running", "completed", "failed")
+WIRE_SCHEMAS: dict[str, Any] = {
+    "GraphError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "innerError"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "innerError": {"type": "object"},
+                },
+            }
+        },
+    },
+    "Call": {
+        "type": "object",
+        "required": ["@odata.type", "id", "state"],
+        "properties": {
+            "@odata.type": {"const": "#microsoft.graph.call"},
+            "id": {"type": "string"},
+            "state": {"type": "string"},
+        },
+        "additionalProperties": True,
+    },
+    "CommsOperation": {
+        "type": "object",
+        "required": ["@odata.type", "id", "status"],
+        "properties": {
+            "@odata.type": {"type": "string", "pattern": "^#microsoft\\.graph\\."},
+            "id": {"type": "string"},
+            "status": {"enum": list(_STATUS)},
+        },
+        "additionalProperties": True,
+    },
+    "CommsOperationList": {
+        "type": "object",
+        "required": ["value"],
+        "properties": {
+            "value": {"type": "array", "items": {"$ref": REF.format(model="CommsOperation")}}
+        },
+    },
+}
+CALL = "/communications/calls/{call_id}"
+_NO_BODY = {"description": "No body"}
+SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+    ("post", "/communications/calls"): ("201", _json("Call", "The call", headers=LOCATION)),
+    ("get", CALL): ("200", _json("Call", "The call")),
+    ("delete", CALL): ("204", {"description": "Hung up"}),
+    ("post", CALL + "/keepAlive"): ("200", _NO_BODY),
+    ("post", CALL + "/answer"): ("202", _NO_BODY),
+    ("post", CALL + "/reject"): ("202", _NO_BODY),
+    ("get", CALL + "/operations"): ("200", _json("CommsOperationList", "The operations")),
+    ("get", CALL + "/operations/{op_id}"): ("200", _json("CommsOperation", "The operation")),
+}
+ACTIONS = (
+    "sendDtmfTones",
+    "cancelMediaProcessing",
+    "subscribeToTone",
+    "playPrompt",
+    "recordResponse",
+    "record",
+)
+for _action in ACTIONS:
+    SUCCESS[("post", f"{CALL}/{_action}")] = (
+        "200",
+        _json("CommsOperation", "The operation", headers=LOCATION),
+    )
+BEARER = "bearerAuth"
+SECURITY_SCHEMES = {
+    BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    "recordingAccessToken": {"type": "http", "scheme": "bearer"},
+}
+
+
+Links = dict[str, Any]
+
+
+def _graph_operation(method: str, path: str, op: dict[str, Any], links: Links) -> None:
+    """Make one operation of a Graph route say what the service does; ``links``: the call's
+    operations (``calls``) and the get-operation operation id (``op``) of its version."""
+    op["security"] = [{BEARER: []}]
+    op["parameters"] = [p for p in op.get("parameters", []) if p["name"] != "authorization"]
+    responses = op.setdefault("responses", {})
+    responses.pop("422", None)
+    found = SUCCESS.get((method, path))
+    if found is not None:
+        status, response = found
+        responses.pop("200", None)
+        responses[status] = response
+    elif "501" in responses:
+        responses["501"] = _error("notSupported: dtmfgraph does not implement this action")
+    for status, text in ERRORS.items():
+        responses[status] = _error(text)
+    if path == "/communications/calls" and method == "post":
+        responses["201"]["links"] = {
+            o["operationId"]: {
+                "operationId": o["operationId"],
+                "parameters": {"call_id": "$response.body#/id"},
+            }
+            for _, _, o in links["calls"]
+        }
+    elif found is not None and path.rsplit("/", 1)[-1] in ACTIONS:
+        responses["200"]["links"] = {
+            "GetOperation": {
+                "operationId": links["op"],
+                "parameters": {"call_id": "$request.path.call_id", "op_id": "$response.body#/id"},
+            }
+        }
+
+
+def make_true(schema: dict[str, Any]) -> None:
+    """Post-process FastAPI's document so that it tells the truth (issue 14): every status a
+    route answers with its body (the Graph error envelope for errors; none for 204, keepAlive,
+    answer and reject), the bearer security scheme instead of an optional header, no 422
+    (the service never answers it), and links from a created call to its actions."""
+    paths: dict[str, dict[str, Any]] = schema.get("paths", {})
+    graph: list[tuple[str, str, str, dict[str, Any]]] = []
+    for full, ops in paths.items():
+        for version in ("/v1.0", "/beta"):
+            if full.startswith(version + "/"):
+                for method, op in ops.items():
+                    graph.append((version, method, full.removeprefix(version), op))
+    links: dict[str, Links] = {v: {"calls": [], "op": ""} for v in ("/v1.0", "/beta")}
+    for version, method, path, op in graph:
+        # prompts and recordings fetch URLs: not followed from a created call
+        if path.startswith(CALL) and not path.endswith(tuple(f"/{a}" for a in ACTIONS[3:])):
+            links[version]["calls"].append((path, method, op))
+        if (method, path) == ("get", CALL + "/operations/{op_id}"):
+            links[version]["op"] = op["operationId"]
+    for version, method, path, op in graph:
+        _graph_operation(method, path, op, links[version])
+    for full, ops in paths.items():
+        if full.startswith(("/v1.0/", "/beta/")):
+            continue
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            op["parameters"] = [p for p in op.get("parameters", []) if p["name"] != "authorization"]
+            if full.startswith("/recordings/"):
+                op["security"] = [{"recordingAccessToken": []}]
+                responses["200"] = {
+                    "description": "The recording (a WAV file)",
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                }
+                for status in ("401", "404"):
+                    responses[status] = _error(ERRORS[status])
+            elif full.startswith("/_loopback/"):
+                for status in ("400", "404", "408", "413"):
+                    responses[status] = _error(
+                        ERRORS[status].replace("call or operation", "loopback call")
+                    )
+                if full.endswith("/played"):
+                    responses["200"] = {
+                        "description": "What the bot played to the far end (WAV)",
+                        "content": {
+                            "audio/wav": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    }
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).update(WIRE_SCHEMAS)
+    components["securitySchemes"] = SECURITY_SCHEMES
+    for name in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(name, None)
+
+
 def install(app: FastAPI, limits: Limits) -> None:
     """Make ``app.openapi()`` include the request body schemas."""
 
@@ -86,6 +280,7 @@ def install(app: FastAPI, limits: Limits) -> None:
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body_schemas(limits))
+            make_true(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

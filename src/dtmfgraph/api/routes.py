@@ -41,11 +41,11 @@ async def _service(request: Request) -> CallService:
     return svc
 
 
-async def _principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
+async def _principal(request: Request) -> Principal:
+    """The caller of ``request``, from its ``Authorization`` header (read here rather than as
+    a FastAPI header parameter: ``/openapi.json`` declares it as the bearer security scheme)."""
     auth: Authenticator = request.app.state.authenticator
-    return auth.principal(authorization)
+    return auth.principal(request.headers.get("authorization"))
 
 
 Svc = Annotated[CallService, Depends(_service)]

@@ -193,8 +193,9 @@ def show(
     config: ConfigFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Print the settings serve would run with: each one's value (secrets masked) and where
-    it came from (env, file or default)."""
+    """Print the settings serve would run with, secrets masked, and where each came from.
+
+    Sources: a DTMFGRAPH_* variable, the --config file, or the default."""
     try:
         loaded = load({}, config)
     except ConfigError as exc:

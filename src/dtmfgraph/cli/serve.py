@@ -652,13 +652,16 @@ def token(
     ] = None,
     lifetime: Annotated[int, typer.Option(help="Seconds.")] = 24 * 3600,
     data_dir: DataDir = None,
+    config: ConfigFile = None,
 ) -> None:
     """Print a development bearer token that ``dtmfgraph serve`` accepts."""
     from ..api import mint_token  # noqa: PLC0415
 
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
+    try:
+        settings = load({} if data_dir is None else {"data_dir": data_dir}, config).settings
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         settings = _ensure_secret(settings)
         roles = tuple(role) if role else ("Calls.Initiate.All", "Calls.AccessMedia.All")

@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -294,6 +295,18 @@ async def _call(
     return status
 
 
+async def _repeat(count: int, as_json: bool, place: Callable[[], Awaitable[int]]) -> int:
+    """``place()`` ``count`` times, one call after another: the worst exit status."""
+    status = failed = 0
+    with _progress(count if count > 1 else None, as_json, "calls placed") as advance:
+        for _ in range(count):
+            code = await place()
+            failed += code != 0
+            status = max(status, code)
+            advance(1, f"calls placed ({failed} failed)")
+    return status
+
+
 def _media_quality(call: PhoneCall) -> tuple[str, dict[str, Any]]:
     """The far end's RTP as we got it: packets received and lost, interarrival jitter; and,
     once its RTCP reports came, what it lost of ours and the round-trip time (text for the
@@ -414,9 +427,20 @@ def call(
     ] = 0,
     srtp: Srtp = SrtpName.optional,
     rtcp_interval: RtcpInterval = MIN_INTERVAL,
+    count: Annotated[
+        int,
+        typer.Option(
+            help="Place this many calls, one after another (a progress bar on a terminal); "
+            "exit 1 if any failed."
+        ),
+    ] = 1,
 ) -> None:
     """Call URI, press KEYS, hang up, and print what happened (exit 1 if the call failed)."""
     _check_rtcp_interval(rtcp_interval)
+    if count < 1:
+        raise fail(f"--count {count}: must be > 0")
+    if count > 1 and record is not None:
+        raise fail("--record takes one call: not with --count")
     try:
         SipUri.parse(uri)
     except SipError as exc:
@@ -449,23 +473,27 @@ def call(
     tls = _tls(tls_cert_file, tls_key_file, tls_ca_file, tls_verify, tls_port)
     try:
         code = asyncio.run(
-            _call(
-                uri,
-                _after(delay, steps),
-                method,
-                tone_ms,
-                gap_ms,
-                host,
-                sip_port,
-                ports,
-                timeout,
-                listen,
+            _repeat(
+                count,
                 as_json,
-                auth,
-                tls,
-                srtp,
-                record,
-                rtcp_interval,
+                lambda: _call(
+                    uri,
+                    _after(delay, steps),
+                    method,
+                    tone_ms,
+                    gap_ms,
+                    host,
+                    sip_port,
+                    ports,
+                    timeout,
+                    listen,
+                    as_json,
+                    auth,
+                    tls,
+                    srtp,
+                    record,
+                    rtcp_interval,
+                ),
             )
         )
     except KeyboardInterrupt:
@@ -592,11 +620,13 @@ class _Answerer:
             self.done.set()
 
 
-def _progress(count: int | None, as_json: bool) -> contextlib.AbstractContextManager[Advance]:
-    """``answer --count N``'s bar of calls ended (not with --json, nor off a terminal)."""
+def _progress(
+    count: int | None, as_json: bool, title: str = "calls ended"
+) -> contextlib.AbstractContextManager[Advance]:
+    """``--count N``'s bar of calls (not with --json, nor off a terminal)."""
     if count is None or as_json:
         return contextlib.nullcontext(lambda steps=1, description=None: None)
-    return progress("calls ended", count)
+    return progress(title, count)
 
 
 async def _answer(

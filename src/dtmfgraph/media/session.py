@@ -35,6 +35,7 @@ from dtmfgraph.rtp import (
 )
 from dtmfgraph.rtp.jitter import MAX_DELAY, MIN_DELAY
 from dtmfgraph.rtp.rtcp import MIN_INTERVAL, RtcpSession, RtcpStats
+from dtmfgraph.rtp.source import canonical_host
 from dtmfgraph.rtp.srtp import SrtcpContext, SrtpContext
 
 from .pacer import Outbound, Pacer
@@ -102,9 +103,10 @@ class RtpSession:
     the far end's reports give the round-trip time and what it lost of our stream
     (:attr:`rtcp_stats`). ``rtcp_mux`` (RFC 5761, when both SDPs said ``a=rtcp-mux``): RTCP
     on the RTP port instead, to the far end's RTP address; RTCP arriving on the RTP port is
-    read either way. The far end's RTCP is taken only from its RTP address's host, and each
-    valid report from there sets where ours go (symmetric RTCP, RFC 4961: right through a
-    NAT, and after it rebinds). With
+    read either way. The far end's RTCP is taken only from the ports its SDP signalled
+    (``a=rtcp``, or its RTP port + 1) or its RTP source's (that port, or the one after it),
+    never from another port of its host, and each valid report from there sets where ours go
+    (symmetric RTCP, RFC 4961). With
     ``srtp``, RTCP is SRTCP (RFC 3711 3.4) under the same master keys; what does not
     authenticate is dropped and counted.
     """
@@ -444,7 +446,7 @@ class RtpSession:
             if clear is None:
                 return  # forged, replayed or not SRTP: counted by the context
             data = clear
-        verdict = self.guard.admit(data, addr)
+        verdict = self.guard.admit(data, addr, self._loop.time())
         if verdict is not Verdict.ACCEPT:
             if verdict is Verdict.LEARNED:
                 if (self.latch or self.guard.strict) and not self._closed:
@@ -493,9 +495,21 @@ class RtpSession:
         if not self._rtcp_latched:
             self._rtcp_remote = remote
 
+    def _rtcp_sources(self) -> set[Address]:
+        """Where the far end's RTCP may come from: the address its SDP gave for RTCP (``a=rtcp``,
+        else the RTP port + 1), and the RTP address it sends from (or its SDP gave) and the
+        port after it; never any other port of its host, which anyone there could use."""
+        sources: set[Address] = set()
+        if self._rtcp_given is not None:
+            sources.add((canonical_host(self._rtcp_given[0]), self._rtcp_given[1]))
+        for rtp in (self.guard.source, self.guard.expected, self.remote):
+            if rtp is not None:
+                host = canonical_host(rtp[0])
+                sources.update({(host, rtp[1]), (host, rtp[1] + 1)})
+        return sources
+
     def _on_rtcp_datagram(self, data: bytes, addr: Address) -> None:
-        far = self.guard.source or self.guard.expected or self.remote
-        if far is None or addr[0] != far[0]:
+        if (addr[0], addr[1]) not in self._rtcp_sources():
             self.rtcp.stats.foreign += 1
             return
         if not self._on_rtcp(data):

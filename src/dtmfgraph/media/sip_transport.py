@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,6 +191,8 @@ class SipTransport(asyncio.DatagramProtocol):
         """Per-connection and overall limits of TCP/TLS (see :class:`TcpLimits`)."""
         self._buffered = 0
         """Bytes of incomplete messages held over all connections."""
+        self._resolving: set[asyncio.Task[None]] = set()
+        """Datagrams to a host name, waiting for it to be resolved off the loop."""
         self.idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_S
         """A TCP or TLS connection without traffic for this long is closed, unless the agent
         still needs its peer (a transaction, a call, a registration); ``None``: never."""
@@ -769,6 +773,9 @@ class SipTransport(asyncio.DatagramProtocol):
         for data, addr in datagrams:
             if self.tap is not None:
                 self._tapped("out", data, addr, "udp")
+            if not _is_ip(addr[0]):  # a Contact naming a host: never resolved on the loop
+                self._send_resolved(data, addr)
+                continue
             try:
                 transport.sendto(data, addr)
             except OSError as exc:
@@ -776,6 +783,38 @@ class SipTransport(asyncio.DatagramProtocol):
                 logger.debug("SIP sendto %s failed: %s", addr, exc)
             else:
                 self.stats.datagrams_out += 1
+
+    def _send_resolved(self, data: bytes, addr: Address) -> None:
+        """Send ``data`` to the host name ``addr`` once it is resolved, off the event loop and
+        within :data:`RESOLVE_TIMEOUT_S` (``sendto`` would resolve it synchronously: a name
+        server that does not answer would stall every call); at most
+        :data:`MAX_RESOLVING` at a time, others are dropped (counted; the transaction's
+        retransmissions try again)."""
+        if len(self._resolving) >= MAX_RESOLVING:
+            self.stats.send_errors += 1
+            return
+        task = self._loop.create_task(self._resolve_and_send(data, addr))
+        self._resolving.add(task)
+        task.add_done_callback(self._resolving.discard)
+
+    async def _resolve_and_send(self, data: bytes, addr: Address) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        family = transport.get_extra_info("socket").family
+        try:
+            infos = await asyncio.wait_for(
+                self._loop.getaddrinfo(addr[0], addr[1], family=family, type=socket.SOCK_DGRAM),
+                RESOLVE_TIMEOUT_S,
+            )
+            if transport.is_closing() or not infos:
+                return
+            transport.sendto(data, infos[0][4][:2])
+        except (OSError, TimeoutError, UnicodeError, ValueError) as exc:
+            self.stats.send_errors += 1
+            logger.debug("SIP datagram to %s:%d not sent: %s", addr[0], addr[1], exc)
+        else:
+            self.stats.datagrams_out += 1
 
     def _rearm(self, ua: UserAgent) -> None:
         deadline = ua.next_deadline()
@@ -820,6 +859,8 @@ class SipTransport(asyncio.DatagramProtocol):
         if self._ua is not None and self._transport is not None:
             self._send(self._ua)
         self._stop_timers()
+        for task in list(self._resolving):
+            task.cancel()
         for server in (self._tcp_server, self._tls_server):
             if server is not None:
                 server.close()
@@ -858,6 +899,20 @@ _SWEEP_S = 30.0
 """How often idle connections are looked for."""
 _CONNECT_TIMEOUT_S = 5.0
 """Longest wait for a TCP connection to a peer."""
+
+
+MAX_RESOLVING = 64
+"""Datagrams to host names waiting for their name at once (beyond: dropped)."""
+RESOLVE_TIMEOUT_S = 2.0
+"""Longest wait for a host name of a datagram's destination."""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _peer(writer: asyncio.StreamWriter) -> Address:

@@ -40,6 +40,8 @@ ID_HEADER = "Notification-Id"
 """The header carrying a notification's stable id (also the JWT ``jti``)."""
 BATCH = 100
 """Rows claimed per database query."""
+MAX_RECEIVERS = 10_000
+"""Receivers remembered while idle and failing (idle healthy ones are forgotten at once)."""
 
 
 class DeliveryObserver(Protocol):
@@ -173,8 +175,8 @@ class Dispatcher:
 
     def _pump(self, receiver: Receiver) -> None:
         """Start what the receiver may take now; while it backs off, give its queue back."""
-        queue = self._queues[receiver.key]
-        if self._closed:
+        queue = self._queues.get(receiver.key)
+        if self._closed or queue is None or self._receivers.get(receiver.key) is not receiver:
             return
         if queue and receiver.backing_off(time.time()):
             items = list(queue)
@@ -184,6 +186,12 @@ class Dispatcher:
         while queue and receiver.in_flight < self._per_receiver:
             receiver.in_flight += 1
             self._spawn(self._attempt(receiver, queue.popleft()))
+        idle = not queue and not receiver.in_flight
+        if idle and (not receiver.failures or len(self._receivers) > MAX_RECEIVERS):
+            del (
+                self._receivers[receiver.key],
+                self._queues[receiver.key],
+            )  # keep what failing taught
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -329,10 +329,16 @@ class InboundStream:
             source.expected += 1
             source.received = ((source.received << 1) | 1) & _RECENT_MASK
             if event is not None:
+                if ssrc == self._audio_ssrc:  # its sequence number is no lost audio
+                    self._jb.skip(seq)
                 self._on_event(ssrc, ts, event, now)
                 return
             self.stats.audio += 1
-        elif not self._order(source, delta, ts, payload, event, now) or event is not None:
+        elif not self._order(source, delta, ts, payload, event, now):
+            return
+        elif event is not None:
+            if ssrc == self._audio_ssrc:
+                self._jb.skip(seq)
             return
         if (self._sink is not None or self.tap is not None) and payload:
             self._buffer(ssrc, seq, ts, payload, now)
@@ -594,9 +600,17 @@ class InboundStream:
 
     def tap_detector(self, tap: Callable[[npt.NDArray[np.float32], float], None] | None) -> None:
         """Observe what the in-band detector is fed: float samples and the time (on the clock
-        of ``now``) of the first one (a console's spectrogram); ``None`` stops it."""
-        if self._sink is not None:
-            self._sink.set_tap(tap)
+        of ``now``) of the first one (a console's spectrogram); ``None`` stops it. Times are
+        those of the keys reported: arrival times, the jitter buffer's delay taken off."""
+        if self._sink is None:
+            return
+        if tap is not None and self._banked:  # the bank's clock runs behind by the play-out lag
+            inner = tap
+
+            def tap(samples: npt.NDArray[np.float32], at: float) -> None:
+                inner(samples, at - self._lag)
+
+        self._sink.set_tap(tap)
 
     def _on_inband(self, key: str, start: float, end: float, level: float | None = None) -> None:
         if self._banked:  # the bank's clock runs behind by the jitter buffer's play-out lag

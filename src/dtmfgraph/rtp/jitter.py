@@ -12,7 +12,8 @@ changes *when* frames are released, never which samples follow which.
 What comes out is a list of :class:`Played` stretches: a packet's payload, or a gap. A gap
 whose sequence numbers are missing is **lost** (to be concealed; the packet after it is given
 as ``after`` when held, for concealment from both sides); a gap in timestamps only (a sender
-that paused its audio, as during RFC 4733 events) is not. Nothing is released while nothing is
+that paused its audio, as during RFC 4733 events, whose packets take the audio's sequence
+numbers: :meth:`JitterBuffer.skip`) is not. Nothing is released while nothing is
 held: a silent sender, or a burst being lost, holds the play-out until the next packet comes.
 
 Counts (:class:`JitterStats`): packets ``late`` (came after their place was played),
@@ -41,6 +42,8 @@ MAX_HELD: Final = 64
 """Packets held at most; a flood beyond it drops the oldest (counted as late)."""
 MAX_GAP: Final = CLOCK_RATE
 """A timestamp jump beyond this (1 s) restarts the play-out instead of filling a gap."""
+MAX_SKIPPED: Final = 256
+"""Sequence numbers of non-audio packets remembered ahead of the play-out."""
 _MARGIN: Final = 0.005
 _SHRINK: Final = 0.001
 _ADAPT_EVERY: Final = 16
@@ -107,6 +110,8 @@ class JitterBuffer:
         self._next_seq = 0
         self._top_seq: int | None = None
         self._frame = 160
+        self._other: set[int] = set()
+        """Extended sequence numbers ahead of the play-out that carried no audio (RFC 4733)."""
         self._transits = np.zeros(WINDOW)
         self._count = 0
         self._base = 0.0
@@ -152,12 +157,23 @@ class JitterBuffer:
             del self._held[oldest]
             stats.late += 1
 
+    def skip(self, seq: int) -> None:
+        """Sequence number ``seq`` of this stream carried something else (a telephone-event):
+        a gap over it is no loss."""
+        top = self._top_seq
+        if top is None:
+            return
+        xseq = top + (((seq - top + 0x8000) & 0xFFFF) - 0x8000)
+        if xseq >= self._next_seq and len(self._other) < MAX_SKIPPED:
+            self._other.add(xseq)
+
     def _start(self, seq: int, ts: int, arrival: float) -> None:
         self._top_seq = seq
         self._next = ts
         self._next_seq = seq
         self._count = 0
         self._base = arrival - ts / CLOCK_RATE
+        self._other.clear()
 
     def _measure(self, transit: float) -> None:
         """Track the transit times; move the base and the delay."""
@@ -237,7 +253,10 @@ class JitterBuffer:
         gap = later - nxt
         missing = seq - self._next_seq
         self._next = later
-        if missing <= 0:  # the sender skipped media time: nothing was lost
+        if self._other:
+            missing -= sum(1 for s in range(self._next_seq, seq) if s in self._other)
+            self._other = {s for s in self._other if s > seq}
+        if missing <= 0:  # the sender skipped media time (or sent events): nothing was lost
             return Played(gap, None, at=at)
         stats.concealed += missing
         return Played(gap, None, lost=True, after=payload, at=at)

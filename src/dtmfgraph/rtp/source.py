@@ -14,11 +14,14 @@ decides, per datagram, from its source address and RTP header alone:
 * Once locked, every other address is dropped and counted, until the SDP names a new address
   (a re-INVITE), which starts over; except the locked stream itself moving (a NAT rebinding:
   the far end's NAT gives it a new public port in the middle of a call). A new address that
-  sends :data:`PROBATION` packets in a row *continuing the locked stream* (its SSRC, sequence
-  numbers ahead of the last one accepted), while the old address sends nothing, becomes the
-  source (:attr:`Verdict.LEARNED`, counted in :attr:`SourceGuard.moved`). A stranger would
-  need the stream's 32-bit SSRC and current sequence number, which only a party on the path
-  sees (and one on the path can inject anyway; SRTP, checked before this, stops that).
+  sends :data:`PROBATION` packets in a row *continuing the locked stream closely* (its SSRC,
+  its first sequence number at most :data:`MAX_MOVE_JUMP` ahead of the last one accepted),
+  while the old address sends nothing, and only once the old address has been silent for
+  :data:`MOVE_SILENCE_S` (given ``now``), becomes the source (:attr:`Verdict.LEARNED`,
+  counted in :attr:`SourceGuard.moved`). A stranger would need the stream's 32-bit SSRC and
+  current sequence number, which only a party on the path sees (and one on the path can
+  inject anyway; SRTP, checked before this, stops that); and since the jump is capped, the
+  real far end, if it was only quiet, is followed back as soon as it speaks again.
 
 With ``strict=False`` every datagram is accepted; with no expected address the first sender is
 learned at once (plain latching).
@@ -39,9 +42,12 @@ PROBATION: Final = 4
 probation of RFC 3550 A.1 and Asterisk's strict RTP learning)."""
 _MAX_SEQ_STEP: Final = 1
 """A probation packet must follow the one before it by exactly this sequence step."""
-_AHEAD: Final = 0x8000
-"""A moved stream's first packet must be ahead of the last one accepted by less than this (half
-the sequence space, as RFC 3550 A.1 judges "ahead")."""
+MAX_MOVE_JUMP: Final = 100
+"""A moved stream's first packet must be ahead of the last one accepted by at most this (2 s of
+20 ms packets: what a NAT rebinding loses; it was half the sequence space, which let a stranger
+that knew the SSRC jump 32,767 ahead and lock the real far end out for minutes)."""
+MOVE_SILENCE_S: Final = 0.1
+"""A move completes only once the old address has sent nothing for this long."""
 _RTCP_TYPES: Final = range(72, 77)
 """Second-byte values (marker bit off) of RTCP packets (200-204) multiplexed on the RTP port."""
 
@@ -73,6 +79,7 @@ class SourceGuard:
     __slots__ = (
         "_expected",
         "_last",
+        "_last_at",
         "_locked",
         "_trial",
         "dropped",
@@ -102,6 +109,8 @@ class SourceGuard:
         self._locked: Address | None = None
         self._last: bytes | None = None
         """The last datagram accepted from the locked address."""
+        self._last_at: float | None = None
+        """When it came (``None``: no time given)."""
         self._trial: tuple[str, int, int, int, int, bytes | None] | None = None
         """The address on probation: host, port, SSRC, last sequence number, packets so far,
         and (for a move) the last datagram of the old address when the trial began."""
@@ -126,11 +135,18 @@ class SourceGuard:
         self._last = None
         self._trial = None
 
-    def admit(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> Verdict:
-        """The verdict on ``data`` received from ``addr`` (as ``recvfrom`` gives it)."""
+    def admit(
+        self,
+        data: bytes,
+        addr: tuple[str, int] | tuple[str, int, int, int],
+        now: float | None = None,
+    ) -> Verdict:
+        """The verdict on ``data`` received from ``addr`` (as ``recvfrom`` gives it) at
+        ``now`` (a move then also needs :data:`MOVE_SILENCE_S` of silence from the old
+        address)."""
         locked = self._locked
         if locked is not None and addr[1] == locked[1] and addr[0] == locked[0]:
-            self._last = data
+            self._last, self._last_at = data, now
             return Verdict.ACCEPT
         if not self.strict:
             if self._expected is None and locked is None:
@@ -141,22 +157,23 @@ class SourceGuard:
         if locked is None:
             expected = self._expected
             if expected is not None and addr[1] == expected[1] and addr[0] == expected[0]:
-                self._locked, self._last = expected, data
+                self._locked, self._last, self._last_at = expected, data, now
                 return Verdict.ACCEPT
             trial = self._on_probation(data, addr[0], addr[1])
             if trial >= self.probation:
-                self._locked, self._last = (addr[0], addr[1]), data
+                self._locked, self._last, self._last_at = (addr[0], addr[1]), data, now
                 self._trial = None
                 self.learned += 1
                 return Verdict.LEARNED
             if trial:
                 self.on_trial += 1
                 return Verdict.PROBATION
-        elif self._continues(data):
+        elif self._continues(data, addr):
             trial = self._on_probation(data, addr[0], addr[1], self._last)
-            if trial >= self.probation:
+            quiet = now is None or self._last_at is None or now - self._last_at >= MOVE_SILENCE_S
+            if trial >= self.probation and quiet:
                 self._locked = (addr[0], addr[1])
-                self._last = data
+                self._last, self._last_at = data, now
                 self._trial = None
                 self.learned += 1
                 self.moved += 1
@@ -166,10 +183,11 @@ class SourceGuard:
         self.dropped += 1
         return Verdict.DROP
 
-    def _continues(self, data: bytes) -> bool:
+    def _continues(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> bool:
         """Whether ``data`` (from another address) is an RTP packet of the locked stream: its
-        SSRC, and a sequence number ahead of the last packet accepted from the locked address
-        (that a trial's packets follow each other is :meth:`_on_probation`'s to check)."""
+        SSRC, and a sequence number ahead of the last packet accepted from the locked address,
+        by at most :data:`MAX_MOVE_JUMP` for a trial's first packet (that a trial's packets
+        follow each other is :meth:`_on_probation`'s to check)."""
         last = self._last
         if (
             last is None
@@ -183,7 +201,10 @@ class SourceGuard:
         _, _, seq, _, ssrc = HEADER.unpack_from(data)
         _, _, last_seq, _, last_ssrc = HEADER.unpack_from(last)
         ahead: int = (seq - last_seq) & 0xFFFF
-        return bool(ssrc == last_ssrc and 0 < ahead < _AHEAD)
+        trial = self._trial
+        on_trial = trial is not None and trial[0] == addr[0] and trial[1] == addr[1]
+        limit = 0x8000 if on_trial else MAX_MOVE_JUMP + 1  # a trial goes on in its own steps
+        return bool(ssrc == last_ssrc and 0 < ahead < limit)
 
     def _on_probation(
         self, data: bytes, host: str, port: int, old_last: bytes | None = None
@@ -207,6 +228,5 @@ class SourceGuard:
             count = trial[4] + 1
         else:
             count = 1
-        if count < self.probation:
-            self._trial = (host, port, ssrc, seq, count, old_last)
+        self._trial = (host, port, ssrc, seq, count, old_last)
         return count
