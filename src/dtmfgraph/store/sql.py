@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -145,9 +145,8 @@ def _op(r: sa.Row[Any]) -> Operation:
 
 
 def _event_json(e: Event) -> dict[str, Any]:
-    d = asdict(e)
-    d["kind"] = e.kind.value
-    return d
+    # the snapshots are plain JSON already: no deep copy (``asdict``) before they are written
+    return {"kind": e.kind.value, "call_id": e.call_id, "call": e.call, "operation": e.operation}
 
 
 def _event(d: dict[str, Any]) -> Event:
