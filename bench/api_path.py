@@ -91,6 +91,38 @@ end
 """
 
 
+WHERE_THE_TIME_GOES = """\
+Where the time goes (py-spy on `serve`, 200 samples/s, during the runs; shares of the event
+loop's samples):
+
+- Before (main as this work began, reads of live calls already from memory; SQLite's rollback
+  journal, a pool of 5 + 10 connections, sync FastAPI dependencies): the event loop was idle
+  most of the time; the aiosqlite threads were busy in SQLite itself, most of it fsyncs (several
+  per sendDtmfTones) and its busy handler sleeping while connections waited for each other's
+  write lock; each sync dependency (the service, the caller, `Repeatability-Request-ID`) took a
+  hop to a worker thread. Measured then, on this machine, 3 rounds of 4 s: GET 516 vs 1,810 rps
+  (0.285x); send then GET 48 vs 1,857 rps (0.026x; 24 requests failed: non-2xx or over wrk's 2 s
+  timeout).
+- After (WAL with `synchronous=NORMAL`, one pooled connection for SQLite, statements built once,
+  one upsert per operation, async dependencies, reads of live calls without copying): a GET is
+  the framework floor plus ours: uvicorn/h11 and the socket write (about 30 % of the loop, as
+  for hello-world), FastAPI's dependency solving (about 13 %), our four pure-ASGI middlewares
+  (Graph ids, metrics, body limits, routing: a few %), the read from memory and its JSON (under
+  10 %). A sendDtmfTones then GET also pays, per operation, the completion's transaction
+  (operation + outbox row), the signed webhook POST (httpx and an RS256 signature: about 20 %
+  of the loop) and the outbox's own transactions (claim, delivered); the loop waits about 20 %
+  of the time for the single SQLite connection. JSON rendering is under 3 % on both paths, so
+  orjson was not taken.
+- Not reached: send then GET at 0.15x. What is left is per operation, not per request: the
+  webhook delivery (its own transactions, httpx, a signature per notification) and the
+  serialised SQLite connection (the next step: one transaction for several calls' changes, a
+  group commit). On one server the rate also falls during a long run (246 to 113 rps over five
+  consecutive 5 s runs, while hello-world's own rate swings 2x on this shared box); the cause
+  is not found yet. PostgreSQL (not profiled here): each commit waits for the server's WAL
+  flush and each statement is a round trip over TCP.
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -325,7 +357,7 @@ def main() -> None:
         "completes during the run and its notification is delivered to a webhook sink "
         "(202). Every POST and every GET counts as one request. Goals (issue 18): GET "
         "at least 0.30x, send then GET at least 0.15x.\n\n"
-        f"{table}\n"
+        f"{table}\n\n{WHERE_THE_TIME_GOES}\n"
     )
     print(body)
     if not args.no_write:
