@@ -116,10 +116,10 @@ loop's samples):
 - Not reached: send then GET at 0.15x. What is left is per operation, not per request: the
   webhook delivery (its own transactions, httpx, a signature per notification) and the
   serialised SQLite connection (the next step: one transaction for several calls' changes, a
-  group commit). On one server the rate also falls during a long run (246 to 113 rps over five
-  consecutive 5 s runs, while hello-world's own rate swings 2x on this shared box); the cause
-  is not found yet. PostgreSQL (not profiled here): each commit waits for the server's WAL
-  flush and each statement is a round trip over TCP.
+  group commit). Consecutive 5 s runs on one server vary (246 down to 113 rps in one trial, 138
+  to 203 in another: no trend found), as hello-world's own rate swings 2x on this shared box.
+  PostgreSQL (not profiled here): each commit waits for the server's WAL flush and each
+  statement is a round trip over TCP.
 """
 
 
