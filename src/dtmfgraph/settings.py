@@ -285,6 +285,21 @@ class Settings(BaseSettings):
             "SRTP calls send SRTCP. 0: no RTCP."
         ),
     )
+    sip_refer_policy: Literal["accept", "reject", "domains"] = Field(
+        default="accept",
+        description=(
+            "What a far end's REFER (an IVR transferring our call) gets: accept (follow it: "
+            "the Graph call goes on with the new far end), reject (603), or domains (follow it "
+            "only to hosts in sip_refer_domains, else 603)."
+        ),
+    )
+    sip_refer_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "With sip_refer_policy=domains: the hosts (and their subdomains) a REFER may send "
+            "our calls to (comma-separated or a JSON list)."
+        ),
+    )
     rtcp_mux_offer: bool = Field(
         default=False,
         description=(
@@ -419,9 +434,16 @@ class Settings(BaseSettings):
             "carries. Default: host name and API port. Keep it across restarts."
         ),
     )
-    node_heartbeat_s: float = Field(default=5.0, gt=0)
+    node_heartbeat_s: float = Field(
+        default=1.0, gt=0, description="How often a node tells the others it is alive."
+    )
     node_dead_after_s: float = Field(
-        default=20.0, gt=0, description="No heartbeat for this long: another node ends its calls."
+        default=5.0,
+        gt=0,
+        description=(
+            "The node lease: no heartbeat for this long and the node is dead: another node ends "
+            "its calls, and requests for them are answered 503 with Retry-After meanwhile."
+        ),
     )
     node_forward_timeout_s: float = Field(
         default=15.0, gt=0, description="How long a request forwarded to a call's node may take."
@@ -480,6 +502,7 @@ class Settings(BaseSettings):
         "callback_allowed_hosts",
         "prompt_allowed_hosts",
         "sip_allow_from",
+        "sip_refer_domains",
         "jwt_rs256_extra_public_key_files",
         "callback_jwks_extra_public_key_files",
         mode="before",

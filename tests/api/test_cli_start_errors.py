@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dtmfgraph.cli.preflight import StartError, check_database
+from dtmfgraph.cli.preflight import StartError, bind_http, check_database
 
 from .harness import PG_DSN, free_port
 from .test_cli_serve import _env, run_serve
@@ -150,3 +150,18 @@ def test_a_certificate_file_that_is_not_one(tmp_path: Path) -> None:
     line = one_error_line(run_serve(*base_args(tmp_path), "--sip-tls-cert-file", str(bad)))
     assert line.startswith(f"error: sip_tls_cert_file: cannot use the TLS certificate {str(bad)!r}")
     assert "give readable PEM files" in line
+
+
+def test_http_addresses_that_cannot_be_listened_on() -> None:
+    """The same check in this process: an address this machine does not have, a name that
+    does not resolve (each says to check --host); localhost is IPv4 as the web server takes it."""
+    for host in ("192.0.2.77", "no-such-host.invalid"):
+        with pytest.raises(StartError) as caught:
+            bind_http(host, 0)
+        assert str(caught.value).startswith(f"cannot listen for HTTP on {host}:0 (")
+        assert str(caught.value).endswith("no such address on this machine: check --host")
+    sock = bind_http("localhost", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()

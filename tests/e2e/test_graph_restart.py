@@ -73,7 +73,7 @@ def start_serve(
 
 
 async def ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90  # a loaded machine takes a while to import and start
     async with httpx.AsyncClient() as http:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"dtmfgraph serve exited:\n{log.read_text()}"
@@ -222,7 +222,7 @@ async def test_sigterm_mid_call_ends_it_once_and_says_so(
             receiver.up = False  # what happens next stays in the outbox
             long_op = await _long_send_under_way(http, cid, bs)
             proc.send_signal(signal.SIGTERM)
-            assert await exited(proc, 15) in (0, -signal.SIGTERM)
+            assert await exited(proc, 60) in (0, -signal.SIGTERM)
             await bs.wait_event("CALL_CLOSED", 5)  # the stopping process said BYE
             stopped_log = serve.log.read_text()
             proc = serve.start()
@@ -263,7 +263,7 @@ async def test_sigterm_delivers_the_end_of_its_calls_before_exiting(
             cid = await _call_established(http, receiver, bs)
             long_op = await _long_send_under_way(http, cid, bs)
             proc.send_signal(signal.SIGTERM)
-            assert await exited(proc, 15) in (0, -signal.SIGTERM)
+            assert await exited(proc, 60) in (0, -signal.SIGTERM)
             notes = list(receiver.notes)  # all there, with nothing running any more
     finally:
         reap(proc)
@@ -288,18 +288,18 @@ async def test_sigterm_does_not_wait_long_for_a_hanging_receiver(
     tmp_path: Path, receiver: Receiver
 ) -> None:
     """The delivery at a stop is bounded (``notify_drain_on_stop_s``): a receiver that holds
-    the POST does not hold the stop (the POST itself would time out only after 5 s), and what
+    the POST does not hold the stop (the POST itself would time out only after 12 s), and what
     it did not take is delivered, in order, after the restart."""
     serve = ServeProcess(tmp_path)
-    proc = serve.start(DTMFGRAPH_NOTIFY_DRAIN_ON_STOP_S="1")
+    proc = serve.start(DTMFGRAPH_NOTIFY_DRAIN_ON_STOP_S="1", DTMFGRAPH_NOTIFY_TIMEOUT_S="12")
     try:
         async with Baresip(tmp_path / "bs") as bs, serve.client() as http:
             await ready(serve.base, proc, serve.log)
             cid = await _call_established(http, receiver, bs)
-            receiver.hang_s = 6.0
+            receiver.hang_s = 15.0
             proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            assert await exited(proc, 15) in (0, -signal.SIGTERM)
+            assert await exited(proc, 60) in (0, -signal.SIGTERM)
             took = time.monotonic() - signalled
             assert "delivery at stop cut off after 1 s" in serve.log.read_text()
             receiver.hang_s = 0.0
@@ -309,7 +309,7 @@ async def test_sigterm_does_not_wait_long_for_a_hanging_receiver(
             await bs.wait_event("CALL_CLOSED", 5)
     finally:
         reap(proc)
-    assert took < 4.0, took
+    assert took < 8, took  # the 1 s cut-off, not the 12 s POST timeout nor the 15 s hang
     assert trail(receiver.notes) == [
         ("updated", "establishing"),
         ("updated", "established"),

@@ -30,7 +30,7 @@ async def test_peer_that_never_answers_times_out(phone: Phone) -> None:
         began = loop.time()
         with pytest.raises(DialTimeoutError) as info:
             await phone.dial(f"sip:nobody@127.0.0.1:{port}", timeout=1.0)
-        assert 0.9 < loop.time() - began < 3.0
+        assert 0.9 < loop.time() - began < 16  # the 1 s dial timeout, not Timer B (32 s)
     error = info.value
     assert (error.status, error.timed_out) == (408, True)
     assert "408" in str(error) and "no answer" in str(error)

@@ -20,7 +20,12 @@ _VENV_EXE = Path(sys.executable).with_name("dtmfgraph")
 DTMFGRAPH = [str(_VENV_EXE)] if _VENV_EXE.exists() else [shutil.which("dtmfgraph") or "dtmfgraph"]
 
 
-def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+STARTS_WITHIN_S = 90.0
+"""How long a CLI subprocess may take to start or finish: a loaded machine takes seconds just
+to import; a process that hangs still fails the test, only later."""
+
+
+def run(*args: str, timeout: float = STARTS_WITHIN_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*DTMFGRAPH, "rtp", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -37,7 +42,7 @@ class Listener:
             text=True,
         )
         assert self.proc.stderr is not None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STARTS_WITHIN_S
         self.banner = ""
         while "listening on" not in self.banner:
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -48,7 +53,7 @@ class Listener:
             if ready:
                 self.banner += self.proc.stderr.readline()
 
-    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+    def finish(self, timeout: float = STARTS_WITHIN_S) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, self.banner + err
 
@@ -101,12 +106,10 @@ def test_send_with_another_pt_and_ipv6() -> None:
 
 def test_listen_stops_on_duration_and_on_ctrl_c() -> None:
     port = free_udp_port()
-    t0 = time.monotonic()
     listener = Listener("--port", str(port), "--duration", "0.5")
-    code, out, err = listener.finish()
+    code, out, err = listener.finish()  # it ends by itself: no signal is sent
     assert code == 0 and out == ""
     assert "heard 0 keys" in err
-    assert time.monotonic() - t0 < 15
 
     listener = Listener("--port", str(port))
     listener.proc.send_signal(signal.SIGINT)

@@ -188,6 +188,8 @@ def build_media(settings: Settings) -> MediaBackend:
             jitter_max_delay=settings.jitter_max_ms / 1000,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             rtcp_mux_offer=settings.rtcp_mux_offer,
+            refer_policy=settings.sip_refer_policy,
+            refer_domains=tuple(settings.sip_refer_domains),
             tls=tls_config(settings),
             srtp=settings.srtp,
         )
@@ -253,11 +255,16 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
         forwarder: Forwarder | None = None
         if url.startswith("postgresql"):  # several nodes may share this database
             forwarder = Forwarder(
-                app, asyncpg_dsn(url), config.node_id, timeout_s=settings.node_forward_timeout_s
+                app,
+                asyncpg_dsn(url),
+                config.node_id,
+                timeout_s=settings.node_forward_timeout_s,
+                base_url=settings.effective_base_url(),
             )
             await forwarder.start()
             routing.forwarder, routing.engine = forwarder, repo.engine
             routing.dead_after_s = settings.node_dead_after_s
+            routing.heartbeat_s = settings.node_heartbeat_s
             routing.carries = service.carries
         app.state.forwarder = forwarder
         metrics.gc.start()

@@ -6,10 +6,14 @@ keys, cancel, subscribe, answer, reject or hang up. :class:`Forwarder` carries s
 (method, path, query, the ``Authorization`` and ``Content-Type`` headers, body) over
 PostgreSQL ``NOTIFY`` to the owner's channel; the owner runs it through its own app, exactly as
 if it had arrived there (authentication included), and ``NOTIFY``s the response (status,
-``Content-Type`` and ``Location``, body) back to the asking node's channel. :class:`Router` is
-the ASGI middleware that decides: a state-changing request (POST, PATCH, DELETE) under
-``/communications/calls/{id}`` whose call another live node owns is forwarded; everything else
-(reads, new calls, calls of this node or of gone nodes) is handled here.
+``Content-Type`` and ``Location``, body) back to the asking node's channel; a ``Location``
+names the node the client asked (its public base URL), not the owner. :class:`Router` is the
+ASGI middleware that decides: a state-changing request (POST, PATCH, DELETE) under
+``/communications/calls/{id}`` whose call another live node owns is forwarded; one whose owner
+is known dead (no heartbeat for the lease, ``node_dead_after_s``, or its forwarding connection
+gone from the database) is answered at once 503 with ``Retry-After`` (the time until another
+node has ended the call); everything else (reads, new calls, calls of this node or of stopped
+nodes) is handled here.
 
 No cluster protocol of our own: the database is the only thing the nodes share. A ``NOTIFY``
 payload is at most 8,000 bytes, far above these requests and responses; one that does not fit
@@ -23,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -51,6 +56,10 @@ _PAYLOAD_MAX = 7900
 """Bytes a ``NOTIFY`` payload may have (PostgreSQL's limit is 8,000)."""
 _KEPT_REQUEST_HEADERS = ("authorization", "content-type", "client-request-id")
 _KEPT_RESPONSE_HEADERS = ("content-type", "location")
+_LISTENING = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = :channel)"
+)
+"""Whether a node's forwarding connection (named after its channel) is still there."""
 
 
 def channel_of(node_id: str) -> str:
@@ -64,18 +73,34 @@ def asyncpg_dsn(url: str) -> str:
 
 
 class ForwardError(Exception):
-    """The owner could not be asked, or did not answer in time."""
+    """The owner could not be asked, or did not answer in time (or died meanwhile)."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
 
 
 class Forwarder:
     """Requests to and from the other nodes over ``LISTEN``/``NOTIFY`` (PostgreSQL only)."""
 
-    def __init__(self, app: ASGIApp, dsn: str, node_id: str, *, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        dsn: str,
+        node_id: str,
+        *,
+        timeout_s: float = 15.0,
+        base_url: str = "",
+        check_every_s: float = 1.0,
+    ) -> None:
         self._app = app
         self._dsn = dsn
         self.node_id = node_id
         self.channel = channel_of(node_id)
+        self.base_url = base_url.rstrip("/")
+        """This node's public base URL: the ``Location`` of what it forwards names it."""
         self._timeout = timeout_s
+        self._check_every = check_every_s
         self._conn: Any = None  # an asyncpg connection
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,7 +112,10 @@ class Forwarder:
     async def start(self) -> None:
         import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 (PostgreSQL only)
 
-        self._conn = await asyncpg.connect(self._dsn)
+        # named after the channel, so that the other nodes see whether this node still listens
+        self._conn = await asyncpg.connect(
+            self._dsn, server_settings={"application_name": self.channel}
+        )
         await self._conn.add_listener(self.channel, self._on_notify)
 
     async def close(self) -> None:
@@ -102,13 +130,21 @@ class Forwarder:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
 
-    async def forward(self, owner: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Run ``request`` on node ``owner``; its response (``status``, ``headers``, ``body``)."""
+    async def forward(
+        self,
+        owner: str,
+        request: dict[str, Any],
+        died: Callable[[], Awaitable[float | None]] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``request`` on node ``owner``; its response (``status``, ``headers``, ``body``).
+        ``died`` is asked every ``check_every_s`` while the answer is awaited: a number (the
+        seconds to retry after) means the owner is dead, and the wait ends at once."""
         conn = self._conn
         if conn is None:
             raise ForwardError("forwarding is not running")
         rid = uuid.uuid4().hex
-        payload = json.dumps({"kind": "request", "id": rid, "reply": self.channel, **request})
+        body = {"kind": "request", "id": rid, "reply": self.channel, "base": self.base_url}
+        payload = json.dumps({**body, **request})
         if len(payload.encode()) > _PAYLOAD_MAX:
             raise ForwardError("the request is too large to forward to the call's node")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -116,13 +152,32 @@ class Forwarder:
         try:
             await conn.execute("SELECT pg_notify($1, $2)", channel_of(owner), payload)
             self.forwarded += 1
-            return await asyncio.wait_for(future, self._timeout)
+            return await self._answer(owner, future, died)
         except TimeoutError:
             raise ForwardError(
                 f"node {owner!r}, which carries this call, did not answer in {self._timeout:g} s"
             ) from None
         finally:
             self._waiting.pop(rid, None)
+
+    async def _answer(
+        self,
+        owner: str,
+        future: asyncio.Future[dict[str, Any]],
+        died: Callable[[], Awaitable[float | None]] | None,
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(self._timeout):
+            while True:
+                done, _ = await asyncio.wait([future], timeout=self._check_every)
+                if done:
+                    return future.result()
+                retry_after = await died() if died is not None else None
+                if retry_after is not None:
+                    raise ForwardError(
+                        f"node {owner!r}, which carries this call, died; another node ends "
+                        "the call shortly",
+                        retry_after_s=retry_after,
+                    )
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -155,11 +210,12 @@ class Forwarder:
                     headers=headers,
                     content=str(message.get("body", "")).encode(),
                 )
-            response = {
-                "status": r.status_code,
-                "headers": {k: r.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in r.headers},
-                "body": r.text,
-            }
+            kept = {k: r.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in r.headers}
+            asker = str(message.get("base") or "")
+            location = kept.get("location", "")
+            if asker and self.base_url and location.startswith(self.base_url + "/"):
+                kept["location"] = asker + location[len(self.base_url) :]
+            response = {"status": r.status_code, "headers": kept, "body": r.text}
         except Exception as exc:  # answer anyway: the asking node is waiting
             log.exception("forward: serving a request for another node failed")
             response = _failure(f"forwarded: {exc}")
@@ -180,7 +236,9 @@ class Routing:
     def __init__(self) -> None:
         self.forwarder: Forwarder | None = None
         self.engine: AsyncEngine | None = None
-        self.dead_after_s = 20.0
+        self.dead_after_s = 5.0
+        """The node lease: a node that has not beaten for this long is dead."""
+        self.heartbeat_s = 1.0
         self.carries: Callable[[str], bool] = lambda _call_id: False
         """Whether this node carries the call (then no other can own it: nothing to look up)."""
 
@@ -205,12 +263,20 @@ class Router:
         ):
             await self.app(scope, receive, send)
             return
+        call_id = match.group(1)
         try:
-            owner = await self._live_owner(match.group(1))
+            owner, retry_after = await self._owner(call_id)
         except (sa.exc.SQLAlchemyError, OSError):  # the store is away: a call of this node
-            owner = None  # is served from its memory, any other answers 503 here
+            owner, retry_after = None, None  # is served from its memory, any other 503 here
         if owner is None or owner == forwarder.node_id:
             await self.app(scope, receive, send)
+            return
+        if retry_after is not None:
+            message = (
+                f"node {owner!r}, which carries this call, is gone; another node ends the call "
+                "shortly"
+            )
+            await _unavailable(send, message, retry_after)
             return
         body = await _read_body(receive)
         headers = {
@@ -226,25 +292,34 @@ class Router:
             "headers": headers,
             "body": body.decode("utf-8", errors="replace"),
         }
+
+        async def died() -> float | None:
+            try:
+                return (await self._owner(call_id))[1]
+            except (sa.exc.SQLAlchemyError, OSError):  # cannot tell now: keep waiting
+                return None
+
         try:
-            response = await forwarder.forward(owner, request)
+            response = await forwarder.forward(owner, request, died)
             status = int(response["status"])
             out_headers = dict(response.get("headers", {}))
             out_body = str(response.get("body", "")).encode()
         except ForwardError as exc:
-            status = 503
-            out_headers = {"content-type": "application/json"}
-            out_body = json.dumps(_envelope("serviceNotAvailable", str(exc))).encode()
+            await _unavailable(send, str(exc), exc.retry_after_s)
+            return
         raw = [(k.encode(), str(v).encode()) for k, v in out_headers.items()]
         raw.append((b"content-length", str(len(out_body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": out_body})
 
-    async def _live_owner(self, call_id: str) -> str | None:
-        """The node carrying ``call_id`` if it is another one that is alive, else ``None``."""
+    async def _owner(self, call_id: str) -> tuple[str | None, float | None]:
+        """The node carrying ``call_id`` (``None``: none, or one that stopped and ended its
+        calls), and, when that node is dead, the seconds until another node has ended the
+        call (else ``None``). Dead: no heartbeat for the lease, or no connection listening on
+        its channel (a killed process's connection is gone at once)."""
         engine = self.routing.engine
         if engine is None:
-            return None
+            return None, None
         q = (
             sa.select(calls.c.node_id, nodes.c.heartbeat_at)
             .select_from(calls.outerjoin(nodes, nodes.c.id == calls.c.node_id))
@@ -252,11 +327,27 @@ class Router:
         )
         async with engine.connect() as conn:
             row = (await conn.execute(q)).first()
-        if row is None or row.node_id is None or row.heartbeat_at is None:
-            return None
-        if row.heartbeat_at < time.time() - self.routing.dead_after_s:
-            return None
-        return str(row.node_id)
+            if row is None or row.node_id is None or not row.heartbeat_at:
+                return None, None
+            listening = await conn.scalar(_LISTENING, {"channel": channel_of(str(row.node_id))})
+        lease = self.routing.dead_after_s
+        age = time.time() - row.heartbeat_at
+        if age > lease or not listening:
+            # the reaper (on every node's heartbeat) ends the call once the lease has run out
+            return str(row.node_id), max(0.0, lease - age) + self.routing.heartbeat_s
+        return str(row.node_id), None
+
+
+async def _unavailable(send: Send, message: str, retry_after_s: float) -> None:
+    """Answer 503 ``serviceNotAvailable`` with ``Retry-After`` (the SDK retries it)."""
+    body = json.dumps(_envelope("serviceNotAvailable", message)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", str(max(1, math.ceil(retry_after_s))).encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _failure(message: str) -> dict[str, Any]:

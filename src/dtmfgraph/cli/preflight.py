@@ -124,8 +124,7 @@ def bind_http(host: str, port: int) -> socket.socket:
     """The listening socket of the API (handed to the web server), bound now so that a taken
     port is a clear error rather than a log line after start-up."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family = infos[0][0]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
         sock = socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
         raise StartError(
@@ -142,13 +141,16 @@ def bind_hint(exc: OSError, port_option: str, host_option: str) -> str:
         return f"another process uses that port: stop it, or choose another with {port_option}"
     if exc.errno == errno.EACCES:
         return f"ports below 1024 need privileges: choose a higher one with {port_option}"
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+    unknown = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, socket.EAI_NONAME)
+    if exc.errno in unknown or isinstance(exc, socket.gaierror):
         return f"no such address on this machine: check {host_option}"
     return f"check {host_option} and {port_option}"
 
 
 def _strerror(exc: OSError) -> str:
-    return os.strerror(exc.errno) if exc.errno else _one_line(exc)
+    if exc.errno and exc.errno > 0:  # (a name that does not resolve has a negative one)
+        return os.strerror(exc.errno)
+    return (exc.strerror or _one_line(exc)).split(" (while attempting", 1)[0]
 
 
 def _and(items: list[str]) -> str:
