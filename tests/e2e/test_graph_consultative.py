@@ -14,7 +14,7 @@ from dtmfgraph.service.model import far_participant_id
 from ..api.harness import Receiver, stop
 from ..api.sdkhelp import dtmf_body, sdk_mod
 from ..judges.baresip import require_baresip
-from ..judges.sipp import run_sipp, sipp_uas
+from ..judges.sipp import run_sipp, sipp_logged, sipp_uas
 from .refer_scenarios import (
     consultative_refer_scenario,
     holding_scenario,
@@ -34,15 +34,6 @@ def _consultative_body(target: str, replaces_call_id: str) -> Any:
     )
     body = m("communications.calls.item.transfer.transfer_post_request_body")
     return body.TransferPostRequestBody(transfer_target=info)
-
-
-def _logged(workdir: Path, prefix: str) -> str:
-    """What a sipp scenario logged (``-trace_logs``) after ``prefix``."""
-    for log in workdir.glob("*_logs.log"):
-        for line in log.read_text().splitlines():
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-    raise AssertionError(f"sipp logged no {prefix!r} in {workdir}")
 
 
 def _ended(call_id: str) -> Any:
@@ -96,8 +87,8 @@ async def test_consultative_transfer_refers_a_to_b_with_replaces(
                 assert agent.returncode == 0, err.decode(errors="replace")
     finally:
         await stop(server, task)
-    refer_to = _logged(tmp_path / "caller", "REFER-TO")
-    b_call_id = _logged(tmp_path / "agent", "CALL-ID")
+    refer_to = await sipp_logged(tmp_path / "caller", "REFER-TO")
+    b_call_id = await sipp_logged(tmp_path / "agent", "CALL-ID")
     assert refer_to.startswith(f"{agent_uri}?Replaces={quote(b_call_id, safe='')}%3Bto-tag%3D")
     states = [
         n["resourceData"]["state"]
@@ -137,7 +128,7 @@ async def test_invite_with_replaces_takes_over_the_graph_call(
             client, call = await place_call(
                 service, receiver, "v1.0", f"sip:old@127.0.0.1:{old_port}"
             )
-            sip_call_id, our_tag, its_tag = _logged(tmp_path / "old", "DIALOG").split()
+            sip_call_id, our_tag, its_tag = (await sipp_logged(tmp_path / "old", "DIALOG")).split()
             unknown = await run_sipp(
                 replacing_caller_scenario(
                     f"{sip_call_id};to-tag=nope;from-tag={its_tag}", expect=481

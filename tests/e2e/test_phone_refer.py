@@ -12,7 +12,7 @@ from dtmfgraph.media import Phone
 
 from ..judges.baresip import Baresip, require_baresip
 from ..judges.baresip import free_port as free_udp_port
-from ..judges.sipp import run_sipp, sipp_uas
+from ..judges.sipp import run_sipp, sipp_logged, sipp_uas
 from .refer_scenarios import holding_scenario, ivr_refer_scenario, replacing_caller_scenario
 from .test_cli import _run
 
@@ -111,8 +111,8 @@ async def test_phone_honours_an_invite_with_replaces(tmp_path: Path) -> None:
             old,
         ):
             call = await phone.dial(f"sip:old@127.0.0.1:{old_port}", timeout=5)
-            log = next((tmp_path / "old").glob("*_logs.log")).read_text().split()
-            sip_call_id, our_tag, its_tag = log[log.index("DIALOG") + 1 :][:3]
+            dialog = await sipp_logged(tmp_path / "old", "DIALOG")
+            sip_call_id, our_tag, its_tag = dialog.split()
             assert sip_call_id == call.call_id
             replacer = asyncio.ensure_future(
                 run_sipp(

@@ -220,6 +220,21 @@ _AWAIT_BYE = """  <recv request="BYE" timeout="{timeout_ms}"/>
 """
 
 
+async def sipp_logged(workdir: Path, prefix: str, timeout: float = 10.0) -> str:
+    """What a sipp scenario run in ``workdir`` with ``-trace_logs`` logged after ``prefix``
+    (its ``<log>`` action), waiting up to ``timeout`` seconds for it to be written."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for log in workdir.glob("*_logs.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith(prefix):
+                    return line[len(prefix) :].strip()
+        if loop.time() > deadline:
+            raise AssertionError(f"sipp logged no {prefix!r} in {workdir}")
+        await asyncio.sleep(0.05)
+
+
 def replacing_invite_head(replaces: str, expect: int = 200) -> str:
     """The start of a UAC scenario whose INVITE carries ``Replaces: <replaces>`` (RFC 3891):
     up to the ACK of the final response, which must be ``expect``."""
