@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dtmfgraph.sip import IncomingCall
 from dtmfgraph.sip.message import SipRequest, parse_message
 from dtmfgraph.sip.refer import (
     ReferError,
@@ -15,6 +16,8 @@ from dtmfgraph.sip.refer import (
     refer_headers,
     sipfrag,
 )
+
+from .test_call_flows import connect, setup
 
 
 def _notify(
@@ -111,3 +114,38 @@ def test_replaces_header_values() -> None:
     for bad in ("abc@host;to-tag=t1", ";to-tag=t1;from-tag=f1", "abc;to-tag=;from-tag=f1"):
         with pytest.raises(ReferError):
             parse_replaces(bad)
+
+
+def test_invite_with_replaces_names_our_dialog_or_gets_481() -> None:
+    """An INVITE whose Replaces names a confirmed dialog of ours (to-tag ours, from-tag the
+    far end's) is an ``IncomingCall`` whose ``replaces`` is that call, even with
+    ``Require: replaces``; tags swapped or an unknown Call-ID: 481; a malformed one: 400."""
+    net, a, b = setup()
+    _call, held = connect(net, a, b)
+    assert held.dialog is not None
+    dialog = held.dialog
+    invite = net.log[0].message
+    assert isinstance(invite, SipRequest)
+
+    def replacing(n: int, value: str) -> bytes:
+        new = SipRequest("INVITE", invite.uri, invite.headers.copy(), invite.body)
+        new.headers.set("Via", f"SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKrepl{n}")
+        new.headers.set("Call-ID", f"replacing-{n}")
+        new.headers.set("From", f"<sip:carol@127.0.0.1:5080>;tag=c{n}")
+        new.headers.set("Replaces", value)
+        new.headers.set("Require", "replaces")
+        return bytes(new)
+
+    ours = f"{dialog.call_id};to-tag={dialog.local_tag};from-tag={dialog.remote_tag}"
+    swapped = f"{dialog.call_id};to-tag={dialog.remote_tag};from-tag={dialog.local_tag}"
+    cases = [(swapped, b"SIP/2.0 481 "), ("nope;to-tag=x;from-tag=y", b"SIP/2.0 481 ")]
+    cases.append(("just-a-call-id", b"SIP/2.0 400 Bad Replaces"))
+    for n, (value, want) in enumerate(cases):
+        b.receive_datagram(replacing(n, value), ("127.0.0.1", 5080), net.now)
+        [(data, _)] = b.datagrams_to_send(net.now)
+        assert data.startswith(want), data[:60]
+    b.receive_datagram(replacing(9, ours), ("127.0.0.1", 5080), net.now)
+    [(data, _)] = b.datagrams_to_send(net.now)
+    assert data.startswith(b"SIP/2.0 100 ")
+    [event] = [e for e in iter(b.next_event, None) if isinstance(e, IncomingCall)]
+    assert event.replaces is held and event.call.call_id == "replacing-9"
