@@ -189,6 +189,8 @@ def build_media(settings: Settings) -> MediaBackend:
             jitter_max_delay=settings.jitter_max_ms / 1000,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             rtcp_mux_offer=settings.rtcp_mux_offer,
+            refer_policy=settings.sip_refer_policy,
+            refer_domains=tuple(settings.sip_refer_domains),
             tls=tls_config(settings),
             srtp=settings.srtp,
         )

@@ -73,6 +73,7 @@ from dtmfgraph.sip import Codec as SdpCodec
 from dtmfgraph.sip.acl import SourceAllowlist
 from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.grammar import is_ip_address
+from dtmfgraph.sip.refer import ReferReceived, TransferProgress
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
 
@@ -318,6 +319,9 @@ _INFO_SENDS = itertools.count(1)
 """Numbers the SIP INFO sends (echo windows, see :meth:`PhoneCall._send_info`)."""
 
 
+ReferPolicy: TypeAlias = Literal["accept", "reject", "domains"]
+"""What a :class:`Phone` does with the far end's REFER (see :attr:`Phone.refer_policy`)."""
+
 _GRAPH_DIRECTION = {
     "sendrecv": "sendReceive",
     "sendonly": "sendOnly",
@@ -378,6 +382,11 @@ class PhoneCall:
         self._taps = TapSet()
         self._stop_recording: Callable[[], None] | None = None
         self._muted = False
+        self.transfer_progress: asyncio.Queue[TransferProgress] = asyncio.Queue()
+        self.transferred: asyncio.Future[PhoneCall] = loop.create_future()
+        """The call that replaced this one when the far end transferred us (REFER) and we
+        followed (the old call is then ended)."""
+        """The NOTIFYs about a REFER this call sent (see :mod:`dtmfgraph.media.transfer`)."""
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -807,6 +816,10 @@ class PhoneCall:
             self._answer_request(event.request_id, event.status)
         elif isinstance(event, ReInvite):
             self._on_reinvite()
+        elif isinstance(event, TransferProgress):
+            self.transfer_progress.put_nowait(event)
+        elif isinstance(event, ReferReceived):
+            self.phone._on_refer(self, event)
 
     def _answer_request(self, request_id: int, status: int) -> None:
         future = self._requests.get(request_id)
@@ -1146,13 +1159,19 @@ class IncomingInvite:
             self.phone.transport.kick()
 
     def reject(
-        self, status: int = 486, reason: str = "", *, retry_after: int | None = None
+        self,
+        status: int = 486,
+        reason: str = "",
+        contacts: Sequence[str] = (),
+        *,
+        retry_after: int | None = None,
     ) -> None:
-        """Refuse the call (486 Busy Here by default; 300-699), with ``Retry-After`` if given."""
+        """Refuse the call (486 Busy Here by default; 300-699), with ``Retry-After`` if given;
+        a redirect (3xx, e.g. ``reject(302, contacts=[...])``) names where to call instead."""
         if not self.pending:
             return
         self.phone.ua.reject(
-            self.sip, status, self.phone.loop.time(), reason, retry_after=retry_after
+            self.sip, status, self.phone.loop.time(), reason, contacts, retry_after=retry_after
         )
         self.phone.transport.kick()
         self.ended = CallEnd(EndReason.REJECTED, f"rejected with {status}", False, time.time())
@@ -1278,6 +1297,12 @@ class Phone:
         self.rtcp_mux_offer = False
         """Offer ``a=rtcp-mux`` (RFC 5761: RTCP on the RTP port) in calls we place; offers
         that carry it are always taken (with RTCP on)."""
+        self.refer_policy: ReferPolicy = "accept"
+        """What a far end's REFER gets: ``accept`` (follow it), ``reject`` (603), or
+        ``domains`` (follow it only to hosts in :attr:`refer_domains`, else 603)."""
+        self.refer_domains: tuple[str, ...] = ()
+        self.refer_timeout = 30.0
+        """How long the call to a REFER's target may ring."""
         self.cname = f"{rng.getrandbits(64):016x}@{sdp_host}"
         """The RTCP CNAME of this phone's streams (random, RFC 7022)."""
         self.ended_rtts: collections.deque[float] = collections.deque(maxlen=4096)
@@ -1809,6 +1834,21 @@ class Phone:
             return
         if inspect.isawaitable(result):
             self._spawn_handler(invite, result)
+
+    def _on_refer(self, call: PhoneCall, event: ReferReceived) -> None:
+        """The far end of ``call`` sent REFER: answer it as :attr:`refer_policy` says and
+        follow it (see :func:`dtmfgraph.media.transfer.follow_refer`)."""
+        from . import transfer  # noqa: PLC0415  (transfer builds on this module)
+
+        allowed = transfer.refer_allowed(self.refer_policy, self.refer_domains, event.target)
+        self.ua.answer_refer(call.sip, 202 if allowed else 603, self.loop.time())
+        self.transport.kick()
+        if not allowed:
+            logger.info("%s: REFER to %s refused (policy)", call.call_id, event.target)
+            return
+        task = asyncio.ensure_future(transfer.follow_refer(call, event, timeout=self.refer_timeout))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     def _spawn_handler(self, invite: IncomingInvite, awaitable: Awaitable[None]) -> None:
         async def run() -> None:

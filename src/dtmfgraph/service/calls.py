@@ -65,6 +65,7 @@ from .outage import StoreHealth
 from .prompts import PromptConfig, PromptFetcher, PromptRef
 from .recordings import MEDIA_TIMEOUT_S, Recording, RecordParams
 from .repository import Repository, UnitOfWork
+from .transfer import Transfers
 from .write_behind import Batch, CallRecord, LiveUnit, WriteBehind
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,8 @@ class CallService:
         self.record_media_timeout_s = config.record_media_timeout_s
         self.control = CallControls(self)
         """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
+        self.transfers = Transfers(self)
+        """The transfer action (see :mod:`.transfer`)."""
         self.refusals = Refusals(log)
         """Calls refused for the calls limit (``max_calls``), counted and logged per burst."""
 
@@ -701,6 +704,7 @@ class CallService:
         self._spawn(live.mq.run(media), live)
         self._spawn(self._listen(live, media), live)
         self._spawn(self._watch_audio(live, media), live)
+        self._spawn(self.control.follow_far_ends(live, media), live)
         self._spawn(self._watch_end(live, media), live)
         live.mq.wake.set()
 
@@ -731,6 +735,8 @@ class CallService:
             call.state = CallState.TERMINATING
             await uow.update_call(call)
             await self._emit(uow, call, EventKind.CALL_UPDATED)
+            if live.forced_result is Results.TRANSFERRED:  # the app ends it, not the transfer
+                live.forced_result = None
             media = live.media
             if media is None:  # still dialling, or incoming and never answered
                 for task in list(live.tasks):
