@@ -32,6 +32,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .hooks import DIALLING, CallTap, NullTap
+from .lease import ReapGuard
 from .media import (
     CallEndedError,
     DialError,
@@ -301,6 +302,7 @@ class CallService:
         self._finished: dict[int, list[Operation]] = {}
         self._live: dict[str, _Live] = {}
         self._records: dict[str, CallRecord] = {}
+        self._reap_guard = ReapGuard(config.node_dead_after_s)
         """The calls this node carries, in memory (kept after a call ends until its last
         changes are in the store): their reads are served from here."""
         health = getattr(repo, "health", None)
@@ -387,18 +389,22 @@ class CallService:
                 log.info("call %s: hung up the far end its gone node left", call_id)
 
     async def _heartbeat(self) -> None:
-        """Tell the other nodes this one is alive; end the calls of nodes that are not."""
+        """Tell the other nodes this one is alive; end the calls of nodes that are not (not
+        right after an outage of this node's store: see :class:`.lease.ReapGuard`)."""
         while True:
             await asyncio.sleep(self._cfg.node_heartbeat_s)
             try:
                 async with self._unit() as uow:
                     await uow.node_alive(self._cfg.node_id, now())
                     await uow.delete_expired_recordings(now())
-                self._hang_up_orphans(await self._end_orphans(own=False))
-                await self._hold_registration()
+                self._reap_guard.beat_ok()
+                if self._reap_guard.may_reap():
+                    self._hang_up_orphans(await self._end_orphans(own=False))
+                    await self._hold_registration()
             except StoreUnavailableError:
-                continue  # logged once per outage by the store's health
+                self._reap_guard.beat_failed()  # logged once per outage by the store's health
             except Exception:
+                self._reap_guard.beat_failed()
                 log.exception("node heartbeat failed")
 
     async def _hold_registration(self) -> None:
