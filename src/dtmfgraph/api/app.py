@@ -266,6 +266,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             routing.forwarder, routing.engine = forwarder, repo.engine
             routing.dead_after_s = settings.node_dead_after_s
             routing.heartbeat_s = settings.node_heartbeat_s
+            routing.carries = service.carries
         app.state.forwarder = forwarder
         metrics.gc.start()
         try:

@@ -266,6 +266,8 @@ class Routing:
         self.dead_after_s = 5.0
         """The node lease: a node that has not beaten for this long is dead."""
         self.heartbeat_s = 1.0
+        self.carries: Callable[[str], bool] = lambda _call_id: False
+        """Whether this node carries the call (then no other can own it: nothing to look up)."""
 
 
 class Router:
@@ -282,6 +284,7 @@ class Router:
         if (
             forwarder is None
             or match is None
+            or self.routing.carries(match.group(1))
             or scope["method"] not in ("POST", "PATCH", "DELETE")
             or any(k.decode().lower() == FORWARDED_HEADER for k, _ in scope["headers"])
         ):

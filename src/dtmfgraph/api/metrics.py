@@ -218,9 +218,10 @@ class Metrics:
         self.keys.labels(method.value).inc(count)
 
     # notify.DeliveryObserver
-    def attempt(self, outcome: Outcome, seconds: float) -> None:
+    def attempt(self, outcome: Outcome, seconds: float | None) -> None:
         self.notifications.labels(outcome).inc()
-        self.webhook_seconds.labels(outcome).observe(seconds)
+        if seconds is not None:
+            self.webhook_seconds.labels(outcome).observe(seconds)
 
     def registration(self, aor: str, registered: bool) -> None:
         """Set the registration gauge of ``aor``."""

@@ -523,7 +523,7 @@ class CallService:
         record = self._records.get(call_id)
         if record is None:
             return self._repo.unit()
-        return contextlib.nullcontext(LiveUnit(record))
+        return contextlib.nullcontext(LiveUnit(record, copies=False))
 
     def _tell(self, hook: Callable[..., None], *args: Any) -> None:
         """Call a hook of :attr:`tap`; what it raises is logged, never the service's."""
@@ -713,6 +713,10 @@ class CallService:
         self._spawn(self.control.follow_far_ends(live, media), live)
         self._spawn(self._watch_end(live, media), live)
         live.mq.wake.set()
+
+    def carries(self, call_id: str) -> bool:
+        """Whether this node carries ``call_id`` now (a live call of its own)."""
+        return call_id in self._live
 
     def media_of(self, call_id: str) -> MediaCall | None:
         """The media of a live call this node carries (``None``: not up, or not here)."""
