@@ -459,6 +459,13 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(
         default=10.0, gt=0, description="Longest a request body may take to arrive; then 408."
     )
+    max_calls: int = Field(
+        default=1000,
+        ge=0,
+        description="Calls this node carries at once (placed, ringing or established; 0: no "
+        "limit); past it create-call is 503 serviceNotAvailable and an INVITE 503, both with "
+        "Retry-After.",
+    )
 
     # Outbox delivery
     notify_timeout_s: float = Field(

@@ -92,6 +92,7 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
             ca_file=settings.callback_ca_file,
         ),
         record_media_timeout_s=settings.record_media_timeout_s,
+        max_calls=settings.max_calls,
     )
 
 

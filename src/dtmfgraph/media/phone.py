@@ -77,6 +77,7 @@ from dtmfgraph.sip.refer import ReferReceived, TransferProgress
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
 
+from ..refusals import FILE_DESCRIPTORS, RTP_PORTS, Refusals, out_of_fds
 from .audio_io import PcmSink, TapSet, play_audio
 from .banks import InbandBanks
 from .pacer import Pacer
@@ -1193,9 +1194,15 @@ class IncomingInvite:
         try:
             endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
         except PortRangeExhaustedError as exc:
-            phone._rtp_full(str(exc))
+            phone._rtp_full(exc)
             self.reject(503, "Service Unavailable", retry_after=RTP_FULL_RETRY_AFTER_S)
             raise
+        except OSError as exc:
+            if not out_of_fds(exc):
+                raise
+            phone._rtp_full(exc)
+            self.reject(503, "Service Unavailable", retry_after=RTP_FULL_RETRY_AFTER_S)
+            raise MediaError(f"cannot answer {self.caller}: {exc}") from None
         if not self.pending:  # cancelled while we were binding
             await endpoint.close()
             raise CallEndedError(
@@ -1238,7 +1245,7 @@ class IncomingInvite:
         if self.offer is not None:
             try:
                 call._start_media()
-            except (MediaError, ValueError) as exc:
+            except (MediaError, OSError, ValueError) as exc:
                 call._hangup_soon(EndReason.ERROR, f"media setup failed: {exc}")
                 phone.transport.kick()
                 raise PhoneError(f"cannot answer {self.caller}: {exc}") from None
@@ -1331,9 +1338,9 @@ class Phone:
         self.calls_refused = 0
         self.media_timeouts = 0
         """Calls hung up for want of RTP."""
-        self.rtp_ports_exhausted = 0
-        """Calls refused with 503 (incoming) or not placed (outgoing) because every RTP port
-        of ``rtp_ports`` was taken."""
+        self.refusals = Refusals(logger)
+        """Calls refused with 503 (incoming) or not placed (outgoing) for want of an RTP port
+        of ``rtp_ports`` or of a file descriptor, by resource (see :mod:`.refusals`)."""
         self.failover_after = DEFAULT_FAILOVER_AFTER
         """Seconds without a response after which :meth:`dial` tries the target's next server."""
         self.failovers = 0
@@ -1593,7 +1600,11 @@ class Phone:
         try:
             endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
         except PortRangeExhaustedError as exc:
-            self._rtp_full(str(exc))
+            self._rtp_full(exc)
+            raise
+        except OSError as exc:
+            if out_of_fds(exc):
+                self._rtp_full(exc)
             raise
         offer = build_offer(
             self.sdp_host,
@@ -1766,25 +1777,36 @@ class Phone:
             invite._cancelled(event)
             del self._incoming[call_id]
 
+    @property
+    def rtp_ports_exhausted(self) -> int:
+        """Calls refused (503) or not placed because every RTP port was taken."""
+        return self.refusals.counts[RTP_PORTS]
+
+    @property
+    def fds_exhausted(self) -> int:
+        """Calls refused (503) or not placed because no file descriptor was left."""
+        return self.refusals.counts[FILE_DESCRIPTORS]
+
     def rtp_port_free(self) -> bool:
-        """Whether a call could get an RTP port now (one is bound and let go at once)."""
+        """Whether a call could get an RTP port now (one is bound and let go at once); a
+        ``False`` is counted and logged: no port free, or no file descriptor left."""
         try:
             bind_udp(self.rtp_host, self.rtp_ports).close()
         except PortRangeExhaustedError as exc:
-            self._rtp_full(str(exc))
+            self._rtp_full(exc)
+            return False
+        except OSError as exc:
+            if not out_of_fds(exc):
+                raise
+            self._rtp_full(exc)
             return False
         return True
 
-    def _rtp_full(self, detail: str) -> None:
-        """A call was refused (503) or not placed: every RTP port is taken. Counted; logged
-        at the first and every 100th (a flood must not flood the log too)."""
-        self.rtp_ports_exhausted += 1
-        if self.rtp_ports_exhausted % 100 == 1:
-            logger.warning(
-                "RTP ports exhausted (%d call(s) refused so far): %s",
-                self.rtp_ports_exhausted,
-                detail,
-            )
+    def _rtp_full(self, exc: OSError | PortRangeExhaustedError) -> None:
+        """A call was refused (503) or not placed: every RTP port is taken, or no file
+        descriptor is left. Counted; logged once per burst (a flood must not flood the log)."""
+        resource = FILE_DESCRIPTORS if out_of_fds(exc) else RTP_PORTS
+        self.refusals.refuse(resource, str(exc), self.loop.time())
 
     def _on_incoming(self, event: IncomingCall) -> None:
         invite = IncomingInvite(self, event.call, event)

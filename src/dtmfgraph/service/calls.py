@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from ..refusals import CALLS, Refusals
 from ..tones.keypad import ALL_KEYS
 from .control import CallControls
 from .errors import (
@@ -27,6 +28,7 @@ from .errors import (
     NotAllowedError,
     NotFoundError,
     NotSupportedError,
+    ServiceUnavailableError,
     StoreUnavailableError,
 )
 from .hooks import DIALLING, CallTap, NullTap
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 
 ROLE_INITIATE = "Calls.Initiate.All"
 ROLE_MEDIA = "Calls.AccessMedia.All"
+CALLS_FULL_RETRY_AFTER_S = 5
+"""``Retry-After`` of a call refused for the calls limit (``max_calls``)."""
 
 TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
 """Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
@@ -118,6 +122,8 @@ class ServiceConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     record_media_timeout_s: float = MEDIA_TIMEOUT_S
     """A recordResponse that hears no audio at all for this long fails mediaReceiveTimeout."""
+    max_calls: int = 0
+    """Calls this node carries at once (0: no limit); past it new ones are refused 503."""
 
 
 class Observer(Protocol):
@@ -317,6 +323,8 @@ class CallService:
         """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
         self.transfers = Transfers(self)
         """The transfer action (see :mod:`.transfer`)."""
+        self.refusals = Refusals(log)
+        """Calls refused for the calls limit (``max_calls``), counted and logged per burst."""
 
     def _new_live(self, call: Call, incoming: IncomingCall | None = None) -> _Live:
         live = _Live(call.id, incoming=incoming)
@@ -349,6 +357,9 @@ class CallService:
         async with self._unit() as uow:
             await uow.node_alive(self._cfg.node_id, now(), started=True)
         records = await self._end_orphans(own=True)
+        set_admission = getattr(self._media, "set_admission", None)
+        if set_admission is not None:
+            set_admission(self.calls_limit_refusal)  # refused 503 before ringing
         await self._media.start(self._on_incoming)
         self._hang_up_orphans(records)
         await self._hold_registration()
@@ -602,6 +613,18 @@ class CallService:
             "(e.g. +14255550100) or any identity id as a sip:/sips: URI"
         )
 
+    def calls_limit_refusal(self) -> ServiceUnavailableError | None:
+        """The 503 for a new call when this node already carries ``max_calls`` calls (counted
+        and logged once per burst), else ``None``."""
+        limit = self._cfg.max_calls
+        if not limit or len(self._live) < limit:
+            return None
+        detail = f"this node carries {len(self._live)} calls (max_calls={limit})"
+        self.refusals.refuse(CALLS, detail, asyncio.get_running_loop().time())
+        return ServiceUnavailableError(
+            f"{detail}: try again shortly", retry_after_s=CALLS_FULL_RETRY_AFTER_S
+        )
+
     # --- calls ----------------------------------------------------------------------------
     async def create_call(self, p: Principal, new: NewCall) -> Call:
         self._require(p, ROLE_INITIATE)
@@ -609,6 +632,9 @@ class CallService:
         if new.tenant_id and new.tenant_id != p.tenant_id:
             raise InvalidRequestError("tenantId: does not match the caller's tenant")
         target = self._resolve_target(new.targets)
+        refusal = self.calls_limit_refusal()
+        if refusal is not None:
+            raise refusal
         check_capacity = getattr(self._media, "check_capacity", None)
         if check_capacity is not None:
             check_capacity()  # ServiceUnavailableError (503) before a 201: no RTP port free
@@ -801,6 +827,9 @@ class CallService:
         if self._cfg.incoming_callback_uri is None:
             log.warning("incoming call from %s rejected: no incoming_callback_uri", inc.caller)
             await inc.reject(480)
+            return
+        if self.calls_limit_refusal() is not None:  # a backend without set_admission
+            await inc.reject(503)
             return
         caller = {"@odata.type": "#microsoft.graph.identitySet"}
         ident = {"id": inc.caller, "displayName": inc.caller}

@@ -426,6 +426,8 @@ class SipMedia:
         self.user = user
         self.phone: Phone | None = None
         self._on_incoming: OnIncoming | None = None
+        self._admission: Callable[[], ServiceUnavailableError | None] | None = None
+        """Asked before each incoming call rings (see :meth:`set_admission`)."""
 
     async def open(self) -> Phone:
         """Bind the SIP socket and start the phone (idempotent)."""
@@ -542,22 +544,39 @@ class SipMedia:
             return None
         return self.registration is not None and self.registration.registered
 
+    def set_admission(self, refusal: Callable[[], ServiceUnavailableError | None]) -> None:
+        """Ask ``refusal`` before each incoming call rings: a ``ServiceUnavailableError`` it
+        returns (the calls limit) refuses the INVITE 503 with its ``Retry-After``."""
+        self._admission = refusal
+
     async def _incoming(self, invite: IncomingInvite) -> None:
         handler = self._on_incoming
         if handler is None:
             invite.reject(480, "Temporarily Unavailable")
+            return
+        refused = self._admission() if self._admission is not None else None
+        if refused is not None:
+            invite.reject(503, "Service Unavailable", retry_after=refused.retry_after_s)
             return
         invite.ring()
         await handler(SipIncoming(invite))
 
     def check_capacity(self) -> None:
         """``ServiceUnavailableError`` (503, Retry-After) when a call placed now could get no
-        RTP port: refused at once, before a 201 (counted as the phone's ``rtp_ports_exhausted``)."""
+        RTP port (none free, or no file descriptor left): refused at once, before a 201 (counted
+        in the phone's ``refusals``)."""
         phone = self.phone
-        if phone is not None and not phone.rtp_port_free():
+        if phone is None:
+            return
+        fds_before = phone.fds_exhausted
+        if not phone.rtp_port_free():
+            what = (
+                "no file descriptor is left"
+                if phone.fds_exhausted > fds_before
+                else "every RTP port is in use"
+            )
             raise ServiceUnavailableError(
-                "every RTP port is in use: try again shortly",
-                retry_after_s=RTP_FULL_RETRY_AFTER_S,
+                f"{what}: try again shortly", retry_after_s=RTP_FULL_RETRY_AFTER_S
             )
 
     async def dial(self, target: str, *, timeout: float) -> MediaCall:
