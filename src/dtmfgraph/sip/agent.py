@@ -27,6 +27,7 @@ from dtmfgraph.sip.digest import (
     parse_challenge,
 )
 from dtmfgraph.sip.digest_server import DigestGuard
+from dtmfgraph.sip.ended import EndedDialogs
 from dtmfgraph.sip.errors import (
     DigestError,
     SdpNegotiationError,
@@ -173,6 +174,9 @@ class UserAgent:
         """REGISTER transactions: their registration and the expires they ask for."""
         self._server_tx: dict[ServerKey, ServerTransaction] = {}
         self._orphans = OrphanAnswers(keep_s=self.timers.h)
+        self.ended_dialogs = EndedDialogs()
+        """Dialogs peers started with us that are over: a late or stray INVITE of one is
+        answered 481 (``counters.ended_dialog_invites``), never a new call (:mod:`.ended`)."""
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = itertools.count()
         self._request_ids = itertools.count(1)
@@ -784,6 +788,11 @@ class UserAgent:
 
     def _terminate(self, call: Call, now: float) -> None:
         self._stop_2xx_retransmission(call)
+        dialog = call.dialog
+        if call.role is Role.CALLEE and dialog is not None and not call.is_over:
+            confirmed = dialog.state is DialogState.CONFIRMED
+            seq = dialog.remote_seq or 0
+            self.ended_dialogs.remember(call.call_id, dialog.remote_tag, seq, confirmed, now)
         call.move_to(CallState.TERMINATED)
         call.deadlines["forget"] = now + self.timers.h
         self._arm(call)
@@ -858,6 +867,11 @@ class UserAgent:
     def _on_new_invite(
         self, request: SipRequest, tx: ServerTransaction, addr: Addr, now: float
     ) -> None:
+        from_tag, seq = request.from_.tag or "", request.cseq.seq
+        if self.ended_dialogs.refuses(request.call_id, from_tag, seq, now):
+            self.counters.ended_dialog_invites += 1
+            self._respond(tx, 481, now)  # its dialog is over: see sip/ended.py
+            return
         if request.call_id in self._calls:
             self._respond(tx, 482, now)  # same Call-ID, new branch, no To tag: merged/looped
             return
@@ -985,6 +999,8 @@ class UserAgent:
             return
         method = request.method
         if method == "BYE":
+            if call.state is CallState.TERMINATING:
+                self._drop_our_bye(call)
             self._respond(tx, 200, now)
             self._terminate(call, now)
             self._events.append(CallEnded(call, "BYE", by_remote=True))
@@ -1345,6 +1361,17 @@ class UserAgent:
             # RFC 3261 12.2.1.2: the dialog is gone at the far end.
             self._terminate(call, now)
             self._events.append(CallEnded(call, "dialog does not exist", by_remote=True))
+
+    def _drop_our_bye(self, call: Call) -> None:
+        """Both ends hung up at once: the far end's BYE ends the dialog, so ours (which it
+        may never answer: its side of the dialog is gone) stops being retransmitted."""
+        for key, pending in list(self._pending.items()):
+            if pending.call is call and pending.purpose == "bye":
+                tx = self._client_tx[key]
+                if not tx.terminated:
+                    tx.terminate()
+                    self.counters.byes_crossed += 1
+                self._settle_client(tx)
 
     def _bye_done(self, call: Call, now: float) -> None:
         if call.state is CallState.TERMINATING:

@@ -37,6 +37,13 @@ class SipCounters:
     """INVITEs refused with 488 before ringing because their SDP cannot be used safely (an
     address that is not an IP literal, a number out of range)."""
 
+    ended_dialog_invites: int = 0
+    """INVITEs (no To tag) of a dialog that is over, a late retransmission or a stray copy,
+    answered 481 instead of starting a new call (``sip/ended.py``)."""
+    byes_crossed: int = 0
+    """Our BYEs no longer retransmitted because the far end's BYE for the same dialog came
+    first (both hung up at once) and was answered 200."""
+
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict."""
         return asdict(self)
