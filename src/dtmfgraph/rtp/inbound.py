@@ -240,8 +240,9 @@ class InboundStream:
         self._out_since = 0.0
         self._audio_ssrc = -1
         self._jb = JitterBuffer(min_delay=min_delay, max_delay=max_delay)
-        self._played = bytearray()
-        """The codes of the last 48.75 ms played (the concealment's history)."""
+        self._played: deque[bytes] = deque(maxlen=HISTORY)
+        """The last stretches of codes played (each at least one byte: together at least the
+        48.75 ms of history the concealment uses, joined only when a gap needs them)."""
         self._closed = False
         self.reception: ReceptionStats | None = None
         """The far end's sequence numbers as RTCP reports them (RFC 3550 A.1; the last SSRC
@@ -575,31 +576,29 @@ class InboundStream:
         """Hand the audio played out to the detector and the tap, gaps concealed."""
         if not played:
             return
-        codec, sink, tap, history = self._codec, self._sink, self.tap, self._played
+        codec = self._codec
         assert codec is not None
+        sink, tap, history = self._sink, self.tap, self._played
         at = 0.0
         for samples, payload, lost, after, at in played:
             codes = payload
             if codes is None:
                 if lost:
                     fill = conceal(
-                        codec.decode(history),
+                        codec.decode(b"".join(history)[-HISTORY:]),
                         samples,
                         None if after is None else codec.decode(after),
                     )
                     codes = codec.encode(np.clip(np.rint(fill), -32768, 32767).astype(np.int16))
+                    self.stats.concealed = self._jb.stats.concealed  # (it counts lost gaps)
                 else:
                     codes = codec.silence(samples)
-            history += codes
-            del history[:-HISTORY]  # (nothing while it is shorter)
+            history.append(codes)
             if sink is not None:
                 sink.push(codes, at)
             if tap is not None:
                 tap(codes)
         self._lag = now - at
-        stats, jb = self.stats, self._jb
-        stats.concealed = jb.stats.concealed
-        stats.playout_delay = jb.delay
 
     def sending(self, job: int, keys: str, start: float) -> None:
         """We began sending ``keys`` (job id ``job``) at ``start``: their echo is ignored."""
