@@ -33,17 +33,19 @@ from dtmfgraph.rtp import InbandBank, InboundStream, OutboundStream
 PTIME = 0.02
 NOTES = """
 Notes:
-- History, measured side by side on one box (Intel Xeon, 2 shared cores, best of 5, 500 banked
-  streams / 50 solo, this script): before issue 19 a banked stream cost 4.8 µs per tick clean
-  (receive 2.6, bank 1.8, sweep 0.5). Issue 19's jitter buffer and concealment took it to
-  10.3 µs (receive 4.4, bank 2.1, sweep 3.9: every packet now waits in the jitter buffer and is
-  played out by the sweep) and to 18.5 µs with 3 % loss. The fast path of the in-order packet
-  (no numpy per packet, the play-out time kept as an attribute, the transit window's extremes
-  per 16 packets, no namedtuple `__new__`, no per-tick source scan) brought it to 7.7 µs clean
-  and 15.5 µs with 3 % loss, with every key, count and sample played the same (compared
-  packet by packet on all impairment profiles). With loss, the concealment of a lost packet
-  (numpy: a two-sine fit or a pitch search on each side of the gap, about 0.2 ms) is most of
-  the sweep. A detector per stream costs about 13x more than the banks, loss or not.
+- History, measured side by side on one box (AMD EPYC, 2 cores shared with other jobs, best of
+  5 runs of this script, 500 banked streams, 50 with their own detector): before issue 19 a
+  banked stream cost 4.8 µs per tick clean (receive 2.6, bank 1.8, sweep 0.5) and 5.9 µs with
+  3 % loss (444/500 streams heard every key). Issue 19's jitter buffer and concealment took it
+  to 10.3 µs clean (receive 4.4, bank 2.1, sweep 3.9: every packet now waits in the jitter
+  buffer and the sweep plays it out) and 18.5 µs with 3 % loss (500/500). The fast path of the
+  in-order packet (no numpy per packet, the next play-out time kept as an attribute, the
+  transit window's extremes kept per 16 packets, no namedtuple `__new__`, no per-tick scan of
+  reorder buffers, the concealment history joined only for a gap) brought it to 7.5-7.7 µs
+  clean and 15.5-16.3 µs with 3 % loss, with every key, count and sample played the same
+  (compared event by event on every impairment profile).
+- With loss, concealing a lost packet (numpy: a two-sine fit or a pitch search on each side of
+  the gap, about 0.2 ms) is most of the sweep. A detector per stream costs about 13x the banks.
 """
 HEADER = ["streams", "in-band detection", "loss", "total", "receive", "bank", "sweep", "keys"]
 KEYS = "1234567890"
