@@ -65,6 +65,15 @@ Notes:
   granularity, which is most of the ~0.5-1 ms p50.
 - Receive side "per packet" is process CPU divided by packets received. A detector per stream
   (`SoloInband`, one detector call per 20 ms packet) costs ~13x more than the shared banks.
+- The receive-side rows predate issue 19 (an adaptive jitter buffer and concealment of lost
+  packets in the inbound path). What that costs per packet, before, with it, and with its fast
+  path for packets in order, is measured sans-I/O by `bench/packet_cost.py` (section below):
+  a banked stream 4.8 -> 10.3 -> 7.5 µs per tick on one box, clean. This benchmark was re-run
+  for both versions on a 2-core box shared with other jobs (load average 6-8): the sending
+  process could not keep the 20 ms schedule (up to 2.5x the packets of a run, ~20 ms of
+  interarrival jitter), the receivers' jitter buffers went to their 120 ms bound and the banks
+  overflowed, and 0-457 of 1,000 streams heard every key, so the rows were not replaced: re-run
+  it on an idle machine.
 """
 
 

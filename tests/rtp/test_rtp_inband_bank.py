@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-import time
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from dtmfgraph.rtp import (
@@ -14,8 +16,8 @@ from dtmfgraph.rtp import (
     InboundStream,
     KeyHeard,
     OutboundStream,
-    RtpPacket,
 )
+from dtmfgraph.tones import DigitEvent
 
 from .drive import PTIME, run
 
@@ -147,26 +149,36 @@ def test_a_reused_channel_does_not_inherit_a_digit() -> None:
     assert heard_a == [[]] and heard_b == [[]]
 
 
-def test_bank_is_much_cheaper_than_a_detector_per_stream() -> None:
-    """Audio for 1 s: one bank call per tick (500 streams) against a detector call per packet."""
-    ticks = 50
-    payloads = [RtpPacket(0, k, 160 * k, 7, b"\xff" * 160).serialize() for k in range(ticks)]
+def test_one_detector_call_per_tick_serves_every_stream_of_a_bank() -> None:
+    """What makes a bank cheap, told without a clock: 100 streams' audio is one detector call
+    of (100, 160) samples per 20 ms tick, where a stream with its own detector makes a call per
+    packet; both hear the same keys. (The CPU this saves is measured by bench/packet_cost.py,
+    a release check: timing thresholds fail on a loaded box and do not belong in tests.)"""
+    n = 100
+    bank = InbandBank(n, start=0.0)
+    banked = [InboundStream(bank=bank) for _ in range(n)]
+    solo = [InboundStream() for _ in range(2)]
+    shapes: list[tuple[int, ...]] = []
+    calls = [0] * len(solo)
+    feed_block = bank._detector.feed
 
-    def cost_per_stream_tick(n: int, bank: InbandBank | None) -> float:
-        streams = [InboundStream(bank=bank) for _ in range(n)]
-        t = time.perf_counter()
-        for k in range(ticks):
-            now = k * PTIME
-            for s in streams:
-                s.receive(payloads[k], now)
-                s.handle_deadline(now)  # the pacer's sweep: the jitter buffer plays out
-            if bank is not None:
-                bank.handle_deadline(now)
-        return (time.perf_counter() - t) / (n * ticks)
+    def counted_block(block: npt.NDArray[np.float32]) -> list[DigitEvent]:
+        shapes.append(np.shape(block))
+        return feed_block(block)
 
-    # best of three: the box is shared, and a slow run says nothing of the code
-    banked = min(cost_per_stream_tick(500, InbandBank(500, start=0.0)) for _ in range(3))
-    solo = min(cost_per_stream_tick(20, None) for _ in range(3))
-    assert banked < solo / 3, f"bank {banked * 1e6:.1f} us vs solo {solo * 1e6:.1f} us"
-    # each stream also runs its jitter buffer (about as much again as the bank's share)
-    assert banked < 80e-6, f"{banked * 1e6:.1f} us per stream-tick with the bank"
+    bank._detector.feed = counted_block  # type: ignore[method-assign]
+    for i, stream in enumerate(solo):
+        detector = stream._sink._detector  # type: ignore[union-attr]
+        feed_one = detector.feed
+
+        def counted(block: npt.ArrayLike, i: int = i, feed: Any = feed_one) -> list[DigitEvent]:
+            calls[i] += 1
+            return feed(block)  # type: ignore[no-any-return]
+
+        detector.feed = counted
+    feed = _send("3690", Codec.PCMU, seed=4)
+    heard = _drive(bank, banked + solo, [feed] * (n + len(solo)), until=1.3)
+    assert ["".join(k.key for k in h) for h in heard] == ["3690"] * (n + len(solo))
+    assert shapes == [(n, 160)] * bank.stats.blocks  # one call per tick, all streams in it
+    for stream, made in zip(solo, calls, strict=True):
+        assert made == stream._jb.stats.played > bank.stats.blocks / 2  # one per packet

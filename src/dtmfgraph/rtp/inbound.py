@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from math import inf
 from typing import Final, Literal, Protocol
 
 import numpy as np
@@ -230,6 +231,8 @@ class InboundStream:
         self._sources: OrderedDict[int, _Source] = OrderedDict()
         self._source: _Source | None = None
         """The source of the last packet (the usual case: one SSRC)."""
+        self._gaps = False
+        """Some source may hold packets behind a gap (else the per-tick calls skip them)."""
         self._events: OrderedDict[tuple[int, int, int], _Event] = OrderedDict()
         self._current: _Event | None = None
         self._history: deque[tuple[float, float]] = deque(maxlen=_MAX_HISTORY)
@@ -237,8 +240,9 @@ class InboundStream:
         self._out_since = 0.0
         self._audio_ssrc = -1
         self._jb = JitterBuffer(min_delay=min_delay, max_delay=max_delay)
-        self._played = bytearray()
-        """The codes of the last 48.75 ms played (the concealment's history)."""
+        self._played: deque[bytes] = deque(maxlen=HISTORY)
+        """The last stretches of codes played (each at least one byte: together at least the
+        48.75 ms of history the concealment uses, joined only when a gap needs them)."""
         self._closed = False
         self.reception: ReceptionStats | None = None
         """The far end's sequence numbers as RTCP reports them (RFC 3550 A.1; the last SSRC
@@ -333,7 +337,7 @@ class InboundStream:
                     self._jb.skip(seq)
                 self._on_event(ssrc, ts, event, now)
                 return
-            self.stats.audio += 1
+            stats.audio += 1
         elif not self._order(source, delta, ts, payload, event, now):
             return
         elif event is not None:
@@ -341,17 +345,26 @@ class InboundStream:
                 self._jb.skip(seq)
             return
         if (self._sink is not None or self.tap is not None) and payload:
-            self._buffer(ssrc, seq, ts, payload, now)
+            jb = self._jb  # the jitter buffer's way (inline: per packet)
+            if ssrc != self._audio_ssrc:
+                self._new_audio_source(ssrc, now)
+            jb.put(seq, ts, payload, now)
+            stats.late = jb.stats.late
+            stats.playout_delay = jb.delay
 
     def handle_deadline(self, now: float) -> None:
         """Play out the audio due, give up on reordering gaps and time out events whose deadline
         has passed."""
-        due = self._jb.next_deadline()
-        if due is not None and due <= now + 1e-9:
-            self._play(self._jb.pop(now), now)
-        for source in list(self._sources.values()):
-            if source.pending and _oldest(source) + self._window <= now + 1e-9:
-                self._give_up_gap(source)
+        jb = self._jb
+        if jb.due <= now + 1e-9:
+            self._play(jb.pop(now), now)
+        if self._gaps:
+            gaps = False
+            for source in self._sources.values():  # (giving up a gap adds or drops no source)
+                if source.pending and _oldest(source) + self._window <= now + 1e-9:
+                    self._give_up_gap(source)
+                gaps = gaps or bool(source.pending)
+            self._gaps = gaps
         current = self._current
         if (
             current is not None
@@ -365,11 +378,13 @@ class InboundStream:
         """When :meth:`handle_deadline` is next needed (already past while keys wait to be read)."""
         if self._out:
             return self._out_since
-        deadline = self._jb.next_deadline()
-        for source in self._sources.values():
-            if source.pending:
-                t = _oldest(source) + self._window
-                deadline = t if deadline is None else min(deadline, t)
+        due = self._jb.due
+        deadline = None if due == inf else due
+        if self._gaps:
+            for source in self._sources.values():
+                if source.pending:
+                    t = _oldest(source) + self._window
+                    deadline = t if deadline is None else min(deadline, t)
         current = self._current
         if current is not None and not current.ended:
             t = current.last_arrival + self._timeout
@@ -455,6 +470,7 @@ class InboundStream:
         if pending and max(pending) > ext:  # a later packet came first
             stats.reordered += 1
         pending[ext] = (ts, payload, event, now)
+        self._gaps = True
         if delta == 0:
             self._drain(source)
         elif len(pending) > MAX_PENDING:
@@ -542,16 +558,13 @@ class InboundStream:
         """An audio packet in sequence order (its audio took the jitter buffer's way)."""
         self.stats.audio += 1
 
-    def _buffer(self, ssrc: int, seq: int, ts: int, payload: bytes, now: float) -> None:
-        jb = self._jb
-        if ssrc != self._audio_ssrc:  # a new source: play the old one out, start anew
-            if self._audio_ssrc >= 0:
-                self._play(jb.flush(), now)
-                jb.restart()
-            self._audio_ssrc = ssrc
-        jb.put(seq, ts, payload, now)
-        self.stats.late = jb.stats.late
-        self.stats.playout_delay = jb.delay
+    def _new_audio_source(self, ssrc: int, now: float) -> None:
+        """Audio from a new SSRC: play the old source's out, start the jitter buffer anew."""
+        if self._audio_ssrc >= 0:
+            jb = self._jb
+            self._play(jb.flush(), now)
+            jb.restart()
+        self._audio_ssrc = ssrc
 
     def _refill(self, samples: int) -> None:
         """The detector bank is short of audio: play out early what is held in order."""
@@ -563,27 +576,29 @@ class InboundStream:
         """Hand the audio played out to the detector and the tap, gaps concealed."""
         if not played:
             return
-        codec, sink, tap, history = self._codec, self._sink, self.tap, self._played
+        codec = self._codec
         assert codec is not None
-        for item in played:
-            codes = item.payload
+        sink, tap, history = self._sink, self.tap, self._played
+        at = 0.0
+        for samples, payload, lost, after, at in played:
+            codes = payload
             if codes is None:
-                if item.lost:
-                    after = None if item.after is None else codec.decode(item.after)
-                    fill = conceal(codec.decode(history), item.samples, after)
+                if lost:
+                    fill = conceal(
+                        codec.decode(b"".join(history)[-HISTORY:]),
+                        samples,
+                        None if after is None else codec.decode(after),
+                    )
                     codes = codec.encode(np.clip(np.rint(fill), -32768, 32767).astype(np.int16))
+                    self.stats.concealed = self._jb.stats.concealed  # (it counts lost gaps)
                 else:
-                    codes = codec.silence(item.samples)
-            history += codes
-            if len(history) > HISTORY:
-                del history[: len(history) - HISTORY]
+                    codes = codec.silence(samples)
+            history.append(codes)
             if sink is not None:
-                sink.push(codes, item.at)
+                sink.push(codes, at)
             if tap is not None:
                 tap(codes)
-        self._lag = now - played[-1].at
-        self.stats.concealed = self._jb.stats.concealed
-        self.stats.playout_delay = self._jb.delay
+        self._lag = now - at
 
     def sending(self, job: int, keys: str, start: float) -> None:
         """We began sending ``keys`` (job id ``job``) at ``start``: their echo is ignored."""

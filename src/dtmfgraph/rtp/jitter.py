@@ -19,14 +19,18 @@ held: a silent sender, or a burst being lost, holds the play-out until the next 
 Counts (:class:`JitterStats`): packets ``late`` (came after their place was played),
 ``reordered`` (came after a later sequence number), ``duplicate``, and ``concealed`` (packets'
 worth of audio played as a gap that was lost).
+
+Cost. This runs once per audio packet of every call, so the usual case is kept cheap: a packet
+in order costs a few dictionary operations and comparisons (no numpy: the transit window is a
+plain list, its minimum and maximum re-read every :data:`_ADAPT_EVERY` packets), and the next
+play-out time is kept in :attr:`JitterBuffer.due` for the caller's clock to read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from math import inf
 from typing import Final, NamedTuple
-
-import numpy as np
 
 from .codec import CLOCK_RATE
 
@@ -47,6 +51,9 @@ MAX_SKIPPED: Final = 256
 _MARGIN: Final = 0.005
 _SHRINK: Final = 0.001
 _ADAPT_EVERY: Final = 16
+_BLOCKS: Final = WINDOW // _ADAPT_EVERY
+_played = tuple.__new__
+"""``Played(...)`` without its Python-level ``__new__`` (half the cost, once per packet)."""
 
 
 class Played(NamedTuple):
@@ -102,25 +109,30 @@ class JitterBuffer:
         self.max_delay = max_delay
         self.delay = min(max(initial_delay, min_delay), max_delay)
         """The current play-out delay (seconds)."""
+        self.due = inf
+        """When the next stretch is due (:meth:`next_deadline`; ``inf``: nothing held)."""
         self.stats = JitterStats()
         self._held: dict[int, tuple[int, bytes]] = {}
         """Extended timestamp -> (extended sequence number, payload)."""
-        self._next: int | None = None
-        """Extended timestamp of the next sample to play."""
+        self._next = 0
+        """Extended timestamp of the next sample to play (once started)."""
         self._next_seq = 0
         self._top_seq: int | None = None
-        self._frame = 160
+        """Highest extended sequence number seen (``None``: not started)."""
         self._other: set[int] = set()
         """Extended sequence numbers ahead of the play-out that carried no audio (RFC 4733)."""
-        self._transits = np.zeros(WINDOW)
+        self._transits = [0.0] * WINDOW
+        self._lows = [0.0] * _BLOCKS
+        self._highs = [0.0] * _BLOCKS
+        """Least and greatest transit time of each :data:`_ADAPT_EVERY` packets of the window."""
         self._count = 0
         self._base = 0.0
 
     def restart(self) -> None:
         """Forget the stream (a new source follows); the delay and the counts stay."""
         self._held.clear()
-        self._next = None
         self._top_seq = None
+        self.due = inf
 
     # -- input ------------------------------------------------------------------------------
     def put(self, seq: int, ts: int, payload: bytes, arrival: float) -> None:
@@ -129,33 +141,54 @@ class JitterBuffer:
         stats.packets += 1
         if not payload:
             return
-        if self._top_seq is None or self._next is None:
+        top = self._top_seq
+        if top is None:
             self._start(seq, ts, arrival)
-        assert self._top_seq is not None and self._next is not None
-        xseq = self._top_seq + (((seq - self._top_seq + 0x8000) & 0xFFFF) - 0x8000)
-        xts = self._next + (((ts - self._next + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
-        if not -MAX_GAP <= xts - self._next <= MAX_GAP + CLOCK_RATE:  # the sender restarted
+            top = seq
+        nxt = self._next
+        xseq = top + (((seq - top + 0x8000) & 0xFFFF) - 0x8000)
+        xts = nxt + (((ts - nxt + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
+        if not -MAX_GAP <= xts - nxt <= MAX_GAP + CLOCK_RATE:  # the sender restarted
             stats.restarts += 1
             self._held.clear()
             self._start(seq, ts, arrival)
-            xseq, xts = seq, ts
-        if xts in self._held:
+            xseq, xts, top = seq, ts, seq
+        held = self._held
+        if xts in held:
             stats.duplicate += 1
             return
-        if xseq < self._top_seq:
+        if xseq < top:
             stats.reordered += 1
         else:
             self._top_seq = xseq
-        self._measure(arrival - xts / CLOCK_RATE)
+        # the transit time: move the base and the delay
+        transit = arrival - xts / CLOCK_RATE
+        count = self._count
+        self._count = count + 1
+        if count:
+            self._transits[count % WINDOW] = transit
+            base = self._base
+            if transit < base:  # a faster packet: everything is due earlier
+                self._base = transit
+            need = transit - self._base + _MARGIN
+            if need > self.delay:  # grow at once
+                self.delay = min(need, self.max_delay)
+                if (count + 1) % _ADAPT_EVERY == 0:
+                    self._summarise()
+            elif (count + 1) % _ADAPT_EVERY == 0:
+                self._summarise()
+                self._adapt(base)
+        else:
+            self._transits[:] = [transit] * WINDOW
+            self._base = transit
         if xts < self._next:
             stats.late += 1
-            return
-        self._frame = len(payload)
-        self._held[xts] = (xseq, payload)
-        if len(self._held) > MAX_HELD:
-            oldest = min(self._held)
-            del self._held[oldest]
-            stats.late += 1
+        else:
+            held[xts] = (xseq, payload)
+            if len(held) > MAX_HELD:
+                del held[min(held)]
+                stats.late += 1
+        self.due = self._base + self._next / CLOCK_RATE + self.delay if held else inf
 
     def skip(self, seq: int) -> None:
         """Sequence number ``seq`` of this stream carried something else (a telephone-event):
@@ -175,46 +208,55 @@ class JitterBuffer:
         self._base = arrival - ts / CLOCK_RATE
         self._other.clear()
 
-    def _measure(self, transit: float) -> None:
-        """Track the transit times; move the base and the delay."""
-        i = self._count % WINDOW
-        self._count += 1
-        if self._count == 1:
-            self._transits[:] = transit
-            self._base = transit
-            return
-        self._transits[i] = transit
-        base = self._base
-        if transit < base:  # a faster packet: everything is due earlier
-            self._base = transit
-        need = transit - self._base + _MARGIN
-        if need > self.delay:  # grow at once
-            self.delay = min(need, self.max_delay)
-        elif self._count % _ADAPT_EVERY == 0:  # vectorised over the window
-            seen = self._transits[: min(self._count, WINDOW)]
-            low = float(seen.min())
-            target = float(seen.max()) - low + _MARGIN
-            target = min(max(target, self.min_delay), self.max_delay)
-            if target < self.delay:
-                self.delay = max(target, self.delay - _SHRINK)
-            # move the base up slowly (a path that got slower), never past the fastest seen
-            self._base = min(low, base + _SHRINK)
+    def _summarise(self) -> None:
+        """The last :data:`_ADAPT_EVERY` transit times are in: note their least and greatest."""
+        i = (self._count - _ADAPT_EVERY) % WINDOW
+        block = self._transits[i : i + _ADAPT_EVERY]
+        self._lows[i // _ADAPT_EVERY] = min(block)
+        self._highs[i // _ADAPT_EVERY] = max(block)
+
+    def _adapt(self, base: float) -> None:
+        """Every :data:`_ADAPT_EVERY` packets: shrink the delay towards the window's spread, move
+        the base up slowly (``base``: before this packet)."""
+        blocks = min(self._count, WINDOW) // _ADAPT_EVERY  # (the window is whole blocks)
+        low = min(self._lows[:blocks])
+        target = max(self._highs[:blocks]) - low + _MARGIN
+        target = min(max(target, self.min_delay), self.max_delay)
+        if target < self.delay:
+            self.delay = max(target, self.delay - _SHRINK)
+        # a path that got slower, never past the fastest seen
+        self._base = min(low, base + _SHRINK)
 
     # -- output -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """When the next stretch is due (``None``: nothing held)."""
-        if not self._held or self._next is None:
-            return None
-        return self._base + self._next / CLOCK_RATE + self.delay
+        due = self.due
+        return None if due == inf else due
 
     def pop(self, now: float) -> list[Played]:
         """The stretches due by ``now``, in order."""
         out: list[Played] = []
-        while self._held and self._next is not None:
-            due = self._base + self._next / CLOCK_RATE + self.delay
-            if due > now + 1e-9:
+        held = self._held
+        if not held or self.due > now + 1e-9:
+            return out
+        limit = now + 1e-9
+        base, delay, stats = self._base, self.delay, self.stats
+        while held:
+            nxt = self._next
+            at = base + nxt / CLOCK_RATE
+            if at + delay > limit:
                 break
-            out.append(self._take())
+            item = held.pop(nxt, None)
+            if item is None:
+                out.append(self._gap(nxt, at))
+                continue
+            seq, payload = item  # the usual case, inline
+            n = len(payload)
+            self._next = nxt + n
+            self._next_seq = seq + 1
+            stats.played += 1
+            out.append(_played(Played, (n, payload, False, None, at)))
+        self.due = base + self._next / CLOCK_RATE + delay if held else inf
         return out
 
     def pop_ahead(self, samples: int) -> list[Played]:
@@ -223,10 +265,12 @@ class JitterBuffer:
         detector bank). A gap is never released early: its packets may still come."""
         out: list[Played] = []
         held = self._held
-        while samples > 0 and self._next is not None and self._next in held:
+        while samples > 0 and self._next in held:
             item = self._take()
             samples -= item.samples
             out.append(item)
+        if out:
+            self._redue()
         return out
 
     def flush(self) -> list[Played]:
@@ -234,20 +278,26 @@ class JitterBuffer:
         out: list[Played] = []
         while self._held:
             out.append(self._take())
+        self.due = inf
         return out
 
+    def _redue(self) -> None:
+        self.due = self._base + self._next / CLOCK_RATE + self.delay if self._held else inf
+
     def _take(self) -> Played:
-        assert self._next is not None
         nxt = self._next
         at = self._base + nxt / CLOCK_RATE
         held = self._held.pop(nxt, None)
-        stats = self.stats
         if held is not None:
             seq, payload = held
             self._next = nxt + len(payload)
             self._next_seq = seq + 1
-            stats.played += 1
-            return Played(len(payload), payload, False, None, at)
+            self.stats.played += 1
+            return _played(Played, (len(payload), payload, False, None, at))
+        return self._gap(nxt, at)
+
+    def _gap(self, nxt: int, at: float) -> Played:
+        """The gap at ``nxt`` (nothing held there) up to the next packet held."""
         later = min(self._held)
         seq, payload = self._held[later]
         gap = later - nxt
@@ -258,5 +308,5 @@ class JitterBuffer:
             self._other = {s for s in self._other if s > seq}
         if missing <= 0:  # the sender skipped media time (or sent events): nothing was lost
             return Played(gap, None, at=at)
-        stats.concealed += missing
+        self.stats.concealed += missing
         return Played(gap, None, lost=True, after=payload, at=at)
