@@ -285,6 +285,21 @@ class Settings(BaseSettings):
             "SRTP calls send SRTCP. 0: no RTCP."
         ),
     )
+    sip_refer_policy: Literal["accept", "reject", "domains"] = Field(
+        default="accept",
+        description=(
+            "What a far end's REFER (an IVR transferring our call) gets: accept (follow it: "
+            "the Graph call goes on with the new far end), reject (603), or domains (follow it "
+            "only to hosts in sip_refer_domains, else 603)."
+        ),
+    )
+    sip_refer_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "With sip_refer_policy=domains: the hosts (and their subdomains) a REFER may send "
+            "our calls to (comma-separated or a JSON list)."
+        ),
+    )
     rtcp_mux_offer: bool = Field(
         default=False,
         description=(
@@ -444,6 +459,13 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(
         default=10.0, gt=0, description="Longest a request body may take to arrive; then 408."
     )
+    max_calls: int = Field(
+        default=1000,
+        ge=0,
+        description="Calls this node carries at once (placed, ringing or established; 0: no "
+        "limit); past it create-call is 503 serviceNotAvailable and an INVITE 503, both with "
+        "Retry-After.",
+    )
 
     # Outbox delivery
     notify_timeout_s: float = Field(
@@ -487,6 +509,7 @@ class Settings(BaseSettings):
         "callback_allowed_hosts",
         "prompt_allowed_hosts",
         "sip_allow_from",
+        "sip_refer_domains",
         "jwt_rs256_extra_public_key_files",
         "callback_jwks_extra_public_key_files",
         mode="before",

@@ -11,10 +11,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..judges.ports import free_port
 
@@ -36,6 +37,17 @@ def read_only(directory: Path) -> Iterator[None]:
         if root:
             os.seteuid(0)
         directory.chmod(mode)
+
+
+@contextlib.asynccontextmanager
+async def read_only_store(directory: Path, engine: AsyncEngine) -> AsyncIterator[None]:
+    """:func:`read_only` for the SQLite store in ``directory``: in WAL mode a connection already
+    open keeps its files open for writing (a directory made read-only stops nothing), so the
+    store's connections are closed and it opens them afresh, as after a restart or an error,
+    and finds them read-only."""
+    with read_only(directory):
+        await engine.dispose()
+        yield
 
 
 def _privileged(*cmd: str) -> None:

@@ -191,3 +191,179 @@ async def test_mute_errors(svc: Service, receiver: Receiver) -> None:
         assert r.status_code == 400 and r.json()["error"]["code"] == "notAllowed"
         r = await http.get(f"{base}/participants")
         assert r.status_code == 200 and r.json()["value"] == []
+
+
+async def test_transfer_requests_and_outcomes(svc: Service, receiver: Receiver) -> None:
+    """transfer: 202 and no body; bad targets, a transferee that is not the far end and a
+    consultative transfer naming no other call of ours are 400 with precise messages; a far
+    end that fails the transfer (486) brings the call back to established 500/7000; one that
+    succeeds ends it 0/7015 GracefulTransferCompleted."""
+    _calls, call = await _up(svc, receiver, "v1.0", "sip:bob@example.invalid")
+    base = f"/v1.0/communications/calls/{call.id}/transfer"
+    async with httpx.AsyncClient(
+        base_url=svc.base, headers={"Authorization": f"Bearer {svc.token()}"}
+    ) as http:
+        cases = [
+            ({"transferTarget": {}}, "invalidRequest", "transferTarget.identity: is required"),
+            (
+                {"transferTarget": {"identity": {"user": {"id": "bob"}}}},
+                "invalidRequest",
+                "transferTarget.identity: no dialable id",
+            ),
+            (
+                {
+                    "transferTarget": {"identity": {"user": {"id": "sip:c@h"}}},
+                    "transferee": {"participantId": "someone-else"},
+                },
+                "invalidRequest",
+                "is not the far end of this call",
+            ),
+            (
+                {
+                    "transferTarget": {
+                        "identity": {"user": {"id": "sip:c@h"}},
+                        "replacesCallId": "x",
+                    }
+                },
+                "invalidRequest",
+                "transferTarget.replacesCallId: no call x of this application",
+            ),
+            (
+                {"transferTarget": {"replacesCallId": call.id}},
+                "invalidRequest",
+                "transferTarget.replacesCallId: must name another call of this application",
+            ),
+        ]
+        for body, code, words in cases:
+            r = await http.post(base, json=body)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == code and words in r.json()["error"]["message"]
+        r = await http.post(
+            base, json={"transferTarget": {"identity": {"user": {"id": "sip:busy@h"}}}}
+        )
+        assert r.status_code == 202 and r.content == b""
+        [failed] = await receiver.wait_for(
+            lambda n: (
+                n["resourceUrl"] == _call_url(call.id)
+                and n["resourceData"].get("state") == "established"
+                and n["resourceData"].get("resultInfo") is not None
+            )
+        )
+        assert failed["resourceData"]["resultInfo"]["code"] == 500
+        assert "486" in failed["resourceData"]["resultInfo"]["message"]
+        r = await http.post(
+            base, json={"transferTarget": {"identity": {"user": {"id": "sip:c@h"}}}}
+        )
+        assert r.status_code == 202
+        [end] = await receiver.wait_for(
+            lambda n: n["resourceUrl"] == _call_url(call.id) and n["changeType"] == "deleted"
+        )
+        info = end["resourceData"]["resultInfo"]
+        assert (info["code"], info["subcode"], info["message"]) == (
+            0,
+            7015,
+            "GracefulTransferCompleted",
+        )
+        assert svc.media.calls[0].transferred_to == "sip:c@h"
+        r = await http.post(
+            base, json={"transferTarget": {"identity": {"user": {"id": "sip:c@h"}}}}
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "notAllowed"
+    states = [
+        n["resourceData"]["state"]
+        for n in receiver.for_call(call.id)
+        if n["resourceUrl"] == _call_url(call.id)
+    ]
+    assert states == [
+        "establishing", "established", "transferring", "transferAccepted", "established",
+        "transferring", "transferAccepted", "terminated",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_consultative_transfer_ends_both_calls(
+    svc: Service, receiver: Receiver, version: str
+) -> None:
+    """The SDK transfers call A's far end to call B's (transferTarget.replacesCallId = B): A
+    goes transferring, transferAccepted, terminated 0/7015 with terminationReason
+    AppTransferred; B, its far end replaced, ends 0/7015 too. A transfer replacing a call
+    that is over is 400 notAllowed."""
+    a, call_a = await _up(svc, receiver, version, "sip:caller@example.invalid")
+    _b, call_b = await _up(svc, receiver, version, "sip:agent@example.invalid")
+    m = lambda p: sdk_mod(version, p)  # noqa: E731
+    info = m("models.invitation_participant_info").InvitationParticipantInfo(
+        identity=m("models.communications_identity_set").CommunicationsIdentitySet(
+            user=m("models.identity").Identity(id="sip:agent@example.invalid")
+        ),
+        replaces_call_id=call_b.id,
+    )
+    body = m("communications.calls.item.transfer.transfer_post_request_body")
+    await a.transfer.post(body.TransferPostRequestBody(transfer_target=info))
+    ends = {}
+    for cid in (call_a.id, call_b.id):
+        [ends[cid]] = await receiver.wait_for(
+            lambda n, c=cid: n["resourceUrl"] == _call_url(c) and n["changeType"] == "deleted"
+        )
+    end_a = ends[call_a.id]["resourceData"]
+    assert end_a["terminationReason"] == "AppTransferred"
+    for end in ends.values():
+        info_ = end["resourceData"]["resultInfo"]
+        assert (info_["code"], info_["subcode"]) == (0, 7015)
+    assert "terminationReason" not in ends[call_b.id]["resourceData"]
+    states = [
+        n["resourceData"]["state"]
+        for n in receiver.for_call(call_a.id)
+        if n["resourceUrl"] == _call_url(call_a.id)
+    ]
+    assert states[2:] == ["transferring", "transferAccepted", "terminated"]
+    c, _call_c = await _up(svc, receiver, version, "sip:third@example.invalid")
+    with pytest.raises(APIError) as err:
+        await c.transfer.post(body.TransferPostRequestBody(transfer_target=info))
+    assert err.value.response_status_code == 400
+    assert "not established" in str(err.value.error.message)  # type: ignore[attr-defined]
+
+
+async def test_redirect_requests_and_outcome(svc: Service, receiver: Receiver) -> None:
+    """redirect: bad bodies are 400 invalidRequest (no targets, 26 targets, timeout outside
+    15..90, an unmappable target); a good one answers the caller 302 with every target, 202
+    here, and the call ends terminated 200/7000 (sent to the redirect's callbackUri); a call
+    that is not incoming any more is 400 notAllowed. The ringing call's roster is the bot and
+    the caller."""
+    inc = await svc.media.incoming("+14255550123", "sip:bot@127.0.0.1")
+    [created] = await receiver.wait_for(lambda n: n["changeType"] == "created")
+    cid = created["resourceData"]["id"]
+    base = f"/v1.0/communications/calls/{cid}"
+    target = {"identity": {"user": {"id": "sip:bob@127.0.0.1:5070"}}}
+    async with httpx.AsyncClient(
+        base_url=svc.base, headers={"Authorization": f"Bearer {svc.incoming_token()}"}
+    ) as http:
+        roster = (await http.get(f"{base}/participants")).json()["value"]
+        assert roster[1]["info"]["identity"]["phone"]["id"] == "+14255550123"
+        assert roster[1]["info"]["identity"]["@odata.type"] == (
+            "#microsoft.graph.communicationsIdentitySet"
+        )
+        cases = [
+            ({"targets": []}, "targets: give 1 to 25 targets"),
+            ({"targets": [target] * 26}, "targets: give 1 to 25 targets, got 26"),
+            ({"targets": [target], "timeout": 10}, "timeout: must be between 15 and 90"),
+            ({"targets": [{"identity": {"user": {"id": "bob"}}}]}, "targets[0].identity"),
+        ]
+        for body, words in cases:
+            r = await http.post(f"{base}/redirect", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalidRequest"
+            assert words in r.json()["error"]["message"], r.json()
+        second = {"identity": {"phone": {"id": "sip:carol@127.0.0.1"}}}
+        r = await http.post(
+            f"{base}/redirect",
+            json={"targets": [target, second], "timeout": 60, "callbackUri": receiver.url},
+        )
+        assert r.status_code == 202 and r.content == b""
+        assert await inc.outcome == 302
+        assert inc.redirected_to == ["sip:bob@127.0.0.1:5070", "sip:carol@127.0.0.1"]
+        [end] = await receiver.wait_for(
+            lambda n: n["resourceUrl"] == _call_url(cid) and n["changeType"] == "deleted"
+        )
+        info = end["resourceData"]["resultInfo"]
+        assert (info["code"], info["subcode"]) == (200, 7000)
+        r = await http.post(f"{base}/redirect", json={"targets": [target]})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "notAllowed"

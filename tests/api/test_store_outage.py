@@ -28,7 +28,7 @@ from dtmfgraph.service.write_behind import CallRecord
 from dtmfgraph.store.tables import calls, operations, outbox
 
 from .harness import Receiver, Service, free_port, make_settings, running_service
-from .outages import disk_full, private_postgres, read_only, small_tmpfs
+from .outages import disk_full, private_postgres, read_only_store, small_tmpfs
 
 SPEED = 0.05
 LIFECYCLE = ["establishing", "established", "terminating", "terminated"]
@@ -234,15 +234,18 @@ async def test_sqlite_data_dir_read_only(
     data = tmp_path / "data"
     data.mkdir()
 
+    engines: list[Any] = []
+
     @contextlib.asynccontextmanager
     async def fault() -> AsyncIterator[None]:
         started = time.monotonic()
-        with read_only(data):
+        async with read_only_store(data, engines[0]):
             yield
             await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
 
     url = f"sqlite+aiosqlite:///{data / 'graph.sqlite3'}"
     async with _service_on(data, url, receiver) as svc:
+        engines.append(svc.app.state.repo.engine)
         await _outage_scenario(svc, receiver, fault, reads_fail=False)
     _outage_logged_once(caplog)
 
@@ -310,7 +313,7 @@ async def test_keepalive_watchdog_ends_a_call_during_an_outage(
         service = _service(svc)
         cid = await _new_call(http, receiver, "idle")
         assert (await http.post(f"/communications/calls/{cid}/keepAlive")).status_code == 200
-        with read_only(data):
+        async with read_only_store(data, svc.app.state.repo.engine):
             await _until(
                 "the watchdog ended the call in memory, its end waiting for the store",
                 lambda: (

@@ -202,6 +202,7 @@ async def test_registered_over_tls_at_kamailio_and_called_through_it(
             )
             await reg.wait(5)
             assert phone.tls_address is not None
+            await kam.wait_bound("bot")  # its log line may come after its 200 OK
             [contact] = kam.bindings("bot")
             assert f":{phone.tls_address[1]};transport=tls" in contact, contact
             async with Baresip(

@@ -177,7 +177,7 @@ class Kamailio:
                 out.append(line.rsplit("contact ", 1)[1].strip("'"))
         return out
 
-    async def wait_bound(self, user: str, timeout: float = 5.0) -> None:
+    async def wait_bound(self, user: str, timeout: float = 15.0) -> None:
         """Wait until a REGISTER of ``user`` has been saved."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -220,6 +220,33 @@ _AWAIT_BYE = """  <recv request="BYE" timeout="{timeout_ms}"/>
 """
 
 
+async def sipp_logged(workdir: Path, prefix: str, timeout: float = 10.0) -> str:
+    """What a sipp scenario run in ``workdir`` with ``-trace_logs`` logged after ``prefix``
+    (its ``<log>`` action), waiting up to ``timeout`` seconds for it to be written."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for log in workdir.glob("*_logs.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith(prefix):
+                    return line[len(prefix) :].strip()
+        if loop.time() > deadline:
+            raise AssertionError(f"sipp logged no {prefix!r} in {workdir}")
+        await asyncio.sleep(0.05)
+
+
+def replacing_invite_head(replaces: str, expect: int = 200) -> str:
+    """The start of a UAC scenario whose INVITE carries ``Replaces: <replaces>`` (RFC 3891):
+    up to the ACK of the final response, which must be ``expect``."""
+    invite = _HEAD.format(name="dtmfgraph replacing caller").replace(
+        "      Max-Forwards: 70\n", f"      Max-Forwards: 70\n      Replaces: {replaces}\n", 1
+    )
+    if expect == 200:
+        return invite + _ACK.format(cseq=1)
+    invite = invite.split('  <recv response="200"', 1)[0]
+    return invite + f'  <recv response="{expect}"/>\n' + _ACK.format(cseq=1)
+
+
 def silent_caller_scenario(*, hold_first: bool = False, bye_after_ms: int | None = None) -> str:
     """A UAC scenario that never sends RTP: INVITE, ACK, then (``hold_first``) a re-INVITE
     that holds the call (``a=inactive``); then either its own BYE after ``bye_after_ms`` or,

@@ -17,7 +17,7 @@ from dtmfgraph.service.write_behind import Batch, CallRecord, LiveUnit, WriteBeh
 from dtmfgraph.store import SqlRepository, upgrade
 from dtmfgraph.store.tables import outbox
 
-from ..api.outages import read_only
+from ..api.outages import read_only_store
 
 
 def _call(cid: str) -> Call:
@@ -60,7 +60,7 @@ async def test_changes_wait_in_order_and_land_when_the_store_is_back(
         await writes.submit(Batch(rec.call.id, uow.steps, lambda: None), rec)
     assert writes.pending == 0 and not repo.health.down
     try:
-        with read_only(tmp_path):
+        async with read_only_store(tmp_path, repo.engine):
             for state in (CallState.ESTABLISHED, CallState.TERMINATING, CallState.TERMINATED):
                 for rec in recs.values():
                     await _change(writes, rec, state)

@@ -607,7 +607,10 @@ def test_bye_without_dialog_gets_481_and_unknown_methods() -> None:
         response = parse_message(data)
         assert isinstance(response, SipResponse) and response.status == status
         if status != 200:
-            assert response.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+            assert (
+                response.headers.get("Allow")
+                == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER"
+            )
 
 
 def test_options_out_of_dialog() -> None:

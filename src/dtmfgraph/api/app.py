@@ -92,6 +92,7 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
             ca_file=settings.callback_ca_file,
         ),
         record_media_timeout_s=settings.record_media_timeout_s,
+        max_calls=settings.max_calls,
     )
 
 
@@ -188,6 +189,8 @@ def build_media(settings: Settings) -> MediaBackend:
             jitter_max_delay=settings.jitter_max_ms / 1000,
             inbound_auth_sha256=settings.sip_inbound_auth_sha256,
             rtcp_mux_offer=settings.rtcp_mux_offer,
+            refer_policy=settings.sip_refer_policy,
+            refer_domains=tuple(settings.sip_refer_domains),
             tls=tls_config(settings),
             srtp=settings.srtp,
         )
@@ -263,6 +266,7 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             routing.forwarder, routing.engine = forwarder, repo.engine
             routing.dead_after_s = settings.node_dead_after_s
             routing.heartbeat_s = settings.node_heartbeat_s
+            routing.carries = service.carries
         app.state.forwarder = forwarder
         metrics.gc.start()
         try:

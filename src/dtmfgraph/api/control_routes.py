@@ -1,4 +1,4 @@
-"""Call control routes: participants, mute/unmute, updateRecordingStatus (spec sections 5-6).
+"""Call control routes: transfer, participants, mute/unmute, updateRecordingStatus (spec 3-6).
 
 Participants are rendered from the call (``dtmfgraph.notify.participants``): the bot and the
 far end of the 1:1 SIP call; ``myParticipantId`` of the call names the bot's.
@@ -6,10 +6,15 @@ far end of the 1:1 SIP call; ``myParticipantId`` of the call names the bot's.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ..graph.control_models import MuteBody, UpdateRecordingStatusBody
+from ..graph.control_models import (
+    MuteBody,
+    RedirectBody,
+    TransferBody,
+    UpdateRecordingStatusBody,
+)
 from ..notify.participants import participants_json
 from ..service import NotFoundError
 from ..service.model import snapshot_call
@@ -103,3 +108,21 @@ async def update_recording_status(
         who, call_id, body.status, body.client_context, repeat
     )
     return _op_response(request, call_id, op)
+
+
+@router.post(
+    CALL + "/transfer", status_code=202, openapi_extra=request_body(TransferBody, required=True)
+)
+async def transfer(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
+    body, _ = await _body(request, TransferBody)
+    await svc.transfers.transfer(who, call_id, body.transfer_target, body.transferee)
+    return Response(status_code=202)
+
+
+@router.post(
+    CALL + "/redirect", status_code=202, openapi_extra=request_body(RedirectBody, required=True)
+)
+async def redirect(call_id: str, request: Request, svc: Svc, who: Who) -> Response:
+    body, _ = await _body(request, RedirectBody)
+    await svc.transfers.redirect(who, call_id, body.targets, body.timeout, body.callback_uri)
+    return Response(status_code=202)

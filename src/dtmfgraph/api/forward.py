@@ -1,19 +1,22 @@
 """Several nodes on one PostgreSQL database: a request about a live call goes to its node.
 
-A call's SIP dialog and RTP live in the node (``dtmfgraph serve`` process) that placed or
-answered it; any node can read every call from the database, but only the owner can send its
-keys, cancel, subscribe, answer, reject or hang up. :class:`Forwarder` carries such a request
-(method, path, query, the ``Authorization`` and ``Content-Type`` headers, body) over
-PostgreSQL ``NOTIFY`` to the owner's channel; the owner runs it through its own app, exactly as
-if it had arrived there (authentication included), and ``NOTIFY``s the response (status,
-``Content-Type`` and ``Location``, body) back to the asking node's channel; a ``Location``
-names the node the client asked (its public base URL), not the owner. :class:`Router` is the
-ASGI middleware that decides: a state-changing request (POST, PATCH, DELETE) under
-``/communications/calls/{id}`` whose call another live node owns is forwarded; one whose owner
-is known dead (no heartbeat for the lease, ``node_dead_after_s``, or its forwarding connection
-gone from the database) is answered at once 503 with ``Retry-After`` (the time until another
-node has ended the call); everything else (reads, new calls, calls of this node or of stopped
-nodes) is handled here.
+A call's SIP dialog and RTP live in the node (``dtmfgraph serve`` process) that placed or answered
+it; any node can read every call from the database, but only the owner can send its keys, cancel,
+subscribe, answer, reject or hang up. :class:`Forwarder` carries such a request (method, path,
+query, the ``Authorization`` and ``Content-Type`` headers, body) over PostgreSQL ``NOTIFY`` to the
+owner's channel; the owner runs it through its own app, exactly as if it had arrived there
+(authentication included), and ``NOTIFY``s the response (status, ``Content-Type``, ``Location``,
+``Retry-After``, body) back to the asking node's channel; a ``Location`` names the node the client
+asked (its public base URL), not the owner. :class:`Router` is the ASGI middleware that decides: a
+state-changing request (POST, PATCH, DELETE) under ``/communications/calls/{id}`` whose call
+another live node owns is forwarded; one whose owner is known dead (no heartbeat for the lease,
+``node_dead_after_s``, or its forwarding connection gone from the database) is answered at once 503
+with ``Retry-After`` (the time until another node has ended the call); everything else (reads, new
+calls, calls of this node or of stopped nodes) is handled here.
+
+The connection that listens (:class:`.listener.Listener`) is reopened when it goes (the
+database restarted): meanwhile a request to forward answers 503 with ``Retry-After`` at once,
+and one waiting for an answer that can no longer come back ends the same way.
 
 No cluster protocol of our own: the database is the only thing the nodes share. A ``NOTIFY``
 payload is at most 8,000 bytes, far above these requests and responses; one that does not fit
@@ -39,7 +42,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..graph import error_envelope
+from ..service.errors import ServiceUnavailableError
 from ..store.tables import calls, nodes
+from .listener import Listener, ListenerDownError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ _CALL_PATH = re.compile(r"^/(?:v1\.0|beta)/communications/calls/([A-Za-z0-9._~-]
 _PAYLOAD_MAX = 7900
 """Bytes a ``NOTIFY`` payload may have (PostgreSQL's limit is 8,000)."""
 _KEPT_REQUEST_HEADERS = ("authorization", "content-type", "client-request-id")
-_KEPT_RESPONSE_HEADERS = ("content-type", "location")
+_KEPT_RESPONSE_HEADERS = ("content-type", "location", "retry-after")
 _LISTENING = sa.text(
     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = :channel)"
 )
@@ -72,12 +77,12 @@ def asyncpg_dsn(url: str) -> str:
     return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
 
 
-class ForwardError(Exception):
-    """The owner could not be asked, or did not answer in time (or died meanwhile)."""
+class ForwardError(ServiceUnavailableError):
+    """The owner could not be asked, or did not answer in time (or died meanwhile), or this
+    node's own forwarding connection is away (being reopened)."""
 
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(message, retry_after_s=math.ceil(retry_after_s))
 
 
 class Forwarder:
@@ -94,14 +99,21 @@ class Forwarder:
         check_every_s: float = 1.0,
     ) -> None:
         self._app = app
-        self._dsn = dsn
         self.node_id = node_id
         self.channel = channel_of(node_id)
         self.base_url = base_url.rstrip("/")
         """This node's public base URL: the ``Location`` of what it forwards names it."""
         self._timeout = timeout_s
         self._check_every = check_every_s
-        self._conn: Any = None  # an asyncpg connection
+        self._listener = Listener(
+            dsn,
+            self.channel,
+            self._on_notify,
+            on_lost=self._lost,
+            what="forwarding connection",
+            meanwhile="requests for calls of other nodes answer 503 with Retry-After",
+        )
+        self._running = False
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0
@@ -109,26 +121,34 @@ class Forwarder:
         self.served = 0
         """Requests this node ran for others."""
 
-    async def start(self) -> None:
-        import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 (PostgreSQL only)
+    @property
+    def listening(self) -> bool:
+        """Whether the forwarding connection is there (it is reopened when it goes)."""
+        return self._listener.up
 
-        # named after the channel, so that the other nodes see whether this node still listens
-        self._conn = await asyncpg.connect(
-            self._dsn, server_settings={"application_name": self.channel}
-        )
-        await self._conn.add_listener(self.channel, self._on_notify)
+    async def start(self) -> None:
+        await self._listener.start()
+        self._running = True
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        self._running = False
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_waiting("this node is shutting down")
+        await self._listener.close()
+
+    def _lost(self) -> None:
+        """The forwarding connection went: the answers awaited on it will never come."""
+        self._fail_waiting(
+            "this node lost its forwarding connection to the database while it waited for the "
+            "call's node to answer; the request may or may not have run there"
+        )
+
+    def _fail_waiting(self, message: str) -> None:
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(ForwardError("this node is shutting down"))
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+                future.set_exception(ForwardError(message))
 
     async def forward(
         self,
@@ -139,8 +159,7 @@ class Forwarder:
         """Run ``request`` on node ``owner``; its response (``status``, ``headers``, ``body``).
         ``died`` is asked every ``check_every_s`` while the answer is awaited: a number (the
         seconds to retry after) means the owner is dead, and the wait ends at once."""
-        conn = self._conn
-        if conn is None:
+        if not self._running:
             raise ForwardError("forwarding is not running")
         rid = uuid.uuid4().hex
         body = {"kind": "request", "id": rid, "reply": self.channel, "base": self.base_url}
@@ -150,7 +169,7 @@ class Forwarder:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         try:
-            await conn.execute("SELECT pg_notify($1, $2)", channel_of(owner), payload)
+            await self._send(channel_of(owner), payload)
             self.forwarded += 1
             return await self._answer(owner, future, died)
         except TimeoutError:
@@ -224,10 +243,18 @@ class Forwarder:
         if len(reply.encode()) > _PAYLOAD_MAX:
             too_large = _failure("the response is too large to forward")
             reply = json.dumps({"kind": "response", "id": message.get("id"), **too_large})
-        conn = self._conn
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_notify($1, $2)", str(message["reply"]), reply)
+        with contextlib.suppress(ForwardError):  # the asking node sees this node is away
+            await self._send(str(message["reply"]), reply)
+
+    async def _send(self, channel: str, payload: str) -> None:
+        try:
+            await self._listener.send(channel, payload)
+        except ListenerDownError as exc:
+            raise ForwardError(
+                "this node cannot reach the other nodes right now: its forwarding connection "
+                "to the database is being reopened",
+                retry_after_s=exc.retry_after_s,
+            ) from None
 
 
 class Routing:
@@ -239,6 +266,8 @@ class Routing:
         self.dead_after_s = 5.0
         """The node lease: a node that has not beaten for this long is dead."""
         self.heartbeat_s = 1.0
+        self.carries: Callable[[str], bool] = lambda _call_id: False
+        """Whether this node carries the call (then no other can own it: nothing to look up)."""
 
 
 class Router:
@@ -255,6 +284,7 @@ class Router:
         if (
             forwarder is None
             or match is None
+            or self.routing.carries(match.group(1))
             or scope["method"] not in ("POST", "PATCH", "DELETE")
             or any(k.decode().lower() == FORWARDED_HEADER for k, _ in scope["headers"])
         ):

@@ -19,6 +19,7 @@ from prometheus_client.exposition import generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..notify.outbox import Outcome
+from ..refusals import RESOURCES
 from ..rtp.rtcp import RtcpStats
 from ..service import AccessDeniedError, CallState, DtmfMethod, OpKind, OpStatus
 from ..service.errors import StoreUnavailableError
@@ -125,6 +126,16 @@ class Metrics:
             "with Retry-After, create-call requests answered 503 serviceNotAvailable.",
             registry=r,
         )
+        self.resources_exhausted = Counter(
+            "dtmfgraph_resources_exhausted",
+            "Calls refused 503 with Retry-After (create-call and incoming INVITEs) because a "
+            "resource was exhausted: rtp_ports, calls (max_calls), file_descriptors.",
+            ["resource"],
+            registry=r,
+        )
+        for resource in RESOURCES:
+            self.resources_exhausted.labels(resource)
+        self._refused_seen: dict[str, int] = {}
         self.sip_unauthenticated = Counter(
             "dtmfgraph_sip_calls_unauthenticated",
             "Calls to the service refused for want of a good answer to its digest challenge "
@@ -207,9 +218,10 @@ class Metrics:
         self.keys.labels(method.value).inc(count)
 
     # notify.DeliveryObserver
-    def attempt(self, outcome: Outcome, seconds: float) -> None:
+    def attempt(self, outcome: Outcome, seconds: float | None) -> None:
         self.notifications.labels(outcome).inc()
-        self.webhook_seconds.labels(outcome).observe(seconds)
+        if seconds is not None:
+            self.webhook_seconds.labels(outcome).observe(seconds)
 
     def registration(self, aor: str, registered: bool) -> None:
         """Set the registration gauge of ``aor``."""
@@ -257,6 +269,16 @@ class Metrics:
             if total > seen:
                 counter.inc(total - seen)
                 self._phone_seen[name] = total
+
+    def refusals(self, *counts: Mapping[str, int]) -> None:
+        """Bring ``dtmfgraph_resources_exhausted_total`` up to the summed running totals of
+        ``counts`` (the phone's and the service's refusals by resource)."""
+        for resource in RESOURCES:
+            total = sum(c.get(resource, 0) for c in counts)
+            seen = self._refused_seen.get(resource, 0)
+            if total > seen:
+                self.resources_exhausted.labels(resource).inc(total - seen)
+                self._refused_seen[resource] = total
 
     async def refresh(self, repo: SqlRepository, writes: WriteBehind | None = None) -> None:
         """Read the database gauges (kept as they were while the store is away) and the
@@ -377,6 +399,8 @@ async def metrics(request: Request) -> Response:
     if registered is not None:
         m.registration(str(media.register_aor), registered)
     phone = getattr(media, "phone", None)
+    service = request.app.state.service
+    m.refusals(service.refusals.counts, *([phone.refusals.counts] if phone is not None else []))
     if phone is not None:
         m.phone_counters(
             phone.rtp_foreign_dropped,

@@ -34,12 +34,14 @@ from .openapi import request_body
 M = TypeVar("M", bound=WireModel)
 
 
-def _service(request: Request) -> CallService:
+# The dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread (a
+# thread hop per dependency per request); these do nothing that blocks.
+async def _service(request: Request) -> CallService:
     svc: CallService = request.app.state.service
     return svc
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
     """The caller of ``request``, from its ``Authorization`` header (read here rather than as
     a FastAPI header parameter: ``/openapi.json`` declares it as the bearer security scheme)."""
     auth: Authenticator = request.app.state.authenticator
@@ -54,7 +56,7 @@ REPEAT_MAX = 128
 _REPEAT_OK = re.compile(rf"[\x21-\x7e]{{1,{REPEAT_MAX}}}")
 
 
-def _repeat_id(
+async def _repeat_id(
     value: Annotated[
         str | None,
         Header(
@@ -92,7 +94,7 @@ async def _body(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
 
 
 def _base(request: Request) -> str:
-    version = request.url.path.split("/")[1]
+    version = request.scope["path"].split("/")[1]  # (request.url would parse the whole URL)
     return f"{request.app.state.base_url}/{version}"
 
 

@@ -39,9 +39,6 @@ UNSUPPORTED: tuple[tuple[str, str, str], ...] = (
     ("POST", CALL + "/stopRecording", "Teams compliance recording"),
     ("POST", CALL + "/startTranscription", "transcription"),
     ("POST", CALL + "/stopTranscription", "transcription"),
-    # until issue 16 lands (its routes replace these rows)
-    ("POST", CALL + "/transfer", "transfer (not yet)"),
-    ("POST", CALL + "/redirect", "redirect (not yet)"),
     ("DELETE", CALL + "/participants/{item_id}", "removing a participant (1:1 calls)"),
     ("POST", CALL + "/participants/invite", "inviting participants (no mixer)"),
 )

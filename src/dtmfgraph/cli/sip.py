@@ -232,14 +232,36 @@ async def _call(
             _emit(as_json, f"recording to {record}", event="recording", path=str(record))
         heard: list[HeardKey] = []
         collector = asyncio.create_task(_collect(call, heard, as_json))
+        collectors = [collector]
+
+        def follow() -> bool:
+            """Switch to the call the far end transferred us to, if it did (printed)."""
+            nonlocal call
+            moved = False
+            while call.transferred.done():
+                call = call.transferred.result()
+                moved = True
+                _emit(
+                    as_json,
+                    f"transferred to {call.remote_uri}",
+                    event="transferred",
+                    uri=call.remote_uri,
+                )
+                collectors.append(asyncio.create_task(_collect(call, heard, as_json)))
+            return moved
+
         try:
             for step in steps:
+                follow()
                 if isinstance(step, float):
                     _emit(as_json, f"pause {step:g} s", event="pause", seconds=step)
                     try:
                         ended = await call.wait_ended(step)
                     except TimeoutError:
                         continue  # the pause is over, the call still up
+                    await asyncio.sleep(0)
+                    if follow():
+                        continue  # the far end handed us on: the next steps go there
                     raise CallEndedError(ended, "pause")
                 result = await call.send_dtmf(
                     step, method=method.value, tone_ms=tone_ms, gap_ms=gap_ms
@@ -257,8 +279,13 @@ async def _call(
                 # far end's detector needs that silence to hear the last in-band key end
                 await asyncio.sleep(gap_ms / 1000)
             if listen > 0:
-                with contextlib.suppress(CallEndedError):
-                    await asyncio.wait_for(call.wait_ended(), listen)
+                until = time.monotonic() + listen
+                while (left := until - time.monotonic()) > 0:
+                    with contextlib.suppress(CallEndedError):
+                        await asyncio.wait_for(call.wait_ended(), left)
+                    await asyncio.sleep(0)
+                    if not follow():
+                        break
         except (CallEndedError, DtmfSendError) as exc:
             _emit(as_json, f"send failed: {exc}", event="send_failed", error=str(exc))
             status = EXIT_CALL_FAILED
@@ -267,9 +294,10 @@ async def _call(
         recording = call.recording
         end = await call.hangup()
         await asyncio.sleep(0)
-        collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collector
+        for collector in collectors:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
         recorded = (
             {}
             if recording is None

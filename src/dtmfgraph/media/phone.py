@@ -73,9 +73,11 @@ from dtmfgraph.sip import Codec as SdpCodec
 from dtmfgraph.sip.acl import SourceAllowlist
 from dtmfgraph.sip.digest_server import DigestGuard
 from dtmfgraph.sip.grammar import is_ip_address
+from dtmfgraph.sip.refer import ReferReceived, TransferProgress
 from dtmfgraph.sip.uri import SipUri
 from dtmfgraph.tones import KeypadError, parse_keys
 
+from ..refusals import FILE_DESCRIPTORS, RTP_PORTS, Refusals, out_of_fds
 from .audio_io import PcmSink, TapSet, play_audio
 from .banks import InbandBanks
 from .pacer import Pacer
@@ -317,6 +319,9 @@ _INFO_SENDS = itertools.count(1)
 """Numbers the SIP INFO sends (echo windows, see :meth:`PhoneCall._send_info`)."""
 
 
+ReferPolicy: TypeAlias = Literal["accept", "reject", "domains"]
+"""What a :class:`Phone` does with the far end's REFER (see :attr:`Phone.refer_policy`)."""
+
 _GRAPH_DIRECTION = {
     "sendrecv": "sendReceive",
     "sendonly": "sendOnly",
@@ -377,6 +382,11 @@ class PhoneCall:
         self._taps = TapSet()
         self._stop_recording: Callable[[], None] | None = None
         self._muted = False
+        self.transfer_progress: asyncio.Queue[TransferProgress] = asyncio.Queue()
+        self.transferred: asyncio.Future[PhoneCall] = loop.create_future()
+        """The call that replaced this one when the far end transferred us (REFER) and we
+        followed (the old call is then ended)."""
+        """The NOTIFYs about a REFER this call sent (see :mod:`dtmfgraph.media.transfer`)."""
 
     def __repr__(self) -> str:
         state = str(self.ended) if self.ended else self.sip.state.value
@@ -806,6 +816,10 @@ class PhoneCall:
             self._answer_request(event.request_id, event.status)
         elif isinstance(event, ReInvite):
             self._on_reinvite()
+        elif isinstance(event, TransferProgress):
+            self.transfer_progress.put_nowait(event)
+        elif isinstance(event, ReferReceived):
+            self.phone._on_refer(self, event)
 
     def _answer_request(self, request_id: int, status: int) -> None:
         future = self._requests.get(request_id)
@@ -1145,13 +1159,19 @@ class IncomingInvite:
             self.phone.transport.kick()
 
     def reject(
-        self, status: int = 486, reason: str = "", *, retry_after: int | None = None
+        self,
+        status: int = 486,
+        reason: str = "",
+        contacts: Sequence[str] = (),
+        *,
+        retry_after: int | None = None,
     ) -> None:
-        """Refuse the call (486 Busy Here by default; 300-699), with ``Retry-After`` if given."""
+        """Refuse the call (486 Busy Here by default; 300-699), with ``Retry-After`` if given;
+        a redirect (3xx, e.g. ``reject(302, contacts=[...])``) names where to call instead."""
         if not self.pending:
             return
         self.phone.ua.reject(
-            self.sip, status, self.phone.loop.time(), reason, retry_after=retry_after
+            self.sip, status, self.phone.loop.time(), reason, contacts, retry_after=retry_after
         )
         self.phone.transport.kick()
         self.ended = CallEnd(EndReason.REJECTED, f"rejected with {status}", False, time.time())
@@ -1174,9 +1194,15 @@ class IncomingInvite:
         try:
             endpoint = await open_udp_endpoint(phone.rtp_host, phone.rtp_ports)
         except PortRangeExhaustedError as exc:
-            phone._rtp_full(str(exc))
+            phone._rtp_full(exc)
             self.reject(503, "Service Unavailable", retry_after=RTP_FULL_RETRY_AFTER_S)
             raise
+        except OSError as exc:
+            if not out_of_fds(exc):
+                raise
+            phone._rtp_full(exc)
+            self.reject(503, "Service Unavailable", retry_after=RTP_FULL_RETRY_AFTER_S)
+            raise MediaError(f"cannot answer {self.caller}: {exc}") from None
         if not self.pending:  # cancelled while we were binding
             await endpoint.close()
             raise CallEndedError(
@@ -1219,7 +1245,7 @@ class IncomingInvite:
         if self.offer is not None:
             try:
                 call._start_media()
-            except (MediaError, ValueError) as exc:
+            except (MediaError, OSError, ValueError) as exc:
                 call._hangup_soon(EndReason.ERROR, f"media setup failed: {exc}")
                 phone.transport.kick()
                 raise PhoneError(f"cannot answer {self.caller}: {exc}") from None
@@ -1271,6 +1297,12 @@ class Phone:
         self.rtcp_mux_offer = False
         """Offer ``a=rtcp-mux`` (RFC 5761: RTCP on the RTP port) in calls we place; offers
         that carry it are always taken (with RTCP on)."""
+        self.refer_policy: ReferPolicy = "accept"
+        """What a far end's REFER gets: ``accept`` (follow it), ``reject`` (603), or
+        ``domains`` (follow it only to hosts in :attr:`refer_domains`, else 603)."""
+        self.refer_domains: tuple[str, ...] = ()
+        self.refer_timeout = 30.0
+        """How long the call to a REFER's target may ring."""
         self.cname = f"{rng.getrandbits(64):016x}@{sdp_host}"
         """The RTCP CNAME of this phone's streams (random, RFC 7022)."""
         self.ended_rtts: collections.deque[float] = collections.deque(maxlen=4096)
@@ -1306,9 +1338,9 @@ class Phone:
         self.calls_refused = 0
         self.media_timeouts = 0
         """Calls hung up for want of RTP."""
-        self.rtp_ports_exhausted = 0
-        """Calls refused with 503 (incoming) or not placed (outgoing) because every RTP port
-        of ``rtp_ports`` was taken."""
+        self.refusals = Refusals(logger)
+        """Calls refused with 503 (incoming) or not placed (outgoing) for want of an RTP port
+        of ``rtp_ports`` or of a file descriptor, by resource (see :mod:`.refusals`)."""
         self.failover_after = DEFAULT_FAILOVER_AFTER
         """Seconds without a response after which :meth:`dial` tries the target's next server."""
         self.failovers = 0
@@ -1568,7 +1600,11 @@ class Phone:
         try:
             endpoint = await open_udp_endpoint(self.rtp_host, self.rtp_ports)
         except PortRangeExhaustedError as exc:
-            self._rtp_full(str(exc))
+            self._rtp_full(exc)
+            raise
+        except OSError as exc:
+            if out_of_fds(exc):
+                self._rtp_full(exc)
             raise
         offer = build_offer(
             self.sdp_host,
@@ -1741,28 +1777,42 @@ class Phone:
             invite._cancelled(event)
             del self._incoming[call_id]
 
+    @property
+    def rtp_ports_exhausted(self) -> int:
+        """Calls refused (503) or not placed because every RTP port was taken."""
+        return self.refusals.counts[RTP_PORTS]
+
+    @property
+    def fds_exhausted(self) -> int:
+        """Calls refused (503) or not placed because no file descriptor was left."""
+        return self.refusals.counts[FILE_DESCRIPTORS]
+
     def rtp_port_free(self) -> bool:
-        """Whether a call could get an RTP port now (one is bound and let go at once)."""
+        """Whether a call could get an RTP port now (one is bound and let go at once); a
+        ``False`` is counted and logged: no port free, or no file descriptor left."""
         try:
             bind_udp(self.rtp_host, self.rtp_ports).close()
         except PortRangeExhaustedError as exc:
-            self._rtp_full(str(exc))
+            self._rtp_full(exc)
+            return False
+        except OSError as exc:
+            if not out_of_fds(exc):
+                raise
+            self._rtp_full(exc)
             return False
         return True
 
-    def _rtp_full(self, detail: str) -> None:
-        """A call was refused (503) or not placed: every RTP port is taken. Counted; logged
-        at the first and every 100th (a flood must not flood the log too)."""
-        self.rtp_ports_exhausted += 1
-        if self.rtp_ports_exhausted % 100 == 1:
-            logger.warning(
-                "RTP ports exhausted (%d call(s) refused so far): %s",
-                self.rtp_ports_exhausted,
-                detail,
-            )
+    def _rtp_full(self, exc: OSError | PortRangeExhaustedError) -> None:
+        """A call was refused (503) or not placed: every RTP port is taken, or no file
+        descriptor is left. Counted; logged once per burst (a flood must not flood the log)."""
+        resource = FILE_DESCRIPTORS if out_of_fds(exc) else RTP_PORTS
+        self.refusals.refuse(resource, str(exc), self.loop.time())
 
     def _on_incoming(self, event: IncomingCall) -> None:
         invite = IncomingInvite(self, event.call, event)
+        if event.replaces is not None:  # an attended transfer to us: no handler, no ringing
+            self._on_replacing(invite, event.replaces.call_id)
+            return
         handler = self.on_incoming
         if handler is None or self._closed:
             self.calls_refused += 1
@@ -1787,6 +1837,36 @@ class Phone:
             return
         if inspect.isawaitable(result):
             self._spawn_handler(invite, result)
+
+    def _on_replacing(self, invite: IncomingInvite, old_call_id: str) -> None:
+        """An INVITE that replaces our call ``old_call_id``: see
+        :func:`dtmfgraph.media.transfer.take_over`."""
+        from . import transfer  # noqa: PLC0415  (transfer builds on this module)
+
+        old = self._calls.get(old_call_id)
+        if old is None or old.ended is not None:
+            self.ua.reject(invite.sip, 481, self.loop.time(), "Call Does Not Exist")
+            self.transport.kick()
+            return
+        self._incoming[invite.call_id] = invite
+        task = asyncio.ensure_future(transfer.take_over(old, invite))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    def _on_refer(self, call: PhoneCall, event: ReferReceived) -> None:
+        """The far end of ``call`` sent REFER: answer it as :attr:`refer_policy` says and
+        follow it (see :func:`dtmfgraph.media.transfer.follow_refer`)."""
+        from . import transfer  # noqa: PLC0415  (transfer builds on this module)
+
+        allowed = transfer.refer_allowed(self.refer_policy, self.refer_domains, event.target)
+        self.ua.answer_refer(call.sip, 202 if allowed else 603, self.loop.time())
+        self.transport.kick()
+        if not allowed:
+            logger.info("%s: REFER to %s refused (policy)", call.call_id, event.target)
+            return
+        task = asyncio.ensure_future(transfer.follow_refer(call, event, timeout=self.refer_timeout))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     def _spawn_handler(self, invite: IncomingInvite, awaitable: Awaitable[None]) -> None:
         async def run() -> None:

@@ -647,6 +647,10 @@ class RtpSession:
                 await asyncio.sleep(drain)
         finally:
             if inbound is not None:
+                try:  # what already arrived is heard, even if the loop was too busy to read it
+                    self.endpoint.read_now()
+                except Exception:
+                    logger.warning("the last read of an RTP session failed", exc_info=True)
                 self._pacer.remove_inbound(inbound)
                 inbound.close(self._loop.time())  # flushes a key still sounding, frees a channel
                 event = inbound.next_event()

@@ -174,6 +174,12 @@ class UdpEndpoint:
             if handler is not None:
                 handler(data, addr)
 
+    def read_now(self) -> None:
+        """Hand every datagram already waiting in the socket to :attr:`on_datagram` now (a
+        closer's last read: what arrived before the close is not thrown away with the socket,
+        however late a loaded event loop got round to it)."""
+        self._read_ready()
+
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send one datagram now, or drop it (counted in :attr:`errors`)."""
         if self._closed:

@@ -47,9 +47,10 @@ MAX_RECEIVERS = 10_000
 class DeliveryObserver(Protocol):
     """Told about each delivery attempt (``dtmfgraph.api.metrics`` implements it)."""
 
-    def attempt(self, outcome: Outcome, seconds: float) -> None:
+    def attempt(self, outcome: Outcome, seconds: float | None) -> None:
         """One POST ended: delivered, failed and to be retried, or failed for good (dead);
-        ``seconds`` is how long the POST took (to its answer, error or timeout)."""
+        ``seconds`` is how long the POST took (to its answer, error or timeout), ``None`` for a
+        notification whose window closed while it waited for its receiver (dead, no POST)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,7 @@ class Dispatcher:
                 await self._repo.give_up([i.id for i in expired], error)
                 for item in expired:
                     self._log_dead(item, error)
+                    self._observe("dead", None)
             await self._repo.postpone(later, receiver.retry_at, node=self._node)
         except Exception:
             log.exception("outbox: giving notifications back failed (their claims lapse)")
@@ -366,7 +368,7 @@ class Dispatcher:
             except Exception:
                 log.exception("outbox: the delivery tap failed")
 
-    def _observe(self, outcome: Outcome, seconds: float) -> None:
+    def _observe(self, outcome: Outcome, seconds: float | None) -> None:
         if self._observer is not None:
             try:
                 self._observer.attempt(outcome, seconds)

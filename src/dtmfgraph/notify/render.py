@@ -59,6 +59,11 @@ def call_json(snap: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
     out["id"] = snap["id"]
     out["state"] = snap["state"]
     out["resultInfo"] = _result(snap["resultInfo"])
+    transfer = (snap.get("control") or {}).get("transfer") or {}
+    if snap["state"] == "terminated" and transfer.get("replacesCallId"):
+        result = snap["resultInfo"] or {}
+        if (result.get("code"), result.get("subcode")) == (0, 7015):
+            out["terminationReason"] = "AppTransferred"  # a consultative transfer completed
     if snap["state"] == "established":  # a call is audio only here
         audio = "inactive" if snap.get("audioHeld") else "active"  # older snapshots: active
         out["mediaState"] = {"@odata.type": odata_type("callMediaState"), "audio": audio}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from ..refusals import CALLS, Refusals
 from ..tones.keypad import ALL_KEYS
 from .control import CallControls
 from .errors import (
@@ -27,9 +28,11 @@ from .errors import (
     NotAllowedError,
     NotFoundError,
     NotSupportedError,
+    ServiceUnavailableError,
     StoreUnavailableError,
 )
 from .hooks import DIALLING, CallTap, NullTap
+from .lease import ReapGuard
 from .media import (
     CallEndedError,
     DialError,
@@ -63,12 +66,15 @@ from .outage import StoreHealth
 from .prompts import PromptConfig, PromptFetcher, PromptRef
 from .recordings import MEDIA_TIMEOUT_S, Recording, RecordParams
 from .repository import Repository, UnitOfWork
+from .transfer import Transfers
 from .write_behind import Batch, CallRecord, LiveUnit, WriteBehind
 
 log = logging.getLogger(__name__)
 
 ROLE_INITIATE = "Calls.Initiate.All"
 ROLE_MEDIA = "Calls.AccessMedia.All"
+CALLS_FULL_RETRY_AFTER_S = 5
+"""``Retry-After`` of a call refused for the calls limit (``max_calls``)."""
 
 TONE_TO_KEY = {entry.tone: entry.key for entry in ALL_KEYS.values()}
 """Graph tone name -> keypad key (the keypad's own table; flash is ``F``)."""
@@ -116,6 +122,8 @@ class ServiceConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     record_media_timeout_s: float = MEDIA_TIMEOUT_S
     """A recordResponse that hears no audio at all for this long fails mediaReceiveTimeout."""
+    max_calls: int = 0
+    """Calls this node carries at once (0: no limit); past it new ones are refused 503."""
 
 
 class Observer(Protocol):
@@ -294,6 +302,7 @@ class CallService:
         self._finished: dict[int, list[Operation]] = {}
         self._live: dict[str, _Live] = {}
         self._records: dict[str, CallRecord] = {}
+        self._reap_guard = ReapGuard(config.node_dead_after_s)
         """The calls this node carries, in memory (kept after a call ends until its last
         changes are in the store): their reads are served from here."""
         health = getattr(repo, "health", None)
@@ -312,6 +321,10 @@ class CallService:
         self.record_media_timeout_s = config.record_media_timeout_s
         self.control = CallControls(self)
         """Participants, mute/unmute, updateRecordingStatus (see :mod:`.control`)."""
+        self.transfers = Transfers(self)
+        """The transfer action (see :mod:`.transfer`)."""
+        self.refusals = Refusals(log)
+        """Calls refused for the calls limit (``max_calls``), counted and logged per burst."""
 
     def _new_live(self, call: Call, incoming: IncomingCall | None = None) -> _Live:
         live = _Live(call.id, incoming=incoming)
@@ -344,6 +357,9 @@ class CallService:
         async with self._unit() as uow:
             await uow.node_alive(self._cfg.node_id, now(), started=True)
         records = await self._end_orphans(own=True)
+        set_admission = getattr(self._media, "set_admission", None)
+        if set_admission is not None:
+            set_admission(self.calls_limit_refusal)  # refused 503 before ringing
         await self._media.start(self._on_incoming)
         self._hang_up_orphans(records)
         await self._hold_registration()
@@ -373,18 +389,22 @@ class CallService:
                 log.info("call %s: hung up the far end its gone node left", call_id)
 
     async def _heartbeat(self) -> None:
-        """Tell the other nodes this one is alive; end the calls of nodes that are not."""
+        """Tell the other nodes this one is alive; end the calls of nodes that are not (not
+        right after an outage of this node's store: see :class:`.lease.ReapGuard`)."""
         while True:
             await asyncio.sleep(self._cfg.node_heartbeat_s)
             try:
                 async with self._unit() as uow:
                     await uow.node_alive(self._cfg.node_id, now())
                     await uow.delete_expired_recordings(now())
-                self._hang_up_orphans(await self._end_orphans(own=False))
-                await self._hold_registration()
+                self._reap_guard.beat_ok()
+                if self._reap_guard.may_reap():
+                    self._hang_up_orphans(await self._end_orphans(own=False))
+                    await self._hold_registration()
             except StoreUnavailableError:
-                continue  # logged once per outage by the store's health
+                self._reap_guard.beat_failed()  # logged once per outage by the store's health
             except Exception:
+                self._reap_guard.beat_failed()
                 log.exception("node heartbeat failed")
 
     async def _hold_registration(self) -> None:
@@ -503,7 +523,7 @@ class CallService:
         record = self._records.get(call_id)
         if record is None:
             return self._repo.unit()
-        return contextlib.nullcontext(LiveUnit(record))
+        return contextlib.nullcontext(LiveUnit(record, copies=False))
 
     def _tell(self, hook: Callable[..., None], *args: Any) -> None:
         """Call a hook of :attr:`tap`; what it raises is logged, never the service's."""
@@ -593,6 +613,18 @@ class CallService:
             "(e.g. +14255550100) or any identity id as a sip:/sips: URI"
         )
 
+    def calls_limit_refusal(self) -> ServiceUnavailableError | None:
+        """The 503 for a new call when this node already carries ``max_calls`` calls (counted
+        and logged once per burst), else ``None``."""
+        limit = self._cfg.max_calls
+        if not limit or len(self._live) < limit:
+            return None
+        detail = f"this node carries {len(self._live)} calls (max_calls={limit})"
+        self.refusals.refuse(CALLS, detail, asyncio.get_running_loop().time())
+        return ServiceUnavailableError(
+            f"{detail}: try again shortly", retry_after_s=CALLS_FULL_RETRY_AFTER_S
+        )
+
     # --- calls ----------------------------------------------------------------------------
     async def create_call(self, p: Principal, new: NewCall) -> Call:
         self._require(p, ROLE_INITIATE)
@@ -600,6 +632,9 @@ class CallService:
         if new.tenant_id and new.tenant_id != p.tenant_id:
             raise InvalidRequestError("tenantId: does not match the caller's tenant")
         target = self._resolve_target(new.targets)
+        refusal = self.calls_limit_refusal()
+        if refusal is not None:
+            raise refusal
         check_capacity = getattr(self._media, "check_capacity", None)
         if check_capacity is not None:
             check_capacity()  # ServiceUnavailableError (503) before a 201: no RTP port free
@@ -675,8 +710,13 @@ class CallService:
         self._spawn(live.mq.run(media), live)
         self._spawn(self._listen(live, media), live)
         self._spawn(self._watch_audio(live, media), live)
+        self._spawn(self.control.follow_far_ends(live, media), live)
         self._spawn(self._watch_end(live, media), live)
         live.mq.wake.set()
+
+    def carries(self, call_id: str) -> bool:
+        """Whether this node carries ``call_id`` now (a live call of its own)."""
+        return call_id in self._live
 
     def media_of(self, call_id: str) -> MediaCall | None:
         """The media of a live call this node carries (``None``: not up, or not here)."""
@@ -705,6 +745,8 @@ class CallService:
             call.state = CallState.TERMINATING
             await uow.update_call(call)
             await self._emit(uow, call, EventKind.CALL_UPDATED)
+            if live.forced_result is Results.TRANSFERRED:  # the app ends it, not the transfer
+                live.forced_result = None
             media = live.media
             if media is None:  # still dialling, or incoming and never answered
                 for task in list(live.tasks):
@@ -785,6 +827,9 @@ class CallService:
         if self._cfg.incoming_callback_uri is None:
             log.warning("incoming call from %s rejected: no incoming_callback_uri", inc.caller)
             await inc.reject(480)
+            return
+        if self.calls_limit_refusal() is not None:  # a backend without set_admission
+            await inc.reject(503)
             return
         caller = {"@odata.type": "#microsoft.graph.identitySet"}
         ident = {"id": inc.caller, "displayName": inc.caller}

@@ -10,9 +10,13 @@ status on the bot participant and answers ``completed``, without a notification.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 from typing import TYPE_CHECKING
 
 from .errors import InvalidRequestError, NotAllowedError, NotFoundError, NotSupportedError
+from .media import MediaCall
 from .model import (
     Call,
     CallState,
@@ -25,7 +29,10 @@ from .model import (
 from .repository import UnitOfWork
 
 if TYPE_CHECKING:
-    from .calls import CallService, Principal
+    from .calls import CallService, Principal, _Live
+
+log = logging.getLogger(__name__)
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 
 RECORDING_STATUSES = {s.lower(): s for s in ("notRecording", "recording", "failed")}
 """What ``updateRecordingStatus`` takes (any case; Docs call-updaterecordingstatus)."""
@@ -49,6 +56,26 @@ class CallControls:
         await uow.update_call(call)
         if call.state in _LIVE:
             await self._svc._emit(uow, call, EventKind.ROSTER)
+
+    async def follow_far_ends(self, live: _Live, media: MediaCall) -> None:
+        """The far end transferred the call and the media followed: the same Graph call goes
+        on (still ``established``) with a new far end, a new participant in the roster
+        (notified), whose identity is the SIP URI it was transferred to."""
+        svc = self._svc
+        async for uri in media.far_ends():
+            with contextlib.suppress(NotFoundError):  # ended (and written away) meanwhile
+                async with live.lock, svc._call_unit(live.call_id) as uow:
+                    call = await uow.get_call(live.call_id)
+                    if call is None or call.ended:
+                        continue
+                    user = uri.split(":", 1)[-1].split("@", 1)[0]
+                    kind = "phone" if E164.match(user) else "user"
+                    call.control.far_leg += 1
+                    call.control.far_identity = {kind: {"id": uri, "displayName": uri}}
+                    call.control.far_direction = media.audio_direction
+                    call.media_record = media.recovery_record()
+                    log.info("call %s: the far end transferred it to %s", call.id, uri)
+                    await self.roster_changed(uow, call)
 
     async def mute(
         self,

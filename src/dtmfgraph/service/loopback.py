@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from .media import (
     KeySent,
     MediaCall,
     OnIncoming,
+    TransferFailedError,
 )
 
 _FAILURES = {"busy": (486, "Busy Here"), "decline": (603, "Decline"), "nobody": (404, "Not Found")}
@@ -76,6 +77,8 @@ class LoopbackCall:
         """The far end sends no audio (``stop_media``)."""
         self.muted = False
         """The bot is muted: what it plays reaches the far end as silence."""
+        self.transferred_to: str | None = None
+        """Where a transfer sent the far end."""
 
     @property
     def can_send_rfc4733(self) -> bool:
@@ -187,6 +190,33 @@ class LoopbackCall:
     def set_muted(self, muted: bool) -> None:
         self.muted = muted
 
+    async def far_ends(self) -> AsyncIterator[str]:
+        """A simulated far end never transfers the call."""
+        await asyncio.shield(self.ended)
+        return
+        yield  # an async generator
+
+    async def transfer(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        on_accepted: Callable[[], Awaitable[None]],
+        replacing: MediaCall | None = None,
+    ) -> None:
+        """The far end takes any transfer; one to a user named ``busy`` fails 486. The far
+        end of a call it replaces hangs that call up."""
+        if self.ended.done():
+            raise TransferFailedError(0, "Transfer failed: the call has ended")
+        await on_accepted()
+        await self._wait(0.1 * self.speed)
+        if _user_and_params(target)[0] == "busy":
+            raise TransferFailedError(486, "Transfer failed: SIP 486 Busy Here")
+        self.transferred_to = target
+        if isinstance(replacing, LoopbackCall):
+            replacing._end(EndReason(EndKind.REMOTE_BYE))
+        self._end(EndReason(EndKind.LOCAL_BYE))
+
     async def hangup(self) -> None:
         self._end(EndReason(EndKind.LOCAL_BYE))
 
@@ -240,6 +270,7 @@ class LoopbackIncoming:
     cancelled: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    redirected_to: list[str] = field(default_factory=list)
 
     def cancel(self) -> None:
         """The caller gives up before the call is answered (SIP CANCEL)."""
@@ -256,6 +287,11 @@ class LoopbackIncoming:
     async def reject(self, sip_status: int) -> None:
         if not self.outcome.done():
             self.outcome.set_result(sip_status)
+
+    async def redirect(self, targets: list[str]) -> None:
+        """302: ``outcome`` is 302, ``redirected_to`` the targets."""
+        self.redirected_to = list(targets)
+        await self.reject(302)
 
 
 class LoopbackMedia:

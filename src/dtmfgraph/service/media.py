@@ -107,6 +107,14 @@ class CallEndedError(MediaBackendError):
     """The call ended while an operation was using it."""
 
 
+class TransferFailedError(MediaBackendError):
+    """A transfer failed; ``sip_status`` says why (0: no SIP status), the message names it."""
+
+    def __init__(self, sip_status: int, message: str) -> None:
+        super().__init__(message)
+        self.sip_status = sip_status
+
+
 class MediaCall(Protocol):
     ended: asyncio.Future[EndReason]
 
@@ -144,6 +152,26 @@ class MediaCall(Protocol):
         (``sendReceive``, ``sendOnly``, ``receiveOnly``, ``inactive``)."""
         ...
 
+    async def transfer(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        on_accepted: Callable[[], Awaitable[None]],
+        replacing: MediaCall | None = None,
+    ) -> None:
+        """Blind transfer: ask the far end to call ``target`` (a SIP URI). ``on_accepted`` is
+        awaited once it accepted; returns once its call to the target is answered and this
+        call is over (or being ended); raises ``TransferFailedError`` (the call goes on).
+        Consultative (``replacing``, another call of this backend): the far end is asked to
+        call ``replacing``'s far end in its place (``target`` is then ignored)."""
+        ...
+
+    def far_ends(self) -> AsyncIterator[str]:
+        """The URI of each new far end (the far end transferred the call and the media
+        followed: keys, audio and sends go on with the new one), until the call ends."""
+        ...
+
     def set_muted(self, muted: bool) -> None:
         """Mute (``True``) or unmute the bot: while muted, audio it plays (prompts, beeps)
         goes out as silence; RTP keeps flowing and DTMF keys still go out."""
@@ -167,6 +195,10 @@ class IncomingCall(Protocol):
     async def answer(self) -> MediaCall: ...
 
     async def reject(self, sip_status: int) -> None: ...
+
+    async def redirect(self, targets: list[str]) -> None:
+        """Answer the caller that it should call ``targets`` (SIP URIs) instead (302)."""
+        ...
 
 
 OnIncoming = Callable[[IncomingCall], Awaitable[None]]

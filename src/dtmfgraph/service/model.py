@@ -115,6 +115,8 @@ class Results:
         500, 1005, "The call's media was lost with the node that carried it; the call was ended."
     )
     REJECTED = ResultInfo(200, 7000, "The incoming call was rejected by the application.")
+    TRANSFERRED = ResultInfo(0, 7015, "GracefulTransferCompleted")
+    REDIRECTED = ResultInfo(200, 7000, "The call was redirected.")
     MAX_DURATION = ResultInfo(200, 8515, "Action completed, max record duration reached.")
     STOP_TONE = ResultInfo(200, 0, "Action completed, a stop tone was detected.")
     MAX_SILENCE = ResultInfo(200, 0, "Action completed, the caller stopped speaking.")

@@ -24,7 +24,8 @@ class UnitOfWork(Protocol):
 
     async def find_repeat(self, call_id: str, repeat_key: str) -> Operation | None: ...
 
-    async def insert_operation(self, op: Operation) -> None: ...
+    async def insert_operation(self, op: Operation) -> None:
+        """Insert ``op``; where it is already there (a retried write), update it."""
 
     async def update_operation(self, op: Operation) -> None: ...
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..media.phone import (
     IncomingInvite,
     Phone,
     PhoneCall,
+    ReferPolicy,
     SrtpPolicy,
 )
 from ..media.phone import CallEndedError as PhoneCallEndedError
@@ -50,6 +51,7 @@ from ..media.sip_transport import (
     TcpLimits,
 )
 from ..media.tls import TlsConfig
+from ..media.transfer import TransferError, blind_transfer, replaces_ref
 from ..media.udp import Address, MediaError, PortRange
 from ..rtp.jitter import MAX_DELAY
 from ..rtp.rtcp import MIN_INTERVAL
@@ -67,6 +69,7 @@ from .media import (
     MediaCall,
     MediaSetupError,
     OnIncoming,
+    TransferFailedError,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ _END_KINDS = {
     PhoneEndReason.TIMEOUT: EndKind.TIMEOUT,
     PhoneEndReason.MEDIA_TIMEOUT: EndKind.TIMEOUT,
 }
+_LEG_POLL_S = 0.02
+"""How often a reader of a call whose leg just ended looks whether a transfer replaced it."""
 _CANCEL_GRACE_S = 1.0
 """How long past the sounding key a cancelled RTP send may take to reach its key boundary."""
 
@@ -98,15 +103,45 @@ class SipMediaCall:
         self._keys_sent = 0
         loop = asyncio.get_running_loop()
         self.ended: asyncio.Future[EndReason] = loop.create_future()
+        self._far_ends: asyncio.Queue[str | None] = asyncio.Queue()
         self._watch = asyncio.ensure_future(self._watch_end())
 
     def __repr__(self) -> str:
         return f"SipMediaCall({self.call!r})"
 
     async def _watch_end(self) -> None:
-        end = await self.call.wait_ended()
+        """End with the call, unless the far end transferred it and the phone followed: then
+        carry on with the new call (a new far end)."""
+        while True:
+            end = await self.call.wait_ended()
+            await asyncio.sleep(0)
+            if not self.call.transferred.done():
+                break
+            new = self.call.transferred.result()
+            new.muted = self.call.muted
+            self.call = new
+            self._rfc4733 = new.telephone_event_pt is not None
+            self._sipinfo = new.can_send_sipinfo
+            self._far_ends.put_nowait(new.remote_uri)
+        self._far_ends.put_nowait(None)
         if not self.ended.done():
             self.ended.set_result(map_call_end(end))
+
+    async def _legs(self) -> AsyncIterator[PhoneCall]:
+        """The call, then each one a transfer put in its place, until the end."""
+        while True:
+            leg = self.call
+            yield leg
+            while self.call is leg and not self.ended.done():
+                await asyncio.sleep(_LEG_POLL_S)  # only when a leg is over
+            if self.call is leg:
+                return
+
+    async def far_ends(self) -> AsyncIterator[str]:
+        """The URI of each new far end the call gets (the far end transferred it), in order,
+        until the call ends. One consumer."""
+        while (uri := await self._far_ends.get()) is not None:
+            yield uri
 
     @property
     def can_send_rfc4733(self) -> bool:
@@ -209,16 +244,20 @@ class SipMediaCall:
         return self.call.listen(sink)
 
     async def keys_heard(self) -> AsyncIterator[KeyHeardInfo]:
-        async for heard in self.call.keys_heard():
-            yield KeyHeardInfo(heard.key, heard.method, heard.at, heard.duration, heard.level_dbm0)
+        async for leg in self._legs():
+            async for heard in leg.keys_heard():
+                yield KeyHeardInfo(
+                    heard.key, heard.method, heard.at, heard.duration, heard.level_dbm0
+                )
 
     @property
     def audio_active(self) -> bool:
         return self.call.audio_active
 
     async def audio_changes(self) -> AsyncIterator[bool]:
-        async for active in self.call.audio_changes():
-            yield active
+        async for leg in self._legs():
+            async for active in leg.audio_changes():
+                yield active
 
     @property
     def audio_direction(self) -> str:
@@ -226,6 +265,26 @@ class SipMediaCall:
 
     def set_muted(self, muted: bool) -> None:
         self.call.muted = muted
+
+    async def transfer(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        on_accepted: Callable[[], Awaitable[None]],
+        replacing: MediaCall | None = None,
+    ) -> None:
+        try:
+            replaces = None
+            if isinstance(replacing, SipMediaCall):
+                target, replaces = replaces_ref(replacing.call)
+            elif replacing is not None:
+                raise TransferError(0, "Transfer failed: the call to replace is not a SIP call")
+            await blind_transfer(
+                self.call, target, timeout=timeout, on_accepted=on_accepted, replaces=replaces
+            )
+        except TransferError as exc:
+            raise TransferFailedError(exc.status, str(exc)) from exc
 
     async def hangup(self) -> None:
         await self.call.hangup()
@@ -281,6 +340,9 @@ class SipIncoming:
     async def reject(self, sip_status: int) -> None:
         self.invite.reject(sip_status)
 
+    async def redirect(self, targets: list[str]) -> None:
+        self.invite.reject(302, "Moved Temporarily", targets)
+
 
 class SipMedia:
     """The ``MediaBackend`` of ``dtmfgraph serve --media sip``: one ``Phone`` on one address.
@@ -316,7 +378,12 @@ class SipMedia:
         rtcp_mux_offer: bool = False,
         tcp: TcpSettings | None = None,
         jitter_max_delay: float = MAX_DELAY,
+        refer_policy: ReferPolicy = "accept",
+        refer_domains: tuple[str, ...] = (),
     ) -> None:
+        self.refer_policy: ReferPolicy = refer_policy
+        """What a far end's REFER gets (see ``Phone.refer_policy``)."""
+        self.refer_domains = refer_domains
         self.tcp = tcp
         """SIP TCP/TLS limits (``None``: the transport's defaults)."""
         self.jitter_max_delay = jitter_max_delay
@@ -359,6 +426,8 @@ class SipMedia:
         self.user = user
         self.phone: Phone | None = None
         self._on_incoming: OnIncoming | None = None
+        self._admission: Callable[[], ServiceUnavailableError | None] | None = None
+        """Asked before each incoming call rings (see :meth:`set_admission`)."""
 
     async def open(self) -> Phone:
         """Bind the SIP socket and start the phone (idempotent)."""
@@ -386,6 +455,8 @@ class SipMedia:
             self.phone.rtcp_interval = self.rtcp_interval
             self.phone.jitter_max_delay = self.jitter_max_delay
             self.phone.rtcp_mux_offer = self.rtcp_mux_offer
+            self.phone.refer_policy = self.refer_policy
+            self.phone.refer_domains = self.refer_domains
             if self.inbound_auth is not None:
                 algorithms = ("SHA-256", "MD5") if self.inbound_auth_sha256 else ("MD5",)
                 self.phone.require_auth(*self.inbound_auth, algorithms=algorithms)
@@ -473,22 +544,39 @@ class SipMedia:
             return None
         return self.registration is not None and self.registration.registered
 
+    def set_admission(self, refusal: Callable[[], ServiceUnavailableError | None]) -> None:
+        """Ask ``refusal`` before each incoming call rings: a ``ServiceUnavailableError`` it
+        returns (the calls limit) refuses the INVITE 503 with its ``Retry-After``."""
+        self._admission = refusal
+
     async def _incoming(self, invite: IncomingInvite) -> None:
         handler = self._on_incoming
         if handler is None:
             invite.reject(480, "Temporarily Unavailable")
+            return
+        refused = self._admission() if self._admission is not None else None
+        if refused is not None:
+            invite.reject(503, "Service Unavailable", retry_after=refused.retry_after_s)
             return
         invite.ring()
         await handler(SipIncoming(invite))
 
     def check_capacity(self) -> None:
         """``ServiceUnavailableError`` (503, Retry-After) when a call placed now could get no
-        RTP port: refused at once, before a 201 (counted as the phone's ``rtp_ports_exhausted``)."""
+        RTP port (none free, or no file descriptor left): refused at once, before a 201 (counted
+        in the phone's ``refusals``)."""
         phone = self.phone
-        if phone is not None and not phone.rtp_port_free():
+        if phone is None:
+            return
+        fds_before = phone.fds_exhausted
+        if not phone.rtp_port_free():
+            what = (
+                "no file descriptor is left"
+                if phone.fds_exhausted > fds_before
+                else "every RTP port is in use"
+            )
             raise ServiceUnavailableError(
-                "every RTP port is in use: try again shortly",
-                retry_after_s=RTP_FULL_RETRY_AFTER_S,
+                f"{what}: try again shortly", retry_after_s=RTP_FULL_RETRY_AFTER_S
             )
 
     async def dial(self, target: str, *, timeout: float) -> MediaCall:

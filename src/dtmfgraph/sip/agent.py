@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from dtmfgraph.sip import dtmf_relay
+from dtmfgraph.sip import dtmf_relay, refer
 from dtmfgraph.sip.call import Call, CallState, Role
 from dtmfgraph.sip.counters import SipCounters
 from dtmfgraph.sip.dialog import Dialog, DialogState
@@ -61,6 +61,7 @@ from dtmfgraph.sip.message import (
     response_to,
 )
 from dtmfgraph.sip.orphan import OrphanAnswers, orphan_dialog, orphan_key
+from dtmfgraph.sip.refer import Replaces
 from dtmfgraph.sip.registration import (
     DEFAULT_EXPIRES,
     DEFAULT_RETRY_S,
@@ -92,13 +93,15 @@ from dtmfgraph.sip.transaction import (
 )
 from dtmfgraph.sip.uri import NameAddr, SipUri
 
-ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+ALLOWED_METHODS: Final = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "REFER")
 """Methods we implement (sent in Allow)."""
 KNOWN_METHODS: Final = frozenset(
     {"REGISTER", "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 )
 """Methods we know but do not allow (answered 405); anything else unknown gets 501."""
-ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF)
+SUPPORTED_OPTIONS: Final = ("replaces",)
+"""SIP option tags we support (``Supported``; a ``Require`` naming another is 420)."""
+ACCEPTED_TYPES: Final = (SDP_CONTENT_TYPE, dtmf_relay.DTMF_RELAY, dtmf_relay.DTMF, refer.SIPFRAG)
 
 RESTORE_SEQ_GAP: Final = 1000
 """How far :meth:`UserAgent.restore` moves a recorded dialog's local CSeq: past the requests
@@ -467,15 +470,19 @@ class UserAgent:
         status: int,
         now: float,
         reason: str = "",
+        contacts: Sequence[str] = (),
         *,
         retry_after: int | None = None,
     ) -> None:
-        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); with
+        """Refuse an incoming call with a 3xx-6xx final response (e.g. 486, 603); a 3xx
+        (redirect, e.g. 302) names where to call instead in ``contacts`` (SIP URIs); with
         ``retry_after`` (seconds), a ``Retry-After`` header (a 503 for a full resource)."""
         call.require("reject")
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
-        extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+        extra = tuple(("Contact", f"<{uri}>") for uri in contacts) if status < 400 else ()
+        if retry_after is not None:
+            extra += (("Retry-After", str(retry_after)),)
         self._respond_invite(call, status, now, reason=reason, extra=extra)
         call.end_status = status
         self._terminate(call, now)
@@ -541,6 +548,16 @@ class UserAgent:
         """Send an in-dialog OPTIONS (a keep-alive probe); returns its request id."""
         call.require("info")
         return self._send_in_dialog(call, "OPTIONS", now)
+
+    def refer(
+        self, call: Call, target: str, now: float, replaces: refer.Replaces | None = None
+    ) -> int:
+        """Send REFER (RFC 3515) asking the far end to call ``target`` (a SIP URI; with
+        ``replaces``, an attended transfer); returns its request id. Its NOTIFYs come back as
+        :class:`~dtmfgraph.sip.refer.TransferProgress` events."""
+        call.require("info")
+        extra = refer.refer_headers(target, str(self.uri), replaces)
+        return self._send_in_dialog(call, "REFER", now, extra=extra)
 
     def reinvite(self, call: Call, sdp: SessionDescription, now: float) -> int:
         """Send a re-INVITE with a new offer (the session version is advanced for us)."""
@@ -643,12 +660,15 @@ class UserAgent:
         *,
         purpose: str = "request",
         offer: SessionDescription | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> int:
         dialog = self._require_dialog(call)
         dest = self._hop(dialog)
         request = dialog.request(
             method, self._via(dest), self._contact(dest), body=body, content_type=content_type
         )
+        for name, value in extra:
+            request.headers.add(name, value)
         self._common_headers(request.headers)
         request_id = next(self._request_ids)
         self._start_client(request, dest, now, _Pending(call, purpose, request_id, offer))
@@ -804,7 +824,9 @@ class UserAgent:
         if request.method == "CANCEL":
             self._on_cancel(request, tx, now)
             return
-        required = request.headers.get_list("Require")
+        required = [
+            r for r in request.headers.get_list("Require") if r.lower() not in SUPPORTED_OPTIONS
+        ]
         if required:
             self._respond(tx, 420, now, extra=(("Unsupported", ", ".join(required)),))
             return
@@ -825,6 +847,7 @@ class UserAgent:
         return (
             ("Allow", ", ".join(ALLOWED_METHODS)),
             ("Accept", ", ".join(ACCEPTED_TYPES)),
+            ("Supported", ", ".join(SUPPORTED_OPTIONS)),
             ("Contact", str(self.contact)),
         )
 
@@ -853,6 +876,18 @@ class UserAgent:
         if request.body and request.content_type != SDP_CONTENT_TYPE:
             self._respond(tx, 415, now, extra=(("Accept", SDP_CONTENT_TYPE),))
             return
+        replaced: Call | None = None
+        raw_replaces = request.headers.get("Replaces")
+        if raw_replaces is not None:
+            try:
+                replaced = self._replaced_call(refer.parse_replaces(raw_replaces))
+            except refer.ReferError:
+                self._respond(tx, 400, now, reason="Bad Replaces")
+                return
+            if replaced is None:  # RFC 3891 section 3: no such confirmed dialog of ours
+                self.counters.unknown_dialog += 1
+                self._respond(tx, 481, now)
+                return
         offer: SessionDescription | None = None
         try:
             if request.body:
@@ -877,7 +912,20 @@ class UserAgent:
         call._server_tx = tx
         self._calls[call.call_id] = call
         self._respond(tx, 100, now)
-        self._events.append(IncomingCall(call, request.from_, request.to, offer))
+        self._events.append(IncomingCall(call, request.from_, request.to, offer, replaced))
+
+    def _replaced_call(self, replaces: Replaces) -> Call | None:
+        """Our confirmed call that a ``Replaces`` header names: its to-tag is ours (we receive
+        the INVITE), its from-tag the far end's."""
+        call = self._calls.get(replaces.call_id)
+        if call is None or call.is_over or call.dialog is None:
+            return None
+        dialog = call.dialog
+        if dialog.state is not DialogState.CONFIRMED:
+            return None
+        if (dialog.local_tag, dialog.remote_tag) != (replaces.to_tag, replaces.from_tag):
+            return None
+        return call
 
     def _on_cancel(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
         invite_tx = self._server_tx.get((*server_key(request)[:-1], "INVITE"))
@@ -946,8 +994,49 @@ class UserAgent:
             self._on_reinvite(call, request, tx, now)
         elif method == "OPTIONS":
             self._respond(tx, 200, now, extra=self._capabilities())
+        elif method == "REFER":
+            self._on_refer(call, request, tx, now)
+        elif method == "NOTIFY":
+            verdict = refer.read_notify(request)
+            self._respond(tx, verdict.status, now, reason=verdict.reason)
+            if verdict.progress is not None:
+                self._events.append(refer.TransferProgress(call, *verdict.progress))
         else:
             self._reject_method(request, tx, now)
+
+    def _on_refer(self, call: Call, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        values = request.headers.get_raw("Refer-To") or request.headers.get_raw("r")
+        if len(values) != 1:
+            self._respond(tx, 400, now, reason="Exactly One Refer-To Needed")
+            return
+        if call._refer_tx is not None:
+            self._respond(tx, 491, now)  # one REFER at a time
+            return
+        try:
+            target, replaces = refer.parse_refer_to(values[0])
+        except refer.ReferError:
+            self._respond(tx, 400, now, reason="Bad Refer-To")
+            return
+        call._refer_tx = tx
+        referred_by = request.headers.get("Referred-By") or request.headers.get("b")
+        self._events.append(refer.ReferReceived(call, target, replaces, referred_by))
+
+    def answer_refer(self, call: Call, status: int, now: float) -> None:
+        """Answer the far end's pending REFER: 202 (we will call the target) or a refusal
+        (e.g. 603 Decline, 403 Forbidden)."""
+        tx, call._refer_tx = call._refer_tx, None
+        if tx is None:
+            raise SipStateError("no REFER is waiting for an answer on this call")
+        self._respond(tx, status, now)
+
+    def notify_refer(self, call: Call, status: int, reason: str, now: float, *, final: bool) -> int:
+        """Tell the far end how our call to its REFER's target goes (NOTIFY, sipfrag body);
+        ``final`` ends the implicit subscription. Returns the request id."""
+        call.require("info")
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        extra = (("Event", "refer"), ("Subscription-State", state))
+        body = refer.sipfrag(status, reason)
+        return self._send_in_dialog(call, "NOTIFY", now, body, refer.SIPFRAG_TYPE, extra=extra)
 
     def _on_info(self, call: Call, request: SipRequest, tx: ServerTransaction, now: float) -> None:
         if not request.body:

@@ -102,6 +102,8 @@ class Call:
     _reack: tuple[int, bytes, Addr] | None = field(default=None, repr=False)
     _end_reason: str = field(default="BYE", repr=False)
     _failure_reported: bool = field(default=False, repr=False)
+    _refer_tx: ServerTransaction | None = field(default=None, repr=False)
+    """A REFER from the far end waiting for our answer (see ``UserAgent.answer_refer``)."""
     deadlines: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:

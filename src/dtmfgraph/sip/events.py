@@ -31,6 +31,9 @@ class IncomingCall(Event):
     caller: NameAddr
     callee: NameAddr
     offer: SessionDescription | None
+    replaces: Call | None = None
+    """The confirmed call of ours its ``Replaces`` header names (RFC 3891): the new call is
+    to take that one's place (an attended transfer to us)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..service.errors import StoreUnavailableError
@@ -31,6 +33,10 @@ from ..service.recordings import Recording
 from .tables import calls, nodes, operations, outbox, recordings
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+POOL_TIMEOUT_S = 5.0
+"""Longest wait for a pooled connection; past it the request is answered 503 with
+``Retry-After`` (a change of a live call waits in memory and is retried), never a dead task."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +145,40 @@ def _op(r: sa.Row[Any]) -> Operation:
 
 
 def _event_json(e: Event) -> dict[str, Any]:
-    d = asdict(e)
-    d["kind"] = e.kind.value
-    return d
+    # the snapshots are plain JSON already: no deep copy (``asdict``) before they are written
+    return {"kind": e.kind.value, "call_id": e.call_id, "call": e.call, "operation": e.operation}
 
 
 def _event(d: dict[str, Any]) -> Event:
     return Event(EventKind(d["kind"]), d["call_id"], d["call"], d.get("operation"))
+
+
+# The statements of the request path, built once: executed with their parameters, they skip
+# building a statement (and its cache key's bind values) per call.
+_B_ID: sa.BindParameter[str] = sa.bindparam("b_id")
+_B_CALL: sa.BindParameter[str] = sa.bindparam("b_call_id")
+_GET_CALL = sa.select(calls).where(calls.c.id == _B_ID)
+_INSERT_CALL = calls.insert()
+_UPDATE_CALL = calls.update().where(calls.c.id == _B_ID)
+_GET_OP = sa.select(operations).where(operations.c.id == _B_ID, operations.c.call_id == _B_CALL)
+_LIST_OPS = sa.select(operations).where(operations.c.call_id == _B_CALL).order_by(operations.c.seq)
+_FIND_REPEAT = sa.select(operations).where(
+    operations.c.call_id == _B_CALL, operations.c.repeat_key == sa.bindparam("b_repeat")
+)
+
+
+def _upsert_op(insert: Any) -> sa.Insert:
+    """Insert an operation, or update it where it is already there (a write retried after a
+    commit that did land), its ``seq`` (order) kept."""
+    stmt = insert(operations)
+    kept = ("id", "seq")
+    changed = {c.name: stmt.excluded[c.name] for c in operations.c if c.name not in kept}
+    return stmt.on_conflict_do_update(index_elements=[operations.c.id], set_=changed)  # type: ignore[no-any-return]
+
+
+_INSERT_OP = {"sqlite": _upsert_op(sqlite_insert), "postgresql": _upsert_op(pg_insert)}
+_UPDATE_OP = operations.update().where(operations.c.id == _B_ID)
+_INSERT_EVENT = outbox.insert()
 
 
 class SqlUnit:
@@ -157,20 +190,22 @@ class SqlUnit:
         """Whether this transaction changed anything (only a write shows the store is back:
         a read-only or full store still reads)."""
 
-    async def _exec(self, stmt: sa.Executable) -> sa.CursorResult[Any]:
+    async def _exec(
+        self, stmt: sa.Executable, params: dict[str, Any] | None = None
+    ) -> sa.CursorResult[Any]:
         if isinstance(stmt, (sa.Insert, sa.Update, sa.Delete)):
             self.wrote = True
-        return await self._c.execute(stmt)
+        return await self._c.execute(stmt, params)
 
     async def get_call(self, call_id: str) -> Call | None:
-        r = (await self._exec(sa.select(calls).where(calls.c.id == call_id))).first()
+        r = (await self._exec(_GET_CALL, {"b_id": call_id})).first()
         return _call(r) if r else None
 
     async def insert_call(self, call: Call) -> None:
-        await self._exec(calls.insert().values(_call_row(call)))
+        await self._exec(_INSERT_CALL, _call_row(call))
 
     async def update_call(self, call: Call) -> None:
-        await self._exec(calls.update().where(calls.c.id == call.id).values(_call_row(call)))
+        await self._exec(_UPDATE_CALL, {**_call_row(call), "b_id": call.id})
 
     async def unfinished_calls(self) -> list[Call]:
         q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value)
@@ -238,26 +273,23 @@ class SqlUnit:
         return int(done.rowcount or 0)
 
     async def get_operation(self, call_id: str, op_id: str) -> Operation | None:
-        q = sa.select(operations).where(operations.c.id == op_id, operations.c.call_id == call_id)
-        r = (await self._exec(q)).first()
+        r = (await self._exec(_GET_OP, {"b_id": op_id, "b_call_id": call_id})).first()
         return _op(r) if r else None
 
     async def list_operations(self, call_id: str) -> list[Operation]:
-        q = sa.select(operations).where(operations.c.call_id == call_id).order_by(operations.c.seq)
-        return [_op(r) for r in await self._exec(q)]
+        return [_op(r) for r in await self._exec(_LIST_OPS, {"b_call_id": call_id})]
 
     async def find_repeat(self, call_id: str, repeat_key: str) -> Operation | None:
-        q = sa.select(operations).where(
-            operations.c.call_id == call_id, operations.c.repeat_key == repeat_key
-        )
-        r = (await self._exec(q)).first()
+        r = (await self._exec(_FIND_REPEAT, {"b_call_id": call_id, "b_repeat": repeat_key})).first()
         return _op(r) if r else None
 
     async def insert_operation(self, op: Operation) -> None:
-        await self._exec(operations.insert().values({**_op_row(op), "seq": time.time_ns()}))
+        """Insert ``op`` (or update it, if a retried write finds it there)."""
+        stmt = _INSERT_OP[self._c.dialect.name]
+        await self._exec(stmt, {**_op_row(op), "seq": time.time_ns()})
 
     async def update_operation(self, op: Operation) -> None:
-        await self._exec(operations.update().where(operations.c.id == op.id).values(_op_row(op)))
+        await self._exec(_UPDATE_OP, {**_op_row(op), "b_id": op.id})
 
     async def insert_recording(self, rec: Recording) -> None:
         await self._exec(
@@ -287,25 +319,28 @@ class SqlUnit:
     async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None:
         t = time.time()
         await self._exec(
-            outbox.insert().values(
-                call_id=event.call_id,
-                app_id=app_id,
-                callback_uri=callback_uri,
-                event=_event_json(event),
-                state=PENDING,
-                attempts=0,
-                next_attempt_at=t,
-                created_at=t,
-            )
+            _INSERT_EVENT,
+            {
+                "call_id": event.call_id,
+                "app_id": app_id,
+                "callback_uri": callback_uri,
+                "event": _event_json(event),
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": t,
+                "created_at": t,
+            },
         )
 
 
 class SqlRepository:
     """Calls, operations and the outbox in one database (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_timeout_s: float = POOL_TIMEOUT_S) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url))
+        self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url, pool_timeout_s))
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.health = StoreHealth()
         """Up or down; told of every transaction (see :func:`unavailable`)."""
 
@@ -326,6 +361,10 @@ class SqlRepository:
             yield
         except StoreUnavailableError:
             raise
+        except sa.exc.TimeoutError as exc:  # every connection of the pool stayed in use
+            raise StoreUnavailableError(
+                "the store is busy (every connection is in use); retry later", retry_after_s=1
+            ) from exc
         except Exception as exc:
             if not unavailable(exc):
                 raise
@@ -590,8 +629,29 @@ def unavailable(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for the writer, and a commit appends to the log instead of
+    rewriting pages and a journal (one fsync at checkpoints, not several per commit). With
+    ``synchronous=NORMAL`` a commit is durable across a crash of the process (the restart
+    tests kill -9 it); only a power loss or an OS crash may lose the last commits."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _engine_options(url: str, pool_timeout_s: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30}}
+        options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+        if ":memory:" not in url and not url.rstrip("/").endswith(":"):
+            # one connection: SQLite takes one writer at a time, and connections that wait
+            # for each other's lock sleep in its busy handler; here they queue for the pool
+            options.update(pool_size=1, max_overflow=0, pool_timeout=pool_timeout_s)
+        return options
     # pre-ping: after the server restarts, pooled connections are found dead before use
-    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+    return {
+        "pool_size": 10,
+        "max_overflow": 10,
+        "pool_timeout": pool_timeout_s,
+        "pool_pre_ping": True,
+    }

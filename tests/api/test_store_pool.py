@@ -1,0 +1,41 @@
+"""The SQLite store's connection: WAL, one pooled connection, and a pool that stays busy past
+its timeout answering 503 (``StoreUnavailableError`` with ``Retry-After``), not an outage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dtmfgraph.service.errors import StoreUnavailableError
+from dtmfgraph.store import SqlRepository, upgrade
+
+
+async def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+    repo = SqlRepository(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        await upgrade(repo.engine)
+        async with repo.engine.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            sync = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+        assert (mode, sync) == ("wal", 1)  # 1: NORMAL
+        assert (tmp_path / "db.sqlite3-wal").exists()
+    finally:
+        await repo.close()
+
+
+async def test_an_exhausted_pool_is_a_503_not_an_outage(tmp_path: Path) -> None:
+    repo = SqlRepository(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}", pool_timeout_s=0.2)
+    try:
+        await upgrade(repo.engine)
+        async with repo.engine.connect():  # the pool's only connection, held
+            with pytest.raises(StoreUnavailableError) as caught:
+                async with repo.unit() as uow:
+                    await uow.get_call("some-call")
+            assert caught.value.retry_after_s == 1
+            assert "busy" in str(caught.value)
+        assert not repo.health.down  # overload, not an outage
+        async with repo.unit() as uow:  # the connection is free again: served
+            assert await uow.get_call("some-call") is None
+    finally:
+        await repo.close()
