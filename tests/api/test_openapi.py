@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -96,3 +97,50 @@ async def test_request_bodies_in_openapi(svc: Service, receiver: Receiver) -> No
     assert resp.status_code == 400
     err = resp.json()["error"]
     assert err["code"] == "invalidRequest" and err["message"].startswith("tones[1]: 'tone99'")
+
+
+async def test_links_lead_from_a_created_call_to_its_operations(svc: Service) -> None:
+    """The links schemathesis follows (tests/api/test_schemathesis.py): each names an operation
+    of its own version, binds every path parameter of it, and hangs on the status the source
+    answers with (201 for a created call, 200 for an action's operation)."""
+    async with httpx.AsyncClient() as http:
+        doc = (await http.get(f"{svc.base}/openapi.json")).json()
+    by_id = {
+        op["operationId"]: (path, method)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+    }
+    call = "/communications/calls/{call_id}"
+    for version in ("/v1.0", "/beta"):
+        create = doc["paths"][f"{version}/communications/calls"]["post"]["responses"]
+        links = create["201"]["links"]
+        targets = {by_id[link["operationId"]] for link in links.values()}
+        assert targets == {
+            (f"{version}{call}", "get"),
+            (f"{version}{call}", "delete"),
+            (f"{version}{call}/operations", "get"),
+            (f"{version}{call}/keepAlive", "post"),
+            (f"{version}{call}/sendDtmfTones", "post"),
+            (f"{version}{call}/cancelMediaProcessing", "post"),
+            (f"{version}{call}/subscribeToTone", "post"),
+            (f"{version}{call}/playPrompt", "post"),
+        }
+        assert {str(link["parameters"]) for link in links.values()} == {
+            str({"call_id": "$response.body#/id"})
+        }
+        for action in ("sendDtmfTones", "cancelMediaProcessing", "subscribeToTone", "playPrompt"):
+            responses = doc["paths"][f"{version}{call}/{action}"]["post"]["responses"]
+            assert [s for s, r in responses.items() if "links" in r] == ["200"], action
+            links = responses["200"]["links"]
+            assert by_id[links["GetOperation"]["operationId"]] == (
+                f"{version}{call}/operations/{{op_id}}",
+                "get",
+            )
+            assert links["GetOperation"]["parameters"] == {
+                "call_id": "$request.path.call_id",
+                "op_id": "$response.body#/id",
+            }
+            for name, link in links.items():
+                path, _ = by_id[link["operationId"]]
+                assert path.startswith(version + "/"), (action, name)
+                assert set(link["parameters"]) == set(re.findall(r"{(\w+)}", path))

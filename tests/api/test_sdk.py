@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import httpx
 import pytest
@@ -239,6 +240,35 @@ async def test_remote_hangup_mid_send(svc: Service, receiver: Receiver) -> None:
     assert end["resourceData"]["resultInfo"]["code"] == 200
     got = await calls.get()
     assert ev(got.state) == "terminated"
+
+
+async def test_hang_up_mid_send_leaves_no_task_error_unretrieved(
+    svc: Service, receiver: Receiver
+) -> None:
+    """Found by the stateful fuzzing: a DELETE while a key is being sent ended the media job
+    with ``CallEndedError`` that nobody read ("Task exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        v = "v1.0"
+        client = svc.sdk(v)
+        for _ in range(3):
+            call = await client.communications.calls.post(new_call(v, receiver.url))
+            await _established(receiver, call.id)
+            calls = client.communications.calls.by_call_id(call.id)
+            op = await calls.send_dtmf_tones.post(dtmf_body(v, "1234567890" * 5))
+            await asyncio.sleep(0.2)
+            await calls.delete()
+            [note] = await receiver.wait_for(_is_op_end(op.id))
+            assert note["resourceData"]["status"] in ("completed", "failed")
+        await asyncio.sleep(0.2)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not seen, [str(c.get("message")) + repr(c.get("exception")) for c in seen]
 
 
 async def test_hangup_notifies(svc: Service, receiver: Receiver) -> None:

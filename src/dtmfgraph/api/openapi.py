@@ -8,6 +8,7 @@ models' JSON Schemas into ``components/schemas`` together with the limits the se
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -171,12 +172,22 @@ SECURITY_SCHEMES = {
 }
 
 
-Links = dict[str, Any]
+LINKED_ACTIONS = ("sendDtmfTones", "cancelMediaProcessing", "subscribeToTone", "playPrompt")
+"""The actions a created call links to (and an action's operation to the next ones): the media
+queue, its cancellation and tone subscriptions; recordResponse and record wait for audio, and
+answer and reject are for incoming calls, so they are left to the per-operation runs."""
+ON_CALL: dict[tuple[str, str], str] = {
+    ("get", CALL): "GetCall",
+    ("delete", CALL): "HangUp",
+    ("get", f"{CALL}/operations"): "ListOperations",
+    ("post", f"{CALL}/keepAlive"): "KeepAlive",
+    **{("post", f"{CALL}/{a}"): a[0].upper() + a[1:] for a in LINKED_ACTIONS},
+}
+"""The operations on a call that links lead to (by method and path), with their link names."""
 
 
-def _graph_operation(method: str, path: str, op: dict[str, Any], links: Links) -> None:
-    """Make one operation of a Graph route say what the service does; ``links``: the call's
-    operations (``calls``) and the get-operation operation id (``op``) of its version."""
+def _graph_operation(method: str, path: str, op: dict[str, Any]) -> None:
+    """Make one operation of a Graph route say what the service does."""
     op["security"] = [{BEARER: []}]
     op["parameters"] = [p for p in op.get("parameters", []) if p["name"] != "authorization"]
     responses = op.setdefault("responses", {})
@@ -185,26 +196,37 @@ def _graph_operation(method: str, path: str, op: dict[str, Any], links: Links) -
     if found is not None:
         status, response = found
         responses.pop("200", None)
-        responses[status] = response
+        responses[status] = copy.deepcopy(response)  # each operation gets links of its own
     elif "501" in responses:
         responses["501"] = _error("notSupported: dtmfgraph does not implement this action")
     for status, text in ERRORS.items():
         responses[status] = _error(text)
-    if path == "/communications/calls" and method == "post":
-        responses["201"]["links"] = {
-            o["operationId"]: {
-                "operationId": o["operationId"],
-                "parameters": {"call_id": "$response.body#/id"},
-            }
-            for _, _, o in links["calls"]
-        }
-    elif found is not None and path.rsplit("/", 1)[-1] in ACTIONS:
-        responses["200"]["links"] = {
+
+
+def _call_links(ops: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Links of one API version (``ops``: its Graph operations by method and path without the
+    version): from a created call (201) to the operations on it (:data:`ON_CALL`), and from an
+    action's operation (200) to that operation and to the call's operations but keepAlive."""
+
+    def link(key: tuple[str, str], call_id: str) -> dict[str, Any]:
+        return {"operationId": ops[key]["operationId"], "parameters": {"call_id": call_id}}
+
+    created = ops[("post", "/communications/calls")]["responses"]["201"]
+    created["links"] = {name: link(key, "$response.body#/id") for key, name in ON_CALL.items()}
+    get_op = ops[("get", f"{CALL}/operations/{{op_id}}")]["operationId"]
+    for action in LINKED_ACTIONS:
+        links = {
             "GetOperation": {
-                "operationId": links["op"],
+                "operationId": get_op,
                 "parameters": {"call_id": "$request.path.call_id", "op_id": "$response.body#/id"},
             }
         }
+        links.update(
+            (name, link(key, "$request.path.call_id"))
+            for key, name in ON_CALL.items()
+            if name != "KeepAlive"
+        )
+        ops[("post", f"{CALL}/{action}")]["responses"]["200"]["links"] = links
 
 
 def make_true(schema: dict[str, Any]) -> None:
@@ -219,15 +241,12 @@ def make_true(schema: dict[str, Any]) -> None:
             if full.startswith(version + "/"):
                 for method, op in ops.items():
                     graph.append((version, method, full.removeprefix(version), op))
-    links: dict[str, Links] = {v: {"calls": [], "op": ""} for v in ("/v1.0", "/beta")}
+    by_version: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     for version, method, path, op in graph:
-        # prompts and recordings fetch URLs: not followed from a created call
-        if path.startswith(CALL) and not path.endswith(tuple(f"/{a}" for a in ACTIONS[3:])):
-            links[version]["calls"].append((path, method, op))
-        if (method, path) == ("get", CALL + "/operations/{op_id}"):
-            links[version]["op"] = op["operationId"]
-    for version, method, path, op in graph:
-        _graph_operation(method, path, op, links[version])
+        _graph_operation(method, path, op)
+        by_version.setdefault(version, {})[(method, path)] = op
+    for version_ops in by_version.values():
+        _call_links(version_ops)
     for full, ops in paths.items():
         if full.startswith(("/v1.0/", "/beta/")):
             continue

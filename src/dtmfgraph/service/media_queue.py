@@ -241,6 +241,7 @@ class MediaQueue:
                         await uow.update_operation(op)
                 self._partial = None
                 job = asyncio.ensure_future(self._job(op, media))
+                job.add_done_callback(self._settled)
                 self.current = _Running(op_id, kind, job)
             try:
                 await asyncio.wait([job])
@@ -267,6 +268,14 @@ class MediaQueue:
                     audio = outcome.audio
                     await self._write(uow, call, op, outcome, audio)
                     await self.mark_head_running(uow)
+
+    def _settled(self, job: asyncio.Future[Outcome]) -> None:
+        """Read a finished job's error at once: the worker reads it too, but not once the call
+        is ending (a job cut short by the end of the call fails with ``CallEndedError``, and
+        the end writes the outcome), which asyncio would log as never retrieved."""
+        exc = None if job.cancelled() else job.exception()
+        if exc is not None and self.ending and not isinstance(exc, CallEndedError):
+            log.error("a media job on call %s failed as the call ended", self.call_id, exc_info=exc)
 
     async def _write(
         self,
