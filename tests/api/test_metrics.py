@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from dtmfgraph.api.metrics import Metrics
+from dtmfgraph.api.metrics import SIP_EVENTS, Metrics
 
 from .conftest import ServiceFactory
 from .harness import Receiver, Service
@@ -262,3 +262,27 @@ def test_received_rtp_counts_are_exported() -> None:
         2,
         4,
     ]
+
+
+def test_sip_user_agent_events_are_exported() -> None:
+    """The SIP user agent's counters of odd traffic (orphan 2xx, unusable SDP, late INVITEs of
+    ended dialogs, crossed BYEs) reach /metrics as increments of ``dtmfgraph_sip_events_total``;
+    every event is there from the start, at 0."""
+    m = Metrics()
+
+    def samples() -> Samples:
+        got: Samples = {}
+        for family in text_string_to_metric_families(m.exposition().decode()):
+            for s in family.samples:
+                got[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return got
+
+    name = "dtmfgraph_sip_events_total"
+    assert [val(samples(), name, event=e) for e in SIP_EVENTS] == [0, 0, 0, 0]
+    m.phone_counters(0, 0, 0, 0, 0, sip={"ended_dialog_invites": 2, "byes_crossed": 1})
+    m.phone_counters(0, 0, 0, 0, 0, sip={"ended_dialog_invites": 3, "sdp_refused": 4})
+    got = samples()
+    assert val(got, name, event="ended_dialog_invites") == 3
+    assert val(got, name, event="byes_crossed") == 1
+    assert val(got, name, event="sdp_refused") == 4
+    assert val(got, name, event="orphans_hung_up") == 0

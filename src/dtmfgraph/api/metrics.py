@@ -12,6 +12,7 @@ import collections
 import hmac
 import re
 from collections.abc import Mapping
+from typing import Final
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -34,6 +35,11 @@ WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 RTT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
 UNMATCHED = "unmatched"
 """The ``route`` label of requests that matched no route (404s), to bound cardinality."""
+
+
+SIP_EVENTS: Final = ("orphans_hung_up", "sdp_refused", "ended_dialog_invites", "byes_crossed")
+"""The SIP user agent's counters (``sip.counters.SipCounters``) exported as
+``dtmfgraph_sip_events_total{event}``."""
 
 
 class Metrics:
@@ -154,6 +160,16 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.sip_events = Counter(
+            "dtmfgraph_sip_events",
+            "What the SIP user agent did about odd traffic: 2xx for INVITEs it had no call for "
+            "ACKed and BYEd (orphans_hung_up), INVITEs refused 488 for unusable SDP "
+            "(sdp_refused), late or stray INVITEs of ended dialogs answered 481 "
+            "(ended_dialog_invites), our BYEs stopped because the far end's crossed them "
+            "(byes_crossed).",
+            ["event"],
+            registry=r,
+        )
         self.rtp_moved = Counter(
             "dtmfgraph_rtp_moved",
             "Far ends' RTP streams followed to a new address in the middle of a call (their NAT "
@@ -204,6 +220,8 @@ class Metrics:
             self.keys.labels(method.value)
         for what in ("lost", "late", "reordered", "concealed"):
             self.rtp_inbound.labels(what)
+        for event in SIP_EVENTS:
+            self.sip_events.labels(event)
         for outcome in ("delivered", "retried", "dead"):
             self.notifications.labels(outcome)
             self.webhook_seconds.labels(outcome)
@@ -238,6 +256,7 @@ class Metrics:
         rtts: collections.deque[float] | None = None,
         rtp_ports_exhausted: int = 0,
         media: Mapping[str, int] | None = None,
+        sip: Mapping[str, int] | None = None,
     ) -> None:
         """Bring the counters kept by the SIP phone up to its running totals; ``rtts`` (the
         round trips of calls ended since, drained here) go into the histogram."""
@@ -263,6 +282,10 @@ class Metrics:
             *(
                 (f"rtp_{kind}", self.rtp_inbound.labels(kind), total)
                 for kind, total in (media or {}).items()
+            ),
+            *(
+                (f"sip_{event}", self.sip_events.labels(event), total)
+                for event, total in (sip or {}).items()
             ),
         ):
             seen = self._phone_seen.get(name, 0)
@@ -412,5 +435,6 @@ async def metrics(request: Request) -> Response:
             phone.ended_rtts,
             phone.rtp_ports_exhausted,
             phone.media_counts(),
+            {event: getattr(phone.ua.counters, event) for event in SIP_EVENTS},
         )
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
