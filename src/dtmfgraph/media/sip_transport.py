@@ -398,20 +398,24 @@ class SipTransport(asyncio.DatagramProtocol):
             return self._evict(list(self._streams.items()))
         return True
 
+    def _agent_needs(self, peer: Address, *, if_unsure: bool) -> bool:
+        """Whether the agent still uses the connection to ``peer`` (``if_unsure`` when its
+        check fails: counted and logged)."""
+        ua = self._ua
+        try:
+            return ua is not None and ua.peer_in_use(peer)
+        except Exception:
+            self.stats.agent_errors += 1
+            logger.exception("SIP agent failed on a connection check")
+            return if_unsure
+
     def _evict(self, candidates: list[tuple[Address, _Stream]]) -> bool:
         """Close the least recently active of ``candidates`` that the agent does not need;
         whether one was."""
-        ua = self._ua
         for peer, stream in sorted(candidates, key=lambda item: item[1].last_active):
             if stream.writer is None or stream.task is not None:
                 continue  # one we are opening, or opened ourselves
-            try:
-                needed = ua is not None and ua.peer_in_use(peer)
-            except Exception:
-                self.stats.agent_errors += 1
-                logger.exception("SIP agent failed on a connection check")
-                needed = True
-            if not needed:
+            if not self._agent_needs(peer, if_unsure=True):
                 self.stats.tcp_evicted += 1
                 self._drop(peer, stream)
                 return True
@@ -499,16 +503,10 @@ class SipTransport(asyncio.DatagramProtocol):
     def _ping(self, peer: Address, stream: _Stream) -> None:
         """Ping ``peer`` if the agent needs the connection; check the pong if it gives them."""
         stream.keepalive = None
-        writer, ua = stream.writer, self._ua
+        writer = stream.writer
         if self._streams.get(peer) is not stream or writer is None or writer.is_closing():
             return
-        try:
-            needed = ua is not None and ua.peer_in_use(peer)
-        except Exception:
-            self.stats.agent_errors += 1
-            logger.exception("SIP agent failed on a connection check")
-            needed = False
-        if not needed:
+        if not self._agent_needs(peer, if_unsure=False):
             self._next_ping(peer, stream)
             return
         writer.write(b"\r\n\r\n")
