@@ -309,6 +309,8 @@ BODY = st.one_of(
 PATHS = (
     "/console/api/calls",
     "/console/api/calls/{call}/sendDtmfTones",
+    "/console/api/calls/{call}/playPrompt",
+    "/console/api/calls/{call}/recordResponse",
     "/console/api/calls/{call}/far/press",
     "/console/api/calls/{call}/far/nope",
     "/console/api/calls/no-such-call/sendDtmfTones",
