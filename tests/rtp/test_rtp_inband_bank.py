@@ -182,3 +182,27 @@ def test_one_detector_call_per_tick_serves_every_stream_of_a_bank() -> None:
     assert shapes == [(n, 160)] * bank.stats.blocks  # one call per tick, all streams in it
     for stream, made in zip(solo, calls, strict=True):
         assert made == stream._jb.stats.played > bank.stats.blocks / 2  # one per packet
+
+
+def test_a_bank_tells_its_first_and_last_channel_and_restarts_only_when_empty() -> None:
+    bank = InbandBank(2, start=0.0)
+    uses: list[tuple[bool, bool]] = []
+    bank.on_use = lambda busy: uses.append((busy, bank.empty))
+    a = bank.attach(Codec.PCMU, lambda *a: None)
+    b = bank.attach(Codec.PCMU, lambda *a: None)
+    assert uses == [(True, True)]  # once, before the channel is taken
+    bank.handle_deadline(0.1)
+    with pytest.raises(RuntimeError):
+        bank.restart(5.0)
+    a.close()
+    b.close()
+    assert uses == [(True, True), (False, True)]
+    bank.restart(5.0)  # after a pause off the clock: the next block is due at 5.0
+    assert bank.next_deadline() == 5.0
+    heard: list[str] = []
+    channel = bank.attach(Codec.PCMU, lambda key, *_: heard.append(key))
+    for t, data in _send("7", Codec.PCMU, 1):
+        channel.push(data[12:], 5.0 + t)
+        bank.handle_deadline(5.0 + t)
+    bank.handle_deadline(6.0)
+    assert heard == ["7"]  # a fresh detector: the key of the restarted bank is its own

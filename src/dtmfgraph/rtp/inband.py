@@ -11,6 +11,9 @@ Both are fed G.711 payload bytes through ``push(codes, now)`` and call back
   A channel starts playing out once it holds ``prebuffer_ms`` of audio (absorbing arrival
   jitter); when it runs dry it plays silence and buffers again; beyond ``max_buffer_ms`` the
   oldest audio is dropped. Times reported through the bank are accurate to about one frame.
+  A bank tells its owner (:attr:`InbandBank.on_use`) when its first channel is taken and when its
+  last one is given back, so that an empty bank can leave the clock (an idle process costs
+  nothing) and come back re-anchored (:meth:`InbandBank.restart`).
 """
 
 from __future__ import annotations
@@ -197,6 +200,25 @@ class InbandBank:
         self._taps: dict[int, AudioTap] = {}
         """Observers of channels' detector input, by slot (a console's spectrogram)."""
         self.stats = BankStats()
+        self.on_use: Callable[[bool], None] | None = None
+        """Called with ``True`` when the first channel is attached to the empty bank, and with
+        ``False`` when the last one is detached (the driver may stop and restart the bank). The
+        call with ``True`` comes before the channel is taken, so the bank is still empty."""
+
+    @property
+    def empty(self) -> bool:
+        """No channel attached."""
+        return len(self._free) == self.channels
+
+    def restart(self, start: float) -> None:
+        """Re-anchor an empty bank: the next block is due at ``start`` (after a pause off the
+        clock); the detector starts afresh. Raises ``RuntimeError`` unless the bank is empty."""
+        if not self.empty:
+            raise RuntimeError("only an empty bank can be restarted")
+        self._start = float(start)
+        if self._tick:
+            self._tick = 0
+            self._detector = Detector(channels=self.channels, rate=CLOCK_RATE)
 
     @property
     def free(self) -> int:
@@ -207,6 +229,8 @@ class InbandBank:
         """Take a free channel for a stream. Raises :class:`BankFullError`."""
         if not self._free:
             raise BankFullError(f"all {self.channels} in-band detector channels are taken")
+        if self.empty and self.on_use is not None:
+            self.on_use(True)  # (before the channel is taken: the owner may restart the bank)
         slot = self._free.pop()
         channel = InbandChannel(self, slot, codec, on_digit)
         self._slots[slot] = channel
@@ -219,6 +243,8 @@ class InbandBank:
             self._slots[slot] = None
             self._alaw[slot] = False
             self._free.append(slot)
+            if self.empty and self.on_use is not None:
+                self.on_use(False)
 
     def next_deadline(self) -> float:
         """When the next block is due."""
