@@ -87,9 +87,20 @@ def test_bank_feeds_one_block_per_tick_and_skips_ahead_when_far_behind() -> None
     assert bank.stats.blocks == 1 and bank.next_deadline() == pytest.approx(1.02)
     bank.handle_deadline(1.1)
     assert bank.stats.blocks == 6
-    bank.handle_deadline(100.0)  # a 99 s stall: at most 50 blocks, then skip
-    assert bank.stats.blocks == 56
+    bank.handle_deadline(100.0)  # a 99 s stall: at most 100 blocks (2 s), then skip
+    assert bank.stats.blocks == 106
     assert bank.next_deadline() > 100.0
+    # after the skip the detector's time lags the clock: a channel attached now still hears its
+    # key, at the clock's time (it used to be taken for a digit from before it attached)
+    heard: list[tuple[str, float]] = []
+    channel = bank.attach(Codec.PCMU, lambda key, start, *_: heard.append((key, start)))
+    t0 = bank.next_deadline()
+    for t, data in _send("5", Codec.PCMU, 2):
+        channel.push(data[12:], t0 + t)
+        bank.handle_deadline(t0 + t)
+    bank.handle_deadline(t0 + 1.0)
+    [(key, start)] = heard
+    assert key == "5" and start == pytest.approx(t0, abs=0.1)
 
 
 def test_prebuffer_underrun_and_overflow() -> None:

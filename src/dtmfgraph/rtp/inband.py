@@ -10,7 +10,10 @@ Both are fed G.711 payload bytes through ``push(codes, now)`` and call back
   whole block to the detector in a single call, then hands each digit to its channel's owner.
   A channel starts playing out once it holds ``prebuffer_ms`` of audio (absorbing arrival
   jitter); when it runs dry it plays silence and buffers again; beyond ``max_buffer_ms`` the
-  oldest audio is dropped. Times reported through the bank are accurate to about one frame.
+  oldest audio is dropped. A bank woken late (its driver's event loop stalled) feeds every block
+  it missed, up to 2 s of them at once, and a channel holds 2.5 s by default, so a stall that
+  short loses no audio whichever of the bank and its streams runs first after it. Times
+  reported through the bank are accurate to about one frame.
   A bank tells its owner (:attr:`InbandBank.on_use`) when its first channel is taken and when its
   last one is given back, so that an empty bank can leave the clock (an idle process costs
   nothing) and come back re-anchored (:meth:`InbandBank.restart`).
@@ -35,7 +38,9 @@ DigitSink: TypeAlias = Callable[[str, float, float, float], None]
 AudioTap: TypeAlias = Callable[[npt.NDArray[np.float32], float], None]
 """Observer of what a detector channel is fed: float samples and the time of the first one."""
 _REANCHOR_S: Final = 1.0
-_MAX_BLOCKS_PER_CALL: Final = 50
+_MAX_BLOCKS_PER_CALL: Final = 100
+"""Blocks a late :meth:`InbandBank.handle_deadline` catches up at most (2 s of 20 ms frames);
+beyond, it skips ahead. ``max_buffer_ms`` should hold that much and the prebuffer besides."""
 
 
 class SoloInband:
@@ -123,7 +128,7 @@ class InbandChannel:
         self.slot = slot
         self.codec = codec
         self.on_digit = on_digit
-        self.since = bank._tick * bank._ptime
+        self.since = bank._fed * bank._ptime
         """Detector time (s) when the owner attached: earlier digits are not its own."""
         self.silence = codec.silence(bank._frame)
         self.buf = bytearray()
@@ -178,7 +183,7 @@ class InbandBank:
         start: float,
         ptime_ms: int = 20,
         prebuffer_ms: int = 40,
-        max_buffer_ms: int = 200,
+        max_buffer_ms: int = 2500,
     ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -197,6 +202,9 @@ class InbandBank:
         self._idle = Codec.PCMU.silence(self._frame)
         self._alaw = np.zeros(channels, dtype=bool)
         self._tick = 0
+        """Blocks due so far (the clock: block ``k`` is due at ``start + k * ptime``)."""
+        self._fed = 0
+        """Blocks fed to the detector: its time base (fewer than ``_tick`` after a skip)."""
         self._taps: dict[int, AudioTap] = {}
         """Observers of channels' detector input, by slot (a console's spectrogram)."""
         self.stats = BankStats()
@@ -216,8 +224,9 @@ class InbandBank:
         if not self.empty:
             raise RuntimeError("only an empty bank can be restarted")
         self._start = float(start)
-        if self._tick:
-            self._tick = 0
+        self._tick = 0
+        if self._fed:
+            self._fed = 0
             self._detector = Detector(channels=self.channels, rate=CLOCK_RATE)
 
     @property
@@ -251,7 +260,7 @@ class InbandBank:
         return self._start + self._tick * self._ptime
 
     def handle_deadline(self, now: float) -> None:
-        """Feed every block due by ``now`` (at most 50 at once) and deliver the digits heard."""
+        """Feed every block due by ``now`` (at most 100 at once) and deliver the digits heard."""
         fed = 0
         while self._start + self._tick * self._ptime <= now + 1e-9:
             if fed == _MAX_BLOCKS_PER_CALL:  # far behind: skip ahead rather than stall
@@ -290,11 +299,13 @@ class InbandBank:
         pcm = ulaw_decode(codes)
         if self._alaw.any():
             pcm = np.where(self._alaw[:, None], alaw_decode(codes), pcm)
-        shift = self._start - self._latency + self._ptime
+        # detector time -> the clock's: blocks skipped while far behind moved the clock on alone
+        shift = self._start + (self._tick - self._fed) * self._ptime - self._latency + self._ptime
         if self._taps:
             for slot, tap in list(self._taps.items()):
-                tap(pcm[slot], shift + self._tick * self._ptime)
+                tap(pcm[slot], shift + self._fed * self._ptime)
         self._tick += 1
+        self._fed += 1
         self.stats.blocks += 1
         for digit in self._detector.feed(pcm):
             channel = self._slots[digit.channel]
