@@ -113,8 +113,10 @@ def test_prebuffer_underrun_and_overflow() -> None:
     bank.handle_deadline(0.04)  # plays the other
     bank.handle_deadline(0.06)  # dry
     assert bank.stats.underruns == 1
-    channel.push(b"\xff" * 1000, 0.07)
-    assert bank.stats.overflow_bytes == 200
+    channel.push(b"\xff" * 1000, 0.07)  # a burst: held until the bank has had its block
+    assert bank.stats.overflow_bytes == 0
+    bank.handle_deadline(0.08)  # on time: 1000 - 160 played, 800 (100 ms) kept, 40 dropped
+    assert bank.stats.overflow_bytes == 40 and len(channel.buf) == 800
     channel.close()
     assert bank.free == 1
     channel.push(b"\xff" * 160, 0.08)  # closed: ignored
@@ -217,3 +219,22 @@ def test_a_bank_tells_its_first_and_last_channel_and_restarts_only_when_empty() 
         bank.handle_deadline(5.0 + t)
     bank.handle_deadline(6.0)
     assert heard == ["7"]  # a fresh detector: the key of the restarted bank is its own
+
+
+def test_a_late_bank_waits_a_moment_for_audio_rather_than_feed_silence_into_a_key() -> None:
+    """Woken 0.3 s late with a playing channel dry (its packets not read yet, the same stall
+    held the reads up): the catch-up is put off a quarter slot once, then plays the audio that
+    came meanwhile; nothing dropped, no underrun."""
+    bank = InbandBank(2, start=0.0)
+    channel = bank.attach(Codec.PCMU, lambda *a: None)
+    channel.push(b"\xff" * 480, 0.0)
+    bank.handle_deadline(0.02)  # playing, 1 frame left
+    bank.handle_deadline(0.04)
+    blocks = bank.stats.blocks
+    bank.handle_deadline(0.34)  # 15 blocks due, the channel dry
+    assert bank.stats.blocks == blocks and bank.next_deadline() == pytest.approx(0.345)
+    channel.push(b"\xff" * 160 * 15, 0.341)  # the stall's packets, read now
+    bank.handle_deadline(0.345)
+    assert bank.stats.blocks == blocks + 15
+    assert bank.stats.underruns == 0 and bank.stats.overflow_bytes == 0
+    assert bank.next_deadline() == pytest.approx(0.36)
