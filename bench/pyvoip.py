@@ -19,7 +19,7 @@ pyVoIP is not a dependency of dtmfgraph: it is the ``bench`` extra (``pip instal
 '.[bench]'``), and this script installs that pin into its own environment when it is missing.
 
     .venv/bin/python bench/pyvoip.py            # 10, 50, 200 calls, 4 rounds each
-    .venv/bin/python bench/pyvoip.py --quick    # 10 calls, 2 rounds, short calls: development
+    .venv/bin/python bench/pyvoip.py --quick    # 10 calls, 2 rounds, short calls, no docs
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _pcap import write_dtmf_pcap
 from _report import machine, markdown_table, stop, write_section
+from dtmfgraph.cli.progress import progress
 
 HERE = Path(__file__).resolve().parent
 KEYS = "1234567890"
@@ -184,6 +185,13 @@ class Round:
     def cpu_per_call_minute(self) -> float:
         return self.cpu_s / self.call_minutes if self.call_minutes else float("nan")
 
+    def line(self) -> str:
+        return (
+            f"{self.calls:>4} calls  {self.side:<9}  completed {self.completed:>4}  "
+            f"keys right {self.keys_right:>4}  cpu {self.cpu_s:6.2f} s  "
+            f"{self.cpu_per_call_minute:.3f} s/call-minute"
+        )
+
 
 def answerer(side: str, port: int, sipp_port: int) -> list[str]:
     if side == "dtmfgraph":
@@ -213,6 +221,20 @@ def _wait_for(path: Path, event: str, count: int, timeout: float) -> list[dict[s
         time.sleep(0.05)
 
 
+def _settled(path: Path, event: str, count: int, timeout: float) -> list[dict[str, object]]:
+    """The ``event`` lines once there are ``count`` of them, or once none came for 1 s."""
+    deadline = time.monotonic() + timeout
+    seen, since = -1, time.monotonic()
+    while True:
+        events = [e for e in _events(path) if e.get("event") == event]
+        now = time.monotonic()
+        if len(events) != seen:
+            seen, since = len(events), now
+        if len(events) >= count or now - since > 1.0 or now > deadline:
+            return events
+        time.sleep(0.05)
+
+
 def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) -> Round:
     port, sipp_port, media_port = free_udp_port(), free_udp_port(), free_udp_port()
     log = work / f"{side}-{calls}.jsonl"
@@ -234,7 +256,11 @@ def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) 
         )  # fmt: skip
         match = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", sipp.stdout)
         completed = int(match.group(1)) if match else 0
-        ended = _wait_for(log, "ended", completed, 10)
+        (work / f"sipp-{side}-{calls}.txt").write_text(sipp.stdout + sipp.stderr)
+        if completed < calls:
+            print(f"{side}, {calls} calls: sipp counted {completed} successful; its screen:\n"
+                  f"{sipp.stdout[-2500:]}{sipp.stderr[-1000:]}", file=sys.stderr)  # fmt: skip
+        ended = _settled(log, "ended", calls, 10)
         cpu = tree_cpu(proc.pid) - cpu0
         rss = peak_rss_mib(proc.pid)
     finally:
@@ -313,11 +339,13 @@ def main() -> None:
     parser.add_argument("--calls", default="10,50,200", help="concurrent calls, comma-separated")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per step (ABBA order)")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds each call lasts")
-    parser.add_argument("--quick", action="store_true", help="10 calls, 2 rounds, 6 s calls")
+    parser.add_argument(
+        "--quick", action="store_true", help="10 calls, 2 rounds, 6 s calls; docs left alone"
+    )
     parser.add_argument("--no-write", action="store_true", help="print, leave docs alone")
     args = parser.parse_args()
     if args.quick:
-        args.calls, args.rounds, args.hold = "10", 2, 6.0
+        args.calls, args.rounds, args.hold, args.no_write = "10", 2, 6.0, True
     if shutil.which("sipp") is None:
         raise SystemExit("sipp is not installed (apt-get install sip-tester)")
     version = ensure_pyvoip()
@@ -331,14 +359,14 @@ def main() -> None:
         scenario = work / "scenario.xml"
         scenario.write_text(_SCENARIO.replace("{pcap}", str(pcap)).replace(
             "{hold_ms}", str(round(args.hold * 1000))))  # fmt: skip
-        for calls in steps:
-            results[calls] = []
-            for side in order(args.rounds):
-                r = run_round(side, calls, args.hold, scenario, work)
-                results[calls].append(r)
-                print(f"{calls:>4} calls  {side:<9}  completed {r.completed:>4}  "
-                      f"keys right {r.keys_right:>4}  cpu {r.cpu_s:6.2f} s  "
-                      f"{r.cpu_per_call_minute:.3f} s/call-minute", file=sys.stderr)  # fmt: skip
+        with progress("rounds", len(steps) * args.rounds) as advance:
+            for calls in steps:
+                results[calls] = []
+                for side in order(args.rounds):
+                    r = run_round(side, calls, args.hold, scenario, work)
+                    results[calls].append(r)
+                    advance(1, f"{calls} calls: {side} done")
+                    print(r.line(), file=sys.stderr)
     load_after = os.getloadavg()
     header, rows = table(results)
     text = markdown_table(header, rows)
