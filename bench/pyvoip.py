@@ -180,6 +180,7 @@ class Round:
     cpu_s: float
     call_minutes: float
     rss_mib: float
+    wall_s: float
 
     @property
     def cpu_per_call_minute(self) -> float:
@@ -246,7 +247,7 @@ def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) 
             raise SystemExit(f"{side} answerer did not start: {log.read_text()[-2000:]}")
         time.sleep(0.5)
         rate = max(10, calls // 5)
-        cpu0 = tree_cpu(proc.pid)
+        cpu0, wall0 = tree_cpu(proc.pid), time.monotonic()
         sipp = subprocess.run(
             ["sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-s", "answer",
              "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(sipp_port), "-mp", str(media_port),
@@ -261,7 +262,7 @@ def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) 
             print(f"{side}, {calls} calls: sipp counted {completed} successful; its screen:\n"
                   f"{sipp.stdout[-2500:]}{sipp.stderr[-1000:]}", file=sys.stderr)  # fmt: skip
         ended = _settled(log, "ended", calls, 10)
-        cpu = tree_cpu(proc.pid) - cpu0
+        cpu, wall = tree_cpu(proc.pid) - cpu0, time.monotonic() - wall0
         rss = peak_rss_mib(proc.pid)
     finally:
         stop(proc)
@@ -275,6 +276,7 @@ def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) 
         cpu_s=cpu,
         call_minutes=completed * hold_s / 60,
         rss_mib=rss,
+        wall_s=wall,
     )
 
 
@@ -285,7 +287,8 @@ def order(rounds: int) -> list[str]:
 
 def table(results: dict[int, list[Round]]) -> tuple[list[str], list[list[str]]]:
     header = ["calls", "side", "calls completed", "calls with every key right", "keys heard",
-              "CPU s per call-minute (median)", "rounds (CPU s per call-minute)", "peak RSS",
+              "CPU s per call-minute (median)", "rounds (CPU s per call-minute)",
+              "CPU / wall (median)", "peak RSS",
               "pyVoIP / dtmfgraph"]  # fmt: skip
     rows = []
     for calls, rounds in results.items():
@@ -304,6 +307,7 @@ def table(results: dict[int, list[Round]]) -> tuple[list[str], list[list[str]]]:
                 "/".join(f"{r.keys_heard:,}" for r in mine) + f" of {calls * len(KEYS):,}",
                 f"**{med[side]:.3f}**",
                 ", ".join(f"{r.cpu_per_call_minute:.3f}" for r in mine),
+                f"{statistics.median(r.cpu_s / r.wall_s for r in mine):.0%}",
                 f"{max(r.rss_mib for r in mine):.0f} MiB",
                 f"**{ratio:.2f}x**" if side == "pyVoIP" else "",
             ])  # fmt: skip
