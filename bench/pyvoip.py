@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -76,6 +77,26 @@ def free_udp_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_udp_run(span: int = 4) -> int:
+    """An even port with ``span`` free ports from it, below the answerers' RTP ranges (sipp's
+    ``-mp`` binds a few)."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(30000, 39990, 2)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + span):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
 
 
 def tree_cpu(pid: int) -> float:
@@ -237,7 +258,7 @@ def _settled(path: Path, event: str, count: int, timeout: float) -> list[dict[st
 
 
 def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) -> Round:
-    port, sipp_port, media_port = free_udp_port(), free_udp_port(), free_udp_port()
+    port, sipp_port, media_port = free_udp_port(), free_udp_port(), free_udp_run()
     log = work / f"{side}-{calls}.jsonl"
     with log.open("w") as out:
         proc = subprocess.Popen(answerer(side, port, sipp_port), stdout=out,
