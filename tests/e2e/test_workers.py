@@ -1,5 +1,6 @@
 """`dtmfgraph serve --workers 2` on PostgreSQL: one supervisor, two node processes.
 
+Each worker also serves its own /metrics on its private port (`--workers-private-port`).
 The real command runs (loopback media): calls placed through the shared HTTP port land on both
 workers (the kernel spreads connections, SO_REUSEPORT); sendDtmfTones sent on fresh connections,
 whichever worker takes them, act on the call (forwarded to its worker); a worker killed with
@@ -103,7 +104,7 @@ async def fresh(base: str, token: str, method: str, path: str, body: object) -> 
 
 
 async def test_two_workers_share_the_port_forward_restart_and_stop(tmp_path: Path, pg: str) -> None:
-    port = free_port()
+    port, private = free_port(), free_port()
     log = tmp_path / "serve.log"
     env = dict(os.environ, DTMFGRAPH_JWT_HS256_SECRET=SECRET, **NODE_ENV)
     cmd = [
@@ -121,6 +122,8 @@ async def test_two_workers_share_the_port_forward_restart_and_stop(tmp_path: Pat
         pg,
         "--node-id",
         "box",
+        "--workers-private-port",
+        str(private),
     ]
     with log.open("ab") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -144,6 +147,10 @@ async def test_two_workers_share_the_port_forward_restart_and_stop(tmp_path: Pat
 
         await until("calls established", established)
         by_node = await states(db)
+        async with httpx.AsyncClient() as http:  # each worker's own /metrics
+            for i in (0, 1):
+                own = await http.get(f"http://127.0.0.1:{private + i}/metrics")
+                assert own.status_code == 200 and "dtmfgraph_" in own.text
         assert {by_node[i][0] for i in ids} == {"box/w0", "box/w1"}
         # an action on a call reaches its worker whatever connection it arrives on
         for call_id in ids:
