@@ -40,6 +40,36 @@ from api_path import SEND_THEN_GET, WebhookSink, _database, _free_port, _new_cal
 
 TICK = os.sysconf("SC_CLK_TCK")
 
+NOTES = """\
+What the table says, and what else was measured (22:45-23:00 UTC, load average 7-10: the box's
+two cores were shared with other benchmarks, so each server got about a third of a core
+whatever its number of workers, see "cores busy"):
+
+- The API path does not get faster with a second worker here; it costs more per request. A GET
+  of a call the other worker carries is read from PostgreSQL instead of memory (half of them
+  with 2 workers: about 1.8-1.9x the CPU per request), and a send that reaches the other worker is
+  forwarded over `NOTIFY` and back (an owner look-up, two notifications, the owner's run of the
+  request: 2-3x the CPU per request). With the cores already taken by other work, twice
+  the cost per request is half the rate.
+- Calls' media, `bench/capacity.py` (its branch, run with `--database` PostgreSQL `--steps 128
+  --quick`, `--serve-arg=--workers --serve-arg=N`; one run each, 1 worker then 2): 1 worker:
+  128/128 calls with every key right, service CPU 52 % carrying / 80 % sending, pacing p99
+  84 ms, sendDtmfTones p50/p99 0.8/2.6 s; 2 workers: 120/128 keys right (the 8 wrong ones lost
+  a key in the far end's socket, sipp starved: 22,925 datagrams dropped there against 71),
+  44 % / 60 %, pacing p99 558 ms, sends 2.7/5.3 s. On a box with no idle core to give, the
+  second process only adds its own fixed costs and the forwarding.
+- Under a burst (200 sends at once, half of them forwarded), a worker whose heartbeat waited
+  past the lease (5 s) for a pooled connection was taken for dead by the other for a moment:
+  29 of 200 forwarded sends answered 503 `serviceNotAvailable` with `Retry-After` (no call was
+  ended). The heartbeat shares the request pool; the overload work (admission before the pool
+  runs dry) is what keeps it on time.
+- Where a second worker pays: a node whose one core is saturated by its calls' media while
+  another core idles (issue 18's 200 calls at 100 % of one core of two). Then the calls, their
+  pacers and their key detection split over two processes, each with its own event loop; the
+  API requests pay the forwarding above. Measure on the target machine with the load generator
+  and far ends elsewhere: `bench/capacity.py --serve-arg=--workers --serve-arg=2`.
+"""
+
 
 def _family(root: int) -> list[int]:
     """``root`` and its child processes (the supervisor's workers), from /proc."""
@@ -204,7 +234,7 @@ def main() -> None:
         f"{args.calls} live calls placed through the shared port (so on both workers with 2). "
         "CPU: user + system of the supervisor and every worker during the run (wrk's own, on "
         "the same cores, not counted).\n\n"
-        f"{table}\n"
+        f"{table}\n\n{NOTES}"
     )
     print(body)
     if not args.no_write:
