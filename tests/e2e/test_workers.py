@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -217,3 +218,27 @@ async def test_two_workers_share_the_port_forward_restart_and_stop(tmp_path: Pat
         for pid in seen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_worker_that_refuses_to_start_stops_them_all(tmp_path: Path, pg: str) -> None:
+    """Worker 1's SIP port (--sip-port + 1) is taken: it exits 2 on its first start, and the
+    supervisor stops worker 0 and exits 2 too, the worker's error line in its output."""
+    port = free_port()
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    sip_port = taken.getsockname()[1] - 1
+    env = dict(os.environ, DTMFGRAPH_JWT_HS256_SECRET=SECRET)
+    cmd = [
+        DTMFGRAPH, "serve", "--workers", "2", "--media", "sip", "--sip-host", "127.0.0.1",
+        "--sip-port", str(sip_port), "--port", str(port), "--data-dir", str(tmp_path),
+        "--database-url", pg,
+    ]  # fmt: skip
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 2, done.stderr
+    assert f"error: cannot start SIP on 127.0.0.1:{sip_port + 1}" in done.stderr
+    assert "worker 1 refused to start (exit code 2); stopping" in done.stderr
