@@ -513,6 +513,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{value!r}: give a number of workers (1, 2, ...) or auto")
+        return int(text)
+
     @field_validator("sip_allow_from")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
