@@ -134,6 +134,8 @@ async def test_two_workers_share_the_port_forward_restart_and_stop(tmp_path: Pat
     seen: set[int] = set()
     try:
         await ready(base, proc, log)
+        for i in (0, 1):  # each worker answers on its private port: both listen on the shared one
+            await ready(f"http://127.0.0.1:{private + i}", proc, log)
         await until("both workers", lambda: len(workers_of(proc.pid)) == 2)
         seen.update(workers_of(proc.pid).values())
         # calls through the shared port land on both workers
