@@ -517,13 +517,11 @@ async def _serve(
         raise typer.Exit(2) from None
     _freeze_start_up_heap()
     echo = typer.echo if banner else _quiet
-    sock = None
     sockets = []
     try:
         try:
             await check_database(settings.effective_database_url())
-            sock = bind_http(settings.host, settings.port, reuse_port=reuse_port)
-            sockets.append(sock)
+            sockets.append(bind_http(settings.host, settings.port, reuse_port=reuse_port))
             if private_port:
                 sockets.append(bind_http("127.0.0.1", private_port))
         except StartError as exc:
