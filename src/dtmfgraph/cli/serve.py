@@ -478,10 +478,16 @@ async def _serve(settings: Settings, event_loop: str = "asyncio") -> None:
         raise typer.Exit(2) from None
     starter = Starter(settings, lambda s, app, media: _announce(s, app, media, event_loop))
     try:
-        # uvloop goes with httptools where installed (uvicorn's "auto"); asyncio with h11
+        # uvloop goes with httptools where installed (uvicorn's "auto"); asyncio with h11; no
+        # WebSocket protocol to load (the API and the console have none)
         http = "auto" if event_loop == "uvloop" else "h11"
         config = uvicorn.Config(
-            starter.gate, host=settings.host, port=settings.port, log_level="warning", http=http
+            starter.gate,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            http=http,
+            ws="none",
         )
         starter.server = _server(config, lambda: starter.gate.api)
         await starter.server.serve(sockets=[sock])
