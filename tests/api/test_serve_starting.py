@@ -7,6 +7,7 @@ database's write lock (the start's first write waits for it)."""
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -113,3 +114,45 @@ def test_requests_during_the_start_wait_for_the_service(tmp_path: Path) -> None:
             raise
     text = log.read_text()
     assert code in (0, -signal.SIGTERM) and "Traceback" not in text, text  # (uvicorn re-raises it)
+
+
+def test_a_start_that_fails_after_listening_answers_the_waiting_503(tmp_path: Path) -> None:
+    """The database is checked behind the gate: here a "PostgreSQL server" (this test) takes the
+    connection and says nothing until a request waits at the gate, then hangs up. The waiting
+    request is answered 503 with Retry-After, and serve exits 2 with its one error line."""
+    with socket.create_server(("127.0.0.1", 0)) as db_server:
+        db_port = db_server.getsockname()[1]
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        url = f"postgresql+asyncpg://bot:pw@127.0.0.1:{db_port}/graph"
+        argv = [sys.executable, "-m", "dtmfgraph", "serve", "--no-auth", "--media", "loopback"]
+        log = tmp_path / "serve.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [*argv, "--port", str(port), "--data-dir", str(tmp_path / "d")],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=_env(DTMFGRAPH_DATABASE_URL=url),
+                text=True,
+            )
+        try:
+            assert _until_listening(base, proc, log).json() == {"status": "starting"}
+            db_server.settimeout(60)
+            connection, _ = db_server.accept()  # the start's database check, left waiting
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(httpx.get, f"{base}/v1.0/communications/calls/x", timeout=60)
+                time.sleep(1.0)
+                assert not waiting.done()
+                connection.close()
+                answer = waiting.result(timeout=60)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "1" and answer.headers["request-id"]
+            assert answer.json()["error"]["code"] == "serviceNotAvailable"
+            assert proc.wait(60) == 2
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    lines = log.read_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot reach the database at 'postgresql+asyncpg://bot:***@")
