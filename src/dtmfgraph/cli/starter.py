@@ -89,6 +89,7 @@ class Starter:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._cancellable = True
+        self._media: MediaBackend | None = None
 
     async def _begin(self) -> None:
         self._task = asyncio.create_task(self._run(), name="serve start")
@@ -112,40 +113,44 @@ class Starter:
             self.server.should_exit = True
 
     async def _run(self) -> None:
-        settings = self.settings
-        media: MediaBackend | None = None
         try:
-            await asyncio.to_thread(import_the_api, settings)
-            from ..api import build_media, create_app  # noqa: PLC0415 (imported just above)
-
-            try:
-                media = build_media(settings)
-                app = create_app(settings, media)
-            except ValueError as exc:
-                self._fail(f"error: {exc}")
-                return
-            freeze_start_up_heap()
-            try:
-                await check_database(settings.effective_database_url())
-            except StartError as exc:
-                self._fail(f"error: {exc}")
-                return
-            if not await self._open_media(media):
-                return
-            self._announce(settings, app, media)
-            self._cancellable = False
-            try:
-                async with app.router.lifespan_context(app):
-                    self.gate.open(app)
-                    await self._stop.wait()
-            except Exception:
+            await self._start()
+        except Exception:  # a fault, not a configuration: its traceback, exit 3
+            if self.gate.ready:
+                log.exception("the service failed while stopping")
+            else:
                 log.exception("the service could not start")
                 self._fail("error: the service could not start (see the log above)", 3)
         finally:
             if not self.gate.ready:
                 self.gate.fail()
-            if media is not None:
-                await media.close()
+            if self._media is not None:
+                await self._media.close()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        await asyncio.to_thread(import_the_api, settings)
+        from ..api import build_media, create_app  # noqa: PLC0415 (imported just above)
+
+        try:
+            self._media = media = build_media(settings)
+            app = create_app(settings, media)
+        except ValueError as exc:
+            self._fail(f"error: {exc}")
+            return
+        freeze_start_up_heap()
+        try:
+            await check_database(settings.effective_database_url())
+        except StartError as exc:
+            self._fail(f"error: {exc}")
+            return
+        if not await self._open_media(media):
+            return
+        self._announce(settings, app, media)
+        self._cancellable = False
+        async with app.router.lifespan_context(app):
+            self.gate.open(app)
+            await self._stop.wait()
 
     async def _open_media(self, media: MediaBackend) -> bool:
         """Open SIP (a SIP backend); ``False`` when it cannot be (the error is printed)."""
