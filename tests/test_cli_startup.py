@@ -116,3 +116,40 @@ def test_help_lists_every_command_and_runs_them() -> None:
         check=False,
     )
     assert done.returncode == 2 and "No such command 'nope'" in done.stderr
+
+
+LISTEN_PROBE = """
+import json, sys
+from dtmfgraph.cli import app
+from dtmfgraph.cli import starter
+
+async def listening(self):  # the start's first step, run once the server listens
+    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+    self.server.should_exit = True
+
+starter.Starter._start = listening
+try:
+    app(sys.argv[1:])
+except SystemExit:
+    pass
+"""
+
+
+def test_serve_listens_before_the_service_layers_load(tmp_path: Path) -> None:
+    """``serve`` answers its first requests (the start gate) before FastAPI, the store, the
+    service and the media stack are imported: they load behind the listening server."""
+    args = ["serve", "--no-auth", "--port", "0", "--sip-port", "0", "--data-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", LISTEN_PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    loaded = set(json.loads(last))
+    assert "uvicorn" in loaded and "dtmfgraph.api.starting" in loaded, done.stderr
+    heavy = ("numpy", "cryptography", "dns", "httpx", "jwt", "dtmfgraph.console")
+    layers = tuple(m for m in SERVICE_LAYERS if m not in ("uvicorn", "dtmfgraph.settings"))
+    assert _loaded(loaded, (*layers, *heavy)) == ["dtmfgraph.api", "dtmfgraph.api.paths",
+                                                  "dtmfgraph.api.starting"]  # fmt: skip

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..private_file import write_private
 from ..settings import Settings
 from . import loops
 from .config import ConfigError, ConfigFile, load
@@ -85,8 +86,6 @@ def _ensure_secret(settings: Settings) -> Settings:
         return settings
     path = settings.data_dir / SECRET_FILE
     if not path.exists():
-        from ..notify.keystore import write_private  # noqa: PLC0415 (the first start only)
-
         write_private(path, secrets.token_urlsafe(48))
     return settings.model_copy(update={"jwt_hs256_secret": path.read_text().strip()})
 
