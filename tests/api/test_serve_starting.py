@@ -156,3 +156,30 @@ def test_a_start_that_fails_after_listening_answers_the_waiting_503(tmp_path: Pa
     lines = log.read_text().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: cannot reach the database at 'postgresql+asyncpg://bot:***@")
+
+
+def test_a_fault_in_the_start_is_logged_and_exits_3(tmp_path: Path) -> None:
+    """A start that fails for want of something no option gives (here: a database stamped by a
+    migration this version does not have) logs why with its traceback, answers the waiting
+    requests 503, and exits 3: the server does not stay up answering 503."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "dtmfgraph.sqlite3")
+    db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+    db.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    db.commit()
+    db.close()
+    args = ["--no-auth", "--media", "loopback", "--port", str(free_port()), "--data-dir", str(data)]
+    done = subprocess.run(
+        [sys.executable, "-m", "dtmfgraph", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "the service could not start" in done.stderr and "Traceback" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the service could not start (see the log above)"
+    )
