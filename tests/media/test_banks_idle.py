@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from dtmfgraph.media import InbandBanks, Pacer, RtpSession
+from dtmfgraph.media import InbandBanks, Pacer, Phone, RtpSession
 from dtmfgraph.rtp import Codec, InbandBank
+
+from ..e2e.answering import answer_every_call
 
 
 async def _until_idle(pacer: Pacer) -> None:
@@ -81,3 +83,33 @@ async def test_a_bank_handed_out_ticks_only_while_a_channel_is_attached() -> Non
     finally:
         banks.close()
         pacer.close()
+
+
+async def test_an_answering_phone_wakes_up_for_nothing_once_its_last_call_ends() -> None:
+    """The idle ``dtmfgraph answer`` case: two phones, a real SIP call with in-band keys; once it
+    has ended, the answering phone's pacer has nothing armed and no wake-up comes; the next call
+    brings the detector back and is heard."""
+    callee = await Phone.start("127.0.0.1", 0)
+    caller = await Phone.start("127.0.0.1", 0)
+    try:
+        calls, heard = answer_every_call(callee)
+        target = f"sip:answer@127.0.0.1:{callee.sip_address[1]}"
+        for keys in ("12", "#0"):
+            call = await caller.dial(target, timeout=10)
+            await call.send_dtmf(keys, method="inband")
+            for _ in range(200):
+                if len(heard) >= len(keys):
+                    break
+                await asyncio.sleep(0.05)
+            await call.hangup()
+            await calls[-1].wait_ended(10)
+            assert "".join(k.key for k in heard) == keys
+            heard.clear()
+            await _until_idle(callee.pacer)  # (the call's media closes just after it ends)
+            assert callee.banks is not None and callee.banks.banks == []
+            wakeups = callee.pacer.stats.wakeups
+            await asyncio.sleep(0.3)
+            assert callee.pacer.stats.wakeups == wakeups
+    finally:
+        await caller.close()
+        await callee.close()
