@@ -16,6 +16,7 @@ import typer
 from ..private_file import write_private
 from ..settings import Settings
 from . import loops
+from . import workers as workers_module
 from .config import ConfigError, ConfigFile, load
 from .limits import raise_open_file_limit
 from .panels import ServeCommand
@@ -71,6 +72,8 @@ _OPTION_OF = {
     "prompt_allowed_hosts": "--prompt-allow-host",
     "callback_issuer": "--callback-issuer",
     "event_loop": "--loop",
+    "workers": "--workers",
+    "workers_private_port": "--workers-private-port",
 }
 """The ``serve`` option behind each setting, for error messages."""
 
@@ -339,6 +342,21 @@ def serve(
             "asyncio (asyncio's own loop and h11), or uvloop."
         ),
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help="Node processes on this machine, one per core (auto: one per CPU; default 1). "
+            "They share --port; worker I takes SIP port --sip-port + I and the I-th slice of "
+            "--rtp-ports. More than one needs PostgreSQL (docs/workers.md)."
+        ),
+    ] = None,
+    workers_private_port: Annotated[
+        int | None,
+        typer.Option(
+            help="With --workers: worker I also serves the API on 127.0.0.1 at this port + I "
+            "(its own /metrics to scrape; default: none)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation)."""
     updates: dict[str, object] = {}
@@ -388,6 +406,8 @@ def serve(
         "prompt_allowed_hosts": prompt_allow_host,
         "callback_issuer": callback_issuer,
         "event_loop": loop,
+        "workers": workers,
+        "workers_private_port": workers_private_port,
     }.items():
         if value is not None:
             updates[key] = value
@@ -426,6 +446,13 @@ def serve(
     except (ValueError, OSError, StartError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:
+        count = workers_module.count_for(settings)
+        if count > 1:
+            raise typer.Exit(workers_module.supervise(settings, count, event_loop))
+    except (workers_module.WorkersError, StartError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     _log_to_stderr(settings.log_level)
     raise_open_file_limit()
     loops.run(_serve(settings, event_loop), event_loop)
@@ -447,12 +474,14 @@ def _reload_tls_on_sighup(transport: SipTransport) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
-def _log_to_stderr(level: str) -> None:
-    """dtmfgraph's loggers to stderr, one timestamped line per record, from ``level``."""
+def _log_to_stderr(level: str, tag: str = "") -> None:
+    """dtmfgraph's loggers to stderr, one timestamped line per record, from ``level``
+    (``tag``: a worker's name, before the logger's)."""
     handler = logging.StreamHandler()
+    where = f"{tag} %(name)s" if tag else "%(name)s"
     handler.setFormatter(
         logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+            f"%(asctime)s.%(msecs)03d %(levelname)s {where}: %(message)s", "%Y-%m-%dT%H:%M:%S"
         )
     )
     root = logging.getLogger("dtmfgraph")
@@ -461,21 +490,38 @@ def _log_to_stderr(level: str) -> None:
     root.propagate = False
 
 
-async def _serve(settings: Settings, event_loop: str = "asyncio") -> None:
-    """Listen at once with the start gate as the app, then start the service behind it
-    (:class:`.starter.Starter`): the first requests are answered while the API, the store and
-    the media stack load; the others wait for them."""
+async def _serve(
+    settings: Settings,
+    event_loop: str = "asyncio",
+    *,
+    reuse_port: bool = False,
+    banner: bool = True,
+    private_port: int | None = None,
+) -> None:
+    """One node. Listen at once with the start gate as the app, then start the service behind
+    it (:class:`.starter.Starter`): the first requests are answered while the API, the store and
+    the media stack load; the others wait for them. The app is on ``settings``' HTTP port
+    (shared with the other workers when ``reuse_port``), and on 127.0.0.1:``private_port`` too
+    if given; ``banner``: print what it serves (a worker after the first prints only errors and
+    logs)."""
     # imported here so that other dtmfgraph commands do not pay for the web server
     import uvicorn  # noqa: PLC0415
 
     from .starter import Starter  # noqa: PLC0415
 
+    sockets = []
     try:
-        sock = bind_http(settings.host, settings.port)
+        sockets.append(bind_http(settings.host, settings.port, reuse_port=reuse_port))
+        if private_port:
+            sockets.append(bind_http("127.0.0.1", private_port))
     except StartError as exc:
+        for each in sockets:
+            each.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    starter = Starter(settings, lambda s, app, media: _announce(s, app, media, event_loop))
+    starter = Starter(
+        settings, lambda s, app, media: _announce(s, app, media, event_loop, banner=banner)
+    )
     try:
         # uvloop goes with httptools where installed (uvicorn's "auto"); asyncio with h11; no
         # WebSocket protocol to load (the API and the console have none)
@@ -489,19 +535,28 @@ async def _serve(settings: Settings, event_loop: str = "asyncio") -> None:
             ws="none",
         )
         starter.server = _server(config, lambda: starter.gate.api)
-        await starter.server.serve(sockets=[sock])
+        await starter.server.serve(sockets=sockets)
     finally:
-        sock.close()
+        for each in sockets:
+            each.close()
         await starter.end()
     if starter.exit_code:
         raise typer.Exit(starter.exit_code)
 
 
-def _announce(settings: Settings, app: Any, media: Any, event_loop: str) -> None:
-    """What serve prints once SIP is open: where SIP, the API and the console are."""
+def _quiet(*_args: object, **_kwargs: object) -> None:
+    """What a worker after the first prints of the start-up banner: nothing."""
+
+
+def _announce(
+    settings: Settings, app: Any, media: Any, event_loop: str, *, banner: bool = True
+) -> None:
+    """What serve prints once SIP is open: where SIP, the API and the console are (``banner``
+    false: nothing; SIGHUP still reloads the TLS certificate)."""
     from ..api import mint_token  # noqa: PLC0415
     from ..service.sip_media import SipMedia  # noqa: PLC0415
 
+    echo = typer.echo if banner else _quiet
     if isinstance(media, SipMedia):
         sip_host, sip_port = media.sip_address
         where = f"UDP and TCP {sip_host}:{sip_port}"
@@ -509,27 +564,28 @@ def _announce(settings: Settings, app: Any, media: Any, event_loop: str) -> None
             tls_host, tls_port = media.phone.tls_address
             where += f"; TLS {tls_host}:{tls_port}"
             _reload_tls_on_sighup(media.phone.transport)
-        typer.echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
+        echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
         trunk = settings.sip_trunk_template()
-        typer.echo(
+        echo(
             f"dtmfgraph: E.164 targets go to {trunk}"
             if trunk
             else "dtmfgraph: no --sip-trunk: targets must be sip: URIs",
             err=True,
         )
         if media.auth is not None:
-            typer.echo(f"dtmfgraph: SIP challenges answered as {media.auth.username!r}", err=True)
+            echo(f"dtmfgraph: SIP challenges answered as {media.auth.username!r}", err=True)
         if settings.sip_register:
-            typer.echo(
+            echo(
                 f"dtmfgraph: registering {settings.sip_register} (refreshed; with several "
                 "nodes, by the first one alive; see /metrics dtmfgraph_sip_registered)",
                 err=True,
             )
     else:
-        typer.echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
-    _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
-    _print_console(settings, app)
-    typer.echo(f"dtmfgraph: event loop {event_loop}", err=True)
+        echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
+    if banner:
+        _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
+        _print_console(settings, app)
+    echo(f"dtmfgraph: event loop {event_loop}", err=True)
 
 
 def _server(config: Any, app: Callable[[], Any]) -> Any:
