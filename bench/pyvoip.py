@@ -269,19 +269,25 @@ def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) 
         time.sleep(0.5)
         rate = max(10, calls // 5)
         cpu0, wall0 = tree_cpu(proc.pid), time.monotonic()
-        sipp = subprocess.run(
-            ["sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-s", "answer",
-             "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(sipp_port), "-mp", str(media_port),
-             "-m", str(calls), "-l", str(calls), "-r", str(rate), "-nostdin",
-             "-timeout", f"{int(hold_s + calls / rate + 60)}s", "-max_socket", "4096"],
-            check=False, cwd=work, capture_output=True, text=True,
-        )  # fmt: skip
-        match = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", sipp.stdout)
-        completed = int(match.group(1)) if match else 0
-        (work / f"sipp-{side}-{calls}.txt").write_text(sipp.stdout + sipp.stderr)
+        limit = int(hold_s + calls / rate + 60)
+        command = ["sipp", f"127.0.0.1:{port}", "-sf", str(scenario), "-s", "answer",
+                   "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(sipp_port),
+                   "-mp", str(media_port), "-m", str(calls), "-l", str(calls), "-r", str(rate),
+                   "-nostdin", "-timeout", f"{limit}s", "-max_socket", "4096"]  # fmt: skip
+        try:
+            sipp = subprocess.run(command, check=False, cwd=work, capture_output=True, text=True,
+                                  timeout=limit + 30)  # fmt: skip
+            screen = sipp.stdout + sipp.stderr
+        except subprocess.TimeoutExpired as exc:  # sipp 3.6 has been seen spinning past -timeout
+            partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+            screen = f"sipp killed {limit + 30} s after it started\n{partial}"
+        match = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", screen)
+        (work / f"sipp-{side}-{calls}.txt").write_text(screen)
+        # no final screen: the calls the answerer saw end
+        completed = int(match.group(1)) if match else len(_settled(log, "ended", calls, 10))
         if completed < calls:
-            print(f"{side}, {calls} calls: sipp counted {completed} successful; its screen:\n"
-                  f"{sipp.stdout[-2500:]}{sipp.stderr[-1000:]}", file=sys.stderr)  # fmt: skip
+            print(f"{side}, {calls} calls: {completed} successful; sipp's screen:\n"
+                  f"{screen[-3500:]}", file=sys.stderr)  # fmt: skip
         ended = _settled(log, "ended", calls, 10)
         cpu, wall = tree_cpu(proc.pid) - cpu0, time.monotonic() - wall0
         rss = peak_rss_mib(proc.pid)
