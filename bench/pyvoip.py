@@ -362,6 +362,11 @@ Notes:
   banks that stop when idle are issue 18's work on the receive path.
 - Both sides' calls come from one sipp process replaying the same capture, so the callers load
   the box equally; sipp shares the 2 cores with the answering process.
+- On a box loaded by other jobs (load average 12-150 during development), pyVoIP lost calls at
+  200: its one SIP thread, among ~600 call threads contending for the GIL, left BYEs unanswered
+  past sipp's 32 s transaction timeout (46 of 200 calls completed in one round, 200 in the
+  next), while dtmfgraph completed every call with every key. Read "calls completed" beside the
+  CPU figures: CPU per call-minute only counts completed calls.
 """
 
 
