@@ -1,0 +1,773 @@
+"""Capacity, end to end: N concurrent Graph calls through the API to real SIP far ends.
+
+For each step N (32, 64, 128, 256, 500, 1000 by default) a fresh ``dtmfgraph serve --media sip``
+(SQLite in a fresh data directory, or a scratch PostgreSQL database with ``--database URL``)
+places N calls (``POST /communications/calls``, target ``sip:far-K@...``) to one sipp UAS that
+answers with PCMU and telephone-event and echoes every RTP packet it receives back to its sender
+(``sipp -rtp_echo``). Once all are established, each call gets ``subscribeToTone``; after a hold
+with no API traffic (the cost of carrying the calls) every call gets one ``sendDtmfTones`` with
+its own 10-key sequence, all at once. The service's RFC 4733 packets go to sipp, come back, and
+the service hears them as the far end's keys: each key heard is a ``toneInfo`` notification to
+this script's webhook sink. So one round trip checks both directions through the real stack
+(SIP, RTP out, pacer, RTP in, event decoding, store, outbox, signed webhooks).
+
+Why sipp echoing and not ``dtmfgraph answer`` processes: the echo makes the service itself the
+judge of what it sent, through the Graph surface a user has (toneInfo, in order, per call), and
+the far end is one small C process (its CPU is reported beside ours) instead of Python processes
+that would take the second core from the service under test. What left the service is judged
+separately on the wire: dumpcap captures every telephone-event packet to sipp's media port
+(kernel timestamps on ``lo``, before sipp's socket queue) for the pacing error (see
+``_capture.py``: lateness against the stream's own 20 ms grid).
+
+Per step: calls established; keys right (calls whose toneInfo sequence equals the keys sent, in
+order, nothing extra); service CPU (all its processes, from /proc) while carrying the calls idle
+and while sending; pacing error p50/p99/max and packets more than 20 ms late; POST
+/communications/calls and sendDtmfTones latency p50/p99 (measured inside the client's
+concurrency limit: connection waits do not count); failures (a POST that failed or was not 2xx,
+a call not established, an operation not ``completedSuccessfully``, a DELETE that failed);
+packets the far end's socket dropped (/proc/net/udp: keys lost there are not the service's).
+
+    .venv/bin/python bench/capacity.py                       # the full ladder, into docs
+    .venv/bin/python bench/capacity.py --steps 32 --quick    # under a minute, no docs
+    .venv/bin/python bench/capacity.py --database postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/capacity.py --serve-arg=--workers --serve-arg=2 --serve-arg=--loop \
+        --serve-arg=uvloop
+    .venv/bin/python bench/capacity.py --steps 256 --profile-step 256 --no-write   # py-spy
+
+Needs sipp (Debian ``sip-tester``), dumpcap (``tshark``) with capture rights on ``lo``, and for
+``--profile-step`` py-spy (``pip install py-spy``) with ptrace rights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _capture import Pacing, capture, pacing, read_events
+from _report import machine, markdown_table, stop, write_section
+from api_path import _database
+from dtmfgraph.cli.progress import Advance, progress
+
+STEPS = (32, 64, 128, 256, 500, 1000)
+KEYS = "1234567890*#"
+TONE = {**{d: f"tone{d}" for d in "0123456789"}, "*": "star", "#": "pound"}
+EVENT = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
+SEQUENCE = 10
+_CALL_URL = re.compile(r"/communications/calls/([^/]+)(?:/operations/([^/]+))?$")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="capacity far end: PCMU and telephone-event, RTP echoed (-rtp_echo)">
+  <recv request="INVITE" crlf="true"/>
+  <send retrans="500"><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-16
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def sequence(i: int) -> str:
+    """Call ``i``'s keys: ten of ``KEYS`` rotated by ``i`` (so order and content differ)."""
+    start = i % len(KEYS)
+    return (KEYS[start:] + KEYS[:start])[:SEQUENCE]
+
+
+# ---------------------------------------------------------------- processes and ports
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_media_port() -> int:
+    """An even UDP port with the next three free too (sipp's -rtp_echo takes port and port+2)."""
+    for _ in range(200):
+        base = free_port(socket.SOCK_DGRAM) & ~1
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + 4):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free media port run")
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of ``root`` and every live descendant, by pid."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{entry}/stat").read_text()
+            fields = raw[raw.rindex(")") + 2 :].split()
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    keep = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in keep and pid not in keep:
+                keep.add(pid)
+                grew = True
+    return {pid: stats[pid][1] for pid in keep if pid in stats}
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams dropped by the sockets bound to ``port`` (IPv4), from /proc/net/udp."""
+    total = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if int(cols[1].rsplit(":", 1)[1], 16) == port:
+            total += int(cols[-1])
+    return total
+
+
+@contextlib.contextmanager
+def running(
+    argv: list[str], log: Path, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, stdin=subprocess.DEVNULL
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            stop(proc, timeout=10)
+
+
+# ---------------------------------------------------------------- the webhook sink
+
+
+@dataclass(slots=True)
+class Calls:
+    """What the notifications told about the step's calls."""
+
+    established: dict[str, asyncio.Event] = field(
+        default_factory=lambda: defaultdict(asyncio.Event)
+    )
+    heard: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
+    ended_ops: dict[str, str] = field(default_factory=dict)
+    full: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    notes: int = 0
+
+    def take(self, note: dict[str, object]) -> None:
+        self.notes += 1
+        match = _CALL_URL.search(str(note.get("resourceUrl", "")))
+        data = note.get("resourceData")
+        if not match or not isinstance(data, dict):
+            return
+        call_id, op_id = match.groups()
+        if op_id is not None:
+            if note.get("changeType") == "deleted":
+                self.ended_ops[op_id] = str(data.get("completionReason") or data.get("status"))
+            return
+        tone = data.get("toneInfo")
+        if isinstance(tone, dict):
+            self.heard[call_id].append((int(tone["sequenceId"]), str(tone["tone"])))
+            if len(self.heard[call_id]) >= SEQUENCE:
+                self.full[call_id].set()
+        elif data.get("state") == "established":
+            self.established[call_id].set()
+
+
+class Sink:
+    """An HTTP/1.1 server on this process's event loop answering every POST with 202 and handing
+    each notification of its body to ``calls.take``."""
+
+    def __init__(self) -> None:
+        self.calls = Calls()
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Sink:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=1024)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        quiet = (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.CancelledError,
+        )
+        with contextlib.suppress(*quiet):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                body = await reader.readexactly(int(match.group(1))) if match else b""
+                writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                with contextlib.suppress(ValueError):
+                    for note in json.loads(body).get("value", []):
+                        self.calls.take(note)
+        writer.close()
+
+
+# ---------------------------------------------------------------- one step
+
+
+@dataclass(slots=True)
+class Step:
+    n: int
+    established: int = 0
+    keys_right: int = 0
+    wrong: list[str] = field(default_factory=list)
+    carry_cpu: float = float("nan")
+    send_cpu: float = float("nan")
+    send_cpu_s: float = float("nan")
+    sipp_cpu: float = float("nan")
+    bench_cpu: float = float("nan")
+    pace: Pacing = field(default_factory=Pacing)
+    post_ms: list[float] = field(default_factory=list)
+    send_ms: list[float] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    far_drops: int = 0
+    wire_right: int = 0
+    send_window_s: float = float("nan")
+    load: str = ""
+
+    def summary(self) -> dict[str, object]:
+        """The step's figures as plain JSON values (``--json``)."""
+        return {
+            "calls": self.n,
+            "established": self.established,
+            "keys_right": self.keys_right,
+            "wrong": self.wrong,
+            "on_wire_right": self.wire_right,
+            "carry_cpu_pct": self.carry_cpu,
+            "send_cpu_pct": self.send_cpu,
+            "pacing_p99_ms": self.pace.p(99),
+            "late_20ms": self.pace.late_20ms,
+            "post_calls_p99_ms": float(np.percentile(self.post_ms, 99)) if self.post_ms else None,
+            "send_p99_ms": float(np.percentile(self.send_ms, 99)) if self.send_ms else None,
+            "failures": dict(self.failures),
+            "far_end_drops": self.far_drops,
+            "load": self.load,
+        }
+
+    def row(self) -> list[str]:
+        def pct(xs: list[float], q: float) -> str:
+            return f"{np.percentile(xs, q):,.0f}" if xs else "-"
+
+        p = self.pace
+        fails = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) or "0"
+        return [
+            f"{self.n:,}",
+            f"{self.established:,}",
+            f"{self.keys_right:,}",
+            f"{self.carry_cpu:.0f} %",
+            f"{self.send_cpu:.0f} %",
+            f"{p.p(50):.1f} / {p.p(99):.1f} / {p.p(100):.0f}",
+            f"{p.late_20ms:,}",
+            f"{pct(self.post_ms, 50)} / {pct(self.post_ms, 99)}",
+            f"{pct(self.send_ms, 50)} / {pct(self.send_ms, 99)}",
+            fails,
+            f"{self.far_drops:,}",
+        ]
+
+
+HEADER = [
+    "calls",
+    "established",
+    "keys right",
+    "service CPU carrying",
+    "service CPU sending",
+    "pacing p50 / p99 / max ms",
+    "packets > 20 ms late",
+    "POST /calls p50 / p99 ms",
+    "sendDtmfTones p50 / p99 ms",
+    "failures",
+    "far-end drops",
+]
+
+
+class Api:
+    """The step's HTTP client: at most ``limit`` requests in flight; each request's latency is
+    timed once it holds its slot (so the client's own queue does not count)."""
+
+    def __init__(self, base: str, limit: int, step: Step) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=base,
+            timeout=120.0,
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+        )
+        self.slots = asyncio.Semaphore(limit)
+        self.step = step
+
+    async def post(
+        self, what: str, path: str, body: object, into: list[float] | None
+    ) -> dict[str, object] | None:
+        async with self.slots:
+            t0 = time.perf_counter()
+            try:
+                r = await self.client.post(path, json=body)
+            except httpx.HTTPError as exc:
+                self.step.failures[f"{what} {type(exc).__name__}"] += 1
+                return None
+            if into is not None:
+                into.append((time.perf_counter() - t0) * 1000.0)
+        if r.status_code >= 300:
+            self.step.failures[f"{what} {r.status_code}"] += 1
+            return None
+        return dict(r.json())
+
+    async def delete(self, path: str) -> None:
+        async with self.slots:
+            try:
+                r = await self.client.delete(path)
+            except httpx.HTTPError as exc:
+                self.step.failures[f"DELETE {type(exc).__name__}"] += 1
+                return
+        if r.status_code >= 300 and r.status_code != 404:
+            self.step.failures[f"DELETE {r.status_code}"] += 1
+
+
+def call_body(hook: str, target: str) -> dict[str, object]:
+    return {
+        "@odata.type": "#microsoft.graph.call",
+        "callbackUri": hook,
+        "targets": [
+            {
+                "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+                "identity": {"user": {"id": target}},
+            }
+        ],
+        "requestedModalities": ["audio"],
+        "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
+    }
+
+
+async def _wait_all(events: list[asyncio.Event], timeout: float, advance: Advance) -> None:
+    async def one(e: asyncio.Event) -> None:
+        await e.wait()
+        advance()
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(one(e) for e in events)), timeout)
+
+
+async def drive(
+    step: Step,
+    args: argparse.Namespace,
+    api_port: int,
+    sink: Sink,
+    sip_port: int,
+    service: subprocess.Popen[bytes],
+    sipp: subprocess.Popen[bytes],
+    advance: Advance,
+    profile: Path | None,
+) -> None:
+    """Place, hold, send and hear, hang up: the step's API traffic, against a running service."""
+    n, calls = step.n, sink.calls
+    api = Api(f"http://127.0.0.1:{api_port}/v1.0/communications/calls", args.concurrency, step)
+    try:
+        made = await asyncio.gather(
+            *(
+                api.post(
+                    "POST /calls",
+                    "",
+                    call_body(sink.url, f"sip:far-{i}@127.0.0.1:{sip_port}"),
+                    step.post_ms,
+                )
+                for i in range(n)
+            )
+        )
+        ids = [str(c["id"]) if c else None for c in made]
+        live = [c for c in ids if c]
+        await _wait_all([calls.established[c] for c in live], 20 + n * 0.05, advance)
+        up = [c for c in live if calls.established[c].is_set()]
+        step.established = len(up)
+        if len(up) < len(live):  # (a POST that failed is counted as such)
+            step.failures["not established"] += len(live) - len(up)
+        await asyncio.gather(
+            *(
+                api.post(
+                    "subscribeToTone", f"/{c}/subscribeToTone", {"clientContext": "bench"}, None
+                )
+                for c in up
+            )
+        )
+        # carrying the calls, no API traffic
+        c0, t0 = tree_cpu(service.pid), time.monotonic()
+        await asyncio.sleep(args.hold)
+        step.carry_cpu = 100 * cpu_between(c0, tree_cpu(service.pid)) / (time.monotonic() - t0)
+
+        c0, s0, t0 = tree_cpu(service.pid), tree_cpu(sipp.pid), time.monotonic()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        spy = _py_spy(service.pid, profile) if profile else None
+        sent = {c: sequence(i) for i, c in enumerate(ids) if c in up}
+
+        async def send(c: str, keys: str) -> None:
+            body = {"tones": [TONE[k] for k in keys], "clientContext": "bench"}
+            op = await api.post("sendDtmfTones", f"/{c}/sendDtmfTones", body, step.send_ms)
+            advance()
+            if op is not None:
+                ops[c] = str(op["id"])
+
+        ops: dict[str, str] = {}
+        await asyncio.gather(*(send(c, keys) for c, keys in sent.items()))
+        await _wait_all([calls.full[c] for c in ops], 15 + n * 0.03, advance)
+        await asyncio.sleep(0.5)  # anything extra or late shows up here
+        took = time.monotonic() - t0
+        step.send_window_s = took
+        step.send_cpu_s = cpu_between(c0, tree_cpu(service.pid))
+        step.send_cpu = 100 * step.send_cpu_s / took
+        step.sipp_cpu = 100 * cpu_between(s0, tree_cpu(sipp.pid)) / took
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        step.bench_cpu = 100 * (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / took
+        step.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        if spy is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
+        for c, keys in sent.items():
+            got = [tone for _, tone in sorted(calls.heard.get(c, []))]
+            if got == [TONE[k] for k in keys]:
+                step.keys_right += 1
+            elif len(step.wrong) < 5:
+                step.wrong.append(f"{keys} -> {got}")
+        for op in ops.values():
+            if calls.ended_ops.get(op) != "completedSuccessfully":
+                step.failures[f"send {calls.ended_ops.get(op, 'not ended')}"] += 1
+        await asyncio.gather(*(api.delete(f"/{c}") for c in live))
+    finally:
+        await api.client.aclose()
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).parent / "py-spy"
+    argv = [
+        str(exe) if exe.exists() else "py-spy",
+        "record",
+        "-p",
+        str(pid),
+        "--subprocesses",
+        "--nonblocking",
+        "--threads",
+        "-r",
+        "100",
+        "-d",
+        "10",
+        "--format",
+        "raw",
+        "-o",
+        str(out),
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> Step:
+    step = Step(n)
+    work = tmp / f"step-{n}"
+    work.mkdir()
+    (work / "uas.xml").write_text(UAS)
+    sip_port, media_port, api_port = free_port(socket.SOCK_DGRAM), free_media_port(), free_port()
+    profile = work / "py-spy.txt" if n == args.profile_step else None
+    sipp_argv = [
+        "sipp",
+        "-sf",
+        "uas.xml",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(sip_port),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(media_port),
+        "-rtp_echo",
+        "-nostdin",
+        "-l",
+        str(4 * n + 100),
+        "-trace_err",
+    ]
+    with (
+        _database(
+            "PostgreSQL" if args.database != "sqlite" else "SQLite", work, args.database
+        ) as db,
+        capture(media_port, work / "events.pcap") as dropped,
+        running(sipp_argv, work / "sipp.log", cwd=work) as sipp,
+    ):
+        serve = [
+            sys.executable,
+            "-m",
+            "dtmfgraph",
+            "serve",
+            "--no-auth",
+            "--media",
+            "sip",
+            "--port",
+            str(api_port),
+            "--sip-host",
+            "127.0.0.1",
+            "--sip-port",
+            "0",
+            "--data-dir",
+            str(work / "data"),
+            "--database-url",
+            db,
+            "--callback-allow-host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+            *args.serve_arg,
+        ]
+        with running(serve, work / "serve.log") as service:
+            _wait_ready(service, api_port)
+            drops0 = udp_drops(media_port)
+
+            async def go() -> None:
+                async with Sink() as sink:
+                    await drive(
+                        step, args, api_port, sink, sip_port, service, sipp, advance, profile
+                    )
+
+            asyncio.run(go())
+            step.far_drops = udp_drops(media_port) - drops0
+        errors = sum(
+            1
+            for line in (work / "serve.log").read_text(errors="replace").splitlines()
+            if "Traceback" in line or "ERROR" in line
+        )
+        if errors:
+            step.failures["service log errors"] += errors
+    step.pace = pacing(read_events(work / "events.pcap"))
+    step.pace.dropped = dropped[0]
+    expected = {tuple(EVENT[k] for k in sequence(i)) for i in range(len(KEYS))}
+    step.wire_right = sum(tuple(k) in expected for k in step.pace.keys_by_port.values())
+    if profile is not None and profile.exists():
+        print(summarise_profile(profile))
+    return step
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration").status_code
+                == 200
+            ):
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited {proc.returncode}")
+        time.sleep(0.1)
+    raise RuntimeError("serve: no 200 in 90 s")
+
+
+# ---------------------------------------------------------------- py-spy summary
+
+_BUCKETS = (
+    ("store (SQLAlchemy, aiosqlite, asyncpg)", ("sqlalchemy", "aiosqlite", "asyncpg", "sqlite3")),
+    ("webhooks (httpx, httpcore, signing)", ("httpx", "httpcore", "jwt", "cryptography", "notify")),
+    ("media (RTP, pacer, detection)", ("dtmfgraph/rtp", "dtmfgraph/media", "dtmfgraph/tones")),
+    (
+        "HTTP API (uvicorn, FastAPI, pydantic)",
+        ("uvicorn", "starlette", "fastapi", "pydantic", "h11"),
+    ),
+    ("Graph routes", ("dtmfgraph/api",)),
+    ("numpy", ("numpy",)),
+    ("calls service", ("dtmfgraph/service", "dtmfgraph/journal")),
+    ("event loop", ("asyncio", "selectors", "uvloop")),
+)
+
+
+def summarise_profile(path: Path, top: int = 12) -> str:
+    """Shares of py-spy's raw samples: by the module of the innermost frame (in buckets), and
+    the busiest innermost functions."""
+    leaves: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        k = int(count)
+        total += k
+        frames = stack.split(";")
+        leaf = frames[-1]
+        leaves[leaf] += k
+        for name, needles in _BUCKETS:
+            if any(s in leaf for s in needles):
+                buckets[name] += k
+                break
+        else:
+            buckets["other"] += k
+    lines = [f"py-spy: {total} samples (busy threads only, {path})"]
+    lines += [f"  {100 * v / total:5.1f} %  {name}" for name, v in buckets.most_common()]
+    lines += ["  busiest functions (innermost frame):"]
+    lines += [f"  {100 * v / total:5.1f} %  {leaf[:140]}" for leaf, v in leaves.most_common(top)]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the ladder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--steps",
+        default=",".join(map(str, STEPS)),
+        help="calls per step, comma-separated (default %(default)s)",
+    )
+    parser.add_argument("--quick", action="store_true", help="short hold, no docs (a check)")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        help="sqlite (default), or a PostgreSQL URL to make scratch databases from",
+    )
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="one more argument for `dtmfgraph serve` (repeatable)",
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="API requests in flight")
+    parser.add_argument("--hold", type=float, default=3.0, help="seconds carrying the calls idle")
+    parser.add_argument("--profile-step", type=int, help="py-spy the service for 10 s at this step")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the steps' logs and captures go "
+        "(default: a temporary directory, removed at the end)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.hold, args.no_write = 1.0, True
+    steps = [int(s) for s in args.steps.split(",")]
+    rows: list[Step] = []
+    print(f"capacity: steps {steps} on {machine()}; load average {os.getloadavg()}", flush=True)
+    with (
+        contextlib.nullcontext(str(args.workdir))
+        if args.workdir
+        else tempfile.TemporaryDirectory(prefix="capacity-") as tmp,
+        progress("capacity", total=3 * sum(steps)) as advance,
+    ):
+        for n in steps:
+            advance(0, description=f"{n} calls")
+            step = run_step(n, args, Path(tmp), advance)
+            rows.append(step)
+            print(markdown_table(HEADER, [step.row()]).splitlines()[-1], flush=True)
+            print(
+                f"  send window {step.send_window_s:.1f} s, service {step.send_cpu_s:.1f} CPU s; "
+                f"sipp {step.sipp_cpu:.0f} %, this script {step.bench_cpu:.0f} % of a core; "
+                f"{step.pace.packets:,} event packets captured in {step.pace.streams} streams, "
+                f"{step.wire_right} with their 10 keys in order (dumpcap dropped "
+                f"{step.pace.dropped}); load {step.load}",
+                flush=True,
+            )
+            for w in step.wrong:
+                print(f"  wrong: {w}")
+    table = markdown_table(HEADER, [r.row() for r in rows])
+    print()
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps([r.summary() for r in rows], indent=1))
+    if not args.no_write:
+        write_section("capacity", report(table, rows, args))
+
+
+def report(table: str, rows: list[Step], args: argparse.Namespace) -> str:
+    db = "SQLite" if args.database == "sqlite" else "PostgreSQL"
+    extra = " ".join(args.serve_arg) or "no extra serve arguments"
+    loads = "; ".join(f"{r.n}: {r.load}" for r in rows)
+    return f"""## Capacity: N concurrent calls end to end (`bench/capacity.py`)
+
+Machine: {machine()}. Database {db}; {extra}. Load average (1/5/15 min) at the end of each
+step's send: {loads}.
+
+{table}
+
+How: each step runs a fresh `serve --media sip`, places N calls through the API to one sipp
+UAS that echoes RTP (`-rtp_echo`), subscribes each to tones, carries them {args.hold:g} s with no
+API traffic ("carrying"), then sends every call its own 10-key sequence at once ("sending": from
+the first POST until every call heard its keys). Keys right: the call's toneInfo notifications
+(the echo of what it sent, heard by the service) equal its keys, in order, nothing extra. CPU:
+all the service's processes, % of one core (the box has {os.cpu_count()}). Pacing: dumpcap on `lo`
+(kernel timestamps), each telephone-event packet's lateness against its stream's 20 ms grid.
+API latencies are measured inside the client's limit of {args.concurrency} requests in flight.
+"""
+
+
+if __name__ == "__main__":
+    main()
