@@ -218,6 +218,7 @@ class Calls:
     heard: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
     ended_ops: dict[str, str] = field(default_factory=dict)
     full: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    full_at: dict[str, float] = field(default_factory=dict)
     notes: int = 0
 
     def take(self, note: dict[str, object]) -> None:
@@ -234,8 +235,9 @@ class Calls:
         tone = data.get("toneInfo")
         if isinstance(tone, dict):
             self.heard[call_id].append((int(tone["sequenceId"]), str(tone["tone"])))
-            if len(self.heard[call_id]) >= SEQUENCE:
+            if len(self.heard[call_id]) == SEQUENCE:
                 self.full[call_id].set()
+                self.full_at[call_id] = time.monotonic()
         elif data.get("state") == "established":
             self.established[call_id].set()
 
@@ -301,6 +303,9 @@ class Step:
     far_drops: int = 0
     wire_right: int = 0
     send_window_s: float = float("nan")
+    heard_s: list[float] = field(default_factory=list)
+    notes_per_s: float = float("nan")
+    outbox: str = ""
     load: str = ""
 
     def summary(self) -> dict[str, object]:
@@ -316,6 +321,7 @@ class Step:
             "pacing_p99_ms": self.pace.p(99),
             "late_20ms": self.pace.late_20ms,
             "post_calls_p99_ms": float(np.percentile(self.post_ms, 99)) if self.post_ms else None,
+            "tenth_key_heard_max_s": max(self.heard_s, default=None),
             "send_p99_ms": float(np.percentile(self.send_ms, 99)) if self.send_ms else None,
             "failures": dict(self.failures),
             "far_end_drops": self.far_drops,
@@ -338,9 +344,14 @@ class Step:
             f"{p.late_20ms:,}",
             f"{pct(self.post_ms, 50)} / {pct(self.post_ms, 99)}",
             f"{pct(self.send_ms, 50)} / {pct(self.send_ms, 99)}",
+            f"{_q(self.heard_s, 50)} / {_q(self.heard_s, 100)}",
             fails,
             f"{self.far_drops:,}",
         ]
+
+
+def _q(xs: list[float], q: float) -> str:
+    return f"{np.percentile(xs, q):.1f}" if xs else "-"
 
 
 HEADER = [
@@ -353,6 +364,7 @@ HEADER = [
     "packets > 20 ms late",
     "POST /calls p50 / p99 ms",
     "sendDtmfTones p50 / p99 ms",
+    "10th key heard p50 / max s",
     "failures",
     "far-end drops",
 ]
@@ -366,7 +378,10 @@ class Api:
         self.client = httpx.AsyncClient(
             base_url=base,
             timeout=120.0,
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            # under uvicorn's 5 s keep-alive: a request never meets a connection it is closing
+            limits=httpx.Limits(
+                max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=2.0
+            ),
         )
         self.slots = asyncio.Semaphore(limit)
         self.step = step
@@ -399,6 +414,26 @@ class Api:
             self.step.failures[f"DELETE {r.status_code}"] += 1
 
 
+async def outbox_figures(client: httpx.AsyncClient) -> str:
+    """The service's own view of its webhook deliveries (its /metrics)."""
+    try:
+        text = (await client.get(f"http://127.0.0.1:{client.base_url.port}/metrics")).text
+    except httpx.HTTPError as exc:
+        return f"/metrics: {type(exc).__name__}"
+
+    def metric(name: str, label: str = "") -> float:
+        pattern = rf"^{name}(?:{{[^}}]*{label}[^}}]*}})?\s+([0-9.e+-]+)$"
+        return sum(float(m) for m in re.findall(pattern, text, re.M))
+
+    posts = metric("dtmfgraph_webhook_delivery_seconds_count")
+    took = metric("dtmfgraph_webhook_delivery_seconds_sum")
+    retried = metric("dtmfgraph_notifications_total", "retried")
+    return (
+        f"webhook POSTs {posts:.0f} (retried {retried:.0f}), "
+        f"mean {1000 * took / max(posts, 1):.0f} ms each; backlog {metric('dtmfgraph_outbox_backlog', 'pending'):.0f} pending"
+    )
+
+
 def call_body(hook: str, target: str) -> dict[str, object]:
     return {
         "@odata.type": "#microsoft.graph.call",
@@ -414,13 +449,31 @@ def call_body(hook: str, target: str) -> dict[str, object]:
     }
 
 
-async def _wait_all(events: list[asyncio.Event], timeout: float, advance: Advance) -> None:
+async def _wait_all(
+    events: list[asyncio.Event], calls: Calls, stall: float, cap: float, advance: Advance
+) -> None:
+    """Until every event is set, or no notification came for ``stall`` s, or ``cap`` s passed:
+    a slow notification path is measured (it only arrives late), a dead one does not hang."""
+
     async def one(e: asyncio.Event) -> None:
         await e.wait()
         advance()
 
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(one(e) for e in events)), timeout)
+    waiting = asyncio.ensure_future(asyncio.gather(*(one(e) for e in events)))
+    start = last_change = time.monotonic()
+    seen = calls.notes
+    try:
+        while not waiting.done():
+            await asyncio.wait([waiting], timeout=0.5)
+            now = time.monotonic()
+            if calls.notes != seen:
+                seen, last_change = calls.notes, now
+            if now - last_change > stall or now - start > cap:
+                break
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
 
 
 async def drive(
@@ -451,7 +504,7 @@ async def drive(
         )
         ids = [str(c["id"]) if c else None for c in made]
         live = [c for c in ids if c]
-        await _wait_all([calls.established[c] for c in live], 20 + n * 0.05, advance)
+        await _wait_all([calls.established[c] for c in live], calls, 20, 60 + n * 0.2, advance)
         up = [c for c in live if calls.established[c].is_set()]
         step.established = len(up)
         if len(up) < len(live):  # (a POST that failed is counted as such)
@@ -472,19 +525,23 @@ async def drive(
         c0, s0, t0 = tree_cpu(service.pid), tree_cpu(sipp.pid), time.monotonic()
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         spy = _py_spy(service.pid, profile) if profile else None
+        notes0 = calls.notes
         sent = {c: sequence(i) for i, c in enumerate(ids) if c in up}
 
         async def send(c: str, keys: str) -> None:
             body = {"tones": [TONE[k] for k in keys], "clientContext": "bench"}
+            posted[c] = time.monotonic()
             op = await api.post("sendDtmfTones", f"/{c}/sendDtmfTones", body, step.send_ms)
             advance()
             if op is not None:
                 ops[c] = str(op["id"])
 
         ops: dict[str, str] = {}
+        posted: dict[str, float] = {}
         await asyncio.gather(*(send(c, keys) for c, keys in sent.items()))
-        await _wait_all([calls.full[c] for c in ops], 15 + n * 0.03, advance)
+        await _wait_all([calls.full[c] for c in ops], calls, 20, args.hear_within, advance)
         await asyncio.sleep(0.5)  # anything extra or late shows up here
+        step.heard_s = [at - posted[c] for c, at in calls.full_at.items() if c in posted]
         took = time.monotonic() - t0
         step.send_window_s = took
         step.send_cpu_s = cpu_between(c0, tree_cpu(service.pid))
@@ -493,9 +550,10 @@ async def drive(
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         step.bench_cpu = 100 * (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / took
         step.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        if spy is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                spy.wait(30)
+        step.notes_per_s = (calls.notes - notes0) / took
+        step.outbox = await outbox_figures(api.client)
+        if spy is not None:  # the whole send window: sending, hearing, notifying
+            stop(spy, timeout=30)
         for c, keys in sent.items():
             got = [tone for _, tone in sorted(calls.heard.get(c, []))]
             if got == [TONE[k] for k in keys]:
@@ -522,8 +580,6 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
         "--threads",
         "-r",
         "100",
-        "-d",
-        "10",
         "--format",
         "raw",
         "-o",
@@ -700,7 +756,15 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=32, help="API requests in flight")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds carrying the calls idle")
-    parser.add_argument("--profile-step", type=int, help="py-spy the service for 10 s at this step")
+    parser.add_argument(
+        "--hear-within",
+        type=float,
+        default=120.0,
+        help="seconds after the sends for the keys to be heard (default 120)",
+    )
+    parser.add_argument(
+        "--profile-step", type=int, help="py-spy the service through this step's send window"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
         "--workdir",
@@ -729,13 +793,15 @@ def main() -> None:
             rows.append(step)
             print(markdown_table(HEADER, [step.row()]).splitlines()[-1], flush=True)
             print(
-                f"  send window {step.send_window_s:.1f} s, service {step.send_cpu_s:.1f} CPU s; "
+                f"  send window {step.send_window_s:.1f} s, service {step.send_cpu_s:.1f} CPU s, "
+                f"{step.notes_per_s:.0f} notifications/s; "
                 f"sipp {step.sipp_cpu:.0f} %, this script {step.bench_cpu:.0f} % of a core; "
                 f"{step.pace.packets:,} event packets captured in {step.pace.streams} streams, "
                 f"{step.wire_right} with their 10 keys in order (dumpcap dropped "
                 f"{step.pace.dropped}); load {step.load}",
                 flush=True,
             )
+            print(f"  {step.outbox}", flush=True)
             for w in step.wrong:
                 print(f"  wrong: {w}")
     table = markdown_table(HEADER, [r.row() for r in rows])
