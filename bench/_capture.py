@@ -1,7 +1,7 @@
 """Our RFC 4733 packets as the far end receives them: dumpcap on the loopback interface, and the
 pacing error read from the capture.
 
-dumpcap keeps only UDP packets to the far end's media port whose RTP payload type is the
+dumpcap keeps only UDP packets to the far ends' media ports whose RTP payload type is the
 telephone-event one (a BPF filter on the RTP header's second byte), so a thousand calls' audio
 does not flood the capture. Each packet carries the kernel's timestamp from the moment it crossed
 ``lo``, before the far end's socket queue: the far end's own scheduling does not blur it.
@@ -67,11 +67,12 @@ class Pacing:
 
 
 @contextlib.contextmanager
-def capture(port: int, path: Path, payload_type: int = 101) -> Iterator[list[int | None]]:
-    """dumpcap writing telephone-event packets to ``port`` on ``lo`` into ``path`` (pcap) while
+def capture(ports: list[int], path: Path, payload_type: int = 101) -> Iterator[list[int | None]]:
+    """dumpcap writing telephone-event packets to ``ports`` on ``lo`` into ``path`` (pcap) while
     the block runs; yields a one-element list that holds the packets dumpcap dropped once the
     block is done (None when it did not say)."""
-    bpf = f"udp dst port {port} and (udp[9] & 0x7f) = {payload_type}"
+    to = " or ".join(f"udp dst port {p}" for p in ports)
+    bpf = f"({to}) and (udp[9] & 0x7f) = {payload_type}"
     proc = subprocess.Popen(
         ["dumpcap", "-i", "lo", "-f", bpf, "-P", "-B", "64", "-w", str(path)],
         stdout=subprocess.DEVNULL,

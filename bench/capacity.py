@@ -190,6 +190,25 @@ def udp_drops(port: int) -> int:
     return total
 
 
+def service_drops(root: int) -> int:
+    """Datagrams dropped by the UDP sockets of ``root``'s process tree (its RTP sockets' queues
+    overflowing while nobody read them), from /proc/net/udp by socket inode."""
+    inodes: set[str] = set()
+    for pid in tree_cpu(root):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    total = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[9] in inodes:
+            total += int(cols[-1])
+    return total
+
+
 @contextlib.contextmanager
 def running(
     argv: list[str], log: Path, cwd: Path | None = None
@@ -306,6 +325,7 @@ class Step:
     heard_s: list[float] = field(default_factory=list)
     notes_per_s: float = float("nan")
     outbox: str = ""
+    service_drops: int = 0
     load: str = ""
 
     def summary(self) -> dict[str, object]:
@@ -325,6 +345,7 @@ class Step:
             "send_p99_ms": float(np.percentile(self.send_ms, 99)) if self.send_ms else None,
             "failures": dict(self.failures),
             "far_end_drops": self.far_drops,
+            "service_drops": self.service_drops,
             "load": self.load,
         }
 
@@ -346,7 +367,7 @@ class Step:
             f"{pct(self.send_ms, 50)} / {pct(self.send_ms, 99)}",
             f"{_q(self.heard_s, 50)} / {_q(self.heard_s, 100)}",
             fails,
-            f"{self.far_drops:,}",
+            f"{self.service_drops:,} / {self.far_drops:,}",
         ]
 
 
@@ -366,7 +387,7 @@ HEADER = [
     "sendDtmfTones p50 / p99 ms",
     "10th key heard p50 / max s",
     "failures",
-    "far-end drops",
+    "UDP drops: service / far end",
 ]
 
 
@@ -430,7 +451,8 @@ async def outbox_figures(client: httpx.AsyncClient) -> str:
     retried = metric("dtmfgraph_notifications_total", "retried")
     return (
         f"webhook POSTs {posts:.0f} (retried {retried:.0f}), "
-        f"mean {1000 * took / max(posts, 1):.0f} ms each; backlog {metric('dtmfgraph_outbox_backlog', 'pending'):.0f} pending"
+        f"mean {1000 * took / max(posts, 1):.0f} ms each; "
+        f"backlog {metric('dtmfgraph_outbox_backlog', 'pending'):.0f} pending"
     )
 
 
@@ -481,9 +503,8 @@ async def drive(
     args: argparse.Namespace,
     api_port: int,
     sink: Sink,
-    sip_port: int,
+    ends: list[FarEnd],
     service: subprocess.Popen[bytes],
-    sipp: subprocess.Popen[bytes],
     advance: Advance,
     profile: Path | None,
 ) -> None:
@@ -496,7 +517,7 @@ async def drive(
                 api.post(
                     "POST /calls",
                     "",
-                    call_body(sink.url, f"sip:far-{i}@127.0.0.1:{sip_port}"),
+                    call_body(sink.url, f"sip:far-{i}@127.0.0.1:{ends[i % len(ends)].sip_port}"),
                     step.post_ms,
                 )
                 for i in range(n)
@@ -522,7 +543,9 @@ async def drive(
         await asyncio.sleep(args.hold)
         step.carry_cpu = 100 * cpu_between(c0, tree_cpu(service.pid)) / (time.monotonic() - t0)
 
-        c0, s0, t0 = tree_cpu(service.pid), tree_cpu(sipp.pid), time.monotonic()
+        c0, t0 = tree_cpu(service.pid), time.monotonic()
+        drops0 = service_drops(service.pid)
+        s0 = [tree_cpu(e.proc.pid) for e in ends]
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         spy = _py_spy(service.pid, profile) if profile else None
         notes0 = calls.notes
@@ -546,11 +569,13 @@ async def drive(
         step.send_window_s = took
         step.send_cpu_s = cpu_between(c0, tree_cpu(service.pid))
         step.send_cpu = 100 * step.send_cpu_s / took
-        step.sipp_cpu = 100 * cpu_between(s0, tree_cpu(sipp.pid)) / took
+        sipp_s = sum(cpu_between(a, tree_cpu(e.proc.pid)) for a, e in zip(s0, ends, strict=True))
+        step.sipp_cpu = 100 * sipp_s / took
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         step.bench_cpu = 100 * (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / took
         step.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         step.notes_per_s = (calls.notes - notes0) / took
+        step.service_drops = service_drops(service.pid) - drops0
         step.outbox = await outbox_figures(api.client)
         if spy is not None:  # the whole send window: sending, hearing, notifying
             stop(spy, timeout=30)
@@ -588,74 +613,60 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@dataclass(frozen=True, slots=True)
+class FarEnd:
+    """One sipp UAS: its SIP port, its media port (echoed), its process."""
+
+    sip_port: int
+    media_port: int
+    proc: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def far_ends(count: int, calls: int, work: Path) -> Iterator[list[FarEnd]]:
+    """``count`` sipp UASes answering and echoing RTP; each its own process, socket and thread,
+    so one far end's socket queue does not overflow while its thread waits for a core."""
+    with contextlib.ExitStack() as stack:
+        ends = []
+        for k in range(count):
+            sip_port, media_port = free_port(socket.SOCK_DGRAM), free_media_port()
+            argv = ["sipp", "-sf", "uas.xml", "-i", "127.0.0.1", "-p", str(sip_port),
+                    "-mi", "127.0.0.1", "-mp", str(media_port), "-rtp_echo", "-nostdin",
+                    "-l", str(4 * calls + 100), "-trace_err"]  # fmt: skip
+            proc = stack.enter_context(running(argv, work / f"sipp-{k}.log", cwd=work))
+            ends.append(FarEnd(sip_port, media_port, proc))
+        yield ends
+
+
 def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> Step:
     step = Step(n)
     work = tmp / f"step-{n}"
     work.mkdir()
     (work / "uas.xml").write_text(UAS)
-    sip_port, media_port, api_port = free_port(socket.SOCK_DGRAM), free_media_port(), free_port()
+    api_port = free_port()
     profile = work / "py-spy.txt" if n == args.profile_step else None
-    sipp_argv = [
-        "sipp",
-        "-sf",
-        "uas.xml",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(sip_port),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        str(media_port),
-        "-rtp_echo",
-        "-nostdin",
-        "-l",
-        str(4 * n + 100),
-        "-trace_err",
-    ]
+    count = max(1, -(-n // args.calls_per_far_end))
+    kind = "PostgreSQL" if args.database != "sqlite" else "SQLite"
     with (
-        _database(
-            "PostgreSQL" if args.database != "sqlite" else "SQLite", work, args.database
-        ) as db,
-        capture(media_port, work / "events.pcap") as dropped,
-        running(sipp_argv, work / "sipp.log", cwd=work) as sipp,
+        _database(kind, work, args.database) as db,
+        far_ends(count, n, work) as ends,
+        capture([e.media_port for e in ends], work / "events.pcap") as dropped,
     ):
-        serve = [
-            sys.executable,
-            "-m",
-            "dtmfgraph",
-            "serve",
-            "--no-auth",
-            "--media",
-            "sip",
-            "--port",
-            str(api_port),
-            "--sip-host",
-            "127.0.0.1",
-            "--sip-port",
-            "0",
-            "--data-dir",
-            str(work / "data"),
-            "--database-url",
-            db,
-            "--callback-allow-host",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-            *args.serve_arg,
-        ]
+        serve = [sys.executable, "-m", "dtmfgraph", "serve", "--no-auth", "--media", "sip",
+                 "--port", str(api_port), "--sip-host", "127.0.0.1", "--sip-port", "0",
+                 "--data-dir", str(work / "data"), "--database-url", db,
+                 "--callback-allow-host", "127.0.0.1", "--log-level", "warning",
+                 *args.serve_arg]  # fmt: skip
         with running(serve, work / "serve.log") as service:
             _wait_ready(service, api_port)
-            drops0 = udp_drops(media_port)
+            drops0 = sum(udp_drops(e.media_port) for e in ends)
 
             async def go() -> None:
                 async with Sink() as sink:
-                    await drive(
-                        step, args, api_port, sink, sip_port, service, sipp, advance, profile
-                    )
+                    await drive(step, args, api_port, sink, ends, service, advance, profile)
 
             asyncio.run(go())
-            step.far_drops = udp_drops(media_port) - drops0
+            step.far_drops = sum(udp_drops(e.media_port) for e in ends) - drops0
         errors = sum(
             1
             for line in (work / "serve.log").read_text(errors="replace").splitlines()
@@ -755,6 +766,12 @@ def main() -> None:
         help="one more argument for `dtmfgraph serve` (repeatable)",
     )
     parser.add_argument("--concurrency", type=int, default=32, help="API requests in flight")
+    parser.add_argument(
+        "--calls-per-far-end",
+        type=int,
+        default=100,
+        help="calls per sipp UAS (default %(default)s)",
+    )
     parser.add_argument("--hold", type=float, default=3.0, help="seconds carrying the calls idle")
     parser.add_argument(
         "--hear-within",
