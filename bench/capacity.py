@@ -2,20 +2,20 @@
 
 For each step N (32, 64, 128, 256, 500, 1000 by default) a fresh ``dtmfgraph serve --media sip``
 (SQLite in a fresh data directory, or a scratch PostgreSQL database with ``--database URL``)
-places N calls (``POST /communications/calls``, target ``sip:far-K@...``) to one sipp UAS that
-answers with PCMU and telephone-event and echoes every RTP packet it receives back to its sender
-(``sipp -rtp_echo``). Once all are established, each call gets ``subscribeToTone``; after a hold
-with no API traffic (the cost of carrying the calls) every call gets one ``sendDtmfTones`` with
-its own 10-key sequence, all at once. The service's RFC 4733 packets go to sipp, come back, and
+places N calls (``POST /communications/calls``, target ``sip:far-K@...``) to sipp UASes (one per
+100 calls: ``--calls-per-far-end``) that answer with PCMU and telephone-event and echo every RTP
+packet they receive back to its sender (``sipp -rtp_echo``). Once all are established, each call
+gets ``subscribeToTone``; after a hold with no API traffic (the cost of carrying the calls)
+every call gets one ``sendDtmfTones`` with its own 10-key sequence, all at once. The service's RFC 4733 packets go to sipp, come back, and
 the service hears them as the far end's keys: each key heard is a ``toneInfo`` notification to
 this script's webhook sink. So one round trip checks both directions through the real stack
 (SIP, RTP out, pacer, RTP in, event decoding, store, outbox, signed webhooks).
 
 Why sipp echoing and not ``dtmfgraph answer`` processes: the echo makes the service itself the
 judge of what it sent, through the Graph surface a user has (toneInfo, in order, per call), and
-the far end is one small C process (its CPU is reported beside ours) instead of Python processes
+the far ends are small C processes (their CPU is reported beside ours) instead of Python ones
 that would take the second core from the service under test. What left the service is judged
-separately on the wire: dumpcap captures every telephone-event packet to sipp's media port
+separately on the wire: dumpcap captures every telephone-event packet to sipp's media ports
 (kernel timestamps on ``lo``, before sipp's socket queue) for the pacing error (see
 ``_capture.py``: lateness against the stream's own 20 ms grid).
 
@@ -25,7 +25,11 @@ and while sending; pacing error p50/p99/max and packets more than 20 ms late; PO
 /communications/calls and sendDtmfTones latency p50/p99 (measured inside the client's
 concurrency limit: connection waits do not count); failures (a POST that failed or was not 2xx,
 a call not established, an operation not ``completedSuccessfully``, a DELETE that failed);
-packets the far end's socket dropped (/proc/net/udp: keys lost there are not the service's).
+UDP datagrams dropped by the service's sockets and by the far ends' (/proc/net/udp: a key lost
+at the far end is not the service's doing); how long after its sendDtmfTones each call heard its
+10th key (10 keys take 1.9 s to play: the rest is the path from the RTP back to the webhook).
+Keys count as heard within ``--hear-within`` s (60) of the sends, or until no notification came
+for 20 s.
 
     .venv/bin/python bench/capacity.py                       # the full ladder, into docs
     .venv/bin/python bench/capacity.py --steps 32 --quick    # under a minute, no docs
@@ -68,6 +72,8 @@ from api_path import _database
 from dtmfgraph.cli.progress import Advance, progress
 
 STEPS = (32, 64, 128, 256, 500, 1000)
+NOTES = """Notes: (written after the run)
+"""
 KEYS = "1234567890*#"
 TONE = {**{d: f"tone{d}" for d in "0123456789"}, "*": "star", "#": "pound"}
 EVENT = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
@@ -797,7 +803,8 @@ def main() -> None:
         args.hold, args.no_write = 1.0, True
     steps = [int(s) for s in args.steps.split(",")]
     rows: list[Step] = []
-    print(f"capacity: steps {steps} on {machine()}; load average {os.getloadavg()}", flush=True)
+    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"capacity: steps {steps} on {machine()}; load average {load0}", flush=True)
     with (
         contextlib.nullcontext(str(args.workdir))
         if args.workdir
@@ -827,29 +834,34 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps([r.summary() for r in rows], indent=1))
     if not args.no_write:
-        write_section("capacity", report(table, rows, args))
+        write_section("capacity", report(table, rows, args, load0))
 
 
-def report(table: str, rows: list[Step], args: argparse.Namespace) -> str:
+def report(table: str, rows: list[Step], args: argparse.Namespace, load0: str) -> str:
     db = "SQLite" if args.database == "sqlite" else "PostgreSQL"
     extra = " ".join(args.serve_arg) or "no extra serve arguments"
-    loads = "; ".join(f"{r.n}: {r.load}" for r in rows)
+    loads = "; ".join(f"{r.n} calls: {r.load}" for r in rows)
     return f"""## Capacity: N concurrent calls end to end (`bench/capacity.py`)
 
-Machine: {machine()}. Database {db}; {extra}. Load average (1/5/15 min) at the end of each
-step's send: {loads}.
+Machine: {machine()}. Database {db}; {extra}. Load average (1/5/15 min) before the run:
+{load0}; at the end of each step's send: {loads}.
 
 {table}
 
-How: each step runs a fresh `serve --media sip`, places N calls through the API to one sipp
-UAS that echoes RTP (`-rtp_echo`), subscribes each to tones, carries them {args.hold:g} s with no
-API traffic ("carrying"), then sends every call its own 10-key sequence at once ("sending": from
-the first POST until every call heard its keys). Keys right: the call's toneInfo notifications
-(the echo of what it sent, heard by the service) equal its keys, in order, nothing extra. CPU:
-all the service's processes, % of one core (the box has {os.cpu_count()}). Pacing: dumpcap on `lo`
-(kernel timestamps), each telephone-event packet's lateness against its stream's 20 ms grid.
-API latencies are measured inside the client's limit of {args.concurrency} requests in flight.
-"""
+How: each step runs a fresh `serve --media sip`, places N calls through the API to sipp UASes
+that echo RTP (`-rtp_echo`, one per {args.calls_per_far_end} calls), subscribes each call to
+tones, carries them {args.hold:g} s with no API traffic ("carrying"), then sends every call its own
+10-key sequence at once ("sending": from the first POST until every call heard its keys, or
+{args.hear_within:g} s, or 20 s without a notification). Keys right: the call's toneInfo
+notifications (the echo of what it sent, heard by the service) equal its keys, in order, nothing
+extra. 10th key heard: from a call's sendDtmfTones POST to its 10th toneInfo (playing 10 keys
+takes 1.9 s). CPU: all the service's processes, % of one core (the box has {os.cpu_count()}).
+Pacing: dumpcap on `lo` (kernel timestamps), each telephone-event packet's lateness against its
+stream's 20 ms grid. API latencies are timed inside the client's limit of {args.concurrency}
+requests in flight. UDP drops: datagrams the service's sockets and the far ends' sockets dropped
+(their queues full) during the send window.
+
+{NOTES}"""
 
 
 if __name__ == "__main__":
