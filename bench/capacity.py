@@ -6,10 +6,11 @@ places N calls (``POST /communications/calls``, target ``sip:far-K@...``) to sip
 100 calls: ``--calls-per-far-end``) that answer with PCMU and telephone-event and echo every RTP
 packet they receive back to its sender (``sipp -rtp_echo``). Once all are established, each call
 gets ``subscribeToTone``; after a hold with no API traffic (the cost of carrying the calls)
-every call gets one ``sendDtmfTones`` with its own 10-key sequence, all at once. The service's RFC 4733 packets go to sipp, come back, and
-the service hears them as the far end's keys: each key heard is a ``toneInfo`` notification to
-this script's webhook sink. So one round trip checks both directions through the real stack
-(SIP, RTP out, pacer, RTP in, event decoding, store, outbox, signed webhooks).
+every call gets one ``sendDtmfTones`` with its own 10-key sequence, all at once. The service's
+RFC 4733 packets go to sipp, come back, and the service hears them as the far end's keys: each
+key heard is a ``toneInfo`` notification to this script's webhook sink. So one round trip checks
+both directions through the real stack (SIP, RTP out, pacer, RTP in, event decoding, store,
+outbox, signed webhooks).
 
 Why sipp echoing and not ``dtmfgraph answer`` processes: the echo makes the service itself the
 judge of what it sent, through the Graph surface a user has (toneInfo, in order, per call), and
