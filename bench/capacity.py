@@ -707,47 +707,50 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
 
 # ---------------------------------------------------------------- py-spy summary
 
-_BUCKETS = (
-    ("store (SQLAlchemy, aiosqlite, asyncpg)", ("sqlalchemy", "aiosqlite", "asyncpg", "sqlite3")),
-    ("webhooks (httpx, httpcore, signing)", ("httpx", "httpcore", "jwt", "cryptography", "notify")),
-    ("media (RTP, pacer, detection)", ("dtmfgraph/rtp", "dtmfgraph/media", "dtmfgraph/tones")),
-    (
-        "HTTP API (uvicorn, FastAPI, pydantic)",
-        ("uvicorn", "starlette", "fastapi", "pydantic", "h11"),
-    ),
-    ("Graph routes", ("dtmfgraph/api",)),
-    ("numpy", ("numpy",)),
-    ("calls service", ("dtmfgraph/service", "dtmfgraph/journal")),
-    ("event loop", ("asyncio", "selectors", "uvloop")),
-)
+
+def _name(frame: str) -> str:
+    return frame.split(" (", 1)[0]
 
 
-def summarise_profile(path: Path, top: int = 12) -> str:
-    """Shares of py-spy's raw samples: by the module of the innermost frame (in buckets), and
-    the busiest innermost functions."""
+def summarise_profile(path: Path, top: int = 10) -> str:
+    """py-spy's raw samples (``--threads``): the share of each thread, of each event-loop
+    callback (the two frames under ``Handle._run``: the pacer's tick, a socket's read, a task's
+    coroutine...), and of the busiest innermost functions."""
+    threads: Counter[str] = Counter()
+    callbacks: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
-    buckets: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        k = int(count)
+        k, frames = int(count), stack.split(";")
         total += k
-        frames = stack.split(";")
-        leaf = frames[-1]
-        leaves[leaf] += k
-        for name, needles in _BUCKETS:
-            if any(s in leaf for s in needles):
-                buckets[name] += k
-                break
+        thread = next((f for f in frames if f.startswith("thread (")), "?")
+        threads[thread.split(": ", 1)[-1]] += k
+        leaves[frames[-1]] += k
+        runs = [i for i, f in enumerate(frames) if f.startswith("Handle._run ")]
+        if runs:
+            callbacks[" > ".join(_name(f) for f in frames[runs[-1] + 1 : runs[-1] + 3])] += k
         else:
-            buckets["other"] += k
-    lines = [f"py-spy: {total} samples (busy threads only, {path})"]
-    lines += [f"  {100 * v / total:5.1f} %  {name}" for name, v in buckets.most_common()]
-    lines += ["  busiest functions (innermost frame):"]
-    lines += [f"  {100 * v / total:5.1f} %  {leaf[:140]}" for leaf, v in leaves.most_common(top)]
-    return "\n".join(lines)
+            callbacks[f"(outside callbacks) {_name(frames[-1])}"] += k
+    if not total:
+        return f"py-spy: no samples in {path}"
+
+    def share(counter: Counter[str], n: int) -> list[str]:
+        return [f"  {100 * v / total:5.1f} %  {name[:150]}" for name, v in counter.most_common(n)]
+
+    return "\n".join(
+        [
+            f"py-spy: {total} samples at 100 Hz (busy threads only; {path})",
+            " by thread:",
+            *share(threads, 4),
+            " by event-loop callback:",
+            *share(callbacks, top),
+            " busiest innermost functions:",
+            *share(leaves, top),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- the ladder
