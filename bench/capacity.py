@@ -58,9 +58,10 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -73,6 +74,7 @@ from api_path import _database
 from dtmfgraph.cli.progress import Advance, progress
 
 STEPS = (32, 64, 128, 256, 500, 1000)
+T = TypeVar("T")
 NOTES = """Notes: (written after the run)
 """
 KEYS = "1234567890*#"
@@ -413,6 +415,7 @@ class Api:
         )
         self.slots = asyncio.Semaphore(limit)
         self.step = step
+        self.up: set[str] = set()
 
     async def post(
         self, what: str, path: str, body: object, into: list[float] | None
@@ -430,6 +433,19 @@ class Api:
             self.step.failures[f"{what} {r.status_code}"] += 1
             return None
         return dict(r.json())
+
+    async def state(self, call_id: str) -> str:
+        """The call's state as a GET answers it ("" when it fails); established ones are kept
+        in ``up``."""
+        async with self.slots:
+            try:
+                r = await self.client.get(f"/{call_id}")
+            except httpx.HTTPError:
+                return ""
+        state = str(r.json().get("state", "")) if r.status_code == 200 else ""
+        if state == "established":
+            self.up.add(call_id)
+        return state
 
     async def delete(self, path: str) -> None:
         async with self.slots:
@@ -478,6 +494,22 @@ def call_body(hook: str, target: str) -> dict[str, object]:
     }
 
 
+async def within(
+    budget: float, requests: list[Coroutine[Any, Any, T]], step: Step, what: str
+) -> list[T | None]:
+    """The requests' results in order; those still unanswered after ``budget`` s are cancelled,
+    counted as failures, and None."""
+    tasks = [asyncio.ensure_future(r) for r in requests]
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        for t in pending:
+            t.cancel()
+        if pending:
+            step.failures[f"{what} unanswered after {budget:g} s"] += len(pending)
+            await asyncio.wait(pending)
+    return [None if t.cancelled() or t.exception() else t.result() for t in tasks]
+
+
 async def _wait_all(
     events: list[asyncio.Event], calls: Calls, stall: float, cap: float, advance: Advance
 ) -> None:
@@ -519,8 +551,9 @@ async def drive(
     n, calls = step.n, sink.calls
     api = Api(f"http://127.0.0.1:{api_port}/v1.0/communications/calls", args.concurrency, step)
     try:
-        made = await asyncio.gather(
-            *(
+        made = await within(
+            args.phase_budget,
+            [
                 api.post(
                     "POST /calls",
                     "",
@@ -528,12 +561,18 @@ async def drive(
                     step.post_ms,
                 )
                 for i in range(n)
-            )
+            ],
+            step,
+            "POST /calls",
         )
         ids = [str(c["id"]) if c else None for c in made]
         live = [c for c in ids if c]
-        await _wait_all([calls.established[c] for c in live], calls, 20, 60 + n * 0.2, advance)
-        up = [c for c in live if calls.established[c].is_set()]
+        await _wait_all([calls.established[c] for c in live], calls, 10, 60, advance)
+        late = [c for c in live if not calls.established[c].is_set()]
+        if late:  # the API's word for those whose notification has not come (yet)
+            states = await within(30, [api.state(c) for c in late], step, "GET")
+            step.failures["established not notified"] += states.count("established")
+        up = [c for c in live if calls.established[c].is_set() or c in api.up]
         step.established = len(up)
         if len(up) < len(live):  # (a POST that failed is counted as such)
             step.failures["not established"] += len(live) - len(up)
@@ -568,7 +607,9 @@ async def drive(
 
         ops: dict[str, str] = {}
         posted: dict[str, float] = {}
-        await asyncio.gather(*(send(c, keys) for c, keys in sent.items()))
+        await within(
+            args.phase_budget, [send(c, keys) for c, keys in sent.items()], step, "sendDtmfTones"
+        )
         await _wait_all([calls.full[c] for c in ops], calls, 20, args.hear_within, advance)
         await asyncio.sleep(0.5)  # anything extra or late shows up here
         step.heard_s = [at - posted[c] for c, at in calls.full_at.items() if c in posted]
@@ -595,7 +636,9 @@ async def drive(
         for op in ops.values():
             if calls.ended_ops.get(op) != "completedSuccessfully":
                 step.failures[f"send {calls.ended_ops.get(op, 'not ended')}"] += 1
-        await asyncio.gather(*(api.delete(f"/{c}") for c in live))
+        await within(
+            min(args.phase_budget, 30), [api.delete(f"/{c}") for c in live], step, "DELETE"
+        )
     finally:
         await api.client.aclose()
 
@@ -784,10 +827,17 @@ def main() -> None:
     )
     parser.add_argument("--hold", type=float, default=3.0, help="seconds carrying the calls idle")
     parser.add_argument(
-        "--hear-within",
+        "--phase-budget",
         type=float,
         default=120.0,
-        help="seconds after the sends for the keys to be heard (default 120)",
+        help="seconds for all POST /calls (and again for all sendDtmfTones, all DELETEs): "
+        "requests unanswered by then are cancelled and counted as failures (default 120)",
+    )
+    parser.add_argument(
+        "--hear-within",
+        type=float,
+        default=60.0,
+        help="seconds after the sends for the keys to be heard (default 60)",
     )
     parser.add_argument(
         "--profile-step", type=int, help="py-spy the service through this step's send window"
