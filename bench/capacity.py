@@ -427,6 +427,10 @@ class Api:
             except httpx.HTTPError as exc:
                 self.step.failures[f"{what} {type(exc).__name__}"] += 1
                 return None
+            except asyncio.CancelledError:  # out of budget: it took at least this long
+                if into is not None:
+                    into.append((time.perf_counter() - t0) * 1000.0)
+                raise
             if into is not None:
                 into.append((time.perf_counter() - t0) * 1000.0)
         if r.status_code >= 300:
@@ -912,7 +916,10 @@ extra. 10th key heard: from a call's sendDtmfTones POST to its 10th toneInfo (pl
 takes 1.9 s). CPU: all the service's processes, % of one core (the box has {os.cpu_count()}).
 Pacing: dumpcap on `lo` (kernel timestamps), each telephone-event packet's lateness against its
 stream's 20 ms grid. API latencies are timed inside the client's limit of {args.concurrency}
-requests in flight. UDP drops: datagrams the service's sockets and the far ends' sockets dropped
+requests in flight; each phase (all POST /calls, all sends, all DELETEs) has
+{args.phase_budget:g} s, after which unanswered requests are cancelled, counted as failures and
+timed as they stood (a lower bound). A call counts as established when its notification says so,
+or when a GET says so where the notification was more than 10 s late (counted apart). UDP drops: datagrams the service's sockets and the far ends' sockets dropped
 (their queues full) during the send window.
 
 {NOTES}"""
