@@ -919,8 +919,9 @@ stream's 20 ms grid. API latencies are timed inside the client's limit of {args.
 requests in flight; each phase (all POST /calls, all sends, all DELETEs) has
 {args.phase_budget:g} s, after which unanswered requests are cancelled, counted as failures and
 timed as they stood (a lower bound). A call counts as established when its notification says so,
-or when a GET says so where the notification was more than 10 s late (counted apart). UDP drops: datagrams the service's sockets and the far ends' sockets dropped
-(their queues full) during the send window.
+or when a GET says so where the notification was more than 10 s late (counted apart). UDP
+drops: datagrams the service's sockets and the far ends' sockets dropped (their queues full)
+during the send window.
 
 {NOTES}"""
 
