@@ -40,7 +40,7 @@ for 20 s.
     .venv/bin/python bench/capacity.py --steps 256 --profile-step 256 --no-write   # py-spy
 
 Needs sipp (Debian ``sip-tester``), dumpcap (``tshark``) with capture rights on ``lo``, and for
-``--profile-step`` py-spy (``pip install py-spy``) with ptrace rights.
+``--profile-step`` py-spy (the ``bench`` extra) with ptrace rights.
 """
 
 from __future__ import annotations
