@@ -75,45 +75,46 @@ from dtmfgraph.cli.progress import Advance, progress
 
 STEPS = (32, 64, 128, 256, 500, 1000)
 T = TypeVar("T")
-NOTES = """Notes (the run above and the development runs beside it, same day, same box):
+NOTES = """Notes (the run above, 2026-12-07 23:18-23:36 UTC, and development runs that evening;
+the 256-call profile is from one of those):
 
-- The box: 2 cores shared with about seven other sessions; load average 5-11 through these
-  runs (up to 119 in a burst). The service got at most about one core and often less: at 64
-  calls py-spy finds its main thread runnable (not waiting in epoll) for the whole send window
-  while /proc charges it 66 % of a core, so it waited for the CPU the rest. Pacing p99 above
-  2 ms at every step, even at 8 calls (10-90 ms from run to run), is mostly that scheduler:
-  the pacer alone, in `bench/pacing.py`, measured p99 1.3 ms at 100 streams on a quieter box.
-  The lead may re-run the ladder on a quiet box; the shape below should hold, the numbers not.
-- Where it bends: every call established and every key right up to 128 calls (125-128 of 128:
-  the misses were keys the far end dropped: sipp's echo socket overflows while its thread waits
-  for a core; the service's own sockets dropped nothing), but the keys come back late: the 10th
-  toneInfo 2.1 s after the sendDtmfTones at 8 calls (10 keys take 1.9 s to play), 6-13 s at 32,
-  15-20 s at 64, 40-65 s at 128. At 256 the service's event loop is saturated (carrying the
-  calls idle already takes 44-86 % of a core), toneInfo notifications drop to 2-5 per second,
-  sendDtmfTones p50 is 5 s and the first 503s come back: 15-42 of 256 calls heard their keys
-  within the window. At 500-1000 POST /calls take 5 s p50, half the calls are not placed within
-  the budget, the single SQLite connection's pool times out (`QueuePool limit of size 1
-  overflow 0 reached`) and the service refuses with 503 (the overload refusal works: no dead
-  task, no wrong key, only missing ones). The goal (1,000 calls, every key right, pacing p99
-  <= 2 ms, POST p99 <= 250 ms) is not reached: on this box the knee is about 100-128 calls for
-  correct keys and below 32 for prompt ones.
-- Where the time goes (py-spy, 100 Hz, `--nonblocking`, the whole send window; share of busy
-  samples). At 64 calls: main thread 92 %, aiosqlite's thread 8 %. Media about half: the
-  pacer's tick 38 % (its `sendto` system calls alone 22 %: one per packet), RTP reads 14 %,
-  in-band detection of the echoed audio 7 %, the call journal decoding the first 16 calls' audio
-  for the console 3 %; webhook delivery 16 % (RS256 signing 3 %); SQLAlchemy 15 %. At 256 calls:
-  main thread 97 %; media 81 % (the pacer 50 %, RTP reads 32 %); the outbox is left 2-3 %.
+- The box: 2 cores shared with about seven other sessions; load average 6-18 through the run.
+  The service got at most about one core and often less: at 128 calls py-spy finds its main
+  thread runnable (not waiting in epoll) about 94 % of the send window while /proc charges it
+  80 % of a core, so it waited for a CPU the rest. Pacing p99 above 2 ms at every step (64-665
+  ms here; 10-90 ms at 8 calls in development runs) is mostly that scheduler: the pacer alone,
+  in `bench/pacing.py`, measured p99 1.3 ms at 100 streams on a quieter box. The 26 s POST
+  /calls at 32 calls came with load 18. Re-run on a quiet box for figures; the shape should hold.
+- Where it bends: every call established and every key right up to 128 calls (the service's own
+  sockets dropped nothing at any step; the far ends' drops are sipp's echo sockets overflowing
+  while their threads wait for a core), but the keys come back late: the 10th toneInfo 2.1 s
+  after its sendDtmfTones at 8 calls (10 keys take 1.9 s to play), 15 s at 32, 18 s at 64, 50 s
+  at 128. At 256 the keys all leave on the wire (256 streams, 10 keys each, in order) but the
+  notifications slow to 1-5 per second: none of 256 calls heard all 10 keys within 60 s (15-42
+  did in development runs with 120 s). At 500-1000 POST /calls take 5 s p50 (20 s p99 at 1000),
+  only 441 of 500 and 196 of 1000 calls are up within the 120 s budget, the single SQLite
+  connection's pool times out (`QueuePool limit of size 1 overflow 0 reached`) and the service
+  refuses with 503 (the overload refusal works: no dead task, no wrong key, only missing ones).
+  The goal (1,000 calls, every key right, pacing p99 <= 2 ms, POST p99 <= 250 ms) is not
+  reached: on this box the knee is about 128 calls for correct keys and below 32 for prompt ones.
+- Where the time goes at the knee (py-spy on `serve`, 100 Hz, `--nonblocking`, the whole send
+  window of the 128-call step; share of busy samples, inclusive): main thread 90 %, aiosqlite's
+  thread 10 %. Media more than half: the pacer's tick 34 % (its `sendto` system calls alone
+  18 %: one per packet), RTP reads 21 % (in-band detection of the echoed audio 6 %, the call
+  journal decoding the first 16 calls' audio for the console 2.5 %); webhook delivery 10 %
+  (httpx/httpcore 5-10 %, RS256 signing 2.6 %); SQLAlchemy 9 %; write-behind 2 %. At 256 calls
+  (development run): main thread 97 %, media 81 % (pacer 50 %, RTP reads 32 %), the outbox 2-3 %.
 - Why toneInfo is late before the loop is full: one call's notifications go out one at a time
-  (in order), each after the previous one's delivered mark (a transaction), the next claim
-  query and a signature; the receiver gets 8 POSTs in flight. The POSTs themselves are quick
-  (10-16 ms mean, from the service's own metrics) but each hop waits its turn on the busy loop
-  and the single SQLite connection, so 11 notifications of a call take 5-60 s.
+  (in order), each after the previous one's delivered mark (a transaction), the next claim query
+  and a signature, with 8 POSTs in flight per receiver. The POSTs themselves are quick (13-27 ms
+  mean by the service's own metrics up to 128 calls) but each hop waits its turn on the busy
+  loop and the single SQLite connection, so 11 notifications of a call take 15-50 s.
 - Next step, in order of what it buys here: (1) media off the API's event loop, on the second
-  core (media workers per core owning the sockets and the pacer: re-run this with
-  `--serve-arg=--workers --serve-arg=2` once it lands); (2) fewer system calls per packet (a
-  `sendmmsg`/`recvmmsg` batch per 20 ms tick instead of a `sendto` and a `recvfrom` per
-  packet); (3) the notification path: several queued notifications of a call in one POST
-  (commsNotifications carries a `value` array), delivered marks and claims once per tick, a
+  core (media workers per core owning the sockets and the pacer; re-run this with
+  `--serve-arg=--workers --serve-arg=2` once that lands); (2) fewer system calls per packet (a
+  `sendmmsg`/`recvmmsg` batch per 20 ms tick instead of a `sendto` and a `recvfrom` per packet);
+  (3) the notification path: several queued notifications of a call in one POST
+  (commsNotifications carries a `value` array), delivered marks and claims once per tick, one
   token per batch; (4) re-run on a quiet box for the pacing figure.
 """
 KEYS = "1234567890*#"
