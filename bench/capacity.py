@@ -746,8 +746,9 @@ def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> S
         far_ends(count, n, work) as ends,
         capture([e.media_port for e in ends], work / "events.pcap") as dropped,
     ):
+        sip_port = free_port(socket.SOCK_DGRAM)  # a number, not 0: --workers N adds to it
         serve = [sys.executable, "-m", "dtmfgraph", "serve", "--no-auth", "--media", "sip",
-                 "--port", str(api_port), "--sip-host", "127.0.0.1", "--sip-port", "0",
+                 "--port", str(api_port), "--sip-host", "127.0.0.1", "--sip-port", str(sip_port),
                  "--data-dir", str(work / "data"), "--database-url", db,
                  "--callback-allow-host", "127.0.0.1", "--log-level", "warning",
                  *args.serve_arg]  # fmt: skip
