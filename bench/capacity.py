@@ -35,8 +35,8 @@ for 20 s.
     .venv/bin/python bench/capacity.py                       # the full ladder, into docs
     .venv/bin/python bench/capacity.py --steps 32 --quick    # under a minute, no docs
     .venv/bin/python bench/capacity.py --database postgresql://postgres@127.0.0.1:5432/postgres
-    .venv/bin/python bench/capacity.py --serve-arg=--workers --serve-arg=2 --serve-arg=--loop \
-        --serve-arg=uvloop
+    .venv/bin/python bench/capacity.py --database postgresql://postgres@127.0.0.1:5432/postgres \
+        --serve-arg=--workers --serve-arg=2 --serve-arg=--loop --serve-arg=uvloop  # workers: PG
     .venv/bin/python bench/capacity.py --steps 256 --profile-step 256 --no-write   # py-spy
 
 Needs sipp (Debian ``sip-tester``), dumpcap (``tshark``) with capture rights on ``lo``, and for
@@ -110,8 +110,8 @@ the 256-call profile is from one of those):
   mean by the service's own metrics up to 128 calls) but each hop waits its turn on the busy
   loop and the single SQLite connection, so 11 notifications of a call take 15-50 s.
 - Next step, in order of what it buys here: (1) media off the API's event loop, on the second
-  core (media workers per core owning the sockets and the pacer; re-run this with
-  `--serve-arg=--workers --serve-arg=2` once that lands); (2) fewer system calls per packet (a
+  core (media workers per core owning the sockets and the pacer; `serve --workers 2` landed
+  as this was measured: re-run with `--database URL --serve-arg=--workers --serve-arg=2`); (2) fewer system calls per packet (a
   `sendmmsg`/`recvmmsg` batch per 20 ms tick instead of a `sendto` and a `recvfrom` per packet);
   (3) the notification path: several queued notifications of a call in one POST
   (commsNotifications carries a `value` array), delivered marks and claims once per tick, one
