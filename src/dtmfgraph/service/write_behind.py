@@ -9,6 +9,14 @@ without it); while the store is away (read-only, full, stopped), the batches wai
 and are retried with exponential backoff, and land in order when it is back. A change is never
 dropped because a write failed, and no worker of the call waits for the store.
 
+Group commit: the batches submitted while a transaction is being written (by any calls) go
+together in the next one, in the order they were submitted (so each call's stay in order), up
+to :data:`GROUP_MAX` per transaction. Nobody waits for a group to fill: an idle store takes a
+change at once, a busy one takes every change that queued meanwhile in one transaction (and
+one commit) instead of one each. Each submitter still returns only once its change committed.
+If the store refuses one change of a group (a statement error, not the store being away), the
+group is written again one change per transaction, so only that change fails.
+
 Bounded: what a call can make while the store is away is bounded by what it has (requests that
 would add work answer 503 meanwhile, see ``CallService``); only ``tone`` notifications, which
 the far end can send without end, are dropped past :attr:`WriteBehind.max_droppable` waiting
@@ -33,6 +41,9 @@ from .repository import Repository, UnitOfWork
 
 log = logging.getLogger(__name__)
 
+GROUP_MAX = 256
+"""Most batches written in one transaction (the rest go in the next)."""
+
 Step = Callable[[UnitOfWork], Awaitable[None]]
 
 
@@ -45,7 +56,6 @@ class CallRecord:
     ops: dict[str, Operation] = field(default_factory=dict)
     live: bool = True
     """The node still carries the call (when not, the record goes once its writes landed)."""
-    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -56,6 +66,10 @@ class Batch:
     steps: list[Step]
     after: Callable[[], None]
     droppable: bool = False
+
+
+_Submitted = tuple[Batch, CallRecord, "asyncio.Future[None]"]
+"""A batch submitted for the next group, and what its submitter awaits."""
 
 
 class LiveUnit:
@@ -169,6 +183,18 @@ class LiveUnit:
         raise _not_here("calls")
 
 
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():  # its submitter may have been cancelled meanwhile
+        done.set_result(None)
+
+
+def _after(batch: Batch) -> None:
+    try:
+        batch.after()
+    except Exception:
+        log.exception("call %s: what follows a change's commit failed", batch.call_id)
+
+
 def _same(thing: object) -> object:
     return thing
 
@@ -204,6 +230,11 @@ class WriteBehind:
         """A write that shows the store is back when nothing else waits (a heartbeat)."""
         self._queues: dict[str, deque[tuple[Batch, CallRecord]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._group: list[_Submitted] = []
+        """Submitted, for the next transaction, in the order submitted."""
+        self._committer: asyncio.Task[None] | None = None
+        self.group_sizes: deque[int] = deque(maxlen=1000)
+        """How many batches each of the last transactions wrote (for tests and the bench)."""
         self.dropped = 0
         """``tone`` notifications dropped because too many waited for their call."""
         self.delay_s = backoff_initial_s
@@ -229,25 +260,87 @@ class WriteBehind:
             )
 
     async def submit(self, batch: Batch, record: CallRecord) -> None:
-        """Write ``batch`` now if nothing of its call waits and the store takes it; else keep
-        it, behind the call's earlier batches, for the retry task."""
+        """Write ``batch`` with the next group if nothing of its call waits, and return once
+        it committed (or, if the store is away, once it waits for the retry task behind the
+        call's earlier batches). What the store refuses (not being away) is raised."""
         if not batch.steps:
             batch.after()
             return
-        if batch.call_id not in self._queues:
-            async with record.write_lock:
-                if batch.call_id not in self._queues:
-                    try:
-                        await self._land(batch)
-                        return
-                    except StoreUnavailableError:
-                        pass
+        if batch.call_id in self._queues:
+            self._wait(batch, record)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._group.append((batch, record, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_groups())
+        await done
+
+    def _wait(self, batch: Batch, record: CallRecord) -> None:
+        """Keep ``batch`` behind its call's earlier batches for the retry task."""
         queue = self._queues.setdefault(batch.call_id, deque())
         if batch.droppable and len(queue) >= self.max_droppable:
             self.dropped += 1
             return
         queue.append((batch, record))
         self.kick()
+
+    async def _commit_groups(self) -> None:
+        """Write what was submitted, a group per transaction, until nothing is left."""
+        group: list[_Submitted] = []
+        try:
+            while self._group:
+                group = self._group[:GROUP_MAX]
+                del self._group[:GROUP_MAX]
+                ready: list[_Submitted] = []
+                for batch, record, done in group:
+                    if batch.call_id in self._queues:  # an earlier change of it waits: behind
+                        self._wait(batch, record)
+                        _settle(done)
+                    else:
+                        ready.append((batch, record, done))
+                if ready:
+                    await self._commit(ready)
+        finally:  # cancelled (a stop that could not wait): nobody waits for it forever
+            for _, _, done in group + self._group:
+                if not done.done():
+                    done.cancel()
+
+    async def _commit(self, ready: list[_Submitted]) -> None:
+        try:
+            async with self._repo.unit() as uow:
+                for batch, _, _ in ready:
+                    for step in batch.steps:
+                        await step(uow)
+        except StoreUnavailableError:
+            for batch, record, done in ready:
+                self._wait(batch, record)
+                _settle(done)
+            return
+        except Exception:  # one change the store refuses: only that one fails
+            await self._one_by_one(ready)
+            return
+        self.group_sizes.append(len(ready))
+        for batch, _, done in ready:
+            _after(batch)
+            _settle(done)
+
+    async def _one_by_one(self, ready: list[_Submitted]) -> None:
+        for batch, record, done in ready:
+            if batch.call_id in self._queues:
+                self._wait(batch, record)
+                _settle(done)
+                continue
+            try:
+                await self._land(batch)
+            except StoreUnavailableError:
+                self._wait(batch, record)
+                _settle(done)
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+            else:
+                self.group_sizes.append(1)
+                _settle(done)
 
     def kick(self) -> None:
         """Start the retry task if it is not running."""
@@ -258,12 +351,16 @@ class WriteBehind:
         """Wait up to ``seconds`` for every waiting batch to land; whether they all did."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._queues and loop.time() < deadline:
+        while (self._queues or self._group) and loop.time() < deadline:
             self.kick()
             await asyncio.sleep(0.02)
-        return not self._queues
+        return not self._queues and not self._group
 
     async def close(self) -> None:
+        if self._committer is not None:  # not cut off mid-transaction unless it hangs
+            await asyncio.wait({self._committer}, timeout=5.0)
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -272,7 +369,7 @@ class WriteBehind:
         async with self._repo.unit() as uow:
             for step in batch.steps:
                 await step(uow)
-        batch.after()
+        _after(batch)
 
     async def _retry(self) -> None:
         self.delay_s = self._b0
@@ -292,14 +389,13 @@ class WriteBehind:
     async def _drain(self, call_id: str) -> None:
         queue = self._queues[call_id]
         while queue:
-            batch, record = queue[0]
-            async with record.write_lock:
-                try:
-                    await self._land(batch)
-                except StoreUnavailableError:
-                    raise
-                except Exception:  # not the store being away: retrying cannot help
-                    log.exception("call %s: a change could not be written; dropped", call_id)
+            batch, _ = queue[0]
+            try:
+                await self._land(batch)
+            except StoreUnavailableError:
+                raise
+            except Exception:  # not the store being away: retrying cannot help
+                log.exception("call %s: a change could not be written; dropped", call_id)
             queue.popleft()
         del self._queues[call_id]
         self._drained(call_id)
