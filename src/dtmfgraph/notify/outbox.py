@@ -29,9 +29,11 @@ import httpx
 
 from ..service.errors import StoreUnavailableError
 from ..store import OutboxItem, SqlRepository
+from .coalesce import Coalescer
 from .receivers import Receiver, RetryPolicy, delivery_id, receiver_of
 from .render import notification_batch
 from .signer import CallbackSigner
+from .tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ BATCH = 100
 """Rows claimed per database query."""
 MAX_RECEIVERS = 10_000
 """Receivers remembered while idle and failing (idle healthy ones are forgotten at once)."""
+TOKEN_REUSE_S = 300.0
+"""How long one callback token is reused for a call's notifications to one app (0: a token
+per notification); see :mod:`.tokens`."""
 
 
 class DeliveryObserver(Protocol):
@@ -93,11 +98,16 @@ class Dispatcher:
         observer: DeliveryObserver | None = None,
         verify: ssl.SSLContext | bool = True,
         node: str = "",
+        token_reuse_s: float = TOKEN_REUSE_S,
     ) -> None:
         self._repo = repo
         self._node = node
         self._lease = 2.0 * timeout_s + 5.0  # a claim outlives its POST
         self._signer = signer
+        self.tokens = TokenCache(signer, token_reuse_s)
+        """The callback tokens, each reused for a while (see :mod:`.tokens`)."""
+        self.marks = Coalescer(repo.mark_delivered_many, BATCH)
+        """The "delivered" marks, several per transaction."""
         self._timeout = timeout_s
         self.policy = RetryPolicy(retry_for_s, backoff_initial_s, backoff_max_s)
         self._per_receiver = max(1, per_receiver)
@@ -114,7 +124,10 @@ class Dispatcher:
         self._stopping = False
         self._deadlines: set[asyncio.Timeout] = set()
         """The POSTs in flight (their deadlines: close() brings them forward to now)."""
-        limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=20)
+        # a POST's connection is kept for the next one (to its receiver) as long as the POSTs in
+        # flight may need, not closed past 20 and opened again
+        slots = max(1, concurrency)
+        limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
         self._client = httpx.AsyncClient(
             timeout=timeout_s, follow_redirects=False, verify=verify, limits=limits
         )
@@ -260,7 +273,7 @@ class Dispatcher:
         self._posts += 1
         try:
             body = json.dumps(notification_batch(item.event), separators=(",", ":"))
-            token = self._signer.token(
+            token = self.tokens.token(
                 audience=item.app_id,
                 call_id=item.call_id,
                 tenant_id=item.event.call.get("tenantId"),
@@ -308,7 +321,7 @@ class Dispatcher:
         self._tell(replace(attempt, outcome=outcome))
 
     async def _delivered(self, receiver: Receiver, item: OutboxItem) -> None:
-        await self._repo.mark_delivered(item.id)
+        await self.marks.submit(item.id)
         if receiver.answered() or item.attempts > 0:  # it is back: its backlog is due now
             uris = sorted(receiver.uris | {item.callback_uri})
             n = await self._repo.retry_now(uris, time.time())
@@ -390,4 +403,5 @@ class Dispatcher:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        await self.marks.close(1.0)
         await self._client.aclose()

@@ -445,10 +445,16 @@ class SqlRepository:
         return float(v) if v is not None else None
 
     async def mark_delivered(self, item_id: int) -> None:
+        await self.mark_delivered_many([item_id])
+
+    async def mark_delivered_many(self, item_ids: list[int]) -> None:
+        """Mark rows delivered, in one transaction."""
+        if not item_ids:
+            return
         async with self.guard(), self.engine.begin() as conn:
             await conn.execute(
                 outbox.update()
-                .where(outbox.c.id == item_id)
+                .where(outbox.c.id.in_(item_ids))
                 .values(
                     state=DELIVERED,
                     delivered_at=time.time(),
