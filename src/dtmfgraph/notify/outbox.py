@@ -116,6 +116,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._receivers: dict[str, Receiver] = {}
         self._queues: dict[str, collections.deque[OutboxItem]] = {}
+        self._retry_next = float("inf")
+        """The earliest time a row this node gave back (failed, postponed) is due again."""
         self._held: dict[int, float] = {}
         """Rows this node holds (queued or in flight) and when it last claimed each."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,6 +165,8 @@ class Dispatcher:
     async def _feed(self) -> float:
         """Claim the due rows, queue those not held yet; return how long to wait."""
         now = time.time()
+        if self._retry_next <= now:  # this claim takes what was due by now
+            self._retry_next = float("inf")
         items = await self._repo.due_notifications(now, BATCH, node=self._node, lease_s=self._lease)
         fresh = 0
         for item in items:
@@ -173,6 +177,11 @@ class Dispatcher:
             self._enqueue(item, now)
         if fresh and len(items) >= BATCH:
             return 0.0  # more may be due
+        if fresh:
+            # what comes next is woken (each delivery, each commit) or set here (a retry):
+            # no query for it while notifications flow
+            return min(max(self._retry_next - time.time(), 0.005), 1.0)
+        self._retry_next = float("inf")
         nxt = await self._repo.next_notification_at()
         return 1.0 if nxt is None else min(max(nxt - time.time(), 0.005), 1.0)
 
@@ -224,11 +233,19 @@ class Dispatcher:
                     self._log_dead(item, error)
                     self._observe("dead", None)
             await self._repo.postpone(later, receiver.retry_at, node=self._node)
+            if later:
+                self._retry_at(receiver.retry_at)
         except Exception:
             log.exception("outbox: giving notifications back failed (their claims lapse)")
         finally:
             for item in items:
                 self._held.pop(item.id, None)
+
+    def _retry_at(self, when: float) -> None:
+        """A row this node gave back is due again at ``when``: look then at the latest."""
+        if when < self._retry_next:
+            self._retry_next = when
+            self.wake()  # the loop's wait is computed again (it finds nothing due before)
 
     def _deadline(self, item: OutboxItem) -> float:
         start = item.retry_from if item.retry_from is not None else item.created_at
@@ -314,6 +331,8 @@ class Dispatcher:
         deadline = self._deadline(item)
         retry_at = None if now >= deadline else min(backoff_until, deadline)
         await self._repo.mark_failed_attempt(item.id, error=error, retry_at=retry_at)
+        if retry_at is not None:
+            self._retry_at(retry_at)
         if retry_at is None:
             self._log_dead(item, error)
         outcome: Outcome = "retried" if retry_at is not None else "dead"
