@@ -128,3 +128,31 @@ async def test_a_change_the_store_refuses_fails_alone(repo: SqlRepository) -> No
         assert got == {r.call.id: ["established"] for r in recs}
     finally:
         await writes.close()
+
+
+async def test_groups_in_flight_together_never_share_a_call(tmp_path: Path) -> None:
+    """A store that takes several writers (PostgreSQL: ``repo.writers``) gets several groups
+    at once; a call's later change waits for the group holding its earlier one."""
+    repo = SqlRepository(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}")
+    repo.writers = 2  # as PostgreSQL's (SQLite's one connection just makes them take turns)
+    await upgrade(repo.engine)
+    writes = WriteBehind(repo, repo.health)
+    x, y = CallRecord(_call("call-x")), CallRecord(_call("call-y"))
+    landed: list[str] = []
+    try:
+        await writes.submit(await _change(x, None, landed), x)
+        first = asyncio.ensure_future(writes.submit(await _change(x, STATES[0], landed), x))
+        while not writes._busy:  # x's change is in a group being written
+            await asyncio.sleep(0)
+        later = [
+            writes.submit(await _change(x, STATES[1], landed), x),
+            writes.submit(await _change(y, None, landed), y),
+            writes.submit(await _change(y, STATES[0], landed), y),
+        ]
+        await asyncio.gather(first, *later)
+        assert sorted(writes.group_sizes) == [1, 1, 1, 2]  # y's two went together, x's alone
+        got = await _states_in_outbox(repo)
+        assert got == {"call-x": ["established", "terminating"], "call-y": ["established"]}
+    finally:
+        await writes.close()
+        await repo.close()

@@ -15,7 +15,10 @@ to :data:`GROUP_MAX` per transaction. Nobody waits for a group to fill: an idle 
 change at once, a busy one takes every change that queued meanwhile in one transaction (and
 one commit) instead of one each. Each submitter still returns only once its change committed.
 If the store refuses one change of a group (a statement error, not the store being away), the
-group is written again one change per transaction, so only that change fails.
+group is written again one change per transaction, so only that change fails. A store that
+takes several writers at once (PostgreSQL: ``repo.writers``) gets that many groups in flight,
+no call in two of them (a call's later changes wait for the group holding its earlier one);
+SQLite takes one writer, so one group.
 
 Bounded: what a call can make while the store is away is bounded by what it has (requests that
 would add work answer 503 meanwhile, see ``CallService``); only ``tone`` notifications, which
@@ -232,7 +235,11 @@ class WriteBehind:
         self._task: asyncio.Task[None] | None = None
         self._group: list[_Submitted] = []
         """Submitted, for the next transaction, in the order submitted."""
-        self._committer: asyncio.Task[None] | None = None
+        self._committers: set[asyncio.Task[None]] = set()
+        self._writers = max(1, int(getattr(repo, "writers", 1)))
+        """Groups written at once (what the store takes: 1 for SQLite)."""
+        self._busy: set[str] = set()
+        """The calls with changes in a group being written."""
         self.group_sizes: deque[int] = deque(maxlen=1000)
         """How many batches each of the last transactions wrote (for tests and the bench)."""
         self.dropped = 0
@@ -271,8 +278,10 @@ class WriteBehind:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._group.append((batch, record, done))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.ensure_future(self._commit_groups())
+        if len(self._committers) < self._writers:
+            task = asyncio.ensure_future(self._commit_groups())
+            self._committers.add(task)
+            task.add_done_callback(self._committers.discard)
         await done
 
     def _wait(self, batch: Batch, record: CallRecord) -> None:
@@ -288,9 +297,7 @@ class WriteBehind:
         """Write what was submitted, a group per transaction, until nothing is left."""
         group: list[_Submitted] = []
         try:
-            while self._group:
-                group = self._group[:GROUP_MAX]
-                del self._group[:GROUP_MAX]
+            while group := self._take():
                 ready: list[_Submitted] = []
                 for batch, record, done in group:
                     if batch.call_id in self._queues:  # an earlier change of it waits: behind
@@ -298,12 +305,38 @@ class WriteBehind:
                         _settle(done)
                     else:
                         ready.append((batch, record, done))
-                if ready:
-                    await self._commit(ready)
-        finally:  # cancelled (a stop that could not wait): nobody waits for it forever
-            for _, _, done in group + self._group:
-                if not done.done():
+                try:
+                    if ready:
+                        await self._commit(ready)
+                finally:
+                    self._busy.difference_update(b.call_id for b, _, _ in group)
+                group = []
+        finally:
+            # gone from the writers now, not at its done-callback: a change submitted
+            # meanwhile starts a writer of its own
+            self._committers.discard(asyncio.current_task())
+            for _, _, done in group:  # cancelled (a stop that could not wait): nobody
+                if not done.done():  # waits for it forever
                     done.cancel()
+
+    def _take(self) -> list[_Submitted]:
+        """The next group: the oldest submitted changes, up to :data:`GROUP_MAX`, of calls
+        with nothing in a group being written (a call's later changes stay behind its
+        earlier ones)."""
+        if not self._busy and len(self._group) <= GROUP_MAX:
+            group, self._group = self._group, []
+        else:
+            group, left, blocked = [], [], set(self._busy)
+            for item in self._group:
+                call_id = item[0].call_id
+                if len(group) < GROUP_MAX and call_id not in blocked:
+                    group.append(item)
+                else:
+                    left.append(item)
+                    blocked.add(call_id)
+            self._group = left
+        self._busy.update(b.call_id for b, _, _ in group)
+        return group
 
     async def _commit(self, ready: list[_Submitted]) -> None:
         try:
@@ -351,16 +384,22 @@ class WriteBehind:
         """Wait up to ``seconds`` for every waiting batch to land; whether they all did."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while (self._queues or self._group) and loop.time() < deadline:
+        while (self._queues or self._group or self._committers) and loop.time() < deadline:
             self.kick()
             await asyncio.sleep(0.02)
-        return not self._queues and not self._group
+        return not self._queues and not self._group and not self._committers
 
     async def close(self) -> None:
-        if self._committer is not None:  # not cut off mid-transaction unless it hangs
-            await asyncio.wait({self._committer}, timeout=5.0)
-            self._committer.cancel()
-            await asyncio.gather(self._committer, return_exceptions=True)
+        committers = set(self._committers)
+        if committers:  # not cut off mid-transaction unless it hangs
+            await asyncio.wait(committers, timeout=5.0)
+            for task in committers:
+                task.cancel()
+            await asyncio.gather(*committers, return_exceptions=True)
+        for _, _, done in self._group:  # nobody waits for what will not be written now
+            if not done.done():
+                done.cancel()
+        self._group.clear()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -38,6 +38,10 @@ POOL_TIMEOUT_S = 5.0
 """Longest wait for a pooled connection; past it the request is answered 503 with
 ``Retry-After`` (a change of a live call waits in memory and is retried), never a dead task."""
 
+PG_WRITERS = 4
+"""Groups of live calls' changes written at once on PostgreSQL (each a transaction on its own
+connection, of the pool's 10 kept; see ``service.write_behind``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -343,6 +347,8 @@ class SqlRepository:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.health = StoreHealth()
         """Up or down; told of every transaction (see :func:`unavailable`)."""
+        self.writers = 1 if self.engine.dialect.name == "sqlite" else PG_WRITERS
+        """Write transactions worth running at once (SQLite takes one writer at a time)."""
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
