@@ -339,7 +339,7 @@ def main() -> None:
                         "--port", str(port), "--data-dir", str(tmp / kind), "--database-url",
                         db_url, "--loopback-speed", str(args.speed), "--log-level", "warning",
                     ]  # fmt: skip
-                    with _process(serve, port, "/.well-known/openid-configuration"):
+                    with _process(serve, port, "/ready"):  # the service up
                         rows += _measure(args, kind, port, sink, hello, tmp)
     sink.close()
     table = markdown_table(

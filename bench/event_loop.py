@@ -77,13 +77,14 @@ def api_round(loop: str, seconds: float, data: Path) -> tuple[float, float]:
     try:
         deadline = time.monotonic() + 60
         while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration")
-                break
+            try:  # the service up (not only listening: the start gate answers meanwhile)
+                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    break
             except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("serve did not start") from None
-                time.sleep(0.05)
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("serve did not start") from None
+            time.sleep(0.05)
         body = {
             "callbackUri": "http://127.0.0.1:9/cb",
             "requestedModalities": ["audio"],

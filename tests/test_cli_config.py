@@ -146,3 +146,22 @@ def test_token_reads_the_settings_file(tmp_path: Path, monkeypatch: pytest.Monke
     )
     assert claims["appid"] == "bot"
     assert not (tmp_path / "dtmfgraph-data").exists()  # the file's secret, none made
+
+
+def test_a_variable_like_a_setting_is_named_not_silently_ignored() -> None:
+    env = {
+        "DTMFGRAPH_NOTIFY_MAX_ATTEMPTS": "3",  # replaced by notify_retry_for_s
+        "DTMFGRAPH_SIP_TRUNK_URL": "192.0.2.10",  # a typo of sip_trunk_uri
+        "DTMFGRAPH_TEST_PG": "postgresql://x",  # no setting's name: a harness's own
+        "DTMFGRAPH_SIP_PORT": "5080",
+    }
+    done = CliRunner().invoke(app, ["config", "show", "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["sip_port"]["value"] == 5080
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: DTMFGRAPH_NOTIFY_MAX_ATTEMPTS is no longer a setting (ignored): "
+        "use DTMFGRAPH_NOTIFY_RETRY_FOR_S",
+        "warning: DTMFGRAPH_SIP_TRUNK_URL is not a setting (ignored): "
+        "did you mean DTMFGRAPH_SIP_TRUNK_URI?",
+    ]

@@ -40,10 +40,11 @@ SERVICE_LAYERS = (
 )
 
 
-def modules_after(*args: str) -> set[str]:
-    """The modules loaded once ``dtmfgraph ARGS`` has run (its exit status must be 0)."""
+def modules_after(*args: str, probe: str = PROBE) -> set[str]:
+    """The modules loaded once ``dtmfgraph ARGS`` has run (its exit status must be 0), or when
+    ``probe`` prints them."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
+        [sys.executable, "-c", probe, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -116,3 +117,32 @@ def test_help_lists_every_command_and_runs_them() -> None:
         check=False,
     )
     assert done.returncode == 2 and "No such command 'nope'" in done.stderr
+
+
+LISTEN_PROBE = """
+import json, sys
+from dtmfgraph.cli import app
+from dtmfgraph.cli import starter
+
+async def listening(self):  # the start's first step, run once the server listens
+    print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+    self.server.should_exit = True
+
+starter.Starter._start = listening
+try:
+    app(sys.argv[1:])
+except SystemExit:
+    pass
+"""
+
+
+def test_serve_listens_before_the_service_layers_load(tmp_path: Path) -> None:
+    """``serve`` answers its first requests (the start gate) before FastAPI, the store, the
+    service and the media stack are imported: they load behind the listening server."""
+    args = ["serve", "--no-auth", "--port", "0", "--sip-port", "0", "--data-dir", str(tmp_path)]
+    loaded = modules_after(*args, probe=LISTEN_PROBE)
+    assert "uvicorn" in loaded and "dtmfgraph.api.starting" in loaded
+    heavy = ("numpy", "cryptography", "dns", "httpx", "jwt", "dtmfgraph.console")
+    layers = tuple(m for m in SERVICE_LAYERS if m not in ("uvicorn", "dtmfgraph.settings"))
+    assert _loaded(loaded, (*layers, *heavy)) == ["dtmfgraph.api", "dtmfgraph.api.paths",
+                                                  "dtmfgraph.api.starting"]  # fmt: skip

@@ -448,6 +448,23 @@ class Settings(BaseSettings):
     node_forward_timeout_s: float = Field(
         default=15.0, gt=0, description="How long a request forwarded to a call's node may take."
     )
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description=(
+            "Node processes serve runs on this machine (auto: one per CPU), sharing the HTTP "
+            "port (SO_REUSEPORT); worker I takes SIP port sip_port + I and the I-th slice of "
+            "rtp_ports. More than one needs PostgreSQL."
+        ),
+    )
+    workers_private_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "With workers > 1: worker I also serves the API on 127.0.0.1 at this port + I "
+            "(its own /metrics to scrape; 0: none)."
+        ),
+    )
 
     # API request limits (docs/api.md "Limits")
     max_body_bytes: int = Field(
@@ -505,6 +522,16 @@ class Settings(BaseSettings):
             "(the calls the stop ends) before exiting; the rest go out at the next start."
         ),
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{value!r}: give a number of workers (1, 2, ...) or auto")
+        return int(text)
 
     @field_validator("sip_allow_from")
     @classmethod

@@ -153,6 +153,28 @@ async def test_journal_bounds_and_links() -> None:
     await journal.close()
 
 
+async def test_a_roster_change_is_journaled_as_who_is_on_the_call() -> None:
+    journal = Journal()
+    call = {
+        "id": "c1",
+        "appId": "bot-app",
+        "tenantId": TENANT,
+        "state": "established",
+        "direction": "outgoing",
+        "properties": {"targets": [{"identity": {"phone": {"id": "+15550100"}}}]},
+        "control": {"muted": True, "rosterSeq": 2},
+    }
+    journal.committed([Event(EventKind.ROSTER, "c1", call)], ["bot-app"])
+    [entry] = journal.entries("c1")
+    assert entry["kind"] == "roster"
+    assert entry["participants"] == [
+        {"who": "bot-app", "muted": True, "direction": "sendReceive"},
+        {"who": "+15550100", "muted": False, "direction": "sendReceive"},
+    ]
+    assert journal.get("c1").state is None  # type: ignore[union-attr]  # not a state change
+    await journal.close()
+
+
 def test_audio_ring_keeps_the_last_seconds() -> None:
     ring = AudioRing(max_seconds=0.1)
     t = 1000.0

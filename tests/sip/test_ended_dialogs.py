@@ -102,6 +102,30 @@ def test_a_refused_invite_tried_again_with_a_higher_cseq_is_a_new_call() -> None
     assert b.counters.ended_dialog_invites == 1
 
 
+def test_a_refused_invite_tried_again_at_once_with_a_higher_cseq_is_a_new_call() -> None:
+    """Within 64*T1 of the refusal the refused call is still remembered: a retry with the
+    same Call-ID and From tag and a higher CSeq (after a 486, a 503 with Retry-After or a 422)
+    is still a new request, not a merged one (482 is for the same CSeq, RFC 3261 8.2.2.2)."""
+    net, a, b = setup()
+    call, inc = dial(net, a, b)
+    b.reject(inc, 503, net.now)
+    net.flush()
+    assert list(b.calls) == [call.call_id]  # refused, not yet forgotten
+    assert call.invite is not None
+    first = bytes(call.invite)
+    merged = first.replace(b"z9hG4bK", b"z9hG4bKm")  # same CSeq, another branch
+    b.receive_datagram(merged, A, net.now)
+    [(data, _)] = b.datagrams_to_send(net.now)
+    assert data.startswith(b"SIP/2.0 48")  # 481 (its dialog is over) or 482: never a call
+    retry = first.replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE").replace(b"z9hG4bK", b"z9hG4bKr")
+    b.receive_datagram(retry, A, net.now)
+    assert b.datagrams_to_send(net.now)[0][0].startswith(b"SIP/2.0 100 ")
+    [event] = [e for e in iter(b.next_event, None) if isinstance(e, IncomingCall)]
+    b.reject(event.call, 486, net.now)
+    net.advance(40)  # the first call's forgetting leaves the second alone until its own
+    assert b.calls == {}
+
+
 def test_ended_dialogs_keep_the_newest_up_to_their_cap() -> None:
     ended = EndedDialogs(keep_s=10.0, cap=2)
     for i in range(3):

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..notify import CallbackSigner
+from ..openid import CACHE_HEADERS as _CACHE
+from ..openid import METADATA_PATHS
 
 JWKS_PATHS = ("/v1/keys", "/.well-known/dtmfgraph/jwks.json")
-METADATA_PATHS = ("/.well-known/openid-configuration", "/v1/.well-known/OpenIdConfiguration")
-_CACHE = {"Cache-Control": "public, max-age=300"}
 
 router = APIRouter(include_in_schema=False)
 

@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..graph import error_envelope
+from .paths import CLIENT_REQUEST_ID, normalise_path
 
 log = logging.getLogger(__name__)
-
-_SLASHES = re.compile(r"/{2,}")
-_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
-"""A ``client-request-id`` we echo (Graph's are GUIDs)."""
-
-
-def normalise_path(path: str) -> str:
-    """Collapse ``//``; ``/app/calls`` -> ``/communications/calls``; drop ``microsoft.graph.``."""
-    path = _SLASHES.sub("/", path)
-    parts = path.split("/")
-    if len(parts) > 3 and parts[2] == "app" and parts[3] == "calls":
-        parts[2:4] = ["communications", "calls"]
-    parts = [p.removeprefix("microsoft.graph.") for p in parts]
-    out = "/".join(parts)
-    return out[:-1] if len(out) > 1 and out.endswith("/") else out
 
 
 class GraphMiddleware:
@@ -45,7 +30,7 @@ class GraphMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
         client_id = headers.get("client-request-id")
-        bad_client_id = client_id is not None and not _CLIENT_ID.fullmatch(client_id)
+        bad_client_id = client_id is not None and not CLIENT_REQUEST_ID.fullmatch(client_id)
         if bad_client_id:
             client_id = None  # not echoed
         state = dict(scope.get("state") or {})

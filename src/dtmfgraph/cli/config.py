@@ -127,6 +127,34 @@ def _env_names() -> dict[str, str]:
     }
 
 
+REPLACED = {"notify_max_attempts": "notify_retry_for_s"}
+"""Settings that are gone, and the one that took each one's place."""
+
+
+def unknown_variables(names: typing.Iterable[str]) -> list[str]:
+    """One warning for each ``DTMFGRAPH_*`` variable that looks like a setting but is not one
+    (a setting that was replaced, or a near miss of a setting's name): such a variable is
+    ignored, which a typo should not make silent. Variables like no setting at all (a test
+    harness's ``DTMFGRAPH_TEST_PG``) pass without a word."""
+    from ..settings import Settings  # noqa: PLC0415
+
+    fields = list(Settings.model_fields)
+    warnings = []
+    for name in sorted(names):
+        if name in Settings.model_fields:
+            continue
+        variable = ENV_PREFIX + name.upper()
+        if name in REPLACED:
+            better = ENV_PREFIX + REPLACED[name].upper()
+            warnings.append(f"{variable} is no longer a setting (ignored): use {better}")
+            continue
+        near = difflib.get_close_matches(name, fields, n=1, cutoff=0.8)
+        if near:
+            better = ENV_PREFIX + near[0].upper()
+            warnings.append(f"{variable} is not a setting (ignored): did you mean {better}?")
+    return warnings
+
+
 def load(
     flags: dict[str, object],
     config: Path | None = None,
@@ -143,6 +171,8 @@ def load(
     sources: dict[str, str] = {}
     given: dict[str, object] = {}
     env = _env_names()
+    for warning in unknown_variables(env):
+        typer.echo(f"warning: {warning}", err=True)
     if config is not None:
         for key, value in read_file(config).items():
             if key not in env:

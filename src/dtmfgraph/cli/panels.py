@@ -21,7 +21,7 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"^(callback_|incoming_|notify_)", "Notifications (callbacks)"),
     (r"^(media|rtp_|loopback_|strict_rtp|prompt_|record_|dial_)", "Media"),
     (r"^(data_dir|database_|db_|journal_)", "Storage"),
-    (r"^node_", "Nodes (several on one PostgreSQL)"),
+    (r"^(node_|workers)", "Nodes (several on one PostgreSQL)"),
     (r"^(host|port|public_base_url|console|keepalive_|log_level|loop|http)", "HTTP API"),
 )
 OTHER = "Other"

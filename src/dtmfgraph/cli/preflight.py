@@ -120,12 +120,15 @@ async def check_database(url: str, timeout_s: float = DATABASE_TIMEOUT_S) -> Non
         await engine.dispose()
 
 
-def bind_http(host: str, port: int) -> socket.socket:
+def bind_http(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """The listening socket of the API (handed to the web server), bound now so that a taken
-    port is a clear error rather than a log line after start-up."""
+    port is a clear error rather than a log line after start-up; ``reuse_port``: shared with
+    the other workers (``SO_REUSEPORT``: the kernel spreads the connections)."""
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
-        sock = socket.create_server((host, port), family=family, backlog=2048)
+        sock = socket.create_server(
+            (host, port), family=family, backlog=2048, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise StartError(
             f"cannot listen for HTTP on {host}:{port} ({_strerror(exc)}): "

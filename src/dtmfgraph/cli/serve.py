@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import secrets
 import signal
@@ -14,12 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..private_file import write_private
 from ..settings import Settings
 from . import loops
+from . import workers as workers_module
 from .config import ConfigError, ConfigFile, load
 from .limits import raise_open_file_limit
 from .panels import ServeCommand
-from .preflight import StartError, bind_hint, bind_http, check_data_dir, check_database
+from .preflight import StartError, bind_http, check_data_dir
 
 if TYPE_CHECKING:
     from ..media.sip_transport import SipTransport
@@ -71,6 +72,8 @@ _OPTION_OF = {
     "prompt_allowed_hosts": "--prompt-allow-host",
     "callback_issuer": "--callback-issuer",
     "event_loop": "--loop",
+    "workers": "--workers",
+    "workers_private_port": "--workers-private-port",
 }
 """The ``serve`` option behind each setting, for error messages."""
 
@@ -81,8 +84,6 @@ def _ensure_secret(settings: Settings) -> Settings:
     """Keys to run with: the configured HS256 secret, or one kept in ``data_dir`` (created on
     first use) unless API tokens are RS256. (The callbacks' RSA key is the app's: made in
     ``data_dir`` on first start unless one is configured.)"""
-    from ..notify.keystore import write_private  # noqa: PLC0415
-
     public_pem = _check_api_key(settings)
     if settings.jwt_hs256_secret or public_pem:
         return settings
@@ -95,10 +96,10 @@ def _ensure_secret(settings: Settings) -> Settings:
 def _check_api_key(settings: Settings) -> str | None:
     """The RS256 public key of API tokens, if one is configured; ``ValueError`` when it is not
     a usable key (refused before anything is written)."""
-    from ..api.auth import load_rs256_public_key  # noqa: PLC0415
-
     public_pem = settings.rs256_public_key_pem()
     if public_pem:
+        from ..api.auth import load_rs256_public_key  # noqa: PLC0415 (cryptography: only then)
+
         load_rs256_public_key(public_pem)
     return public_pem
 
@@ -341,6 +342,21 @@ def serve(
             "asyncio (asyncio's own loop and h11), or uvloop."
         ),
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help="Node processes on this machine, one per core (auto: one per CPU; default 1). "
+            "They share --port; worker I takes SIP port --sip-port + I and the I-th slice of "
+            "--rtp-ports. More than one needs PostgreSQL (docs/workers.md)."
+        ),
+    ] = None,
+    workers_private_port: Annotated[
+        int | None,
+        typer.Option(
+            help="With --workers: worker I also serves the API on 127.0.0.1 at this port + I "
+            "(its own /metrics to scrape; default: none)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Graph calls API (uvicorn) on real SIP calls (or the loopback simulation)."""
     updates: dict[str, object] = {}
@@ -390,6 +406,8 @@ def serve(
         "prompt_allowed_hosts": prompt_allow_host,
         "callback_issuer": callback_issuer,
         "event_loop": loop,
+        "workers": workers,
+        "workers_private_port": workers_private_port,
     }.items():
         if value is not None:
             updates[key] = value
@@ -428,6 +446,13 @@ def serve(
     except (ValueError, OSError, StartError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:
+        count = workers_module.count_for(settings)
+        if count > 1:
+            raise typer.Exit(workers_module.supervise(settings, count, event_loop))
+    except (workers_module.WorkersError, StartError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     _log_to_stderr(settings.log_level)
     raise_open_file_limit()
     loops.run(_serve(settings, event_loop), event_loop)
@@ -449,12 +474,14 @@ def _reload_tls_on_sighup(transport: SipTransport) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
-def _log_to_stderr(level: str) -> None:
-    """dtmfgraph's loggers to stderr, one timestamped line per record, from ``level``."""
+def _log_to_stderr(level: str, tag: str = "") -> None:
+    """dtmfgraph's loggers to stderr, one timestamped line per record, from ``level``
+    (``tag``: a worker's name, before the logger's)."""
     handler = logging.StreamHandler()
+    where = f"{tag} %(name)s" if tag else "%(name)s"
     handler.setFormatter(
         logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+            f"%(asctime)s.%(msecs)03d %(levelname)s {where}: %(message)s", "%Y-%m-%dT%H:%M:%S"
         )
     )
     root = logging.getLogger("dtmfgraph")
@@ -463,104 +490,112 @@ def _log_to_stderr(level: str) -> None:
     root.propagate = False
 
 
-async def _serve(settings: Settings, event_loop: str = "asyncio") -> None:
-    # imported here so that other dtmfgraph commands do not pay for the web stack
+async def _serve(
+    settings: Settings,
+    event_loop: str = "asyncio",
+    *,
+    reuse_port: bool = False,
+    banner: bool = True,
+    private_port: int | None = None,
+) -> None:
+    """One node. Listen at once with the start gate as the app, then start the service behind
+    it (:class:`.starter.Starter`): the first requests are answered while the API, the store and
+    the media stack load; the others wait for them. The app is on ``settings``' HTTP port
+    (shared with the other workers when ``reuse_port``), and on 127.0.0.1:``private_port`` too
+    if given; ``banner``: print what it serves (a worker after the first prints only errors and
+    logs)."""
+    # imported here so that other dtmfgraph commands do not pay for the web server
     import uvicorn  # noqa: PLC0415
 
-    from ..api import build_media, create_app, mint_token  # noqa: PLC0415
-    from ..service.sip_media import SipMedia  # noqa: PLC0415
+    from .starter import Starter  # noqa: PLC0415
 
+    sockets = []
     try:
-        media = build_media(settings)
-        app = create_app(settings, media)
-    except ValueError as exc:
+        sockets.append(bind_http(settings.host, settings.port, reuse_port=reuse_port))
+        if private_port:
+            sockets.append(bind_http("127.0.0.1", private_port))
+    except StartError as exc:
+        for each in sockets:
+            each.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    _freeze_start_up_heap()
-    sock = None
+    starter = Starter(
+        settings, lambda s, app, media: _announce(s, app, media, event_loop, banner=banner)
+    )
     try:
-        try:
-            await check_database(settings.effective_database_url())
-            sock = bind_http(settings.host, settings.port)
-        except StartError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        if isinstance(media, SipMedia):
-            try:
-                await media.open()
-            except (OSError, ValueError) as exc:
-                hint = ""
-                if isinstance(exc, OSError):
-                    hint = ": " + bind_hint(exc, "--sip-port or --sip-tls-port", "--sip-host")
-                typer.echo(
-                    f"error: cannot start SIP on {settings.sip_host}:{settings.sip_port}: "
-                    f"{exc}{hint}",
-                    err=True,
-                )
-                raise typer.Exit(2) from None
-            sip_host, sip_port = media.sip_address
-            where = f"UDP and TCP {sip_host}:{sip_port}"
-            if media.phone is not None and media.phone.tls_address is not None:
-                tls_host, tls_port = media.phone.tls_address
-                where += f"; TLS {tls_host}:{tls_port}"
-                _reload_tls_on_sighup(media.phone.transport)
-            typer.echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
-            trunk = settings.sip_trunk_template()
-            typer.echo(
-                f"dtmfgraph: E.164 targets go to {trunk}"
-                if trunk
-                else "dtmfgraph: no --sip-trunk: targets must be sip: URIs",
+        # uvloop goes with httptools where installed (uvicorn's "auto"); asyncio with h11; no
+        # WebSocket protocol to load (the API and the console have none)
+        http = "auto" if event_loop == "uvloop" else "h11"
+        config = uvicorn.Config(
+            starter.gate,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            http=http,
+            ws="none",
+        )
+        starter.server = _server(config, lambda: starter.gate.api)
+        await starter.server.serve(sockets=sockets)
+    finally:
+        for each in sockets:
+            each.close()
+        await starter.end()
+    if starter.exit_code:
+        raise typer.Exit(starter.exit_code)
+
+
+def _quiet(*_args: object, **_kwargs: object) -> None:
+    """What a worker after the first prints of the start-up banner: nothing."""
+
+
+def _announce(
+    settings: Settings, app: Any, media: Any, event_loop: str, *, banner: bool = True
+) -> None:
+    """What serve prints once SIP is open: where SIP, the API and the console are (``banner``
+    false: nothing; SIGHUP still reloads the TLS certificate)."""
+    from ..api import mint_token  # noqa: PLC0415
+    from ..service.sip_media import SipMedia  # noqa: PLC0415
+
+    echo = typer.echo if banner else _quiet
+    if isinstance(media, SipMedia):
+        sip_host, sip_port = media.sip_address
+        where = f"UDP and TCP {sip_host}:{sip_port}"
+        if media.phone is not None and media.phone.tls_address is not None:
+            tls_host, tls_port = media.phone.tls_address
+            where += f"; TLS {tls_host}:{tls_port}"
+            _reload_tls_on_sighup(media.phone.transport)
+        echo(f"dtmfgraph: SIP on {media.uri} ({where})", err=True)
+        trunk = settings.sip_trunk_template()
+        echo(
+            f"dtmfgraph: E.164 targets go to {trunk}"
+            if trunk
+            else "dtmfgraph: no --sip-trunk: targets must be sip: URIs",
+            err=True,
+        )
+        if media.auth is not None:
+            echo(f"dtmfgraph: SIP challenges answered as {media.auth.username!r}", err=True)
+        if settings.sip_register:
+            echo(
+                f"dtmfgraph: registering {settings.sip_register} (refreshed; with several "
+                "nodes, by the first one alive; see /metrics dtmfgraph_sip_registered)",
                 err=True,
             )
-            if media.auth is not None:
-                typer.echo(
-                    f"dtmfgraph: SIP challenges answered as {media.auth.username!r}", err=True
-                )
-            if settings.sip_register:
-                try:
-                    media.check_registration()
-                except ValueError as exc:
-                    typer.echo(f"error: --sip-register: {exc}", err=True)
-                    raise typer.Exit(2) from None
-                typer.echo(
-                    f"dtmfgraph: registering {settings.sip_register} (refreshed; with several "
-                    "nodes, by the first one alive; see /metrics dtmfgraph_sip_registered)",
-                    err=True,
-                )
-        else:
-            typer.echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
+    else:
+        echo("dtmfgraph: media is the LOOPBACK simulation (no real calls)", err=True)
+    if banner:
         _print_banner(settings, mint_token, real_sip=isinstance(media, SipMedia))
         _print_console(settings, app)
-        # uvloop goes with httptools where installed (uvicorn's "auto"); asyncio with h11
-        http = "auto" if event_loop == "uvloop" else "h11"
-        typer.echo(f"dtmfgraph: event loop {event_loop}", err=True)
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="warning", http=http
-        )
-        await _server(config, app).serve(sockets=[sock] if sock is not None else None)
-    finally:
-        if sock is not None:
-            sock.close()
-        await media.close()
+    echo(f"dtmfgraph: event loop {event_loop}", err=True)
 
 
-def _freeze_start_up_heap() -> None:
-    """Put what start-up made (modules, the app) out of the cyclic collector's sight, as the
-    pacer's ``settle_heap`` would (it then finds the heap frozen and does nothing), without its
-    full collection: right after the imports that walks every object (~80 ms of CPU) and frees
-    nothing; the young generations hold what start-up left behind."""
-    gc.collect(1)
-    gc.freeze()
-
-
-def _server(config: Any, app: Any) -> Any:
+def _server(config: Any, app: Callable[[], Any]) -> Any:
     """A uvicorn server that, when told to stop, first ends the console's live streams (a page
-    left open would otherwise hold the stop up)."""
+    left open would otherwise hold the stop up); ``app()``: the app once it is up, or ``None``."""
     import uvicorn  # noqa: PLC0415
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            console = getattr(app.state, "console", None)
+            console = getattr(getattr(app(), "state", None), "console", None)
             if console is not None:
                 console.stopping = True
                 console.journal.hub.close()

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..notify.outbox import DeliveryAttempt
+from ..notify.participants import participants_json
 from ..service.hooks import DIALLING
 from ..service.media import IncomingCall, KeyHeardInfo, MediaCall
 from ..service.model import Event, EventKind, Operation
@@ -75,6 +76,29 @@ class CallJournal:
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
+
+
+def roster_of(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """Who is on a call, as the ``participants`` notification says it, in short: each
+    participant's name (the identity's display name or id), whether it is muted, and its
+    media direction."""
+    out = []
+    for p in participants_json(call):
+        identity = p["info"]["identity"]
+        names = [
+            v.get("displayName") or v.get("id")
+            for k, v in identity.items()
+            if not k.startswith("@") and isinstance(v, dict)
+        ]
+        [stream] = p["mediaStreams"]
+        out.append(
+            {
+                "who": next((n for n in names if n), "unknown"),
+                "muted": p["isMuted"],
+                "direction": stream["direction"],
+            }
+        )
+    return out
 
 
 class Journal:
@@ -252,6 +276,8 @@ class Journal:
                 )
             elif event.kind is EventKind.TONE:
                 self.add(event.call_id, "tone-notified", tone=call.get("lastTone"))
+            elif event.kind is EventKind.ROSTER:
+                self.add(event.call_id, "roster", participants=roster_of(call))
             else:
                 state = str(call.get("state"))
                 changed = state != journal.state

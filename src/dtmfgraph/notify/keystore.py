@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import re
 import time
 from pathlib import Path
@@ -22,18 +21,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ..private_file import write_private
 from .signer import GRACE_S, SigningKey
 
 KEY_FILE = "callback-key.pem"
 _ROLLED = re.compile(r"^callback-key-(\d{1,12})\.pem$")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a new file readable by its owner only (``FileExistsError`` if there)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def new_key_pem() -> str:

@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
+from ..openid import openid_configuration
+
 LIFETIME_S = 600
 GRACE_S = 86_400.0
 """How long the previous key stays published after its successor took over (a day: validators
@@ -230,13 +232,7 @@ class CallbackSigner:
 
     def openid_configuration(self, base_url: str) -> dict[str, Any]:
         """The OpenID metadata document (shape of Bot Framework's, with our addresses)."""
-        return {
-            "issuer": self.issuer,
-            "authorization_endpoint": f"{base_url}/invalid",
-            "jwks_uri": f"{base_url}/v1/keys",
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        }
+        return openid_configuration(self.issuer, base_url)
 
 
 __all__ = [

@@ -113,8 +113,8 @@ class ServiceConfig:
     dial_timeout_s: float = 60.0
     node_id: str = "dtmfgraph"
     """This process's name among the nodes sharing the database (the owner of its calls)."""
-    node_heartbeat_s: float = 5.0
-    node_dead_after_s: float = 20.0
+    node_heartbeat_s: float = 1.0
+    node_dead_after_s: float = 5.0
     """A node with no heartbeat for this long is gone: another node ends its calls."""
     limits: Limits = field(default_factory=Limits)
     public_base_url: str = "http://127.0.0.1:8000"

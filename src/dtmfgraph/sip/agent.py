@@ -872,9 +872,12 @@ class UserAgent:
             self.counters.ended_dialog_invites += 1
             self._respond(tx, 481, now)  # its dialog is over: see sip/ended.py
             return
-        if request.call_id in self._calls:
-            self._respond(tx, 482, now)  # same Call-ID, new branch, no To tag: merged/looped
-            return
+        earlier = self._calls.get(request.call_id)
+        if earlier is not None:
+            if not _tried_again(earlier, from_tag, seq):
+                self._respond(tx, 482, now)  # same Call-ID, new branch, no To tag: merged/looped
+                return
+            del self._calls[request.call_id]  # refused, not yet forgotten: its retry is new
         guard = self.auth_guard
         if guard is not None:
             verdict = guard.check(request, now)
@@ -1763,4 +1766,19 @@ def _overtaken(registration: Registration, asked: int) -> bool:
     REGISTER (``asked`` > 0) it answers."""
     return registration.is_over or (
         registration.state is RegistrationState.UNREGISTERING and asked != 0
+    )
+
+
+def _tried_again(earlier: Call, from_tag: str, seq: int) -> bool:
+    """Whether a new INVITE with the Call-ID of ``earlier`` (still remembered, 64*T1 after it
+    ended) is that refused call tried again with a higher CSeq (RFC 3261 8.1.3.5: after a 486,
+    a 503 with Retry-After, a 422), a new request rather than a merged copy (8.2.2.2)."""
+    dialog = earlier.dialog
+    return (
+        earlier.role is Role.CALLEE
+        and earlier.state is CallState.TERMINATED
+        and dialog is not None
+        and dialog.state is not DialogState.CONFIRMED
+        and dialog.remote_tag == from_tag
+        and seq > (dialog.remote_seq or 0)
     )

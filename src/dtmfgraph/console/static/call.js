@@ -29,6 +29,7 @@ function describe(e) {
       e.srtp ? `SRTP ${e.srtp}` : null, e.local && e.remote ? `${e.local} ⇄ ${e.remote}` : null].filter(Boolean).join(", ")];
     case "rtcp": return ["RTCP", `round trip ${e.rtt_ms ?? "?"} ms, far end lost ${e.far_lost} of ours (${(e.far_fraction_lost * 100).toFixed(1)} %), jitter ${e.far_jitter_ms} ms; we got ${e.rtp_in ?? "?"} RTP, ${e.rtp_lost ?? "?"} lost`];
     case "delivery": return [`notification ${e.notification} attempt ${e.attempt}`, `${e.status ?? e.error} in ${e.ms} ms (${e.outcome})`];
+    case "roster": return ["participants", e.participants.map((p) => `${p.who}${p.muted ? " (muted)" : ""}, ${p.direction}`).join("; ") || "none"];
     case "tone-notified": return ["toneInfo notified", e.tone];
     case "prompt": return ["prompt played", `${e.seconds} s of audio (operation ${e.operation})`];
     case "recording": return [`recording of ${e.seconds} s`, el("span", {}, `${e.reason} `,

@@ -1,0 +1,242 @@
+"""``serve --workers``: one node process against two on the same load, same box, same client.
+
+Both run at once on their own scratch PostgreSQL databases (``serve --workers N --media
+loopback --no-auth``), and ``wrk`` drives them in alternating rounds (one worker then two, then
+the other way round) with the same threads and connections; the table holds the medians of the
+rounds' request rates and the CPU all of the server's processes (supervisor and workers) used
+per run, per 1,000 requests and in cores busy:
+
+- ``GET /v1.0/communications/calls/{id}`` of live calls (each worker answers from memory for
+  its own calls, from the database for the other's);
+- ``POST .../sendDtmfTones`` (one tone) then ``GET`` of its operation, spread over ``--calls``
+  live calls placed through the shared port (so on both workers): a send that reaches the
+  worker not carrying the call is forwarded to it over PostgreSQL ``LISTEN``/``NOTIFY``.
+
+``wrk`` runs on the same two cores (its CPU is not counted): the ratio shows what the second
+core gives on this box, not what a machine with a separate load generator would see.
+
+    .venv/bin/python bench/workers.py --pg postgresql://postgres@127.0.0.1/postgres \\
+        [--rounds 5] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine, markdown_table, stop, write_section
+from api_path import SEND_THEN_GET, WebhookSink, _database, _free_port, _new_call, _wait_ok, _wrk
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+NOTES = """\
+What the table says, and what else was measured (22:45-23:00 UTC, load average 7-10: the box's
+two cores were shared with other benchmarks, so each server got about a third of a core
+whatever its number of workers, see "cores busy"):
+
+- The API path does not get faster with a second worker here; it costs more per request. A GET
+  of a call the other worker carries is read from PostgreSQL instead of memory (half of them
+  with 2 workers: about 1.8-1.9x the CPU per request), and a send that reaches the other worker is
+  forwarded over `NOTIFY` and back (an owner look-up, two notifications, the owner's run of the
+  request: 2-3x the CPU per request). With the cores already taken by other work, twice
+  the cost per request is half the rate.
+- Calls' media, `bench/capacity.py` (its branch, run with `--database` PostgreSQL `--steps 128
+  --quick`, `--serve-arg=--workers --serve-arg=N`; one run each, 1 worker then 2): 1 worker:
+  128/128 calls with every key right, service CPU 52 % carrying / 80 % sending, pacing p99
+  84 ms, sendDtmfTones p50/p99 0.8/2.6 s; 2 workers: 120/128 keys right (the 8 wrong ones lost
+  a key in the far end's socket, sipp starved: 22,925 datagrams dropped there against 71),
+  44 % / 60 %, pacing p99 558 ms, sends 2.7/5.3 s. On a box with no idle core to give, the
+  second process only adds its own fixed costs and the forwarding.
+- Under a burst (200 sends at once, half of them forwarded), a worker whose heartbeat waited
+  past the lease (5 s) for a pooled connection was taken for dead by the other for a moment:
+  29 of 200 forwarded sends answered 503 `serviceNotAvailable` with `Retry-After` (no call was
+  ended). The heartbeat shares the request pool; the overload work (admission before the pool
+  runs dry) is what keeps it on time.
+- Where a second worker pays: a node whose one core is saturated by its calls' media while
+  another core idles (issue 18's 200 calls at 100 % of one core of two). Then the calls, their
+  pacers and their key detection split over two processes, each with its own event loop; the
+  API requests pay the forwarding above. Measure on the target machine with the load generator
+  and far ends elsewhere: `bench/capacity.py --serve-arg=--workers --serve-arg=2`.
+"""
+
+
+def _family(root: int) -> list[int]:
+    """``root`` and its child processes (the supervisor's workers), from /proc."""
+    pids = [root]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    rps: float
+    failed: int
+    cpu_s: float
+    seconds: float
+
+
+@dataclass
+class Server:
+    workers: int
+    port: int
+    proc: subprocess.Popen[bytes]
+    calls: list[str]
+
+    def measure(self, load: Callable[[str], tuple[float, int]]) -> Run:
+        pids = _family(self.proc.pid)
+        before, started = _cpu_s(pids), time.monotonic()
+        rps, failed = load(f"http://127.0.0.1:{self.port}")
+        took = time.monotonic() - started
+        return Run(rps, failed, _cpu_s(pids) - before, took)
+
+
+@contextmanager
+def _server(workers: int, tmp: Path, pg: str, speed: float) -> Iterator[Server]:
+    with _database("PostgreSQL", tmp, pg) as db_url:
+        port, private = _free_port(), _free_port()
+        argv = [
+            sys.executable, "-m", "dtmfgraph", "serve", "--workers", str(workers), "--no-auth",
+            "--media", "loopback", "--port", str(port), "--data-dir", str(tmp), "--database-url",
+            db_url, "--loopback-speed", str(speed), "--log-level", "warning",
+            "--workers-private-port", str(private),
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_ok(proc, port, "/.well-known/openid-configuration")
+            for i in range(workers if workers > 1 else 0):  # every worker listens
+                _wait_ok(proc, private + i, "/.well-known/openid-configuration")
+            yield Server(workers, port, proc, [])
+        finally:
+            stop(proc, 60)
+
+
+def _row(figure: str, runs: dict[int, list[Run]]) -> list[list[str]]:
+    rows = []
+    base = statistics.median(r.rps for r in runs[1])
+    for n, mine in runs.items():
+        rps = statistics.median(r.rps for r in mine)
+        cores = statistics.median(r.cpu_s / r.seconds for r in mine)
+        per_k = statistics.median(r.cpu_s / max(1.0, r.rps * r.seconds) * 1000 for r in mine)
+        rows.append(
+            [
+                figure,
+                str(n),
+                f"{rps:,.0f}",
+                f"**{rps / base:.2f}x**",
+                f"{cores:.2f}",
+                f"{per_k:.2f}",
+                str(sum(r.failed for r in mine)),
+            ]
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--pg", required=True, help="a PostgreSQL URL (postgresql://...)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--calls", type=int, default=32, help="live calls")
+    parser.add_argument("--speed", type=float, default=0.01, help="loopback time scale")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
+    args = parser.parse_args()
+    sink = WebhookSink()
+    rows: list[list[str]] = []
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
+        tmp = Path(tmpdir)
+        servers = {
+            n: stack.enter_context(_server(n, tmp / f"w{n}", args.pg, args.speed)) for n in (1, 2)
+        }
+        for server in servers.values():
+            server.calls = [_new_call(server.port, sink.url) for _ in range(args.calls)]
+
+        def get_call(server: Server) -> Callable[[str], tuple[float, int]]:
+            def load(base: str) -> tuple[float, int]:
+                url = f"{base}/v1.0/communications/calls/{server.calls[0]}"
+                rate = _wrk(url, args.seconds, args.connections, args.threads, None)
+                return rate.ok_per_s, rate.failed
+
+            return load
+
+        def send_then_get(server: Server) -> Callable[[str], tuple[float, int]]:
+            script = tmp / f"send_{server.workers}.lua"
+            script.write_text(SEND_THEN_GET % {"calls": ", ".join(f'"{c}"' for c in server.calls)})
+
+            def load(base: str) -> tuple[float, int]:
+                rate = _wrk(base, args.seconds, args.connections, args.threads, script)
+                return rate.ok_per_s, rate.failed
+
+            return load
+
+        for figure, make in (
+            ("GET a call", get_call),
+            ("sendDtmfTones (1 tone) then GET", send_then_get),
+        ):
+            runs: dict[int, list[Run]] = {1: [], 2: []}
+            loads = {n: make(s) for n, s in servers.items()}
+            for i in range(args.rounds):
+                for n in (1, 2) if i % 2 == 0 else (2, 1):
+                    runs[n].append(servers[n].measure(loads[n]))
+                print(f"  {figure} round {i + 1}/{args.rounds}: 1 worker "
+                      f"{runs[1][-1].rps:,.0f} rps, 2 workers {runs[2][-1].rps:,.0f} rps",
+                      flush=True)  # fmt: skip
+            rows += _row(figure, runs)
+    sink.close()
+    load_after = os.getloadavg()[0]
+    table = markdown_table(
+        ["figure", "workers", "rps (median)", "vs 1 worker", "cores busy", "CPU s / 1k req",
+         "non-2xx"],
+        rows,
+    )  # fmt: skip
+    body = (
+        "## Workers: one node process or two (`bench/workers.py`)\n\n"
+        f"Machine: {machine()}; load average {load_before:.1f} before the runs, "
+        f"{load_after:.1f} after (the box is shared).\n\n"
+        f"`serve --workers N --media loopback --no-auth` on PostgreSQL (a scratch database "
+        f"each), both servers up at once; wrk, {args.threads} threads, {args.connections} "
+        f"connections, {args.seconds:g} s per run, medians of {args.rounds} alternating rounds. "
+        f"{args.calls} live calls placed through the shared port (so on both workers with 2). "
+        "CPU: user + system of the supervisor and every worker during the run (wrk's own, on "
+        "the same cores, not counted).\n\n"
+        f"{table}\n\n{NOTES}"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("workers", body)
+
+
+if __name__ == "__main__":
+    main()
