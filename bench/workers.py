@@ -51,13 +51,30 @@ whatever its number of workers, see "cores busy"):
   forwarded over `NOTIFY` and back (an owner look-up, two notifications, the owner's run of the
   request: 2-3x the CPU per request). With the cores already taken by other work, twice
   the cost per request is half the rate.
-- Calls' media, `bench/capacity.py` (its branch, run with `--database` PostgreSQL `--steps 128
-  --quick`, `--serve-arg=--workers --serve-arg=N`; one run each, 1 worker then 2): 1 worker:
-  128/128 calls with every key right, service CPU 52 % carrying / 80 % sending, pacing p99
-  84 ms, sendDtmfTones p50/p99 0.8/2.6 s; 2 workers: 120/128 keys right (the 8 wrong ones lost
-  a key in the far end's socket, sipp starved: 22,925 datagrams dropped there against 71),
-  44 % / 60 %, pacing p99 558 ms, sends 2.7/5.3 s. On a box with no idle core to give, the
-  second process only adds its own fixed costs and the forwarding.
+- Calls' media, `bench/capacity.py` (its branch; `--database` PostgreSQL `--quick`,
+  `--serve-arg=--workers --serve-arg=N`; far end sipp, dumpcap and the script on the same two
+  cores; 23:00-23:21 UTC; "up": calls established; "right": calls with every key right; CPU:
+  the service's, carrying the calls idle, then sending; "sends s": sendDtmfTones p50 / p99;
+  "drops": UDP datagrams dropped by the service's sockets / the far end's):
+
+  | calls | workers | load | up | right | CPU idle / sending | pacing p99 ms | sends s | drops |
+  |---|---|---|---|---|---|---|---|---|
+  | 128 | 1 | 8.5 | 128 | 128 | 52 % / 80 % | 84 | 0.8 / 2.6 | 0 / 71 |
+  | 128 | 2 | 9 | 128 | 120 | 44 % / 60 % | 558 | 2.7 / 5.3 | 0 / 22,925 |
+  | 128 | 2 | 7 | 128 | 126 | 50 % / 73 % | 273 | 1.1 / 5.0 (2 sends 503) | 0 / 165 |
+  | 128 | 1 | 5 | 128 | 128 | 40 % / 62 % | 92 | 0.8 / 3.1 | 0 / 71 |
+  | 200 | 1 | 1.6 | 200 | 200 | 63 % / 88 % | 41 | 0.4 / 4.7 | 0 / 0 |
+  | 200 | 2 | 3.3 | 200 | 198 | 56 % / 92 % | 129 | 0.5 / 5.3 | 34 / 1,952 |
+  | 500 | 1 | 5-8 | 35 | 0 | 92 % / 65 % | 2,335 | 2.4 / 27 | 0 / 216,818 |
+  | 500 | 2 | 8-16 | 500 | 3 | 133 % / 108 % | 419 | 2.4 / 10 | 4 / 120,791 |
+
+  Up to 200 calls one worker does better here: it is not yet at a full core (88 % while
+  sending), and a second worker's pacer then competes for the core the far end, the capture
+  and PostgreSQL were using, so its packets go out later. At 500 calls one worker is saturated
+  (92 % of a core while only carrying) and establishes 35 of the 500 calls; two workers carry
+  all 500 on both cores (133 %), though the keys are then lost (the far end's socket dropped
+  120,791 datagrams, its notifications lagged, 119 sends answered 400 and 50 answered 503):
+  past the knee the second core moves the limit, it does not remove it.
 - Under a burst (200 sends at once, half of them forwarded), a worker whose heartbeat waited
   past the lease (5 s) for a pooled connection was taken for dead by the other for a moment:
   29 of 200 forwarded sends answered 503 `serviceNotAvailable` with `Retry-After` (no call was

@@ -123,6 +123,7 @@ def test_serve_help_has_every_option_in_a_panel() -> None:
     assert [name for name, panel in panels.items() if panel == OTHER] == []
     assert panels["sip_tls_port"] == panels["srtp"] == "TLS and SRTP"
     assert panels["sip_trunk"] == "SIP"
+    assert panels["overload_new_calls"] == panels["overload_media_ops"] == "Media"
     assert panels["data_dir"] == panels["database_url"] == "Storage"
     assert panels["config"] is None  # beside --help
     assert panel_of("something_new") == OTHER

@@ -16,7 +16,10 @@ from typing import Final
 RTP_PORTS: Final = "rtp_ports"
 CALLS: Final = "calls"
 FILE_DESCRIPTORS: Final = "file_descriptors"
-RESOURCES: Final = (RTP_PORTS, CALLS, FILE_DESCRIPTORS)
+MEDIA_LOAD: Final = "media_load"
+"""The media clock runs late (``dtmfgraph.service.admission``): new calls and media operations
+are refused; those episodes are logged by the admission, not here."""
+RESOURCES: Final = (RTP_PORTS, CALLS, FILE_DESCRIPTORS, MEDIA_LOAD)
 """The resources whose exhaustion refuses a call (the ``resource`` label of the metric)."""
 
 BURST_QUIET_S: Final = 60.0
@@ -41,9 +44,13 @@ class Refusals:
         self.counts: dict[str, int] = dict.fromkeys(RESOURCES, 0)
         self._last: dict[str, float] = {}
 
+    def count(self, resource: str) -> None:
+        """Count one refusal for want of ``resource`` without logging it (the caller logs)."""
+        self.counts[resource] = self.counts.get(resource, 0) + 1
+
     def refuse(self, resource: str, detail: str, now: float) -> bool:
         """Count one refusal for want of ``resource``; log it if it starts a burst (returned)."""
-        self.counts[resource] = self.counts.get(resource, 0) + 1
+        self.count(resource)
         last = self._last.get(resource)
         self._last[resource] = now
         if last is not None and now - last < self.quiet_s:
@@ -63,6 +70,7 @@ __all__ = [
     "CALLS",
     "FD_ERRNOS",
     "FILE_DESCRIPTORS",
+    "MEDIA_LOAD",
     "RESOURCES",
     "RTP_PORTS",
     "Refusals",

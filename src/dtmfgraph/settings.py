@@ -483,6 +483,20 @@ class Settings(BaseSettings):
         "limit); past it create-call is 503 serviceNotAvailable and an INVITE 503, both with "
         "Retry-After.",
     )
+    overload_new_calls_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Media overload: from this average lateness of the media clock (ms; 0: "
+        "never) new calls are refused (create-call and answer 503 serviceNotAvailable, an "
+        "INVITE 503, with Retry-After) until it is back under half of it.",
+    )
+    overload_media_ops_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="Media overload: from this average lateness (ms; 0: never) new "
+        "sendDtmfTones, playPrompt and recordResponse on calls up are refused 503 with "
+        "Retry-After too, until it is back under half of it. What was accepted plays in full.",
+    )
 
     # Outbox delivery
     notify_timeout_s: float = Field(

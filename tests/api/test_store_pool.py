@@ -61,3 +61,25 @@ async def test_postgresql_pool_is_bounded_and_an_exhausted_one_is_a_503(pg: str)
             assert await uow.get_call("some-call") is None
     finally:
         await repo.close()
+
+
+async def test_the_heartbeat_beats_while_requests_hold_every_pooled_connection(pg: str) -> None:
+    """PostgreSQL: a burst that holds the whole request pool past the lease must not make this
+    node look dead to the others: the heartbeat has a connection of its own."""
+    repo = SqlRepository(pg, pool_timeout_s=0.2)
+    try:
+        await upgrade(repo.engine)
+        held = [await repo.engine.connect() for _ in range(20)]  # pool_size 10 + overflow 10
+        try:
+            with pytest.raises(StoreUnavailableError):  # a request: the pool is exhausted
+                async with repo.unit() as uow:
+                    await uow.get_call("some-call")
+            async with repo.beat_unit() as uow:  # the heartbeat: still beats
+                await uow.node_alive("node-a", 1000.0)
+            async with repo.beat_unit() as uow:
+                assert await uow.first_node_alive("node-b", dead_before=999.0) is False
+        finally:
+            for conn in held:
+                await conn.close()
+    finally:
+        await repo.close()

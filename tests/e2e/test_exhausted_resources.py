@@ -56,7 +56,7 @@ def test_a_burst_of_refusals_is_logged_once(caplog: pytest.LogCaptureFixture) ->
         assert not refusals.refuse("calls", "full", 189.0)  # 59 s after the previous one
         assert refusals.refuse("rtp_ports", "full", 189.5)  # each resource has its bursts
         assert refusals.refuse("calls", "full", 250.0)  # 61 s of quiet: a new burst
-    assert refusals.counts == {"calls": 4, "rtp_ports": 1, "file_descriptors": 0}
+    assert refusals.counts == {"calls": 4, "rtp_ports": 1, "file_descriptors": 0, "media_load": 0}
     assert len(caplog.records) == 3
     assert "calls exhausted" in caplog.records[0].getMessage()
     assert "(4 refused so far" in caplog.records[2].getMessage()

@@ -87,9 +87,20 @@ def test_bank_feeds_one_block_per_tick_and_skips_ahead_when_far_behind() -> None
     assert bank.stats.blocks == 1 and bank.next_deadline() == pytest.approx(1.02)
     bank.handle_deadline(1.1)
     assert bank.stats.blocks == 6
-    bank.handle_deadline(100.0)  # a 99 s stall: at most 50 blocks, then skip
-    assert bank.stats.blocks == 56
+    bank.handle_deadline(100.0)  # a 99 s stall: at most 100 blocks (2 s), then skip
+    assert bank.stats.blocks == 106
     assert bank.next_deadline() > 100.0
+    # after the skip the detector's time lags the clock: a channel attached now still hears its
+    # key, at the clock's time (it used to be taken for a digit from before it attached)
+    heard: list[tuple[str, float]] = []
+    channel = bank.attach(Codec.PCMU, lambda key, start, *_: heard.append((key, start)))
+    t0 = bank.next_deadline()
+    for t, data in _send("5", Codec.PCMU, 2):
+        channel.push(data[12:], t0 + t)
+        bank.handle_deadline(t0 + t)
+    bank.handle_deadline(t0 + 1.0)
+    [(key, start)] = heard
+    assert key == "5" and start == pytest.approx(t0, abs=0.1)
 
 
 def test_prebuffer_underrun_and_overflow() -> None:
@@ -102,8 +113,10 @@ def test_prebuffer_underrun_and_overflow() -> None:
     bank.handle_deadline(0.04)  # plays the other
     bank.handle_deadline(0.06)  # dry
     assert bank.stats.underruns == 1
-    channel.push(b"\xff" * 1000, 0.07)
-    assert bank.stats.overflow_bytes == 200
+    channel.push(b"\xff" * 1000, 0.07)  # a burst: held until the bank has had its block
+    assert bank.stats.overflow_bytes == 0
+    bank.handle_deadline(0.08)  # on time: 1000 - 160 played, 800 (100 ms) kept, 40 dropped
+    assert bank.stats.overflow_bytes == 40 and len(channel.buf) == 800
     channel.close()
     assert bank.free == 1
     channel.push(b"\xff" * 160, 0.08)  # closed: ignored
@@ -182,3 +195,46 @@ def test_one_detector_call_per_tick_serves_every_stream_of_a_bank() -> None:
     assert shapes == [(n, 160)] * bank.stats.blocks  # one call per tick, all streams in it
     for stream, made in zip(solo, calls, strict=True):
         assert made == stream._jb.stats.played > bank.stats.blocks / 2  # one per packet
+
+
+def test_a_bank_tells_its_first_and_last_channel_and_restarts_only_when_empty() -> None:
+    bank = InbandBank(2, start=0.0)
+    uses: list[tuple[bool, bool]] = []
+    bank.on_use = lambda busy: uses.append((busy, bank.empty))
+    a = bank.attach(Codec.PCMU, lambda *a: None)
+    b = bank.attach(Codec.PCMU, lambda *a: None)
+    assert uses == [(True, True)]  # once, before the channel is taken
+    bank.handle_deadline(0.1)
+    with pytest.raises(RuntimeError):
+        bank.restart(5.0)
+    a.close()
+    b.close()
+    assert uses == [(True, True), (False, True)]
+    bank.restart(5.0)  # after a pause off the clock: the next block is due at 5.0
+    assert bank.next_deadline() == 5.0
+    heard: list[str] = []
+    channel = bank.attach(Codec.PCMU, lambda key, *_: heard.append(key))
+    for t, data in _send("7", Codec.PCMU, 1):
+        channel.push(data[12:], 5.0 + t)
+        bank.handle_deadline(5.0 + t)
+    bank.handle_deadline(6.0)
+    assert heard == ["7"]  # a fresh detector: the key of the restarted bank is its own
+
+
+def test_a_late_bank_waits_a_moment_for_audio_rather_than_feed_silence_into_a_key() -> None:
+    """Woken 0.3 s late with a playing channel dry (its packets not read yet, the same stall
+    held the reads up): the catch-up is put off a quarter slot once, then plays the audio that
+    came meanwhile; nothing dropped, no underrun."""
+    bank = InbandBank(2, start=0.0)
+    channel = bank.attach(Codec.PCMU, lambda *a: None)
+    channel.push(b"\xff" * 480, 0.0)
+    bank.handle_deadline(0.02)  # playing, 1 frame left
+    bank.handle_deadline(0.04)
+    blocks = bank.stats.blocks
+    bank.handle_deadline(0.34)  # 15 blocks due, the channel dry
+    assert bank.stats.blocks == blocks and bank.next_deadline() == pytest.approx(0.345)
+    channel.push(b"\xff" * 160 * 15, 0.341)  # the stall's packets, read now
+    bank.handle_deadline(0.345)
+    assert bank.stats.blocks == blocks + 15
+    assert bank.stats.underruns == 0 and bank.stats.overflow_bytes == 0
+    assert bank.next_deadline() == pytest.approx(0.36)

@@ -16,6 +16,7 @@ from ..media.udp import PortRange
 from ..notify import CallbackSigner, Dispatcher
 from ..notify.keystore import data_dir_keys
 from ..service import CallService, Limits, LoopbackMedia, MediaBackend, ServiceConfig
+from ..service.admission import AdmissionConfig
 from ..service.prompts import PromptConfig
 from ..service.sip_media import SipMedia, TcpSettings
 from ..settings import Settings
@@ -93,6 +94,10 @@ def service_config(settings: Settings, media: MediaBackend | None = None) -> Ser
         ),
         record_media_timeout_s=settings.record_media_timeout_s,
         max_calls=settings.max_calls,
+        admission=AdmissionConfig(
+            new_calls_ms=settings.overload_new_calls_ms,
+            media_ops_ms=settings.overload_media_ops_ms,
+        ),
     )
 
 

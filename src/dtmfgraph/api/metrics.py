@@ -8,6 +8,7 @@ in docs/api.md.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hmac
 import re
@@ -135,13 +136,20 @@ class Metrics:
         self.resources_exhausted = Counter(
             "dtmfgraph_resources_exhausted",
             "Calls refused 503 with Retry-After (create-call and incoming INVITEs) because a "
-            "resource was exhausted: rtp_ports, calls (max_calls), file_descriptors.",
+            "resource was exhausted: rtp_ports, calls (max_calls), file_descriptors, "
+            "media_load (the media clock ran late: also answer and new media operations).",
             ["resource"],
             registry=r,
         )
         for resource in RESOURCES:
             self.resources_exhausted.labels(resource)
         self._refused_seen: dict[str, int] = {}
+        self.media_lateness = Gauge(
+            "dtmfgraph_media_lateness_seconds",
+            "How late this node's media clock runs, moving average (the load that refuses new "
+            "calls past overload_new_calls_ms; 0 with nothing to pace).",
+            registry=r,
+        )
         self.sip_unauthenticated = Counter(
             "dtmfgraph_sip_calls_unauthenticated",
             "Calls to the service refused for want of a good answer to its digest challenge "
@@ -424,6 +432,7 @@ async def metrics(request: Request) -> Response:
     phone = getattr(media, "phone", None)
     service = request.app.state.service
     m.refusals(service.refusals.counts, *([phone.refusals.counts] if phone is not None else []))
+    m.media_lateness.set(service.admission.level(asyncio.get_running_loop().time()))
     if phone is not None:
         m.phone_counters(
             phone.rtp_foreign_dropped,

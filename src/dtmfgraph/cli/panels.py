@@ -19,7 +19,7 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"^(sip_|rtcp_)", "SIP"),
     (r"^(no_auth|jwt_|auth_|metrics_)", "Authentication of API callers"),
     (r"^(callback_|incoming_|notify_)", "Notifications (callbacks)"),
-    (r"^(media|rtp_|loopback_|strict_rtp|prompt_|record_|dial_)", "Media"),
+    (r"^(media|rtp_|loopback_|strict_rtp|prompt_|record_|dial_|overload_)", "Media"),
     (r"^(data_dir|database_|db_|journal_)", "Storage"),
     (r"^(node_|workers)", "Nodes (several on one PostgreSQL)"),
     (r"^(host|port|public_base_url|console|keepalive_|log_level|loop|http)", "HTTP API"),

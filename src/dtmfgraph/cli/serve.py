@@ -72,6 +72,8 @@ _OPTION_OF = {
     "prompt_allowed_hosts": "--prompt-allow-host",
     "callback_issuer": "--callback-issuer",
     "event_loop": "--loop",
+    "overload_new_calls_ms": "--overload-new-calls",
+    "overload_media_ops_ms": "--overload-media-ops",
     "workers": "--workers",
     "workers_private_port": "--workers-private-port",
 }
@@ -335,6 +337,20 @@ def serve(
             help="iss of callback tokens and of the OpenID metadata (default: the base URL)."
         ),
     ] = None,
+    overload_new_calls: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse new calls 503 + Retry-After (API and SIP) while the media clock runs "
+            "this many ms late on average (default 5; 0 = never)."
+        ),
+    ] = None,
+    overload_media_ops: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse new sendDtmfTones/playPrompt/recordResponse on calls up 503 + "
+            "Retry-After from this many ms late (default 20; 0 = never)."
+        ),
+    ] = None,
     loop: Annotated[
         str | None,
         typer.Option(
@@ -406,6 +422,8 @@ def serve(
         "prompt_allowed_hosts": prompt_allow_host,
         "callback_issuer": callback_issuer,
         "event_loop": loop,
+        "overload_new_calls_ms": overload_new_calls,
+        "overload_media_ops_ms": overload_media_ops,
         "workers": workers,
         "workers_private_port": workers_private_port,
     }.items():

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
+from ..media_load import MediaLoad
+
 EventHandler: TypeAlias = Callable[[Any], None]
 SendTo: TypeAlias = Callable[[bytes, Any], Any]
 _EPS = 1e-9
@@ -191,6 +193,8 @@ class Pacer:
         self.period = period
         self.origin = self._loop.time()
         self.stats = PacerStats()
+        self.load = MediaLoad()
+        """Moving average of the wake-ups' lateness: the media load (dtmfgraph.media_load)."""
         self._phases = round(phases)
         self._load = [0] * self._phases
         self._buckets: dict[int, list[_Item]] = {}
@@ -359,6 +363,7 @@ class Pacer:
         stats.wakeups += 1
         late = now - due
         stats.max_lateness = max(stats.max_lateness, late)
+        self.load.observe(late, now)
         if late >= self.period:
             stats.late_wakeups += 1
         k_now = max(self._timer_k, int((now - origin) / tick + _EPS))

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from ..refusals import CALLS, Refusals
 from ..tones.keypad import ALL_KEYS
+from .admission import Admission, AdmissionConfig
 from .control import CallControls
 from .errors import (
     AccessDeniedError,
@@ -124,6 +125,8 @@ class ServiceConfig:
     """A recordResponse that hears no audio at all for this long fails mediaReceiveTimeout."""
     max_calls: int = 0
     """Calls this node carries at once (0: no limit); past it new ones are refused 503."""
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    """The media load past which new calls and media operations are refused 503."""
 
 
 class Observer(Protocol):
@@ -325,6 +328,10 @@ class CallService:
         """The transfer action (see :mod:`.transfer`)."""
         self.refusals = Refusals(log)
         """Calls refused for the calls limit (``max_calls``), counted and logged per burst."""
+        self.admission = Admission(
+            config.admission, self.refusals, lambda: getattr(self._media, "load", None), log
+        )
+        """New work refused while the media clock runs late (see :mod:`.admission`)."""
 
     def _new_live(self, call: Call, incoming: IncomingCall | None = None) -> _Live:
         live = _Live(call.id, incoming=incoming)
@@ -394,10 +401,11 @@ class CallService:
         while True:
             await asyncio.sleep(self._cfg.node_heartbeat_s)
             try:
-                async with self._unit() as uow:
+                async with self._repo.beat_unit() as uow:
                     await uow.node_alive(self._cfg.node_id, now())
-                    await uow.delete_expired_recordings(now())
                 self._reap_guard.beat_ok()
+                async with self._unit() as uow:
+                    await uow.delete_expired_recordings(now())
                 if self._reap_guard.may_reap():
                     self._hang_up_orphans(await self._end_orphans(own=False))
                     await self._hold_registration()
@@ -615,10 +623,11 @@ class CallService:
 
     def calls_limit_refusal(self) -> ServiceUnavailableError | None:
         """The 503 for a new call when this node already carries ``max_calls`` calls (counted
-        and logged once per burst), else ``None``."""
+        and logged once per burst) or its media is overloaded (:mod:`.admission`), else
+        ``None``."""
         limit = self._cfg.max_calls
         if not limit or len(self._live) < limit:
-            return None
+            return self.admission.new_call(asyncio.get_running_loop().time())
         detail = f"this node carries {len(self._live)} calls (max_calls={limit})"
         self.refusals.refuse(CALLS, detail, asyncio.get_running_loop().time())
         return ServiceUnavailableError(
@@ -921,6 +930,9 @@ class CallService:
         if callback_uri is not None:
             check_callback_uri(callback_uri, self._cfg.callback_allowed_hosts)
         live, inc = await self._incoming_live(p, call_id)
+        refusal = self.admission.new_call(asyncio.get_running_loop().time())
+        if refusal is not None:
+            raise refusal  # still ringing: the client may answer again after Retry-After
         async with live.lock, self._call_unit(call_id) as uow:
             call = await self._owned(uow, p, call_id)
             if call.state is not CallState.INCOMING:
@@ -1102,6 +1114,9 @@ class CallService:
                     return found
                 if call.state not in (CallState.ESTABLISHING, CallState.ESTABLISHED):
                     raise NotAllowedError(f"call {call_id} is {call.state.value}")
+                refusal = self.admission.media_operation(asyncio.get_running_loop().time())
+                if refusal is not None:
+                    raise refusal  # nothing taken; what was taken before plays on in full
                 up = call.state is CallState.ESTABLISHED
                 current = live.mq.current
                 if barge_in:

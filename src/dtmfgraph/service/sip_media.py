@@ -53,6 +53,7 @@ from ..media.sip_transport import (
 from ..media.tls import TlsConfig
 from ..media.transfer import TransferError, blind_transfer, replaces_ref
 from ..media.udp import Address, MediaError, PortRange
+from ..media_load import MediaLoad
 from ..rtp.jitter import MAX_DELAY
 from ..rtp.rtcp import MIN_INTERVAL
 from ..sip import Credentials, SipError, SipUri
@@ -544,9 +545,15 @@ class SipMedia:
             return None
         return self.registration is not None and self.registration.registered
 
+    @property
+    def load(self) -> MediaLoad | None:
+        """How late the phone's media clock runs (``None`` before the phone is open)."""
+        return self.phone.pacer.load if self.phone is not None else None
+
     def set_admission(self, refusal: Callable[[], ServiceUnavailableError | None]) -> None:
         """Ask ``refusal`` before each incoming call rings: a ``ServiceUnavailableError`` it
-        returns (the calls limit) refuses the INVITE 503 with its ``Retry-After``."""
+        returns (the calls limit, the media load) refuses the INVITE 503 with its
+        ``Retry-After``."""
         self._admission = refusal
 
     async def _incoming(self, invite: IncomingInvite) -> None:

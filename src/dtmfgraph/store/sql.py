@@ -349,6 +349,13 @@ class SqlRepository:
         """Up or down; told of every transaction (see :func:`unavailable`)."""
         self.writers = 1 if self.engine.dialect.name == "sqlite" else PG_WRITERS
         """Write transactions worth running at once (SQLite takes one writer at a time)."""
+        self._beat_engine = self.engine
+        if self.engine.dialect.name != "sqlite":
+            # the heartbeat's own connection: a burst of requests holding the whole pool past
+            # the lease (node_dead_after_s) would make the other nodes take this one for dead
+            self._beat_engine = create_async_engine(
+                url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout_s, pool_pre_ping=True
+            )
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
@@ -356,6 +363,13 @@ class SqlRepository:
         async with self.guard(lambda: any(u.wrote for u in done)), self.engine.begin() as conn:
             done.append(unit := SqlUnit(conn))
             yield unit
+
+    @asynccontextmanager
+    async def beat_unit(self) -> AsyncIterator[SqlUnit]:
+        """A transaction on the heartbeat's own connection (PostgreSQL; on SQLite, whose one
+        writer at a time is the one pooled connection, an ordinary :meth:`unit`)."""
+        async with self.guard(), self._beat_engine.begin() as conn:
+            yield SqlUnit(conn)
 
     @asynccontextmanager
     async def guard(self, wrote: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
@@ -385,6 +399,8 @@ class SqlRepository:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._beat_engine is not self.engine:
+            await self._beat_engine.dispose()
 
     # --- outbox ---------------------------------------------------------------------------
     @staticmethod
