@@ -38,6 +38,10 @@ POOL_TIMEOUT_S = 5.0
 """Longest wait for a pooled connection; past it the request is answered 503 with
 ``Retry-After`` (a change of a live call waits in memory and is retried), never a dead task."""
 
+PG_WRITERS = 4
+"""Groups of live calls' changes written at once on PostgreSQL (each a transaction on its own
+connection, of the pool's 10 kept; see ``service.write_behind``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -343,6 +347,8 @@ class SqlRepository:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.health = StoreHealth()
         """Up or down; told of every transaction (see :func:`unavailable`)."""
+        self.writers = 1 if self.engine.dialect.name == "sqlite" else PG_WRITERS
+        """Write transactions worth running at once (SQLite takes one writer at a time)."""
         self._beat_engine = self.engine
         if self.engine.dialect.name != "sqlite":
             # the heartbeat's own connection: a burst of requests holding the whole pool past
@@ -461,10 +467,16 @@ class SqlRepository:
         return float(v) if v is not None else None
 
     async def mark_delivered(self, item_id: int) -> None:
+        await self.mark_delivered_many([item_id])
+
+    async def mark_delivered_many(self, item_ids: list[int]) -> None:
+        """Mark rows delivered, in one transaction."""
+        if not item_ids:
+            return
         async with self.guard(), self.engine.begin() as conn:
             await conn.execute(
                 outbox.update()
-                .where(outbox.c.id == item_id)
+                .where(outbox.c.id.in_(item_ids))
                 .values(
                     state=DELIVERED,
                     delivered_at=time.time(),
