@@ -111,8 +111,9 @@ the 256-call profile is from one of those):
   loop and the single SQLite connection, so 11 notifications of a call take 15-50 s.
 - Next step, in order of what it buys here: (1) media off the API's event loop, on the second
   core (media workers per core owning the sockets and the pacer; `serve --workers 2` landed
-  as this was measured: re-run with `--database URL --serve-arg=--workers --serve-arg=2`); (2) fewer system calls per packet (a
-  `sendmmsg`/`recvmmsg` batch per 20 ms tick instead of a `sendto` and a `recvfrom` per packet);
+  as this was measured: re-run with `--database URL --serve-arg=--workers --serve-arg=2`);
+  (2) fewer system calls per packet (a `sendmmsg`/`recvmmsg` batch per 20 ms tick instead of a
+  `sendto` and a `recvfrom` per packet);
   (3) the notification path: several queued notifications of a call in one POST
   (commsNotifications carries a `value` array), delivered marks and claims once per tick, one
   token per batch; (4) re-run on a quiet box for the pacing figure.
