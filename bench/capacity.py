@@ -69,6 +69,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _capture import Pacing, capture, pacing, read_events
+from _profile import py_spy, summarise_profile
 from _report import machine, markdown_table, stop, write_section
 from api_path import _database
 from dtmfgraph.cli.progress import Advance, progress
@@ -638,7 +639,7 @@ async def drive(
         drops0 = service_drops(service.pid)
         s0 = [tree_cpu(e.proc.pid) for e in ends]
         r0 = resource.getrusage(resource.RUSAGE_SELF)
-        spy = _py_spy(service.pid, profile) if profile else None
+        spy = py_spy(service.pid, profile) if profile else None
         notes0 = calls.notes
         sent = {c: sequence(i) for i, c in enumerate(ids) if c in up}
 
@@ -686,26 +687,6 @@ async def drive(
         )
     finally:
         await api.client.aclose()
-
-
-def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).parent / "py-spy"
-    argv = [
-        str(exe) if exe.exists() else "py-spy",
-        "record",
-        "-p",
-        str(pid),
-        "--subprocesses",
-        "--nonblocking",
-        "--threads",
-        "-r",
-        "100",
-        "--format",
-        "raw",
-        "-o",
-        str(out),
-    ]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,54 +773,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
             raise RuntimeError(f"serve exited {proc.returncode}")
         time.sleep(0.1)
     raise RuntimeError("serve: no 200 in 90 s")
-
-
-# ---------------------------------------------------------------- py-spy summary
-
-
-def _name(frame: str) -> str:
-    return frame.split(" (", 1)[0]
-
-
-def summarise_profile(path: Path, top: int = 10) -> str:
-    """py-spy's raw samples (``--threads``): the share of each thread, of each event-loop
-    callback (the two frames under ``Handle._run``: the pacer's tick, a socket's read, a task's
-    coroutine...), and of the busiest innermost functions."""
-    threads: Counter[str] = Counter()
-    callbacks: Counter[str] = Counter()
-    leaves: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        k, frames = int(count), stack.split(";")
-        total += k
-        thread = next((f for f in frames if f.startswith("thread (")), "?")
-        threads[thread.split(": ", 1)[-1]] += k
-        leaves[frames[-1]] += k
-        runs = [i for i, f in enumerate(frames) if f.startswith("Handle._run ")]
-        if runs:
-            callbacks[" > ".join(_name(f) for f in frames[runs[-1] + 1 : runs[-1] + 3])] += k
-        else:
-            callbacks[f"(outside callbacks) {_name(frames[-1])}"] += k
-    if not total:
-        return f"py-spy: no samples in {path}"
-
-    def share(counter: Counter[str], n: int) -> list[str]:
-        return [f"  {100 * v / total:5.1f} %  {name[:150]}" for name, v in counter.most_common(n)]
-
-    return "\n".join(
-        [
-            f"py-spy: {total} samples at 100 Hz (busy threads only; {path})",
-            " by thread:",
-            *share(threads, 4),
-            " by event-loop callback:",
-            *share(callbacks, top),
-            " busiest innermost functions:",
-            *share(leaves, top),
-        ]
-    )
 
 
 # ---------------------------------------------------------------- the ladder
