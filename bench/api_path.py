@@ -95,31 +95,35 @@ WHERE_THE_TIME_GOES = """\
 Where the time goes (py-spy on `serve`, 200 samples/s, during the runs; shares of the event
 loop's samples):
 
-- Before (main as this work began, reads of live calls already from memory; SQLite's rollback
-  journal, a pool of 5 + 10 connections, sync FastAPI dependencies): the event loop was idle
-  most of the time; the aiosqlite threads were busy in SQLite itself, most of it fsyncs (several
-  per sendDtmfTones) and its busy handler sleeping while connections waited for each other's
-  write lock; each sync dependency (the service, the caller, `Repeatability-Request-ID`) took a
-  hop to a worker thread. Measured then, on this machine, 3 rounds of 4 s: GET 516 vs 1,810 rps
-  (0.285x); send then GET 48 vs 1,857 rps (0.026x; 24 requests failed: non-2xx or over wrk's 2 s
-  timeout).
-- After (WAL with `synchronous=NORMAL`, one pooled connection for SQLite, statements built once,
-  one upsert per operation, async dependencies, reads of live calls without copying): a GET is
-  the framework floor plus ours: uvicorn/h11 and the socket write (about 30 % of the loop, as
-  for hello-world), FastAPI's dependency solving (about 13 %), our four pure-ASGI middlewares
-  (Graph ids, metrics, body limits, routing: a few %), the read from memory and its JSON (under
-  10 %). A sendDtmfTones then GET also pays, per operation, the completion's transaction
-  (operation + outbox row), the signed webhook POST (httpx and an RS256 signature: about 20 %
-  of the loop) and the outbox's own transactions (claim, delivered); the loop waits about 20 %
-  of the time for the single SQLite connection. JSON rendering is under 3 % on both paths, so
-  orjson was not taken.
-- Not reached: send then GET at 0.15x. What is left is per operation, not per request: the
-  webhook delivery (its own transactions, httpx, a signature per notification) and the
-  serialised SQLite connection (the next step: one transaction for several calls' changes, a
-  group commit). Consecutive 5 s runs on one server vary (246 down to 113 rps in one trial, 138
-  to 203 in another: no trend found), as hello-world's own rate swings 2x on this shared box.
-  PostgreSQL (not profiled here): each commit waits for the server's WAL flush and each
-  statement is a round trip over TCP.
+- Before the first pass (main as issue 18 began: reads of live calls already from memory;
+  SQLite's rollback journal, a pool of 5 + 10 connections, sync FastAPI dependencies): the loop
+  was mostly idle, waiting for SQLite's fsyncs and its busy handler. Measured then, 3 rounds of
+  4 s: GET 516 vs 1,810 rps (0.285x); send then GET 48 vs 1,857 rps (0.026x).
+- First pass (WAL with `synchronous=NORMAL`, one pooled SQLite connection, statements built
+  once, one upsert per operation, async dependencies, reads without copying): GET 0.379x;
+  send then GET 0.135x on SQLite, 0.084x on PostgreSQL (a quiet box). A GET is the framework
+  floor plus ours: uvicorn/h11 and the socket write (about 30 %, as for hello-world), FastAPI's
+  dependency solving (about 13 %), our four pure-ASGI middlewares (a few %), the read from
+  memory and its JSON (under 10 %). What was left was per operation: a transaction per change,
+  a signed webhook POST per notification, the outbox's own transactions.
+- This pass: group commit (the changes of every call submitted while a transaction is written
+  go in the next one, in order per call; on PostgreSQL up to 4 groups in flight, no call in two),
+  one callback token per call and app for 5 min instead of an RS256 signature per notification,
+  the "delivered" marks of POSTs that end together in one transaction, no next-due query after
+  a claim that found work. Profile of send then GET on SQLite: the delivery went from 36 % of
+  the loop (httpx 18 %, the signature 7 %, its mark transaction 10 %) to 13 % (httpx 11 %, the
+  mark 1 %); the group writes are 14 % (statement execution, one hop to SQLite's thread per
+  statement); the claim 5 %. On PostgreSQL httpx/httpcore is the largest part of our own code
+  (about 25 % of the loop) beside uvicorn/h11 and FastAPI.
+- Next: a lighter HTTP client for the webhook POSTs (httpx+httpcore cost about as much as the
+  whole request handling of a GET), executemany for a group's statements of one kind, and the
+  delivery off the API's event loop. The box was shared with other work during these runs
+  (load average 9 to 16 on its 2 cores): hello-world's own rate swung from under 200 to over
+  1,000 rps between rounds, so single rounds mean little. Three full runs of this pass, send
+  then GET: SQLite 0.212x, 0.295x, 0.353x (the table: the last); PostgreSQL 0.092x (one
+  writer, before groups in flight together), 0.176x, 0.143x. The failed requests on
+  PostgreSQL are non-2xx or past wrk's 2 s timeout; main had them too under the same load (52
+  in a 9 s profiling run beside this branch's 33).
 """
 
 

@@ -518,6 +518,16 @@ class Settings(BaseSettings):
     notify_concurrency: int = Field(
         default=100, ge=1, description="Callback POSTs in flight at once in all."
     )
+    notify_token_reuse_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=300,
+        description=(
+            "How long one signed callback token is reused for a call's notifications (at "
+            "most 300: half its 10 min lifetime); 0: a token per notification, its jti the "
+            "notification's id."
+        ),
+    )
     notify_drain_on_stop_s: float = Field(
         default=5.0,
         ge=0,

@@ -329,9 +329,14 @@ async def test_dead_letter_listed_and_redelivered_by_the_cli(
 
 async def test_one_id_across_retries(db_url: str) -> None:
     """A notification refused twice, then taken: the three POSTs carry the same id, as
-    ``Notification-Id`` and as the JWT ``jti``; another notification has another id."""
+    ``Notification-Id`` and (with a token per notification: ``notify_token_reuse_s`` 0) as
+    the JWT ``jti``; another notification has another id."""
     hook = Hook("ok", fail_first=2)
-    async with hooks(hook), outbox(db_url) as repo, dispatching(repo, backoff_initial_s=0.05):
+    async with (
+        hooks(hook),
+        outbox(db_url) as repo,
+        dispatching(repo, backoff_initial_s=0.05, token_reuse_s=0),
+    ):
         await _add(repo, "A", hook.url)
         await _add(repo, "A", hook.url)
         await until(lambda: len(hook.accepted) == 2, "both notifications")

@@ -29,9 +29,11 @@ import httpx
 
 from ..service.errors import StoreUnavailableError
 from ..store import OutboxItem, SqlRepository
+from .coalesce import Coalescer
 from .receivers import Receiver, RetryPolicy, delivery_id, receiver_of
 from .render import notification_batch
 from .signer import CallbackSigner
+from .tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ BATCH = 100
 """Rows claimed per database query."""
 MAX_RECEIVERS = 10_000
 """Receivers remembered while idle and failing (idle healthy ones are forgotten at once)."""
+TOKEN_REUSE_S = 300.0
+"""How long one callback token is reused for a call's notifications to one app (0: a token
+per notification); see :mod:`.tokens`."""
 
 
 class DeliveryObserver(Protocol):
@@ -93,11 +98,16 @@ class Dispatcher:
         observer: DeliveryObserver | None = None,
         verify: ssl.SSLContext | bool = True,
         node: str = "",
+        token_reuse_s: float = TOKEN_REUSE_S,
     ) -> None:
         self._repo = repo
         self._node = node
         self._lease = 2.0 * timeout_s + 5.0  # a claim outlives its POST
         self._signer = signer
+        self.tokens = TokenCache(signer, token_reuse_s)
+        """The callback tokens, each reused for a while (see :mod:`.tokens`)."""
+        self.marks = Coalescer(repo.mark_delivered_many, BATCH)
+        """The "delivered" marks, several per transaction."""
         self._timeout = timeout_s
         self.policy = RetryPolicy(retry_for_s, backoff_initial_s, backoff_max_s)
         self._per_receiver = max(1, per_receiver)
@@ -106,6 +116,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._receivers: dict[str, Receiver] = {}
         self._queues: dict[str, collections.deque[OutboxItem]] = {}
+        self._retry_next = float("inf")
+        """The earliest time a row this node gave back (failed, postponed) is due again."""
         self._held: dict[int, float] = {}
         """Rows this node holds (queued or in flight) and when it last claimed each."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,7 +126,10 @@ class Dispatcher:
         self._stopping = False
         self._deadlines: set[asyncio.Timeout] = set()
         """The POSTs in flight (their deadlines: close() brings them forward to now)."""
-        limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=20)
+        # a POST's connection is kept for the next one (to its receiver) as long as the POSTs in
+        # flight may need, not closed past 20 and opened again
+        slots = max(1, concurrency)
+        limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
         self._client = httpx.AsyncClient(
             timeout=timeout_s, follow_redirects=False, verify=verify, limits=limits
         )
@@ -150,6 +165,8 @@ class Dispatcher:
     async def _feed(self) -> float:
         """Claim the due rows, queue those not held yet; return how long to wait."""
         now = time.time()
+        if self._retry_next <= now:  # this claim takes what was due by now
+            self._retry_next = float("inf")
         items = await self._repo.due_notifications(now, BATCH, node=self._node, lease_s=self._lease)
         fresh = 0
         for item in items:
@@ -160,6 +177,11 @@ class Dispatcher:
             self._enqueue(item, now)
         if fresh and len(items) >= BATCH:
             return 0.0  # more may be due
+        if fresh:
+            # what comes next is woken (each delivery, each commit) or set here (a retry):
+            # no query for it while notifications flow
+            return min(max(self._retry_next - time.time(), 0.005), 1.0)
+        self._retry_next = float("inf")
         nxt = await self._repo.next_notification_at()
         return 1.0 if nxt is None else min(max(nxt - time.time(), 0.005), 1.0)
 
@@ -211,11 +233,19 @@ class Dispatcher:
                     self._log_dead(item, error)
                     self._observe("dead", None)
             await self._repo.postpone(later, receiver.retry_at, node=self._node)
+            if later:
+                self._retry_at(receiver.retry_at)
         except Exception:
             log.exception("outbox: giving notifications back failed (their claims lapse)")
         finally:
             for item in items:
                 self._held.pop(item.id, None)
+
+    def _retry_at(self, when: float) -> None:
+        """A row this node gave back is due again at ``when``: look then at the latest."""
+        if when < self._retry_next:
+            self._retry_next = when
+            self.wake()  # the loop's wait is computed again (it finds nothing due before)
 
     def _deadline(self, item: OutboxItem) -> float:
         start = item.retry_from if item.retry_from is not None else item.created_at
@@ -260,7 +290,7 @@ class Dispatcher:
         self._posts += 1
         try:
             body = json.dumps(notification_batch(item.event), separators=(",", ":"))
-            token = self._signer.token(
+            token = self.tokens.token(
                 audience=item.app_id,
                 call_id=item.call_id,
                 tenant_id=item.event.call.get("tenantId"),
@@ -301,6 +331,8 @@ class Dispatcher:
         deadline = self._deadline(item)
         retry_at = None if now >= deadline else min(backoff_until, deadline)
         await self._repo.mark_failed_attempt(item.id, error=error, retry_at=retry_at)
+        if retry_at is not None:
+            self._retry_at(retry_at)
         if retry_at is None:
             self._log_dead(item, error)
         outcome: Outcome = "retried" if retry_at is not None else "dead"
@@ -308,7 +340,7 @@ class Dispatcher:
         self._tell(replace(attempt, outcome=outcome))
 
     async def _delivered(self, receiver: Receiver, item: OutboxItem) -> None:
-        await self._repo.mark_delivered(item.id)
+        await self.marks.submit(item.id)
         if receiver.answered() or item.attempts > 0:  # it is back: its backlog is due now
             uris = sorted(receiver.uris | {item.callback_uri})
             n = await self._repo.retry_now(uris, time.time())
@@ -390,4 +422,5 @@ class Dispatcher:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        await self.marks.close(1.0)
         await self._client.aclose()

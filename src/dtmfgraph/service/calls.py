@@ -401,10 +401,11 @@ class CallService:
         while True:
             await asyncio.sleep(self._cfg.node_heartbeat_s)
             try:
-                async with self._unit() as uow:
+                async with self._repo.beat_unit() as uow:
                     await uow.node_alive(self._cfg.node_id, now())
-                    await uow.delete_expired_recordings(now())
                 self._reap_guard.beat_ok()
+                async with self._unit() as uow:
+                    await uow.delete_expired_recordings(now())
                 if self._reap_guard.may_reap():
                     self._hang_up_orphans(await self._end_orphans(own=False))
                     await self._hold_registration()

@@ -53,3 +53,9 @@ class UnitOfWork(Protocol):
 
 class Repository(Protocol):
     def unit(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    def beat_unit(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A transaction for the node's heartbeat, on a connection of its own where the store
+        has several (requests that hold every pooled connection must not make this node look
+        dead to the others); by default an ordinary :meth:`unit`."""
+        return self.unit()

@@ -9,6 +9,17 @@ without it); while the store is away (read-only, full, stopped), the batches wai
 and are retried with exponential backoff, and land in order when it is back. A change is never
 dropped because a write failed, and no worker of the call waits for the store.
 
+Group commit: the batches submitted while a transaction is being written (by any calls) go
+together in the next one, in the order they were submitted (so each call's stay in order), up
+to :data:`GROUP_MAX` per transaction. Nobody waits for a group to fill: an idle store takes a
+change at once, a busy one takes every change that queued meanwhile in one transaction (and
+one commit) instead of one each. Each submitter still returns only once its change committed.
+If the store refuses one change of a group (a statement error, not the store being away), the
+group is written again one change per transaction, so only that change fails. A store that
+takes several writers at once (PostgreSQL: ``repo.writers``) gets that many groups in flight,
+no call in two of them (a call's later changes wait for the group holding its earlier one);
+SQLite takes one writer, so one group.
+
 Bounded: what a call can make while the store is away is bounded by what it has (requests that
 would add work answer 503 meanwhile, see ``CallService``); only ``tone`` notifications, which
 the far end can send without end, are dropped past :attr:`WriteBehind.max_droppable` waiting
@@ -33,6 +44,9 @@ from .repository import Repository, UnitOfWork
 
 log = logging.getLogger(__name__)
 
+GROUP_MAX = 256
+"""Most batches written in one transaction (the rest go in the next)."""
+
 Step = Callable[[UnitOfWork], Awaitable[None]]
 
 
@@ -45,7 +59,6 @@ class CallRecord:
     ops: dict[str, Operation] = field(default_factory=dict)
     live: bool = True
     """The node still carries the call (when not, the record goes once its writes landed)."""
-    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -56,6 +69,10 @@ class Batch:
     steps: list[Step]
     after: Callable[[], None]
     droppable: bool = False
+
+
+_Submitted = tuple[Batch, CallRecord, "asyncio.Future[None]"]
+"""A batch submitted for the next group, and what its submitter awaits."""
 
 
 class LiveUnit:
@@ -169,6 +186,18 @@ class LiveUnit:
         raise _not_here("calls")
 
 
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():  # its submitter may have been cancelled meanwhile
+        done.set_result(None)
+
+
+def _after(batch: Batch) -> None:
+    try:
+        batch.after()
+    except Exception:
+        log.exception("call %s: what follows a change's commit failed", batch.call_id)
+
+
 def _same(thing: object) -> object:
     return thing
 
@@ -204,6 +233,15 @@ class WriteBehind:
         """A write that shows the store is back when nothing else waits (a heartbeat)."""
         self._queues: dict[str, deque[tuple[Batch, CallRecord]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._group: list[_Submitted] = []
+        """Submitted, for the next transaction, in the order submitted."""
+        self._committers: set[asyncio.Task[None]] = set()
+        self._writers = max(1, int(getattr(repo, "writers", 1)))
+        """Groups written at once (what the store takes: 1 for SQLite)."""
+        self._busy: set[str] = set()
+        """The calls with changes in a group being written."""
+        self.group_sizes: deque[int] = deque(maxlen=1000)
+        """How many batches each of the last transactions wrote (for tests and the bench)."""
         self.dropped = 0
         """``tone`` notifications dropped because too many waited for their call."""
         self.delay_s = backoff_initial_s
@@ -229,25 +267,113 @@ class WriteBehind:
             )
 
     async def submit(self, batch: Batch, record: CallRecord) -> None:
-        """Write ``batch`` now if nothing of its call waits and the store takes it; else keep
-        it, behind the call's earlier batches, for the retry task."""
+        """Write ``batch`` with the next group if nothing of its call waits, and return once
+        it committed (or, if the store is away, once it waits for the retry task behind the
+        call's earlier batches). What the store refuses (not being away) is raised."""
         if not batch.steps:
             batch.after()
             return
-        if batch.call_id not in self._queues:
-            async with record.write_lock:
-                if batch.call_id not in self._queues:
-                    try:
-                        await self._land(batch)
-                        return
-                    except StoreUnavailableError:
-                        pass
+        if batch.call_id in self._queues:
+            self._wait(batch, record)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._group.append((batch, record, done))
+        if len(self._committers) < self._writers:
+            task = asyncio.ensure_future(self._commit_groups())
+            self._committers.add(task)
+            task.add_done_callback(self._committers.discard)
+        await done
+
+    def _wait(self, batch: Batch, record: CallRecord) -> None:
+        """Keep ``batch`` behind its call's earlier batches for the retry task."""
         queue = self._queues.setdefault(batch.call_id, deque())
         if batch.droppable and len(queue) >= self.max_droppable:
             self.dropped += 1
             return
         queue.append((batch, record))
         self.kick()
+
+    async def _commit_groups(self) -> None:
+        """Write what was submitted, a group per transaction, until nothing is left."""
+        group: list[_Submitted] = []
+        try:
+            while group := self._take():
+                ready: list[_Submitted] = []
+                for batch, record, done in group:
+                    if batch.call_id in self._queues:  # an earlier change of it waits: behind
+                        self._wait(batch, record)
+                        _settle(done)
+                    else:
+                        ready.append((batch, record, done))
+                try:
+                    if ready:
+                        await self._commit(ready)
+                finally:
+                    self._busy.difference_update(b.call_id for b, _, _ in group)
+                group = []
+        finally:
+            # gone from the writers now, not at its done-callback: a change submitted
+            # meanwhile starts a writer of its own
+            self._committers.discard(asyncio.current_task())
+            for _, _, done in group:  # cancelled (a stop that could not wait): nobody
+                if not done.done():  # waits for it forever
+                    done.cancel()
+
+    def _take(self) -> list[_Submitted]:
+        """The next group: the oldest submitted changes, up to :data:`GROUP_MAX`, of calls
+        with nothing in a group being written (a call's later changes stay behind its
+        earlier ones)."""
+        if not self._busy and len(self._group) <= GROUP_MAX:
+            group, self._group = self._group, []
+        else:
+            group, left, blocked = [], [], set(self._busy)
+            for item in self._group:
+                call_id = item[0].call_id
+                if len(group) < GROUP_MAX and call_id not in blocked:
+                    group.append(item)
+                else:
+                    left.append(item)
+                    blocked.add(call_id)
+            self._group = left
+        self._busy.update(b.call_id for b, _, _ in group)
+        return group
+
+    async def _commit(self, ready: list[_Submitted]) -> None:
+        try:
+            async with self._repo.unit() as uow:
+                for batch, _, _ in ready:
+                    for step in batch.steps:
+                        await step(uow)
+        except StoreUnavailableError:
+            for batch, record, done in ready:
+                self._wait(batch, record)
+                _settle(done)
+            return
+        except Exception:  # one change the store refuses: only that one fails
+            await self._one_by_one(ready)
+            return
+        self.group_sizes.append(len(ready))
+        for batch, _, done in ready:
+            _after(batch)
+            _settle(done)
+
+    async def _one_by_one(self, ready: list[_Submitted]) -> None:
+        for batch, record, done in ready:
+            if batch.call_id in self._queues:
+                self._wait(batch, record)
+                _settle(done)
+                continue
+            try:
+                await self._land(batch)
+            except StoreUnavailableError:
+                self._wait(batch, record)
+                _settle(done)
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+            else:
+                self.group_sizes.append(1)
+                _settle(done)
 
     def kick(self) -> None:
         """Start the retry task if it is not running."""
@@ -258,12 +384,22 @@ class WriteBehind:
         """Wait up to ``seconds`` for every waiting batch to land; whether they all did."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._queues and loop.time() < deadline:
+        while (self._queues or self._group or self._committers) and loop.time() < deadline:
             self.kick()
             await asyncio.sleep(0.02)
-        return not self._queues
+        return not self._queues and not self._group and not self._committers
 
     async def close(self) -> None:
+        committers = set(self._committers)
+        if committers:  # not cut off mid-transaction unless it hangs
+            await asyncio.wait(committers, timeout=5.0)
+            for task in committers:
+                task.cancel()
+            await asyncio.gather(*committers, return_exceptions=True)
+        for _, _, done in self._group:  # nobody waits for what will not be written now
+            if not done.done():
+                done.cancel()
+        self._group.clear()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -272,7 +408,7 @@ class WriteBehind:
         async with self._repo.unit() as uow:
             for step in batch.steps:
                 await step(uow)
-        batch.after()
+        _after(batch)
 
     async def _retry(self) -> None:
         self.delay_s = self._b0
@@ -292,14 +428,13 @@ class WriteBehind:
     async def _drain(self, call_id: str) -> None:
         queue = self._queues[call_id]
         while queue:
-            batch, record = queue[0]
-            async with record.write_lock:
-                try:
-                    await self._land(batch)
-                except StoreUnavailableError:
-                    raise
-                except Exception:  # not the store being away: retrying cannot help
-                    log.exception("call %s: a change could not be written; dropped", call_id)
+            batch, _ = queue[0]
+            try:
+                await self._land(batch)
+            except StoreUnavailableError:
+                raise
+            except Exception:  # not the store being away: retrying cannot help
+                log.exception("call %s: a change could not be written; dropped", call_id)
             queue.popleft()
         del self._queues[call_id]
         self._drained(call_id)

@@ -38,6 +38,10 @@ POOL_TIMEOUT_S = 5.0
 """Longest wait for a pooled connection; past it the request is answered 503 with
 ``Retry-After`` (a change of a live call waits in memory and is retried), never a dead task."""
 
+PG_WRITERS = 4
+"""Groups of live calls' changes written at once on PostgreSQL (each a transaction on its own
+connection, of the pool's 10 kept; see ``service.write_behind``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -343,6 +347,15 @@ class SqlRepository:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.health = StoreHealth()
         """Up or down; told of every transaction (see :func:`unavailable`)."""
+        self.writers = 1 if self.engine.dialect.name == "sqlite" else PG_WRITERS
+        """Write transactions worth running at once (SQLite takes one writer at a time)."""
+        self._beat_engine = self.engine
+        if self.engine.dialect.name != "sqlite":
+            # the heartbeat's own connection: a burst of requests holding the whole pool past
+            # the lease (node_dead_after_s) would make the other nodes take this one for dead
+            self._beat_engine = create_async_engine(
+                url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout_s, pool_pre_ping=True
+            )
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
@@ -350,6 +363,13 @@ class SqlRepository:
         async with self.guard(lambda: any(u.wrote for u in done)), self.engine.begin() as conn:
             done.append(unit := SqlUnit(conn))
             yield unit
+
+    @asynccontextmanager
+    async def beat_unit(self) -> AsyncIterator[SqlUnit]:
+        """A transaction on the heartbeat's own connection (PostgreSQL; on SQLite, whose one
+        writer at a time is the one pooled connection, an ordinary :meth:`unit`)."""
+        async with self.guard(), self._beat_engine.begin() as conn:
+            yield SqlUnit(conn)
 
     @asynccontextmanager
     async def guard(self, wrote: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
@@ -379,6 +399,8 @@ class SqlRepository:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._beat_engine is not self.engine:
+            await self._beat_engine.dispose()
 
     # --- outbox ---------------------------------------------------------------------------
     @staticmethod
@@ -445,10 +467,16 @@ class SqlRepository:
         return float(v) if v is not None else None
 
     async def mark_delivered(self, item_id: int) -> None:
+        await self.mark_delivered_many([item_id])
+
+    async def mark_delivered_many(self, item_ids: list[int]) -> None:
+        """Mark rows delivered, in one transaction."""
+        if not item_ids:
+            return
         async with self.guard(), self.engine.begin() as conn:
             await conn.execute(
                 outbox.update()
-                .where(outbox.c.id == item_id)
+                .where(outbox.c.id.in_(item_ids))
                 .values(
                     state=DELIVERED,
                     delivered_at=time.time(),
