@@ -76,48 +76,47 @@ from dtmfgraph.cli.progress import Advance, progress
 
 STEPS = (32, 64, 128, 256, 500, 1000)
 T = TypeVar("T")
-NOTES = """Notes (the run above, 2026-12-07 23:18-23:36 UTC, and development runs that evening;
-the 256-call profile is from one of those):
+NOTES = """Notes (the run above: 2026-12-08 00:03-00:09 UTC on a quiet box, load average 0.9-2.1;
+the earlier run that evening at load 6-18 had the same shape with worse pacing):
 
-- The box: 2 cores shared with about seven other sessions; load average 6-18 through the run.
-  The service got at most about one core and often less: at 128 calls py-spy finds its main
-  thread runnable (not waiting in epoll) about 94 % of the send window while /proc charges it
-  80 % of a core, so it waited for a CPU the rest. Pacing p99 above 2 ms at every step (64-665
-  ms here; 10-90 ms at 8 calls in development runs) is mostly that scheduler: the pacer alone,
-  in `bench/pacing.py`, measured p99 1.3 ms at 100 streams on a quieter box. The 26 s POST
-  /calls at 32 calls came with load 18. Re-run on a quiet box for figures; the shape should hold.
-- Where it bends: every call established and every key right up to 128 calls (the service's own
-  sockets dropped nothing at any step; the far ends' drops are sipp's echo sockets overflowing
-  while their threads wait for a core), but the keys come back late: the 10th toneInfo 2.1 s
-  after its sendDtmfTones at 8 calls (10 keys take 1.9 s to play), 15 s at 32, 18 s at 64, 50 s
-  at 128. At 256 the keys all leave on the wire (256 streams, 10 keys each, in order) but the
-  notifications slow to 1-5 per second: none of 256 calls heard all 10 keys within 60 s (15-42
-  did in development runs with 120 s). At 500-1000 POST /calls take 5 s p50 (20 s p99 at 1000),
-  only 441 of 500 and 196 of 1000 calls are up within the 120 s budget, the single SQLite
-  connection's pool times out (`QueuePool limit of size 1 overflow 0 reached`) and the service
-  refuses with 503 (the overload refusal works: no dead task, no wrong key, only missing ones).
-  The goal (1,000 calls, every key right, pacing p99 <= 2 ms, POST p99 <= 250 ms) is not
-  reached: on this box the knee is about 128 calls for correct keys and below 32 for prompt ones.
-- Where the time goes at the knee (py-spy on `serve`, 100 Hz, `--nonblocking`, the whole send
-  window of the 128-call step; share of busy samples, inclusive): main thread 90 %, aiosqlite's
-  thread 10 %. Media more than half: the pacer's tick 34 % (its `sendto` system calls alone
-  18 %: one per packet), RTP reads 21 % (in-band detection of the echoed audio 6 %, the call
-  journal decoding the first 16 calls' audio for the console 2.5 %); webhook delivery 10 %
-  (httpx/httpcore 5-10 %, RS256 signing 2.6 %); SQLAlchemy 9 %; write-behind 2 %. At 256 calls
-  (development run): main thread 97 %, media 81 % (pacer 50 %, RTP reads 32 %), the outbox 2-3 %.
+- Where it bends: every call established and every key right up to 128 calls, and the service's
+  own sockets dropped nothing at any step, but the keys come back late as the calls grow: the
+  10th toneInfo 3.9 s after its sendDtmfTones at 32 calls (10 keys take 1.9 s to play), 14 s at
+  64, 35 s at 128. Pacing p99 5.4 ms at 32 calls, 13-50 ms from 64 on: the one event loop is
+  full (service CPU ~100 % of a core while sending). At 256 the admission control refuses
+  what it cannot carry (73 POST /calls and 20 sendDtmfTones 503 + Retry-After: the media clock
+  ran late); the 163 sequences sent all left on the wire complete and in order (dumpcap), but
+  their toneInfo notifications, at 17 per second, had not all come back within the 60 s window
+  (586 still queued): "keys right" counts a call only when all 10 came back in time. At 500,
+  131 calls were admitted (369 refused 503) and all 131 heard every key: overload is refused
+  up front, never by truncating accepted keys. The goal (1,000 calls, every key right, pacing
+  p99 <= 2 ms, POST p99 <= 250 ms) is not reached: one node on one core bends at about 64-128
+  calls; POST /calls p99 is 2.2-3.0 s at every step (the 32 requests in flight queue behind
+  each other's SIP set-up on the one loop).
+- `serve --workers 2` on PostgreSQL (same box, same bench, `--database URL --serve-arg=--workers
+  --serve-arg=2`; not in the table above): 128 calls asked, 73 admitted (55 refused 503), all
+  73 right, 10th key heard 4.5 s p50, 148 notifications/s, pacing p99 19 ms, service CPU 131 %
+  (both cores); 256 asked, 90 admitted (166 refused), all 90 right, 10th key 5.5 s, 156
+  notifications/s, pacing p99 17 ms, 128 % CPU. So the second core carries work (notifications
+  4x faster than one SQLite node at 128 calls), but the admission control, tuned to refuse as
+  soon as the pacer runs 5 ms late on average, refuses much of the set-up burst when two workers,
+  PostgreSQL, sipp and this script share two cores; `--overload-new-calls` raises that level.
+- Where the time goes (py-spy on `serve`, 100 Hz, the whole send window of the 256-call step,
+  busy samples): main thread 80 %, aiosqlite's thread 20 %. By event-loop callback: the pacer's
+  tick 26 % (one `sendto` per packet), RTP reads 27 % (one `recvfrom` per packet, the jitter
+  buffer, in-band detection of the echoed audio), webhook delivery 2-3 %, the rest the API,
+  the write-behind and the loop itself. Per-packet Python work is the ceiling of one loop:
+  256 calls are 25,600 packets a second.
 - Why toneInfo is late before the loop is full: one call's notifications go out one at a time
-  (in order), each after the previous one's delivered mark (a transaction), the next claim query
-  and a signature, with 8 POSTs in flight per receiver. The POSTs themselves are quick (13-27 ms
-  mean by the service's own metrics up to 128 calls) but each hop waits its turn on the busy
-  loop and the single SQLite connection, so 11 notifications of a call take 15-50 s.
-- Next step, in order of what it buys here: (1) media off the API's event loop, on the second
-  core (media workers per core owning the sockets and the pacer; `serve --workers 2` landed
-  as this was measured: re-run with `--database URL --serve-arg=--workers --serve-arg=2`);
-  (2) fewer system calls per packet (a `sendmmsg`/`recvmmsg` batch per 20 ms tick instead of a
-  `sendto` and a `recvfrom` per packet);
-  (3) the notification path: several queued notifications of a call in one POST
-  (commsNotifications carries a `value` array), delivered marks and claims once per tick, one
-  token per batch; (4) re-run on a quiet box for the pacing figure.
+  (in order), each after the previous one's delivered mark, the next claim and a POST, with 8
+  POSTs in flight per receiver; each hop waits its turn on the busy loop.
+- Next steps, in order of what they buy here: (1) several queued notifications of one call in
+  one POST (`commsNotifications` carries a `value` array; Graph batches too), claims and marks
+  once per tick; (2) fewer system calls per packet (a `sendmmsg`/`recvmmsg` batch per 20 ms tick
+  instead of a `sendto` and a `recvfrom` per packet: not in Python's standard library); (3)
+  media workers per core owning the sockets and the pacer, so one call's packets never wait
+  behind API work; (4) an admission level measured against the capacity ladder on the target
+  machine (set `--overload-new-calls` from `bench/capacity.py` there).
 """
 KEYS = "1234567890*#"
 TONE = {**{d: f"tone{d}" for d in "0123456789"}, "*": "star", "#": "pound"}
