@@ -226,12 +226,19 @@ def _wrk(url: str, seconds: float, connections: int, threads: int, script: Path 
 
 @contextlib.contextmanager
 def _process(argv: list[str], port: int, ready_path: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_ok(proc, port, ready_path)
-        yield proc
-    finally:
-        stop(proc)
+    # the server's log goes to a file: a pipe nobody reads would block a chatty server once full
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            try:
+                _wait_ok(proc, port, ready_path)
+            except RuntimeError:
+                log.seek(0)
+                sys.stderr.write(log.read()[-4000:].decode(errors="replace"))
+                raise
+            yield proc
+        finally:
+            stop(proc)
 
 
 def _new_call(port: int, hook: str) -> str:
