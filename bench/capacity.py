@@ -69,6 +69,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _capture import Pacing, capture, pacing, read_events
+from _proc import cpu_between, tree_cpu
 from _profile import py_spy, summarise_profile
 from _report import machine, markdown_table, stop, write_section
 from api_path import _database
@@ -123,7 +124,6 @@ TONE = {**{d: f"tone{d}" for d in "0123456789"}, "*": "star", "#": "pound"}
 EVENT = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
 SEQUENCE = 10
 _CALL_URL = re.compile(r"/communications/calls/([^/]+)(?:/operations/([^/]+))?$")
-_TICK = os.sysconf("SC_CLK_TCK")
 
 UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -203,31 +203,6 @@ def free_media_port() -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no free media port run")
-
-
-def tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds (user + system) of ``root`` and every live descendant, by pid."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            raw = Path(f"/proc/{entry}/stat").read_text()
-            fields = raw[raw.rindex(")") + 2 :].split()
-            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
-    keep = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _) in stats.items():
-            if ppid in keep and pid not in keep:
-                keep.add(pid)
-                grew = True
-    return {pid: stats[pid][1] for pid in keep if pid in stats}
-
-
-def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def udp_drops(port: int) -> int:

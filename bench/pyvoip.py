@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _pcap import write_dtmf_pcap
+from _proc import cpu_between, tree_cpu
 from _report import machine, markdown_table, stop, write_section
 from dtmfgraph.cli.progress import progress
 
@@ -97,30 +98,6 @@ def free_udp_run(span: int = 4) -> int:
             for s in socks:
                 s.close()
         return base
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its live descendants, with their threads and
-    their reaped children."""
-    parents: dict[int, int] = {}
-    times: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = sum(int(f) for f in fields[11:15])
-    tree, todo = {pid}, [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [p for p, pp in parents.items() if pp == parent and p not in tree]
-        tree.update(kids)
-        todo += kids
-    return sum(times.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -289,7 +266,7 @@ def run_round(side: str, calls: int, hold_s: float, scenario: Path, work: Path) 
             print(f"{side}, {calls} calls: {completed} successful; sipp's screen:\n"
                   f"{screen[-3500:]}", file=sys.stderr)  # fmt: skip
         ended = _settled(log, "ended", calls, 10)
-        cpu, wall = tree_cpu(proc.pid) - cpu0, time.monotonic() - wall0
+        cpu, wall = cpu_between(cpu0, tree_cpu(proc.pid)), time.monotonic() - wall0
         rss = peak_rss_mib(proc.pid)
     finally:
         stop(proc)

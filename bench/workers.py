@@ -35,10 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _proc import cpu_between, tree_cpu
 from _report import machine, markdown_table, stop, write_section
 from api_path import SEND_THEN_GET, WebhookSink, _database, _free_port, _new_call, _wait_ok, _wrk
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 NOTES = """\
 What the table says, and what else was measured (22:45-23:00 UTC, load average 7-10: the box's
@@ -88,32 +87,6 @@ whatever its number of workers, see "cores busy"):
 """
 
 
-def _family(root: int) -> list[int]:
-    """``root`` and its child processes (the supervisor's workers), from /proc."""
-    pids = [root]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == root:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
-
-
 @dataclass(frozen=True, slots=True)
 class Run:
     rps: float
@@ -130,11 +103,10 @@ class Server:
     calls: list[str]
 
     def measure(self, load: Callable[[str], tuple[float, int]]) -> Run:
-        pids = _family(self.proc.pid)
-        before, started = _cpu_s(pids), time.monotonic()
+        before, started = tree_cpu(self.proc.pid), time.monotonic()
         rps, failed = load(f"http://127.0.0.1:{self.port}")
         took = time.monotonic() - started
-        return Run(rps, failed, _cpu_s(pids) - before, took)
+        return Run(rps, failed, cpu_between(before, tree_cpu(self.proc.pid)), took)
 
 
 @contextmanager
