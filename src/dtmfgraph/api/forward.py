@@ -34,12 +34,13 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..graph import error_envelope
 from ..service.errors import ServiceUnavailableError
@@ -48,11 +49,6 @@ from .listener import Listener, ListenerDownError
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORWARDED_HEADER = "x-dtmfgraph-forwarded-by"
 """Set on a request a node runs for another one (so it is never forwarded again)."""

@@ -24,16 +24,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp as Asgi  # (starlette.types imports only the stdlib)
+from starlette.types import Receive, Scope, Send
 
 from .paths import CLIENT_REQUEST_ID, normalise_path
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH_PATH = "/health"
 READY_PATH = "/ready"
