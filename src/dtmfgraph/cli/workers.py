@@ -93,16 +93,16 @@ def cpus() -> int:
 
 def rtp_slices(text: str, n: int) -> list[str]:
     """``text`` (``FIRST-LAST``) split into ``n`` ranges of even size, one per worker."""
-    lo, _, hi = text.partition("-")
+    from ..media.udp import PortRange  # noqa: PLC0415 (the supervisor alone needs it)
+
     try:
-        first, last = int(lo), int(hi or lo)
-    except ValueError:
-        raise WorkersError(f"--rtp-ports {text!r}: expected FIRST-LAST") from None
-    first += first % 2  # RTP on even ports, RTCP beside
-    evens = (last - first) // 2 + 1
+        ports = PortRange.parse(text, even=True)
+    except ValueError as exc:
+        raise WorkersError(f"--rtp-ports: {exc}") from None
+    first, last, evens = ports.first + ports.first % 2, ports.last, len(ports)  # RTP on even ports
     if evens < n:
         raise WorkersError(
-            f"--rtp-ports {text}: {max(evens, 0)} RTP port(s) for {n} workers; give a wider range"
+            f"--rtp-ports {text}: {evens} RTP port(s) for {n} workers; give a wider range"
         )
     size = evens // n
     return [
