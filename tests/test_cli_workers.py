@@ -4,10 +4,13 @@ runs for real in tests/e2e/test_workers.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dtmfgraph.cli import app
@@ -95,3 +98,28 @@ def test_the_http_port_is_held_shareable() -> None:
 
 def test_the_options_show_in_the_nodes_panel() -> None:
     assert panel_of("workers") == panel_of("workers_private_port") == panel_of("node_id")
+
+
+_PORT = st.integers(min_value=-5, max_value=70000)
+
+
+@given(
+    st.one_of(st.text(max_size=40), st.builds("{}-{}".format, _PORT, _PORT), _PORT.map(str)),
+    st.integers(min_value=1, max_value=64),
+)
+def test_any_workers_value_or_port_range_is_a_count_or_a_clear_error(text: str, n: int) -> None:
+    """``--workers`` and ``--rtp-ports`` as typed by anyone: a count >= 1 and n disjoint
+    slices, or a WorkersError naming the option (never another exception)."""
+    try:
+        assert count_of(text) >= 1
+    except WorkersError as exc:
+        assert "--workers" in str(exc)
+    try:
+        slices = rtp_slices(text, n)
+    except WorkersError as exc:
+        assert "--rtp-ports" in str(exc)
+    else:
+        assert len(slices) == n
+        bounds = [tuple(int(p) for p in s.split("-")) for s in slices]
+        assert all(lo <= hi for lo, hi in bounds)
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(bounds))
