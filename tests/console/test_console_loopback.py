@@ -195,6 +195,20 @@ def test_console_end_to_end(browser: WebDriver, served: Served) -> None:
     src = row.find_element(By.TAG_NAME, "audio").get_attribute("src") or ""
     got = fetch_json(driver, src.removeprefix(served.base))
     assert got["status"] == 200 and got["body"].startswith("RIFF"), got["status"]
+
+    # the bot mutes itself through the API: the timeline and the notifications say who is on
+    token = served.token("dtmfgraph-dev-app")
+    muted = httpx.post(
+        f"{served.base}/v1.0/communications/calls/{call_id}/mute",
+        headers={"Authorization": f"Bearer {token}"}, json={}, timeout=10,
+    )  # fmt: skip
+    assert muted.status_code == 200, muted.text
+    [roster] = wait_for(lambda: _timeline(driver, "roster"), what="the roster change")
+    assert "dtmfgraph-dev-app (muted), sendReceive" in roster.text, roster.text
+    wait_for(
+        lambda: "updated participants" in driver.find_element(By.ID, "notes").text,
+        what="the roster's notification",
+    )
     check_page(driver, "02-call-loopback")
 
     # the inbox shows the sendDtmfTonesOperation's deleted notification, its token verified

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dtmfgraph.api import create_app, mint_token
-from dtmfgraph.console.inbox import MAX_BODY, Inbox
+from dtmfgraph.console.inbox import MAX_BODY, Delivery, Inbox
 from dtmfgraph.console.sessions import ConsoleAuth
 from dtmfgraph.journal import AudioRing, Journal
 from dtmfgraph.journal.sipsummary import summarize
@@ -93,6 +93,32 @@ def test_inbox_checks_each_token() -> None:
 def test_inbox_never_raises(header: str | None, body: bytes) -> None:
     d = _inbox().take("fuzz", header, body)
     assert not d.valid and d.reason
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({"changeType": _JSON, "resourceUrl": _JSON, "resourceData": _JSON}),
+        max_size=3,
+    )
+)
+def test_a_delivery_of_any_shape_is_shown_never_raises(value: list[dict[str, Any]]) -> None:
+    """What the inbox page lists of a delivery whose token was good: a roster update carries a
+    list of participants as its resourceData, a sender may put anything there."""
+    shown = Delivery(1, "fuzz", 0.0, True, "", "app", "c1", {"value": value}).to_json()
+    assert len(shown["changes"]) == len(value)
+    for change, note in zip(shown["changes"], value, strict=True):
+        if isinstance(note["resourceData"], list):
+            assert change["type"] == "participants"
 
 
 def test_sessions_one_time_links_and_csrf() -> None:

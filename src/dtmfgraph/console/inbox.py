@@ -51,19 +51,27 @@ class Delivery:
             "valid": self.valid,
             "reason": self.reason,
             "call": self.call_id,
-            "changes": [
-                {
-                    "changeType": n.get("changeType"),
-                    "resourceUrl": n.get("resourceUrl"),
-                    "type": (n.get("resourceData") or {}).get("@odata.type"),
-                    "state": (n.get("resourceData") or {}).get("state"),
-                    "status": (n.get("resourceData") or {}).get("status"),
-                }
-                for n in notes
-                if isinstance(n, dict)
-            ],
+            "changes": [_change(n) for n in notes if isinstance(n, dict)],
             "body": self.body,
         }
+
+
+def _change(note: dict[str, Any]) -> dict[str, Any]:
+    """One notification of a delivery, in short. Its ``resourceData`` is a resource (a call,
+    an operation) or, for a roster update, the list of participants; a sender may put anything
+    there."""
+    data = note.get("resourceData")
+    if isinstance(data, list):
+        data = {"@odata.type": "participants"}
+    elif not isinstance(data, dict):
+        data = {}
+    return {
+        "changeType": note.get("changeType"),
+        "resourceUrl": note.get("resourceUrl"),
+        "type": data.get("@odata.type"),
+        "state": data.get("state"),
+        "status": data.get("status"),
+    }
 
 
 class Inbox:

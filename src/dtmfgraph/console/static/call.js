@@ -97,7 +97,9 @@ function pretty(text) { try { return JSON.stringify(JSON.parse(text), null, 2); 
 function kindOf(text) {
   try {
     const note = JSON.parse(text).value[0];
-    return `${note.changeType} ${note.resourceData["@odata.type"].replace("#microsoft.graph.", "")}`;
+    const data = note.resourceData;  // a roster update carries the participants, a list
+    const what = Array.isArray(data) ? "participants" : data["@odata.type"].replace("#microsoft.graph.", "");
+    return `${note.changeType} ${what}`;
   } catch { return ""; }
 }
 
