@@ -528,6 +528,26 @@ class Settings(BaseSettings):
             "notification's id."
         ),
     )
+    notify_batch_max: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description=(
+            "At most this many queued notifications of one call go in one callback POST (the "
+            "`value` array, in order; bodies past 128 KiB are split); 1: one per POST. "
+            "Tokens not reused (notify_token_reuse_s 0): one per POST."
+        ),
+    )
+    notify_poll_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often an idle node reads the outbox for work that no wake-up announces "
+            "(a `notifications redeliver` from another process, rows left by a node that "
+            "died); its own notifications, retries and dead nodes' claims wake it at once."
+        ),
+    )
     notify_drain_on_stop_s: float = Field(
         default=5.0,
         ge=0,

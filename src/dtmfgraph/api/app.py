@@ -245,6 +245,8 @@ def create_app(settings: Settings, media: MediaBackend | None = None) -> FastAPI
             verify=callback_tls,
             node=config.node_id,
             token_reuse_s=settings.notify_token_reuse_s,
+            batch_max=settings.notify_batch_max,
+            poll_s=settings.notify_poll_s,
         )
         service = CallService(repo, media, config, on_commit=dispatcher.wake, observer=metrics)
         if journal is not None:  # the console's journal hears what each layer does

@@ -95,8 +95,15 @@ class Metrics:
         )
         self.notifications = Counter(
             "dtmfgraph_notifications",
-            "Callback POST attempts by outcome: delivered (2xx), retried (failed, will be "
-            "retried), dead (failed for the last time, kept as dead).",
+            "Notifications by the outcome of each POST that carried them: delivered (2xx), "
+            "retried (failed, will be retried), dead (failed for the last time, kept as dead).",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_posts = Counter(
+            "dtmfgraph_webhook_posts",
+            "Callback POSTs by outcome (as dtmfgraph_notifications; a POST carries one or "
+            "more notifications of a call).",
             ["outcome"],
             registry=r,
         )
@@ -232,6 +239,7 @@ class Metrics:
             self.sip_events.labels(event)
         for outcome in ("delivered", "retried", "dead"):
             self.notifications.labels(outcome)
+            self.webhook_posts.labels(outcome)
             self.webhook_seconds.labels(outcome)
 
     # service.Observer
@@ -244,9 +252,10 @@ class Metrics:
         self.keys.labels(method.value).inc(count)
 
     # notify.DeliveryObserver
-    def attempt(self, outcome: Outcome, seconds: float | None) -> None:
-        self.notifications.labels(outcome).inc()
+    def attempt(self, outcome: Outcome, seconds: float | None, notifications: int = 1) -> None:
+        self.notifications.labels(outcome).inc(notifications)
         if seconds is not None:
+            self.webhook_posts.labels(outcome).inc()
             self.webhook_seconds.labels(outcome).observe(seconds)
 
     def registration(self, aor: str, registered: bool) -> None:

@@ -71,6 +71,7 @@ _OPTION_OF = {
     "prompt_dir": "--prompt-dir",
     "prompt_allowed_hosts": "--prompt-allow-host",
     "callback_issuer": "--callback-issuer",
+    "notify_batch_max": "--notify-batch-max",
     "event_loop": "--loop",
     "overload_new_calls_ms": "--overload-new-calls",
     "overload_media_ops_ms": "--overload-media-ops",
@@ -337,6 +338,15 @@ def serve(
             help="iss of callback tokens and of the OpenID metadata (default: the base URL)."
         ),
     ] = None,
+    notify_batch_max: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="At most this many queued notifications of a call in one callback POST (its "
+            "value array, in order; default 50; 1 = one per POST).",
+        ),
+    ] = None,
     overload_new_calls: Annotated[
         float | None,
         typer.Option(
@@ -421,6 +431,7 @@ def serve(
         "prompt_dir": prompt_dir,
         "prompt_allowed_hosts": prompt_allow_host,
         "callback_issuer": callback_issuer,
+        "notify_batch_max": notify_batch_max,
         "event_loop": loop,
         "overload_new_calls_ms": overload_new_calls,
         "overload_media_ops_ms": overload_media_ops,

@@ -33,6 +33,19 @@ class Coalescer(Generic[T]):
             self._writer = asyncio.ensure_future(self._run())
         await done
 
+    async def submit_many(self, items: list[T]) -> None:
+        """Submit several items (written together unless past ``max_items``); returns once
+        every one is written, or raises the first write's exception."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        for item in items:
+            done: asyncio.Future[None] = loop.create_future()
+            self._pending.append((item, done))
+            waits.append(done)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._run())
+        await asyncio.gather(*waits)
+
     async def _run(self) -> None:
         batch: list[tuple[T, asyncio.Future[None]]] = []
         try:

@@ -1,15 +1,24 @@
 """The outbox dispatcher: POSTs stored notifications in order per call, at least once.
 
-Each call's notifications go one at a time (the next only after the previous was delivered);
-different calls go concurrently, and each receiver (callback origin) on its own: a bounded
-number of POSTs in flight per receiver and in total, each POST bounded by ``timeout_s`` from
-start to answer. A receiver that hangs or fails uses its own slots and backs off on its own;
-nobody else waits for it (no delivery "rounds"). A failed POST is retried, with the
-receiver's exponential backoff, until ``retry_for_s`` after the notification was written (or
-redelivered); then the row is kept as ``dead``, with the call's later rows held behind it, so
-nothing of a call goes out after a notification of it that was not delivered. The first 2xx
-from a receiver makes its whole backlog due at once. Every notification has a stable id
-(:func:`~.receivers.delivery_id`), sent on each retry as ``Notification-Id`` and the JWT ``jti``.
+Each call's notifications go one POST at a time (the next only after the previous was
+delivered); what a call queued meanwhile goes together in the next POST, as the ``value``
+array of one ``commsNotifications`` body, in order (up to ``batch_max`` notifications and
+:data:`MAX_BATCH_BYTES`; real Graph batches the same way). Different calls go concurrently,
+and each receiver (callback origin) on its own: a bounded number of POSTs in flight per
+receiver and in total, each POST bounded by ``timeout_s`` from start to answer. A receiver
+that hangs or fails uses its own slots and backs off on its own; nobody else waits for it (no
+delivery "rounds"). A failed POST is retried whole, in order (perhaps with what the call
+queued since), with the receiver's exponential backoff, until ``retry_for_s`` after its oldest
+notification was written (or redelivered); then its rows are kept as ``dead``, with the call's
+later rows held behind them, so nothing of a call goes out after a notification of it that
+was not delivered. The first 2xx from a receiver makes its whole backlog due at once. Every
+notification has a stable id (:func:`~.receivers.delivery_id`); a POST carries the ids of its
+notifications, in ``value`` order, comma-separated, as ``Notification-Id``.
+
+The claiming loop is woken by this process's commits and deliveries and by its own retry
+timers; it reads the store on its own only when the next known due time comes (a retry, a
+dead node's claim lapsing) or every ``poll_s`` (work another process left: a redelivery from
+the CLI, rows of a node that died before claiming them).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -31,7 +40,7 @@ from ..service.errors import StoreUnavailableError
 from ..store import OutboxItem, SqlRepository
 from .coalesce import Coalescer
 from .receivers import Receiver, RetryPolicy, delivery_id, receiver_of
-from .render import notification_batch
+from .render import BODY_HEAD, BODY_TAIL, notification_json, notifications_body
 from .signer import CallbackSigner
 from .tokens import TokenCache
 
@@ -41,7 +50,15 @@ Outcome = Literal["delivered", "retried", "dead"]
 ID_HEADER = "Notification-Id"
 """The header carrying a notification's stable id (also the JWT ``jti``)."""
 BATCH = 100
-"""Rows claimed per database query."""
+"""Calls whose notifications are claimed per database query."""
+BATCH_MAX = 50
+"""Notifications of one call in one POST, by default (``notify_batch_max``)."""
+MAX_BATCH_BYTES = 128 * 1024
+"""A POST's body is at most this long, unless one notification alone is longer (it goes
+alone); a call's batch past it goes in several POSTs, one after the other."""
+POLL_S = 10.0
+"""How often an idle dispatcher reads the store for work no wake-up announces
+(``notify_poll_s``)."""
 MAX_RECEIVERS = 10_000
 """Receivers remembered while idle and failing (idle healthy ones are forgotten at once)."""
 TOKEN_REUSE_S = 300.0
@@ -52,21 +69,25 @@ per notification); see :mod:`.tokens`."""
 class DeliveryObserver(Protocol):
     """Told about each delivery attempt (``dtmfgraph.api.metrics`` implements it)."""
 
-    def attempt(self, outcome: Outcome, seconds: float | None) -> None:
-        """One POST ended: delivered, failed and to be retried, or failed for good (dead);
-        ``seconds`` is how long the POST took (to its answer, error or timeout), ``None`` for a
-        notification whose window closed while it waited for its receiver (dead, no POST)."""
+    def attempt(self, outcome: Outcome, seconds: float | None, notifications: int = 1) -> None:
+        """One POST of ``notifications`` notifications ended: delivered, failed and to be
+        retried, or failed for good (dead); ``seconds`` is how long the POST took (to its
+        answer, error or timeout), ``None`` for notifications whose window closed while they
+        waited for their receiver (dead, no POST)."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryAttempt:
-    """One POST of a notification, as a delivery tap sees it (a console's timeline)."""
+    """One notification's part in a POST, as a delivery tap sees it (a console's timeline):
+    a POST of several notifications is told once for each."""
 
     notification_id: int
     call_id: str
     app_id: str
     callback_uri: str
     body: str
+    """The notification as a one-item ``commsNotifications`` body (the POST's body when it
+    went alone; see ``batch``)."""
     attempt: int
     """1 for the first POST of this notification."""
     status: int | None
@@ -77,7 +98,11 @@ class DeliveryAttempt:
     at: float
     """When the POST began (wall clock)."""
     delivery_id: str = ""
-    """The notification's stable id (``Notification-Id``, JWT ``jti``)."""
+    """The notification's stable id (in ``Notification-Id``)."""
+    batch: int = 1
+    """How many notifications the POST carried."""
+    index: int = 0
+    """This one's place in the POST's ``value`` (0: first)."""
 
 
 DeliveryTap = Callable[[DeliveryAttempt], None]
@@ -99,6 +124,8 @@ class Dispatcher:
         verify: ssl.SSLContext | bool = True,
         node: str = "",
         token_reuse_s: float = TOKEN_REUSE_S,
+        batch_max: int = BATCH_MAX,
+        poll_s: float = POLL_S,
     ) -> None:
         self._repo = repo
         self._node = node
@@ -106,8 +133,11 @@ class Dispatcher:
         self._signer = signer
         self.tokens = TokenCache(signer, token_reuse_s)
         """The callback tokens, each reused for a while (see :mod:`.tokens`)."""
-        self.marks = Coalescer(repo.mark_delivered_many, BATCH)
-        """The "delivered" marks, several per transaction."""
+        # a token per notification (no reuse): its jti is the notification's id, so one a POST
+        self._batch_max = max(1, batch_max) if token_reuse_s > 0 else 1
+        self._poll = max(0.01, poll_s)
+        self.marks = Coalescer(repo.mark_delivered_many, BATCH * BATCH_MAX)
+        """The "delivered" marks, several POSTs' per transaction."""
         self._timeout = timeout_s
         self.policy = RetryPolicy(retry_for_s, backoff_initial_s, backoff_max_s)
         self._per_receiver = max(1, per_receiver)
@@ -115,13 +145,16 @@ class Dispatcher:
         self._observer = observer
         self._wake = asyncio.Event()
         self._receivers: dict[str, Receiver] = {}
-        self._queues: dict[str, collections.deque[OutboxItem]] = {}
+        self._queues: dict[str, collections.deque[list[OutboxItem]]] = {}
+        """Per receiver: the batches (a call's rows, in order) waiting for a slot."""
         self._retry_next = float("inf")
         """The earliest time a row this node gave back (failed, postponed) is due again."""
         self._held: dict[int, float] = {}
         """Rows this node holds (queued or in flight) and when it last claimed each."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._posts = 0
+        self.reads = 0
+        """Reads of the outbox by the claiming loop (for tests and the bench)."""
         self._closed = False
         self._stopping = False
         self._deadlines: set[asyncio.Timeout] = set()
@@ -148,10 +181,11 @@ class Dispatcher:
     async def run(self) -> None:
         """Claim what is due and hand it to its receiver, forever; a failing database or
         receiver is logged and retried, never the end of the loop (only :meth:`stop` ends it).
-        Never waits for a POST."""
+        Never waits for a POST. Idle, it sleeps until woken, the next known due time or
+        ``poll_s``."""
         while not self._stopping:
             self._wake.clear()
-            wait = 1.0
+            wait = min(1.0, self._poll)  # after a failure: soon
             try:
                 wait = await self._feed()
             except StoreUnavailableError:
@@ -167,33 +201,48 @@ class Dispatcher:
         now = time.time()
         if self._retry_next <= now:  # this claim takes what was due by now
             self._retry_next = float("inf")
-        items = await self._repo.due_notifications(now, BATCH, node=self._node, lease_s=self._lease)
+        self.reads += 1
+        items = await self._repo.due_notifications(
+            now, BATCH, node=self._node, lease_s=self._lease, per_call=self._batch_max
+        )
+        calls = 0
         fresh = 0
-        for item in items:
-            if item.id in self._held:  # its claim lapsed while queued here: renewed now
-                self._held[item.id] = now
+        release: list[int] = []
+        for batch in _by_call(items):
+            calls += 1
+            if batch[0].id in self._held:  # its claim lapsed while queued here: renewed now
+                for item in batch:
+                    if item.id in self._held:
+                        self._held[item.id] = now
+                    else:  # queued behind it since: it goes in a later batch
+                        release.append(item.id)
                 continue
             fresh += 1
-            self._enqueue(item, now)
-        if fresh and len(items) >= BATCH:
+            self._enqueue(batch, now)
+        if release:
+            await self._repo.postpone(release, now, node=self._node)
+        if fresh and calls >= BATCH:
             return 0.0  # more may be due
         if fresh:
             # what comes next is woken (each delivery, each commit) or set here (a retry):
             # no query for it while notifications flow
-            return min(max(self._retry_next - time.time(), 0.005), 1.0)
+            return min(max(self._retry_next - time.time(), 0.005), self._poll)
         self._retry_next = float("inf")
+        self.reads += 1
         nxt = await self._repo.next_notification_at()
-        return 1.0 if nxt is None else min(max(nxt - time.time(), 0.005), 1.0)
+        return self._poll if nxt is None else min(max(nxt - time.time(), 0.005), self._poll)
 
-    def _enqueue(self, item: OutboxItem, now: float) -> None:
-        key = receiver_of(item.callback_uri)
+    def _enqueue(self, batch: list[OutboxItem], now: float) -> None:
+        head = batch[0]
+        key = receiver_of(head.callback_uri)
         receiver = self._receivers.get(key)
         if receiver is None:
             receiver = self._receivers[key] = Receiver(key)
             self._queues[key] = collections.deque()
-        receiver.seen(item.callback_uri)
-        self._held[item.id] = now
-        self._queues[key].append(item)
+        receiver.seen(head.callback_uri)
+        for item in batch:
+            self._held[item.id] = now
+        self._queues[key].append(batch)
         self._pump(receiver)
 
     def _pump(self, receiver: Receiver) -> None:
@@ -202,7 +251,7 @@ class Dispatcher:
         if self._closed or queue is None or self._receivers.get(receiver.key) is not receiver:
             return
         if queue and receiver.backing_off(time.time()):
-            items = list(queue)
+            items = [item for batch in queue for item in batch]
             queue.clear()
             self._spawn(self._postpone(receiver, items))
             return
@@ -231,7 +280,7 @@ class Dispatcher:
                 await self._repo.give_up([i.id for i in expired], error)
                 for item in expired:
                     self._log_dead(item, error)
-                    self._observe("dead", None)
+                self._observe("dead", None, len(expired))
             await self._repo.postpone(later, receiver.retry_at, node=self._node)
             if later:
                 self._retry_at(receiver.retry_at)
@@ -251,60 +300,81 @@ class Dispatcher:
         start = item.retry_from if item.retry_from is not None else item.created_at
         return self.policy.deadline(start)
 
-    async def _attempt(self, receiver: Receiver, item: OutboxItem) -> None:
+    async def _attempt(self, receiver: Receiver, batch: list[OutboxItem]) -> None:
         try:
             async with self._slots:
                 if self._closed:
-                    return  # the claim is released at the next start (or lapses)
+                    return  # the claims are released at the next start (or lapse)
                 if receiver.backing_off(time.time()):  # it failed while this one waited
-                    await self._postpone(receiver, [item])
+                    await self._postpone(receiver, batch)
                     return
-                if not await self._still_mine(item):
+                if not await self._still_mine(batch):
                     return
-                await self._deliver(receiver, item)
+                await self._deliver(receiver, batch)
         except StoreUnavailableError:
-            pass  # logged once per outage; the row keeps its claim until the lease ends
+            pass  # logged once per outage; the rows keep their claim until the lease ends
         except Exception:
-            log.exception("outbox: delivering notification %s failed; retrying", item.id)
+            log.exception("outbox: delivering notification %s failed; retrying", batch[0].id)
         finally:
             receiver.in_flight -= 1
-            self._held.pop(item.id, None)
+            for item in batch:
+                self._held.pop(item.id, None)
             self._pump(receiver)
 
-    async def _still_mine(self, item: OutboxItem) -> bool:
-        """Renew an old claim before its POST; False if another node took the row."""
-        claimed = self._held.get(item.id)
+    async def _still_mine(self, batch: list[OutboxItem]) -> bool:
+        """Renew an old claim before its POST; False if another node took the rows."""
+        claimed = self._held.get(batch[0].id)
         if claimed is None:
             return False
         now = time.time()
         if now - claimed < self._lease / 2:
             return True
-        self._held[item.id] = now
-        return await self._repo.renew_claim(item.id, self._node, now + self._lease)
+        ids = [item.id for item in batch]
+        for i in ids:
+            self._held[i] = now
+        return await self._repo.renew_claims(ids, self._node, now + self._lease) == len(ids)
 
-    async def _deliver(self, receiver: Receiver, item: OutboxItem) -> None:
-        did = delivery_id(item.call_id, item.id)
-        body, error, status = "", None, None
+    async def _deliver(self, receiver: Receiver, batch: list[OutboxItem]) -> None:
+        """POST the batch, in as many POSTs as its size needs, one after the other; after a
+        failed one, the rest are given back untried, due with its retry."""
+        parts = [json.dumps(notification_json(item.event), separators=(",", ":")) for item in batch]
+        start = 0
+        for end in _chunks(parts, MAX_BATCH_BYTES):
+            retry_at = await self._post(receiver, batch[start:end], parts[start:end])
+            if retry_at is not None:
+                rest = [item.id for item in batch[end:]]
+                if rest and retry_at > 0:
+                    await self._repo.postpone(rest, retry_at, node=self._node)
+                return
+            start = end
+
+    async def _post(
+        self, receiver: Receiver, items: list[OutboxItem], parts: list[str]
+    ) -> float | None:
+        """One POST of a call's notifications; ``None`` if delivered, else when they are due
+        again (0: dead)."""
+        head = items[0]
+        dids = [delivery_id(item.call_id, item.id) for item in items]
+        body, error, status = notifications_body(parts), None, None
         began = time.time()
         started = time.perf_counter()
         self._posts += 1
         try:
-            body = json.dumps(notification_batch(item.event), separators=(",", ":"))
             token = self.tokens.token(
-                audience=item.app_id,
-                call_id=item.call_id,
-                tenant_id=item.event.call.get("tenantId"),
-                jti=did,
+                audience=head.app_id,
+                call_id=head.call_id,
+                tenant_id=head.event.call.get("tenantId"),
+                jti=dids[0],
             )
             headers = {
                 "Content-Type": "application/json",
                 "Authorization": f"Bearer {token}",
-                ID_HEADER: did,
+                ID_HEADER: ", ".join(dids),
             }
             async with asyncio.timeout(self._timeout) as cutoff:  # the whole POST
                 self._deadlines.add(cutoff)
                 try:
-                    resp = await self._client.post(item.callback_uri, content=body, headers=headers)
+                    resp = await self._client.post(head.callback_uri, content=body, headers=headers)
                 finally:
                     self._deadlines.discard(cutoff)
             status = resp.status_code
@@ -317,36 +387,35 @@ class Dispatcher:
                 exc = exc.exceptions[0]  # what anyio's task group wrapped
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         took = time.perf_counter() - started
-        attempt = DeliveryAttempt(
-            item.id, item.call_id, item.app_id, item.callback_uri, body, item.attempts + 1,
-            status, error, took, "delivered", began, did,
-        )  # fmt: skip
         if error is None:
-            await self._delivered(receiver, item)
-            self._observe("delivered", took)
-            self._tell(attempt)
-            return
+            await self._delivered(receiver, items)
+            self._observe("delivered", took, len(items))
+            self._tell(items, parts, dids, status, None, took, "delivered", began)
+            return None
         now = time.time()
         backoff_until = receiver.failed(began, now, error, self.policy)
-        deadline = self._deadline(item)
+        deadline = min(self._deadline(item) for item in items)
         retry_at = None if now >= deadline else min(backoff_until, deadline)
-        await self._repo.mark_failed_attempt(item.id, error=error, retry_at=retry_at)
+        ids = [item.id for item in items]
+        await self._repo.mark_failed_many(ids, error=error, retry_at=retry_at)
         if retry_at is not None:
             self._retry_at(retry_at)
-        if retry_at is None:
-            self._log_dead(item, error)
+        else:
+            self._log_dead(head, error)
         outcome: Outcome = "retried" if retry_at is not None else "dead"
-        self._observe(outcome, took)
-        self._tell(replace(attempt, outcome=outcome))
+        self._observe(outcome, took, len(items))
+        self._tell(items, parts, dids, status, error, took, outcome, began)
+        return 0.0 if retry_at is None else retry_at
 
-    async def _delivered(self, receiver: Receiver, item: OutboxItem) -> None:
-        await self.marks.submit(item.id)
-        if receiver.answered() or item.attempts > 0:  # it is back: its backlog is due now
-            uris = sorted(receiver.uris | {item.callback_uri})
+    async def _delivered(self, receiver: Receiver, items: list[OutboxItem]) -> None:
+        await self.marks.submit_many([item.id for item in items])
+        if receiver.answered() or any(item.attempts > 0 for item in items):
+            # it is back: its backlog is due now
+            uris = sorted(receiver.uris | {items[0].callback_uri})
             n = await self._repo.retry_now(uris, time.time())
             if n:
                 log.info("outbox: %s answers again; %d notification(s) due now", receiver.key, n)
-        self.wake()  # the call's next notification, and those just made due
+        self.wake()  # the call's next notifications, and those just made due
 
     def _log_dead(self, item: OutboxItem, error: str) -> None:
         log.warning(
@@ -393,17 +462,34 @@ class Dispatcher:
         await asyncio.wait({runner}, timeout=0.5)
         runner.cancel()
 
-    def _tell(self, attempt: DeliveryAttempt) -> None:
-        if self.tap is not None:
+    def _tell(
+        self,
+        items: list[OutboxItem],
+        parts: list[str],
+        dids: list[str],
+        status: int | None,
+        error: str | None,
+        took: float,
+        outcome: Outcome,
+        began: float,
+    ) -> None:
+        if self.tap is None:
+            return
+        for index, (item, part, did) in enumerate(zip(items, parts, dids, strict=True)):
+            attempt = DeliveryAttempt(
+                item.id, item.call_id, item.app_id, item.callback_uri,
+                notifications_body([part]), item.attempts + 1, status, error, took, outcome,
+                began, did, len(items), index,
+            )  # fmt: skip
             try:
                 self.tap(attempt)
             except Exception:
                 log.exception("outbox: the delivery tap failed")
 
-    def _observe(self, outcome: Outcome, seconds: float | None) -> None:
+    def _observe(self, outcome: Outcome, seconds: float | None, notifications: int) -> None:
         if self._observer is not None:
             try:
-                self._observer.attempt(outcome, seconds)
+                self._observer.attempt(outcome, seconds, notifications)
             except Exception:
                 log.exception("outbox: the delivery observer failed")
 
@@ -424,3 +510,30 @@ class Dispatcher:
                 await asyncio.wait(late, timeout=1.0)
         await self.marks.close(1.0)
         await self._client.aclose()
+
+
+def _by_call(items: list[OutboxItem]) -> list[list[OutboxItem]]:
+    """Claimed rows (call by call, each call's in order) as one batch per call."""
+    out: list[list[OutboxItem]] = []
+    for item in items:
+        if out and out[-1][0].call_id == item.call_id:
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def _chunks(parts: list[str], max_bytes: int) -> list[int]:
+    """Where each POST of these notification texts (compact ASCII JSON) ends (exclusive
+    indexes): as many as fit in a body of ``max_bytes``, at least one each, in order."""
+    ends: list[int] = []
+    frame = len(BODY_HEAD) + len(BODY_TAIL)
+    size = count = 0
+    for i, part in enumerate(parts):
+        if count and frame + size + 1 + len(part) > max_bytes:
+            ends.append(i)
+            size = count = 0
+        size += len(part) + (1 if count else 0)
+        count += 1
+    ends.append(len(parts))
+    return ends

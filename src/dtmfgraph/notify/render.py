@@ -84,8 +84,9 @@ def operation_resource(op: Operation) -> dict[str, Any]:
     return operation_json(snapshot_operation(op))
 
 
-def notification_batch(event: Event) -> dict[str, Any]:
-    """The ``commsNotifications`` body POSTed to the callbackUri for one event."""
+def notification_json(event: Event) -> dict[str, Any]:
+    """The ``commsNotification`` of one event: one item of a ``commsNotifications`` body's
+    ``value``."""
     call_url = f"/communications/calls/{event.call_id}"
     data: Any
     if event.kind is EventKind.ROSTER:
@@ -105,13 +106,28 @@ def notification_batch(event: Event) -> dict[str, Any]:
         if event.kind is not EventKind.TONE:
             data.pop("toneInfo", None)
     return {
+        "@odata.type": odata_type("commsNotification"),
+        "changeType": change,
+        "resourceUrl": url,
+        "resourceData": data,
+    }
+
+
+BODY_HEAD = '{"@odata.type":"' + odata_type("commsNotifications") + '","value":['
+BODY_TAIL = "]}"
+"""A ``commsNotifications`` body is ``BODY_HEAD`` + its items' JSON, comma-separated, +
+``BODY_TAIL`` (compact JSON, as :func:`notifications_body` writes it)."""
+
+
+def notifications_body(items: list[str]) -> str:
+    """The ``commsNotifications`` body (compact JSON text) of several notifications, each
+    already JSON text (of :func:`notification_json`), in order."""
+    return BODY_HEAD + ",".join(items) + BODY_TAIL
+
+
+def notification_batch(event: Event) -> dict[str, Any]:
+    """The ``commsNotifications`` body for one event alone."""
+    return {
         "@odata.type": odata_type("commsNotifications"),
-        "value": [
-            {
-                "@odata.type": odata_type("commsNotification"),
-                "changeType": change,
-                "resourceUrl": url,
-                "resourceData": data,
-            }
-        ],
+        "value": [notification_json(event)],
     }

@@ -416,12 +416,23 @@ class SqlRepository:
         return sa.and_(outbox.c.state == PENDING, outbox.c.id == first)
 
     async def due_notifications(
-        self, now: float, limit: int = 100, *, node: str = "", lease_s: float = 30.0
+        self,
+        now: float,
+        limit: int = 100,
+        *,
+        node: str = "",
+        lease_s: float = 30.0,
+        per_call: int = 1,
     ) -> list[OutboxItem]:
         """Claim the first pending notification of each call, where it is due and no other
         node holds it, for ``node`` until ``now + lease_s`` (delivering or failing it ends
         the claim; a node that dies lets its claims lapse). On PostgreSQL the candidate rows
-        are locked and rows another node is claiming are skipped: each goes to one node."""
+        are locked and rows another node is claiming are skipped: each goes to one node.
+
+        With ``per_call`` > 1, the rows pending behind each such head are claimed with it, up
+        to ``per_call`` rows a call, as long as they go to the head's callback URI and app (a
+        batch: one POST). At most ``limit`` calls; rows come call by call, each call's in
+        order."""
         free = sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now)
         q = (
             sa.select(outbox)
@@ -434,6 +445,8 @@ class SqlRepository:
             if conn.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             rows = list((await conn.execute(q)).all())
+            if rows and per_call > 1:
+                rows = await self._with_followers(conn, rows, per_call)
             if rows:
                 await conn.execute(
                     outbox.update()
@@ -453,6 +466,39 @@ class SqlRepository:
             )
             for r in rows
         ]
+
+    @staticmethod
+    async def _with_followers(
+        conn: AsyncConnection, heads: list[sa.Row[Any]], per_call: int
+    ) -> list[sa.Row[Any]]:
+        """The head rows, each followed by the pending rows of its call after it (up to
+        ``per_call`` in all, stopping at one for another callback URI or app). Those rows are
+        reached only through their head, which this transaction claims (and locks, on
+        PostgreSQL): no other node claims them meanwhile."""
+        rank = (
+            sa.func.row_number()
+            .over(partition_by=outbox.c.call_id, order_by=outbox.c.id)
+            .label("rank")
+        )
+        pending = (
+            sa.select(outbox, rank)
+            .where(outbox.c.call_id.in_([h.call_id for h in heads]), outbox.c.state == PENDING)
+            .subquery()
+        )
+        q = sa.select(pending).where(pending.c.rank <= per_call).order_by(pending.c.id)
+        behind: dict[str, list[sa.Row[Any]]] = {}
+        for r in (await conn.execute(q)).all():
+            behind.setdefault(r.call_id, []).append(r)
+        out: list[sa.Row[Any]] = []
+        for head in heads:
+            out.append(head)
+            for r in behind.get(head.call_id, ()):
+                if r.id <= head.id:
+                    continue
+                if (r.callback_uri, r.app_id) != (head.callback_uri, head.app_id):
+                    break
+                out.append(r)
+        return out
 
     async def next_notification_at(self) -> float | None:
         """When the next call's head-of-line notification is due (later rows wait for it), or
@@ -504,15 +550,38 @@ class SqlRepository:
             if retry_at is None:
                 await self._held_behind(conn, item_id)
 
+    async def mark_failed_many(
+        self, item_ids: list[int], *, error: str, retry_at: float | None
+    ) -> None:
+        """:meth:`mark_failed_attempt` for the rows of one POST (a call's, in order), in one
+        transaction: all retried at ``retry_at``, or all dead, with the call's rows after
+        them held behind the first."""
+        if not item_ids:
+            return
+        values: dict[str, Any] = {
+            "attempts": outbox.c.attempts + 1,
+            "last_error": error[:2000],
+            "claimed_until": None,
+        }
+        if retry_at is None:
+            values["state"] = DEAD
+        else:
+            values["next_attempt_at"] = retry_at
+        async with self.guard(), self.engine.begin() as conn:
+            await conn.execute(outbox.update().where(outbox.c.id.in_(item_ids)).values(values))
+            if retry_at is None:
+                await self._held_behind(conn, max(item_ids), first=min(item_ids))
+
     @staticmethod
-    async def _held_behind(conn: AsyncConnection, item_id: int) -> None:
+    async def _held_behind(conn: AsyncConnection, item_id: int, first: int | None = None) -> None:
+        """The call's pending rows after ``item_id`` are kept dead, "held behind" ``first``
+        (default: ``item_id``), the row to redeliver."""
         call = sa.select(outbox.c.call_id).where(outbox.c.id == item_id).scalar_subquery()
+        head = item_id if first is None else first
         await conn.execute(
             outbox.update()
             .where(outbox.c.call_id == call, outbox.c.state == PENDING, outbox.c.id > item_id)
-            .values(
-                state=DEAD, claimed_until=None, last_error=f"held behind notification {item_id}"
-            )
+            .values(state=DEAD, claimed_until=None, last_error=f"held behind notification {head}")
         )
 
     async def renew_claim(self, item_id: int, node: str, until: float) -> bool:
@@ -528,6 +597,23 @@ class SqlRepository:
                 .values(claimed_until=until)
             )
         return bool(done.rowcount)
+
+    async def renew_claims(self, item_ids: list[int], node: str, until: float) -> int:
+        """:meth:`renew_claim` for several rows in one transaction; returns how many are
+        still ``node``'s."""
+        if not item_ids:
+            return 0
+        async with self.guard(), self.engine.begin() as conn:
+            done = await conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.id.in_(item_ids),
+                    outbox.c.state == PENDING,
+                    outbox.c.claimed_by == node,
+                )
+                .values(claimed_until=until)
+            )
+        return int(done.rowcount or 0)
 
     async def give_up(self, item_ids: list[int], error: str) -> None:
         """Keep rows that were not tried (their receiver kept failing past their retry
