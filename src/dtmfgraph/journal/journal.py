@@ -423,6 +423,8 @@ class Journal:
             outcome=attempt.outcome,
             uri=attempt.callback_uri,
             body=attempt.body[:MAX_BODY],
+            batch=attempt.batch,
+            index=attempt.index,
         )
 
     # --- media: audio and RTCP --------------------------------------------------------------

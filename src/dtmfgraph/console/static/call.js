@@ -86,7 +86,7 @@ function addEntry(e) {
   if (e.kind === "delivery") {
     placeRow(tables.notes, el("tr", { "data-outcome": e.outcome },
       el("td", {}, el("button", { type: "button", class: "link", onclick: () => { noteBody.textContent = pretty(e.body); } }, clock(e.at))),
-      el("td", {}, `#${e.notification} ${kindOf(e.body)}`),
+      el("td", {}, `#${e.notification} ${kindOf(e.body)}${e.batch > 1 ? ` (${e.index + 1} of ${e.batch} in one POST)` : ""}`),
       el("td", {}, `${e.attempt} (${e.outcome})`),
       el("td", {}, e.status != null ? String(e.status) : e.error),
       el("td", {}, `${e.ms} ms`)), e.at);
