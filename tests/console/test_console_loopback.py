@@ -227,7 +227,8 @@ def test_console_end_to_end(browser: WebDriver, served: Served) -> None:
     assert cells[4].text == call_id[:8]
     cells[0].find_element(By.TAG_NAME, "button").click()
     body = json.loads(driver.find_element(By.ID, "body").text)
-    assert body["value"][0]["resourceData"]["completionReason"] == "completedSuccessfully"
+    ends = [n["resourceData"].get("completionReason") for n in body["value"]]  # one or more
+    assert "completedSuccessfully" in ends, body
     check_page(driver, "03-inbox")
 
     # a POST without the CSRF token is refused, one with it is taken

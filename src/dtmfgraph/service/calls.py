@@ -465,8 +465,8 @@ class CallService:
 
     @contextlib.asynccontextmanager
     async def _unit(self) -> AsyncIterator[UnitOfWork]:
-        """A transaction that may emit events; after its commit the outbox is woken and the
-        operations it finished are reported to the observer."""
+        """A transaction that may emit events; after its commit the outbox is woken (if it
+        did) and the operations it finished are reported to the observer."""
         finished: list[Operation] = []
         emitted: list[tuple[Event, str]] = []
         async with self._repo.unit() as uow:
@@ -477,7 +477,8 @@ class CallService:
             finally:
                 del self._finished[id(uow)]
                 del self._emitted[id(uow)]
-        self._on_commit()
+        if emitted:  # the outbox has new rows (an idle one is not woken for nothing)
+            self._on_commit()
         for op in finished:
             self._report_finished(op)
         if emitted:
@@ -504,7 +505,8 @@ class CallService:
         uow.commit()
 
         def landed() -> None:
-            self._on_commit()
+            if emitted:
+                self._on_commit()
             for op in finished:
                 self._report_finished(op)
             if emitted:
