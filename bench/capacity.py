@@ -492,8 +492,10 @@ async def outbox_figures(client: httpx.AsyncClient) -> str:
     posts = metric("dtmfgraph_webhook_delivery_seconds_count")
     took = metric("dtmfgraph_webhook_delivery_seconds_sum")
     retried = metric("dtmfgraph_notifications_total", "retried")
+    notes = metric("dtmfgraph_notifications_total", "delivered")
     return (
         f"webhook POSTs {posts:.0f} (retried {retried:.0f}), "
+        f"{notes / max(posts, 1):.1f} notifications each, "
         f"mean {1000 * took / max(posts, 1):.0f} ms each; "
         f"backlog {metric('dtmfgraph_outbox_backlog', 'pending'):.0f} pending"
     )

@@ -136,7 +136,7 @@ class Dispatcher:
         # a token per notification (no reuse): its jti is the notification's id, so one a POST
         self._batch_max = max(1, batch_max) if token_reuse_s > 0 else 1
         self._poll = max(0.01, poll_s)
-        self.marks = Coalescer(repo.mark_delivered_many, BATCH * BATCH_MAX)
+        self.marks = Coalescer(repo.mark_delivered_many, 1000)
         """The "delivered" marks, several POSTs' per transaction."""
         self._timeout = timeout_s
         self.policy = RetryPolicy(retry_for_s, backoff_initial_s, backoff_max_s)

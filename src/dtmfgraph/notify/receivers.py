@@ -35,7 +35,8 @@ def receiver_of(uri: str) -> str:
 
 def delivery_id(call_id: str, row_id: int) -> str:
     """The notification's stable id (the same on every retry, every node and every restart):
-    sent as the ``Notification-Id`` header and the JWT ``jti``."""
+    listed in the ``Notification-Id`` header of the POST that carries it (and the JWT ``jti``
+    when tokens are not reused)."""
     return str(uuid.uuid5(_NAMESPACE, f"{call_id}/{row_id}"))
 
 
