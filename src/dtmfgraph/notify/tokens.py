@@ -4,12 +4,13 @@ per notification.
 A notification's ``Authorization: Bearer`` token says who sends it (``iss``, the signing key),
 to whom (``aud``, ``tid``) and about which call (``callId``); nothing in it is specific to one
 notification except ``jti``, and the notifications' stable ids travel in the
-``Notification-Id`` header (a POST may carry several of a call's notifications: one token). So the same token goes with every notification of one call to one
-app for ``reuse_s`` (at most half its lifetime, so a token always has at least half of it left
-when sent), as Graph's own callbacks reuse a token for its lifetime. Its ``jti`` then names
-the token (a random UUID), not a notification. With ``reuse_s`` 0 each notification gets its
-own token, whose ``jti`` is the notification's id (as before reuse existed; the dispatcher
-then sends one notification per POST).
+``Notification-Id`` header (a POST may carry several of a call's notifications: one token).
+So the same token goes with every notification of one call to one app for ``reuse_s`` (at
+most half its lifetime, so a token always has at least half of it left when sent), as Graph's
+own callbacks reuse a token for its lifetime. Its ``jti`` then names the token (a random
+UUID), not a notification. With ``reuse_s`` 0 each notification gets its own token, whose
+``jti`` is the notification's id (as before reuse existed; the dispatcher then sends one
+notification per POST).
 
 A new signing key (rollover) takes over at once: the key's id is part of what is reused.
 """

@@ -536,19 +536,7 @@ class SqlRepository:
     ) -> None:
         """Record a failed attempt: retry at ``retry_at``, or give up (kept as ``dead``, with
         the call's later rows: they wait behind it, see :meth:`redeliver`)."""
-        values: dict[str, Any] = {
-            "attempts": outbox.c.attempts + 1,
-            "last_error": error[:2000],
-            "claimed_until": None,
-        }
-        if retry_at is None:
-            values["state"] = DEAD
-        else:
-            values["next_attempt_at"] = retry_at
-        async with self.guard(), self.engine.begin() as conn:
-            await conn.execute(outbox.update().where(outbox.c.id == item_id).values(values))
-            if retry_at is None:
-                await self._held_behind(conn, item_id)
+        await self.mark_failed_many([item_id], error=error, retry_at=retry_at)
 
     async def mark_failed_many(
         self, item_ids: list[int], *, error: str, retry_at: float | None
@@ -586,17 +574,7 @@ class SqlRepository:
 
     async def renew_claim(self, item_id: int, node: str, until: float) -> bool:
         """Extend ``node``'s claim on a pending row; False if the row is no longer its own."""
-        async with self.guard(), self.engine.begin() as conn:
-            done = await conn.execute(
-                outbox.update()
-                .where(
-                    outbox.c.id == item_id,
-                    outbox.c.state == PENDING,
-                    outbox.c.claimed_by == node,
-                )
-                .values(claimed_until=until)
-            )
-        return bool(done.rowcount)
+        return await self.renew_claims([item_id], node, until) == 1
 
     async def renew_claims(self, item_ids: list[int], node: str, until: float) -> int:
         """:meth:`renew_claim` for several rows in one transaction; returns how many are
