@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["delivered", "retried", "dead"]
 ID_HEADER = "Notification-Id"
-"""The header carrying a notification's stable id (also the JWT ``jti``)."""
+"""The header listing the stable ids of a POST's notifications, in ``value`` order (", ")."""
 BATCH = 100
 """Calls whose notifications are claimed per database query."""
 BATCH_MAX = 50
