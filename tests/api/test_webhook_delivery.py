@@ -241,6 +241,9 @@ async def outbox(url: str) -> AsyncIterator[SqlRepository]:
 @contextlib.asynccontextmanager
 async def dispatching(repo: SqlRepository, **kw: Any) -> AsyncIterator[Dispatcher]:
     signer = CallbackSigner(issuer="https://dtmfgraph.test", hs256_secret=SECRET)
+    # the tests write rows straight to the store, as another process would (nothing wakes the
+    # dispatcher): it finds them by polling, here often
+    kw.setdefault("poll_s", 0.2)
     d = Dispatcher(repo, signer, node="n", **kw)
     task = asyncio.create_task(d.run())
     try:
@@ -284,7 +287,10 @@ async def test_dead_letter_listed_and_redelivered_by_the_cli(
     caplog.set_level(logging.WARNING, "dtmfgraph.notify")
     async with (
         hooks(hook),
-        service_factory(notify_retry_for_s=1.0, notify_backoff_initial_s=0.05) as svc,
+        # the CLI's redelivery is another process: the service finds it by polling
+        service_factory(
+            notify_retry_for_s=1.0, notify_backoff_initial_s=0.05, notify_poll_s=0.2
+        ) as svc,
         _api(svc) as http,
     ):
         cid = await _call(http, hook.url)
