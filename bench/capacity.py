@@ -353,6 +353,8 @@ class Step:
     outbox: str = ""
     service_drops: int = 0
     load: str = ""
+    probe: dict[str, list[float]] = field(default_factory=dict)
+    """The prober's latencies (ms) by window and kind: ``carrying get``, ``sending send``..."""
 
     def summary(self) -> dict[str, object]:
         """The step's figures as plain JSON values (``--json``)."""
@@ -369,6 +371,9 @@ class Step:
             "post_calls_p99_ms": float(np.percentile(self.post_ms, 99)) if self.post_ms else None,
             "tenth_key_heard_max_s": max(self.heard_s, default=None),
             "send_p99_ms": float(np.percentile(self.send_ms, 99)) if self.send_ms else None,
+            "probe_p99_ms": {
+                k: float(np.percentile(v, 99)) for k, v in sorted(self.probe.items()) if v
+            },
             "failures": dict(self.failures),
             "far_end_drops": self.far_drops,
             "service_drops": self.service_drops,
@@ -392,6 +397,11 @@ class Step:
             f"{pct(self.post_ms, 50)} / {pct(self.post_ms, 99)}",
             f"{pct(self.send_ms, 50)} / {pct(self.send_ms, 99)}",
             f"{_q(self.heard_s, 50)} / {_q(self.heard_s, 100)}",
+            " ; ".join(
+                f"{pct(self.probe.get(f'{w} get', []), 99)} / "
+                f"{pct(self.probe.get(f'{w} send', []), 99)}"
+                for w in ("carrying", "sending")
+            ),
             fails,
             f"{self.service_drops:,} / {self.far_drops:,}",
         ]
@@ -412,6 +422,7 @@ HEADER = [
     "POST /calls p50 / p99 ms",
     "sendDtmfTones p50 / p99 ms",
     "10th key heard p50 / max s",
+    "prober GET / send p99 ms: carrying ; sending",
     "failures",
     "UDP drops: service / far end",
 ]
@@ -558,6 +569,50 @@ async def _wait_all(
             await waiting
 
 
+async def start_prober(
+    api: Api, sink: Sink, ends: list[FarEnd], up: list[str], work: Path
+) -> subprocess.Popen[bytes] | None:
+    """Place one more call (the prober's own, to send tones to: no sequence of the bench's is
+    on it, and it is not subscribed to tones) and start ``_prober.py`` GETting one of the
+    bench's calls 20 times a second, every 10th probe a one-tone send to its call."""
+    made = await api.post(
+        "POST /calls (prober)",
+        "",
+        call_body(sink.url, f"sip:prober@127.0.0.1:{ends[0].sip_port}"),
+        None,
+    )
+    if made is None:
+        return None
+    own = str(made["id"])
+    for _ in range(100):  # its media up, so its sends play (or its POSTs say why not)
+        if sink.calls.established[own].is_set() or await api.state(own) == "established":
+            break
+        await asyncio.sleep(0.1)
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "_prober.py"),
+            "--base", str(api.client.base_url).rstrip("/"), "--get", up[0], "--send", own,
+            "--out", str(work / "probe.txt")]  # fmt: skip
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+
+def probe_latencies(
+    path: Path, windows: dict[str, tuple[float, float]]
+) -> dict[str, list[float]]:
+    """The prober's latencies (ms) of the requests it started in each window, by kind
+    (``carrying get``, ``sending send``...); a failed request (status 0 or not 2xx) counts as
+    taking as long as it did, and is also counted under ``... failed``."""
+    out: dict[str, list[float]] = defaultdict(list)
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        t, kind, ms, status = line.split()
+        for name, (a, b) in windows.items():
+            if a <= float(t) < b:
+                out[f"{name} {kind}"].append(float(ms))
+                if not 200 <= int(status) < 300:
+                    out[f"{name} {kind} failed"].append(float(ms))
+    return dict(out)
+
+
 async def drive(
     step: Step,
     args: argparse.Namespace,
@@ -567,10 +622,13 @@ async def drive(
     service: subprocess.Popen[bytes],
     advance: Advance,
     profile: Path | None,
+    work: Path,
 ) -> None:
     """Place, hold, send and hear, hang up: the step's API traffic, against a running service."""
     n, calls = step.n, sink.calls
     api = Api(f"http://127.0.0.1:{api_port}/v1.0/communications/calls", args.concurrency, step)
+    prober: subprocess.Popen[bytes] | None = None
+    placing = py_spy(service.pid, profile.with_name("py-spy-post.txt")) if profile else None
     try:
         made = await within(
             args.phase_budget,
@@ -586,6 +644,8 @@ async def drive(
             step,
             "POST /calls",
         )
+        if placing is not None:  # the POST /calls window: placing, SIP set-up
+            stop(placing, timeout=30)
         ids = [str(c["id"]) if c else None for c in made]
         live = [c for c in ids if c]
         await _wait_all([calls.established[c] for c in live], calls, 10, 60, advance)
@@ -605,10 +665,12 @@ async def drive(
                 for c in up
             )
         )
-        # carrying the calls, no API traffic
+        prober = await start_prober(api, sink, ends, up, work) if up else None
+        # carrying the calls, no API traffic but the prober's
         c0, t0 = tree_cpu(service.pid), time.monotonic()
         await asyncio.sleep(args.hold)
         step.carry_cpu = 100 * cpu_between(c0, tree_cpu(service.pid)) / (time.monotonic() - t0)
+        windows = {"carrying": (t0, time.monotonic())}
 
         c0, t0 = tree_cpu(service.pid), time.monotonic()
         drops0 = service_drops(service.pid)
@@ -636,6 +698,10 @@ async def drive(
         step.heard_s = [at - posted[c] for c, at in calls.full_at.items() if c in posted]
         took = time.monotonic() - t0
         step.send_window_s = took
+        windows["sending"] = (t0, t0 + took)
+        if prober is not None:
+            stop(prober, timeout=10)
+            step.probe = probe_latencies(work / "probe.txt", windows)
         step.send_cpu_s = cpu_between(c0, tree_cpu(service.pid))
         step.send_cpu = 100 * step.send_cpu_s / took
         sipp_s = sum(cpu_between(a, tree_cpu(e.proc.pid)) for a, e in zip(s0, ends, strict=True))
@@ -661,6 +727,8 @@ async def drive(
             min(args.phase_budget, 30), [api.delete(f"/{c}") for c in live], step, "DELETE"
         )
     finally:
+        if prober is not None and prober.poll() is None:
+            stop(prober, timeout=10)
         await api.client.aclose()
 
 
@@ -717,7 +785,7 @@ def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> S
 
             async def go() -> None:
                 async with Sink() as sink:
-                    await drive(step, args, api_port, sink, ends, service, advance, profile)
+                    await drive(step, args, api_port, sink, ends, service, advance, profile, work)
 
             asyncio.run(go())
             step.far_drops = sum(udp_drops(e.media_port) for e in ends) - drops0
@@ -732,9 +800,23 @@ def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> S
     step.pace.dropped = dropped[0]
     expected = {tuple(EVENT[k] for k in sequence(i)) for i in range(len(KEYS))}
     step.wire_right = sum(tuple(k) in expected for k in step.pace.keys_by_port.values())
-    if profile is not None and profile.exists():
-        print(summarise_profile(profile))
+    if profile is not None:
+        for path in (profile.with_name("py-spy-post.txt"), profile):
+            if path.exists():
+                print(summarise_profile(path))
     return step
+
+
+def probe_line(probe: dict[str, list[float]]) -> str:
+    """The prober's figures of a step, one window and kind after another."""
+
+    def one(name: str, xs: list[float]) -> str:
+        if name.endswith("failed"):
+            return f"{name} {len(xs)}"
+        p50, p99 = np.percentile(xs, [50, 99])
+        return f"{name} n={len(xs)} p50 {p50:.1f} p99 {p99:.1f} max {max(xs):.1f} ms"
+
+    return "; ".join(one(k, v) for k, v in sorted(probe.items()) if v) or "no probes"
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
@@ -742,8 +824,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             if (
-                httpx.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration").status_code
-                == 200
+                httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200
             ):
                 return
         if proc.poll() is not None:
@@ -836,6 +917,7 @@ def main() -> None:
                 flush=True,
             )
             print(f"  {step.outbox}", flush=True)
+            print(f"  prober: {probe_line(step.probe)}", flush=True)
             for w in step.wrong:
                 print(f"  wrong: {w}")
     table = markdown_table(HEADER, [r.row() for r in rows])
