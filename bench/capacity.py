@@ -594,9 +594,7 @@ async def start_prober(
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
 
-def probe_latencies(
-    path: Path, windows: dict[str, tuple[float, float]]
-) -> dict[str, list[float]]:
+def probe_latencies(path: Path, windows: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
     """The prober's latencies (ms) of the requests it started in each window, by kind
     (``carrying get``, ``sending send``...); a failed request (status 0 or not 2xx) counts as
     taking as long as it did, and is also counted under ``... failed``."""
@@ -823,9 +821,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if (
-                httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200
-            ):
+            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
                 return
         if proc.poll() is not None:
             raise RuntimeError(f"serve exited {proc.returncode}")
