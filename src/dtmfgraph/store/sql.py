@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..service.model import (
 from ..service.outage import StoreHealth
 from ..service.recordings import Recording
 from .tables import calls, nodes, operations, outbox, recordings
+from .turns import Turns, TurnTimeoutError
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
@@ -396,6 +397,8 @@ class SqlRepository:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.health = StoreHealth()
         """Up or down; told of every transaction (see :func:`unavailable`)."""
+        self._turns = Turns(pool_timeout_s) if _one_connection(url) else None
+        """Who uses SQLite's one connection next (see :mod:`.turns`)."""
         self.writers = 1 if self.engine.dialect.name == "sqlite" else PG_WRITERS
         """Write transactions worth running at once (SQLite takes one writer at a time)."""
         self._beat_engine = self.engine
@@ -409,7 +412,8 @@ class SqlRepository:
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
         done: list[SqlUnit] = []
-        async with self.guard(lambda: any(u.wrote for u in done)), self.engine.begin() as conn:
+        wrote = lambda: any(u.wrote for u in done)  # noqa: E731
+        async with self.guard(wrote, urgent=True), self.engine.begin() as conn:
             done.append(unit := SqlUnit(conn))
             yield unit
 
@@ -418,7 +422,8 @@ class SqlRepository:
         """A :meth:`unit` whose writes are held and written together at its end (see
         :class:`SqlUnit`): for the write-behind's groups of many calls' changes."""
         done: list[SqlUnit] = []
-        async with self.guard(lambda: any(u.wrote for u in done)), self.engine.begin() as conn:
+        wrote = lambda: any(u.wrote for u in done)  # noqa: E731
+        async with self.guard(wrote, urgent=True), self.engine.begin() as conn:
             done.append(unit := SqlUnit(conn, batched=True))
             yield unit
             await unit.flush()
@@ -427,20 +432,25 @@ class SqlRepository:
     async def beat_unit(self) -> AsyncIterator[SqlUnit]:
         """A transaction on the heartbeat's own connection (PostgreSQL; on SQLite, whose one
         writer at a time is the one pooled connection, an ordinary :meth:`unit`)."""
-        async with self.guard(), self._beat_engine.begin() as conn:
+        async with self.guard(urgent=True), self._beat_engine.begin() as conn:
             yield SqlUnit(conn)
 
     @asynccontextmanager
-    async def guard(self, wrote: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
+    async def guard(
+        self, wrote: Callable[[], bool] = lambda: True, *, urgent: bool = False
+    ) -> AsyncIterator[None]:
         """Around a use of :attr:`engine`: the store being away (read-only, full, stopped,
         unreachable) becomes :class:`StoreUnavailableError` and is told to :attr:`health`
         (which logs once per outage); anything else passes through unchanged. A success
-        that ``wrote`` tells :attr:`health` the store is back."""
+        that ``wrote`` tells :attr:`health` the store is back. On SQLite's one connection,
+        an ``urgent`` use (what a request waits for) goes before the others waiting
+        (:mod:`.turns`)."""
         try:
-            yield
+            async with self._turns.turn(urgent=urgent) if self._turns else nullcontext():
+                yield
         except StoreUnavailableError:
             raise
-        except sa.exc.TimeoutError as exc:  # every connection of the pool stayed in use
+        except (sa.exc.TimeoutError, TurnTimeoutError) as exc:  # the connection stayed in use
             raise StoreUnavailableError(
                 "the store is busy (every connection is in use); retry later", retry_after_s=1
             ) from exc
@@ -727,10 +737,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _one_connection(url: str) -> bool:
+    """Whether the store at ``url`` is a SQLite file (used through one pooled connection)."""
+    return url.startswith("sqlite") and ":memory:" not in url and not url.rstrip("/").endswith(":")
+
+
 def _engine_options(url: str, pool_timeout_s: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
         options: dict[str, Any] = {"connect_args": {"timeout": 30}}
-        if ":memory:" not in url and not url.rstrip("/").endswith(":"):
+        if _one_connection(url):
             # one connection: SQLite takes one writer at a time, and connections that wait
             # for each other's lock sleep in its busy handler; here they queue for the pool
             options.update(pool_size=1, max_overflow=0, pool_timeout=pool_timeout_s)
