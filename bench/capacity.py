@@ -93,8 +93,47 @@ the earlier run that evening at load 6-18 had the same shape with worse pacing):
   131 calls were admitted (369 refused 503) and all 131 heard every key: overload is refused
   up front, never by truncating accepted keys. The goal (1,000 calls, every key right, pacing
   p99 <= 2 ms, POST p99 <= 250 ms) is not reached: one node on one core bends at about 64-128
-  calls; POST /calls p99 is 2.2-3.0 s at every step (the 32 requests in flight queue behind
-  each other's SIP set-up on the one loop).
+  calls. (The POST /calls p99 of 2.2-3.0 s in this table was the bench's own doing: it took
+  the start gate's early OpenID answer for the service being up, so the first 32 POSTs waited
+  for the API to finish loading; it now waits for `/ready`. See below.)
+- POST /calls, measured again (2026-12-08 01:38-02:12 UTC, 32 calls, `--quick`, SQLite, load
+  average 3.7-5.5 from other work on the box): the bench as it was 2,705 / 2,760 ms p50 / p99;
+  waiting for `/ready`, same code, 145 / 171 ms. Inside the service (timed from the outermost
+  middleware to the response's start): 24-48 ms, of which the wait for the group commit was
+  15-33 ms; POST /calls never waited for SIP (the INVITE goes out from a task of its own after
+  the call is stored; `tests/e2e/test_graph_late_answer.py` has a far end answer 4 s late).
+  The rest between the two is the bench's own client (httpx, 32 requests at once, in a process
+  that gets a share of a loaded core). What the commit cost: each statement is three round
+  trips between the loop and SQLite's thread, each waiting for the loop's turn while it sets up
+  the other calls' SIP and media, and the group of 32 new calls took 96 statements: now each
+  table's rows go in one `executemany` (2 statements; that group committed in 6 ms instead of
+  44), and the write-behind's turn on SQLite's one connection comes before the outbox's (a
+  send's change had waited up to 190 ms for it behind the outbox's transactions). Their effect
+  on a loop kept busy, in alternating rounds: `bench/store_commit.py` (50x and 1.4x). At 128
+  calls (load 6.5-7.3) the service answered POST /calls in 82 / 235 ms p50 / p99 (its
+  middleware), the bench's client saw 261 / 1,078 ms. At load averages of 4-8 the wall
+  latencies of single rounds swing 2-3x either way (main's code and this branch's alternated:
+  POST /calls p99 110 and 212 ms vs 582 and 125 ms), so they rank nothing here.
+- The prober column: `bench/_prober.py`, a process of its own sending one request at a time
+  on one connection (standard library `http.client`): a GET of a call 20 times a second and
+  every 10th probe a one-tone sendDtmfTones to a call of its own, timed while the calls are
+  carried and while they send. At 32 calls (service 55-94 % of a core while sending, load
+  3.4-5.5): GET p99 49-98 ms while sending in 8 runs of 9 (263 in one; p50 3-12 ms), send p99
+  27-507 ms; while carrying (25-35 % of a core) GET p99 4-86 ms. The GET of a carried call is
+  served from memory, so its tail is the loop's queue: few single callbacks run long (asyncio
+  debug with a 25 ms slow-callback threshold, a 32-call run: 6 over it, 2 of them the
+  start-up), the loop is simply full of work, the media's first: in the POST /calls window of
+  128 calls the pacer's tick is 29 % of the samples, SIP 12 %, webhook delivery 14 %, the API
+  8 % (py-spy, `--profile-step`).
+  The goal (p99 under 100 ms at 80 % media load) holds for the GET at 32 calls and not for the
+  send, whose change waits for the store behind the outbox and the notifications of the keys
+  heard. What it takes: media in its own process. The pacer, RTP reads and SIP are 45-60 % of
+  the loop's busy samples while sending; out of the API's process, the API's loop carries the
+  rest (the API, the store, the outbox: 25-40 %), so at 128 calls it would run at well under
+  half a core and a request waits for API work only; the media process would run at about 60 %
+  of a core at 128 calls (an estimate from those shares: the whole service carries 128 calls at
+  69 % today), i.e. one media process per core up to about 200 calls each, talking to the API
+  over a local channel (commands in, events out), as `serve --workers` already splits nodes.
 - `serve --workers 2` on PostgreSQL (same box, same bench, `--database URL --serve-arg=--workers
   --serve-arg=2`; not in the table above): 128 calls asked, 73 admitted (55 refused 503), all
   73 right, 10th key heard 4.5 s p50, 148 notifications/s, pacing p99 19 ms, service CPU 131 %
@@ -953,7 +992,11 @@ extra. 10th key heard: from a call's sendDtmfTones POST to its 10th toneInfo (pl
 takes 1.9 s). CPU: all the service's processes, % of one core (the box has {os.cpu_count()}).
 Pacing: dumpcap on `lo` (kernel timestamps), each telephone-event packet's lateness against its
 stream's 20 ms grid. API latencies are timed inside the client's limit of {args.concurrency}
-requests in flight; each phase (all POST /calls, all sends, all DELETEs) has
+requests in flight (by this script's own client, which shares the box: a request's time inside
+the service is less); "prober": `bench/_prober.py` in a process of its own, one request at a
+time, a GET of a call 20 times a second and every 10th probe a one-tone sendDtmfTones to a call
+of its own, p99 while carrying and while sending; each phase (all POST /calls, all sends, all
+DELETEs) has
 {args.phase_budget:g} s, after which unanswered requests are cancelled, counted as failures and
 timed as they stood (a lower bound). A call counts as established when its notification says so,
 or when a GET says so where the notification was more than 10 s late (counted apart). UDP
