@@ -16,69 +16,12 @@ from dtmfgraph.store import SqlRepository
 from ..api.harness import Receiver, stop
 from ..api.sdkhelp import dtmf_body, new_call
 from ..judges.baresip import free_port as free_udp_port
-from ..judges.sipp import sipp_logged, sipp_uas
+from ..judges.sipp import sipp_logged, sipp_uas, uas_late_answer_scenario
 from .test_graph_sip import call_url, code, ev, is_call_state, is_op_end, start_sip_service
 
 ANSWER_AFTER_MS = 4000
 """How long sipp rings before it answers: far longer than a POST takes on any box (a POST that
 waited for the answer could not come back before sipp logged ``answering``)."""
-
-LATE_UAS = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="answers late">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-
-      SIP/2.0 180 Ringing
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]></send>
-  <pause milliseconds="{ANSWER_AFTER_MS}"/>
-  <nop><action><log message="answering"/></action></nop>
-  <send retrans="500"><![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-16
-
-    ]]></send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]></send>
-</scenario>
-"""
 
 
 def _answered(workdir: Path) -> bool:
@@ -97,7 +40,8 @@ async def test_post_call_and_send_answer_before_the_far_end_does(
     far = tmp_path / "sipp"
     extra = ("-trace_logs", "-mi", "127.0.0.1", "-mp", str(free_udp_port()))
     try:
-        async with sipp_uas(far, LATE_UAS, timeout_s=30, extra=extra) as (port, proc):
+        late = uas_late_answer_scenario(ANSWER_AFTER_MS, log="answering")
+        async with sipp_uas(far, late, timeout_s=30, extra=extra) as (port, proc):
             client = service.sdk("v1.0")
             call = await client.communications.calls.post(
                 new_call("v1.0", receiver.url, f"sip:late@127.0.0.1:{port}")
