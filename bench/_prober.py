@@ -19,8 +19,11 @@ import http.client
 import json
 import signal
 import time
+from collections import defaultdict
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import numpy as np
 
 SEND_BODY = json.dumps({"tones": ["tone1"], "clientContext": "probe"}).encode()
 
@@ -74,6 +77,35 @@ def main() -> None:
             if next_at < now:  # overran: skip the missed ticks
                 next_at = now + args.every
             time.sleep(next_at - now)
+
+
+def probe_latencies(path: Path, windows: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+    """The prober's latencies (ms) of the requests it started in each window, by kind
+    (``carrying get``, ``sending send``...); a failed request (status 0 or not 2xx) counts as
+    taking as long as it did, and is also counted under ``... failed``."""
+    out: dict[str, list[float]] = defaultdict(list)
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        t, kind, ms, status = line.split()
+        for name, (a, b) in windows.items():
+            if a <= float(t) < b:
+                out[f"{name} {kind}"].append(float(ms))
+                if not 200 <= int(status) < 300:
+                    out[f"{name} {kind} failed"].append(float(ms))
+    return dict(out)
+
+
+def probe_line(probe: dict[str, list[float]]) -> str:
+    """The prober's figures of a step, one window and kind after another."""
+
+    def one(name: str, xs: list[float]) -> str:
+        if name.endswith("failed"):
+            return f"{name} {len(xs)}"
+        p50, p99 = np.percentile(xs, [50, 99])
+        return f"{name} n={len(xs)} p50 {p50:.1f} p99 {p99:.1f} max {max(xs):.1f} ms"
+
+    return "; ".join(one(k, v) for k, v in sorted(probe.items()) if v) or "no probes"
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +70,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _capture import Pacing, capture, pacing, read_events
+from _ports import free_media_port, free_port, running, service_drops, udp_drops
+from _prober import probe_latencies, probe_line
 from _proc import cpu_between, tree_cpu
 from _profile import py_spy, summarise_profile
 from _report import machine, markdown_table, stop, write_section
+from _sink import SEQUENCE, Calls, Sink
 from api_path import _database
 from dtmfgraph.cli.progress import Advance, progress
 
@@ -162,8 +165,6 @@ the earlier run that evening at load 6-18 had the same shape with worse pacing):
 KEYS = "1234567890*#"
 TONE = {**{d: f"tone{d}" for d in "0123456789"}, "*": "star", "#": "pound"}
 EVENT = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
-SEQUENCE = 10
-_CALL_URL = re.compile(r"/communications/calls/([^/]+)(?:/operations/([^/]+))?$")
 
 UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -215,155 +216,6 @@ def sequence(i: int) -> str:
     """Call ``i``'s keys: ten of ``KEYS`` rotated by ``i`` (so order and content differ)."""
     start = i % len(KEYS)
     return (KEYS[start:] + KEYS[:start])[:SEQUENCE]
-
-
-# ---------------------------------------------------------------- processes and ports
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_media_port() -> int:
-    """An even UDP port with the next three free too (sipp's -rtp_echo takes port and port+2)."""
-    for _ in range(200):
-        base = free_port(socket.SOCK_DGRAM) & ~1
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + 4):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free media port run")
-
-
-def udp_drops(port: int) -> int:
-    """Datagrams dropped by the sockets bound to ``port`` (IPv4), from /proc/net/udp."""
-    total = 0
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        cols = line.split()
-        if int(cols[1].rsplit(":", 1)[1], 16) == port:
-            total += int(cols[-1])
-    return total
-
-
-def service_drops(root: int) -> int:
-    """Datagrams dropped by the UDP sockets of ``root``'s process tree (its RTP sockets' queues
-    overflowing while nobody read them), from /proc/net/udp by socket inode."""
-    inodes: set[str] = set()
-    for pid in tree_cpu(root):
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:["):
-                        inodes.add(link[8:-1])
-    total = 0
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        cols = line.split()
-        if cols[9] in inodes:
-            total += int(cols[-1])
-    return total
-
-
-@contextlib.contextmanager
-def running(
-    argv: list[str], log: Path, cwd: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, stdin=subprocess.DEVNULL
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            stop(proc, timeout=10)
-
-
-# ---------------------------------------------------------------- the webhook sink
-
-
-@dataclass(slots=True)
-class Calls:
-    """What the notifications told about the step's calls."""
-
-    established: dict[str, asyncio.Event] = field(
-        default_factory=lambda: defaultdict(asyncio.Event)
-    )
-    heard: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
-    ended_ops: dict[str, str] = field(default_factory=dict)
-    full: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
-    full_at: dict[str, float] = field(default_factory=dict)
-    notes: int = 0
-
-    def take(self, note: dict[str, object]) -> None:
-        self.notes += 1
-        match = _CALL_URL.search(str(note.get("resourceUrl", "")))
-        data = note.get("resourceData")
-        if not match or not isinstance(data, dict):
-            return
-        call_id, op_id = match.groups()
-        if op_id is not None:
-            if note.get("changeType") == "deleted":
-                self.ended_ops[op_id] = str(data.get("completionReason") or data.get("status"))
-            return
-        tone = data.get("toneInfo")
-        if isinstance(tone, dict):
-            self.heard[call_id].append((int(tone["sequenceId"]), str(tone["tone"])))
-            if len(self.heard[call_id]) == SEQUENCE:
-                self.full[call_id].set()
-                self.full_at[call_id] = time.monotonic()
-        elif data.get("state") == "established":
-            self.established[call_id].set()
-
-
-class Sink:
-    """An HTTP/1.1 server on this process's event loop answering every POST with 202 and handing
-    each notification of its body to ``calls.take``."""
-
-    def __init__(self) -> None:
-        self.calls = Calls()
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Sink:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=1024)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        quiet = (
-            OSError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            asyncio.CancelledError,
-        )
-        with contextlib.suppress(*quiet):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                match = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                body = await reader.readexactly(int(match.group(1))) if match else b""
-                writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-                with contextlib.suppress(ValueError):
-                    for note in json.loads(body).get("value", []):
-                        self.calls.take(note)
-        writer.close()
 
 
 # ---------------------------------------------------------------- one step
@@ -640,23 +492,6 @@ async def start_prober(
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
 
-def probe_latencies(path: Path, windows: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
-    """The prober's latencies (ms) of the requests it started in each window, by kind
-    (``carrying get``, ``sending send``...); a failed request (status 0 or not 2xx) counts as
-    taking as long as it did, and is also counted under ``... failed``."""
-    out: dict[str, list[float]] = defaultdict(list)
-    if not path.exists():
-        return {}
-    for line in path.read_text().splitlines():
-        t, kind, ms, status = line.split()
-        for name, (a, b) in windows.items():
-            if a <= float(t) < b:
-                out[f"{name} {kind}"].append(float(ms))
-                if not 200 <= int(status) < 300:
-                    out[f"{name} {kind} failed"].append(float(ms))
-    return dict(out)
-
-
 async def drive(
     step: Step,
     args: argparse.Namespace,
@@ -849,18 +684,6 @@ def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> S
             if path.exists():
                 print(summarise_profile(path))
     return step
-
-
-def probe_line(probe: dict[str, list[float]]) -> str:
-    """The prober's figures of a step, one window and kind after another."""
-
-    def one(name: str, xs: list[float]) -> str:
-        if name.endswith("failed"):
-            return f"{name} {len(xs)}"
-        p50, p99 = np.percentile(xs, [50, 99])
-        return f"{name} n={len(xs)} p50 {p50:.1f} p99 {p99:.1f} max {max(xs):.1f} ms"
-
-    return "; ".join(one(k, v) for k, v in sorted(probe.items()) if v) or "no probes"
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
