@@ -128,9 +128,21 @@ the earlier run that evening at load 6-18 had the same shape with worse pacing):
   start-up), the loop is simply full of work, the media's first: in the POST /calls window of
   128 calls the pacer's tick is 29 % of the samples, SIP 12 %, webhook delivery 14 %, the API
   8 % (py-spy, `--profile-step`).
-  The goal (p99 under 100 ms at 80 % media load) holds for the GET at 32 calls and not for the
-  send, whose change waits for the store behind the outbox and the notifications of the keys
-  heard. What it takes: media in its own process. The pacer, RTP reads and SIP are 45-60 % of
+  On a quiet box (02:18 UTC, load average 1.1-2.0, `--steps 32,64,128`, hold 3 s):
+  service CPU carrying / sending; POST /calls and sendDtmfTones
+  p50 / p99 ms; the prober's GET / send p99 ms carrying, then sending:
+  32 calls: 21 % / 60 %; 70 / 87; 60 / 72; 3.2 / 8.4, 47.9 / 50.0.
+  64 calls: 32 % / 89 %; 137 / 328; 80 / 184; 4.0 / 12.2, 49.8 / 55.5.
+  128 calls (75 admitted, 53 refused 503): 32 % / 92 %; 270 / 591; 129 / 286; 6.0, 64.9 (GETs).
+  (The table's run above, main before this pass: POST /calls 2,153 / 2,172, 1,816 / 2,988,
+  758 / 2,652; sends 120 / 155, 590 / 1,107, 795 / 1,794.) Every key right at every step,
+  pacing p99 4.3-4.7 ms. The prober's GET p99 while sending sits at 48-65 ms whatever the
+  calls: it is the bench's own burst, 32 sendDtmfTones arriving at once (about 1.5 ms of the
+  loop each): with 8 calls it is 4.3 ms. So the goal (p99 under 100 ms at 80 % media load)
+  holds on this box for the prober's GET at 32-128 calls and its send at 32-64 (the service at
+  60-92 % of a core; at 128 its own call was refused); what bounds it is API work per
+  request and how much of it arrives at once, and the loop's share left by the media. What it
+  takes: media in its own process. The pacer, RTP reads and SIP are 45-60 % of
   the loop's busy samples while sending; out of the API's process, the API's loop carries the
   rest (the API, the store, the outbox: 25-40 %), so at 128 calls it would run at well under
   half a core and a request waits for API work only; the media process would run at about 60 %
