@@ -134,6 +134,10 @@ the earlier run that evening at load 6-18 had the same shape with worse pacing):
   32 calls: 21 % / 60 %; 70 / 87; 60 / 72; 3.2 / 8.4, 47.9 / 50.0.
   64 calls: 32 % / 89 %; 137 / 328; 80 / 184; 4.0 / 12.2, 49.8 / 55.5.
   128 calls (75 admitted, 53 refused 503): 32 % / 92 %; 270 / 591; 129 / 286; 6.0, 64.9 (GETs).
+  Then with a group's writes in one round trip to SQLite's thread (02:24-02:35 UTC, load
+  1.0-1.2): 32 calls: 37 % / 90 %; 102 / 114; 95 / 126; 45 / 49, 60 / 64. 64 calls: 36 % /
+  99 %; 192 / 328; 89 / 213; 48 / 49, 50 / 79. 128 calls, all admitted, every key right:
+  50 % / 107 %; 165 / 310; 92 / 239; 7 / 9, 52 / 84.
   (The table's run above, main before this pass: POST /calls 2,153 / 2,172, 1,816 / 2,988,
   758 / 2,652; sends 120 / 155, 590 / 1,107, 795 / 1,794.) Every key right at every step,
   pacing p99 4.3-4.7 ms. The prober's GET p99 while sending sits at 48-65 ms whatever the

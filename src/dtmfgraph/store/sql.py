@@ -30,6 +30,7 @@ from ..service.model import (
 )
 from ..service.outage import StoreHealth
 from ..service.recordings import Recording
+from .sqlite_runs import Run, write_runs
 from .tables import calls, nodes, operations, outbox, recordings
 from .turns import Turns, TurnTimeoutError
 
@@ -203,8 +204,9 @@ class SqlUnit:
 
     ``batched``: the writes of calls, operations and notifications are kept until the unit
     ends (or until it reads), then written a table at a time, each run of the same statement
-    as one ``executemany`` (see :meth:`flush`): a group of many calls' changes costs a few
-    round trips to the driver instead of several per row (with aiosqlite each statement is
+    as one ``executemany`` (see :meth:`flush`; on SQLite all of them in one round trip to
+    aiosqlite's thread, :mod:`.sqlite_runs`): a group of many calls' changes costs one or a
+    few round trips to the driver instead of several per row (with aiosqlite each statement is
     three hops between the event loop and its thread, each waiting for a busy loop's turn)."""
 
     def __init__(self, conn: AsyncConnection, *, batched: bool = False) -> None:
@@ -239,12 +241,16 @@ class SqlUnit:
             return
         self._held = []
         held.sort(key=lambda w: w[0])  # stable: each table's writes keep their order
-        run: list[dict[str, Any]] = []
-        for i, (_, stmt, params) in enumerate(held):
-            run.append(params)
-            if i + 1 == len(held) or held[i + 1][1] is not stmt:
-                await self._c.execute(stmt, run if len(run) > 1 else run[0])
-                run = []
+        runs: list[Run] = []
+        for _, stmt, params in held:
+            if runs and runs[-1][0] is stmt:
+                runs[-1][1].append(params)
+            else:
+                runs.append((stmt, [params]))
+        if await write_runs(self._c, runs):  # SQLite: all of them in one round trip
+            return
+        for stmt, rows in runs:
+            await self._c.execute(stmt, rows if len(rows) > 1 else rows[0])
 
     async def get_call(self, call_id: str) -> Call | None:
         r = (await self._exec(_GET_CALL, {"b_id": call_id})).first()
