@@ -25,15 +25,13 @@ Run = tuple[sa.Executable, list[dict[str, Any]]]
 
 def _plan(stmt: sa.Executable, rows: list[dict[str, Any]], dialect: Any) -> tuple[str, list[Any]]:
     """The SQL text of ``stmt`` and each row's positional parameters, bind-processed."""
-    compiled: Any = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
+    compiled: Any = stmt.compile(dialect=dialect, column_keys=list(rows[0]))  # type: ignore[attr-defined]
     names = compiled.positiontup
     processors = compiled._bind_processors
     seq = []
     for row in rows:
         params = compiled.construct_params(row)
-        seq.append(
-            tuple(processors[n](params[n]) if n in processors else params[n] for n in names)
-        )
+        seq.append(tuple(processors[n](params[n]) if n in processors else params[n] for n in names))
     return compiled.string, seq
 
 
@@ -44,7 +42,7 @@ async def write_runs(conn: AsyncConnection, runs: list[Run]) -> bool:
     if conn.dialect.name != "sqlite" or conn.dialect.paramstyle != "qmark":
         return False
     raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
+    driver: Any = raw.driver_connection
     db = getattr(driver, "_conn", None)
     if not isinstance(db, sqlite3.Connection) or not hasattr(driver, "_execute"):
         return False
