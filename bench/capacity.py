@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +70,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _capture import Pacing, capture, pacing, read_events
+from _ports import free_media_port, free_port, running, service_drops, udp_drops
+from _prober import probe_latencies, probe_line
 from _proc import cpu_between, tree_cpu
 from _profile import py_spy, summarise_profile
 from _report import machine, markdown_table, stop, write_section
+from _sink import SEQUENCE, Calls, Sink
 from api_path import _database
 from dtmfgraph.cli.progress import Advance, progress
 
@@ -93,8 +96,63 @@ the earlier run that evening at load 6-18 had the same shape with worse pacing):
   131 calls were admitted (369 refused 503) and all 131 heard every key: overload is refused
   up front, never by truncating accepted keys. The goal (1,000 calls, every key right, pacing
   p99 <= 2 ms, POST p99 <= 250 ms) is not reached: one node on one core bends at about 64-128
-  calls; POST /calls p99 is 2.2-3.0 s at every step (the 32 requests in flight queue behind
-  each other's SIP set-up on the one loop).
+  calls. (The POST /calls p99 of 2.2-3.0 s in this table was the bench's own doing: it took
+  the start gate's early OpenID answer for the service being up, so the first 32 POSTs waited
+  for the API to finish loading; it now waits for `/ready`. See below.)
+- POST /calls, measured again (2026-12-08 01:38-02:12 UTC, 32 calls, `--quick`, SQLite, load
+  average 3.7-5.5 from other work on the box): the bench as it was 2,705 / 2,760 ms p50 / p99;
+  waiting for `/ready`, same code, 145 / 171 ms. Inside the service (timed from the outermost
+  middleware to the response's start): 24-48 ms, of which the wait for the group commit was
+  15-33 ms; POST /calls never waited for SIP (the INVITE goes out from a task of its own after
+  the call is stored; `tests/e2e/test_graph_late_answer.py` has a far end answer 4 s late).
+  The rest between the two is the bench's own client (httpx, 32 requests at once, in a process
+  that gets a share of a loaded core). What the commit cost: each statement is three round
+  trips between the loop and SQLite's thread, each waiting for the loop's turn while it sets up
+  the other calls' SIP and media, and the group of 32 new calls took 96 statements: now each
+  table's rows go in one `executemany` (2 statements; that group committed in 6 ms instead of
+  44), and the write-behind's turn on SQLite's one connection comes before the outbox's (a
+  send's change had waited up to 190 ms for it behind the outbox's transactions). Their effect
+  on a loop kept busy, in alternating rounds: `bench/store_commit.py` (50x and 1.4x). At 128
+  calls (load 6.5-7.3) the service answered POST /calls in 82 / 235 ms p50 / p99 (its
+  middleware), the bench's client saw 261 / 1,078 ms. At load averages of 4-8 the wall
+  latencies of single rounds swing 2-3x either way (main's code and this branch's alternated:
+  POST /calls p99 110 and 212 ms vs 582 and 125 ms), so they rank nothing here.
+- The prober column: `bench/_prober.py`, a process of its own sending one request at a time
+  on one connection (standard library `http.client`): a GET of a call 20 times a second and
+  every 10th probe a one-tone sendDtmfTones to a call of its own, timed while the calls are
+  carried and while they send. At 32 calls (service 55-94 % of a core while sending, load
+  3.4-5.5): GET p99 49-98 ms while sending in 8 runs of 9 (263 in one; p50 3-12 ms), send p99
+  27-507 ms; while carrying (25-35 % of a core) GET p99 4-86 ms. The GET of a carried call is
+  served from memory, so its tail is the loop's queue: few single callbacks run long (asyncio
+  debug with a 25 ms slow-callback threshold, a 32-call run: 6 over it, 2 of them the
+  start-up), the loop is simply full of work, the media's first: in the POST /calls window of
+  128 calls the pacer's tick is 29 % of the samples, SIP 12 %, webhook delivery 14 %, the API
+  8 % (py-spy, `--profile-step`).
+  On a quiet box (02:18 UTC, load average 1.1-2.0, `--steps 32,64,128`, hold 3 s):
+  service CPU carrying / sending; POST /calls and sendDtmfTones
+  p50 / p99 ms; the prober's GET / send p99 ms carrying, then sending:
+  32 calls: 21 % / 60 %; 70 / 87; 60 / 72; 3.2 / 8.4, 47.9 / 50.0.
+  64 calls: 32 % / 89 %; 137 / 328; 80 / 184; 4.0 / 12.2, 49.8 / 55.5.
+  128 calls (75 admitted, 53 refused 503): 32 % / 92 %; 270 / 591; 129 / 286; 6.0, 64.9 (GETs).
+  Then with a group's writes in one round trip to SQLite's thread (02:24-02:35 UTC, load
+  1.0-1.2): 32 calls: 37 % / 90 %; 102 / 114; 95 / 126; 45 / 49, 60 / 64. 64 calls: 36 % /
+  99 %; 192 / 328; 89 / 213; 48 / 49, 50 / 79. 128 calls, all admitted, every key right:
+  50 % / 107 %; 165 / 310; 92 / 239; 7 / 9, 52 / 84.
+  (The table's run above, main before this pass: POST /calls 2,153 / 2,172, 1,816 / 2,988,
+  758 / 2,652; sends 120 / 155, 590 / 1,107, 795 / 1,794.) Every key right at every step,
+  pacing p99 4.3-4.7 ms. The prober's GET p99 while sending sits at 48-65 ms whatever the
+  calls: it is the bench's own burst, 32 sendDtmfTones arriving at once (about 1.5 ms of the
+  loop each): with 8 calls it is 4.3 ms. So the goal (p99 under 100 ms at 80 % media load)
+  holds on this box for the prober's GET at 32-128 calls and its send at 32-64 (the service at
+  60-92 % of a core; at 128 its own call was refused); what bounds it is API work per
+  request and how much of it arrives at once, and the loop's share left by the media. What it
+  takes: media in its own process. The pacer, RTP reads and SIP are 45-60 % of
+  the loop's busy samples while sending; out of the API's process, the API's loop carries the
+  rest (the API, the store, the outbox: 25-40 %), so at 128 calls it would run at well under
+  half a core and a request waits for API work only; the media process would run at about 60 %
+  of a core at 128 calls (an estimate from those shares: the whole service carries 128 calls at
+  69 % today), i.e. one media process per core up to about 200 calls each, talking to the API
+  over a local channel (commands in, events out), as `serve --workers` already splits nodes.
 - `serve --workers 2` on PostgreSQL (same box, same bench, `--database URL --serve-arg=--workers
   --serve-arg=2`; not in the table above): 128 calls asked, 73 admitted (55 refused 503), all
   73 right, 10th key heard 4.5 s p50, 148 notifications/s, pacing p99 19 ms, service CPU 131 %
@@ -123,8 +181,6 @@ the earlier run that evening at load 6-18 had the same shape with worse pacing):
 KEYS = "1234567890*#"
 TONE = {**{d: f"tone{d}" for d in "0123456789"}, "*": "star", "#": "pound"}
 EVENT = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
-SEQUENCE = 10
-_CALL_URL = re.compile(r"/communications/calls/([^/]+)(?:/operations/([^/]+))?$")
 
 UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -178,155 +234,6 @@ def sequence(i: int) -> str:
     return (KEYS[start:] + KEYS[:start])[:SEQUENCE]
 
 
-# ---------------------------------------------------------------- processes and ports
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_media_port() -> int:
-    """An even UDP port with the next three free too (sipp's -rtp_echo takes port and port+2)."""
-    for _ in range(200):
-        base = free_port(socket.SOCK_DGRAM) & ~1
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + 4):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free media port run")
-
-
-def udp_drops(port: int) -> int:
-    """Datagrams dropped by the sockets bound to ``port`` (IPv4), from /proc/net/udp."""
-    total = 0
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        cols = line.split()
-        if int(cols[1].rsplit(":", 1)[1], 16) == port:
-            total += int(cols[-1])
-    return total
-
-
-def service_drops(root: int) -> int:
-    """Datagrams dropped by the UDP sockets of ``root``'s process tree (its RTP sockets' queues
-    overflowing while nobody read them), from /proc/net/udp by socket inode."""
-    inodes: set[str] = set()
-    for pid in tree_cpu(root):
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:["):
-                        inodes.add(link[8:-1])
-    total = 0
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        cols = line.split()
-        if cols[9] in inodes:
-            total += int(cols[-1])
-    return total
-
-
-@contextlib.contextmanager
-def running(
-    argv: list[str], log: Path, cwd: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, stdin=subprocess.DEVNULL
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            stop(proc, timeout=10)
-
-
-# ---------------------------------------------------------------- the webhook sink
-
-
-@dataclass(slots=True)
-class Calls:
-    """What the notifications told about the step's calls."""
-
-    established: dict[str, asyncio.Event] = field(
-        default_factory=lambda: defaultdict(asyncio.Event)
-    )
-    heard: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
-    ended_ops: dict[str, str] = field(default_factory=dict)
-    full: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
-    full_at: dict[str, float] = field(default_factory=dict)
-    notes: int = 0
-
-    def take(self, note: dict[str, object]) -> None:
-        self.notes += 1
-        match = _CALL_URL.search(str(note.get("resourceUrl", "")))
-        data = note.get("resourceData")
-        if not match or not isinstance(data, dict):
-            return
-        call_id, op_id = match.groups()
-        if op_id is not None:
-            if note.get("changeType") == "deleted":
-                self.ended_ops[op_id] = str(data.get("completionReason") or data.get("status"))
-            return
-        tone = data.get("toneInfo")
-        if isinstance(tone, dict):
-            self.heard[call_id].append((int(tone["sequenceId"]), str(tone["tone"])))
-            if len(self.heard[call_id]) == SEQUENCE:
-                self.full[call_id].set()
-                self.full_at[call_id] = time.monotonic()
-        elif data.get("state") == "established":
-            self.established[call_id].set()
-
-
-class Sink:
-    """An HTTP/1.1 server on this process's event loop answering every POST with 202 and handing
-    each notification of its body to ``calls.take``."""
-
-    def __init__(self) -> None:
-        self.calls = Calls()
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Sink:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=1024)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        quiet = (
-            OSError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            asyncio.CancelledError,
-        )
-        with contextlib.suppress(*quiet):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                match = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                body = await reader.readexactly(int(match.group(1))) if match else b""
-                writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-                with contextlib.suppress(ValueError):
-                    for note in json.loads(body).get("value", []):
-                        self.calls.take(note)
-        writer.close()
-
-
 # ---------------------------------------------------------------- one step
 
 
@@ -353,6 +260,8 @@ class Step:
     outbox: str = ""
     service_drops: int = 0
     load: str = ""
+    probe: dict[str, list[float]] = field(default_factory=dict)
+    """The prober's latencies (ms) by window and kind: ``carrying get``, ``sending send``..."""
 
     def summary(self) -> dict[str, object]:
         """The step's figures as plain JSON values (``--json``)."""
@@ -369,6 +278,14 @@ class Step:
             "post_calls_p99_ms": float(np.percentile(self.post_ms, 99)) if self.post_ms else None,
             "tenth_key_heard_max_s": max(self.heard_s, default=None),
             "send_p99_ms": float(np.percentile(self.send_ms, 99)) if self.send_ms else None,
+            "probe_p99_ms": {
+                k: float(np.percentile(v, 99))
+                for k, v in sorted(self.probe.items())
+                if v and not k.endswith("failed")
+            },
+            "probe_failed": {
+                k: len(v) for k, v in sorted(self.probe.items()) if k.endswith("failed")
+            },
             "failures": dict(self.failures),
             "far_end_drops": self.far_drops,
             "service_drops": self.service_drops,
@@ -392,6 +309,11 @@ class Step:
             f"{pct(self.post_ms, 50)} / {pct(self.post_ms, 99)}",
             f"{pct(self.send_ms, 50)} / {pct(self.send_ms, 99)}",
             f"{_q(self.heard_s, 50)} / {_q(self.heard_s, 100)}",
+            " ; ".join(
+                f"{pct(self.probe.get(f'{w} get', []), 99)} / "
+                f"{pct(self.probe.get(f'{w} send', []), 99)}"
+                for w in ("carrying", "sending")
+            ),
             fails,
             f"{self.service_drops:,} / {self.far_drops:,}",
         ]
@@ -412,6 +334,7 @@ HEADER = [
     "POST /calls p50 / p99 ms",
     "sendDtmfTones p50 / p99 ms",
     "10th key heard p50 / max s",
+    "prober GET / send p99 ms: carrying ; sending",
     "failures",
     "UDP drops: service / far end",
 ]
@@ -560,6 +483,33 @@ async def _wait_all(
             await waiting
 
 
+async def start_prober(
+    api: Api, sink: Sink, ends: list[FarEnd], up: list[str], work: Path
+) -> subprocess.Popen[bytes]:
+    """Place one more call (the prober's own, to send tones to: no sequence of the bench's is
+    on it, and it is not subscribed to tones) and start ``_prober.py`` GETting one of the
+    bench's calls 20 times a second, every 10th probe a one-tone send to its call (GETs only
+    if its call was refused)."""
+    body = call_body(sink.url, f"sip:prober@127.0.0.1:{ends[0].sip_port}")
+    try:  # (not the bench's call: a refusal, 503 when the media runs late, is no failure)
+        r = await api.client.post("", json=body)
+        own = str(r.json()["id"]) if r.status_code == 201 else None
+    except httpx.HTTPError:
+        own = None
+    if own is None:
+        print("  prober: its call was refused; it only GETs", flush=True)
+    for _ in range(100 if own is not None else 0):  # its media up, so its sends play
+        if own is None or sink.calls.established[own].is_set():
+            break
+        if await api.state(own) == "established":
+            break
+        await asyncio.sleep(0.1)
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "_prober.py"),
+            "--base", str(api.client.base_url).rstrip("/"), "--get", up[0],
+            "--out", str(work / "probe.txt"), *(["--send", own] if own else [])]  # fmt: skip
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+
 async def drive(
     step: Step,
     args: argparse.Namespace,
@@ -569,10 +519,13 @@ async def drive(
     service: subprocess.Popen[bytes],
     advance: Advance,
     profile: Path | None,
+    work: Path,
 ) -> None:
     """Place, hold, send and hear, hang up: the step's API traffic, against a running service."""
     n, calls = step.n, sink.calls
     api = Api(f"http://127.0.0.1:{api_port}/v1.0/communications/calls", args.concurrency, step)
+    prober: subprocess.Popen[bytes] | None = None
+    placing = py_spy(service.pid, profile.with_name("py-spy-post.txt")) if profile else None
     try:
         made = await within(
             args.phase_budget,
@@ -588,6 +541,8 @@ async def drive(
             step,
             "POST /calls",
         )
+        if placing is not None:  # the POST /calls window: placing, SIP set-up
+            stop(placing, timeout=30)
         ids = [str(c["id"]) if c else None for c in made]
         live = [c for c in ids if c]
         await _wait_all([calls.established[c] for c in live], calls, 10, 60, advance)
@@ -607,10 +562,12 @@ async def drive(
                 for c in up
             )
         )
-        # carrying the calls, no API traffic
+        prober = await start_prober(api, sink, ends, up, work) if up else None
+        # carrying the calls, no API traffic but the prober's
         c0, t0 = tree_cpu(service.pid), time.monotonic()
         await asyncio.sleep(args.hold)
         step.carry_cpu = 100 * cpu_between(c0, tree_cpu(service.pid)) / (time.monotonic() - t0)
+        windows = {"carrying": (t0, time.monotonic())}
 
         c0, t0 = tree_cpu(service.pid), time.monotonic()
         drops0 = service_drops(service.pid)
@@ -638,6 +595,10 @@ async def drive(
         step.heard_s = [at - posted[c] for c, at in calls.full_at.items() if c in posted]
         took = time.monotonic() - t0
         step.send_window_s = took
+        windows["sending"] = (t0, t0 + took)
+        if prober is not None:
+            stop(prober, timeout=10)
+            step.probe = probe_latencies(work / "probe.txt", windows)
         step.send_cpu_s = cpu_between(c0, tree_cpu(service.pid))
         step.send_cpu = 100 * step.send_cpu_s / took
         sipp_s = sum(cpu_between(a, tree_cpu(e.proc.pid)) for a, e in zip(s0, ends, strict=True))
@@ -663,6 +624,8 @@ async def drive(
             min(args.phase_budget, 30), [api.delete(f"/{c}") for c in live], step, "DELETE"
         )
     finally:
+        if prober is not None and prober.poll() is None:
+            stop(prober, timeout=10)
         await api.client.aclose()
 
 
@@ -719,7 +682,7 @@ def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> S
 
             async def go() -> None:
                 async with Sink() as sink:
-                    await drive(step, args, api_port, sink, ends, service, advance, profile)
+                    await drive(step, args, api_port, sink, ends, service, advance, profile, work)
 
             asyncio.run(go())
             step.far_drops = sum(udp_drops(e.media_port) for e in ends) - drops0
@@ -734,8 +697,10 @@ def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> S
     step.pace.dropped = dropped[0]
     expected = {tuple(EVENT[k] for k in sequence(i)) for i in range(len(KEYS))}
     step.wire_right = sum(tuple(k) in expected for k in step.pace.keys_by_port.values())
-    if profile is not None and profile.exists():
-        print(summarise_profile(profile))
+    if profile is not None:
+        for path in (profile.with_name("py-spy-post.txt"), profile):
+            if path.exists():
+                print(summarise_profile(path))
     return step
 
 
@@ -743,10 +708,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if (
-                httpx.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration").status_code
-                == 200
-            ):
+            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
                 return
         if proc.poll() is not None:
             raise RuntimeError(f"serve exited {proc.returncode}")
@@ -838,6 +800,7 @@ def main() -> None:
                 flush=True,
             )
             print(f"  {step.outbox}", flush=True)
+            print(f"  prober: {probe_line(step.probe)}", flush=True)
             for w in step.wrong:
                 print(f"  wrong: {w}")
     table = markdown_table(HEADER, [r.row() for r in rows])
@@ -870,7 +833,11 @@ extra. 10th key heard: from a call's sendDtmfTones POST to its 10th toneInfo (pl
 takes 1.9 s). CPU: all the service's processes, % of one core (the box has {os.cpu_count()}).
 Pacing: dumpcap on `lo` (kernel timestamps), each telephone-event packet's lateness against its
 stream's 20 ms grid. API latencies are timed inside the client's limit of {args.concurrency}
-requests in flight; each phase (all POST /calls, all sends, all DELETEs) has
+requests in flight (by this script's own client, which shares the box: a request's time inside
+the service is less); "prober": `bench/_prober.py` in a process of its own, one request at a
+time, a GET of a call 20 times a second and every 10th probe a one-tone sendDtmfTones to a call
+of its own, p99 while carrying and while sending; each phase (all POST /calls, all sends, all
+DELETEs) has
 {args.phase_budget:g} s, after which unanswered requests are cancelled, counted as failures and
 timed as they stood (a lower bound). A call counts as established when its notification says so,
 or when a GET says so where the notification was more than 10 s late (counted apart). UDP

@@ -37,3 +37,6 @@ def test_capacity_bench_smallest_step_hears_every_key(tmp_path: Path) -> None:
     assert row["on_wire_right"] == CALLS, row  # and on the wire, one stream per call
     assert row["failures"] == {}, row
     assert row["pacing_p99_ms"] >= 0.0
+    # the independent prober GETs a call while the calls are carried and while they send
+    assert {"carrying get", "sending get"} <= set(row["probe_p99_ms"]), row
+    assert not [k for k in row["probe_failed"] if "get" in k], row  # (a send may be 503)

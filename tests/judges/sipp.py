@@ -389,7 +389,7 @@ Contact: <sip:bob@[local_ip]:[local_port]>
 Content-Length: 0
 
 ]]></send>
-  <pause milliseconds="{pause_ms}"/>
+  <pause milliseconds="{pause_ms}"/>{before_answer}
   <send retrans="500"><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
@@ -415,10 +415,14 @@ a=rtpmap:101 telephone-event/8000
 """
 
 
-def uas_late_answer_scenario(pause_ms: int) -> str:
+def uas_late_answer_scenario(pause_ms: int, *, log: str | None = None) -> str:
     """A UAS scenario for :func:`sipp_uas`: ring, answer ``pause_ms`` later (the 200 resent
-    until the ACK), then insist on the ACK and a BYE (answered 200)."""
-    return _UAS_LATE.format(pause_ms=pause_ms) + _AWAIT_BYE.format(timeout_ms=60_000)
+    until the ACK), then insist on the ACK and a BYE (answered 200). ``log``: a line sipp
+    logs just before it answers (run it with ``-trace_logs``; see :func:`sipp_logged`)."""
+    before = f'\n  <nop><action><log message="{log}"/></action></nop>' if log else ""
+    return _UAS_LATE.format(pause_ms=pause_ms, before_answer=before) + _AWAIT_BYE.format(
+        timeout_ms=60_000
+    )
 
 
 @contextlib.asynccontextmanager

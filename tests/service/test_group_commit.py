@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -156,3 +157,45 @@ async def test_groups_in_flight_together_never_share_a_call(tmp_path: Path) -> N
     finally:
         await writes.close()
         await repo.close()
+
+
+async def test_a_group_writes_in_one_round_trip_reads_see_it(repo: SqlRepository) -> None:
+    """The store holds a group's writes and writes them all in one round trip to SQLite's
+    thread (with aiosqlite each statement would be three, each waiting for the loop's turn):
+    50 calls' inserts and updates and 50 notifications land as written, in order; a read inside
+    a group sees the writes before it, and a write retried after a commit that landed updates
+    the row."""
+    loop = asyncio.get_running_loop()
+    trips = 0
+    original = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return original(*args, **kw)
+
+    writes = WriteBehind(repo, repo.health)
+    recs = [CallRecord(_call(f"call-{i}")) for i in range(50)]
+    landed: list[str] = []
+    try:
+        batches = [await _change(rec, None, landed) for rec in recs]
+        batches += [await _change(rec, STATES[0], landed) for rec in recs]
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        await asyncio.gather(*(writes.submit(b, recs[int(b.call_id[5:])]) for b in batches))
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        assert list(writes.group_sizes) == [100]
+        assert trips <= 4, trips  # the writes, the commit (and the pool's own)
+        got = await _states_in_outbox(repo)
+        assert got == {r.call.id: ["established"] for r in recs}
+        async with repo.batched_unit() as uow:
+            again = _call("call-0")
+            again.state = CallState.TERMINATED
+            await uow.save_call(again)  # a retry of a write that landed: an update
+            seen = await uow.get_call("call-0")
+        assert seen is not None and seen.state is CallState.TERMINATED
+        async with repo.unit() as plain:
+            stored = await plain.get_call("call-0")
+        assert stored is not None and stored.state is CallState.TERMINATED
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        await writes.close()

@@ -16,6 +16,9 @@ class UnitOfWork(Protocol):
 
     async def insert_call(self, call: Call) -> None: ...
 
+    async def save_call(self, call: Call) -> None:
+        """Insert ``call``; where it is already there (a retried write), update it."""
+
     async def update_call(self, call: Call) -> None: ...
 
     async def get_operation(self, call_id: str, op_id: str) -> Operation | None: ...
@@ -53,6 +56,12 @@ class UnitOfWork(Protocol):
 
 class Repository(Protocol):
     def unit(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    def batched_unit(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A :meth:`unit` for many calls' changes at once: the store may hold its writes and
+        write them together when it ends (reads inside it still see them); by default an
+        ordinary :meth:`unit`."""
+        return self.unit()
 
     def beat_unit(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A transaction for the node's heartbeat, on a connection of its own where the store

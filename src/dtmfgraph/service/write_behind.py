@@ -33,6 +33,7 @@ import copy
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,14 +124,11 @@ class LiveUnit:
     # -- writes ----------------------------------------------------------------------------------
     async def insert_call(self, call: Call) -> None:
         self._call = c = copy.deepcopy(call)
+        # the store's save_call takes a retry after a commit that did land (it updates)
+        self.steps.append(lambda uow: uow.save_call(c))
 
-        async def step(uow: UnitOfWork) -> None:
-            if await uow.get_call(c.id) is None:  # a retry after a commit that did land
-                await uow.insert_call(c)
-            else:
-                await uow.update_call(c)
-
-        self.steps.append(step)
+    async def save_call(self, call: Call) -> None:
+        await self.insert_call(call)
 
     async def update_call(self, call: Call) -> None:
         self._call = c = copy.deepcopy(call)
@@ -338,9 +336,14 @@ class WriteBehind:
         self._busy.update(b.call_id for b, _, _ in group)
         return group
 
+    def _unit(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """The store's transaction for a group (its writes batched where it can)."""
+        batched = getattr(self._repo, "batched_unit", None)
+        return batched() if batched is not None else self._repo.unit()
+
     async def _commit(self, ready: list[_Submitted]) -> None:
         try:
-            async with self._repo.unit() as uow:
+            async with self._unit() as uow:
                 for batch, _, _ in ready:
                     for step in batch.steps:
                         await step(uow)
@@ -405,7 +408,7 @@ class WriteBehind:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _land(self, batch: Batch) -> None:
-        async with self._repo.unit() as uow:
+        async with self._unit() as uow:
             for step in batch.steps:
                 await step(uow)
         _after(batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,9 @@ from ..service.model import (
 )
 from ..service.outage import StoreHealth
 from ..service.recordings import Recording
+from .sqlite_runs import Run, write_runs
 from .tables import calls, nodes, operations, outbox, recordings
+from .turns import Turns, TurnTimeoutError
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
@@ -180,36 +182,89 @@ def _upsert_op(insert: Any) -> sa.Insert:
     return stmt.on_conflict_do_update(index_elements=[operations.c.id], set_=changed)  # type: ignore[no-any-return]
 
 
+def _upsert_call(insert: Any) -> sa.Insert:
+    """Insert a call, or update it where it is already there (a write retried after a commit
+    that did land)."""
+    stmt = insert(calls)
+    changed = {c.name: stmt.excluded[c.name] for c in calls.c if c.name != "id"}
+    return stmt.on_conflict_do_update(index_elements=[calls.c.id], set_=changed)  # type: ignore[no-any-return]
+
+
 _INSERT_OP = {"sqlite": _upsert_op(sqlite_insert), "postgresql": _upsert_op(pg_insert)}
+_SAVE_CALL = {"sqlite": _upsert_call(sqlite_insert), "postgresql": _upsert_call(pg_insert)}
 _UPDATE_OP = operations.update().where(operations.c.id == _B_ID)
 _INSERT_EVENT = outbox.insert()
+_WRITE_ORDER = {"calls": 0, "operations": 1, "outbox": 2}
+"""The order a batched unit writes its tables in: a row before the rows that refer to it
+(an operation's ``call_id``); within a table, the order the writes were made."""
 
 
 class SqlUnit:
-    """One transaction (implements ``service.repository.UnitOfWork``)."""
+    """One transaction (implements ``service.repository.UnitOfWork``).
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    ``batched``: the writes of calls, operations and notifications are kept until the unit
+    ends (or until it reads), then written a table at a time, each run of the same statement
+    as one ``executemany`` (see :meth:`flush`; on SQLite all of them in one round trip to
+    aiosqlite's thread, :mod:`.sqlite_runs`): a group of many calls' changes costs one or a
+    few round trips to the driver instead of several per row (with aiosqlite each statement is
+    three hops between the event loop and its thread, each waiting for a busy loop's turn)."""
+
+    def __init__(self, conn: AsyncConnection, *, batched: bool = False) -> None:
         self._c = conn
         self.wrote = False
         """Whether this transaction changed anything (only a write shows the store is back:
         a read-only or full store still reads)."""
+        self._held: list[tuple[int, sa.Executable, dict[str, Any]]] | None = [] if batched else None
 
     async def _exec(
         self, stmt: sa.Executable, params: dict[str, Any] | None = None
     ) -> sa.CursorResult[Any]:
         if isinstance(stmt, (sa.Insert, sa.Update, sa.Delete)):
             self.wrote = True
+        if self._held:
+            await self.flush()  # what this reads or writes sees the writes made before it
         return await self._c.execute(stmt, params)
+
+    async def _write(self, table: str, stmt: sa.Executable, params: dict[str, Any]) -> None:
+        """A write of a row of ``table``: now, or held for :meth:`flush` (``batched``)."""
+        if self._held is None:
+            await self._exec(stmt, params)
+            return
+        self.wrote = True
+        self._held.append((_WRITE_ORDER[table], stmt, params))
+
+    async def flush(self) -> None:
+        """Write the held writes: table by table (:data:`_WRITE_ORDER`), in the order they were
+        made, each run of one statement in one ``executemany``."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        held.sort(key=lambda w: w[0])  # stable: each table's writes keep their order
+        runs: list[Run] = []
+        for _, stmt, params in held:
+            if runs and runs[-1][0] is stmt:
+                runs[-1][1].append(params)
+            else:
+                runs.append((stmt, [params]))
+        if await write_runs(self._c, runs):  # SQLite: all of them in one round trip
+            return
+        for stmt, rows in runs:
+            await self._c.execute(stmt, rows if len(rows) > 1 else rows[0])
 
     async def get_call(self, call_id: str) -> Call | None:
         r = (await self._exec(_GET_CALL, {"b_id": call_id})).first()
         return _call(r) if r else None
 
     async def insert_call(self, call: Call) -> None:
-        await self._exec(_INSERT_CALL, _call_row(call))
+        await self._write("calls", _INSERT_CALL, _call_row(call))
+
+    async def save_call(self, call: Call) -> None:
+        """Insert ``call``, or update it where it is already there (a retried write)."""
+        await self._write("calls", _SAVE_CALL[self._c.dialect.name], _call_row(call))
 
     async def update_call(self, call: Call) -> None:
-        await self._exec(_UPDATE_CALL, {**_call_row(call), "b_id": call.id})
+        await self._write("calls", _UPDATE_CALL, {**_call_row(call), "b_id": call.id})
 
     async def unfinished_calls(self) -> list[Call]:
         q = sa.select(calls).where(calls.c.state != CallState.TERMINATED.value)
@@ -290,10 +345,10 @@ class SqlUnit:
     async def insert_operation(self, op: Operation) -> None:
         """Insert ``op`` (or update it, if a retried write finds it there)."""
         stmt = _INSERT_OP[self._c.dialect.name]
-        await self._exec(stmt, {**_op_row(op), "seq": time.time_ns()})
+        await self._write("operations", stmt, {**_op_row(op), "seq": time.time_ns()})
 
     async def update_operation(self, op: Operation) -> None:
-        await self._exec(_UPDATE_OP, {**_op_row(op), "b_id": op.id})
+        await self._write("operations", _UPDATE_OP, {**_op_row(op), "b_id": op.id})
 
     async def insert_recording(self, rec: Recording) -> None:
         await self._exec(
@@ -322,7 +377,8 @@ class SqlUnit:
 
     async def add_event(self, event: Event, *, callback_uri: str, app_id: str) -> None:
         t = time.time()
-        await self._exec(
+        await self._write(
+            "outbox",
             _INSERT_EVENT,
             {
                 "call_id": event.call_id,
@@ -347,6 +403,8 @@ class SqlRepository:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.health = StoreHealth()
         """Up or down; told of every transaction (see :func:`unavailable`)."""
+        self._turns = Turns(pool_timeout_s) if _one_connection(url) else None
+        """Who uses SQLite's one connection next (see :mod:`.turns`)."""
         self.writers = 1 if self.engine.dialect.name == "sqlite" else PG_WRITERS
         """Write transactions worth running at once (SQLite takes one writer at a time)."""
         self._beat_engine = self.engine
@@ -360,28 +418,45 @@ class SqlRepository:
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
         done: list[SqlUnit] = []
-        async with self.guard(lambda: any(u.wrote for u in done)), self.engine.begin() as conn:
+        wrote = lambda: any(u.wrote for u in done)  # noqa: E731
+        async with self.guard(wrote, urgent=True), self.engine.begin() as conn:
             done.append(unit := SqlUnit(conn))
             yield unit
+
+    @asynccontextmanager
+    async def batched_unit(self) -> AsyncIterator[SqlUnit]:
+        """A :meth:`unit` whose writes are held and written together at its end (see
+        :class:`SqlUnit`): for the write-behind's groups of many calls' changes."""
+        done: list[SqlUnit] = []
+        wrote = lambda: any(u.wrote for u in done)  # noqa: E731
+        async with self.guard(wrote, urgent=True), self.engine.begin() as conn:
+            done.append(unit := SqlUnit(conn, batched=True))
+            yield unit
+            await unit.flush()
 
     @asynccontextmanager
     async def beat_unit(self) -> AsyncIterator[SqlUnit]:
         """A transaction on the heartbeat's own connection (PostgreSQL; on SQLite, whose one
         writer at a time is the one pooled connection, an ordinary :meth:`unit`)."""
-        async with self.guard(), self._beat_engine.begin() as conn:
+        async with self.guard(urgent=True), self._beat_engine.begin() as conn:
             yield SqlUnit(conn)
 
     @asynccontextmanager
-    async def guard(self, wrote: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
+    async def guard(
+        self, wrote: Callable[[], bool] = lambda: True, *, urgent: bool = False
+    ) -> AsyncIterator[None]:
         """Around a use of :attr:`engine`: the store being away (read-only, full, stopped,
         unreachable) becomes :class:`StoreUnavailableError` and is told to :attr:`health`
         (which logs once per outage); anything else passes through unchanged. A success
-        that ``wrote`` tells :attr:`health` the store is back."""
+        that ``wrote`` tells :attr:`health` the store is back. On SQLite's one connection,
+        an ``urgent`` use (what a request waits for) goes before the others waiting
+        (:mod:`.turns`)."""
         try:
-            yield
+            async with self._turns.turn(urgent=urgent) if self._turns else nullcontext():
+                yield
         except StoreUnavailableError:
             raise
-        except sa.exc.TimeoutError as exc:  # every connection of the pool stayed in use
+        except (sa.exc.TimeoutError, TurnTimeoutError) as exc:  # the connection stayed in use
             raise StoreUnavailableError(
                 "the store is busy (every connection is in use); retry later", retry_after_s=1
             ) from exc
@@ -732,10 +807,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _one_connection(url: str) -> bool:
+    """Whether the store at ``url`` is a SQLite file (used through one pooled connection)."""
+    return url.startswith("sqlite") and ":memory:" not in url and not url.rstrip("/").endswith(":")
+
+
 def _engine_options(url: str, pool_timeout_s: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
         options: dict[str, Any] = {"connect_args": {"timeout": 30}}
-        if ":memory:" not in url and not url.rstrip("/").endswith(":"):
+        if _one_connection(url):
             # one connection: SQLite takes one writer at a time, and connections that wait
             # for each other's lock sleep in its busy handler; here they queue for the pool
             options.update(pool_size=1, max_overflow=0, pool_timeout=pool_timeout_s)
