@@ -171,7 +171,7 @@ async def test_a_stream_that_raises_is_dropped_and_reported_others_go_on() -> No
 
 async def test_start_times_spread_streams_over_the_period() -> None:
     rx = await open_receiver()
-    pacer = Pacer(tick=0.001, period=0.020)
+    pacer = Pacer(tick=0.001, period=0.020, batch=1)
     transport = rx.endpoint
     starts = []
     for i in range(100):
@@ -185,6 +185,40 @@ async def test_start_times_spread_streams_over_the_period() -> None:
     # at most one wake-up per phase and frame (a late one serves the next phases too: fewer on
     # a loaded machine), not one per packet
     assert 1 <= pacer.stats.wakeups <= 20 * 5 + 5
+    pacer.close()
+    await rx.endpoint.close()
+
+
+async def test_start_times_fill_a_few_wakeups_then_spread() -> None:
+    """Few streams share a few grid points (batch of 16 each: fewer wake-ups for the same
+    packets); past 16 per phase of the period, new streams go where the fewest are."""
+    rx = await open_receiver()
+    pacer = Pacer(tick=0.001, period=0.020)
+    streams = []
+
+    def phases() -> list[int]:
+        return sorted(pacer._load, reverse=True)
+
+    for i in range(100):
+        start = pacer.start_time()
+        stream = FakeStream(i, start, 5)
+        streams.append(stream)
+        pacer.add_outbound(stream, rx.endpoint.sendto, rx.address)
+    assert phases() == [16] * 6 + [4] + [0] * 13
+    await rx.wait_for(500, 20.0)
+    assert len(rx.packets) == 500  # every packet of every stream, once
+    assert pacer.stats.wakeups <= 7 * 5 + 5  # 7 grid points per frame, not 20
+    for i in range(100, 400):
+        pacer.add_outbound(FakeStream(i, pacer.start_time(), 1), rx.endpoint.sendto, rx.address)
+    assert phases() == [20] * 20  # many: even over the period
+    for stream in streams[:50]:  # streams leave: the phases they leave are filled again first
+        pacer.remove_outbound(stream)
+    before = phases()
+    pacer.add_outbound(FakeStream(400, pacer.start_time(), 1), rx.endpoint.sendto, rx.address)
+    assert sum(phases()) == sum(before) + 1
+    assert max(phases()) == 20
+    with pytest.raises(ValueError, match="batch"):
+        Pacer(batch=0)
     pacer.close()
     await rx.endpoint.close()
 
