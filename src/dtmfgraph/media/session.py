@@ -431,7 +431,8 @@ class RtpSession:
             if clear is None:
                 return  # forged, replayed or not SRTP: counted by the context
             data = clear
-        verdict = self.guard.admit(data, addr, self._loop.time())
+        now = self._loop.time()
+        verdict = self.guard.admit(data, addr, now)
         if verdict is not Verdict.ACCEPT:
             if verdict is Verdict.LEARNED:
                 if (self.latch or self.guard.strict) and not self._closed:
@@ -444,7 +445,6 @@ class RtpSession:
                     self.on_foreign((addr[0], addr[1]))
                 return
         inbound = self.inbound
-        now = self._loop.time()
         if inbound is None:  # (else the inbound stream keeps RTCP's loss figures)
             if len(data) >= 12 and data[0] >> 6 == 2:
                 self.rtcp.note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
