@@ -180,8 +180,19 @@ class _ReadGroup:
         endpoints = self.endpoints
         for fd, _ in self._epoll.poll(0):
             endpoint = endpoints.get(fd)
-            if endpoint is not None:  # (None: closed by a handler earlier in this turn)
-                endpoint._read_one()
+            if endpoint is None:  # closed by a handler earlier in this turn
+                continue
+            try:  # one datagram: the socket is ready again next turn if it holds more
+                data, addr = endpoint._recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                endpoint.errors += 1
+                endpoint.last_error = exc
+                continue
+            handler = endpoint.on_datagram
+            if handler is not None:
+                handler(data, addr)
 
 
 _GROUPS: dict[asyncio.AbstractEventLoop, _ReadGroup] = {}
@@ -211,7 +222,7 @@ class UdpEndpoint:
     """
 
     max_datagram = 4096
-    """Bytes read per datagram; RTP over UDP stays far below this."""
+    """Bytes read per datagram; RTP over UDP stays far below this (the read group reads 4096)."""
 
     def __init__(
         self,
@@ -236,20 +247,6 @@ class UdpEndpoint:
             self._group.add(self)
         else:
             self._loop.add_reader(sock.fileno(), self._read_ready)
-
-    def _read_one(self) -> None:
-        """Read one datagram (the socket was reported ready) and hand it on."""
-        try:
-            data, addr = self._recvfrom(self.max_datagram)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.errors += 1
-            self.last_error = exc
-            return
-        handler = self.on_datagram
-        if handler is not None:
-            handler(data, addr)
 
     def _read_ready(self) -> None:
         recvfrom = self.sock.recvfrom
