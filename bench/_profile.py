@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -12,8 +13,11 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """``py-spy record`` of ``pid`` and its children at 100 Hz into ``out`` (raw, with threads)
     until interrupted."""
     exe = Path(sys.executable).parent / "py-spy"
+    found = str(exe) if exe.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("py-spy is not installed: `pip install -e '.[bench]'` (it pins py-spy)")
     argv = [
-        str(exe) if exe.exists() else "py-spy",
+        found,
         "record",
         "-p",
         str(pid),

@@ -52,6 +52,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -691,7 +692,9 @@ def far_ends(count: int, calls: int, work: Path) -> Iterator[list[FarEnd]]:
 def run_step(n: int, args: argparse.Namespace, tmp: Path, advance: Advance) -> Step:
     step = Step(n)
     work = tmp / f"step-{n}"
-    work.mkdir()
+    if work.exists():  # a --workdir kept from an earlier run: this step starts clean
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     (work / "uas.xml").write_text(UAS)
     api_port = free_port()
     profile = work / "py-spy.txt" if n == args.profile_step else None
