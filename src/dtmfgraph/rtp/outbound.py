@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import struct
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -51,8 +50,6 @@ _U16: Final = 0xFFFF
 _U32: Final = 0xFFFFFFFF
 _V2: Final = 0x80
 _pack = HEADER.pack
-_SEQ_TS = struct.Struct("!HI")
-"""The sequence number and timestamp of a header (bytes 2-7): all an idle packet changes."""
 
 # One planned packet: (marker|payload-type byte, RTP timestamp or -1 for the slot's, payload).
 _Slot: TypeAlias = tuple[int, int, bytes]
@@ -183,9 +180,6 @@ class OutboundStream:
         self._ssrc = _u32(ssrc, "ssrc") if ssrc is not None else rng.getrandbits(32)
         self._seq = _u16(sequence) if sequence is not None else rng.getrandbits(16)
         self._ts0 = _u32(timestamp, "timestamp") if timestamp is not None else rng.getrandbits(32)
-        self._idle = bytearray(_pack(_V2, self._audio_pt, 0, 0, self._ssrc) + self._silence)
-        """An idle packet (silence), its sequence number and timestamp rewritten in place."""
-        self._idle_into = _SEQ_TS.pack_into
         self._tick = 0
         self._octets_off = 0
         """Payload octets sent beyond one silence frame per packet (events are shorter)."""
@@ -357,9 +351,10 @@ class OutboundStream:
             if self._plan is None and not self._jobs:  # idle: the fast path
                 seq = self._seq
                 self._seq = (seq + 1) & _U16
-                idle = self._idle
-                self._idle_into(idle, 2, seq, (self._ts0 + k * self._spf) & _U32)
-                out.append(bytes(idle))
+                out.append(
+                    _pack(_V2, self._audio_pt, seq, (self._ts0 + k * self._spf) & _U32, self._ssrc)
+                    + self._silence
+                )
             else:
                 self._now = now
                 out.append(self._slot(k))
