@@ -205,6 +205,9 @@ async def test_start_times_fill_a_few_wakeups_then_spread() -> None:
         streams.append(stream)
         pacer.add_outbound(stream, rx.endpoint.sendto, rx.address)
     assert phases() == [32] * 3 + [4] + [0] * 16
+    used = [p for p in range(20) if pacer._load[p]]
+    gaps = [min((a - b) % 20, (b - a) % 20) for a in used for b in used if a != b]
+    assert min(gaps) == 5  # a new grid point as far as can be from those in use: 5 ms apart
     await rx.wait_for(500, 20.0)
     assert len(rx.packets) == 500  # every packet of every stream, once
     assert pacer.stats.wakeups <= 4 * 5 + 5  # 4 grid points per frame, not 20

@@ -8,7 +8,8 @@ drifts; when the pacer wakes late it runs everything due up to now at once (the 
 every packet due) and goes on from the next grid point, so lag never accumulates.
 
 New streams should start at :meth:`Pacer.start_time`: a grid point of the coming 20 ms that
-already has streams but fewer than ``batch`` (32), else the least loaded one. A few streams
+already has streams but fewer than ``batch`` (32), else an empty one as far as can be from
+those in use, else the least loaded one. A few streams
 then share a few wake-ups (64 streams: 2 wake-ups per 20 ms, not 20: every wake-up costs the
 event loop a timer, a turn and the kernel a context switch, some 60 µs on a virtual machine,
 whatever it sends; and the far ends' answers come back together, read in one turn too), and
@@ -239,18 +240,30 @@ class Pacer:
 
     def start_time(self, after: float | None = None) -> float:
         """A start for a new stream, a grid point within ``period`` of ``after``: the most
-        loaded one that has fewer than ``batch`` streams but some, else the least loaded (the
-        first of equals)."""
+        loaded one that has fewer than ``batch`` streams but some; else an empty one as far as
+        can be from those in use (2 in use: 10 ms apart; 4: 5 ms); else the least loaded."""
         t = self._loop.time() if after is None else after
         k0 = self._k_at_or_after(t)
         load = self._load
         n = self._phases
         batch = self.batch
-        joinable = [k for k in range(k0, k0 + n) if 0 < load[k % n] < batch]
+        window = range(k0, k0 + n)
+        joinable = [k for k in window if 0 < load[k % n] < batch]
         if joinable:
             best = max(joinable, key=lambda k: (load[k % n], -k))
+            return self.origin + best * self.tick
+        least = min(load[k % n] for k in window)
+        candidates = [k for k in window if load[k % n] == least]
+        used = [p for p in range(n) if load[p]]
+        if least == 0 and used:  # a new grid point: the farthest from those in use, so that
+            # one wake-up's burst (and the answers to it) is over before the next is due
+
+            def room(k: int) -> int:
+                return min(min((k - u) % n, (u - k) % n) for u in used)
+
+            best = max(candidates, key=lambda k: (room(k), -k))
         else:
-            best = min(range(k0, k0 + n), key=lambda k: load[k % n])
+            best = candidates[0]
         return self.origin + best * self.tick
 
     def check_ptime(self, ptime_ms: int) -> None:
