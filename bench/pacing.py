@@ -62,7 +62,10 @@ Notes:
   2,000 streams (87-89 % CPU): there the tail grows even at real-time priority.
 - The pacer wakes on a 1 ms grid and spreads stream start times over the 20 ms period (least
   loaded phase first), so each wake-up sends ~N/20 packets. asyncio's epoll timeout has 1 ms
-  granularity, which is most of the ~0.5-1 ms p50.
+  granularity, which is most of the ~0.5-1 ms p50. Since issue 18 a grid point takes 32
+  streams before the next one opens (`Pacer(batch=32)`): below 640 streams there are fewer
+  wake-ups (each costs ~60 µs of CPU on a VM, whatever it sends), at 1,000 and 2,000 it is the
+  same even spread as in the table.
 - Receive side "per packet" is process CPU divided by packets received. A detector per stream
   (`SoloInband`, one detector call per 20 ms packet) costs ~13x more than the shared banks.
 - The receive-side rows predate issue 19 (an adaptive jitter buffer and concealment of lost

@@ -171,7 +171,7 @@ async def test_a_stream_that_raises_is_dropped_and_reported_others_go_on() -> No
 
 async def test_start_times_spread_streams_over_the_period() -> None:
     rx = await open_receiver()
-    pacer = Pacer(tick=0.001, period=0.020)
+    pacer = Pacer(tick=0.001, period=0.020, batch=1)
     transport = rx.endpoint
     starts = []
     for i in range(100):
@@ -185,6 +185,42 @@ async def test_start_times_spread_streams_over_the_period() -> None:
     # at most one wake-up per phase and frame (a late one serves the next phases too: fewer on
     # a loaded machine), not one per packet
     assert 1 <= pacer.stats.wakeups <= 20 * 5 + 5
+    pacer.close()
+    await rx.endpoint.close()
+
+
+async def test_start_times_fill_a_few_wakeups_then_spread() -> None:
+    """Few streams share a few grid points (batch of 32 each: fewer wake-ups for the same
+    packets); past 32 per phase of the period, new streams go where the fewest are."""
+    rx = await open_receiver()
+    pacer = Pacer(tick=0.001, period=0.020)
+    streams = []
+
+    def phases() -> list[int]:
+        return sorted(pacer._load, reverse=True)
+
+    for i in range(100):
+        start = pacer.start_time()
+        stream = FakeStream(i, start, 5)
+        streams.append(stream)
+        pacer.add_outbound(stream, rx.endpoint.sendto, rx.address)
+    assert phases() == [32] * 3 + [4] + [0] * 16
+    used = [p for p in range(20) if pacer._load[p]]
+    gaps = [min((a - b) % 20, (b - a) % 20) for a in used for b in used if a != b]
+    assert min(gaps) == 5  # a new grid point as far as can be from those in use: 5 ms apart
+    await rx.wait_for(500, 20.0)
+    assert len(rx.packets) == 500  # every packet of every stream, once
+    assert pacer.stats.wakeups <= 4 * 5 + 5  # 4 grid points per frame, not 20
+    for i in range(100, 800):
+        pacer.add_outbound(FakeStream(i, pacer.start_time(), 1), rx.endpoint.sendto, rx.address)
+    assert phases() == [40] * 20  # many: even over the period
+    for stream in streams[:50]:  # streams leave: the phases they leave are filled again first
+        pacer.remove_outbound(stream)
+    assert sorted(phases())[:2] == [8, 22]
+    pacer.add_outbound(FakeStream(800, pacer.start_time(), 1), rx.endpoint.sendto, rx.address)
+    assert sorted(phases())[:2] == [8, 23]  # the fuller of the two under 32: fewer wake-ups
+    with pytest.raises(ValueError, match="batch"):
+        Pacer(batch=0)
     pacer.close()
     await rx.endpoint.close()
 

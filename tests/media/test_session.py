@@ -17,9 +17,11 @@ from dtmfgraph.media import (
     PortRangeExhaustedError,
     RtpSession,
     SessionClosedError,
+    open_udp_endpoint,
 )
 from dtmfgraph.rtp import Codec, DtmfJobError, JobFinished, JobStarted, KeyHeard, RtpPacket
 from dtmfgraph.rtp.outbound import OutboundStream
+from dtmfgraph.rtp.srtp import SrtpContext, SrtpKey
 
 from ..judges.ports import free_udp_port
 from ..rtp.test_rtp_inbound import datagrams_of
@@ -477,3 +479,37 @@ async def test_a_stranger_on_the_far_ends_host_takes_over_nothing() -> None:
         thief.close()
         await us.close()
         pacer.close()
+
+
+async def test_tap_sent_sees_each_packet_before_srtp_and_stops_when_removed() -> None:
+    """What a journal records of our side: every packet the session sends, in order, as RTP
+    (the wire carries it SRTP-protected); after ``tap_sent(None)`` the tap hears nothing more."""
+    pacer = Pacer()
+    key = SrtpKey.generate()
+    wire: list[bytes] = []
+    far = await open_udp_endpoint("127.0.0.1", on_datagram=lambda data, addr: wire.append(data))
+    endpoint = await open_udp_endpoint("127.0.0.1")
+    a = RtpSession(
+        pacer, endpoint, srtp=(SrtpContext(key), SrtpContext(key)), remote=far.local_address
+    )
+    tapped: list[bytes] = []
+    a.tap_sent(tapped.append)
+    await a.send_dtmf("5", method="rfc4733")
+    a.tap_sent(None)
+    count = len(tapped)
+    await asyncio.sleep(0.1)
+    assert len(tapped) == count  # removed: nothing more
+    assert count >= 7  # the event: 5 slots of 100 ms, its end packet twice more
+    packets = [RtpPacket.parse(p) for p in tapped]
+    assert [p.sequence for p in packets] == [
+        (packets[0].sequence + i) & 0xFFFF for i in range(count)
+    ]
+    events = [p for p in packets if p.payload_type == 101]
+    assert events[0].marker and sum(p.payload[1] & 0x80 != 0 for p in events) == 3
+    receiver = SrtpContext(key)  # the same packets went out, protected
+    clear = [receiver.unprotect(d) for d in wire[:count]]
+    assert clear == tapped
+    assert all(d not in tapped for d in wire[:count])
+    await a.close()
+    await far.close()
+    pacer.close()

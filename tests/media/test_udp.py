@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import pytest
@@ -128,3 +129,42 @@ def test_parse_address() -> None:
     ):
         with pytest.raises(ValueError, match="bad address"):
             parse_address(bad)
+
+
+async def test_many_endpoints_each_get_their_own_datagrams_in_order_and_leave_no_fd() -> None:
+    """Every endpoint of a loop is read from one callback: each still gets exactly its own
+    datagrams, in order, however many wait at once; one closed by another's handler in the
+    same turn gets nothing more; when all are closed no descriptor is left behind."""
+    fds_before = len(os.listdir("/proc/self/fd"))
+    got: dict[int, list[bytes]] = {}
+    endpoints = []
+    for i in range(40):
+        endpoint = await open_udp_endpoint("127.0.0.1")
+        got[i] = []
+        endpoint.on_datagram = lambda data, addr, i=i: got[i].append(data)
+        endpoints.append(endpoint)
+    victim = endpoints[39]
+    first = endpoints[0]
+
+    def close_victim(data: bytes, addr: tuple[str, int]) -> None:
+        got[0].append(data)
+        victim.close_now()
+
+    first.on_datagram = close_victim
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for n in range(5):  # several waiting per socket before the loop gets to read
+            for i, endpoint in enumerate(endpoints):
+                sender.sendto(f"{i}:{n}".encode(), endpoint.local_address)
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while any(len(got[i]) < 5 for i in range(39)):
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(0.01)
+    finally:
+        sender.close()
+    for i in range(39):
+        assert got[i] == [f"{i}:{n}".encode() for n in range(5)]
+    assert len(got[39]) <= 1 and victim.closed  # closed on the first turn: nothing after
+    for endpoint in endpoints:
+        await endpoint.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before

@@ -168,8 +168,6 @@ class RtpSession:
         Asterisk's ``rtptimeout``: a far end that sends no RTP while quiet still reports).
         Datagrams that are neither, or come from strangers, do not count."""
         self.on_job_event: Callable[[JobEvent], None] | None = None
-        self._untapped: Callable[[bytes, Address], object] | None = None
-        """The pacer's ``sendto`` of our stream before :meth:`tap_sent` wrapped it."""
         """Optional observer of every job started / finished (called on the pacer's tick)."""
         ssrc_rng = rng or random.Random()
         self._ssrc = ssrc_rng.getrandbits(32)
@@ -324,21 +322,8 @@ class RtpSession:
         """Observe each RTP packet this session sends, before any SRTP protection (a console's
         spectrogram of our side); ``None`` stops. The tap must be cheap and must not raise.
         Nothing happens before the outbound stream has started (a remote is known)."""
-        entry = self._entry
-        if entry is None:
-            return
-        inner = self._untapped or entry.sendto
-        self._untapped = None
-        entry.sendto = inner
-        if tap is None:
-            return
-
-        def send(data: bytes, addr: Address) -> object:
-            tap(data)
-            return inner(data, addr)
-
-        self._untapped = inner
-        entry.sendto = send
+        if self._entry is not None:
+            self._entry.tap = tap
 
     # -- sending --------------------------------------------------------------------------------
     def _sending(self) -> tuple[OutboundStream, Outbound]:
@@ -446,7 +431,8 @@ class RtpSession:
             if clear is None:
                 return  # forged, replayed or not SRTP: counted by the context
             data = clear
-        verdict = self.guard.admit(data, addr, self._loop.time())
+        now = self._loop.time()
+        verdict = self.guard.admit(data, addr, now)
         if verdict is not Verdict.ACCEPT:
             if verdict is Verdict.LEARNED:
                 if (self.latch or self.guard.strict) and not self._closed:
@@ -459,7 +445,6 @@ class RtpSession:
                     self.on_foreign((addr[0], addr[1]))
                 return
         inbound = self.inbound
-        now = self._loop.time()
         if inbound is None:  # (else the inbound stream keeps RTCP's loss figures)
             if len(data) >= 12 and data[0] >> 6 == 2:
                 self.rtcp.note_rtp(int.from_bytes(data[8:12]), data[2] << 8 | data[3])
