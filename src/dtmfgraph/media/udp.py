@@ -183,7 +183,7 @@ class _ReadGroup:
             if endpoint is None:  # closed by a handler earlier in this turn
                 continue
             try:  # one datagram: the socket is ready again next turn if it holds more
-                data, addr = endpoint._recvfrom(4096)
+                data, addr = endpoint._recvfrom(endpoint.max_datagram)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:
